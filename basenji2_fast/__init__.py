@@ -1,0 +1,14 @@
+"""basenji2-fast: the Basenji2 genomics model on hand-written fused kernels.
+
+    import basenji2_fast as b2
+    model = b2.load("model_human.h5")            # or .pth, or a converted .safetensors
+    preds = model.predict("ACGT..." * ...)         # float32 [B, bins, tracks]
+
+The file readers and converters are pure Python; compute needs the compiled extension.
+"""
+from .version import __version__
+from .formats import FormatError, load_spec
+from .convert import convert
+from .model import Model, load, build_info
+
+__all__ = ["__version__", "FormatError", "Model", "build_info", "convert", "load", "load_spec"]

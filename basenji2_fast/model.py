@@ -1,0 +1,258 @@
+"""The Python face of the engine: load a model, predict tracks, extract embeddings.
+
+Batching, input conversion, ensembles (reverse complement, shifts) and head/track
+selection live here; the arithmetic runs in the compiled engine (``_engine``).
+"""
+from __future__ import annotations
+
+import os
+from typing import Dict, Iterable, List, Optional, Sequence, Union
+
+import numpy as np
+
+from . import dna
+from .spec import CODE_N, CODE_UNIFORM, ConvOp, ModelSpec
+from .version import __version__
+
+try:  # the package imports without the extension; compute says what is missing
+    from . import _engine
+except ImportError as exc:  # pragma: no cover - exercised only on broken installs
+    _engine = None
+    _ENGINE_IMPORT_ERROR = exc
+
+PRECISIONS = ("fp32",)
+N_ENCODINGS = ("zeros", "uniform")
+
+SequenceInput = Union[str, bytes, Sequence[str], np.ndarray]
+
+
+def _require_engine():
+    if _engine is None:
+        raise ImportError(
+            "basenji2_fast's compiled engine is not built (" + str(_ENGINE_IMPORT_ERROR) + "); "
+            "reinstall with `pip install -e .` to compute predictions")
+    return _engine
+
+
+def build_info() -> dict:
+    """What this installation can run: version, compiled kernels, compiler, OpenMP, DNA module."""
+    info = {"version": __version__, "engine": _engine is not None, "cython_dna": dna.is_available(),
+            "devices": ["cpu"]}
+    if _engine is not None:
+        info.update(_engine.build_info())
+    return info
+
+
+def _default_threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _shift_codes(codes: np.ndarray, shift: int) -> np.ndarray:
+    """basenji's ensemble shift: s > 0 prepends s uniform (0.25) columns and drops the last
+    s bases; s < 0 the reverse. codes: [B, L] -> [B, L]."""
+    if shift == 0:
+        return codes
+    out = np.full_like(codes, CODE_UNIFORM)
+    if shift > 0:
+        out[:, shift:] = codes[:, :-shift]
+    else:
+        out[:, :shift] = codes[:, -shift:]
+    return out
+
+
+class Model:
+    """A Basenji-family model on the engine.
+
+    Parameters
+    ----------
+    spec : ModelSpec
+        The model, as returned by :func:`basenji2_fast.load_spec`.
+    device : "cpu"
+    precision : "fp32"
+    threads : int, optional
+        Threads for the kernels (default: the CPUs this process may use).
+    isa : str, optional
+        Force a CPU kernel set ("avx512", "generic"); default: the best this CPU runs
+        (or the environment variable ``BASENJI2_FAST_ISA``).
+    """
+
+    def __init__(self, spec: ModelSpec, device: str = "cpu", precision: str = "fp32",
+                 threads: Optional[int] = None, isa: Optional[str] = None):
+        if device != "cpu":
+            raise ValueError(f"device={device!r}: this build runs on 'cpu' only")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision={precision!r} is not supported by this version; use one of {PRECISIONS}")
+        self.spec = spec.validate()
+        self.device, self.precision = device, precision
+        self.threads = int(threads) if threads else _default_threads()
+        if self.threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        eng = _require_engine()
+        ops = []
+        for op in spec.ops:
+            if isinstance(op, ConvOp):
+                ops.append({"type": "conv", "kernel": np.ascontiguousarray(op.kernel, np.float32),
+                            "bias": np.ascontiguousarray(op.bias, np.float32), "dilation": int(op.dilation),
+                            "pool": int(op.pool), "gelu_in": bool(op.gelu_in),
+                            "residual": -1 if op.residual is None else int(op.residual)})
+            else:
+                ops.append({"type": "crop", "left": int(op.left), "right": int(op.right)})
+        self._engine = eng.Engine(spec.seq_length, spec.gelu, spec.final_gelu, ops, self.threads,
+                                  isa or "")
+        self.head_names: List[str] = list(spec.heads)
+        self._head_index = {}
+        for name, head in spec.heads.items():
+            self._head_index[name] = self._engine.add_head(
+                np.ascontiguousarray(head.weight, np.float32), np.ascontiguousarray(head.bias, np.float32),
+                head.activation)
+
+    # Geometry ---------------------------------------------------------------------------------
+    @property
+    def seq_length(self) -> int:
+        return self.spec.seq_length
+
+    @property
+    def n_bins(self) -> int:
+        return self.spec.n_bins
+
+    @property
+    def bin_size(self) -> int:
+        return self.spec.bin_size
+
+    def info(self) -> dict:
+        """Geometry, heads, GELU variant and the kernels that run."""
+        return {
+            "seq_length": self.seq_length, "bin_size": self.bin_size, "n_bins": self.n_bins,
+            "crop_bins": self.spec.crop_bins, "trunk_channels": self.spec.trunk_channels,
+            "heads": {n: h.tracks for n, h in self.spec.heads.items()}, "gelu": self.spec.gelu,
+            "n_params": self.spec.n_params(), "device": self.device, "precision": self.precision,
+            "threads": self.threads, "isa": self._engine.isa, "version": __version__,
+            "source": self.spec.metadata.get("source"),
+        }
+
+    def __repr__(self) -> str:
+        heads = ", ".join(f"{n}={h.tracks}" for n, h in self.spec.heads.items())
+        return (f"<basenji2_fast.Model {self.seq_length} bp -> {self.n_bins} x {self.bin_size} bp bins; "
+                f"heads {heads}; {self.spec.gelu} GELU; {self.device}/{self.precision}/{self._engine.isa}>")
+
+    # Inputs -----------------------------------------------------------------------------------
+    def encode(self, x: SequenceInput) -> tuple:
+        """Any accepted input -> (codes uint8 [B, L], literal_zero_rows).
+
+        x: a DNA string, a list of strings, uint8 codes [B, L] / [L] (A,C,G,T,N = 0..4,
+        5 = uniform), or a float one-hot [B, L, 4] / [L, 4] in A,C,G,T order.
+        """
+        zero_rows = False
+        if isinstance(x, (str, bytes)) or (isinstance(x, (list, tuple)) and x and isinstance(x[0], (str, bytes))):
+            codes = dna.encode_batch(x)
+        else:
+            arr = np.asarray(x)
+            if arr.dtype == np.uint8 and arr.ndim in (1, 2):
+                codes = arr[None] if arr.ndim == 1 else arr
+                if codes.size and codes.max() > CODE_UNIFORM:
+                    b, p = np.argwhere(codes > CODE_UNIFORM)[0]
+                    raise ValueError(f"base code {codes[b, p]} at sequence {b}, position {p} (expected 0..5)")
+            elif arr.ndim in (2, 3) and arr.shape[-1] == 4 and arr.dtype != object:
+                codes, zero_rows = dna.onehot_to_codes(arr)
+            else:
+                raise ValueError(f"cannot read sequences from an array of shape {arr.shape} and dtype {arr.dtype}: "
+                                 "expected strings, uint8 codes [B, L] or a one-hot [B, L, 4]")
+        if codes.shape[1] != self.seq_length:
+            raise ValueError(f"sequence length {codes.shape[1]:,} != the model's seq_length {self.seq_length:,}")
+        return np.ascontiguousarray(codes, np.uint8), zero_rows
+
+    def _n_uniform(self, n_encoding: str, zero_rows: bool) -> bool:
+        if n_encoding not in N_ENCODINGS:
+            raise ValueError(f"n_encoding={n_encoding!r}; expected one of {N_ENCODINGS}")
+        # A float one-hot's all-zero rows are literal zeros, whatever n_encoding says.
+        return n_encoding == "uniform" and not zero_rows
+
+    def _resolve_heads(self, head) -> List[str]:
+        if head is None:
+            return [self.head_names[0]]
+        if head == "both" or head == "all":
+            return list(self.head_names)
+        names = [head] if isinstance(head, str) else list(head)
+        for n in names:
+            if n not in self._head_index:
+                raise ValueError(f"no head {n!r}; this model has {self.head_names}")
+        return names
+
+    # Compute ----------------------------------------------------------------------------------
+    def predict(self, x: SequenceInput, head: Optional[str] = None,
+                tracks: Union[None, Iterable[int], Dict[str, Iterable[int]]] = None, rc: bool = False,
+                shifts: Sequence[int] = (0,), batch_size: Optional[int] = None,
+                n_encoding: str = "zeros") -> Union[np.ndarray, Dict[str, np.ndarray]]:
+        """Predict tracks.
+
+        Parameters
+        ----------
+        x : str, list of str, uint8 codes [B, L] or float one-hot [B, L, 4]
+        head : None (the first head), a head name, or "both" (every head from one trunk pass)
+        tracks : column indices of the head to compute (only those are computed), or for
+            several heads a dict {head: indices}
+        rc, shifts : ensemble as basenji's ``--rc`` / ``--shifts``: the mean over every shift,
+            and with ``rc`` also the reverse complement of each, its predictions flipped back
+        batch_size : sequences per engine call (bounds the memory of the outputs)
+        n_encoding : "zeros" or "uniform" (0.25 in each channel) for N
+
+        Returns
+        -------
+        float32 [B, n_bins, tracks], or {head: [B, n_bins, tracks]} for head="both".
+        """
+        codes, zero_rows = self.encode(x)
+        n_uniform = self._n_uniform(n_encoding, zero_rows)
+        names = self._resolve_heads(head)
+        requests = []
+        for n in names:
+            sel = tracks.get(n) if isinstance(tracks, dict) else tracks
+            idx = [] if sel is None else [int(t) for t in np.asarray(list(sel)).ravel()]
+            n_tracks = self.spec.heads[n].tracks
+            bad = [t for t in idx if not 0 <= t < n_tracks]
+            if bad:
+                raise ValueError(f"track index {bad[0]} out of range for head {n!r} with {n_tracks} tracks")
+            requests.append((self._head_index[n], idx))
+        passes = [(int(s), False) for s in shifts] + ([(int(s), True) for s in shifts] if rc else [])
+        if not passes:
+            raise ValueError("shifts must name at least one shift")
+        B = codes.shape[0]
+        bs = int(batch_size) if batch_size else max(1, min(B, 8))
+        outs = [np.zeros((B, self.n_bins, len(r[1]) or self.spec.heads[n].tracks), np.float32)
+                for n, r in zip(names, requests)]
+        for b0 in range(0, B, bs):
+            chunk = codes[b0:b0 + bs]
+            for shift, flip in passes:
+                c = _shift_codes(chunk, shift)
+                if flip:
+                    c = np.ascontiguousarray(dna.revcomp(c))
+                preds = self._engine.predict(c, requests, n_uniform)
+                for out, p in zip(outs, preds):
+                    out[b0:b0 + bs] += p[:, ::-1] if flip else p
+        if len(passes) > 1:
+            for out in outs:
+                out /= len(passes)
+        if head in ("both", "all") or (not isinstance(head, str) and head is not None):
+            return dict(zip(names, outs))
+        return outs[0]
+
+    def embed(self, x: SequenceInput, batch_size: Optional[int] = None, n_encoding: str = "zeros") -> np.ndarray:
+        """The trunk output (after its final GELU): float32 [B, n_bins, trunk_channels]."""
+        codes, zero_rows = self.encode(x)
+        n_uniform = self._n_uniform(n_encoding, zero_rows)
+        bs = int(batch_size) if batch_size else max(1, min(codes.shape[0], 8))
+        parts = [self._engine.trunk(codes[b:b + bs], n_uniform) for b in range(0, codes.shape[0], bs)]
+        return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+
+def load(path: Union[str, os.PathLike], device: str = "cpu", precision: str = "fp32", threads: Optional[int] = None,
+         params=None, gelu: Optional[str] = None, isa: Optional[str] = None) -> Model:
+    """Load a model from Keras HDF5 (.h5), a basenji2-pytorch state dict (.pth) or the engine's
+    own .safetensors file (conversion happens in memory). ``params``: a basenji params JSON
+    for files that lack the geometry; ``gelu``: override the GELU variant."""
+    from .formats import load_spec
+
+    return Model(load_spec(path, params=params, gelu=gelu), device=device, precision=precision, threads=threads,
+                 isa=isa)

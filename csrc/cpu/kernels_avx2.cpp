@@ -1,0 +1,188 @@
+// AVX2 + FMA kernels: a 6 x 16 register-blocked implicit-GEMM micro-kernel (12 ymm
+// accumulators, 2 weight vectors, 1 broadcast) over channels-last rows, and a vectorised
+// epilogue. Compiled with -mavx2 -mfma only; chosen at run time.
+#include <immintrin.h>
+
+#define B2F_ISA_NS avx2
+#include "tiles.h"
+
+namespace b2f {
+namespace cpu {
+namespace avx2 {
+namespace {
+
+constexpr int MR = 6;
+constexpr int NR = 16;
+
+inline __m256 set1(float v) { return _mm256_set1_ps(v); }
+
+// exp(x): x = n ln2 + r, Cephes degree-6 polynomial, 2^n built in the exponent bits.
+// The clamp keeps n in the normal range; below it e^x is ~1e-38, which is 0 for our uses.
+inline __m256 exp_ps(__m256 x) {
+  x = _mm256_min_ps(_mm256_max_ps(x, set1(-87.0f)), set1(88.0f));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, set1(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, set1(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, set1(-2.12194440e-4f), r);
+  __m256 p = set1(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, set1(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, set1(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, set1(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, set1(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, set1(5.0000001201e-1f));
+  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, set1(1.f)));
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+// log(y) for y in [1, 2]: Cephes logf polynomial around 1.
+inline __m256 log_1_2_ps(__m256 y) {
+  const __m256 big = _mm256_cmp_ps(y, set1(1.41421356f), _CMP_GT_OQ);
+  const __m256 e = _mm256_and_ps(big, set1(1.f));
+  const __m256 x = _mm256_sub_ps(_mm256_blendv_ps(y, _mm256_mul_ps(y, set1(0.5f)), big), set1(1.f));
+  const __m256 z = _mm256_mul_ps(x, x);
+  __m256 p = set1(7.0376836292e-2f);
+  p = _mm256_fmadd_ps(p, x, set1(-1.1514610310e-1f));
+  p = _mm256_fmadd_ps(p, x, set1(1.1676998740e-1f));
+  p = _mm256_fmadd_ps(p, x, set1(-1.2420140846e-1f));
+  p = _mm256_fmadd_ps(p, x, set1(1.4249322787e-1f));
+  p = _mm256_fmadd_ps(p, x, set1(-1.6668057665e-1f));
+  p = _mm256_fmadd_ps(p, x, set1(2.0000714765e-1f));
+  p = _mm256_fmadd_ps(p, x, set1(-2.4999993993e-1f));
+  p = _mm256_fmadd_ps(p, x, set1(3.3333331174e-1f));
+  p = _mm256_mul_ps(_mm256_mul_ps(p, x), z);
+  p = _mm256_fmadd_ps(e, set1(-2.12194440e-4f), p);
+  p = _mm256_fmadd_ps(z, set1(-0.5f), p);
+  return _mm256_fmadd_ps(e, set1(0.693359375f), _mm256_add_ps(x, p));
+}
+
+inline __m256 abs_ps(__m256 x) { return _mm256_andnot_ps(set1(-0.f), x); }
+
+inline __m256 softplus_ps(__m256 x) {
+  const __m256 t = exp_ps(_mm256_xor_ps(abs_ps(x), set1(-0.f)));
+  return _mm256_add_ps(_mm256_max_ps(x, _mm256_setzero_ps()), log_1_2_ps(_mm256_add_ps(t, set1(1.f))));
+}
+
+// erfc(z) for z >= 0 (Numerical Recipes' Chebyshev fit, fractional error < 1.2e-7).
+inline __m256 erfc_pos_ps(__m256 z) {
+  const __m256 t = _mm256_div_ps(set1(1.f), _mm256_fmadd_ps(z, set1(0.5f), set1(1.f)));
+  __m256 p = set1(0.17087277f);
+  p = _mm256_fmadd_ps(p, t, set1(-0.82215223f));
+  p = _mm256_fmadd_ps(p, t, set1(1.48851587f));
+  p = _mm256_fmadd_ps(p, t, set1(-1.13520398f));
+  p = _mm256_fmadd_ps(p, t, set1(0.27886807f));
+  p = _mm256_fmadd_ps(p, t, set1(-0.18628806f));
+  p = _mm256_fmadd_ps(p, t, set1(0.09678418f));
+  p = _mm256_fmadd_ps(p, t, set1(0.37409196f));
+  p = _mm256_fmadd_ps(p, t, set1(1.00002368f));
+  p = _mm256_fmadd_ps(p, t, set1(-1.26551223f));
+  p = _mm256_fnmadd_ps(z, z, p);
+  return _mm256_mul_ps(t, exp_ps(p));
+}
+
+inline __m256 gelu_ps(__m256 x, Gelu v) {
+  const __m256 one = set1(1.f);
+  switch (v) {
+    case Gelu::Sigmoid:
+      return _mm256_div_ps(x, _mm256_add_ps(one, exp_ps(_mm256_mul_ps(x, set1(-kGeluSigmoidScale)))));
+    case Gelu::Erf: {
+      // 0.5 x erfc(-x / sqrt 2); erfc(-u) = 2 - erfc(u) for u > 0.
+      const __m256 u = _mm256_mul_ps(x, set1(-kSqrtHalf));
+      const __m256 c = erfc_pos_ps(abs_ps(u));
+      const __m256 neg = _mm256_cmp_ps(u, _mm256_setzero_ps(), _CMP_LT_OQ);
+      const __m256 ec = _mm256_blendv_ps(c, _mm256_sub_ps(set1(2.f), c), neg);
+      return _mm256_mul_ps(_mm256_mul_ps(set1(0.5f), x), ec);
+    }
+    default: {
+      // tanh(u) = 1 - 2 / (e^{2u} + 1)
+      const __m256 u = _mm256_mul_ps(set1(kSqrt2OverPi),
+                                     _mm256_fmadd_ps(_mm256_mul_ps(set1(kGeluTanhCubic), x), _mm256_mul_ps(x, x), x));
+      const __m256 th = _mm256_sub_ps(one, _mm256_div_ps(set1(2.f), _mm256_add_ps(exp_ps(_mm256_add_ps(u, u)), one)));
+      return _mm256_mul_ps(_mm256_mul_ps(set1(0.5f), x), _mm256_add_ps(one, th));
+    }
+  }
+}
+
+// Lane mask for the first n (0..8) of 8 columns.
+inline __m256i col_mask(int ncols, int half) {
+  const int n = std::min(8, std::max(0, ncols - 8 * half));
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+void epilogue(const Epilogue& e, float* tile, int rows, int64_t p, int col0, int ncols) {
+  const int halves = ncols > 8 ? 2 : 1;
+  const __m256i m[2] = {col_mask(ncols, 0), col_mask(ncols, 1)};
+  const int step = e.pool;
+  for (int i = 0; i < rows; i += step) {
+    for (int h = 0; h < halves; ++h) {
+      const __m256 b = _mm256_loadu_ps(e.bias + col0 + 8 * h);
+      __m256 v = _mm256_add_ps(_mm256_load_ps(tile + i * NR + 8 * h), b);
+      if (e.res) v = _mm256_add_ps(v, _mm256_maskload_ps(e.res + (p + i) * e.res_stride + col0 + 8 * h, m[h]));
+      if (step == 2) {
+        __m256 v2 = _mm256_add_ps(_mm256_load_ps(tile + (i + 1) * NR + 8 * h), b);
+        if (e.res) v2 = _mm256_add_ps(v2, _mm256_maskload_ps(e.res + (p + i + 1) * e.res_stride + col0 + 8 * h, m[h]));
+        v = _mm256_max_ps(v, v2);
+      }
+      const int64_t j = (p + i) / step;
+      if (e.out)
+        _mm256_maskstore_ps(e.out + j * e.out_stride + col0 + 8 * h, m[h],
+                            e.out_act == OutAct::Softplus ? softplus_ps(v) : v);
+      if (e.act) _mm256_maskstore_ps(e.act + j * e.act_stride + col0 + 8 * h, m[h], gelu_ps(v, e.gelu));
+    }
+  }
+}
+
+template <int R>
+void conv_tile(const ConvArgs& a, int64_t p, int panel, float* tile) {
+  __m256 acc0[R], acc1[R];
+#pragma GCC unroll 6
+  for (int i = 0; i < R; ++i) acc0[i] = acc1[i] = _mm256_setzero_ps();
+  const int64_t s = a.in_stride;
+  const float* wp = a.w + int64_t(panel) * a.k * a.cin * NR;
+  for (int t = 0; t < a.k; ++t) {
+    const float* x = a.in + (p + int64_t(t - a.k / 2) * a.dil) * s;
+    const float* w = wp + int64_t(t) * a.cin * NR;
+    for (int c = 0; c < a.cin; ++c, w += NR, ++x) {
+      const __m256 w0 = _mm256_loadu_ps(w), w1 = _mm256_loadu_ps(w + 8);
+#pragma GCC unroll 6
+      for (int i = 0; i < R; ++i) {
+        const __m256 xi = _mm256_broadcast_ss(x + i * s);
+        acc0[i] = _mm256_fmadd_ps(xi, w0, acc0[i]);
+        acc1[i] = _mm256_fmadd_ps(xi, w1, acc1[i]);
+      }
+    }
+  }
+#pragma GCC unroll 6
+  for (int i = 0; i < R; ++i) {
+    _mm256_store_ps(tile + i * NR, acc0[i]);
+    _mm256_store_ps(tile + i * NR + 8, acc1[i]);
+  }
+}
+
+template <int... Rs>
+void conv_tile_rows(const ConvArgs& a, int64_t p, int rows, int panel, float* tile,
+                    std::integer_sequence<int, Rs...>) {
+  ((rows == Rs + 1 ? conv_tile<Rs + 1>(a, p, panel, tile) : void()), ...);
+}
+
+void conv(const ConvArgs& a) {
+  for_each_tile<MR, NR>(a.p0, a.p1, a.cout, a.threads, [&](int64_t p, int rows, int panel) {
+    alignas(64) float tile[MR * NR];
+    conv_tile_rows(a, p, rows, panel, tile, std::make_integer_sequence<int, MR>{});
+    const int col0 = panel * NR;
+    epilogue(a.epi, tile, rows, p, col0, std::min(NR, a.cout - col0));
+  });
+}
+
+void stem(const StemArgs& a) { stem_tiles<MR, NR>(a, epilogue); }
+
+}  // namespace
+}  // namespace avx2
+
+const KernelSet& kernels_avx2() {
+  static const KernelSet k{"avx2", avx2::NR, avx2::conv, avx2::stem};
+  return k;
+}
+
+}  // namespace cpu
+}  // namespace b2f

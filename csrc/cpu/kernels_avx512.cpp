@@ -1,0 +1,189 @@
+// AVX-512F kernels: a 14 x 32 register-blocked implicit-GEMM micro-kernel (28 zmm
+// accumulators) over channels-last rows, and a vectorised epilogue (bias, residual,
+// max-pool, softplus, GELU). Compiled with -mavx512f -mfma only; chosen at run time.
+#include <immintrin.h>
+
+#define B2F_ISA_NS avx512
+#include "tiles.h"
+
+namespace b2f {
+namespace cpu {
+namespace avx512 {
+namespace {
+
+constexpr int MR = 14;
+constexpr int NR = 32;
+
+// exp(x), Cephes-style: x = n ln2 + r, |r| <= ln2/2, degree-6 polynomial, then 2^n by
+// scalef (which also handles underflow to 0). Relative error ~1e-7.
+inline __m512 exp_ps(__m512 x) {
+  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-103.f)), _mm512_set1_ps(88.7f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.f)));
+  return _mm512_scalef_ps(p, n);
+}
+
+// log(y) for y in [1, 2] (all softplus needs): Cephes logf polynomial around 1.
+inline __m512 log_1_2_ps(__m512 y) {
+  const __mmask16 big = _mm512_cmp_ps_mask(y, _mm512_set1_ps(1.41421356f), _CMP_GT_OQ);
+  const __m512 e = _mm512_maskz_mov_ps(big, _mm512_set1_ps(1.f));
+  const __m512 x = _mm512_sub_ps(_mm512_mask_mul_ps(y, big, y, _mm512_set1_ps(0.5f)), _mm512_set1_ps(1.f));
+  const __m512 z = _mm512_mul_ps(x, x);
+  __m512 p = _mm512_set1_ps(7.0376836292e-2f);
+  p = _mm512_fmadd_ps(p, x, _mm512_set1_ps(-1.1514610310e-1f));
+  p = _mm512_fmadd_ps(p, x, _mm512_set1_ps(1.1676998740e-1f));
+  p = _mm512_fmadd_ps(p, x, _mm512_set1_ps(-1.2420140846e-1f));
+  p = _mm512_fmadd_ps(p, x, _mm512_set1_ps(1.4249322787e-1f));
+  p = _mm512_fmadd_ps(p, x, _mm512_set1_ps(-1.6668057665e-1f));
+  p = _mm512_fmadd_ps(p, x, _mm512_set1_ps(2.0000714765e-1f));
+  p = _mm512_fmadd_ps(p, x, _mm512_set1_ps(-2.4999993993e-1f));
+  p = _mm512_fmadd_ps(p, x, _mm512_set1_ps(3.3333331174e-1f));
+  p = _mm512_mul_ps(_mm512_mul_ps(p, x), z);
+  p = _mm512_fmadd_ps(e, _mm512_set1_ps(-2.12194440e-4f), p);
+  p = _mm512_fmadd_ps(z, _mm512_set1_ps(-0.5f), p);
+  return _mm512_fmadd_ps(e, _mm512_set1_ps(0.693359375f), _mm512_add_ps(x, p));
+}
+
+inline __m512 softplus_ps(__m512 x) {
+  const __m512 absx = _mm512_abs_ps(x);
+  const __m512 t = exp_ps(_mm512_sub_ps(_mm512_setzero_ps(), absx));
+  return _mm512_add_ps(_mm512_max_ps(x, _mm512_setzero_ps()), log_1_2_ps(_mm512_add_ps(t, _mm512_set1_ps(1.f))));
+}
+
+// erfc(z) for z >= 0 (Numerical Recipes' Chebyshev fit, fractional error < 1.2e-7).
+inline __m512 erfc_pos_ps(__m512 z) {
+  const __m512 t = _mm512_div_ps(_mm512_set1_ps(1.f), _mm512_fmadd_ps(z, _mm512_set1_ps(0.5f), _mm512_set1_ps(1.f)));
+  __m512 p = _mm512_set1_ps(0.17087277f);
+  p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-0.82215223f));
+  p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(1.48851587f));
+  p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-1.13520398f));
+  p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(0.27886807f));
+  p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-0.18628806f));
+  p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(0.09678418f));
+  p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(0.37409196f));
+  p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(1.00002368f));
+  p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-1.26551223f));
+  p = _mm512_fnmadd_ps(z, z, p);
+  return _mm512_mul_ps(t, exp_ps(p));
+}
+
+inline __m512 gelu_ps(__m512 x, Gelu v) {
+  const __m512 one = _mm512_set1_ps(1.f);
+  switch (v) {
+    case Gelu::Sigmoid: {
+      const __m512 e = exp_ps(_mm512_mul_ps(x, _mm512_set1_ps(-kGeluSigmoidScale)));
+      return _mm512_div_ps(x, _mm512_add_ps(one, e));
+    }
+    case Gelu::Erf: {
+      // 0.5 x erfc(-x / sqrt 2); erfc(-u) = 2 - erfc(u) for u > 0.
+      const __m512 u = _mm512_mul_ps(x, _mm512_set1_ps(-kSqrtHalf));
+      const __m512 c = erfc_pos_ps(_mm512_abs_ps(u));
+      const __mmask16 neg = _mm512_cmp_ps_mask(u, _mm512_setzero_ps(), _CMP_LT_OQ);
+      const __m512 ec = _mm512_mask_sub_ps(c, neg, _mm512_set1_ps(2.f), c);
+      return _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), x), ec);
+    }
+    default: {
+      // tanh(u) = 1 - 2 / (e^{2u} + 1)
+      const __m512 u = _mm512_mul_ps(_mm512_set1_ps(kSqrt2OverPi),
+                                     _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(kGeluTanhCubic), x),
+                                                     _mm512_mul_ps(x, x), x));
+      const __m512 e = exp_ps(_mm512_add_ps(u, u));
+      const __m512 th = _mm512_sub_ps(one, _mm512_div_ps(_mm512_set1_ps(2.f), _mm512_add_ps(e, one)));
+      return _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), x), _mm512_add_ps(one, th));
+    }
+  }
+}
+
+inline __mmask16 col_mask(int ncols, int half) {
+  const int n = std::min(16, std::max(0, ncols - 16 * half));
+  return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1u);
+}
+
+void epilogue(const Epilogue& e, float* tile, int rows, int64_t p, int col0, int ncols) {
+  const __mmask16 m[2] = {col_mask(ncols, 0), col_mask(ncols, 1)};
+  const __m512 b[2] = {_mm512_loadu_ps(e.bias + col0), _mm512_loadu_ps(e.bias + col0 + 16)};
+  const int step = e.pool;
+  for (int i = 0; i < rows; i += step) {
+    for (int h = 0; h < 2; ++h) {
+      if (!m[h]) continue;
+      __m512 v = _mm512_add_ps(_mm512_load_ps(tile + i * NR + 16 * h), b[h]);
+      if (e.res) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m[h], e.res + (p + i) * e.res_stride + col0 + 16 * h));
+      if (step == 2) {
+        __m512 v2 = _mm512_add_ps(_mm512_load_ps(tile + (i + 1) * NR + 16 * h), b[h]);
+        if (e.res)
+          v2 = _mm512_add_ps(v2, _mm512_maskz_loadu_ps(m[h], e.res + (p + i + 1) * e.res_stride + col0 + 16 * h));
+        v = _mm512_max_ps(v, v2);
+      }
+      const int64_t j = (p + i) / step;
+      if (e.out) {
+        const __m512 o = e.out_act == OutAct::Softplus ? softplus_ps(v) : v;
+        _mm512_mask_storeu_ps(e.out + j * e.out_stride + col0 + 16 * h, m[h], o);
+      }
+      if (e.act) _mm512_mask_storeu_ps(e.act + j * e.act_stride + col0 + 16 * h, m[h], gelu_ps(v, e.gelu));
+    }
+  }
+}
+
+template <int MR>
+void conv_tile(const ConvArgs& a, int64_t p, int panel, float* tile) {
+  __m512 acc0[MR], acc1[MR];
+#pragma GCC unroll 14
+  for (int i = 0; i < MR; ++i) acc0[i] = acc1[i] = _mm512_setzero_ps();
+  const int64_t s = a.in_stride;
+  const float* wp = a.w + int64_t(panel) * a.k * a.cin * NR;
+  for (int t = 0; t < a.k; ++t) {
+    const float* x = a.in + (p + int64_t(t - a.k / 2) * a.dil) * s;
+    const float* w = wp + int64_t(t) * a.cin * NR;
+    for (int c = 0; c < a.cin; ++c, w += NR, ++x) {
+      const __m512 w0 = _mm512_loadu_ps(w), w1 = _mm512_loadu_ps(w + 16);
+#pragma GCC unroll 14
+      for (int i = 0; i < MR; ++i) {
+        const __m512 xi = _mm512_set1_ps(x[i * s]);
+        acc0[i] = _mm512_fmadd_ps(xi, w0, acc0[i]);
+        acc1[i] = _mm512_fmadd_ps(xi, w1, acc1[i]);
+      }
+    }
+  }
+#pragma GCC unroll 14
+  for (int i = 0; i < MR; ++i) {
+    _mm512_store_ps(tile + i * NR, acc0[i]);
+    _mm512_store_ps(tile + i * NR + 16, acc1[i]);
+  }
+}
+
+template <int... Rs>
+void conv_tile_rows(const ConvArgs& a, int64_t p, int rows, int panel, float* tile,
+                    std::integer_sequence<int, Rs...>) {
+  ((rows == Rs + 1 ? conv_tile<Rs + 1>(a, p, panel, tile) : void()), ...);
+}
+
+void conv(const ConvArgs& a) {
+  for_each_tile<MR, NR>(a.p0, a.p1, a.cout, a.threads, [&](int64_t p, int rows, int panel) {
+    alignas(64) float tile[MR * NR];
+    conv_tile_rows(a, p, rows, panel, tile, std::make_integer_sequence<int, MR>{});
+    const int col0 = panel * NR;
+    epilogue(a.epi, tile, rows, p, col0, std::min(NR, a.cout - col0));
+  });
+}
+
+void stem(const StemArgs& a) { stem_tiles<MR, NR>(a, epilogue); }
+
+}  // namespace
+}  // namespace avx512
+
+const KernelSet& kernels_avx512() {
+  static const KernelSet k{"avx512", avx512::NR, avx512::conv, avx512::stem};
+  return k;
+}
+
+}  // namespace cpu
+}  // namespace b2f

@@ -1,0 +1,92 @@
+// Portable tile loops shared by every CPU instruction set. Included by each ISA's
+// translation unit, so the same source is compiled (and auto-vectorised) with that
+// unit's flags; an ISA replaces only the pieces it hand-writes.
+#pragma once
+#include <algorithm>
+#include <cstring>
+#include <utility>
+
+#include "basenji2_fast/kernels.h"
+
+namespace b2f {
+namespace cpu {
+namespace B2F_ISA_NS {
+
+// Tiles per block of positions. Each ISA picks its register tile MR x NR; MR is even, so
+// a tile never splits a max-pool pair.
+constexpr int kTilesPerBlock = 8;
+
+// Scalar epilogue over a tile [rows][NR] of accumulators for positions p.., panel columns.
+template <int NR>
+inline void epilogue_scalar(const Epilogue& e, float* tile, int rows, int64_t p, int col0, int ncols) {
+  for (int i = 0; i < rows; ++i) {
+    float* t = tile + i * NR;
+    for (int j = 0; j < ncols; ++j) t[j] += e.bias[col0 + j];
+    if (e.res) {
+      const float* r = e.res + (p + i) * e.res_stride + col0;
+      for (int j = 0; j < ncols; ++j) t[j] += r[j];
+    }
+  }
+  int out_rows = rows;
+  if (e.pool == 2) {
+    out_rows = rows / 2;
+    for (int i = 0; i < out_rows; ++i)
+      for (int j = 0; j < ncols; ++j) tile[i * NR + j] = std::max(tile[2 * i * NR + j], tile[(2 * i + 1) * NR + j]);
+  }
+  const int64_t j0 = p / e.pool;
+  for (int i = 0; i < out_rows; ++i) {
+    const float* t = tile + i * NR;
+    if (e.out) {
+      float* o = e.out + (j0 + i) * e.out_stride + col0;
+      if (e.out_act == OutAct::Softplus)
+        for (int j = 0; j < ncols; ++j) o[j] = softplus(t[j]);
+      else
+        std::memcpy(o, t, sizeof(float) * ncols);
+    }
+    if (e.act) {
+      float* o = e.act + (j0 + i) * e.act_stride + col0;
+      for (int j = 0; j < ncols; ++j) o[j] = gelu(t[j], e.gelu);
+    }
+  }
+}
+
+// Runs tile_fn(p, rows, panel) over [p0, p1) x panels in blocks, threads over blocks.
+// Consecutive blocks of one panel go to the same thread so its weight panel stays in cache.
+template <int MR, int NR, typename TileFn>
+inline void for_each_tile(int64_t p0, int64_t p1, int cout, int threads, TileFn&& tile_fn) {
+  const int panels = (cout + NR - 1) / NR;
+  const int64_t block = int64_t(MR) * kTilesPerBlock;
+  const int64_t nblocks = (p1 - p0 + block - 1) / block;
+  const int64_t ntasks = nblocks * panels;
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && ntasks > 1)
+  for (int64_t task = 0; task < ntasks; ++task) {
+    const int panel = int(task / nblocks);
+    const int64_t b0 = p0 + (task % nblocks) * block;
+    const int64_t b1 = std::min(b0 + block, p1);
+    for (int64_t p = b0; p < b1; p += MR) tile_fn(p, int(std::min<int64_t>(MR, b1 - p)), panel);
+  }
+}
+
+template <int MR, int NR, typename Epi>
+inline void stem_tiles(const StemArgs& a, Epi&& epilogue) {
+  const int padded = ((a.cout + NR - 1) / NR) * NR;
+  const int half = a.k / 2;
+  for_each_tile<MR, NR>(a.p0, a.p1, a.cout, a.threads, [&](int64_t p, int rows, int panel) {
+    alignas(64) float tile[MR * NR];
+    const int col0 = panel * NR;
+    for (int i = 0; i < rows; ++i) {
+      float* acc = tile + i * NR;
+      for (int j = 0; j < NR; ++j) acc[j] = 0.f;
+      for (int t = 0; t < a.k; ++t) {
+        const uint8_t c = a.codes[p + i + int64_t(t - half) * a.dil];
+        const float* row = a.table + (int64_t(t) * kStemCodes + c) * padded + col0;
+        for (int j = 0; j < NR; ++j) acc[j] += row[j];
+      }
+    }
+    epilogue(a.epi, tile, rows, p, col0, std::min(NR, a.cout - col0));
+  });
+}
+
+}  // namespace B2F_ISA_NS
+}  // namespace cpu
+}  // namespace b2f

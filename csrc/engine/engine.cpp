@@ -1,0 +1,255 @@
+#include "engine.h"
+
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+
+namespace b2f {
+
+namespace {
+[[noreturn]] void fail(const std::string& msg) { throw std::invalid_argument(msg); }
+}  // namespace
+
+// A tensor's rows with `halo` zero rows on each side: row q at data + (halo + q) * channels.
+struct Engine::Tensor {
+  std::unique_ptr<float[]> buf;
+  int64_t rows = 0, halo = 0;
+  int channels = 0;
+  void alloc(int64_t r, int64_t h, int c) {
+    rows = r, halo = h, channels = c;
+    buf.reset(new float[size_t((r + 2 * h) * c)]);
+    // Kernels write only rows [0, rows); the margins are the "same" padding.
+    std::memset(buf.get(), 0, sizeof(float) * size_t(h * c));
+    std::memset(buf.get() + (h + r) * c, 0, sizeof(float) * size_t(h * c));
+  }
+  float* row0() { return buf.get() + halo * channels; }
+  bool empty() const { return !buf; }
+  void release() { buf.reset(); }
+};
+
+Engine::Engine(int64_t seq_length, Gelu gelu, bool final_gelu, std::vector<OpDesc> ops, int threads,
+               const std::string& isa)
+    : seq_length_(seq_length), gelu_(gelu), final_gelu_(final_gelu), threads_(std::max(1, threads)),
+      kernels_(&cpu::select_kernels(isa.c_str())), ops_(std::move(ops)) {
+  const int n = int(ops_.size());
+  if (n == 0 || ops_[0].type != OpDesc::Conv || ops_[0].cin != 4)
+    fail("the first op must be a convolution over the 4-channel one-hot input");
+  lengths_.assign(n + 1, 0);
+  channels_.assign(n + 1, 0);
+  lengths_[0] = seq_length;
+  channels_[0] = 4;
+  for (int i = 0; i < n; ++i) {
+    const OpDesc& op = ops_[i];
+    if (op.type == OpDesc::Conv) {
+      if (op.cin != channels_[i]) fail("op " + std::to_string(i) + ": input channels do not chain");
+      if (op.k % 2 != 1) fail("op " + std::to_string(i) + ": even kernel sizes are not supported");
+      if (op.pool != 1 && op.pool != 2) fail("op " + std::to_string(i) + ": only max-pool sizes 1 and 2 are supported");
+      if (op.pool == 2 && lengths_[i] % 2) fail("op " + std::to_string(i) + ": odd length before a max-pool");
+      if (op.kernel.size() != size_t(op.k) * op.cin * op.cout || op.bias.size() != size_t(op.cout))
+        fail("op " + std::to_string(i) + ": weight sizes do not match the shape");
+      if (op.residual >= i) fail("op " + std::to_string(i) + ": residual source must be an earlier op");
+      if (op.residual >= 0 && (lengths_[op.residual] != lengths_[i] || channels_[op.residual] != op.cout))
+        fail("op " + std::to_string(i) + ": residual shape does not match");
+      if (op.residual == 0) fail("op " + std::to_string(i) + ": a residual from the one-hot input is not supported");
+      lengths_[i + 1] = lengths_[i] / op.pool;
+      channels_[i + 1] = op.cout;
+    } else {
+      lengths_[i + 1] = lengths_[i] - op.left - op.right;
+      channels_[i + 1] = channels_[i];
+      if (i == 0 || lengths_[i + 1] <= 0) fail("op " + std::to_string(i) + ": bad crop");
+    }
+  }
+  // Which forms of each tensor are read, with what halo, and when last. Walk backwards so
+  // that a crop passes on the needs of the tensor it produces.
+  need_raw_.assign(n + 1, 0);
+  need_act_.assign(n + 1, 0);
+  halo_.assign(n + 1, 0);
+  last_use_.assign(n + 1, -1);
+  (final_gelu_ ? need_act_ : need_raw_)[n] = 1;
+  last_use_[n] = n;
+  for (int i = n - 1; i >= 0; --i) {
+    const OpDesc& op = ops_[i];
+    if (op.type == OpDesc::Conv) {
+      (op.gelu_in ? need_act_ : need_raw_)[i] = 1;
+      halo_[i] = conv_halo(op.k, op.dil);
+      if (op.residual >= 0) {
+        need_raw_[op.residual] = 1;
+        last_use_[op.residual] = std::max(last_use_[op.residual], i);
+      }
+    } else {
+      need_raw_[i] = need_raw_[i] || need_raw_[i + 1];
+      need_act_[i] = need_act_[i] || need_act_[i + 1];
+    }
+    last_use_[i] = std::max(last_use_[i], i);
+  }
+  if (ops_[0].gelu_in == false) fail("the stem must be pre-activated (GELU on the one-hot input)");
+  packed_.resize(n);
+  for (int i = 0; i < n; ++i)
+    if (ops_[i].type == OpDesc::Conv && i > 0)
+      packed_[i] = pack(ops_[i].kernel.data(), ops_[i].bias.data(), ops_[i].k, ops_[i].cin, ops_[i].cout);
+  packed_[0] = pack(ops_[0].kernel.data(), ops_[0].bias.data(), ops_[0].k, 4, ops_[0].cout);
+  stem_tables_[0] = stem_table(false);
+  stem_tables_[1] = stem_table(true);
+}
+
+Engine::Packed Engine::pack(const float* kernel, const float* bias, int k, int cin, int cout) const {
+  // [k][cin][cout] -> [panel][k][cin][nr]: each micro-kernel step reads nr contiguous weights.
+  const int nr = kernels_->nr, panels = (cout + nr - 1) / nr;
+  Packed p;
+  p.w.assign(size_t(panels) * k * cin * nr, 0.f);
+  p.bias.assign(size_t(panels) * nr, 0.f);
+  for (int pn = 0; pn < panels; ++pn)
+    for (int t = 0; t < k; ++t)
+      for (int c = 0; c < cin; ++c)
+        for (int j = 0; j < nr && pn * nr + j < cout; ++j)
+          p.w[((size_t(pn) * k + t) * cin + c) * nr + j] = kernel[(size_t(t) * cin + c) * cout + pn * nr + j];
+  std::copy(bias, bias + cout, p.bias.begin());
+  return p;
+}
+
+std::vector<float> Engine::stem_table(bool n_uniform) const {
+  // table[t][code] = sum_ch act(onehot(code)[ch]) * W[t][ch][:], in double. The one-hot
+  // input takes only these values, so the stem needs additions only.
+  const OpDesc& op = ops_[0];
+  const int nr = kernels_->nr, padded = ((op.cout + nr - 1) / nr) * nr;
+  const double a1 = gelu(1.0, gelu_), aq = gelu(0.25, gelu_);
+  std::vector<float> table(size_t(op.k) * cpu::kStemCodes * padded, 0.f);
+  for (int t = 0; t < op.k; ++t)
+    for (int code = 0; code < cpu::kStemCodes; ++code)
+      for (int j = 0; j < op.cout; ++j) {
+        double v = 0.0;
+        const auto w = [&](int ch) { return double(op.kernel[(size_t(t) * 4 + ch) * op.cout + j]); };
+        if (code < 4) v = a1 * w(code);
+        else if (code == 5 || (code == 4 && n_uniform)) v = aq * (w(0) + w(1) + w(2) + w(3));
+        table[(size_t(t) * cpu::kStemCodes + code) * padded + j] = float(v);
+      }
+  return table;
+}
+
+int Engine::add_head(const float* weight, const float* bias, int channels, int tracks, OutAct act) {
+  if (channels != trunk_channels()) fail("head expects " + std::to_string(channels) + " channels, the trunk gives " +
+                                         std::to_string(trunk_channels()));
+  Head h;
+  h.weight.assign(weight, weight + size_t(channels) * tracks);
+  h.bias.assign(bias, bias + tracks);
+  h.channels = channels, h.tracks = tracks, h.act = act;
+  heads_.push_back(std::move(h));
+  return int(heads_.size()) - 1;
+}
+
+const Engine::Packed& Engine::head_panel(const HeadRequest& r) const {
+  // Only the requested tracks' columns are packed, so the GEMM computes only those.
+  std::lock_guard<std::mutex> lock(cache_mutex_);
+  auto key = std::make_pair(r.head, r.tracks);
+  auto it = head_cache_.find(key);
+  if (it != head_cache_.end()) return *it->second;
+  const Head& h = heads_.at(r.head);
+  std::vector<int> cols = r.tracks;
+  if (cols.empty())
+    for (int j = 0; j < h.tracks; ++j) cols.push_back(j);
+  std::vector<float> w(size_t(h.channels) * cols.size()), b(cols.size());
+  for (size_t j = 0; j < cols.size(); ++j) {
+    if (cols[j] < 0 || cols[j] >= h.tracks) fail("track index " + std::to_string(cols[j]) + " out of range");
+    b[j] = h.bias[cols[j]];
+    for (int c = 0; c < h.channels; ++c) w[c * cols.size() + j] = h.weight[size_t(c) * h.tracks + cols[j]];
+  }
+  if (head_cache_.size() > 16) head_cache_.clear();  // bound memory for many distinct selections
+  auto p = std::make_unique<Packed>(pack(w.data(), b.data(), 1, h.channels, int(cols.size())));
+  return *(head_cache_[key] = std::move(p));
+}
+
+void Engine::run_trunk(const uint8_t* codes, bool n_uniform, std::vector<float>& trunk_out) const {
+  const int n = int(ops_.size());
+  std::vector<Tensor> raw(n + 1), act(n + 1);
+  const auto ensure = [&](int i) {
+    if (need_raw_[i] && raw[i].empty()) raw[i].alloc(lengths_[i], halo_[i], channels_[i]);
+    if (need_act_[i] && act[i].empty()) act[i].alloc(lengths_[i], halo_[i], channels_[i]);
+  };
+  // Stem: codes with kCodeOutside beyond both ends as the zero padding.
+  const OpDesc& s = ops_[0];
+  const int64_t sh = conv_halo(s.k, s.dil);
+  std::vector<uint8_t> padded(size_t(seq_length_ + 2 * sh), cpu::kCodeOutside);
+  for (int64_t q = 0; q < seq_length_; ++q) {
+    if (codes[q] > 5) fail("base code " + std::to_string(codes[q]) + " at position " + std::to_string(q) + " (expected 0..5)");
+    padded[sh + q] = codes[q];
+  }
+  ensure(1);
+  cpu::StemArgs sa;
+  sa.codes = padded.data() + sh;
+  sa.table = stem_tables_[n_uniform ? 1 : 0].data();
+  sa.k = s.k, sa.dil = s.dil, sa.cout = s.cout, sa.p0 = 0, sa.p1 = seq_length_, sa.threads = threads_;
+  sa.epi.bias = packed_[0].bias.data();
+  sa.epi.pool = s.pool;
+  sa.epi.gelu = gelu_;
+  if (!raw[1].empty()) sa.epi.out = raw[1].row0(), sa.epi.out_stride = channels_[1];
+  if (!act[1].empty()) sa.epi.act = act[1].row0(), sa.epi.act_stride = channels_[1];
+  kernels_->stem(sa);
+
+  for (int i = 1; i < n; ++i) {
+    const OpDesc& op = ops_[i];
+    ensure(i + 1);
+    if (op.type == OpDesc::Crop) {
+      for (auto* t : {&raw, &act})
+        if (!(*t)[i + 1].empty())
+          std::memcpy((*t)[i + 1].row0(), (*t)[i].row0() + int64_t(op.left) * channels_[i],
+                      sizeof(float) * size_t(lengths_[i + 1] * channels_[i]));
+    } else {
+      cpu::ConvArgs a;
+      a.in = (op.gelu_in ? act[i] : raw[i]).row0();
+      a.in_stride = channels_[i];
+      a.w = packed_[i].w.data();
+      a.k = op.k, a.dil = op.dil, a.cin = op.cin, a.cout = op.cout;
+      a.p0 = 0, a.p1 = lengths_[i], a.threads = threads_;
+      a.epi.bias = packed_[i].bias.data();
+      a.epi.pool = op.pool;
+      a.epi.gelu = gelu_;
+      if (op.residual >= 0) a.epi.res = raw[op.residual].row0(), a.epi.res_stride = channels_[op.residual];
+      if (!raw[i + 1].empty()) a.epi.out = raw[i + 1].row0(), a.epi.out_stride = channels_[i + 1];
+      if (!act[i + 1].empty()) a.epi.act = act[i + 1].row0(), a.epi.act_stride = channels_[i + 1];
+      kernels_->conv(a);
+    }
+    for (int j = 0; j <= i; ++j)
+      if (last_use_[j] == i) raw[j].release(), act[j].release();
+  }
+  Tensor& t = final_gelu_ ? act[n] : raw[n];
+  trunk_out.assign(t.row0(), t.row0() + lengths_[n] * channels_[n]);
+}
+
+void Engine::trunk(const uint8_t* codes, int64_t batch, bool n_uniform, float* out) const {
+  std::vector<float> t;
+  const size_t per = size_t(n_bins()) * trunk_channels();
+  for (int64_t b = 0; b < batch; ++b) {
+    run_trunk(codes + b * seq_length_, n_uniform, t);
+    std::copy(t.begin(), t.end(), out + b * per);
+  }
+}
+
+void Engine::predict(const uint8_t* codes, int64_t batch, bool n_uniform, const std::vector<HeadRequest>& reqs,
+                     const std::vector<float*>& outs) const {
+  if (reqs.size() != outs.size()) fail("one output buffer per head request");
+  std::vector<const Packed*> panels;
+  for (const auto& r : reqs) {
+    if (r.head < 0 || r.head >= n_heads()) fail("no head " + std::to_string(r.head));
+    panels.push_back(&head_panel(r));
+  }
+  std::vector<float> t;
+  const int c = trunk_channels();
+  for (int64_t b = 0; b < batch; ++b) {
+    run_trunk(codes + b * seq_length_, n_uniform, t);
+    for (size_t r = 0; r < reqs.size(); ++r) {
+      const Head& h = heads_[reqs[r].head];
+      const int tracks = reqs[r].tracks.empty() ? h.tracks : int(reqs[r].tracks.size());
+      cpu::ConvArgs a;
+      a.in = t.data(), a.in_stride = c;
+      a.w = panels[r]->w.data();
+      a.k = 1, a.dil = 1, a.cin = c, a.cout = tracks;
+      a.p0 = 0, a.p1 = n_bins(), a.threads = threads_;
+      a.epi.bias = panels[r]->bias.data();
+      a.epi.out = outs[r] + b * n_bins() * tracks, a.epi.out_stride = tracks;
+      a.epi.out_act = h.act;
+      kernels_->conv(a);
+    }
+  }
+}
+
+}  // namespace b2f

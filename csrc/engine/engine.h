@@ -1,0 +1,89 @@
+// The executor: a model plan (fused conv ops, crops, heads) with weights packed for one
+// kernel set, run over whole sequences. Device-independent bookkeeping lives here; the
+// arithmetic is in the kernel sets (csrc/cpu/).
+#pragma once
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "basenji2_fast/kernels.h"
+
+namespace b2f {
+
+struct OpDesc {
+  enum Type { Conv = 0, Crop = 1 } type = Conv;
+  // Conv: kernel [k][cin][cout] (Keras layout, BN folded), bias [cout].
+  int k = 1, dil = 1, cin = 0, cout = 0, pool = 1;
+  bool gelu_in = true;
+  int residual = -1;  // index of the op whose input is added after the conv, or -1
+  std::vector<float> kernel, bias;
+  // Crop
+  int left = 0, right = 0;
+};
+
+struct HeadRequest {
+  int head = 0;
+  std::vector<int> tracks;  // columns of the head to compute; empty = all
+};
+
+class Engine {
+ public:
+  Engine(int64_t seq_length, Gelu gelu, bool final_gelu, std::vector<OpDesc> ops, int threads,
+         const std::string& isa);
+
+  // weight [channels][tracks] (row-major), bias [tracks]. Returns the head's index.
+  int add_head(const float* weight, const float* bias, int channels, int tracks, OutAct act);
+
+  // codes [batch][seq_length] (A,C,G,T,N,uniform = 0..5). out: [batch][n_bins][trunk_channels].
+  void trunk(const uint8_t* codes, int64_t batch, bool n_uniform, float* out) const;
+  // outs[r]: [batch][n_bins][tracks of request r]. One trunk pass serves every request.
+  void predict(const uint8_t* codes, int64_t batch, bool n_uniform, const std::vector<HeadRequest>& reqs,
+               const std::vector<float*>& outs) const;
+
+  int64_t seq_length() const { return seq_length_; }
+  int64_t n_bins() const { return lengths_.back(); }
+  int trunk_channels() const { return channels_.back(); }
+  int head_tracks(int h) const { return heads_.at(h).tracks; }
+  int n_heads() const { return int(heads_.size()); }
+  int threads() const { return threads_; }
+  const char* isa() const { return kernels_->name; }
+
+ private:
+  struct Packed {
+    std::vector<float> w, bias;  // panels of kernels_->nr output channels, zero-padded
+  };
+  struct Head {
+    std::vector<float> weight, bias;  // [channels][tracks], [tracks]
+    int channels = 0, tracks = 0;
+    OutAct act = OutAct::None;
+  };
+  struct Tensor;  // one sequence's activations between two ops
+
+  Packed pack(const float* kernel, const float* bias, int k, int cin, int cout) const;
+  const Packed& head_panel(const HeadRequest& r) const;
+  std::vector<float> stem_table(bool n_uniform) const;
+  // Runs the trunk on one sequence; returns the trunk output rows (activated if final_gelu).
+  void run_trunk(const uint8_t* codes, bool n_uniform, std::vector<float>& trunk_out) const;
+
+  int64_t seq_length_;
+  Gelu gelu_;
+  bool final_gelu_;
+  int threads_;
+  const cpu::KernelSet* kernels_;
+  std::vector<OpDesc> ops_;
+  std::vector<Packed> packed_;
+  std::vector<int64_t> lengths_;  // lengths_[i] = rows of op i's input; back() = trunk output
+  std::vector<int> channels_;
+  std::vector<int64_t> halo_;       // zero rows each side that tensor i's buffer needs
+  std::vector<char> need_raw_, need_act_;
+  std::vector<int> last_use_;
+  std::vector<float> stem_tables_[2];  // N as zeros, N as 0.25
+  std::vector<Head> heads_;
+  mutable std::mutex cache_mutex_;
+  mutable std::map<std::pair<int, std::vector<int>>, std::unique_ptr<Packed>> head_cache_;
+};
+
+}  // namespace b2f

@@ -1,0 +1,153 @@
+// pybind11 bindings: argument checks, GIL released around compute, arrays without copies.
+// Batching, dtype conversion and file formats live in Python (basenji2_fast/model.py).
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <stdexcept>
+#include <string>
+
+#include "engine/engine.h"
+
+namespace py = pybind11;
+using b2f::Engine;
+
+namespace {
+
+using F32 = py::array_t<float, py::array::c_style | py::array::forcecast>;
+using U8 = py::array_t<uint8_t, py::array::c_style>;
+
+#define CHECK_ARG(cond, msg) \
+  do {                       \
+    if (!(cond)) throw py::value_error(msg); \
+  } while (0)
+
+b2f::Gelu parse_gelu(const std::string& s) {
+  if (s == "sigmoid") return b2f::Gelu::Sigmoid;
+  if (s == "erf") return b2f::Gelu::Erf;
+  if (s == "tanh") return b2f::Gelu::Tanh;
+  throw py::value_error("unknown GELU variant '" + s + "' (sigmoid, erf or tanh)");
+}
+
+b2f::OpDesc parse_op(const py::dict& d) {
+  b2f::OpDesc op;
+  const std::string type = d["type"].cast<std::string>();
+  if (type == "crop") {
+    op.type = b2f::OpDesc::Crop;
+    op.left = d["left"].cast<int>();
+    op.right = d["right"].cast<int>();
+    return op;
+  }
+  CHECK_ARG(type == "conv", "unknown op type '" + type + "'");
+  F32 kernel = d["kernel"].cast<F32>(), bias = d["bias"].cast<F32>();
+  CHECK_ARG(kernel.ndim() == 3 && bias.ndim() == 1, "conv kernel must be [k, in, out] and bias [out]");
+  op.k = int(kernel.shape(0)), op.cin = int(kernel.shape(1)), op.cout = int(kernel.shape(2));
+  op.dil = d["dilation"].cast<int>();
+  op.pool = d["pool"].cast<int>();
+  op.gelu_in = d["gelu_in"].cast<bool>();
+  op.residual = d["residual"].cast<int>();
+  op.kernel.assign(kernel.data(), kernel.data() + kernel.size());
+  op.bias.assign(bias.data(), bias.data() + bias.size());
+  return op;
+}
+
+void check_codes(const U8& codes, const Engine& e) {
+  CHECK_ARG(codes.ndim() == 2, "codes must be uint8 [batch, length]");
+  CHECK_ARG(codes.shape(1) == e.seq_length(), "sequence length " + std::to_string(codes.shape(1)) +
+                                                  " != the model's " + std::to_string(e.seq_length()));
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_engine, m) {
+  m.doc() = "basenji2-fast compiled engine (CPU kernels)";
+  m.def("compiled_isas", [] { return std::string(b2f::cpu::compiled_isas()); },
+        "Kernel sets in this build that this CPU can run, best first.");
+  m.def("build_info", [] {
+    py::dict d;
+#if defined(__VERSION__)
+    d["compiler"] = std::string(__VERSION__);
+#endif
+#if defined(_OPENMP)
+    d["openmp"] = int(_OPENMP);
+#else
+    d["openmp"] = py::none();
+#endif
+    d["isas"] = std::string(b2f::cpu::compiled_isas());
+    d["default_isa"] = std::string(b2f::cpu::select_kernels().name);
+    d["cuda"] = false;
+    return d;
+  });
+
+  py::class_<Engine>(m, "Engine")
+      .def(py::init([](int64_t seq_length, const std::string& gelu, bool final_gelu, const py::list& ops, int threads,
+                       const std::string& isa) {
+             std::vector<b2f::OpDesc> descs;
+             for (auto o : ops) descs.push_back(parse_op(o.cast<py::dict>()));
+             try {
+               return new Engine(seq_length, parse_gelu(gelu), final_gelu, std::move(descs), threads, isa);
+             } catch (const std::invalid_argument& e) {
+               throw py::value_error(e.what());
+             }
+           }),
+           py::arg("seq_length"), py::arg("gelu"), py::arg("final_gelu"), py::arg("ops"), py::arg("threads"),
+           py::arg("isa") = "")
+      .def("add_head",
+           [](Engine& e, F32 weight, F32 bias, const std::string& act) {
+             CHECK_ARG(weight.ndim() == 2 && bias.ndim() == 1 && bias.shape(0) == weight.shape(1),
+                       "head weight must be [channels, tracks] and bias [tracks]");
+             CHECK_ARG(act == "softplus" || act == "linear", "head activation must be softplus or linear");
+             try {
+               return e.add_head(weight.data(), bias.data(), int(weight.shape(0)), int(weight.shape(1)),
+                                 act == "softplus" ? b2f::OutAct::Softplus : b2f::OutAct::None);
+             } catch (const std::invalid_argument& ex) {
+               throw py::value_error(ex.what());
+             }
+           })
+      .def("trunk",
+           [](const Engine& e, U8 codes, bool n_uniform) {
+             check_codes(codes, e);
+             py::array_t<float> out({codes.shape(0), e.n_bins(), int64_t(e.trunk_channels())});
+             const uint8_t* c = codes.data();
+             float* o = out.mutable_data();
+             const int64_t batch = codes.shape(0);
+             {
+               py::gil_scoped_release nogil;
+               e.trunk(c, batch, n_uniform, o);
+             }
+             return out;
+           },
+           py::arg("codes"), py::arg("n_uniform") = false, "codes uint8 [B, L] -> trunk output float32 [B, bins, C]")
+      .def("predict",
+           [](const Engine& e, U8 codes, const std::vector<std::pair<int, std::vector<int>>>& requests,
+              bool n_uniform) {
+             check_codes(codes, e);
+             std::vector<b2f::HeadRequest> reqs;
+             std::vector<float*> outs;
+             py::list result;
+             for (const auto& r : requests) {
+               CHECK_ARG(r.first >= 0 && r.first < e.n_heads(), "no head " + std::to_string(r.first));
+               for (int t : r.second)
+                 CHECK_ARG(t >= 0 && t < e.head_tracks(r.first), "track index " + std::to_string(t) + " out of range");
+               reqs.push_back({r.first, r.second});
+               const int64_t tracks = r.second.empty() ? e.head_tracks(r.first) : int64_t(r.second.size());
+               py::array_t<float> out({codes.shape(0), e.n_bins(), tracks});
+               outs.push_back(out.mutable_data());
+               result.append(out);
+             }
+             const uint8_t* c = codes.data();
+             const int64_t batch = codes.shape(0);
+             {
+               py::gil_scoped_release nogil;
+               e.predict(c, batch, n_uniform, reqs, outs);
+             }
+             return result;
+           },
+           py::arg("codes"), py::arg("requests"), py::arg("n_uniform") = false,
+           "codes uint8 [B, L]; requests [(head, [tracks] or [])] -> list of float32 [B, bins, tracks]")
+      .def_property_readonly("isa", [](const Engine& e) { return std::string(e.isa()); })
+      .def_property_readonly("threads", &Engine::threads)
+      .def_property_readonly("seq_length", &Engine::seq_length)
+      .def_property_readonly("n_bins", &Engine::n_bins)
+      .def_property_readonly("trunk_channels", &Engine::trunk_channels);
+}
