@@ -1,7 +1,7 @@
 """Build: the C++ engine (pybind11, OpenMP, one translation unit per instruction set,
 each with its own flags) and the Cython DNA module. Metadata lives in pyproject.toml."""
+import glob
 import os
-import sys
 
 from pybind11.setup_helpers import Pybind11Extension
 from setuptools import Extension, setup
@@ -35,6 +35,8 @@ engine = Pybind11Extension(
     sources=["csrc/python/module.cpp", "csrc/engine/engine.cpp", "csrc/cpu/dispatch.cpp",
              "csrc/cpu/kernels_generic.cpp"],
     include_dirs=["csrc/include", "csrc"],
+    # every source and header, so that a change in any (the ISA units included) relinks
+    depends=sorted(glob.glob("csrc/**/*.h", recursive=True) + glob.glob("csrc/**/*.cpp", recursive=True)),
     define_macros=[("B2F_HAVE_X86_KERNELS", "1")] if X86 else [],
     extra_compile_args=common,
     extra_link_args=["-fopenmp"],

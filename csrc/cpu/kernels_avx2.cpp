@@ -109,25 +109,36 @@ inline __m256i col_mask(int ncols, int half) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
+// Masked moves are slow on some x86 cores (AMD's are microcoded), so only a panel's
+// ragged tail uses them.
+inline __m256 load_cols(const float* p, bool full, __m256i m) {
+  return full ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, m);
+}
+inline void store_cols(float* p, bool full, __m256i m, __m256 v) {
+  if (full) _mm256_storeu_ps(p, v);
+  else _mm256_maskstore_ps(p, m, v);
+}
+
 void epilogue(const Epilogue& e, float* tile, int rows, int64_t p, int col0, int ncols) {
   const int halves = ncols > 8 ? 2 : 1;
   const __m256i m[2] = {col_mask(ncols, 0), col_mask(ncols, 1)};
+  const bool full[2] = {ncols >= 8, ncols >= 16};
   const int step = e.pool;
   for (int i = 0; i < rows; i += step) {
     for (int h = 0; h < halves; ++h) {
-      const __m256 b = _mm256_loadu_ps(e.bias + col0 + 8 * h);
+      const int c = col0 + 8 * h;
+      const __m256 b = _mm256_loadu_ps(e.bias + c);
       __m256 v = _mm256_add_ps(_mm256_load_ps(tile + i * NR + 8 * h), b);
-      if (e.res) v = _mm256_add_ps(v, _mm256_maskload_ps(e.res + (p + i) * e.res_stride + col0 + 8 * h, m[h]));
+      if (e.res) v = _mm256_add_ps(v, load_cols(e.res + (p + i) * e.res_stride + c, full[h], m[h]));
       if (step == 2) {
         __m256 v2 = _mm256_add_ps(_mm256_load_ps(tile + (i + 1) * NR + 8 * h), b);
-        if (e.res) v2 = _mm256_add_ps(v2, _mm256_maskload_ps(e.res + (p + i + 1) * e.res_stride + col0 + 8 * h, m[h]));
+        if (e.res) v2 = _mm256_add_ps(v2, load_cols(e.res + (p + i + 1) * e.res_stride + c, full[h], m[h]));
         v = _mm256_max_ps(v, v2);
       }
       const int64_t j = (p + i) / step;
       if (e.out)
-        _mm256_maskstore_ps(e.out + j * e.out_stride + col0 + 8 * h, m[h],
-                            e.out_act == OutAct::Softplus ? softplus_ps(v) : v);
-      if (e.act) _mm256_maskstore_ps(e.act + j * e.act_stride + col0 + 8 * h, m[h], gelu_ps(v, e.gelu));
+        store_cols(e.out + j * e.out_stride + c, full[h], m[h], e.out_act == OutAct::Softplus ? softplus_ps(v) : v);
+      if (e.act) store_cols(e.act + j * e.act_stride + c, full[h], m[h], gelu_ps(v, e.gelu));
     }
   }
 }
@@ -174,7 +185,27 @@ void conv(const ConvArgs& a) {
   });
 }
 
-void stem(const StemArgs& a) { stem_tiles<MR, NR>(a, epilogue); }
+void stem(const StemArgs& a) {
+  const int64_t padded = ((a.cout + NR - 1) / NR) * NR;
+  const int half = a.k / 2;
+  for_each_tile<MR, NR>(a.p0, a.p1, a.cout, a.threads, [&](int64_t p, int rows, int panel) {
+    alignas(64) float tile[MR * NR];
+    const int col0 = panel * NR;
+    const float* table = a.table + col0;
+    for (int i = 0; i < rows; ++i) {
+      __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+      const uint8_t* c = a.codes + p + i - int64_t(half) * a.dil;
+      for (int t = 0; t < a.k; ++t) {
+        const float* row = table + (int64_t(t) * kStemCodes + c[int64_t(t) * a.dil]) * padded;
+        acc0 = _mm256_add_ps(acc0, _mm256_loadu_ps(row));
+        acc1 = _mm256_add_ps(acc1, _mm256_loadu_ps(row + 8));
+      }
+      _mm256_store_ps(tile + i * NR, acc0);
+      _mm256_store_ps(tile + i * NR + 8, acc1);
+    }
+    epilogue(a.epi, tile, rows, p, col0, std::min(NR, a.cout - col0));
+  });
+}
 
 }  // namespace
 }  // namespace avx2

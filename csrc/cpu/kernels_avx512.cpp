@@ -175,7 +175,27 @@ void conv(const ConvArgs& a) {
   });
 }
 
-void stem(const StemArgs& a) { stem_tiles<MR, NR>(a, epilogue); }
+void stem(const StemArgs& a) {
+  const int64_t padded = ((a.cout + NR - 1) / NR) * NR;
+  const int half = a.k / 2;
+  for_each_tile<MR, NR>(a.p0, a.p1, a.cout, a.threads, [&](int64_t p, int rows, int panel) {
+    alignas(64) float tile[MR * NR];
+    const int col0 = panel * NR;
+    const float* table = a.table + col0;
+    for (int i = 0; i < rows; ++i) {
+      __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+      const uint8_t* c = a.codes + p + i - int64_t(half) * a.dil;
+      for (int t = 0; t < a.k; ++t) {
+        const float* row = table + (int64_t(t) * kStemCodes + c[int64_t(t) * a.dil]) * padded;
+        acc0 = _mm512_add_ps(acc0, _mm512_loadu_ps(row));
+        acc1 = _mm512_add_ps(acc1, _mm512_loadu_ps(row + 16));
+      }
+      _mm512_store_ps(tile + i * NR, acc0);
+      _mm512_store_ps(tile + i * NR + 16, acc1);
+    }
+    epilogue(a.epi, tile, rows, p, col0, std::min(NR, a.cout - col0));
+  });
+}
 
 }  // namespace
 }  // namespace avx512

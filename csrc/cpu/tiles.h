@@ -75,13 +75,15 @@ inline void stem_tiles(const StemArgs& a, Epi&& epilogue) {
     alignas(64) float tile[MR * NR];
     const int col0 = panel * NR;
     for (int i = 0; i < rows; ++i) {
-      float* acc = tile + i * NR;
-      for (int j = 0; j < NR; ++j) acc[j] = 0.f;
+      // A local accumulator (not the tile) so the compiler keeps it in vector registers.
+      float acc[NR] = {};
       for (int t = 0; t < a.k; ++t) {
         const uint8_t c = a.codes[p + i + int64_t(t - half) * a.dil];
-        const float* row = a.table + (int64_t(t) * kStemCodes + c) * padded + col0;
+        const float* __restrict row = a.table + (int64_t(t) * kStemCodes + c) * padded + col0;
+#pragma omp simd
         for (int j = 0; j < NR; ++j) acc[j] += row[j];
       }
+      std::memcpy(tile + i * NR, acc, sizeof(acc));
     }
     epilogue(a.epi, tile, rows, p, col0, std::min(NR, a.cout - col0));
   });

@@ -1,0 +1,39 @@
+"""Shared test helpers.  Fixture files are read in place from ``../shared`` (never copied
+into the project); a missing one skips the test locally and fails it in CI."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+FIXTURES = SHARED / "fixtures"
+
+
+def shared_path(*parts: str) -> Path:
+    """Path of a file under ``../shared``; skip (or, with $CI set, fail) when it is absent."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        msg = f"fixture {path} is missing"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return path
+
+
+def fixture_path(*parts: str) -> Path:
+    """``shared_path("fixtures", ...)``."""
+    return shared_path("fixtures", *parts)
+
+
+@pytest.fixture
+def shared():
+    """``shared("basenji2", "params_human.json")`` -> path, or skip/fail when absent."""
+    return shared_path
+
+
+@pytest.fixture
+def fixture_file():
+    """``fixture_file("tf-small", "model.h5")`` -> path, or skip/fail when absent."""
+    return fixture_path
