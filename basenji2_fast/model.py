@@ -11,7 +11,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Union
 import numpy as np
 
 from . import dna
-from .spec import CODE_N, CODE_UNIFORM, ConvOp, ModelSpec
+from .spec import CODE_UNIFORM, ConvOp, ModelSpec
 from .version import __version__
 
 try:  # the package imports without the extension; compute says what is missing

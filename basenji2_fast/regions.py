@@ -6,8 +6,6 @@ chromosome ends; ``predict.h5`` holds ``preds [regions, bins, tracks]`` (float16
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import List, NamedTuple, Optional, Sequence
 
@@ -15,6 +13,7 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
+from ._io import atomic_output
 from .dna import encode
 from .genome import fetch, open_fasta
 
@@ -80,28 +79,18 @@ def predict_bed(model, fasta_path, bed_path, out_dir, head: Optional[str] = None
     if head not in model.spec.heads:
         raise ValueError(f"no head {head!r}; this model has {model.head_names}")
     n_tracks = len(tracks) if tracks is not None else model.spec.heads[head].tracks
-    fd, tmp = tempfile.mkstemp(prefix=".predict.", suffix=".h5.tmp", dir=out_dir)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as h5:
-            preds = h5.create_dataset("preds", (len(regions), model.n_bins, n_tracks), dtype="float16")
-            starts = [window(r, L)[0] + crop for r in regions]
-            h5.create_dataset("chrom", data=np.array([r.chrom.encode() for r in regions]))
-            h5.create_dataset("start", data=np.array(starts, np.int64))
-            h5.create_dataset("end", data=np.array([s + model.n_bins * model.bin_size for s in starts], np.int64))
-            bar = tqdm(total=len(regions), unit="region", disable=not progress, desc="predict")
+    with atomic_output(out_dir / "predict.h5") as tmp, h5py.File(tmp, "w") as h5:
+        preds = h5.create_dataset("preds", (len(regions), model.n_bins, n_tracks), dtype="float16")
+        starts = [window(r, L)[0] + crop for r in regions]
+        h5.create_dataset("chrom", data=np.array([r.chrom.encode() for r in regions]))
+        h5.create_dataset("start", data=np.array(starts, np.int64))
+        h5.create_dataset("end", data=np.array([s + model.n_bins * model.bin_size for s in starts], np.int64))
+        with tqdm(total=len(regions), unit="region", disable=not progress, desc="predict") as bar:
             for b0 in range(0, len(regions), batch_size):
                 batch = regions[b0:b0 + batch_size]
                 codes = np.stack([encode(fetch(fasta, r.chrom, *window(r, L)), what=f"{r.chrom}:{r.start}-{r.end}")
                                   for r in batch])
-                p = model.predict(codes, head=head, tracks=tracks, rc=rc, shifts=shifts,
-                                  n_encoding=n_encoding)
+                p = model.predict(codes, head=head, tracks=tracks, rc=rc, shifts=shifts, n_encoding=n_encoding)
                 preds[b0:b0 + len(batch)] = np.clip(p, -FLOAT16_MAX, FLOAT16_MAX).astype(np.float16)
                 bar.update(len(batch))
-            bar.close()
-        final = out_dir / "predict.h5"
-        os.replace(tmp, final)
-        return final
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    return out_dir / "predict.h5"

@@ -17,14 +17,13 @@ widened to float32 on load.
 from __future__ import annotations
 
 import json
-import os
-import secrets
 import struct
 from pathlib import Path
 from typing import Dict
 
 import numpy as np
 
+from .._io import atomic_output
 from ..spec import ConvOp, CropOp, Head, ModelSpec
 from ..version import __version__
 from . import ENGINE, FormatError, checked
@@ -137,23 +136,13 @@ def save(spec: ModelSpec, path, precision: str = "fp32") -> None:
     path = Path(path)
     tensors = _tensors(spec)
     metadata = {METADATA_KEY: _metadata_json(spec, precision)}
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
+    with atomic_output(path) as tmp:
         if precision == "bf16":
             _write_safetensors(tmp, {k: ("BF16", fp32_to_bf16_bits(v)) for k, v in tensors.items()}, metadata)
         else:
-            try:
-                from safetensors.numpy import save_file  # noqa: PLC0415
-            except ImportError:
-                _write_safetensors(tmp, {k: ("F32", v) for k, v in tensors.items()}, metadata)
-            else:
-                save_file(tensors, str(tmp), metadata=metadata)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+            from safetensors.numpy import save_file  # noqa: PLC0415
+
+            save_file(tensors, str(tmp), metadata=metadata)
 
 
 # --------------------------------------------------------------------------------------
