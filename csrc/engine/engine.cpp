@@ -90,6 +90,8 @@ Engine::Engine(int64_t seq_length, Gelu gelu, bool final_gelu, std::vector<OpDes
   packed_[0] = pack(ops_[0].kernel.data(), ops_[0].bias.data(), ops_[0].k, 4, ops_[0].cout);
   stem_tables_[0] = stem_table(false);
   stem_tables_[1] = stem_table(true);
+  // The packed copies (and the stem's tables) are all the kernels read: drop the originals.
+  for (OpDesc& op : ops_) std::vector<float>().swap(op.kernel);
 }
 
 Engine::Packed Engine::pack(const float* kernel, const float* bias, int k, int cin, int cout) const {

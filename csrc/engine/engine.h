@@ -15,7 +15,7 @@ namespace b2f {
 
 struct OpDesc {
   enum Type { Conv = 0, Crop = 1 } type = Conv;
-  // Conv: kernel [k][cin][cout] (Keras layout, BN folded), bias [cout].
+  // Conv: kernel [k][cin][cout] (Keras layout, BN folded; released once packed), bias [cout].
   int k = 1, dil = 1, cin = 0, cout = 0, pool = 1;
   bool gelu_in = true;
   int residual = -1;  // index of the op whose input is added after the conv, or -1
