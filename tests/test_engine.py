@@ -217,3 +217,27 @@ def test_bad_inputs_give_clear_errors():
     with pytest.warns(UserWarning, match="IUPAC"):
         out = model.predict("R" + "A" * (L - 1))
     np.testing.assert_array_equal(out, model.predict("N" + "A" * (L - 1)))
+
+
+@pytest.mark.parametrize("op_index", [1, 2, 3, 4])
+def test_any_layer_over_any_subrange(isa, op_index):
+    """A conv op over a sub-range of its outputs, from just the rows it needs, equals the
+    same rows of the whole layer (the primitive for tiling and for mutation cones)."""
+    rng = np.random.default_rng(20 + op_index)
+    L = 600
+    ops = [rand_conv(rng, 15, 4, 24, pool=2), rand_conv(rng, 5, 24, 20, pool=2),
+           rand_conv(rng, 3, 20, 11, dil=21), rand_conv(rng, 1, 11, 20, residual=2),
+           rand_conv(rng, 3, 20, 20, dil=4, gelu_in=False)]
+    spec = trunk_only(L, ops)
+    model = Model(spec, threads=2, isa=isa)
+    op = ops[op_index]
+    length = L // 2 if op_index == 1 else L // 4
+    x = rng.standard_normal((length, op.c_in)).astype(np.float32)
+    res = rng.standard_normal((length, op.c_out)).astype(np.float32) if op.residual is not None else None
+    full = R.conv_op(op, x.astype(np.float64), res, spec.gelu)
+    for p0, p1 in [(0, length), (0, 2), (length - 6, length), (40, 74), (12, 14)]:
+        lo, hi = max(0, p0 - op.halo), min(length, p1 + op.halo)
+        got = model._engine.op_range(op_index, x[lo:hi], lo, None if res is None else res[p0:p1], p0, p1)
+        np.testing.assert_allclose(got, full[p0 // op.pool:p1 // op.pool], atol=TOL, rtol=0)
+    with pytest.raises(ValueError, match="halo"):
+        model._engine.op_range(op_index, x[21:29], 21, None if res is None else res[20:30], 20, 30)

@@ -217,6 +217,39 @@ void Engine::run_trunk(const uint8_t* codes, bool n_uniform, std::vector<float>&
   trunk_out.assign(t.row0(), t.row0() + lengths_[n] * channels_[n]);
 }
 
+void Engine::op_range(int i, const float* x, int64_t x0, int64_t x_rows, const float* res, int64_t p0, int64_t p1,
+                      float* out) const {
+  if (i < 1 || i >= int(ops_.size()) || ops_[i].type != OpDesc::Conv) fail("op_range: op " + std::to_string(i) +
+                                                                           " is not a convolution after the stem");
+  const OpDesc& op = ops_[i];
+  const int64_t L = lengths_[i], h = conv_halo(op.k, op.dil);
+  if (p0 < 0 || p1 > L || p0 >= p1 || (op.pool == 2 && (p0 % 2 || p1 % 2)))
+    fail("op_range: bad output range [" + std::to_string(p0) + ", " + std::to_string(p1) + ")");
+  const int64_t need0 = std::max<int64_t>(0, p0 - h), need1 = std::min(L, p1 + h);
+  if (x0 > need0 || x0 + x_rows < need1) fail("op_range: the input rows do not cover the range plus its halo");
+  if (op.residual >= 0 && !res) fail("op_range: this op needs its residual rows");
+  // Activated input rows [p0 - h, p1 + h), zero outside the layer ("same" padding).
+  const int c = op.cin;
+  std::vector<float> buf(size_t(p1 - p0 + 2 * h) * c, 0.f);
+  for (int64_t q = need0; q < need1; ++q) {
+    const float* src = x + (q - x0) * c;
+    float* dst = buf.data() + (q - (p0 - h)) * c;
+    for (int j = 0; j < c; ++j) dst[j] = op.gelu_in ? gelu(src[j], gelu_) : src[j];
+  }
+  cpu::ConvArgs a;
+  a.in = buf.data() + (h - p0) * c;  // position-origin: row q at in + q * c
+  a.in_stride = c;
+  a.w = packed_[i].w.data();
+  a.k = op.k, a.dil = op.dil, a.cin = c, a.cout = op.cout;
+  a.p0 = p0, a.p1 = p1, a.threads = threads_;
+  a.epi.bias = packed_[i].bias.data();
+  a.epi.pool = op.pool;
+  a.epi.gelu = gelu_;
+  if (op.residual >= 0) a.epi.res = res - p0 * op.cout, a.epi.res_stride = op.cout;
+  a.epi.out = out - (p0 / op.pool) * op.cout, a.epi.out_stride = op.cout;
+  kernels_->conv(a);
+}
+
 void Engine::trunk(const uint8_t* codes, int64_t batch, bool n_uniform, float* out) const {
   std::vector<float> t;
   const size_t per = size_t(n_bins()) * trunk_channels();

@@ -43,6 +43,20 @@ class Engine {
   void predict(const uint8_t* codes, int64_t batch, bool n_uniform, const std::vector<HeadRequest>& reqs,
                const std::vector<float*>& outs) const;
 
+  // One conv op (i >= 1) over output positions [p0, p1) of its input coordinates, from its
+  // pre-activation input rows [x0, x0 + x_rows) (rows outside the layer are the zero padding;
+  // the rows [p0 - halo, p1 + halo) inside the layer must be given) and, for a residual op,
+  // the residual rows [p0, p1). out: [(p1 - p0) / pool][cout]. This is the primitive for
+  // tiling a sequence and for recomputing only a mutation's receptive-field cone.
+  void op_range(int i, const float* x, int64_t x0, int64_t x_rows, const float* res, int64_t p0, int64_t p1,
+                float* out) const;
+  int64_t op_input_length(int i) const { return lengths_.at(i); }
+  int op_in_channels(int i) const { return channels_.at(i); }
+  int op_out_channels(int i) const { return channels_.at(i + 1); }
+  int op_pool(int i) const { return ops_.at(i).type == OpDesc::Conv ? ops_.at(i).pool : 1; }
+  int n_ops() const { return int(ops_.size()); }
+  int op_halo(int i) const { return int(halo_.at(i)); }
+
   int64_t seq_length() const { return seq_length_; }
   int64_t n_bins() const { return lengths_.back(); }
   int trunk_channels() const { return channels_.back(); }

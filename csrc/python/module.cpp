@@ -145,9 +145,34 @@ PYBIND11_MODULE(_engine, m) {
            },
            py::arg("codes"), py::arg("requests"), py::arg("n_uniform") = false,
            "codes uint8 [B, L]; requests [(head, [tracks] or [])] -> list of float32 [B, bins, tracks]")
+      .def("op_range",
+           [](const Engine& e, int i, F32 x, int64_t x0, py::object res, int64_t p0, int64_t p1) {
+             CHECK_ARG(i >= 1 && i < e.n_ops(), "op index out of range");
+             CHECK_ARG(x.ndim() == 2 && x.shape(1) == e.op_in_channels(i), "x must be [rows, input channels]");
+             F32 r;
+             if (!res.is_none()) {
+               r = res.cast<F32>();
+               CHECK_ARG(r.ndim() == 2 && r.shape(0) == p1 - p0 && r.shape(1) == e.op_out_channels(i),
+                         "residual must be [p1 - p0, out channels]");
+             }
+             const int pool = e.op_pool(i);
+             py::array_t<float> out({int64_t((p1 - p0) / pool), int64_t(e.op_out_channels(i))});
+             const float* xp = x.data();
+             const float* rp = res.is_none() ? nullptr : r.data();
+             float* op = out.mutable_data();
+             const int64_t rows = x.shape(0);
+             {
+               py::gil_scoped_release nogil;
+               e.op_range(i, xp, x0, rows, rp, p0, p1, op);
+             }
+             return out;
+           },
+           py::arg("op"), py::arg("x"), py::arg("x0"), py::arg("residual"), py::arg("p0"), py::arg("p1"),
+           "One conv op over output positions [p0, p1) from its pre-activation input rows [x0, x0 + len(x)).")
       .def_property_readonly("isa", [](const Engine& e) { return std::string(e.isa()); })
       .def_property_readonly("threads", &Engine::threads)
       .def_property_readonly("seq_length", &Engine::seq_length)
       .def_property_readonly("n_bins", &Engine::n_bins)
-      .def_property_readonly("trunk_channels", &Engine::trunk_channels);
+      .def_property_readonly("trunk_channels", &Engine::trunk_channels)
+      .def_property_readonly("n_ops", &Engine::n_ops);
 }
