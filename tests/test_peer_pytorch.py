@@ -41,8 +41,8 @@ def _version(dist: str) -> str:
 
 def _import_peer():
     try:
-        import torch
         import basenji2_pytorch
+        import torch
     except ImportError as exc:
         msg = f"basenji2-pytorch peer check needs torch and basenji2_pytorch ({exc})"
         if os.environ.get("CI"):

@@ -1,0 +1,508 @@
+#!/usr/bin/env python
+"""Same-run speed, memory and agreement: basenji2_fast vs basenji2-pytorch, full Basenji2.
+
+Both engines run the *same* weights and the *same* maths:
+
+* basenji2-pytorch (PyPI) builds the full Basenji2 (131,072 bp -> 896 x 5,313) from its
+  own ``basenji2_params["model"]``; every conv / linear weight and every BatchNorm
+  parameter *and running statistic* is set from a seeded generator (so BN folding is
+  exercised, not an identity), eval mode.  Its state dict goes to a temporary ``.pth``.
+* basenji2_fast loads that file with ``b2.load(pth, gelu="erf")`` (basenji2-pytorch uses
+  the exact erf GELU, not the published sigmoid one).
+
+Each engine runs in its own long-lived subprocess, so each one's peak RSS is its own
+(``VmHWM`` of that child, model construction included; equal to its ``ru_maxrss`` because
+the parent never imports torch and stays small).  Engine "ours-st" is our engine again
+on the same weights converted to its ``.safetensors``: the same maths without torch in
+the process (reading a ``.pth`` needs ``torch.load``), i.e. the deployment footprint.
+All engines see the same seeded random sequences: torch the float one-hot ``[B, 4, L]``,
+ours the uint8 codes ``[B, L]``.  Each engine does one warm-up pass, then ``--repeats``
+timed passes, interleaved across engines (round r runs one pass of each, the order
+rotating), all at ``--threads`` threads (``torch.set_num_threads`` / ``threads=``;
+``OMP_NUM_THREADS`` set to the same value in every child).  Reported: median and min
+seconds per sequence, the speed-up (torch / ours, from medians), peak RSS, max |delta|
+between each engine's output and torch's on the same input (must be <= 1e-3; exit status
+1 otherwise), machine info, the engine binary's sha256 and the date.
+
+    python benchmarks/bench_vs_pytorch.py                      # batch 1, 5 repeats, all CPUs
+    python benchmarks/bench_vs_pytorch.py --batch 1,4 --repeats 3 --json results.json
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime as _dt
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+SEQ_LENGTH = 131072
+#: torch: basenji2-pytorch; ours: basenji2_fast reading the .pth (b2.load(pth, gelu="erf"));
+#: ours-st: basenji2_fast reading the same weights converted to its .safetensors (no torch).
+ENGINES = ("torch", "ours", "ours-st")
+IDLE_S = 0.3  # pause before each pass: libgomp threads of the previous engine spin briefly
+NAMES = {"torch": "basenji2-pytorch", "ours": "basenji2_fast .pth", "ours-st": "basenji2_fast .st"}
+TOLERANCE = 1e-3
+REPO = Path(__file__).resolve().parent.parent
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers shared by parent and children
+
+def _import_b2():
+    try:
+        import basenji2_fast as b2
+    except ImportError:  # running from a checkout without `pip install -e .`
+        sys.path.insert(0, str(REPO))
+        import basenji2_fast as b2
+    return b2
+
+
+def default_threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def ru_maxrss_mb() -> float:
+    """getrusage(RUSAGE_SELF).ru_maxrss in MB (Linux reports KiB, macOS bytes)."""
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kb / 1024.0 if sys.platform != "darwin" else kb / 2**20
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process since it exec'd, in MB.
+
+    Linux's ``ru_maxrss`` of a child is at least the *parent's* peak RSS at the moment
+    it forked (the kernel carries the old address space's high-water mark across
+    ``execve``), so with a parent that has built the torch model it reads the parent's
+    ~800 MB for every child.  ``VmHWM`` in /proc/self/status is the high-water mark of
+    this process's own address space only; ru_maxrss is the fallback off Linux.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return ru_maxrss_mb()
+
+
+def random_torch_basenji2(seed: int):
+    """The full basenji2-pytorch Basenji2 with seeded random weights and BN statistics.
+
+    Scales are chosen so activations stay O(1) through all 28 conv layers (He-like gain 2
+    for the pre-activation convs, 0.5 for the second conv of each residual block so the
+    residual stream grows slowly), and the softplus outputs land around 0..20 like the
+    real model's.  BN gamma, beta, running mean and running var are all non-trivial.
+    """
+    import torch
+    from basenji2_pytorch import Basenji2, basenji2_params
+
+    torch.manual_seed(seed)
+    model = Basenji2(copy.deepcopy(basenji2_params["model"]))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, mod in model.named_modules():
+            if isinstance(mod, torch.nn.Conv1d):
+                fan_in = mod.in_channels * mod.kernel_size[0]
+                gain = 0.5 if ".module.1." in name else 2.0
+                mod.weight.copy_(torch.randn(mod.weight.shape, generator=g) * (gain / fan_in) ** 0.5)
+            elif isinstance(mod, torch.nn.BatchNorm1d):
+                n = mod.num_features
+                mod.weight.copy_(torch.empty(n).uniform_(0.5, 1.5, generator=g))
+                mod.bias.copy_(torch.randn(n, generator=g) * 0.1)
+                mod.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
+                mod.running_var.copy_(torch.empty(n).uniform_(0.5, 2.0, generator=g))
+            elif isinstance(mod, torch.nn.Linear):
+                mod.weight.copy_(torch.randn(mod.weight.shape, generator=g) * (1.0 / mod.in_features) ** 0.5)
+                mod.bias.copy_(torch.randn(mod.bias.shape, generator=g) * 0.5)
+    return model.eval()
+
+
+def random_codes(batch: int, seed: int) -> np.ndarray:
+    """uint8 [batch, L] base codes 0..3 (A, C, G, T)."""
+    return np.random.default_rng(seed).integers(0, 4, size=(batch, SEQ_LENGTH), dtype=np.uint8)
+
+
+def codes_to_onehot_ncl(codes: np.ndarray) -> np.ndarray:
+    """uint8 codes [B, L] -> float32 one-hot [B, 4, L] (torch layout); N (4) -> all zeros."""
+    eye = np.concatenate([np.eye(4, dtype=np.float32), np.zeros((2, 4), np.float32)])
+    return np.ascontiguousarray(eye[codes].transpose(0, 2, 1))
+
+
+# ---------------------------------------------------------------------------------------------
+# children: the weights, then one long-lived worker per engine and batch size
+#
+# A worker loads its engine and input, says "ready", then runs one pass per "run" line on
+# its stdin and answers with the seconds it took; "finish" saves the last output and
+# reports peak RSS.  The parent interleaves the engines' passes, so load from other
+# processes on the machine hits both engines alike instead of whichever ran second.
+
+MAGIC = "@@b2bench "
+
+
+def _reply(obj) -> None:
+    sys.stdout.write(MAGIC + json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def _serve(run, save, report: dict) -> None:
+    _reply({"ready": True, **report})
+    out = None
+    for line in sys.stdin:
+        cmd = line.strip()
+        if cmd == "run":
+            t0 = time.perf_counter()
+            out = run()
+            _reply({"t": time.perf_counter() - t0})
+        elif cmd == "finish":
+            save(out)
+            report.update(peak_rss_mb=peak_rss_mb(), ru_maxrss_mb=ru_maxrss_mb(),
+                          torch_imported="torch" in sys.modules)
+            _reply(report)
+            return
+
+
+def child_prep(args) -> dict:
+    """Build the random torch model, save its state dict, convert it for ours-st."""
+    import torch
+
+    torch.save(random_torch_basenji2(args.seed).state_dict(), args.pth)
+    _import_b2().convert(args.pth, args.codes, gelu="erf")  # --_codes carries the .safetensors path
+    return {"torch_version": torch.__version__}
+
+
+def child_torch(args) -> None:
+    import torch
+    from basenji2_pytorch import Basenji2, basenji2_params
+
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    model = Basenji2(copy.deepcopy(basenji2_params["model"]))
+    model.load_state_dict(torch.load(args.pth, map_location="cpu", weights_only=True))
+    model.eval()
+    load_s = time.perf_counter() - t0
+    x = torch.from_numpy(codes_to_onehot_ncl(np.load(args.codes)))
+
+    def run():
+        with torch.inference_mode():
+            return model(x)
+
+    _serve(run, lambda out: np.save(args.out, out.numpy()),
+           {"engine": "basenji2-pytorch", "load_s": load_s, "torch_version": torch.__version__,
+            "torch_threads": torch.get_num_threads()})
+
+
+def child_ours(args) -> None:
+    b2 = _import_b2()
+    t0 = time.perf_counter()
+    # A .pth goes through torch.load (torch is imported: ~200 MB of RSS); the converted
+    # .safetensors (engine "ours-st") is read without torch, as a deployment would.
+    gelu = "erf" if args.pth.endswith(".pth") else None
+    model = b2.load(args.pth, gelu=gelu, threads=args.threads, isa=args.isa or None)
+    load_s = time.perf_counter() - t0
+    binary = engine_binary()  # hashed right after the import: the binary this worker runs
+    codes = np.load(args.codes)
+    batch = codes.shape[0]
+    info = model.info()
+
+    def run():
+        return model.predict(codes, batch_size=batch)
+
+    _serve(run, lambda out: np.save(args.out, out),
+           {"engine": "basenji2_fast", "weights": Path(args.pth).suffix, "load_s": load_s, "gelu": info["gelu"],
+            "isa": info["isa"], "version": info["version"], "threads": info["threads"], **binary})
+
+
+# ---------------------------------------------------------------------------------------------
+# parent
+
+def _child_cmd(engine: str, pth: Path, codes: Path, out: Path, args):
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    if args.isa:
+        env["BASENJI2_FAST_ISA"] = args.isa
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--_child", engine, "--_pth", str(pth),
+           "--_codes", str(codes), "--_out", str(out), "--_report", str(out.with_suffix(".json")),
+           "--threads", str(args.threads), "--seed", str(args.seed)]
+    if args.isa:
+        cmd += ["--isa", args.isa]
+    return cmd, env
+
+
+class Worker:
+    """One engine in its own process (so its peak RSS is its own)."""
+
+    def __init__(self, engine: str, pth: Path, codes: Path, out: Path, args):
+        cmd, env = _child_cmd(engine, pth, codes, out, args)
+        self.engine = engine
+        self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.report = self._read()
+
+    def _read(self) -> dict:
+        for line in self.proc.stdout:
+            if line.startswith(MAGIC):
+                return json.loads(line[len(MAGIC):])
+            sys.stdout.write(line)  # anything else the libraries print
+        raise RuntimeError(f"{self.engine} worker exited with status {self.proc.wait()}")
+
+    def ask(self, cmd: str) -> dict:
+        self.proc.stdin.write(cmd + "\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def run(self) -> float:
+        return self.ask("run")["t"]
+
+    def finish(self) -> dict:
+        report = self.ask("finish")
+        self.proc.stdin.close()
+        self.proc.wait()
+        return report
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def time_engines(engines, weights, codes_path: Path, tmp: Path, args, batch: int) -> dict:
+    """Start one worker per engine (one at a time), warm each up once, then ``repeats``
+    rounds of one pass per engine, the order rotating each round."""
+    workers = {}
+    try:
+        for eng in engines:
+            print(f"batch {batch}: loading {NAMES[eng]} ... ", end="", flush=True)
+            workers[eng] = Worker(eng, weights[eng], codes_path, tmp / f"{eng}_b{batch}.npy", args)
+            print(f"{workers[eng].report['load_s']:.1f} s; warm-up pass ... ", end="", flush=True)
+            time.sleep(IDLE_S)
+            print(f"{workers[eng].run():.2f} s", flush=True)
+        times = {eng: [] for eng in engines}
+        for r in range(args.repeats):
+            order = engines[r % len(engines):] + engines[:r % len(engines)]
+            for eng in order:
+                time.sleep(IDLE_S)  # let the other engines' OpenMP threads stop spinning
+                times[eng].append(workers[eng].run())
+            print(f"  round {r + 1}/{args.repeats}: " + ", ".join(f"{NAMES[e]} {times[e][-1]:.2f} s" for e in engines),
+                  flush=True)
+        return {eng: dict(workers[eng].finish(), times_s=times[eng]) for eng in engines}
+    finally:
+        for w in workers.values():
+            w.kill()
+
+
+def summarise(res: dict, batch: int) -> dict:
+    per_seq = [t / batch for t in res["times_s"]]
+    res["median_s_per_seq"] = statistics.median(per_seq)
+    res["min_s_per_seq"] = min(per_seq)
+    return res
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=default_threads(),
+                    help="threads for both engines (default: all CPUs this process may use)")
+    ap.add_argument("--repeats", type=int, default=5,
+                    help="timed passes per engine after one warm-up, interleaved across engines (default 5)")
+    ap.add_argument("--batch", default="1", help="batch size(s), comma-separated (default 1)")
+    ap.add_argument("--seed", type=int, default=0, help="seed for weights and sequences")
+    ap.add_argument("--isa", default="", help="force our kernel set (avx512, avx2, generic)")
+    ap.add_argument("--engines", default="torch,ours,ours-st",
+                    help="which engines to run (default torch,ours,ours-st; ours-st = our engine on the "
+                         "weights converted to .safetensors, peak RSS without torch imported)")
+    ap.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    # internal: the per-engine child processes
+    ap.add_argument("--_child", choices=ENGINES + ("prep",), help=argparse.SUPPRESS)
+    ap.add_argument("--_pth", dest="pth", help=argparse.SUPPRESS)
+    ap.add_argument("--_codes", dest="codes", help=argparse.SUPPRESS)
+    ap.add_argument("--_out", dest="out", help=argparse.SUPPRESS)
+    ap.add_argument("--_report", dest="report", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+
+    if args._child == "prep":
+        Path(args.report).write_text(json.dumps(child_prep(args)))
+        return 0
+    if args._child:
+        (child_torch if args._child == "torch" else child_ours)(args)
+        return 0
+
+    batches = [int(b) for b in str(args.batch).split(",") if b.strip()]
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    if args.threads < 1 or args.repeats < 1 or not batches or min(batches) < 1:
+        ap.error("--threads, --repeats and --batch must be >= 1")
+    if not set(engines) <= set(ENGINES) or not engines:
+        ap.error("--engines: a comma-separated subset of " + ",".join(ENGINES))
+
+    # The parent stays small (no torch): a child's ru_maxrss starts from its parent's RSS.
+    b2 = _import_b2()
+
+    results = {
+        "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "machine": {"cpu": cpu_model(), "logical_cpus": os.cpu_count(), "threads": args.threads,
+                    "platform": platform.platform(), "python": platform.python_version()},
+        "versions": {"torch": _dist_version("torch"), "basenji2_pytorch": _dist_version("basenji2-pytorch"),
+                     "basenji2_fast": b2.__version__, "numpy": np.__version__},
+        "settings": {"repeats": args.repeats, "warmup": 1, "seed": args.seed, "seq_length": SEQ_LENGTH,
+                     "gelu": "erf", "tolerance": TOLERANCE},
+        "build": build_provenance(b2),
+        "load_average_before": list(os.getloadavg()),
+        "runs": [],
+    }
+    ok = True
+    with tempfile.TemporaryDirectory(prefix="b2bench-") as tmp:
+        tmp = Path(tmp)
+        pth = tmp / "basenji2_random.pth"
+        st = tmp / "basenji2_random.safetensors"
+        t0 = time.perf_counter()
+        cmd, env = _child_cmd("prep", pth, st, tmp / "prep.npy", args)
+        subprocess.run(cmd, env=env, check=True)
+        print(f"random full-size Basenji2 -> {pth.name} ({pth.stat().st_size / 2**20:.0f} MiB) and {st.name} "
+              f"in {time.perf_counter() - t0:.1f} s", flush=True)
+        weights = {"torch": pth, "ours": pth, "ours-st": st}
+        for batch in batches:
+            codes_path = tmp / f"codes_b{batch}.npy"
+            np.save(codes_path, random_codes(batch, args.seed + 1000 + batch))
+            run = {"batch": batch}
+            for eng, res in time_engines(engines, weights, codes_path, tmp, args, batch).items():
+                run[eng] = summarise(res, batch)
+                if eng != "torch":
+                    results["machine"]["isa"] = res["isa"]
+            if "torch" in engines and len(engines) > 1:
+                # memory-mapped and one sequence at a time: the parent stays small
+                a = np.load(tmp / f"torch_b{batch}.npy", mmap_mode="r")
+                run["max_abs_output"] = max(float(np.abs(s).max()) for s in a)
+                for eng in [e for e in engines if e != "torch"]:
+                    b = np.load(tmp / f"{eng}_b{batch}.npy", mmap_mode="r")
+                    if a.shape != b.shape:
+                        raise SystemExit(f"output shapes differ: torch {a.shape} vs {eng} {b.shape}")
+                    run["output_shape"] = list(a.shape)
+                    r = run[eng]
+                    r["max_abs_diff"] = max(float(np.abs(x.astype(np.float64) - y).max()) for x, y in zip(a, b))
+                    r["speedup_median"] = run["torch"]["median_s_per_seq"] / r["median_s_per_seq"]
+                    r["speedup_min"] = run["torch"]["min_s_per_seq"] / r["min_s_per_seq"]
+                    r["rss_ratio"] = run["torch"]["peak_rss_mb"] / r["peak_rss_mb"]
+                    r["agree"] = r["max_abs_diff"] <= TOLERANCE
+                    ok &= r["agree"]
+                    del b
+                del a
+            results["runs"].append(run)
+    results["load_average_after"] = list(os.getloadavg())
+    shas = {run[e].get("engine_so_sha256") for run in results["runs"] for e in engines if e != "torch"}
+    shas.add(results["build"].get("engine_so_sha256"))
+    if len(shas) > 1:
+        results["build"]["warning"] = "the engine binary changed during the run: " + ", ".join(
+            sorted(str(x)[:12] for x in shas))
+        print("WARNING: " + results["build"]["warning"], file=sys.stderr)
+    results["parent_peak_rss_mb"] = peak_rss_mb()
+
+    print_table(results, engines)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    if not ok:
+        print(f"FAIL: max |delta| above {TOLERANCE}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def engine_binary() -> dict:
+    """The compiled extension this process imported: file name, sha256, mtime."""
+    import hashlib
+
+    try:
+        from basenji2_fast import _engine
+
+        so = Path(_engine.__file__)
+        return {"engine_so": so.name, "engine_so_sha256": hashlib.sha256(so.read_bytes()).hexdigest(),
+                "engine_so_mtime": _dt.datetime.fromtimestamp(so.stat().st_mtime).astimezone().isoformat(
+                    timespec="seconds")}
+    except Exception as e:  # noqa: BLE001  (provenance is best effort)
+        return {"engine_so_error": str(e)}
+
+
+def build_provenance(b2) -> dict:
+    """Which engine binary was measured: build info, the extension's sha256, the git commit."""
+    info = {}
+    try:
+        info.update(b2.build_info())
+    except Exception as e:  # noqa: BLE001
+        info["error"] = str(e)
+    info.update(engine_binary())
+    try:
+        git = ["git", "-C", str(REPO)]
+        info["git_commit"] = subprocess.run(git + ["rev-parse", "HEAD"], capture_output=True, text=True,
+                                            check=True).stdout.strip()
+        dirty = subprocess.run(git + ["status", "--porcelain", "--", "csrc", "basenji2_fast"], capture_output=True,
+                               text=True, check=True).stdout
+        info["git_dirty"] = bool(dirty.strip())
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return info
+
+
+def _dist_version(name: str) -> str:
+    try:
+        from importlib.metadata import version
+
+        return version(name)
+    except Exception:  # noqa: BLE001
+        return "?"
+
+
+def print_table(results: dict, engines) -> None:
+    m = results["machine"]
+    print()
+    print(f"{results['date']}  CPU: {m['cpu']}  threads: {m['threads']}  our ISA: {m.get('isa', '-')}  "
+          f"torch {results['versions']['torch']}  repeats: {results['settings']['repeats']} (+1 warm-up)")
+    hdr = (f"{'batch':>5}  {'engine':<19} {'median s/seq':>12} {'min s/seq':>10} {'speed-up':>9} {'load s':>7} "
+           f"{'peak RSS MB':>12} {'max |delta|':>12}")
+    print(hdr)
+    print("-" * len(hdr))
+    for run in results["runs"]:
+        for eng in engines:
+            r = run[eng]
+            su = f"{r['speedup_median']:.2f}x" if "speedup_median" in r else "-"
+            d = f"{r['max_abs_diff']:.2e}" if "max_abs_diff" in r else "-"
+            print(f"{run['batch']:>5}  {NAMES[eng]:<19} {r['median_s_per_seq']:>12.3f} {r['min_s_per_seq']:>10.3f} "
+                  f"{su:>9} {r['load_s']:>7.2f} {r['peak_rss_mb']:>12.0f} {d:>12}")
+    if any("max_abs_output" in run for run in results["runs"]):
+        print(f"speed-up = torch median / that engine's median; max |delta| vs torch on the same input "
+              f"(tolerance {TOLERANCE:g}; torch outputs up to "
+              f"{max(run.get('max_abs_output', 0) for run in results['runs']):.1f})")
+    bld = results.get("build", {})
+    if bld.get("engine_so_sha256"):
+        print(f"engine {bld['engine_so']} sha256 {bld['engine_so_sha256'][:12]} (built {bld.get('engine_so_mtime')}), "
+              f"git {bld.get('git_commit', '?')[:10]}{' + local changes' if bld.get('git_dirty') else ''}")
+    if bld.get("warning"):
+        print("WARNING: " + bld["warning"])
+    la, lb = results.get("load_average_before"), results.get("load_average_after")
+    if la and lb:
+        print(f"load average (1 min) before {la[0]:.2f}, after {lb[0]:.2f}")
+    print()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
