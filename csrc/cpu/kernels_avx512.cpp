@@ -167,7 +167,7 @@ void conv_tile_rows(const ConvArgs& a, int64_t p, int rows, int panel, float* ti
 }
 
 void conv(const ConvArgs& a) {
-  for_each_tile<MR, NR>(a.p0, a.p1, a.cout, a.threads, [&](int64_t p, int rows, int panel) {
+  for_each_tile<MR, NR>(a.p0, a.p1, a.cout, a.threads, conv_chunk<MR>(a), [&](int64_t p, int rows, int panel) {
     alignas(64) float tile[MR * NR];
     conv_tile_rows(a, p, rows, panel, tile, std::make_integer_sequence<int, MR>{});
     const int col0 = panel * NR;
@@ -178,7 +178,7 @@ void conv(const ConvArgs& a) {
 void stem(const StemArgs& a) {
   const int64_t padded = ((a.cout + NR - 1) / NR) * NR;
   const int half = a.k / 2;
-  for_each_tile<MR, NR>(a.p0, a.p1, a.cout, a.threads, [&](int64_t p, int rows, int panel) {
+  for_each_tile<MR, NR>(a.p0, a.p1, a.cout, a.threads, 0, [&](int64_t p, int rows, int panel) {
     alignas(64) float tile[MR * NR];
     const int col0 = panel * NR;
     const float* table = a.table + col0;

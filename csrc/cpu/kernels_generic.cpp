@@ -38,7 +38,7 @@ void conv_tile_rows(const ConvArgs& a, int64_t p, int rows, int panel, float* ti
 }
 
 void conv(const ConvArgs& a) {
-  for_each_tile<MR, NR>(a.p0, a.p1, a.cout, a.threads, [&](int64_t p, int rows, int panel) {
+  for_each_tile<MR, NR>(a.p0, a.p1, a.cout, a.threads, conv_chunk<MR>(a), [&](int64_t p, int rows, int panel) {
     alignas(64) float tile[MR * NR];
     conv_tile_rows(a, p, rows, panel, tile, std::make_integer_sequence<int, MR>{});
     const int col0 = panel * NR;

@@ -50,11 +50,26 @@ inline void epilogue_scalar(const Epilogue& e, float* tile, int rows, int64_t p,
   }
 }
 
-// Runs tile_fn(p, rows, panel) over [p0, p1) x panels in blocks, threads over blocks.
-// Consecutive blocks of one panel go to the same thread so its weight panel stays in cache.
+// Runs tile_fn(p, rows, panel) over [p0, p1) x panels, threads over tasks.
+// chunk == 0: a task is one panel over a block of positions, consecutive blocks of a panel
+//   on one thread, so the panel's weights stay in cache while positions stream past
+//   (weight-heavy layers).
+// chunk > 0: a task is `chunk` positions over every panel, so those input rows stay in L2
+//   while the weight panels stream past (input-heavy layers: the first tower layers read
+//   tens of MB of input and a few MB of weights).
 template <int MR, int NR, typename TileFn>
-inline void for_each_tile(int64_t p0, int64_t p1, int cout, int threads, TileFn&& tile_fn) {
+inline void for_each_tile(int64_t p0, int64_t p1, int cout, int threads, int64_t chunk, TileFn&& tile_fn) {
   const int panels = (cout + NR - 1) / NR;
+  if (chunk > 0) {
+    const int64_t ntasks = (p1 - p0 + chunk - 1) / chunk;
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && ntasks > 1)
+    for (int64_t task = 0; task < ntasks; ++task) {
+      const int64_t b0 = p0 + task * chunk, b1 = std::min(b0 + chunk, p1);
+      for (int panel = 0; panel < panels; ++panel)
+        for (int64_t p = b0; p < b1; p += MR) tile_fn(p, int(std::min<int64_t>(MR, b1 - p)), panel);
+    }
+    return;
+  }
   const int64_t block = int64_t(MR) * kTilesPerBlock;
   const int64_t nblocks = (p1 - p0 + block - 1) / block;
   const int64_t ntasks = nblocks * panels;
@@ -67,11 +82,22 @@ inline void for_each_tile(int64_t p0, int64_t p1, int cout, int threads, TileFn&
   }
 }
 
+// The loop order for a conv (see for_each_tile): chunk-major when the layer's input
+// outweighs its weights, with chunks whose input rows fill about half an L2.
+template <int MR>
+inline int64_t conv_chunk(const ConvArgs& a) {
+  const int64_t in_bytes = (a.p1 - a.p0) * int64_t(a.cin) * 4;
+  const int64_t w_bytes = int64_t(a.k) * a.cin * a.cout * 4;
+  if (in_bytes <= w_bytes) return 0;
+  const int64_t rows = (192 * 1024) / (4 * int64_t(a.cin));
+  return std::max<int64_t>(4 * MR, rows / MR * MR);
+}
+
 template <int MR, int NR, typename Epi>
 inline void stem_tiles(const StemArgs& a, Epi&& epilogue) {
   const int padded = ((a.cout + NR - 1) / NR) * NR;
   const int half = a.k / 2;
-  for_each_tile<MR, NR>(a.p0, a.p1, a.cout, a.threads, [&](int64_t p, int rows, int panel) {
+  for_each_tile<MR, NR>(a.p0, a.p1, a.cout, a.threads, 0, [&](int64_t p, int rows, int panel) {
     alignas(64) float tile[MR * NR];
     const int col0 = panel * NR;
     for (int i = 0; i < rows; ++i) {

@@ -10,21 +10,54 @@ namespace {
 [[noreturn]] void fail(const std::string& msg) { throw std::invalid_argument(msg); }
 }  // namespace
 
+std::unique_ptr<float[]> Engine::BufferPool::get(size_t n, size_t& capacity) {
+  {
+    // Best fit: the smallest free buffer that holds n floats, if not more than twice that
+    // (a small tensor must not tie up the largest buffer while a large one allocates anew).
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = free_.lower_bound(n);
+    if (it != free_.end() && it->first <= 2 * n) {
+      capacity = it->first;
+      std::unique_ptr<float[]> buf = std::move(it->second);
+      free_.erase(it);
+      return buf;
+    }
+  }
+  capacity = n;
+  return std::unique_ptr<float[]>(new float[n]);
+}
+
+void Engine::BufferPool::put(std::unique_ptr<float[]> buf, size_t capacity) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  free_.emplace(capacity, std::move(buf));
+}
+
+void Engine::BufferPool::clear() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  free_.clear();
+}
+
 // A tensor's rows with `halo` zero rows on each side: row q at data + (halo + q) * channels.
+// Its memory comes from, and returns to, the engine's buffer pool.
 struct Engine::Tensor {
+  BufferPool* pool = nullptr;
   std::unique_ptr<float[]> buf;
+  size_t capacity = 0;
   int64_t rows = 0, halo = 0;
   int channels = 0;
-  void alloc(int64_t r, int64_t h, int c) {
-    rows = r, halo = h, channels = c;
-    buf.reset(new float[size_t((r + 2 * h) * c)]);
+  void alloc(BufferPool& p, int64_t r, int64_t h, int c) {
+    pool = &p, rows = r, halo = h, channels = c;
+    buf = p.get(size_t((r + 2 * h) * c), capacity);
     // Kernels write only rows [0, rows); the margins are the "same" padding.
     std::memset(buf.get(), 0, sizeof(float) * size_t(h * c));
     std::memset(buf.get() + (h + r) * c, 0, sizeof(float) * size_t(h * c));
   }
   float* row0() { return buf.get() + halo * channels; }
   bool empty() const { return !buf; }
-  void release() { buf.reset(); }
+  void release() {
+    if (buf) pool->put(std::move(buf), capacity);
+  }
+  ~Tensor() { release(); }
 };
 
 Engine::Engine(int64_t seq_length, Gelu gelu, bool final_gelu, std::vector<OpDesc> ops, int threads,
@@ -164,8 +197,8 @@ void Engine::run_trunk(const uint8_t* codes, bool n_uniform, std::vector<float>&
   const int n = int(ops_.size());
   std::vector<Tensor> raw(n + 1), act(n + 1);
   const auto ensure = [&](int i) {
-    if (need_raw_[i] && raw[i].empty()) raw[i].alloc(lengths_[i], halo_[i], channels_[i]);
-    if (need_act_[i] && act[i].empty()) act[i].alloc(lengths_[i], halo_[i], channels_[i]);
+    if (need_raw_[i] && raw[i].empty()) raw[i].alloc(pool_, lengths_[i], halo_[i], channels_[i]);
+    if (need_act_[i] && act[i].empty()) act[i].alloc(pool_, lengths_[i], halo_[i], channels_[i]);
   };
   // Stem: codes with kCodeOutside beyond both ends as the zero padding.
   const OpDesc& s = ops_[0];

@@ -57,6 +57,9 @@ class Engine {
   int n_ops() const { return int(ops_.size()); }
   int op_halo(int i) const { return int(halo_.at(i)); }
 
+  // Frees the activation buffers kept between calls.
+  void release_buffers() const { pool_.clear(); }
+
   int64_t seq_length() const { return seq_length_; }
   int64_t n_bins() const { return lengths_.back(); }
   int trunk_channels() const { return channels_.back(); }
@@ -75,6 +78,20 @@ class Engine {
     OutAct act = OutAct::None;
   };
   struct Tensor;  // one sequence's activations between two ops
+
+  // Activation buffers kept between sequences and calls: the same sizes recur for every
+  // sequence, and fresh allocations of tens of MB cost page faults each time. Holds at most
+  // one forward pass's peak working set.
+  class BufferPool {
+   public:
+    std::unique_ptr<float[]> get(size_t n, size_t& capacity);
+    void put(std::unique_ptr<float[]> buf, size_t capacity);
+    void clear();
+
+   private:
+    std::mutex mutex_;
+    std::multimap<size_t, std::unique_ptr<float[]>> free_;
+  };
 
   Packed pack(const float* kernel, const float* bias, int k, int cin, int cout) const;
   const Packed& head_panel(const HeadRequest& r) const;
@@ -96,6 +113,7 @@ class Engine {
   std::vector<int> last_use_;
   std::vector<float> stem_tables_[2];  // N as zeros, N as 0.25
   std::vector<Head> heads_;
+  mutable BufferPool pool_;
   mutable std::mutex cache_mutex_;
   mutable std::map<std::pair<int, std::vector<int>>, std::unique_ptr<Packed>> head_cache_;
 };

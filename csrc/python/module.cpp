@@ -169,6 +169,7 @@ PYBIND11_MODULE(_engine, m) {
            },
            py::arg("op"), py::arg("x"), py::arg("x0"), py::arg("residual"), py::arg("p0"), py::arg("p1"),
            "One conv op over output positions [p0, p1) from its pre-activation input rows [x0, x0 + len(x)).")
+      .def("release_buffers", &Engine::release_buffers, "Free the activation buffers kept between calls.")
       .def_property_readonly("isa", [](const Engine& e) { return std::string(e.isa()); })
       .def_property_readonly("threads", &Engine::threads)
       .def_property_readonly("seq_length", &Engine::seq_length)
