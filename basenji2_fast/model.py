@@ -238,6 +238,11 @@ class Model:
             return dict(zip(names, outs))
         return outs[0]
 
+    def release_memory(self) -> None:
+        """Free the activation buffers the engine keeps between calls (about one forward
+        pass's working set: ~120 MB for Basenji2); the next call allocates them again."""
+        self._engine.release_buffers()
+
     def embed(self, x: SequenceInput, batch_size: Optional[int] = None, n_encoding: str = "zeros") -> np.ndarray:
         """The trunk output (after its final GELU): float32 [B, n_bins, trunk_channels]."""
         codes, zero_rows = self.encode(x)

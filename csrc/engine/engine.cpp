@@ -12,11 +12,12 @@ namespace {
 
 std::unique_ptr<float[]> Engine::BufferPool::get(size_t n, size_t& capacity) {
   {
-    // Best fit: the smallest free buffer that holds n floats, if not more than twice that
-    // (a small tensor must not tie up the largest buffer while a large one allocates anew).
+    // Best fit: the smallest free buffer that holds n floats. Tensors shrink along the
+    // network, so a later, smaller tensor reuses the buffer of an earlier, larger one and
+    // the pool stays at one pass's peak working set.
     std::lock_guard<std::mutex> lock(mutex_);
     auto it = free_.lower_bound(n);
-    if (it != free_.end() && it->first <= 2 * n) {
+    if (it != free_.end()) {
       capacity = it->first;
       std::unique_ptr<float[]> buf = std::move(it->second);
       free_.erase(it);
