@@ -170,41 +170,25 @@ void conv_tile(const ConvArgs& a, int64_t p, int panel, float* tile) {
   }
 }
 
-template <int... Rs>
-void conv_tile_rows(const ConvArgs& a, int64_t p, int rows, int panel, float* tile,
-                    std::integer_sequence<int, Rs...>) {
-  ((rows == Rs + 1 ? conv_tile<Rs + 1>(a, p, panel, tile) : void()), ...);
-}
-
 void conv(const ConvArgs& a) {
-  for_each_tile<MR, NR>(a.p0, a.p1, a.cout, a.threads, conv_chunk<MR>(a), [&](int64_t p, int rows, int panel) {
-    alignas(64) float tile[MR * NR];
-    conv_tile_rows(a, p, rows, panel, tile, std::make_integer_sequence<int, MR>{});
-    const int col0 = panel * NR;
-    epilogue(a.epi, tile, rows, p, col0, std::min(NR, a.cout - col0));
-  });
+  conv_tiles<MR, NR>(a, [&](auto rows, int64_t p, int panel, float* tile) { conv_tile<decltype(rows)::value>(a, p, panel, tile); },
+                     [](const Epilogue& e, float* t, int r, int64_t p, int c0, int nc) { epilogue(e, t, r, p, c0, nc); });
 }
 
+void sum_rows(const float* const* rows, int k, float* out) {
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  for (int t = 0; t < k; ++t) {
+    acc0 = _mm256_add_ps(acc0, _mm256_loadu_ps(rows[t]));
+    acc1 = _mm256_add_ps(acc1, _mm256_loadu_ps(rows[t] + 8));
+  }
+  _mm256_store_ps(out, acc0);
+  _mm256_store_ps(out + 8, acc1);
+}
+
+// Lambdas, not function references, so that the compiler inlines them into the tile loop.
 void stem(const StemArgs& a) {
-  const int64_t padded = ((a.cout + NR - 1) / NR) * NR;
-  const int half = a.k / 2;
-  for_each_tile<MR, NR>(a.p0, a.p1, a.cout, a.threads, 0, [&](int64_t p, int rows, int panel) {
-    alignas(64) float tile[MR * NR];
-    const int col0 = panel * NR;
-    const float* table = a.table + col0;
-    for (int i = 0; i < rows; ++i) {
-      __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-      const uint8_t* c = a.codes + p + i - int64_t(half) * a.dil;
-      for (int t = 0; t < a.k; ++t) {
-        const float* row = table + (int64_t(t) * kStemCodes + c[int64_t(t) * a.dil]) * padded;
-        acc0 = _mm256_add_ps(acc0, _mm256_loadu_ps(row));
-        acc1 = _mm256_add_ps(acc1, _mm256_loadu_ps(row + 8));
-      }
-      _mm256_store_ps(tile + i * NR, acc0);
-      _mm256_store_ps(tile + i * NR + 8, acc1);
-    }
-    epilogue(a.epi, tile, rows, p, col0, std::min(NR, a.cout - col0));
-  });
+  stem_tiles<MR, NR>(a, [](const float* const* rows, int k, float* out) { sum_rows(rows, k, out); },
+                     [](const Epilogue& e, float* t, int r, int64_t p, int c0, int nc) { epilogue(e, t, r, p, c0, nc); });
 }
 
 }  // namespace

@@ -30,23 +30,22 @@ void conv_tile(const ConvArgs& a, int64_t p, int panel, float* tile) {
     for (int j = 0; j < NR; ++j) tile[i * NR + j] = acc[i][j];
 }
 
-template <int... Rs>
-void conv_tile_rows(const ConvArgs& a, int64_t p, int rows, int panel, float* tile,
-                    std::integer_sequence<int, Rs...>) {
-  // Full tiles use the widest register block; a sequence's tail gets an exact-size one.
-  ((rows == Rs + 1 ? conv_tile<Rs + 1>(a, p, panel, tile) : void()), ...);
-}
-
 void conv(const ConvArgs& a) {
-  for_each_tile<MR, NR>(a.p0, a.p1, a.cout, a.threads, conv_chunk<MR>(a), [&](int64_t p, int rows, int panel) {
-    alignas(64) float tile[MR * NR];
-    conv_tile_rows(a, p, rows, panel, tile, std::make_integer_sequence<int, MR>{});
-    const int col0 = panel * NR;
-    epilogue_scalar<NR>(a.epi, tile, rows, p, col0, std::min(NR, a.cout - col0));
-  });
+  conv_tiles<MR, NR>(a, [&](auto rows, int64_t p, int panel, float* tile) { conv_tile<decltype(rows)::value>(a, p, panel, tile); },
+                     [](const Epilogue& e, float* t, int r, int64_t p, int c0, int nc) { epilogue_scalar<NR>(e, t, r, p, c0, nc); });
 }
 
-void stem(const StemArgs& a) { stem_tiles<MR, NR>(a, epilogue_scalar<NR>); }
+void sum_rows(const float* const* rows, int k, float* out) {
+  for (int j = 0; j < NR; ++j) out[j] = 0.f;
+  for (int t = 0; t < k; ++t)
+    for (int j = 0; j < NR; ++j) out[j] += rows[t][j];
+}
+
+// Lambdas, not function references, so that the compiler inlines them into the tile loop.
+void stem(const StemArgs& a) {
+  stem_tiles<MR, NR>(a, [](const float* const* rows, int k, float* out) { sum_rows(rows, k, out); },
+                     [](const Epilogue& e, float* t, int r, int64_t p, int c0, int nc) { epilogue_scalar<NR>(e, t, r, p, c0, nc); });
+}
 
 }  // namespace
 }  // namespace generic

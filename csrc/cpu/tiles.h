@@ -93,23 +93,41 @@ inline int64_t conv_chunk(const ConvArgs& a) {
   return std::max<int64_t>(4 * MR, rows / MR * MR);
 }
 
-template <int MR, int NR, typename Epi>
-inline void stem_tiles(const StemArgs& a, Epi&& epilogue) {
-  const int padded = ((a.cout + NR - 1) / NR) * NR;
+// Calls f(std::integral_constant<int, rows>) for rows in 1..MR: full tiles use the widest
+// register block, a range's tail an exact-size one.
+template <int MR, typename F, int... Rs>
+inline void dispatch_rows(int rows, F&& f, std::integer_sequence<int, Rs...>) {
+  ((rows == Rs + 1 ? f(std::integral_constant<int, Rs + 1>{}) : void()), ...);
+}
+
+// The conv driver every ISA shares. tile_at(rows_constant, p, panel, tile) fills a tile
+// [rows][NR] of accumulators with the ISA's micro-kernel; epilogue finishes and stores it.
+template <int MR, int NR, typename TileAt, typename Epi>
+inline void conv_tiles(const ConvArgs& a, TileAt&& tile_at, Epi&& epilogue) {
+  for_each_tile<MR, NR>(a.p0, a.p1, a.cout, a.threads, conv_chunk<MR>(a), [&](int64_t p, int rows, int panel) {
+    alignas(64) float tile[MR * NR];
+    dispatch_rows<MR>(rows, [&](auto r) { tile_at(r, p, panel, tile); }, std::make_integer_sequence<int, MR>{});
+    const int col0 = panel * NR;
+    epilogue(a.epi, tile, rows, p, col0, std::min(NR, a.cout - col0));
+  });
+}
+
+// The one-hot stem: per position, the sum of one table row per tap (no multiplies).
+// sum_rows(rows, k, out) adds k rows of NR floats into out[NR] with the ISA's vectors
+// (compilers do not vectorise the portable loop well across the gathered rows).
+template <int MR, int NR, typename SumRows, typename Epi>
+inline void stem_tiles(const StemArgs& a, SumRows&& sum_rows, Epi&& epilogue) {
+  const int64_t padded = ((a.cout + NR - 1) / NR) * NR;
   const int half = a.k / 2;
   for_each_tile<MR, NR>(a.p0, a.p1, a.cout, a.threads, 0, [&](int64_t p, int rows, int panel) {
     alignas(64) float tile[MR * NR];
+    const float* taps[64];  // kernel sizes up to 64 taps
     const int col0 = panel * NR;
     for (int i = 0; i < rows; ++i) {
-      // A local accumulator (not the tile) so the compiler keeps it in vector registers.
-      float acc[NR] = {};
-      for (int t = 0; t < a.k; ++t) {
-        const uint8_t c = a.codes[p + i + int64_t(t - half) * a.dil];
-        const float* __restrict row = a.table + (int64_t(t) * kStemCodes + c) * padded + col0;
-#pragma omp simd
-        for (int j = 0; j < NR; ++j) acc[j] += row[j];
-      }
-      std::memcpy(tile + i * NR, acc, sizeof(acc));
+      const uint8_t* codes = a.codes + p + i - int64_t(half) * a.dil;
+      for (int t = 0; t < a.k; ++t)
+        taps[t] = a.table + (int64_t(t) * kStemCodes + codes[int64_t(t) * a.dil]) * padded + col0;
+      sum_rows(taps, a.k, tile + i * NR);
     }
     epilogue(a.epi, tile, rows, p, col0, std::min(NR, a.cout - col0));
   });

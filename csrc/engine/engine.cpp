@@ -117,6 +117,7 @@ Engine::Engine(int64_t seq_length, Gelu gelu, bool final_gelu, std::vector<OpDes
     last_use_[i] = std::max(last_use_[i], i);
   }
   if (ops_[0].gelu_in == false) fail("the stem must be pre-activated (GELU on the one-hot input)");
+  if (ops_[0].k > 64) fail("the stem's kernel size must be at most 64");
   packed_.resize(n);
   for (int i = 0; i < n; ++i)
     if (ops_[i].type == OpDesc::Conv && i > 0)
