@@ -110,38 +110,6 @@ def peak_rss_mb() -> float:
     return ru_maxrss_mb()
 
 
-def random_torch_basenji2(seed: int):
-    """The full basenji2-pytorch Basenji2 with seeded random weights and BN statistics.
-
-    Scales are chosen so activations stay O(1) through all 28 conv layers (He-like gain 2
-    for the pre-activation convs, 0.5 for the second conv of each residual block so the
-    residual stream grows slowly), and the softplus outputs land around 0..20 like the
-    real model's.  BN gamma, beta, running mean and running var are all non-trivial.
-    """
-    import torch
-    from basenji2_pytorch import Basenji2, basenji2_params
-
-    torch.manual_seed(seed)
-    model = Basenji2(copy.deepcopy(basenji2_params["model"]))
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, mod in model.named_modules():
-            if isinstance(mod, torch.nn.Conv1d):
-                fan_in = mod.in_channels * mod.kernel_size[0]
-                gain = 0.5 if ".module.1." in name else 2.0
-                mod.weight.copy_(torch.randn(mod.weight.shape, generator=g) * (gain / fan_in) ** 0.5)
-            elif isinstance(mod, torch.nn.BatchNorm1d):
-                n = mod.num_features
-                mod.weight.copy_(torch.empty(n).uniform_(0.5, 1.5, generator=g))
-                mod.bias.copy_(torch.randn(n, generator=g) * 0.1)
-                mod.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
-                mod.running_var.copy_(torch.empty(n).uniform_(0.5, 2.0, generator=g))
-            elif isinstance(mod, torch.nn.Linear):
-                mod.weight.copy_(torch.randn(mod.weight.shape, generator=g) * (1.0 / mod.in_features) ** 0.5)
-                mod.bias.copy_(torch.randn(mod.bias.shape, generator=g) * 0.5)
-    return model.eval()
-
-
 def random_codes(batch: int, seed: int) -> np.ndarray:
     """uint8 [batch, L] base codes 0..3 (A, C, G, T)."""
     return np.random.default_rng(seed).integers(0, 4, size=(batch, SEQ_LENGTH), dtype=np.uint8)
@@ -190,7 +158,9 @@ def child_prep(args) -> dict:
     """Build the random torch model, save its state dict, convert it for ours-st."""
     import torch
 
-    torch.save(random_torch_basenji2(args.seed).state_dict(), args.pth)
+    from basenji2_fast.peers import random_basenji2_pytorch
+
+    torch.save(random_basenji2_pytorch(args.seed).state_dict(), args.pth)
     _import_b2().convert(args.pth, args.codes, gelu="erf")  # --_codes carries the .safetensors path
     return {"torch_version": torch.__version__}
 

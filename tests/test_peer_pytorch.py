@@ -14,7 +14,6 @@ set, where that is a failure.
 """
 from __future__ import annotations
 
-import copy
 import os
 import time
 
@@ -51,43 +50,16 @@ def _import_peer():
     return torch, basenji2_pytorch
 
 
-def _random_peer_model(torch, basenji2_pytorch, seed: int):
-    """Full-size basenji2-pytorch Basenji2, eval mode, every parameter and BN statistic random.
-
-    Scales keep activations O(1) through all 28 conv layers and put the softplus outputs
-    around 0..20, the real model's range: He-like gain 2 for the convs, 0.5 for the second
-    conv of each residual block (so the residual stream grows slowly).
-    """
-    torch.manual_seed(seed)
-    model = basenji2_pytorch.Basenji2(copy.deepcopy(basenji2_pytorch.basenji2_params["model"]))
-    g = torch.Generator().manual_seed(seed)
-    n_bn = 0
-    with torch.no_grad():
-        for name, mod in model.named_modules():
-            if isinstance(mod, torch.nn.Conv1d):
-                fan_in = mod.in_channels * mod.kernel_size[0]
-                gain = 0.5 if ".module.1." in name else 2.0
-                mod.weight.copy_(torch.randn(mod.weight.shape, generator=g) * (gain / fan_in) ** 0.5)
-            elif isinstance(mod, torch.nn.BatchNorm1d):
-                n = mod.num_features
-                mod.weight.copy_(torch.empty(n).uniform_(0.5, 1.5, generator=g))
-                mod.bias.copy_(torch.randn(n, generator=g) * 0.1)
-                mod.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
-                mod.running_var.copy_(torch.empty(n).uniform_(0.5, 2.0, generator=g))
-                n_bn += 1
-            elif isinstance(mod, torch.nn.Linear):
-                mod.weight.copy_(torch.randn(mod.weight.shape, generator=g) * (1.0 / mod.in_features) ** 0.5)
-                mod.bias.copy_(torch.randn(mod.bias.shape, generator=g) * 0.5)
-    assert n_bn == 1 + 6 + 2 * 11 + 1, n_bn  # stem, tower, dilated residual pairs, final conv
-    return model.eval()
-
-
 @pytest.mark.slow
 def test_full_basenji2_matches_basenji2_pytorch(tmp_path):
     torch, basenji2_pytorch = _import_peer()
     t_start = time.perf_counter()
 
-    model = _random_peer_model(torch, basenji2_pytorch, SEED)
+    from basenji2_fast.peers import random_basenji2_pytorch
+
+    model = random_basenji2_pytorch(SEED)
+    n_bn = sum(isinstance(m, torch.nn.BatchNorm1d) for m in model.modules())
+    assert n_bn == 1 + 6 + 2 * 11 + 1, n_bn  # stem, tower, dilated residual pairs, final conv
     pth = tmp_path / "basenji2_random.pth"
     torch.save(model.state_dict(), pth)
 
