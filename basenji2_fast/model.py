@@ -185,7 +185,9 @@ class Model:
     def predict(self, x: SequenceInput, head: Optional[str] = None,
                 tracks: Union[None, Iterable[int], Dict[str, Iterable[int]]] = None, rc: bool = False,
                 shifts: Sequence[int] = (0,), batch_size: Optional[int] = None,
-                n_encoding: str = "zeros") -> Union[np.ndarray, Dict[str, np.ndarray]]:
+                n_encoding: str = "zeros",
+                strand_pair: Union[None, Sequence[int], Dict[str, Sequence[int]]] = None,
+                ) -> Union[np.ndarray, Dict[str, np.ndarray]]:
         """Predict tracks.
 
         Parameters
@@ -198,6 +200,14 @@ class Model:
             and with ``rc`` also the reverse complement of each, its predictions flipped back
         batch_size : sequences per engine call (bounds the memory of the outputs)
         n_encoding : "zeros" or "uniform" (0.25 in each channel) for N
+        strand_pair : list of int [tracks], or for several heads a dict {head: list}
+            For each output track (the requested ones, or the whole head), the position
+            among the output tracks of its opposite-strand partner (its own position for
+            unstranded tracks). In reverse-complement passes the partners' predictions are
+            swapped after the bins are flipped back, as basenji's ``SwitchReverse``: a
+            reverse-complemented input predicts the + strand track in the - strand column.
+            Ignored without ``rc``. :func:`basenji2_fast.targets.select_tracks` makes it
+            from a targets file's ``strand_pair`` column.
 
         Returns
         -------
@@ -215,6 +225,8 @@ class Model:
             if bad:
                 raise ValueError(f"track index {bad[0]} out of range for head {n!r} with {n_tracks} tracks")
             requests.append((self._head_index[n], idx))
+        pairs = [self._strand_pair(n, strand_pair.get(n) if isinstance(strand_pair, dict) else strand_pair,
+                                   len(idx) or self.spec.heads[n].tracks) for n, (_, idx) in zip(names, requests)]
         passes = [(int(s), False) for s in shifts] + ([(int(s), True) for s in shifts] if rc else [])
         if not passes:
             raise ValueError("shifts must name at least one shift")
@@ -229,14 +241,67 @@ class Model:
                 if flip:
                     c = np.ascontiguousarray(dna.revcomp(c))
                 preds = self._engine.predict(c, requests, n_uniform)
-                for out, p in zip(outs, preds):
-                    out[b0:b0 + bs] += p[:, ::-1] if flip else p
+                for out, p, pair in zip(outs, preds, pairs):
+                    if flip:
+                        # bins back in forward order; then the - strand column takes what
+                        # the reversed input predicted for the + strand, and vice versa
+                        p = p[:, ::-1] if pair is None else p[:, ::-1][:, :, pair]
+                    out[b0:b0 + bs] += p
         if len(passes) > 1:
             for out in outs:
                 out /= len(passes)
         if head in ("both", "all") or (not isinstance(head, str) and head is not None):
             return dict(zip(names, outs))
         return outs[0]
+
+    @staticmethod
+    def _strand_pair(head: str, pair, n_out: int) -> Optional[np.ndarray]:
+        """Validate a strand_pair list for ``n_out`` output tracks; None when it is the identity."""
+        if pair is None:
+            return None
+        arr = np.asarray(list(pair))
+        if arr.shape != (n_out,) or (arr.size and arr.dtype.kind not in "iu"):
+            raise ValueError(f"strand_pair for head {head!r}: expected {n_out} integers (one per output track), "
+                             f"got shape {arr.shape}")
+        if arr.size and (arr.min() < 0 or arr.max() >= n_out):
+            raise ValueError(f"strand_pair for head {head!r}: positions must lie in 0..{n_out - 1}")
+        arr = arr.astype(np.intp)
+        return None if np.array_equal(arr, np.arange(n_out)) else arr
+
+    def predict_interval(self, fasta, interval: str, head: Optional[str] = None,
+                         tracks: Optional[Iterable[int]] = None, rc: bool = False, shifts: Sequence[int] = (0,),
+                         n_encoding: str = "zeros", strand_pair: Optional[Sequence[int]] = None) -> np.ndarray:
+        """Predict the model window centred on a genome interval.
+
+        Parameters
+        ----------
+        fasta : path of a FASTA, or an open ``pyfaidx.Fasta`` (:func:`basenji2_fast.genome.open_fasta`)
+        interval : str
+            ``"chr1:1,000,000-1,131,072"``: 0-based, end-exclusive (BED coordinates, as in
+            ``predict.h5``); commas allowed. The window is ``seq_length`` bp centred on
+            ``(start + end) // 2``, as ``basenji_predict_bed.py`` centres its regions, so an
+            interval of exactly ``seq_length`` bp is itself the window. ``"chr1:1,065,536"``
+            (one position) centres the window on that base. Off-chromosome positions are N.
+        head, tracks, rc, shifts, n_encoding, strand_pair : as :meth:`predict`
+
+        Returns
+        -------
+        float32 [n_bins, tracks]; output bin ``b`` covers
+        ``window_start + (crop_bins + b) * bin_size`` onwards (``crop_bins`` of the model).
+        """
+        from .genome import fetch, open_fasta
+        from .regions import parse_interval
+
+        if head in ("both", "all") or (head is not None and not isinstance(head, str)):
+            raise ValueError("predict_interval predicts one head; call it once per head")
+        chrom, start, end = parse_interval(interval)
+        fa = open_fasta(fasta) if isinstance(fasta, (str, bytes, os.PathLike)) else fasta
+        if chrom not in fa:
+            raise ValueError(f"interval {interval!r}: no sequence {chrom!r} in {getattr(fa, 'filename', fasta)}")
+        w0 = (start + end) // 2 - self.seq_length // 2  # centred as basenji_predict_bed.py
+        codes = dna.encode(fetch(fa, chrom, w0, w0 + self.seq_length), what=f"{chrom}:{w0}-{w0 + self.seq_length}")
+        return self.predict(codes[None], head=head, tracks=tracks, rc=rc, shifts=shifts, n_encoding=n_encoding,
+                            strand_pair=strand_pair)[0]
 
     def release_memory(self) -> None:
         """Free the activation buffers the engine keeps between calls (about one forward
