@@ -5,6 +5,7 @@ selection live here; the arithmetic runs in the compiled engine (``_engine``).
 """
 from __future__ import annotations
 
+import mmap
 import os
 from typing import Dict, Iterable, List, Optional, Sequence, Union
 
@@ -50,6 +51,27 @@ def _default_threads() -> int:
         return os.cpu_count() or 1
 
 
+def _drop_mapped_pages(spec: ModelSpec) -> None:
+    """Let the OS drop the pages of a memory-mapped weight file from this process.
+
+    The engine has packed its own copies, so the mapped file pages (120 MB for Basenji2)
+    would only inflate the resident set; they come back from the page cache if read again.
+    """
+    arrays = [a for op in spec.ops if isinstance(op, ConvOp) for a in (op.kernel, op.bias)]
+    arrays += [a for h in spec.heads.values() for a in (h.weight, h.bias)]
+    maps = {}
+    for a in arrays:
+        while getattr(a, "base", None) is not None:
+            a = a.base
+        if isinstance(a, mmap.mmap):
+            maps[id(a)] = a
+    for m in maps.values():
+        try:
+            m.madvise(mmap.MADV_DONTNEED)
+        except (AttributeError, OSError, ValueError):  # not on every platform; only a saving
+            pass
+
+
 def _shift_codes(codes: np.ndarray, shift: int) -> np.ndarray:
     """basenji's ensemble shift: s > 0 prepends s uniform (0.25) columns and drops the last
     s bases; s < 0 the reverse. codes: [B, L] -> [B, L]."""
@@ -75,12 +97,17 @@ class Model:
     threads : int, optional
         Threads for the kernels (default: the CPUs this process may use).
     isa : str, optional
-        Force a CPU kernel set ("avx512", "generic"); default: the best this CPU runs
+        Force a CPU kernel set ("avx512", "avx2", "generic"); default: the best this CPU runs
         (or the environment variable ``BASENJI2_FAST_ISA``).
+    tile_mb : float or None
+        Largest activation tile of the stem and conv tower, in MB: they run tile by tile
+        along the sequence (halos recomputed at tile edges), so the full-resolution
+        activations (131,072 x 288 for Basenji2) are never held. None: whole tensors.
+        Results are identical either way.
     """
 
     def __init__(self, spec: ModelSpec, device: str = "cpu", precision: str = "fp32",
-                 threads: Optional[int] = None, isa: Optional[str] = None):
+                 threads: Optional[int] = None, isa: Optional[str] = None, tile_mb: Optional[float] = 16.0):
         if device != "cpu":
             raise ValueError(f"device={device!r}: this build runs on 'cpu' only")
         if precision not in PRECISIONS:
@@ -100,14 +127,16 @@ class Model:
                             "residual": -1 if op.residual is None else int(op.residual)})
             else:
                 ops.append({"type": "crop", "left": int(op.left), "right": int(op.right)})
-        self._engine = eng.Engine(spec.seq_length, spec.gelu, spec.final_gelu, ops, self.threads,
-                                  isa or "")
+        tile_floats = 0 if tile_mb is None else max(1, int(tile_mb * (1 << 20) / 4))
+        self._engine = eng.Engine(spec.seq_length, spec.gelu, spec.final_gelu, ops, self.threads, isa or "",
+                                  tile_floats)
         self.head_names: List[str] = list(spec.heads)
         self._head_index = {}
         for name, head in spec.heads.items():
             self._head_index[name] = self._engine.add_head(
                 np.ascontiguousarray(head.weight, np.float32), np.ascontiguousarray(head.bias, np.float32),
                 head.activation)
+        _drop_mapped_pages(spec)
 
     # Geometry ---------------------------------------------------------------------------------
     @property
@@ -129,7 +158,8 @@ class Model:
             "crop_bins": self.spec.crop_bins, "trunk_channels": self.spec.trunk_channels,
             "heads": {n: h.tracks for n, h in self.spec.heads.items()}, "gelu": self.spec.gelu,
             "n_params": self.spec.n_params(), "device": self.device, "precision": self.precision,
-            "threads": self.threads, "isa": self._engine.isa, "version": __version__,
+            "threads": self.threads, "isa": self._engine.isa, "stem_tower_tiles": self._engine.prefix_tiles,
+            "version": __version__,
             "source": self.spec.metadata.get("source"),
         }
 
@@ -318,11 +348,12 @@ class Model:
 
 
 def load(path: Union[str, os.PathLike], device: str = "cpu", precision: str = "fp32", threads: Optional[int] = None,
-         params=None, gelu: Optional[str] = None, isa: Optional[str] = None) -> Model:
+         params=None, gelu: Optional[str] = None, isa: Optional[str] = None, tile_mb: Optional[float] = 16.0) -> Model:
     """Load a model from Keras HDF5 (.h5), a basenji2-pytorch state dict (.pth) or the engine's
     own .safetensors file (conversion happens in memory). ``params``: a basenji params JSON
-    for files that lack the geometry; ``gelu``: override the GELU variant."""
+    for files that lack the geometry; ``gelu``: override the GELU variant; the other
+    arguments are :class:`Model`'s."""
     from .formats import load_spec
 
     return Model(load_spec(path, params=params, gelu=gelu), device=device, precision=precision, threads=threads,
-                 isa=isa)
+                 isa=isa, tile_mb=tile_mb)

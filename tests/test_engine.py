@@ -241,3 +241,16 @@ def test_any_layer_over_any_subrange(isa, op_index):
         np.testing.assert_allclose(got, full[p0 // op.pool:p1 // op.pool], atol=TOL, rtol=0)
     with pytest.raises(ValueError, match="halo"):
         model._engine.op_range(op_index, x[21:29], 21, None if res is None else res[20:30], 20, 30)
+
+
+@pytest.mark.parametrize("tile_mb", [0.002, 0.01, 0.05])
+def test_tiled_stem_and_tower_equal_whole_tensors(isa, tile_mb):
+    """Tiling the stem and tower along the sequence changes no bit of the result."""
+    rng = np.random.default_rng(30)
+    spec = small_model(rng, L=2048)
+    codes = random_codes(rng, 2, spec.seq_length)
+    whole = Model(spec, threads=2, isa=isa, tile_mb=None)
+    tiled = Model(spec, threads=2, isa=isa, tile_mb=tile_mb)
+    assert whole.info()["stem_tower_tiles"] == 1 and tiled.info()["stem_tower_tiles"] > 1
+    np.testing.assert_array_equal(tiled.predict(codes, n_encoding="uniform"), whole.predict(codes, n_encoding="uniform"))
+    np.testing.assert_allclose(tiled.predict(codes), R.predict(spec, onehot(codes)), atol=TOL, rtol=1e-5)

@@ -62,9 +62,9 @@ struct Engine::Tensor {
 };
 
 Engine::Engine(int64_t seq_length, Gelu gelu, bool final_gelu, std::vector<OpDesc> ops, int threads,
-               const std::string& isa)
+               const std::string& isa, int64_t tile_floats)
     : seq_length_(seq_length), gelu_(gelu), final_gelu_(final_gelu), threads_(std::max(1, threads)),
-      kernels_(&cpu::select_kernels(isa.c_str())), ops_(std::move(ops)) {
+      tile_floats_(tile_floats), kernels_(&cpu::select_kernels(isa.c_str())), ops_(std::move(ops)) {
   const int n = int(ops_.size());
   if (n == 0 || ops_[0].type != OpDesc::Conv || ops_[0].cin != 4)
     fail("the first op must be a convolution over the 4-channel one-hot input");
@@ -115,6 +115,17 @@ Engine::Engine(int64_t seq_length, Gelu gelu, bool final_gelu, std::vector<OpDes
       need_act_[i] = need_act_[i] || need_act_[i + 1];
     }
     last_use_[i] = std::max(last_use_[i], i);
+  }
+  // The prefix run tile by tile: leading convs without residuals, whose tensors (but the
+  // last, P) no later op reads and which are read in one form only.
+  prefix_ = 0;
+  while (prefix_ < n && ops_[prefix_].type == OpDesc::Conv && ops_[prefix_].residual < 0) ++prefix_;
+  for (bool changed = true; changed;) {
+    changed = false;
+    for (int j = 0; j < n; ++j)
+      if (ops_[j].residual >= 0 && ops_[j].residual < prefix_) prefix_ = ops_[j].residual, changed = true;
+    for (int i = 1; i < prefix_; ++i)
+      if (need_raw_[i] && need_act_[i]) prefix_ = i, changed = true;
   }
   if (ops_[0].gelu_in == false) fail("the stem must be pre-activated (GELU on the one-hot input)");
   if (ops_[0].k > 64) fail("the stem's kernel size must be at most 64");
@@ -167,8 +178,7 @@ int Engine::add_head(const float* weight, const float* bias, int channels, int t
   if (channels != trunk_channels()) fail("head expects " + std::to_string(channels) + " channels, the trunk gives " +
                                          std::to_string(trunk_channels()));
   Head h;
-  h.weight.assign(weight, weight + size_t(channels) * tracks);
-  h.bias.assign(bias, bias + tracks);
+  h.all = pack(weight, bias, 1, channels, tracks);
   h.channels = channels, h.tracks = tracks, h.act = act;
   heads_.push_back(std::move(h));
   return int(heads_.size()) - 1;
@@ -176,23 +186,134 @@ int Engine::add_head(const float* weight, const float* bias, int channels, int t
 
 const Engine::Packed& Engine::head_panel(const HeadRequest& r) const {
   // Only the requested tracks' columns are packed, so the GEMM computes only those.
+  const Head& h = heads_.at(r.head);
+  if (r.tracks.empty()) return h.all;
   std::lock_guard<std::mutex> lock(cache_mutex_);
   auto key = std::make_pair(r.head, r.tracks);
   auto it = head_cache_.find(key);
   if (it != head_cache_.end()) return *it->second;
-  const Head& h = heads_.at(r.head);
-  std::vector<int> cols = r.tracks;
-  if (cols.empty())
-    for (int j = 0; j < h.tracks; ++j) cols.push_back(j);
-  std::vector<float> w(size_t(h.channels) * cols.size()), b(cols.size());
-  for (size_t j = 0; j < cols.size(); ++j) {
-    if (cols[j] < 0 || cols[j] >= h.tracks) fail("track index " + std::to_string(cols[j]) + " out of range");
-    b[j] = h.bias[cols[j]];
-    for (int c = 0; c < h.channels; ++c) w[c * cols.size() + j] = h.weight[size_t(c) * h.tracks + cols[j]];
+  const int nr = kernels_->nr, n = int(r.tracks.size()), panels = (n + nr - 1) / nr;
+  auto p = std::make_unique<Packed>();
+  p->w.assign(size_t(panels) * h.channels * nr, 0.f);
+  p->bias.assign(size_t(panels) * nr, 0.f);
+  for (int j = 0; j < n; ++j) {
+    const int col = r.tracks[j];
+    if (col < 0 || col >= h.tracks) fail("track index " + std::to_string(col) + " out of range");
+    // Column col of the full packing: panel col / nr, lane col % nr (k = 1: [panel][cin][nr]).
+    const float* src = h.all.w.data() + size_t(col / nr) * h.channels * nr + col % nr;
+    float* dst = p->w.data() + size_t(j / nr) * h.channels * nr + j % nr;
+    for (int c = 0; c < h.channels; ++c) dst[size_t(c) * nr] = src[size_t(c) * nr];
+    p->bias[j] = h.all.bias[col];
   }
   if (head_cache_.size() > 16) head_cache_.clear();  // bound memory for many distinct selections
-  auto p = std::make_unique<Packed>(pack(w.data(), b.data(), 1, h.channels, int(cols.size())));
   return *(head_cache_[key] = std::move(p));
+}
+
+void Engine::stem_call(const uint8_t* codes, bool n_uniform, int64_t p0, int64_t p1, float* out_raw, float* out_act,
+                      int64_t stride) const {
+  const OpDesc& s = ops_[0];
+  cpu::StemArgs sa;
+  sa.codes = codes;
+  sa.table = stem_tables_[n_uniform ? 1 : 0].data();
+  sa.k = s.k, sa.dil = s.dil, sa.cout = s.cout, sa.p0 = p0, sa.p1 = p1, sa.threads = threads_;
+  sa.epi.bias = packed_[0].bias.data();
+  sa.epi.pool = s.pool;
+  sa.epi.gelu = gelu_;
+  sa.epi.out = out_raw, sa.epi.out_stride = stride;
+  sa.epi.act = out_act, sa.epi.act_stride = stride;
+  kernels_->stem(sa);
+}
+
+void Engine::conv_call(int i, const float* in, const float* res, int64_t p0, int64_t p1, float* out_raw,
+                       float* out_act) const {
+  const OpDesc& op = ops_[i];
+  cpu::ConvArgs a;
+  a.in = in;
+  a.in_stride = op.cin;
+  a.w = packed_[i].w.data();
+  a.k = op.k, a.dil = op.dil, a.cin = op.cin, a.cout = op.cout;
+  a.p0 = p0, a.p1 = p1, a.threads = threads_;
+  a.epi.bias = packed_[i].bias.data();
+  a.epi.pool = op.pool;
+  a.epi.gelu = gelu_;
+  a.epi.res = res, a.epi.res_stride = op.cout;
+  a.epi.out = out_raw, a.epi.out_stride = op.cout;
+  a.epi.act = out_act, a.epi.act_stride = op.cout;
+  kernels_->conv(a);
+}
+
+int64_t Engine::prefix_tiles() const {
+  // The fewest tiles (a power of two) whose largest intermediate buffer fits tile_floats_.
+  if (prefix_ < 2 || tile_floats_ <= 0) return 1;
+  const int64_t lp = lengths_[prefix_];
+  for (int64_t tiles = 1; tiles < lp; tiles *= 2) {
+    std::vector<int64_t> lo, hi, need_lo, need_hi;
+    prefix_ranges(0, (lp + tiles - 1) / tiles, lo, hi, need_lo, need_hi);
+    int64_t biggest = 0;
+    for (int i = 1; i < prefix_; ++i) biggest = std::max(biggest, (need_hi[i] - need_lo[i]) * channels_[i]);
+    if (biggest <= tile_floats_) return tiles;
+  }
+  return lp;
+}
+
+void Engine::prefix_ranges(int64_t a, int64_t b, std::vector<int64_t>& lo, std::vector<int64_t>& hi,
+                           std::vector<int64_t>& need_lo, std::vector<int64_t>& need_hi) const {
+  // Backwards from rows [a, b) of tensor P: op i must produce rows [lo[i+1], hi[i+1]) of
+  // its output, so it reads rows [need_lo[i], need_hi[i]) of its input (halo included,
+  // possibly beyond the sequence), of which [lo[i], hi[i]) lie inside and are computed.
+  const int P = prefix_;
+  lo.assign(P + 1, 0), hi.assign(P + 1, 0), need_lo.assign(P + 1, 0), need_hi.assign(P + 1, 0);
+  lo[P] = a, hi[P] = b;
+  for (int i = P - 1; i >= 0; --i) {
+    need_lo[i] = lo[i + 1] * ops_[i].pool - halo_[i];
+    need_hi[i] = hi[i + 1] * ops_[i].pool + halo_[i];
+    lo[i] = std::max<int64_t>(0, need_lo[i]);
+    hi[i] = std::min(lengths_[i], need_hi[i]);
+  }
+}
+
+void Engine::run_prefix_tiled(const uint8_t* codes, bool n_uniform, int64_t tiles, float* out_raw,
+                              float* out_act) const {
+  // Stem and tower tile by tile along the sequence: no full-resolution activation is ever
+  // held, only one tile of each (plus halos, recomputed at tile edges: a few percent).
+  const int P = prefix_;
+  const int64_t lp = lengths_[P];
+  std::vector<int64_t> lo, hi, need_lo, need_hi;
+  std::vector<Tensor> buf(P);
+  for (int64_t t = 0; t < tiles; ++t) {
+    const int64_t a = lp * t / tiles, b = lp * (t + 1) / tiles;
+    if (a == b) continue;
+    prefix_ranges(a, b, lo, hi, need_lo, need_hi);
+    // origin[i]: position-origin pointer of tensor i's tile (the form op i reads).
+    std::vector<float*> origin(P + 1, nullptr);
+    for (int i = 1; i < P; ++i) {
+      const int c = channels_[i];
+      buf[i].alloc(pool_, need_hi[i] - need_lo[i], 0, c);
+      origin[i] = buf[i].buf.get() - need_lo[i] * c;
+      // Rows outside the sequence are the zero padding; the rest is computed below.
+      std::memset(buf[i].buf.get(), 0, sizeof(float) * size_t((lo[i] - need_lo[i]) * c));
+      std::memset(origin[i] + hi[i] * c, 0, sizeof(float) * size_t((need_hi[i] - hi[i]) * c));
+    }
+    const auto outputs = [&](int i, float*& r, float*& ac) {
+      // Op i writes tensor i + 1 in the form op i + 1 reads, or the full tensor P.
+      r = ac = nullptr;
+      if (i + 1 == P) {
+        r = out_raw, ac = out_act;
+      } else if (ops_[i + 1].gelu_in) {
+        ac = origin[i + 1];
+      } else {
+        r = origin[i + 1];
+      }
+    };
+    float *r, *ac;
+    outputs(0, r, ac);
+    stem_call(codes, n_uniform, lo[1] * ops_[0].pool, hi[1] * ops_[0].pool, r, ac, channels_[1]);
+    for (int i = 1; i < P; ++i) {
+      outputs(i, r, ac);
+      conv_call(i, origin[i], nullptr, lo[i + 1] * ops_[i].pool, hi[i + 1] * ops_[i].pool, r, ac);
+      buf[i].release();
+    }
+  }
 }
 
 void Engine::run_trunk(const uint8_t* codes, bool n_uniform, std::vector<float>& trunk_out) const {
@@ -202,27 +323,27 @@ void Engine::run_trunk(const uint8_t* codes, bool n_uniform, std::vector<float>&
     if (need_raw_[i] && raw[i].empty()) raw[i].alloc(pool_, lengths_[i], halo_[i], channels_[i]);
     if (need_act_[i] && act[i].empty()) act[i].alloc(pool_, lengths_[i], halo_[i], channels_[i]);
   };
-  // Stem: codes with kCodeOutside beyond both ends as the zero padding.
-  const OpDesc& s = ops_[0];
-  const int64_t sh = conv_halo(s.k, s.dil);
+  const auto row0 = [](Tensor& t) { return t.empty() ? nullptr : t.row0(); };
+  // Stem input: codes with kCodeOutside beyond both ends as the zero padding.
+  const int64_t sh = conv_halo(ops_[0].k, ops_[0].dil);
   std::vector<uint8_t> padded(size_t(seq_length_ + 2 * sh), cpu::kCodeOutside);
   for (int64_t q = 0; q < seq_length_; ++q) {
     if (codes[q] > 5) fail("base code " + std::to_string(codes[q]) + " at position " + std::to_string(q) + " (expected 0..5)");
     padded[sh + q] = codes[q];
   }
-  ensure(1);
-  cpu::StemArgs sa;
-  sa.codes = padded.data() + sh;
-  sa.table = stem_tables_[n_uniform ? 1 : 0].data();
-  sa.k = s.k, sa.dil = s.dil, sa.cout = s.cout, sa.p0 = 0, sa.p1 = seq_length_, sa.threads = threads_;
-  sa.epi.bias = packed_[0].bias.data();
-  sa.epi.pool = s.pool;
-  sa.epi.gelu = gelu_;
-  if (!raw[1].empty()) sa.epi.out = raw[1].row0(), sa.epi.out_stride = channels_[1];
-  if (!act[1].empty()) sa.epi.act = act[1].row0(), sa.epi.act_stride = channels_[1];
-  kernels_->stem(sa);
+  const uint8_t* code0 = padded.data() + sh;
 
-  for (int i = 1; i < n; ++i) {
+  int first = 1;  // the first op still to run after the stem (or the tiled prefix)
+  const int64_t tiles = prefix_tiles();
+  if (tiles > 1) {
+    ensure(prefix_);
+    run_prefix_tiled(code0, n_uniform, tiles, row0(raw[prefix_]), row0(act[prefix_]));
+    first = prefix_;
+  } else {
+    ensure(1);
+    stem_call(code0, n_uniform, 0, seq_length_, row0(raw[1]), row0(act[1]), channels_[1]);
+  }
+  for (int i = first; i < n; ++i) {
     const OpDesc& op = ops_[i];
     ensure(i + 1);
     if (op.type == OpDesc::Crop) {
@@ -231,19 +352,8 @@ void Engine::run_trunk(const uint8_t* codes, bool n_uniform, std::vector<float>&
           std::memcpy((*t)[i + 1].row0(), (*t)[i].row0() + int64_t(op.left) * channels_[i],
                       sizeof(float) * size_t(lengths_[i + 1] * channels_[i]));
     } else {
-      cpu::ConvArgs a;
-      a.in = (op.gelu_in ? act[i] : raw[i]).row0();
-      a.in_stride = channels_[i];
-      a.w = packed_[i].w.data();
-      a.k = op.k, a.dil = op.dil, a.cin = op.cin, a.cout = op.cout;
-      a.p0 = 0, a.p1 = lengths_[i], a.threads = threads_;
-      a.epi.bias = packed_[i].bias.data();
-      a.epi.pool = op.pool;
-      a.epi.gelu = gelu_;
-      if (op.residual >= 0) a.epi.res = raw[op.residual].row0(), a.epi.res_stride = channels_[op.residual];
-      if (!raw[i + 1].empty()) a.epi.out = raw[i + 1].row0(), a.epi.out_stride = channels_[i + 1];
-      if (!act[i + 1].empty()) a.epi.act = act[i + 1].row0(), a.epi.act_stride = channels_[i + 1];
-      kernels_->conv(a);
+      conv_call(i, (op.gelu_in ? act[i] : raw[i]).row0(), op.residual >= 0 ? raw[op.residual].row0() : nullptr, 0,
+                lengths_[i], row0(raw[i + 1]), row0(act[i + 1]));
     }
     for (int j = 0; j <= i; ++j)
       if (last_use_[j] == i) raw[j].release(), act[j].release();
@@ -271,18 +381,8 @@ void Engine::op_range(int i, const float* x, int64_t x0, int64_t x_rows, const f
     float* dst = buf.data() + (q - (p0 - h)) * c;
     for (int j = 0; j < c; ++j) dst[j] = op.gelu_in ? gelu(src[j], gelu_) : src[j];
   }
-  cpu::ConvArgs a;
-  a.in = buf.data() + (h - p0) * c;  // position-origin: row q at in + q * c
-  a.in_stride = c;
-  a.w = packed_[i].w.data();
-  a.k = op.k, a.dil = op.dil, a.cin = c, a.cout = op.cout;
-  a.p0 = p0, a.p1 = p1, a.threads = threads_;
-  a.epi.bias = packed_[i].bias.data();
-  a.epi.pool = op.pool;
-  a.epi.gelu = gelu_;
-  if (op.residual >= 0) a.epi.res = res - p0 * op.cout, a.epi.res_stride = op.cout;
-  a.epi.out = out - (p0 / op.pool) * op.cout, a.epi.out_stride = op.cout;
-  kernels_->conv(a);
+  conv_call(i, buf.data() + (h - p0) * c, res ? res - p0 * op.cout : nullptr, p0, p1, out - (p0 / op.pool) * op.cout,
+            nullptr);
 }
 
 void Engine::trunk(const uint8_t* codes, int64_t batch, bool n_uniform, float* out) const {

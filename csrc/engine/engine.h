@@ -31,8 +31,10 @@ struct HeadRequest {
 
 class Engine {
  public:
+  // tile_floats: the largest stem/tower activation tile, in floats (0 = no tiling: whole
+  // tensors, the fastest and the most memory).
   Engine(int64_t seq_length, Gelu gelu, bool final_gelu, std::vector<OpDesc> ops, int threads,
-         const std::string& isa);
+         const std::string& isa, int64_t tile_floats = 4 << 20);
 
   // weight [channels][tracks] (row-major), bias [tracks]. Returns the head's index.
   int add_head(const float* weight, const float* bias, int channels, int tracks, OutAct act);
@@ -57,6 +59,8 @@ class Engine {
   int n_ops() const { return int(ops_.size()); }
   int op_halo(int i) const { return int(halo_.at(i)); }
 
+  // How many tiles the stem and tower (the prefix, ops [0, prefix_)) run in; 1 = untiled.
+  int64_t prefix_tiles() const;
   // Frees the activation buffers kept between calls.
   void release_buffers() const { pool_.clear(); }
 
@@ -73,7 +77,7 @@ class Engine {
     std::vector<float> w, bias;  // panels of kernels_->nr output channels, zero-padded
   };
   struct Head {
-    std::vector<float> weight, bias;  // [channels][tracks], [tracks]
+    Packed all;  // every track, packed once; track subsets are gathered from it
     int channels = 0, tracks = 0;
     OutAct act = OutAct::None;
   };
@@ -98,11 +102,22 @@ class Engine {
   std::vector<float> stem_table(bool n_uniform) const;
   // Runs the trunk on one sequence; returns the trunk output rows (activated if final_gelu).
   void run_trunk(const uint8_t* codes, bool n_uniform, std::vector<float>& trunk_out) const;
+  // One kernel call over pre-pool positions [p0, p1); pointers are position-origin, null
+  // where a form is not written.
+  void stem_call(const uint8_t* codes, bool n_uniform, int64_t p0, int64_t p1, float* out_raw, float* out_act,
+                 int64_t stride) const;
+  void conv_call(int i, const float* in, const float* res, int64_t p0, int64_t p1, float* out_raw,
+                 float* out_act) const;
+  // The prefix's row ranges for a tile, and its run.
+  void prefix_ranges(int64_t a, int64_t b, std::vector<int64_t>& lo, std::vector<int64_t>& hi,
+                     std::vector<int64_t>& need_lo, std::vector<int64_t>& need_hi) const;
+  void run_prefix_tiled(const uint8_t* codes, bool n_uniform, int64_t tiles, float* out_raw, float* out_act) const;
 
   int64_t seq_length_;
   Gelu gelu_;
   bool final_gelu_;
   int threads_;
+  int64_t tile_floats_;
   const cpu::KernelSet* kernels_;
   std::vector<OpDesc> ops_;
   std::vector<Packed> packed_;
@@ -111,6 +126,7 @@ class Engine {
   std::vector<int64_t> halo_;       // zero rows each side that tensor i's buffer needs
   std::vector<char> need_raw_, need_act_;
   std::vector<int> last_use_;
+  int prefix_ = 0;  // ops [0, prefix_) may run tile by tile (see run_prefix_tiled)
   std::vector<float> stem_tables_[2];  // N as zeros, N as 0.25
   std::vector<Head> heads_;
   mutable BufferPool pool_;

@@ -81,17 +81,17 @@ PYBIND11_MODULE(_engine, m) {
 
   py::class_<Engine>(m, "Engine")
       .def(py::init([](int64_t seq_length, const std::string& gelu, bool final_gelu, const py::list& ops, int threads,
-                       const std::string& isa) {
+                       const std::string& isa, int64_t tile_floats) {
              std::vector<b2f::OpDesc> descs;
              for (auto o : ops) descs.push_back(parse_op(o.cast<py::dict>()));
              try {
-               return new Engine(seq_length, parse_gelu(gelu), final_gelu, std::move(descs), threads, isa);
+               return new Engine(seq_length, parse_gelu(gelu), final_gelu, std::move(descs), threads, isa, tile_floats);
              } catch (const std::invalid_argument& e) {
                throw py::value_error(e.what());
              }
            }),
            py::arg("seq_length"), py::arg("gelu"), py::arg("final_gelu"), py::arg("ops"), py::arg("threads"),
-           py::arg("isa") = "")
+           py::arg("isa") = "", py::arg("tile_floats") = int64_t(4) << 20)
       .def("add_head",
            [](Engine& e, F32 weight, F32 bias, const std::string& act) {
              CHECK_ARG(weight.ndim() == 2 && bias.ndim() == 1 && bias.shape(0) == weight.shape(1),
@@ -175,5 +175,7 @@ PYBIND11_MODULE(_engine, m) {
       .def_property_readonly("seq_length", &Engine::seq_length)
       .def_property_readonly("n_bins", &Engine::n_bins)
       .def_property_readonly("trunk_channels", &Engine::trunk_channels)
-      .def_property_readonly("n_ops", &Engine::n_ops);
+      .def_property_readonly("n_ops", &Engine::n_ops)
+      .def_property_readonly("prefix_tiles", &Engine::prefix_tiles,
+                             "How many tiles the stem and tower run in (1 = whole tensors).");
 }
