@@ -79,7 +79,7 @@ Engine::Engine(int64_t seq_length, Gelu gelu, bool final_gelu, std::vector<OpDes
       if (op.k % 2 != 1) fail("op " + std::to_string(i) + ": even kernel sizes are not supported");
       if (op.pool != 1 && op.pool != 2) fail("op " + std::to_string(i) + ": only max-pool sizes 1 and 2 are supported");
       if (op.pool == 2 && lengths_[i] % 2) fail("op " + std::to_string(i) + ": odd length before a max-pool");
-      if (op.kernel.size() != size_t(op.k) * op.cin * op.cout || op.bias.size() != size_t(op.cout))
+      if (!op.kernel || op.bias.size() != size_t(op.cout))
         fail("op " + std::to_string(i) + ": weight sizes do not match the shape");
       if (op.residual >= i) fail("op " + std::to_string(i) + ": residual source must be an earlier op");
       if (op.residual >= 0 && (lengths_[op.residual] != lengths_[i] || channels_[op.residual] != op.cout))
@@ -132,12 +132,12 @@ Engine::Engine(int64_t seq_length, Gelu gelu, bool final_gelu, std::vector<OpDes
   packed_.resize(n);
   for (int i = 0; i < n; ++i)
     if (ops_[i].type == OpDesc::Conv && i > 0)
-      packed_[i] = pack(ops_[i].kernel.data(), ops_[i].bias.data(), ops_[i].k, ops_[i].cin, ops_[i].cout);
-  packed_[0] = pack(ops_[0].kernel.data(), ops_[0].bias.data(), ops_[0].k, 4, ops_[0].cout);
+      packed_[i] = pack(ops_[i].kernel, ops_[i].bias.data(), ops_[i].k, ops_[i].cin, ops_[i].cout);
+  packed_[0] = pack(ops_[0].kernel, ops_[0].bias.data(), ops_[0].k, 4, ops_[0].cout);
   stem_tables_[0] = stem_table(false);
   stem_tables_[1] = stem_table(true);
-  // The packed copies (and the stem's tables) are all the kernels read: drop the originals.
-  for (OpDesc& op : ops_) std::vector<float>().swap(op.kernel);
+  // The packed copies (and the stem's tables) are all the kernels read from now on.
+  for (OpDesc& op : ops_) op.kernel = nullptr;
 }
 
 Engine::Packed Engine::pack(const float* kernel, const float* bias, int k, int cin, int cout) const {

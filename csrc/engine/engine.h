@@ -15,11 +15,14 @@ namespace b2f {
 
 struct OpDesc {
   enum Type { Conv = 0, Crop = 1 } type = Conv;
-  // Conv: kernel [k][cin][cout] (Keras layout, BN folded; released once packed), bias [cout].
+  // Conv: kernel [k][cin][cout] (Keras layout, BN folded), bias [cout]. The kernel is
+  // borrowed (the caller's buffer, e.g. a memory-mapped file) and read only while the
+  // Engine is constructed: it keeps packed copies, so a model is in memory once.
   int k = 1, dil = 1, cin = 0, cout = 0, pool = 1;
   bool gelu_in = true;
   int residual = -1;  // index of the op whose input is added after the conv, or -1
-  std::vector<float> kernel, bias;
+  const float* kernel = nullptr;
+  std::vector<float> bias;
   // Crop
   int left = 0, right = 0;
 };

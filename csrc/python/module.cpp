@@ -29,7 +29,8 @@ b2f::Gelu parse_gelu(const std::string& s) {
   throw py::value_error("unknown GELU variant '" + s + "' (sigmoid, erf or tanh)");
 }
 
-b2f::OpDesc parse_op(const py::dict& d) {
+// keep: the arrays the OpDescs borrow, alive until the Engine is constructed.
+b2f::OpDesc parse_op(const py::dict& d, std::vector<F32>& keep) {
   b2f::OpDesc op;
   const std::string type = d["type"].cast<std::string>();
   if (type == "crop") {
@@ -46,8 +47,9 @@ b2f::OpDesc parse_op(const py::dict& d) {
   op.pool = d["pool"].cast<int>();
   op.gelu_in = d["gelu_in"].cast<bool>();
   op.residual = d["residual"].cast<int>();
-  op.kernel.assign(kernel.data(), kernel.data() + kernel.size());
+  op.kernel = kernel.data();
   op.bias.assign(bias.data(), bias.data() + bias.size());
+  keep.push_back(std::move(kernel));
   return op;
 }
 
@@ -83,7 +85,8 @@ PYBIND11_MODULE(_engine, m) {
       .def(py::init([](int64_t seq_length, const std::string& gelu, bool final_gelu, const py::list& ops, int threads,
                        const std::string& isa, int64_t tile_floats) {
              std::vector<b2f::OpDesc> descs;
-             for (auto o : ops) descs.push_back(parse_op(o.cast<py::dict>()));
+             std::vector<F32> keep;
+             for (auto o : ops) descs.push_back(parse_op(o.cast<py::dict>(), keep));
              try {
                return new Engine(seq_length, parse_gelu(gelu), final_gelu, std::move(descs), threads, isa, tile_floats);
              } catch (const std::invalid_argument& e) {
