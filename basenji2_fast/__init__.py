@@ -10,5 +10,9 @@ from .version import __version__
 from .formats import FormatError, load_spec
 from .convert import convert
 from .model import Model, load, build_info
+from .regions import predict_regions
+from .targets import read_targets, select_tracks
+from .genome_tiling import predict_genome
 
-__all__ = ["__version__", "FormatError", "Model", "build_info", "convert", "load", "load_spec"]
+__all__ = ["__version__", "FormatError", "Model", "build_info", "convert", "load", "load_spec", "predict_genome",
+           "predict_regions", "read_targets", "select_tracks"]

@@ -15,7 +15,26 @@ DEMO = ROOT / "weights" / "demo"
 
 
 def test_demo_job_runs_and_writes_predictions(tmp_path):
-    rc = main(["predict", "-m", str(DEMO / "demo_random_weights.safetensors"), "-f", str(DEMO / "demo.fa"),
+    """The README's main job: predict-genome on the demo, then a plot of its bigWigs."""
+    import pyBigWig
+
+    out = tmp_path / "demo_out"
+    rc = main(["predict-genome", "-m", str(DEMO / "demo_random_weights.safetensors"), "-f", str(DEMO / "demo.fa"),
+               "-o", str(out), "-q"])
+    assert rc == 0
+    bigwigs = sorted(out.glob("*.bw"))
+    assert len(bigwigs) == 12 and (out / "manifest.json").exists()
+    with pyBigWig.open(str(bigwigs[0])) as bw:
+        assert bw.chroms() == {"chrDemo1": 60_000, "chrDemo2": 30_500}
+        values = np.array(bw.values("chrDemo2", 0, 30_500))
+        assert np.all(np.isfinite(values)) and np.all(values > 0)  # softplus head, every bin written
+    rc = main(["plot", "--bigwigs", str(out), "--region", "chrDemo1:24,001-36,000", "--tracks", "0,3,7",
+               "-o", str(out / "plot.png")])
+    assert rc == 0 and (out / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_predict_bed_demo_writes_predict_h5(tmp_path):
+    rc = main(["predict-bed", "-m", str(DEMO / "demo_random_weights.safetensors"), "-f", str(DEMO / "demo.fa"),
                str(DEMO / "demo.bed"), "-o", str(tmp_path), "-q"])
     assert rc == 0
     with h5py.File(tmp_path / "predict.h5") as h5:

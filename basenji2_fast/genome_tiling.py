@@ -1,0 +1,770 @@
+"""Whole-genome predictions as bigWig tracks (``b2.predict_genome``, ``basenji2-fast predict-genome``).
+
+Tiling
+------
+Windows are placed so that their OUTPUT regions abut exactly: with ``L`` = seq_length,
+``nb`` = n_bins, ``bs`` = bin_size and ``crop`` = crop_bins * bs, window ``k`` of a
+chromosome reads ``[k * nb * bs - crop, k * nb * bs - crop + L)`` and predicts the bins
+``[k * nb, (k + 1) * nb)`` (for Basenji2: stride 114,688 bp, the first window starts 8,192 bp
+before the chromosome, so its first output bin is the chromosome's first 128 bp). Positions
+off the chromosome are N (encoded per ``n_encoding``). A window whose output region holds only
+N within the chromosome (assembly gaps, telomeres) is not predicted: its bins are absent from
+the bigWigs (no entries, not zeros). Only bins that start inside the chromosome are written;
+the last one ends at the chromosome's end (a partial bin).
+
+Files
+-----
+``OUTDIR/<column>_<identifier>.bw`` per selected track (one value per bin: fixed-step
+entries of span = step = bin_size, the last partial bin as a bedGraph entry), and
+``OUTDIR/manifest.json`` (model checksums, options, tracks, chromosomes, window counts,
+timing, package version).
+
+Resume and atomicity
+--------------------
+A bigWig must be written in chromosome order in one go, so each chromosome is first computed
+into ``OUTDIR/.partial/<i>.npy`` (``i`` = the chromosome's position in the FASTA), a
+``[tracks, bins]`` array on disk, filled with positioned writes: one track's row is
+contiguous, so the assembly reads each track's row once. While a chromosome runs, the array is
+``<i>.npy.inprogress`` and ``<i>.progress.json`` records, after the array was flushed to disk,
+how many windows are complete (checkpointed every :data:`CHECKPOINT_SECONDS`); an interrupted
+run resumes from the last checkpoint. A finished chromosome is renamed to ``<i>.npy`` and
+committed by ``<i>.json`` (written atomically, last). When every requested chromosome is
+committed, each bigWig is written under a temporary name and renamed, then ``manifest.json``
+is written and ``.partial`` removed. Rerunning a finished job with the same options is a
+no-op; other options on an existing OUTDIR are an error unless ``overwrite=True``.
+
+Memory
+------
+Flat in genome size: at any time the process holds one batch of windows (``batch_size`` x
+``[n_bins, tracks]`` float32, ~19 MB per Basenji2 window at 5,313 tracks), the model and the
+engine's activations; never a whole chromosome's ``[bins, tracks]`` (partials are written
+with ``pwrite``, not memory-mapped). The assembly holds one track's row of one chromosome
+(hg38 chr1: 1.9 M bins, 7.8 MB). Partials are float32
+when a chromosome's ``tracks x bins`` fits in :data:`FLOAT32_PARTIAL_LIMIT` bytes (1 GiB),
+float16 otherwise (values clipped to the float16 range; relative rounding <= 4.9e-4, the
+precision of basenji's own ``predict.h5``), to halve the disk a large job needs: hg38 at 5,313
+tracks is ~24 M bins x 5,313 x 2 bytes ~ 256 GB of partials for all chromosomes together.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import fcntl
+import glob
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+from tqdm import tqdm
+
+from . import dna
+from ._io import atomic_output
+from .genome import fetch, open_fasta
+from .spec import CODE_N, GELU_VARIANTS, ConvOp, CropOp
+from .version import __version__
+
+PathLike = Union[str, os.PathLike]
+
+#: Partials larger than this (bytes, at float32) are stored as float16.
+FLOAT32_PARTIAL_LIMIT = 1 << 30
+#: Seconds between checkpoints of the chromosome being computed (flush + progress record).
+CHECKPOINT_SECONDS = 60.0
+#: Jobs of more values (tracks x bins) than this write their bigWigs in parallel processes.
+PARALLEL_ASSEMBLY_VALUES = 10_000_000
+FLOAT16_MAX = float(np.finfo(np.float16).max)
+MANIFEST = "manifest.json"
+PARTIAL = ".partial"
+JOB_FORMAT = "basenji2-fast predict-genome"
+JOB_FORMAT_VERSION = 1
+
+
+# ----------------------------------------------------------------------------------------------
+# Geometry
+# ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Tiling:
+    """Window placement for one model geometry (all lengths in bp)."""
+
+    seq_length: int
+    n_bins: int
+    bin_size: int
+    crop_bins: int
+
+    @property
+    def stride(self) -> int:
+        """Output bp per window: consecutive windows' output regions abut."""
+        return self.n_bins * self.bin_size
+
+    @property
+    def crop(self) -> int:
+        return self.crop_bins * self.bin_size
+
+    def n_windows(self, chrom_length: int) -> int:
+        return -(-chrom_length // self.stride)
+
+    def n_chrom_bins(self, chrom_length: int) -> int:
+        """Bins that start inside the chromosome (the last may be partial)."""
+        return -(-chrom_length // self.bin_size)
+
+    def window(self, k: int) -> Tuple[int, int]:
+        """(start, end) of window k's input, 0-based half-open; may lie off the chromosome."""
+        start = k * self.stride - self.crop
+        return start, start + self.seq_length
+
+    def output(self, k: int, chrom_length: int) -> Tuple[int, int]:
+        """(start, end) in bp of window k's output region, clipped to the chromosome."""
+        return k * self.stride, min(chrom_length, (k + 1) * self.stride)
+
+    def bins(self, k: int, chrom_length: int) -> Tuple[int, int]:
+        """(first, end) chromosome bin indices that window k writes."""
+        return k * self.n_bins, min(self.n_chrom_bins(chrom_length), (k + 1) * self.n_bins)
+
+
+def tiling_of(model) -> Tiling:
+    t = Tiling(int(model.seq_length), int(model.n_bins), int(model.bin_size), int(model.spec.crop_bins))
+    if t.seq_length != t.n_bins * t.bin_size + 2 * t.crop:
+        # Tiling relies on the output bins being the centre of the input, crop on both sides.
+        raise ValueError(f"model geometry {t}: seq_length != n_bins * bin_size + 2 * crop; "
+                         "genome tiling needs a symmetric crop")
+    return t
+
+
+# ----------------------------------------------------------------------------------------------
+# Tracks
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class _Tracks:
+    columns: List[int]
+    identifiers: List[str]
+    labels: List[str]
+    strand_pair: Optional[List[int]]
+    files: List[str]
+
+
+def _sanitize(text: str) -> str:
+    """A file-name-safe version of an identifier (letters, digits, ``._+-``)."""
+    s = re.sub(r"[^A-Za-z0-9._+-]+", "_", str(text)).strip("._")
+    return s[:100] or "track"
+
+
+def _resolve_tracks(tracks, track_names, n_outputs: int) -> _Tracks:
+    """Accept None (every column), a list of head columns, or a TrackSelection-like object
+    (``columns``, ``identifiers``, ``labels``, ``strand_pair``)."""
+    strand_pair = None
+    labels = None
+    if tracks is None:
+        columns = list(range(n_outputs))
+        identifiers = None
+    elif hasattr(tracks, "columns"):
+        columns = [int(c) for c in tracks.columns]
+        identifiers = list(getattr(tracks, "identifiers", None) or []) or None
+        labels = list(getattr(tracks, "labels", None) or []) or None
+        sp = getattr(tracks, "strand_pair", None)
+        strand_pair = None if sp is None else [int(c) for c in sp]
+    else:
+        columns = [int(c) for c in np.asarray(list(tracks)).ravel()]
+        identifiers = None
+    if track_names is not None:
+        identifiers = [str(n) for n in track_names]
+    if not columns:
+        raise ValueError("no tracks selected")
+    bad = [c for c in columns if not 0 <= c < n_outputs]
+    if bad:
+        raise ValueError(f"track column {bad[0]} out of range for a head with {n_outputs} tracks")
+    if len(set(columns)) != len(columns):
+        seen = set()
+        dup = next(c for c in columns if c in seen or seen.add(c))
+        raise ValueError(f"track column {dup} selected more than once (one bigWig per track)")
+    identifiers = identifiers or [f"t{c}" for c in columns]  # basenji's default target ids
+    labels = labels or [""] * len(columns)
+    for what, seq in (("identifiers", identifiers), ("labels", labels), ("strand_pair", strand_pair)):
+        if seq is not None and len(seq) != len(columns):
+            raise ValueError(f"{len(seq)} track {what} for {len(columns)} tracks")
+    if strand_pair is not None:
+        bad = [p for p in strand_pair if not 0 <= p < len(columns)]
+        if bad:
+            raise ValueError(f"strand_pair position {bad[0]} out of range for {len(columns)} selected tracks")
+    files = [f"{c}_{_sanitize(i)}.bw" for c, i in zip(columns, identifiers)]
+    if len(set(files)) != len(files):
+        raise ValueError("two tracks map to the same bigWig file name")
+    return _Tracks(columns, identifiers, labels, strand_pair, files)
+
+
+# ----------------------------------------------------------------------------------------------
+# Job identity
+# ----------------------------------------------------------------------------------------------
+def weights_sha256(spec) -> str:
+    """sha256 over everything that changes a model's outputs (arrays, wiring, GELU, heads):
+    the identity of a job's model even when it was loaded from memory or converted."""
+    h = hashlib.sha256()
+
+    def add(*items):
+        for it in items:
+            if isinstance(it, np.ndarray):
+                a = np.ascontiguousarray(it, np.float32)
+                h.update(repr(a.shape).encode())
+                h.update(a.tobytes())
+            else:
+                h.update(repr(it).encode())
+
+    add(spec.seq_length, spec.gelu, spec.final_gelu)
+    for op in spec.ops:
+        if isinstance(op, ConvOp):
+            add("conv", op.kernel, op.bias, op.dilation, op.gelu_in, op.pool, op.residual)
+        elif isinstance(op, CropOp):
+            add("crop", op.left, op.right)
+    for name, head in spec.heads.items():
+        add("head", name, head.weight, head.bias, head.activation)
+    return h.hexdigest()
+
+
+def _canonical_sha(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+# ----------------------------------------------------------------------------------------------
+# Small file helpers
+# ----------------------------------------------------------------------------------------------
+def _write_json(path: Path, obj) -> None:
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2) + "\n")
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+class _PartialArray:
+    """A ``[tracks, bins]`` ``.npy`` file filled with positioned writes.
+
+    Not a memory map: the pages of a mapped partial count in the process's resident memory
+    until the OS evicts them (tens of GB for hg38 chr1 at 5,313 tracks); positioned writes
+    keep the process's memory at one batch. The file stays a valid ``.npy`` (``np.load``).
+    """
+
+    def __init__(self, path: Path, shape: Tuple[int, int], dtype: np.dtype, create: bool):
+        self.shape, self.dtype = shape, np.dtype(dtype)
+        if create:  # header + a sparse data section (never-written bins read as 0)
+            np.lib.format.open_memmap(path, mode="w+", dtype=self.dtype, shape=shape).flush()
+        self.offset = _npy_data_offset(path, shape, self.dtype)
+        self.fd = os.open(path, os.O_RDWR)
+
+    def write(self, b0: int, values: np.ndarray) -> None:
+        """values [bins, tracks] -> bins b0.. of every track's row."""
+        rows = np.ascontiguousarray(values.T, dtype=self.dtype)
+        stride = self.shape[1] * self.dtype.itemsize
+        for t in range(self.shape[0]):
+            os.pwrite(self.fd, rows[t].tobytes(), self.offset + t * stride + b0 * self.dtype.itemsize)
+
+    def sync(self) -> None:
+        os.fsync(self.fd)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def _npy_data_offset(path: Path, shape, dtype: np.dtype) -> int:
+    """Where a C-order ``.npy`` file's data starts (the file is header + data)."""
+    offset = os.path.getsize(path) - int(np.prod(shape)) * np.dtype(dtype).itemsize
+    if offset <= 0:
+        raise ValueError(f"{path}: not a {tuple(shape)} {np.dtype(dtype)} array file")
+    return offset
+
+
+def _read_row(path: Path, shape, dtype: np.dtype, t: int, b0: int, b1: int) -> np.ndarray:
+    """Bins [b0, b1) of track row t of a partial, as float32 [b1 - b0]."""
+    dtype = np.dtype(dtype)
+    offset = _npy_data_offset(path, shape, dtype) + (t * shape[1] + b0) * dtype.itemsize
+    return np.fromfile(path, dtype=dtype, count=b1 - b0, offset=offset).astype(np.float32)
+
+
+@contextmanager
+def _locked(out_dir: Path) -> Iterator[None]:
+    """One run per OUTDIR: two processes filling the same partials would corrupt them."""
+    lock = out_dir / ".predict-genome.lock"
+    with open(lock, "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise ValueError(f"{out_dir}: another predict-genome run is using this folder") from None
+        ok = False
+        try:
+            yield
+            ok = True
+        finally:
+            if ok:  # a finished job leaves only its bigWigs and manifest
+                lock.unlink(missing_ok=True)
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+# ----------------------------------------------------------------------------------------------
+# Prediction of one batch
+# ----------------------------------------------------------------------------------------------
+def _predict_batch(model, codes: np.ndarray, head: str, tr: _Tracks, all_columns: bool, rc: bool,
+                   shifts: Sequence[int], batch_size: int, n_encoding: str) -> np.ndarray:
+    """codes uint8 [B, L] -> float32 [B, n_bins, tracks]; with ``rc``, strand-paired tracks
+    swap their reverse-complement predictions (basenji's ``SwitchReverse``, done by
+    ``Model.predict(strand_pair=...)``)."""
+    return model.predict(codes, head=head, tracks=None if all_columns else tr.columns, rc=rc, shifts=tuple(shifts),
+                         batch_size=batch_size, n_encoding=n_encoding, strand_pair=tr.strand_pair if rc else None)
+
+
+# ----------------------------------------------------------------------------------------------
+# The job
+# ----------------------------------------------------------------------------------------------
+def predict_genome(model, fasta: PathLike, out_dir: PathLike, head: Optional[str] = None, tracks=None,
+                   track_names: Optional[Sequence[str]] = None, chroms: Optional[Sequence[str]] = None,
+                   rc: bool = False, shifts: Sequence[int] = (0,), batch_size: int = 4,
+                   n_encoding: str = "zeros", progress: bool = True, overwrite: bool = False,
+                   model_file: Optional[PathLike] = None, assembly_workers: Optional[int] = None) -> dict:
+    """Predict every chromosome of a genome in abutting windows and write one bigWig per track.
+
+    Parameters
+    ----------
+    model : Model or path
+        A loaded :class:`basenji2_fast.Model`, or a model file to load.
+    fasta : path
+        Genome FASTA (indexed with pyfaidx; a read-only folder without ``.fai`` works).
+        Soft-masked (lower-case) bases read as the same bases.
+    out_dir : path
+        Output folder: ``<column>_<identifier>.bw`` per track and ``manifest.json``.
+    head : str, optional
+        Head name (default: the model's first head).
+    tracks : None, list of int, or TrackSelection
+        Head columns to write (None: all). A ``TrackSelection``
+        (:func:`basenji2_fast.targets.select_tracks`) also gives identifiers, labels and, with
+        ``rc``, the strand pairs (for each track, its partner's position in the selection)
+        swapped in the reverse-complement passes.
+    track_names : list of str, optional
+        Identifiers for the tracks (file names, manifest); default ``t<column>``, or the
+        TrackSelection's identifiers.
+    chroms : list of str, optional
+        Chromosomes to predict (default: all of the FASTA). Written in FASTA order.
+    rc, shifts : ensemble as in :meth:`Model.predict` (basenji's ``--rc`` / ``--shifts``).
+    batch_size : int
+        Windows per engine call; the memory of one batch is ``batch_size x [n_bins, tracks]``
+        float32.
+    n_encoding : "zeros" or "uniform"
+        How N (gaps, and the padding beyond chromosome ends) is encoded.
+    progress : bool
+        A tqdm bar over all windows of the job (windows/s, ETA).
+    overwrite : bool
+        Start over when ``out_dir`` holds a job with other options (default: error).
+    model_file : path, optional
+        The file ``model`` was loaded from, to record its sha256 in the manifest (set
+        automatically when ``model`` is a path).
+    assembly_workers : int, optional
+        Processes writing bigWigs once the predictions are done (default: the model's
+        threads); used only for jobs of more than :data:`PARALLEL_ASSEMBLY_VALUES` values.
+
+    Returns
+    -------
+    dict
+        The manifest (also in ``out_dir/manifest.json``); when ``out_dir`` already held this
+        finished job, nothing is computed or written and the dict has ``"status":
+        "up-to-date"``.
+
+    Raises
+    ------
+    ValueError
+        A chromosome not in the FASTA, a bad track / head / option, or an OUTDIR holding a
+        job with other options. Inputs are checked before anything is written.
+    """
+    from .formats import file_sha256
+    from .model import N_ENCODINGS, load
+
+    t_run = time.time()
+    if not hasattr(model, "predict"):
+        model_file = model if model_file is None else model_file
+        model = load(model)
+    # Check every input before touching OUTDIR, so bad inputs leave nothing behind.
+    tiling = tiling_of(model)
+    head = head or model.head_names[0]
+    if not isinstance(head, str) or head not in model.spec.heads:
+        raise ValueError(f"no head {head!r}; this model has {model.head_names} (predict-genome writes one head)")
+    n_outputs = model.spec.heads[head].tracks
+    tr = _resolve_tracks(tracks, track_names, n_outputs)
+    all_columns = tr.columns == list(range(n_outputs))
+    shifts = [int(s) for s in shifts]
+    if not shifts:
+        raise ValueError("shifts must name at least one shift")
+    if n_encoding not in N_ENCODINGS:
+        raise ValueError(f"n_encoding={n_encoding!r}; expected one of {N_ENCODINGS}")
+    batch_size = int(batch_size)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    fa = open_fasta(fasta)
+    sizes = [(name, len(fa[name])) for name in fa.keys()]
+    sizes = [(n, s) for n, s in sizes if s > 0]  # an empty record has no bins and no bigWig line
+    index = {n: i for i, (n, _) in enumerate(sizes)}
+    if chroms is not None:
+        chroms = [str(c) for c in chroms]
+        for c in chroms:
+            if c not in index:
+                raise ValueError(f"{fasta}: no chromosome {c!r} (have {', '.join(n for n, _ in sizes[:10])}"
+                                 f"{', ...' if len(sizes) > 10 else ''})")
+        wanted = set(chroms)
+        todo = [(i, n, s) for i, (n, s) in enumerate(sizes) if n in wanted]
+    else:
+        todo = [(i, n, s) for i, (n, s) in enumerate(sizes)]
+    if not todo:
+        raise ValueError(f"{fasta}: no chromosomes to predict")
+
+    # The job's identity: everything that changes the files' contents.
+    meta = model.spec.metadata
+    model_info = {"weights_sha256": weights_sha256(model.spec), "file": meta.get("file"),
+                  "source": meta.get("source", []), "geometry": asdict(tiling)}
+    if model_file is not None:
+        model_info["file"] = Path(model_file).name
+        model_info["file_sha256"] = file_sha256(model_file)
+    job = {
+        "format": JOB_FORMAT, "format_version": JOB_FORMAT_VERSION,
+        "model": {"weights_sha256": model_info["weights_sha256"], "geometry": asdict(tiling)},
+        "genome": {"fasta_bytes": os.path.getsize(fasta), "chromosomes": sizes},
+        "head": head,
+        "tracks": {"columns": tr.columns, "identifiers": tr.identifiers, "labels": tr.labels,
+                   "strand_pair": tr.strand_pair if rc else None, "files": tr.files},
+        "chroms": [n for _, n, _ in todo], "rc": bool(rc), "shifts": shifts, "n_encoding": n_encoding,
+    }
+    key = _canonical_sha(job)
+
+    out_dir = Path(out_dir)
+    manifest_path = out_dir / MANIFEST
+    partial = out_dir / PARTIAL
+    old = _read_json(manifest_path) if manifest_path.exists() else None
+    if old is not None and old.get("job_key") == key:
+        if all((out_dir / f).is_file() for f in tr.files):
+            return {**old, "status": "up-to-date"}  # finished with the same options: nothing to do
+    old_partial = _read_json(partial / "job.json") if (partial / "job.json").exists() else None
+    conflict = ((old is not None and old.get("job_key") != key)
+                or (old_partial is not None and old_partial.get("job_key") != key)
+                or (manifest_path.exists() and old is None))
+    if conflict and not overwrite:
+        raise ValueError(f"{out_dir} holds a predict-genome job with other options (model, genome, tracks, "
+                         "chromosomes or ensemble); use another output folder, or overwrite=True (--overwrite)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with _locked(out_dir):
+        if conflict or old is not None:
+            # Start over: only the files an earlier job of ours wrote are removed.
+            for f in (old or {}).get("tracks", {}).get("files", []):
+                (out_dir / Path(f).name).unlink(missing_ok=True)
+            manifest_path.unlink(missing_ok=True)
+            if partial.exists():
+                shutil.rmtree(partial)
+        partial.mkdir(exist_ok=True)
+        if not (partial / "job.json").exists():
+            _write_json(partial / "job.json", {"job_key": key, "job": job})
+        state = [_chrom_state(partial, i, n, s, tiling, len(tr.columns), key) for i, n, s in todo]
+        total = sum(tiling.n_windows(s) for _, _, s in todo)
+        done0 = sum(st["next_window"] for st in state)
+        with tqdm(total=total, initial=done0, unit="window", desc="predict-genome", disable=not progress,
+                  dynamic_ncols=True) as bar:
+            for (i, name, size), st in zip(todo, state):
+                if st["done"]:
+                    continue
+                bar.set_postfix_str(name, refresh=False)
+                _run_chromosome(model, fa, partial, i, name, size, tiling, tr, all_columns, head, rc, shifts,
+                                batch_size, n_encoding, key, st, bar)
+        t_asm = time.time()
+        records = [_read_json(partial / f"{i}.json") for i, _, _ in todo]
+        asm_workers = _assemble(out_dir, partial, sizes, todo, records, tiling, tr,
+                                assembly_workers or getattr(model, "threads", None) or 1)
+        asm_seconds = time.time() - t_asm
+        n_win = sum(r["windows"] for r in records)
+        n_skip = sum(len(r["skipped"]) for r in records)
+        compute = sum(r["seconds"] for r in records)
+        manifest = {
+            "format": JOB_FORMAT, "format_version": JOB_FORMAT_VERSION, "version": __version__,
+            "job_key": key,
+            "model": model_info,
+            "genome": {"fasta": str(Path(fasta).resolve()), "fasta_bytes": job["genome"]["fasta_bytes"],
+                       "chromosomes": [[n, s] for n, s in sizes]},
+            "options": {"head": head, "rc": bool(rc), "shifts": shifts, "n_encoding": n_encoding,
+                        "batch_size": batch_size, "threads": getattr(model, "threads", None)},
+            "tracks": {"columns": tr.columns, "identifiers": tr.identifiers, "labels": tr.labels,
+                       "strand_pair": tr.strand_pair if rc else None, "files": tr.files},
+            "tiling": {**asdict(tiling), "stride": tiling.stride,
+                       "first_window_start": -tiling.crop, "skip": "windows whose output region is all N"},
+            "chromosomes": [{"name": n, "length": s, "windows": r["windows"], "skipped_windows": r["skipped"],
+                             "bins": tiling.n_chrom_bins(s), "partial_dtype": r["dtype"],
+                             "seconds": round(r["seconds"], 3)} for (_, n, s), r in zip(todo, records)],
+            "windows": {"total": n_win, "predicted": n_win - n_skip, "skipped": n_skip},
+            "timing": {"compute_seconds": round(compute, 3),
+                       "windows_per_second": round((n_win - n_skip) / compute, 4) if compute > 0 else None,
+                       "assembly_seconds": round(asm_seconds, 3), "assembly_workers": asm_workers,
+                       "this_run_seconds": round(time.time() - t_run, 3),
+                       "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")},
+        }
+        _write_json(manifest_path, manifest)
+        shutil.rmtree(partial)
+    return manifest
+
+
+def _partial_dtype(n_tracks: int, n_bins: int) -> np.dtype:
+    return np.dtype(np.float32 if n_tracks * n_bins * 4 <= FLOAT32_PARTIAL_LIMIT else np.float16)
+
+
+def _chrom_state(partial: Path, i: int, name: str, size: int, tiling: Tiling, n_tracks: int, key: str) -> dict:
+    """Where chromosome i stands: committed, checkpointed at some window, or not started."""
+    shape = [n_tracks, tiling.n_chrom_bins(size)]
+    dtype = _partial_dtype(*shape).str
+    rec = _read_json(partial / f"{i}.json")
+    if (rec is not None and rec.get("job_key") == key and rec.get("name") == name
+            and (partial / f"{i}.npy").is_file()):
+        return {"done": True, "next_window": rec["windows"]}
+    prog = _read_json(partial / f"{i}.progress.json")
+    inprog = partial / f"{i}.npy.inprogress"
+    if (prog is not None and prog.get("job_key") == key and prog.get("shape") == shape
+            and prog.get("dtype") == dtype and inprog.is_file()):
+        return {"done": False, "next_window": int(prog["next_window"]), "skipped": list(prog["skipped"]),
+                "seconds": float(prog["seconds"])}
+    return {"done": False, "next_window": 0, "skipped": [], "seconds": 0.0}
+
+
+def _run_chromosome(model, fa, partial: Path, i: int, name: str, size: int, tiling: Tiling, tr: _Tracks,
+                    all_columns: bool, head: str, rc: bool, shifts, batch_size: int, n_encoding: str, key: str,
+                    st: dict, bar) -> None:
+    """Fill ``<i>.npy.inprogress`` ([tracks, bins]) window by window, checkpoint, commit."""
+    n_win = tiling.n_windows(size)
+    shape = (len(tr.columns), tiling.n_chrom_bins(size))
+    dtype = _partial_dtype(*shape)
+    inprog = partial / f"{i}.npy.inprogress"
+    progress_path = partial / f"{i}.progress.json"
+    if st["next_window"] == 0:
+        progress_path.unlink(missing_ok=True)
+    arr = _PartialArray(inprog, shape, dtype, create=st["next_window"] == 0)
+    skipped: List[int] = list(st["skipped"])
+    seconds = st["seconds"]
+    t0 = time.time()
+    last_ckpt = t0
+
+    def checkpoint(next_window: int) -> None:
+        arr.sync()  # the data first: the record promises these windows are on disk
+        _write_json(progress_path, {"job_key": key, "name": name, "shape": list(shape), "dtype": dtype.str,
+                                    "next_window": next_window, "skipped": skipped,
+                                    "seconds": seconds + time.time() - t0})
+
+    pending: List[Tuple[int, np.ndarray]] = []
+
+    def flush_batch() -> None:
+        codes = np.stack([c for _, c in pending])
+        pred = _predict_batch(model, codes, head, tr, all_columns, rc, shifts, batch_size, n_encoding)
+        for j, (k, _) in enumerate(pending):
+            b0, b1 = tiling.bins(k, size)
+            vals = pred[j, :b1 - b0]
+            if dtype == np.float16:
+                vals = np.clip(vals, -FLOAT16_MAX, FLOAT16_MAX)
+            arr.write(b0, vals)
+        bar.update(len(pending))
+        pending.clear()
+
+    try:
+        for k in range(st["next_window"], n_win):
+            s, e = tiling.window(k)
+            codes = dna.encode(fetch(fa, name, s, e), what=f"{name}:{s}-{e}")
+            o0, o1 = tiling.output(k, size)
+            if np.all(codes[tiling.crop:tiling.crop + (o1 - o0)] == CODE_N):
+                skipped.append(k)  # gap or telomere: no entries for these bins
+                bar.update(1)
+            else:
+                pending.append((k, codes))
+            if len(pending) >= batch_size or (k == n_win - 1 and pending):
+                flush_batch()
+                if time.time() - last_ckpt >= CHECKPOINT_SECONDS and k < n_win - 1:
+                    checkpoint(k + 1)
+                    last_ckpt = time.time()
+        arr.sync()
+    finally:
+        arr.close()
+    seconds += time.time() - t0
+    os.replace(inprog, partial / f"{i}.npy")
+    _write_json(partial / f"{i}.json", {"job_key": key, "name": name, "length": size, "windows": n_win,
+                                         "skipped": skipped, "dtype": dtype.str, "shape": list(shape),
+                                         "seconds": seconds})
+    progress_path.unlink(missing_ok=True)
+
+
+def _runs(n_windows: int, skipped: Sequence[int]) -> List[Tuple[int, int]]:
+    """Maximal runs [k0, k1) of predicted (not skipped) windows."""
+    skip = set(skipped)
+    runs, k = [], 0
+    while k < n_windows:
+        if k in skip:
+            k += 1
+            continue
+        k0 = k
+        while k < n_windows and k not in skip:
+            k += 1
+        runs.append((k0, k))
+    return runs
+
+
+def _write_tracks(out_dir: Path, partial: Path, sizes, todo, records, tiling: Tiling,
+                  jobs: Sequence[Tuple[int, str]]) -> None:
+    """Write the bigWigs of ``jobs`` ((row in the partials, file name) pairs), each under a
+    temporary name renamed when complete, from the committed partials."""
+    import pyBigWig
+
+    bs = tiling.bin_size
+    for t, fname in jobs:
+        with atomic_output(Path(out_dir) / fname) as tmp:
+            bw = pyBigWig.open(str(tmp), "w")
+            if bw is None:
+                raise OSError(f"{tmp}: pyBigWig cannot create the file")
+            try:
+                bw.addHeader([(n, int(s)) for n, s in sizes], maxZooms=10)
+                for (i, name, size), rec in zip(todo, records):
+                    path = Path(partial) / f"{i}.npy"
+                    shape = tuple(rec["shape"])
+                    n_bins = shape[1]
+                    for k0, k1 in _runs(rec["windows"], rec["skipped"]):
+                        b0, b1 = k0 * tiling.n_bins, min(n_bins, k1 * tiling.n_bins)
+                        row = _read_row(path, shape, rec["dtype"], t, b0, b1)
+                        # A bin that would end past the chromosome is written as a bedGraph
+                        # entry ending at the chromosome's end (fixed-step spans cannot).
+                        partial_last = b1 == n_bins and size % bs != 0
+                        full = row[:-1] if partial_last else row
+                        if full.size:
+                            bw.addEntries(name, b0 * bs, values=np.ascontiguousarray(full), span=bs, step=bs)
+                        if partial_last:
+                            bw.addEntries([name], [(n_bins - 1) * bs], ends=[int(size)],
+                                          values=np.ascontiguousarray(row[-1:]))
+            finally:
+                bw.close()
+
+
+def _assembly_worker(spec_path: str) -> None:
+    """Entry point of an assembly process: write the bigWigs listed in a spec file."""
+    spec = json.loads(Path(spec_path).read_text())
+    _write_tracks(Path(spec["out_dir"]), Path(spec["partial"]), [tuple(x) for x in spec["sizes"]],
+                  [tuple(x) for x in spec["todo"]], spec["records"], Tiling(**spec["tiling"]),
+                  [tuple(x) for x in spec["jobs"]])
+
+
+def _assemble(out_dir: Path, partial: Path, sizes, todo, records, tiling: Tiling, tr: _Tracks,
+              workers: int) -> int:
+    """Write every track's bigWig; returns the number of processes used.
+
+    pyBigWig compresses ~1.5 M values/s on one core and holds the GIL, so a job of many tracks
+    (hg38 at 5,313 tracks is 1.3e11 values, about a day on one core) writes its tracks (independent
+    files) in parallel processes. They are fresh interpreters (``python -c``), neither forked
+    (the engine's OpenMP threads live in this process) nor multiprocessing-spawned (which
+    re-runs a calling script that lacks an ``if __name__ == "__main__"`` guard). Small jobs stay
+    in this process: starting workers would cost more than it saves.
+    """
+    jobs = list(enumerate(tr.files))
+    for f in tr.files:  # temporaries of a run killed while writing (atomic_output's names)
+        for tmp in out_dir.glob(f".{glob.escape(f)}.*.tmp"):
+            tmp.unlink(missing_ok=True)
+    n_values = len(jobs) * sum(tiling.n_chrom_bins(s) for _, _, s in todo)
+    workers = max(1, min(int(workers), len(jobs)))
+    if workers == 1 or n_values < PARALLEL_ASSEMBLY_VALUES:
+        _write_tracks(out_dir, partial, sizes, todo, records, tiling, jobs)
+        return 1
+    env = dict(os.environ)
+    package_root = str(Path(__file__).resolve().parents[1])  # the child imports this very package
+    env["PYTHONPATH"] = os.pathsep.join([package_root] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    code = "import sys; from basenji2_fast.genome_tiling import _assembly_worker; _assembly_worker(sys.argv[1])"
+    procs = []
+    try:
+        for w in range(workers):
+            spec = partial / f"assemble.{w}.json"
+            _write_json(spec, {"out_dir": str(out_dir), "partial": str(partial), "sizes": sizes, "todo": todo,
+                               "records": records, "tiling": asdict(tiling), "jobs": jobs[w::workers]})
+            with open(partial / f"assemble.{w}.log", "wb") as log:
+                procs.append(subprocess.Popen([sys.executable, "-c", code, str(spec)], stdout=log, stderr=log,
+                                              env=env))
+        failed = [w for w, p in enumerate(procs) if p.wait() != 0]
+        if failed:
+            lines = (partial / f"assemble.{failed[0]}.log").read_text(errors="replace").strip().splitlines()
+            raise RuntimeError(f"writing bigWigs failed in a worker process: {lines[-1] if lines else 'no message'}")
+    finally:
+        for p in procs:  # on an error or an interrupt, leave no worker behind
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    return workers
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------------------------
+def _ints(text: str) -> List[int]:
+    try:
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def run_predict_genome(args) -> int:
+    """``basenji2-fast predict-genome``."""
+    from .model import load
+    from .targets import read_targets, select_tracks
+
+    if args.precision != "fp32":
+        raise ValueError(f"--precision {args.precision}: bf16 is not available in this version; use fp32")
+    model = load(args.model, threads=args.threads, params=args.params, gelu=args.gelu)
+    head = args.head or model.head_names[0]
+    if head not in model.spec.heads:
+        raise ValueError(f"no head {head!r}; this model has {model.head_names}")
+    n_outputs = model.spec.heads[head].tracks
+    if args.targets or args.tracks:
+        targets = read_targets(args.targets) if args.targets else None
+        tracks = select_tracks(targets, args.tracks, n_outputs)
+    else:
+        tracks = None
+    chroms = [c.strip() for c in args.chroms.split(",") if c.strip()] if args.chroms else None
+    manifest = predict_genome(model, args.fasta, args.out_dir, head=head, tracks=tracks, chroms=chroms, rc=args.rc,
+                              shifts=args.shifts, batch_size=args.batch_size, n_encoding=args.n_encoding,
+                              progress=not args.quiet, overwrite=args.overwrite, model_file=args.model)
+    w = manifest["windows"]
+    if manifest.get("status") == "up-to-date":
+        print(f"{args.out_dir} already holds this finished job (manifest.json); nothing to do")
+        return 0
+    print(f"wrote {len(manifest['tracks']['files'])} bigWigs and {MANIFEST} to {args.out_dir} "
+          f"({w['predicted']:,} windows predicted, {w['skipped']:,} all-N windows skipped)")
+    return 0
+
+
+def add_predict_genome_subcommand(subparsers) -> argparse.ArgumentParser:
+    """Register ``predict-genome`` on an argparse subparsers object (sets ``func``)."""
+    p = subparsers.add_parser(
+        "predict-genome", help="predict whole chromosomes into one bigWig per track",
+        description="Tile every chromosome with windows whose output regions abut (stride n_bins x bin_size; "
+                    "the first output bin is the chromosome's first bin), skip windows whose output is all N, "
+                    "and write OUT_DIR/<column>_<identifier>.bw per track plus manifest.json. An interrupted "
+                    "run resumes where it stopped; rerunning a finished job does nothing.")
+    p.add_argument("-m", "--model", required=True, help="model file (.safetensors, .h5 or .pth)")
+    p.add_argument("--params", default=None, help="basenji params JSON (for .pth files of non-published shapes)")
+    p.add_argument("--gelu", choices=GELU_VARIANTS, default=None, help="override the model's GELU variant")
+    p.add_argument("--threads", type=int, default=None, help="compute threads (default: all CPUs)")
+    p.add_argument("--precision", default="fp32", help="compute precision (only fp32 in this version)")
+    p.add_argument("-f", "--fasta", required=True, help="genome FASTA (indexed with pyfaidx)")
+    p.add_argument("-o", "--out-dir", required=True, help="output folder")
+    p.add_argument("-t", "--targets", default=None, help="basenji targets file (track identifiers and labels)")
+    p.add_argument("--tracks", default=None,
+                   help="tracks to write: targets rows / head columns (0,3), identifiers, or a regular expression "
+                        "on descriptions (^CAGE:) (default: all of the head)")
+    p.add_argument("--chroms", default=None, help="comma-separated chromosomes (default: all of the FASTA)")
+    p.add_argument("--head", default=None, help="head name (default: the model's first head)")
+    p.add_argument("--rc", action="store_true", help="average with the reverse complement")
+    p.add_argument("--shifts", type=_ints, default=[0], help="comma-separated ensemble shifts (default 0)")
+    p.add_argument("--batch-size", type=int, default=4, help="windows per engine call (default 4)")
+    p.add_argument("--n-encoding", choices=("zeros", "uniform"), default="zeros", help="how N is encoded")
+    p.add_argument("--overwrite", action="store_true", help="start over when OUT_DIR holds a job with other options")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_predict_genome)
+    return p
