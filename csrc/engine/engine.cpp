@@ -38,29 +38,6 @@ void Engine::BufferPool::clear() {
   free_.clear();
 }
 
-// A tensor's rows with `halo` zero rows on each side: row q at data + (halo + q) * channels.
-// Its memory comes from, and returns to, the engine's buffer pool.
-struct Engine::Tensor {
-  BufferPool* pool = nullptr;
-  std::unique_ptr<float[]> buf;
-  size_t capacity = 0;
-  int64_t rows = 0, halo = 0;
-  int channels = 0;
-  void alloc(BufferPool& p, int64_t r, int64_t h, int c) {
-    pool = &p, rows = r, halo = h, channels = c;
-    buf = p.get(size_t((r + 2 * h) * c), capacity);
-    // Kernels write only rows [0, rows); the margins are the "same" padding.
-    std::memset(buf.get(), 0, sizeof(float) * size_t(h * c));
-    std::memset(buf.get() + (h + r) * c, 0, sizeof(float) * size_t(h * c));
-  }
-  float* row0() { return buf.get() + halo * channels; }
-  bool empty() const { return !buf; }
-  void release() {
-    if (buf) pool->put(std::move(buf), capacity);
-  }
-  ~Tensor() { release(); }
-};
-
 Engine::Engine(int64_t seq_length, Gelu gelu, bool final_gelu, std::vector<OpDesc> ops, int threads,
                const std::string& isa, int64_t tile_floats)
     : seq_length_(seq_length), gelu_(gelu), final_gelu_(final_gelu), threads_(std::max(1, threads)),
@@ -316,7 +293,7 @@ void Engine::run_prefix_tiled(const uint8_t* codes, bool n_uniform, int64_t tile
   }
 }
 
-void Engine::run_trunk(const uint8_t* codes, bool n_uniform, std::vector<float>& trunk_out) const {
+void Engine::run_trunk(const uint8_t* codes, bool n_uniform, std::vector<float>& trunk_out, TrunkCache* keep) const {
   const int n = int(ops_.size());
   std::vector<Tensor> raw(n + 1), act(n + 1);
   const auto ensure = [&](int i) {
@@ -334,7 +311,7 @@ void Engine::run_trunk(const uint8_t* codes, bool n_uniform, std::vector<float>&
   const uint8_t* code0 = padded.data() + sh;
 
   int first = 1;  // the first op still to run after the stem (or the tiled prefix)
-  const int64_t tiles = prefix_tiles();
+  const int64_t tiles = keep ? 1 : prefix_tiles();  // a cache keeps every tensor whole
   if (tiles > 1) {
     ensure(prefix_);
     run_prefix_tiled(code0, n_uniform, tiles, row0(raw[prefix_]), row0(act[prefix_]));
@@ -355,11 +332,19 @@ void Engine::run_trunk(const uint8_t* codes, bool n_uniform, std::vector<float>&
       conv_call(i, (op.gelu_in ? act[i] : raw[i]).row0(), op.residual >= 0 ? raw[op.residual].row0() : nullptr, 0,
                 lengths_[i], row0(raw[i + 1]), row0(act[i + 1]));
     }
-    for (int j = 0; j <= i; ++j)
-      if (last_use_[j] == i) raw[j].release(), act[j].release();
+    if (!keep)
+      for (int j = 0; j <= i; ++j)
+        if (last_use_[j] == i) raw[j].release(), act[j].release();
   }
   Tensor& t = final_gelu_ ? act[n] : raw[n];
   trunk_out.assign(t.row0(), t.row0() + lengths_[n] * channels_[n]);
+  if (keep) {
+    keep->padded.assign(padded.begin(), padded.end());
+    keep->n_uniform = n_uniform;
+    keep->raw = std::move(raw);
+    keep->act = std::move(act);
+    keep->trunk_out = trunk_out;
+  }
 }
 
 void Engine::op_range(int i, const float* x, int64_t x0, int64_t x_rows, const float* res, int64_t p0, int64_t p1,
@@ -403,21 +388,11 @@ void Engine::predict(const uint8_t* codes, int64_t batch, bool n_uniform, const 
     panels.push_back(&head_panel(r));
   }
   std::vector<float> t;
-  const int c = trunk_channels();
   for (int64_t b = 0; b < batch; ++b) {
     run_trunk(codes + b * seq_length_, n_uniform, t);
     for (size_t r = 0; r < reqs.size(); ++r) {
-      const Head& h = heads_[reqs[r].head];
-      const int tracks = reqs[r].tracks.empty() ? h.tracks : int(reqs[r].tracks.size());
-      cpu::ConvArgs a;
-      a.in = t.data(), a.in_stride = c;
-      a.w = panels[r]->w.data();
-      a.k = 1, a.dil = 1, a.cin = c, a.cout = tracks;
-      a.p0 = 0, a.p1 = n_bins(), a.threads = threads_;
-      a.epi.bias = panels[r]->bias.data();
-      a.epi.out = outs[r] + b * n_bins() * tracks, a.epi.out_stride = tracks;
-      a.epi.out_act = h.act;
-      kernels_->conv(a);
+      const int tracks = reqs[r].tracks.empty() ? heads_[reqs[r].head].tracks : int(reqs[r].tracks.size());
+      run_head(t.data(), n_bins(), reqs[r], *panels[r], outs[r] + b * n_bins() * tracks);
     }
   }
 }

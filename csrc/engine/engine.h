@@ -3,6 +3,7 @@
 // arithmetic is in the kernel sets (csrc/cpu/).
 #pragma once
 #include <cstdint>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -62,6 +63,62 @@ class Engine {
   int n_ops() const { return int(ops_.size()); }
   int op_halo(int i) const { return int(halo_.at(i)); }
 
+  // Activation buffers kept between sequences and calls: the same sizes recur for every
+  // sequence, and fresh allocations of tens of MB cost page faults each time. Holds at most
+  // one forward pass's peak working set.
+  class BufferPool {
+   public:
+    std::unique_ptr<float[]> get(size_t n, size_t& capacity);
+    void put(std::unique_ptr<float[]> buf, size_t capacity);
+    void clear();
+
+   private:
+    std::mutex mutex_;
+    std::multimap<size_t, std::unique_ptr<float[]>> free_;
+  };
+
+  // One sequence's activations between two ops.
+  // A tensor's rows with `halo` zero rows on each side: row q at data + (halo + q) * channels.
+  // Its memory comes from, and returns to, the engine's buffer pool.
+  struct Tensor {
+    BufferPool* pool = nullptr;
+    std::unique_ptr<float[]> buf;
+    size_t capacity = 0;
+    int64_t rows = 0, halo = 0;
+    int channels = 0;
+    void alloc(BufferPool& p, int64_t r, int64_t h, int c) {
+      pool = &p, rows = r, halo = h, channels = c;
+      buf = p.get(size_t((r + 2 * h) * c), capacity);
+      // Kernels write only rows [0, rows); the margins are the "same" padding.
+      std::memset(buf.get(), 0, sizeof(float) * size_t(h * c));
+      std::memset(buf.get() + (h + r) * c, 0, sizeof(float) * size_t(h * c));
+    }
+    float* row0() { return buf.get() + halo * channels; }
+    bool empty() const { return !buf; }
+    void release() {
+      if (buf) pool->put(std::move(buf), capacity);
+    }
+    ~Tensor() { release(); }
+  };
+
+  // Every tensor of one sequence's forward pass, kept for recomputing only what a
+  // single-base substitution changes (predict_substitutions).
+  struct TrunkCache {
+    std::vector<uint8_t> padded;  // codes with the stem's halo of kCodeOutside each side
+    bool n_uniform = false;
+    std::vector<Tensor> raw, act;  // per tensor, the forms the network reads (else empty)
+    std::vector<float> trunk_out;  // [n_bins][trunk_channels]
+  };
+  std::unique_ptr<TrunkCache> cache_trunk(const uint8_t* codes, bool n_uniform) const;
+
+  // ALT predictions of n single-base substitutions (pos[j], alt[j] in 0..5) of the cached
+  // sequence, recomputing at each layer only the positions the change reaches (its
+  // receptive-field cone); equal to full forward passes of the mutated sequences, bit for
+  // bit. ref_outs[r]: [n_bins][tracks]; alt_outs[r]: [n][n_bins][tracks].
+  void predict_substitutions(const TrunkCache& c, const int64_t* pos, const uint8_t* alt, int64_t n,
+                             const std::vector<HeadRequest>& reqs, const std::vector<float*>& ref_outs,
+                             const std::vector<float*>& alt_outs) const;
+
   // How many tiles the stem and tower (the prefix, ops [0, prefix_)) run in; 1 = untiled.
   int64_t prefix_tiles() const;
   // Frees the activation buffers kept between calls.
@@ -84,27 +141,13 @@ class Engine {
     int channels = 0, tracks = 0;
     OutAct act = OutAct::None;
   };
-  struct Tensor;  // one sequence's activations between two ops
-
-  // Activation buffers kept between sequences and calls: the same sizes recur for every
-  // sequence, and fresh allocations of tens of MB cost page faults each time. Holds at most
-  // one forward pass's peak working set.
-  class BufferPool {
-   public:
-    std::unique_ptr<float[]> get(size_t n, size_t& capacity);
-    void put(std::unique_ptr<float[]> buf, size_t capacity);
-    void clear();
-
-   private:
-    std::mutex mutex_;
-    std::multimap<size_t, std::unique_ptr<float[]>> free_;
-  };
-
   Packed pack(const float* kernel, const float* bias, int k, int cin, int cout) const;
   const Packed& head_panel(const HeadRequest& r) const;
   std::vector<float> stem_table(bool n_uniform) const;
   // Runs the trunk on one sequence; returns the trunk output rows (activated if final_gelu).
-  void run_trunk(const uint8_t* codes, bool n_uniform, std::vector<float>& trunk_out) const;
+  void run_trunk(const uint8_t* codes, bool n_uniform, std::vector<float>& trunk_out, TrunkCache* keep = nullptr) const;
+  // The head over rows [0, rows) of a trunk output: out [rows][tracks].
+  void run_head(const float* trunk, int64_t rows, const HeadRequest& r, const Packed& panel, float* out) const;
   // One kernel call over pre-pool positions [p0, p1); pointers are position-origin, null
   // where a form is not written.
   void stem_call(const uint8_t* codes, bool n_uniform, int64_t p0, int64_t p1, float* out_raw, float* out_act,
@@ -133,6 +176,7 @@ class Engine {
   std::vector<float> stem_tables_[2];  // N as zeros, N as 0.25
   std::vector<Head> heads_;
   mutable BufferPool pool_;
+
   mutable std::mutex cache_mutex_;
   mutable std::map<std::pair<int, std::vector<int>>, std::unique_ptr<Packed>> head_cache_;
 };

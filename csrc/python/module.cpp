@@ -53,6 +53,23 @@ b2f::OpDesc parse_op(const py::dict& d, std::vector<F32>& keep) {
   return op;
 }
 
+using Requests = std::vector<std::pair<int, std::vector<int>>>;
+
+std::vector<b2f::HeadRequest> parse_requests(const Engine& e, const Requests& requests) {
+  std::vector<b2f::HeadRequest> reqs;
+  for (const auto& r : requests) {
+    CHECK_ARG(r.first >= 0 && r.first < e.n_heads(), "no head " + std::to_string(r.first));
+    for (int t : r.second)
+      CHECK_ARG(t >= 0 && t < e.head_tracks(r.first), "track index " + std::to_string(t) + " out of range");
+    reqs.push_back({r.first, r.second});
+  }
+  return reqs;
+}
+
+int request_tracks(const Engine& e, const b2f::HeadRequest& r) {
+  return r.tracks.empty() ? e.head_tracks(r.head) : int(r.tracks.size());
+}
+
 void check_codes(const U8& codes, const Engine& e) {
   CHECK_ARG(codes.ndim() == 2, "codes must be uint8 [batch, length]");
   CHECK_ARG(codes.shape(1) == e.seq_length(), "sequence length " + std::to_string(codes.shape(1)) +
@@ -80,6 +97,9 @@ PYBIND11_MODULE(_engine, m) {
     d["cuda"] = false;
     return d;
   });
+
+  py::class_<Engine::TrunkCache, std::shared_ptr<Engine::TrunkCache>>(m, "TrunkCache",
+                                                                     "Every tensor of one sequence's forward pass.");
 
   py::class_<Engine>(m, "Engine")
       .def(py::init([](int64_t seq_length, const std::string& gelu, bool final_gelu, const py::list& ops, int threads,
@@ -122,19 +142,13 @@ PYBIND11_MODULE(_engine, m) {
            },
            py::arg("codes"), py::arg("n_uniform") = false, "codes uint8 [B, L] -> trunk output float32 [B, bins, C]")
       .def("predict",
-           [](const Engine& e, U8 codes, const std::vector<std::pair<int, std::vector<int>>>& requests,
-              bool n_uniform) {
+           [](const Engine& e, U8 codes, const Requests& requests, bool n_uniform) {
              check_codes(codes, e);
-             std::vector<b2f::HeadRequest> reqs;
+             std::vector<b2f::HeadRequest> reqs = parse_requests(e, requests);
              std::vector<float*> outs;
              py::list result;
-             for (const auto& r : requests) {
-               CHECK_ARG(r.first >= 0 && r.first < e.n_heads(), "no head " + std::to_string(r.first));
-               for (int t : r.second)
-                 CHECK_ARG(t >= 0 && t < e.head_tracks(r.first), "track index " + std::to_string(t) + " out of range");
-               reqs.push_back({r.first, r.second});
-               const int64_t tracks = r.second.empty() ? e.head_tracks(r.first) : int64_t(r.second.size());
-               py::array_t<float> out({codes.shape(0), e.n_bins(), tracks});
+             for (const auto& r : reqs) {
+               py::array_t<float> out({codes.shape(0), e.n_bins(), int64_t(request_tracks(e, r))});
                outs.push_back(out.mutable_data());
                result.append(out);
              }
@@ -172,6 +186,41 @@ PYBIND11_MODULE(_engine, m) {
            },
            py::arg("op"), py::arg("x"), py::arg("x0"), py::arg("residual"), py::arg("p0"), py::arg("p1"),
            "One conv op over output positions [p0, p1) from its pre-activation input rows [x0, x0 + len(x)).")
+      .def("cache_trunk",
+           [](const Engine& e, U8 codes, bool n_uniform) {
+             CHECK_ARG(codes.ndim() == 1 && codes.shape(0) == e.seq_length(), "codes must be uint8 [seq_length]");
+             const uint8_t* c = codes.data();
+             py::gil_scoped_release nogil;
+             return std::shared_ptr<Engine::TrunkCache>(e.cache_trunk(c, n_uniform));
+           },
+           py::arg("codes"), py::arg("n_uniform") = false, py::keep_alive<0, 1>(),
+           "Run one sequence and keep every tensor, for predict_substitutions.")
+      .def("predict_substitutions",
+           [](const Engine& e, const Engine::TrunkCache& cache, py::array_t<int64_t, py::array::c_style | py::array::forcecast> pos,
+              U8 alt, const Requests& requests) {
+             CHECK_ARG(pos.ndim() == 1 && alt.ndim() == 1 && pos.shape(0) == alt.shape(0),
+                       "positions and alt codes must be [n] each");
+             std::vector<b2f::HeadRequest> reqs = parse_requests(e, requests);
+             std::vector<float*> ref_outs, alt_outs;
+             py::list refs, alts;
+             for (const auto& r : reqs) {
+               py::array_t<float> ref({e.n_bins(), int64_t(request_tracks(e, r))});
+               py::array_t<float> out({pos.shape(0), e.n_bins(), int64_t(request_tracks(e, r))});
+               ref_outs.push_back(ref.mutable_data()), alt_outs.push_back(out.mutable_data());
+               refs.append(ref), alts.append(out);
+             }
+             const int64_t* p = pos.data();
+             const uint8_t* a = alt.data();
+             const int64_t n = pos.shape(0);
+             {
+               py::gil_scoped_release nogil;
+               e.predict_substitutions(cache, p, a, n, reqs, ref_outs, alt_outs);
+             }
+             return py::make_tuple(refs, alts);
+           },
+           py::arg("cache"), py::arg("positions"), py::arg("alt"), py::arg("requests"),
+           "REF predictions [bins, tracks] and ALT predictions [n, bins, tracks] per request, for single-base "
+           "substitutions of the cached sequence, recomputing only each substitution's receptive-field cone.")
       .def("release_buffers", &Engine::release_buffers, "Free the activation buffers kept between calls.")
       .def_property_readonly("isa", [](const Engine& e) { return std::string(e.isa()); })
       .def_property_readonly("threads", &Engine::threads)

@@ -1,0 +1,153 @@
+// Single-base substitutions of a cached sequence: recompute only the receptive-field cone.
+//
+// After the REF pass every tensor is kept (TrunkCache). A substitution at position q changes
+// the stem output only within the stem's halo of q; each later conv widens the changed range
+// by its halo (and a pool halves it), a crop shifts it. Each op is run by the same kernels on
+// just that range, reading the cached REF rows around it with the changed rows patched in,
+// so the result equals a full forward pass of the mutated sequence bit for bit: every output
+// row is computed by the same instructions from the same inputs.
+#include <algorithm>
+#include <stdexcept>
+
+#include "engine.h"
+
+namespace b2f {
+
+namespace {
+[[noreturn]] void fail(const std::string& msg) { throw std::invalid_argument(msg); }
+
+// Rows [lo, hi) of one tensor that differ from the cached REF pass, in the forms kept.
+struct Patch {
+  int64_t lo = 0, hi = 0;
+  std::vector<float> raw, act;  // [hi - lo][channels], empty when the form is not kept
+};
+}  // namespace
+
+std::unique_ptr<Engine::TrunkCache> Engine::cache_trunk(const uint8_t* codes, bool n_uniform) const {
+  auto c = std::make_unique<TrunkCache>();
+  std::vector<float> t;
+  run_trunk(codes, n_uniform, t, c.get());
+  return c;
+}
+
+void Engine::run_head(const float* trunk, int64_t rows, const HeadRequest& r, const Packed& panel, float* out) const {
+  const Head& h = heads_[r.head];
+  const int tracks = r.tracks.empty() ? h.tracks : int(r.tracks.size());
+  cpu::ConvArgs a;
+  a.in = trunk, a.in_stride = trunk_channels();
+  a.w = panel.w.data();
+  a.k = 1, a.dil = 1, a.cin = trunk_channels(), a.cout = tracks;
+  a.p0 = 0, a.p1 = rows, a.threads = threads_;
+  a.epi.bias = panel.bias.data();
+  a.epi.out = out, a.epi.out_stride = tracks;
+  a.epi.out_act = h.act;
+  kernels_->conv(a);
+}
+
+void Engine::predict_substitutions(const TrunkCache& c, const int64_t* pos, const uint8_t* alt, int64_t n,
+                                   const std::vector<HeadRequest>& reqs, const std::vector<float*>& ref_outs,
+                                   const std::vector<float*>& alt_outs) const {
+  const int nops = int(ops_.size());
+  const int64_t sh = conv_halo(ops_[0].k, ops_[0].dil);
+  std::vector<const Packed*> panels;
+  for (const auto& r : reqs) panels.push_back(&head_panel(r));
+  const int64_t bins = n_bins();
+  for (size_t r = 0; r < reqs.size(); ++r) run_head(c.trunk_out.data(), bins, reqs[r], *panels[r], ref_outs[r]);
+
+  // A tensor's rows as the network sees them after the substitution: cached REF rows with
+  // the patch over them, zeros outside the tensor. Writes rows [a, b) into dst.
+  const auto gather = [&](int i, bool act_form, const Patch& p, int64_t a, int64_t b, float* dst) {
+    const int ch = channels_[i];
+    const Tensor& t = act_form ? c.act[i] : c.raw[i];
+    const float* src = t.buf.get() + t.halo * ch;
+    const std::vector<float>& pv = act_form ? p.act : p.raw;
+    for (int64_t q = a; q < b; ++q) {
+      float* d = dst + (q - a) * ch;
+      if (q < 0 || q >= lengths_[i]) std::fill(d, d + ch, 0.f);
+      else if (q >= p.lo && q < p.hi) std::copy(pv.data() + (q - p.lo) * ch, pv.data() + (q - p.lo + 1) * ch, d);
+      else std::copy(src + q * ch, src + (q + 1) * ch, d);
+    }
+  };
+
+  std::vector<Patch> patch(nops + 1);
+  std::vector<uint8_t> codes(c.padded);
+  std::vector<float> in_buf, res_buf;
+  for (int64_t j = 0; j < n; ++j) {
+    const int64_t q = pos[j];
+    if (q < 0 || q >= seq_length_) fail("substitution position " + std::to_string(q) + " outside the sequence");
+    if (alt[j] > 5) fail("base code " + std::to_string(alt[j]) + " (expected 0..5)");
+    // Stem over the pre-pool positions whose taps see q, widened to whole pool pairs.
+    const int pool0 = ops_[0].pool;
+    int64_t p0 = std::max<int64_t>(0, q - sh), p1 = std::min(seq_length_, q + sh + 1);
+    p0 = p0 / pool0 * pool0, p1 = std::min(lengths_[0], (p1 + pool0 - 1) / pool0 * pool0);
+    codes[sh + q] = alt[j];
+    {
+      Patch& out = patch[1];
+      out.lo = p0 / pool0, out.hi = p1 / pool0;
+      const int ch = channels_[1];
+      out.raw.assign(need_raw_[1] ? size_t((out.hi - out.lo) * ch) : 0, 0.f);
+      out.act.assign(need_act_[1] ? size_t((out.hi - out.lo) * ch) : 0, 0.f);
+      stem_call(codes.data() + sh, c.n_uniform, p0, p1, need_raw_[1] ? out.raw.data() - out.lo * ch : nullptr,
+                need_act_[1] ? out.act.data() - out.lo * ch : nullptr, ch);
+    }
+    codes[sh + q] = c.padded[sh + q];
+
+    for (int i = 1; i < nops; ++i) {
+      const OpDesc& op = ops_[i];
+      const Patch& in = patch[i];
+      Patch& out = patch[i + 1];
+      const int ch_out = channels_[i + 1];
+      if (op.type == OpDesc::Crop) {
+        out.lo = std::max<int64_t>(0, in.lo - op.left), out.hi = std::min(lengths_[i + 1], in.hi - op.left);
+        if (out.hi <= out.lo) out.lo = out.hi = 0;  // the change lies wholly in the cropped edge
+        const int64_t skip = (out.lo + op.left - in.lo) * ch_out, len = (out.hi - out.lo) * ch_out;
+        out.raw.assign(in.raw.empty() ? 0 : size_t(len), 0.f);
+        out.act.assign(in.act.empty() ? 0 : size_t(len), 0.f);
+        if (len > 0) {
+          if (!in.raw.empty()) std::copy(in.raw.begin() + skip, in.raw.begin() + skip + len, out.raw.begin());
+          if (!in.act.empty()) std::copy(in.act.begin() + skip, in.act.begin() + skip + len, out.act.begin());
+        }
+        continue;
+      }
+      const bool res_changed = op.residual >= 0 && patch[op.residual].hi > patch[op.residual].lo;
+      if (in.hi <= in.lo && !res_changed) {  // nothing reaches this op any more
+        out.lo = out.hi = 0, out.raw.clear(), out.act.clear();
+        continue;
+      }
+      // Outputs whose taps reach the changed input rows, widened to whole pool groups.
+      const int64_t h = halo_[i];
+      int64_t o0 = std::max<int64_t>(0, in.lo - h), o1 = std::min(lengths_[i], in.hi + h);
+      if (res_changed) {  // the residual's own changed rows change these outputs too
+        o0 = std::min(o0, patch[op.residual].lo), o1 = std::max(o1, patch[op.residual].hi);
+      }
+      o0 = o0 / op.pool * op.pool, o1 = std::min(lengths_[i], (o1 + op.pool - 1) / op.pool * op.pool);
+      const int cin = op.cin;
+      in_buf.resize(size_t((o1 - o0 + 2 * h) * cin));
+      gather(i, op.gelu_in, in, o0 - h, o1 + h, in_buf.data());
+      const float* res = nullptr;
+      if (op.residual >= 0) {
+        res_buf.resize(size_t((o1 - o0) * op.cout));
+        gather(op.residual, false, patch[op.residual], o0, o1, res_buf.data());
+        res = res_buf.data() - o0 * op.cout;
+      }
+      out.lo = o0 / op.pool, out.hi = o1 / op.pool;
+      out.raw.assign(need_raw_[i + 1] ? size_t((out.hi - out.lo) * ch_out) : 0, 0.f);
+      out.act.assign(need_act_[i + 1] ? size_t((out.hi - out.lo) * ch_out) : 0, 0.f);
+      conv_call(i, in_buf.data() - (o0 - h) * cin, res, o0, o1,
+                out.raw.empty() ? nullptr : out.raw.data() - out.lo * ch_out,
+                out.act.empty() ? nullptr : out.act.data() - out.lo * ch_out);
+    }
+
+    // The head over the changed bins only; the other bins are REF's.
+    const Patch& t = patch[nops];
+    const std::vector<float>& rows = final_gelu_ ? t.act : t.raw;
+    for (size_t r = 0; r < reqs.size(); ++r) {
+      const int tracks = reqs[r].tracks.empty() ? heads_[reqs[r].head].tracks : int(reqs[r].tracks.size());
+      float* dst = alt_outs[r] + j * bins * tracks;
+      std::copy(ref_outs[r], ref_outs[r] + bins * tracks, dst);
+      if (t.hi > t.lo) run_head(rows.data(), t.hi - t.lo, reqs[r], *panels[r], dst + t.lo * tracks);
+    }
+  }
+}
+
+}  // namespace b2f
