@@ -13,6 +13,7 @@ from .model import Model, load, build_info
 from .regions import predict_regions
 from .targets import read_targets, select_tracks
 from .genome_tiling import predict_genome
+from .variants import score_variants, write_sad
 
 __all__ = ["__version__", "FormatError", "Model", "build_info", "convert", "load", "load_spec", "predict_genome",
-           "predict_regions", "read_targets", "select_tracks"]
+           "predict_regions", "read_targets", "score_variants", "select_tracks", "write_sad"]

@@ -25,12 +25,14 @@ def build_parser() -> argparse.ArgumentParser:
     from .genome_tiling import add_predict_genome_subcommand
     from .plots import add_plot_subcommand
     from .regions import add_predict_bed_subcommand
+    from .variants import add_sad_subcommand
 
     parser = argparse.ArgumentParser(prog="basenji2-fast", description="Basenji2 on fused C++ kernels.")
     sub = parser.add_subparsers(dest="command", required=True)
     add_convert_subcommand(sub)
     add_predict_genome_subcommand(sub)
     add_predict_bed_subcommand(sub)
+    add_sad_subcommand(sub)
     add_plot_subcommand(sub)
 
     p = sub.add_parser("info", help="what this build runs, and a model's geometry")

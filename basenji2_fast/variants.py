@@ -1,0 +1,735 @@
+"""Variant effect scores (SAD and friends), in the layout of basenji's ``basenji_sad.py``.
+
+For every ALT allele of every VCF record, the model predicts a REF and an ALT window and
+compares them. Windows, allele handling, ensembles and statistics follow basenji_sad.py
+(commit e10cd3b, 2021) as documented in ``shared/docs/BASENJI2.md``:
+
+- **Window** (L = the model's ``seq_length``, pos 1-based): genome ``[pos - L/2, pos + L/2 + d)``
+  with ``d = max(0, len(REF) - len(ALT))``, N-padded off the chromosome, so the variant's first
+  base lands at index ``L/2 - 1``. N (genome, padding, ensemble shifts) is 0.25 in each channel.
+- **REF check**: the genome there must equal REF (case-insensitive). If it does not, but
+  equals one of the record's ALTs, the VCF REF is spliced into the reference sequence (a
+  warning; alleles and the SAD sign stay as in the VCF). Otherwise the variant is skipped.
+- **Alleles**: REF sequence = the window; ALT sequence = REF replaced by ALT. Each is brought
+  back to L: longer -> trim ``(len - L) // 2`` on the left and the rest on the right; shorter ->
+  pad N, ``(L - len) // 2`` on the left, the rest on the right (so indel REF and ALT windows
+  are offset by k//2, as in basenji).
+- **Ensembles**: ``--rc`` / ``--shifts`` as basenji (Model.predict: 0.25 padding for shifts,
+  reverse complement flipped back, ``strand_pair`` tracks swapped); the mean over passes.
+- **Statistics** (float64 from the float32 ensemble-mean predictions ``ref``, ``alt`` [bins,
+  tracks]; p = ``--pseudo``, default 1):
+
+  =======  ==================================================================================
+  SAD      ``sum_b alt - sum_b ref``
+  SAX      ``(alt - ref)[b*]``, b* = first bin maximising ``|alt - ref|``
+  SADR     ``log2(sum_b alt + p) - log2(sum_b ref + p)``
+  SAXR     ``lr[b*]``, ``lr = log2(alt + p) - log2(ref + p)``, b* = first bin maximising ``|lr|``
+  SAR      ``sum_b lr``
+  REF/ALT  the prediction profiles ``[bins, tracks]``
+  D1       ``sum_b |alt - ref|``                                   (newer basenji/baskerville)
+  D2       ``sqrt(sum_b (alt - ref)^2)``
+  logD2    ``sqrt(sum_b (log2(alt + 1) - log2(ref + 1))^2)`` (pseudocount fixed at 1, as basenji)
+  JS       basenji/baskerville's "JS": per track, ``c`` = 25th percentile of ``ref`` over bins;
+           ``r = (ref + c) / sum(ref + c)``, ``a = (alt + c) / sum(alt + c)``;
+           ``JS = (KL(r || a) + KL(a || r)) / 2`` in nats (``scipy.special.rel_entr`` summed
+           over bins). This is the symmetrised Kullback-Leibler divergence basenji names JS,
+           not the textbook Jensen-Shannon divergence.
+  =======  ==================================================================================
+
+``OUTDIR/sad.h5`` (``--format h5``, the default) holds what basenji's does, with its names,
+dtypes and shapes (N = scored alleles, T = tracks, B = bins): ``snp, chr, ref_allele,
+alt_allele`` (N,) and ``target_ids, target_labels`` (T,) as fixed-length bytes ``S<longest>``;
+``pos`` (N,) uint32 (1-based); one float16 (N, T) dataset per statistic (``REF``/``ALT``: (N, B,
+T)), values clipped to +-65504 before the cast; ``percentiles`` (279,) float64 (0.001..0.099
+by 0.001, 0.10..0.89 by 0.01, 0.900..0.999 by 0.001) and ``<STAT>_pct`` (T, 279) float16 for
+every statistic but REF/ALT: numpy's linear percentiles of the *stored float16* column.
+``target_ids`` / ``target_labels`` are the targets file's ``identifier`` / ``description``
+(``-t``), else ``t<column>`` and ``''``. ``chr`` is the VCF's chromosome name as written.
+Rows follow the VCF (one per ALT allele, in ALT order). With no scored allele every dataset
+is present with 0 rows and the ``_pct`` tables are NaN.
+
+``--format tsv`` writes ``OUTDIR/sad.tsv`` instead: one line per scored allele and track
+(long format, as older basenji's ``sad_table.txt``; ``pandas.read_csv(path, sep="\\t")``
+then ``pivot`` by ``target_id`` if a wide table is wanted), columns ``snp chr pos ref_allele
+alt_allele target_index target_id target_label <STAT>...``; REF/ALT appear as ``REF_sum`` /
+``ALT_sum`` (the profile summed over bins). Numbers are float32 (``%.6g``), not float16.
+
+Where the 2021 basenji_sad.py is wrong, this module does what it meant to do:
+
+1. **Multi-allelic records**: each ALT gets its own row (basenji scores only the first ALT in
+   the metadata and misaligns every later row by one sequence).
+2. **Unscorable variants are skipped cleanly**: a REF that matches neither the genome nor an
+   ALT, a REF or ALT with characters other than A/C/G/T/N (IUPAC codes), a symbolic ALT
+   (``<DEL>``, ``*``, breakends, missing ``.``), a chromosome missing from the FASTA, or a
+   position past the chromosome end: one warning each, one line in ``OUTDIR/skipped.tsv``
+   (``line chrom pos id ref alt reason``; header only when nothing was skipped), and no row.
+   Later rows are never shifted (basenji silently pairs the wrong sequences, then crashes).
+3. **Chromosome ends**: the window is N-padded to its full length on either side (basenji
+   pads the right end one base short, shifting even-length indels near the end by one, and
+   crashes at POS = L/2 - 1). ``--basenji-edge-padding`` (``basenji_edge=True``) reproduces
+   the one-short right padding, only to compare with basenji's files.
+4. ``d`` is per ALT allele (``len(REF) - len(ALT)``), so a multi-allelic record scores each
+   ALT exactly as the equivalent biallelic record; basenji uses the longest ALT of the record
+   (identical for biallelic records).
+
+Kept as basenji: duplicate IDs are written as is; ID ``.`` becomes ``chr:pos``.
+
+The VCF is read with cyvcf2 (plain or bgzipped; any record order) in two streaming passes:
+the first counts the rows and the longest strings (so the HDF5 datasets are preallocated,
+contiguous, as basenji's); the second predicts batch by batch and writes each batch into a
+temporary file renamed to ``sad.h5`` when complete. The ``_pct`` tables are computed at the
+end, reading blocks of columns (bounded memory). A VCF chromosome missing from the FASTA that
+is there with (or without) a ``chr`` prefix is used under that name, with one warning.
+There is no resume: an interrupted run leaves no ``sad.h5`` and is rerun from the start.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
+
+import h5py
+import numpy as np
+from tqdm import tqdm
+
+from ._io import atomic_output
+from .dna import encode
+from .genome import fetch, open_fasta
+from .regions import resolve_tracks
+from .targets import TrackSelection, read_targets
+
+FLOAT16_MAX = float(np.finfo(np.float16).max)
+
+#: basenji_sad.py (2021) statistics, then the newer basenji/baskerville ones.
+STATS_2021 = ("SAD", "SAX", "SADR", "SAXR", "SAR", "REF", "ALT")
+STATS_NEW = ("D1", "D2", "logD2", "JS")
+KNOWN_STATS = STATS_2021 + STATS_NEW
+PROFILE_STATS = ("REF", "ALT")
+
+
+_ALLELE = re.compile(r"^[ACGTN]+$")
+
+
+def _percentiles() -> np.ndarray:
+    # exactly basenji_sad.py's construction (np.arange, bit for bit)
+    return np.concatenate([np.arange(0.001, 0.1, 0.001), np.arange(0.1, 0.9, 0.01), np.arange(0.9, 1, 0.001)])
+
+
+#: basenji_sad.py's percentile grid (279 values).
+PERCENTILES = _percentiles()
+
+
+class Allele(NamedTuple):
+    """One scorable ALT allele of a VCF record (one output row)."""
+
+    line: int        # 1-based line of the record in the VCF
+    chrom: str       # as in the VCF
+    fasta_chrom: str  # as in the FASTA
+    pos: int         # 1-based
+    id: str          # VCF ID ('.' -> chrom:pos)
+    ref: str         # VCF REF as written
+    alt: str         # this ALT as written
+    splice_alt: Optional[str]  # the ALT that matched the genome when REF did not (REF spliced in)
+
+
+class Skipped(NamedTuple):
+    line: int
+    chrom: str
+    pos: int
+    id: str
+    ref: str
+    alt: str
+    reason: str
+
+
+# --------------------------------------------------------------------------------------
+# VCF reading
+
+class _ChromResolver:
+    """VCF chromosome -> FASTA name: exact, else with/without 'chr' when that is unambiguous."""
+
+    def __init__(self, fasta):
+        self.names = set(fasta.keys())
+        self.cache: Dict[str, Optional[str]] = {}
+
+    def __call__(self, chrom: str) -> Optional[str]:
+        if chrom in self.cache:
+            return self.cache[chrom]
+        found = None
+        if chrom in self.names:
+            found = chrom
+        else:
+            alt = chrom[3:] if chrom.startswith("chr") else "chr" + chrom
+            if alt in self.names:
+                found = alt
+                warnings.warn(f"VCF chromosome {chrom!r} is not in the FASTA; using the FASTA's {alt!r}",
+                              UserWarning, stacklevel=3)
+        self.cache[chrom] = found
+        return found
+
+
+def _header_lines(path: str) -> int:
+    """How many '#' lines open the file (htslib's raw_header may add lines): record i is on
+    line header + i + 1. Reads plain or (b)gzipped text; stops at the first record."""
+    import gzip
+
+    with open(path, "rb") as raw:
+        magic = raw.read(2)
+    opener = gzip.open if magic == b"\x1f\x8b" else open
+    n = 0
+    with opener(path, "rb") as fh:
+        for line in fh:
+            if not line.startswith(b"#"):
+                break
+            n += 1
+    return n
+
+
+def _iter_records(vcf_path) -> Iterator[Tuple[int, object]]:
+    """(line number, cyvcf2 Variant) for each record; a malformed line raises ValueError naming it."""
+    import cyvcf2
+
+    path = os.fspath(vcf_path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: VCF file not found")
+    try:
+        vcf = cyvcf2.VCF(path, lazy=True)
+    except Exception as e:  # cyvcf2 raises bare Exception / OSError
+        raise ValueError(f"{path}: cannot read as VCF: {e}") from None
+    try:
+        line = _header_lines(path)
+        it = iter(vcf)
+        while True:
+            line += 1
+            try:
+                rec = next(it)
+            except StopIteration:
+                return
+            except Exception as e:
+                raise ValueError(f"{path}: line {line}: malformed VCF record ({e}; see the htslib message "
+                                 "above)") from None
+            yield line, rec
+    finally:
+        vcf.close()
+
+
+def _alleles_of(line: int, rec, fasta, resolve: _ChromResolver, L: int,
+                ) -> Iterator[Tuple[Optional[Allele], Optional[Skipped]]]:
+    """Classify each ALT of one record: (Allele, None) to score or (None, Skipped)."""
+    chrom, pos, ref = rec.CHROM, int(rec.POS), rec.REF
+    vid = rec.ID if rec.ID not in (None, "", ".") else f"{chrom}:{pos}"
+    alts = list(rec.ALT) or ["."]
+
+    def skip(alt, reason):
+        return None, Skipped(line, chrom, pos, vid, ref, alt, reason)
+
+    fchrom = resolve(chrom)
+    if fchrom is None:
+        for a in alts:
+            yield skip(a, f"chromosome {chrom} not in the FASTA")
+        return
+    size = len(fasta[fchrom])
+    if pos < 1 or pos > size:
+        for a in alts:
+            yield skip(a, f"position {pos} outside {fchrom} (length {size})")
+        return
+    REF = ref.upper()
+    if not _ALLELE.match(REF):
+        for a in alts:
+            yield skip(a, "REF has characters other than A,C,G,T,N")
+        return
+    clean = [a.upper() for a in alts if _ALLELE.match(a.upper())]
+    genome = None
+    for a in alts:
+        A = a.upper()
+        if not _ALLELE.match(A):
+            yield skip(a, "symbolic ALT" if (a.startswith("<") or a in ("*", ".") or "[" in a or "]" in a)
+                       else "ALT has characters other than A,C,G,T,N")
+            continue
+        if genome is None:
+            longest = max(len(REF), max(len(c) for c in clean))
+            genome = fetch(fasta, fchrom, pos - 1, pos - 1 + longest)
+        if genome[:len(REF)] == REF:
+            yield Allele(line, chrom, fchrom, pos, vid, ref, a, None), None
+            continue
+        match = next((c for c in clean if genome[:len(c)] == c), None)
+        if match is None:
+            yield skip(a, f"REF matches neither the genome ({genome[:len(REF)]}) nor an ALT")
+        else:
+            yield Allele(line, chrom, fchrom, pos, vid, ref, a, match), None
+
+
+def _iter_alleles(vcf_path, fasta, L: int) -> Iterator[Tuple[Optional[Allele], Optional[Skipped]]]:
+    resolve = _ChromResolver(fasta)
+    for line, rec in _iter_records(vcf_path):
+        yield from _alleles_of(line, rec, fasta, resolve, L)
+
+
+# --------------------------------------------------------------------------------------
+# Sequences
+
+def _to_length(seq: str, L: int) -> str:
+    """basenji's dna_length_1hot: trim (len-L)//2 left, the rest right; or pad N, floor half left."""
+    n = len(seq)
+    if n > L:
+        t = (n - L) // 2
+        return seq[t:t + L]
+    if n < L:
+        p = (L - n) // 2
+        return "N" * p + seq + "N" * (L - n - p)
+    return seq
+
+
+def allele_sequences(fasta, allele: Allele, L: int, basenji_edge: bool = False) -> Tuple[str, str]:
+    """(REF window, ALT window), each L bp, as basenji_sad.py builds them (module docstring).
+
+    ``basenji_edge``: reproduce the 2021 off-by-one at a chromosome's right end (the window is
+    padded to L + d - 1 instead of L + d before centring), for bit-compatible comparisons.
+    """
+    REF, ALT = allele.ref.upper(), allele.alt.upper()
+    d = max(0, len(REF) - len(ALT))
+    c = L // 2 - 1
+    end = allele.pos + L // 2 + d
+    seq = fetch(fasta, allele.fasta_chrom, allele.pos - L // 2, end)
+    if basenji_edge and end > len(fasta[allele.fasta_chrom]):
+        seq = seq[:-1]
+    if allele.splice_alt is not None:
+        seq = seq[:c] + REF + seq[c + len(allele.splice_alt):]
+    alt_seq = seq[:c] + ALT + seq[c + len(REF):]
+    return _to_length(seq, L), _to_length(alt_seq, L)
+
+
+# --------------------------------------------------------------------------------------
+# Prediction and statistics
+
+def _predict_alleles(model, ref_codes: np.ndarray, alt_codes: np.ndarray, head: str,
+                     tracks: Optional[List[int]], rc: bool, shifts: Sequence[int],
+                     strand_pair: Optional[List[int]], batch_size: int) -> Tuple[np.ndarray, np.ndarray]:
+    """REF and ALT predictions of a batch: uint8 codes [B, L] each -> float32 [B, bins, T] each.
+
+    The one place predictions come from. N is 0.25. Identical REF windows in the batch (e.g.
+    the ALTs of one multi-allelic record) are predicted once.
+    """
+    B = len(ref_codes)
+    keys: Dict[bytes, int] = {}
+    ref_idx = np.empty(B, np.intp)
+    uniq = []
+    for i in range(B):
+        k = ref_codes[i].tobytes()
+        j = keys.get(k)
+        if j is None:
+            j = keys[k] = len(uniq)
+            uniq.append(i)
+        ref_idx[i] = j
+    # SNPs (ALT window = its REF window with one base changed) go the incremental way: one
+    # pass of the REF window, then only each mutation's receptive-field cone, with results
+    # identical to full passes. Indels shift the window, so they get full passes.
+    out_ref: List[Optional[np.ndarray]] = [None] * len(uniq)
+    out_alt: List[Optional[np.ndarray]] = [None] * B
+    snps: Dict[int, List[Tuple[int, int]]] = {}
+    for i in range(B):
+        diff = np.flatnonzero(ref_codes[i] != alt_codes[i])
+        if diff.size == 1:
+            snps.setdefault(int(ref_idx[i]), []).append((i, int(diff[0])))
+    pair = strand_pair if rc else None
+    for j, items in snps.items():
+        rows = [i for i, _ in items]
+        pos = np.array([q for _, q in items], np.int64)
+        ref, alts = model.predict_substitutions(ref_codes[uniq[j]], pos, alt_codes[rows, pos], head=head,
+                                                tracks=tracks, rc=rc, shifts=shifts, n_encoding="uniform",
+                                                strand_pair=pair)
+        out_ref[j] = ref
+        for k, i in enumerate(rows):
+            out_alt[i] = alts[k]
+    need_ref = [j for j in range(len(uniq)) if out_ref[j] is None]
+    need_alt = [i for i in range(B) if out_alt[i] is None]
+    if need_ref or need_alt:
+        codes = np.concatenate([ref_codes[[uniq[j] for j in need_ref]], alt_codes[need_alt]])
+        p = model.predict(codes, head=head, tracks=tracks, rc=rc, shifts=shifts, n_encoding="uniform",
+                          strand_pair=pair, batch_size=batch_size)
+        for k, j in enumerate(need_ref):
+            out_ref[j] = p[k]
+        for k, i in enumerate(need_alt):
+            out_alt[i] = p[len(need_ref) + k]
+    return np.stack(out_ref)[ref_idx], np.stack(out_alt)
+
+
+def _rel_entr(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """scipy.special.rel_entr: x log(x/y) (0 for x == 0, inf for y == 0 < x)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = x * np.log(x / y)
+    out = np.where(x == 0, 0.0, out)
+    return np.where((x > 0) & (y == 0), np.inf, out)
+
+
+def compute_stats(ref: np.ndarray, alt: np.ndarray, stats: Sequence[str], pseudo: float = 1.0) -> Dict[str, np.ndarray]:
+    """Statistics of a batch: ref, alt [B, bins, T] -> {stat: [B, T] (REF/ALT: [B, bins, T])}, float64."""
+    ref = np.asarray(ref, np.float64)
+    alt = np.asarray(alt, np.float64)
+    out: Dict[str, np.ndarray] = {}
+    B, _, T = ref.shape
+    take = lambda a, b: np.take_along_axis(a, b[:, None, :], axis=1)[:, 0, :]  # noqa: E731
+    diff = alt - ref
+    lr = None
+    for s in stats:
+        if s == "SAD":
+            out[s] = alt.sum(axis=1) - ref.sum(axis=1)
+        elif s == "SAX":
+            out[s] = take(diff, np.abs(diff).argmax(axis=1))
+        elif s == "SADR":
+            out[s] = np.log2(alt.sum(axis=1) + pseudo) - np.log2(ref.sum(axis=1) + pseudo)
+        elif s in ("SAXR", "SAR"):
+            if lr is None:
+                lr = np.log2(alt + pseudo) - np.log2(ref + pseudo)
+            out[s] = take(lr, np.abs(lr).argmax(axis=1)) if s == "SAXR" else lr.sum(axis=1)
+        elif s == "REF":
+            out[s] = ref
+        elif s == "ALT":
+            out[s] = alt
+        elif s == "D1":
+            out[s] = np.abs(diff).sum(axis=1)
+        elif s == "D2":
+            out[s] = np.sqrt((diff ** 2).sum(axis=1))
+        elif s == "logD2":
+            out[s] = np.sqrt(((np.log2(alt + 1) - np.log2(ref + 1)) ** 2).sum(axis=1))
+        elif s == "JS":
+            c = np.percentile(ref, 25, axis=1, keepdims=True)
+            r = ref + c
+            r = r / r.sum(axis=1, keepdims=True)
+            a = alt + c
+            a = a / a.sum(axis=1, keepdims=True)
+            out[s] = (_rel_entr(r, a).sum(axis=1) + _rel_entr(a, r).sum(axis=1)) / 2
+        else:
+            raise ValueError(f"unknown statistic {s!r}; known: {', '.join(KNOWN_STATS)}")
+    return out
+
+
+def _to_f16(x: np.ndarray) -> np.ndarray:
+    return np.clip(x, -FLOAT16_MAX, FLOAT16_MAX).astype(np.float16)
+
+
+def _parse_stats(stats) -> Tuple[str, ...]:
+    if isinstance(stats, str):
+        stats = [s.strip() for s in stats.split(",") if s.strip()]
+    stats = tuple(stats)
+    if not stats:
+        raise ValueError("no statistics requested")
+    for s in stats:
+        if s not in KNOWN_STATS:
+            raise ValueError(f"unknown statistic {s!r}; known: {', '.join(KNOWN_STATS)}")
+    if len(set(stats)) != len(stats):
+        raise ValueError(f"statistic listed twice in {','.join(stats)}")
+    return stats
+
+
+# --------------------------------------------------------------------------------------
+# The scoring loop
+
+@dataclass
+class _Setup:
+    fasta: object
+    head: str
+    sel: TrackSelection
+    cols: Optional[List[int]]
+    stats: Tuple[str, ...]
+    labels: List[str]
+
+
+def _setup(model, fasta, head, tracks, targets, stats) -> _Setup:
+    fa = open_fasta(fasta) if isinstance(fasta, (str, bytes, os.PathLike)) else fasta
+    stats = _parse_stats(stats)
+    if targets is not None and not hasattr(targets, "identifier"):
+        targets = read_targets(targets)
+    head, sel = resolve_tracks(model, head, tracks, targets)
+    cols = None if sel.is_all(model.spec.heads[head].tracks) else sel.columns
+    labels = list(sel.labels) if targets is not None else [""] * len(sel)
+    return _Setup(fa, head, sel, cols, stats, labels)
+
+
+def _batches(model, su: _Setup, vcf, rc, shifts, pseudo, batch_size, on_skip: Callable[[Skipped], None],
+             basenji_edge: bool = False) -> Iterator[Tuple[List[Allele], Dict[str, np.ndarray]]]:
+    """Score the VCF batch by batch: yields (alleles, {stat: float64 array})."""
+    L = model.seq_length
+
+    def flush(batch):
+        refs, alts = [], []
+        for a in batch:
+            r, x = allele_sequences(su.fasta, a, L, basenji_edge)
+            what = f"{a.chrom}:{a.pos} {a.id}"
+            refs.append(encode(r, what=what))
+            alts.append(encode(x, what=what))
+        rp, ap = _predict_alleles(model, np.stack(refs), np.stack(alts), su.head, su.cols, rc, shifts,
+                                  su.sel.strand_pair, batch_size)
+        return compute_stats(rp, ap, su.stats, pseudo)
+
+    batch: List[Allele] = []
+    for allele, skipped in _iter_alleles(vcf, su.fasta, L):
+        if skipped is not None:
+            on_skip(skipped)
+            continue
+        if allele.splice_alt is not None:
+            warnings.warn(f"{allele.id} ({allele.chrom}:{allele.pos}): the genome matches ALT "
+                          f"{allele.splice_alt}, not REF {allele.ref}; the reference sequence gets the VCF REF "
+                          "spliced in (as basenji_sad.py)", UserWarning, stacklevel=2)
+        batch.append(allele)
+        if len(batch) >= batch_size:
+            yield batch, flush(batch)
+            batch = []
+    if batch:
+        yield batch, flush(batch)
+
+
+def _warn_skip(s: Skipped) -> None:
+    warnings.warn(f"skipping {s.id} ({s.chrom}:{s.pos} {s.ref}>{s.alt}, VCF line {s.line}): {s.reason}",
+                  UserWarning, stacklevel=2)
+
+
+def score_variants(model, fasta, vcf, head: Optional[str] = None, tracks=None, targets=None,
+                   stats: Sequence[str] = ("SAD",), rc: bool = False, shifts: Sequence[int] = (0,),
+                   pseudo: float = 1.0, batch_size: int = 8, progress: bool = False,
+                   basenji_edge: bool = False) -> dict:
+    """Score every ALT allele of a VCF in memory (basenji_sad.py's numbers, float64, not float16).
+
+    Parameters
+    ----------
+    model : basenji2_fast.Model
+    fasta : FASTA path or open ``pyfaidx.Fasta``
+    vcf : VCF path (plain or bgzipped)
+    head, tracks, targets : as :func:`basenji2_fast.predict_regions`
+    stats : statistic names (module docstring), e.g. ``("SAD", "SAR", "REF", "ALT")``
+    rc, shifts : basenji's ``--rc`` / ``--shifts`` ensemble
+    pseudo : pseudocount of SADR / SAXR / SAR
+    batch_size : alleles per batch (2 x as many windows per engine call)
+    basenji_edge : reproduce basenji 2021's one-base-short padding at a chromosome's right
+        end (only to compare with its files; the default pads correctly)
+
+    Returns
+    -------
+    dict with ``snp, chr, pos, ref_allele, alt_allele`` (lists / int array, one per scored
+    allele), ``target_ids, target_labels``, ``skipped`` (list of :class:`Skipped`) and one
+    array per statistic: [alleles, tracks] (REF/ALT: [alleles, bins, tracks]).
+    Skipped alleles warn and are listed in ``skipped``.
+    """
+    su = _setup(model, fasta, head, tracks, targets, stats)
+    skipped: List[Skipped] = []
+
+    def on_skip(s):
+        _warn_skip(s)
+        skipped.append(s)
+
+    meta = {k: [] for k in ("snp", "chr", "pos", "ref_allele", "alt_allele")}
+    parts: Dict[str, list] = {s: [] for s in su.stats}
+    with tqdm(unit="variant", disable=not progress, desc="sad") as bar:
+        for batch, st in _batches(model, su, vcf, rc, shifts, pseudo, batch_size, on_skip, basenji_edge):
+            for a in batch:
+                meta["snp"].append(a.id)
+                meta["chr"].append(a.chrom)
+                meta["pos"].append(a.pos)
+                meta["ref_allele"].append(a.ref)
+                meta["alt_allele"].append(a.alt)
+            for s in su.stats:
+                parts[s].append(st[s])
+            bar.update(len(batch))
+    T, nb = len(su.sel), model.n_bins
+    out = dict(meta)
+    out["pos"] = np.array(meta["pos"], np.int64)
+    for s in su.stats:
+        empty = (0, nb, T) if s in PROFILE_STATS else (0, T)
+        out[s] = np.concatenate(parts[s]) if parts[s] else np.zeros(empty)
+    out["target_ids"] = list(su.sel.identifiers)
+    out["target_labels"] = su.labels
+    out["skipped"] = skipped
+    return out
+
+
+def _bytes_array(values: List[str], width: int) -> np.ndarray:
+    return np.array([v.encode() for v in values], dtype=f"S{max(1, width)}")
+
+
+def _count(vcf, fasta, L) -> Tuple[int, Dict[str, int]]:
+    """First pass: scored alleles and the longest value of each string dataset."""
+    n = 0
+    w = {"snp": 1, "chr": 1, "ref_allele": 1, "alt_allele": 1}
+    for allele, _ in _iter_alleles(vcf, fasta, L):
+        if allele is None:
+            continue
+        n += 1
+        w["snp"] = max(w["snp"], len(allele.id.encode()))
+        w["chr"] = max(w["chr"], len(allele.chrom.encode()))
+        w["ref_allele"] = max(w["ref_allele"], len(allele.ref.encode()))
+        w["alt_allele"] = max(w["alt_allele"], len(allele.alt.encode()))
+    return n, w
+
+
+def _write_pct(h5: h5py.File, stats: Sequence[str], n_rows: int, T: int, block_bytes: int = 256 << 20) -> None:
+    h5.create_dataset("percentiles", data=PERCENTILES)
+    cols = max(1, block_bytes // max(1, n_rows * 2))
+    for s in stats:
+        if s in PROFILE_STATS:
+            continue
+        pct = np.full((T, len(PERCENTILES)), np.nan, np.float16)
+        if n_rows:
+            ds = h5[s]
+            for t0 in range(0, T, cols):
+                block = ds[:, t0:t0 + cols]  # the stored float16 values
+                pct[t0:t0 + block.shape[1]] = np.percentile(block, 100 * PERCENTILES, axis=0).T.astype(np.float16)
+        h5.create_dataset(f"{s}_pct", data=pct)
+
+
+def write_sad(model, fasta, vcf, out_dir, head: Optional[str] = None, tracks=None, targets=None,
+              stats: Sequence[str] = ("SAD",), rc: bool = False, shifts: Sequence[int] = (0,),
+              pseudo: float = 1.0, batch_size: int = 8, fmt: str = "h5", progress: bool = True,
+              basenji_edge: bool = False) -> Path:
+    """Score a VCF and write ``out_dir/sad.h5`` (or ``sad.tsv``) plus ``out_dir/skipped.tsv``.
+
+    Parameters as :func:`score_variants`; ``fmt`` "h5" (basenji's sad.h5) or "tsv" (module
+    docstring). Files are written under temporary names and renamed when complete.
+    Returns the path of sad.h5 / sad.tsv.
+    """
+    if fmt not in ("h5", "tsv"):
+        raise ValueError(f"format {fmt!r}: expected h5 or tsv")
+    su = _setup(model, fasta, head, tracks, targets, stats)
+    L, nb, T = model.seq_length, model.n_bins, len(su.sel)
+    n_rows, widths = _count(vcf, su.fasta, L)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    skipped: List[Skipped] = []
+
+    def on_skip(s):
+        _warn_skip(s)
+        skipped.append(s)
+
+    bar = tqdm(total=n_rows, unit="variant", disable=not progress, desc="sad")
+    try:
+        if fmt == "h5":
+            path = out_dir / "sad.h5"
+            with atomic_output(path) as tmp, h5py.File(tmp, "w") as h5:
+                h5.create_dataset("target_ids", data=_bytes_array(list(su.sel.identifiers),
+                                                                  max(len(x.encode()) for x in su.sel.identifiers)))
+                h5.create_dataset("target_labels", data=_bytes_array(su.labels,
+                                                                     max(len(x.encode()) for x in su.labels)))
+                meta = {k: h5.create_dataset(k, (n_rows,), dtype=f"S{widths[k]}") for k in widths}
+                pos = h5.create_dataset("pos", (n_rows,), dtype="uint32")
+                ds = {s: h5.create_dataset(s, (n_rows, nb, T) if s in PROFILE_STATS else (n_rows, T),
+                                           dtype="float16") for s in su.stats}
+                r = 0
+                for batch, st in _batches(model, su, vcf, rc, shifts, pseudo, batch_size, on_skip, basenji_edge):
+                    r1 = r + len(batch)
+                    if r1 > n_rows:
+                        raise RuntimeError("the VCF changed while it was read (more variants than counted)")
+                    for k, get in (("snp", lambda a: a.id), ("chr", lambda a: a.chrom),
+                                   ("ref_allele", lambda a: a.ref), ("alt_allele", lambda a: a.alt)):
+                        meta[k][r:r1] = _bytes_array([get(a) for a in batch], widths[k])
+                    pos[r:r1] = np.array([a.pos for a in batch], np.uint32)
+                    for s in su.stats:
+                        ds[s][r:r1] = _to_f16(st[s])
+                    r = r1
+                    bar.update(len(batch))
+                if r != n_rows:
+                    raise RuntimeError("the VCF changed while it was read (fewer variants than counted)")
+                _write_pct(h5, su.stats, n_rows, T)
+        else:
+            path = out_dir / "sad.tsv"
+            cols = [s if s not in PROFILE_STATS else f"{s}_sum" for s in su.stats]
+            with atomic_output(path) as tmp, open(tmp, "w") as fh:
+                fh.write("\t".join(["snp", "chr", "pos", "ref_allele", "alt_allele", "target_index", "target_id",
+                                    "target_label"] + cols) + "\n")
+                for batch, st in _batches(model, su, vcf, rc, shifts, pseudo, batch_size, on_skip, basenji_edge):
+                    vals = [st[s].sum(axis=1) if s in PROFILE_STATS else st[s] for s in su.stats]
+                    for i, a in enumerate(batch):
+                        for t in range(T):
+                            fh.write("\t".join([a.id, a.chrom, str(a.pos), a.ref, a.alt, str(su.sel.columns[t]),
+                                                su.sel.identifiers[t], su.labels[t]]
+                                               + ["%.6g" % np.float32(v[i, t]) for v in vals]) + "\n")
+                    bar.update(len(batch))
+    finally:
+        bar.close()
+    with atomic_output(out_dir / "skipped.tsv") as tmp, open(tmp, "w") as fh:
+        fh.write("line\tchrom\tpos\tid\tref\talt\treason\n")
+        for s in skipped:
+            fh.write(f"{s.line}\t{s.chrom}\t{s.pos}\t{s.id}\t{s.ref}\t{s.alt}\t{s.reason}\n")
+    return path
+
+
+# --------------------------------------------------------------------------------------
+# Command line
+
+def _ints(text: str) -> List[int]:
+    try:
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def add_sad_subcommand(subparsers) -> argparse.ArgumentParser:
+    """Add ``sad`` to an argparse ``subparsers``; ``args.func(args)`` runs it. Options follow
+    basenji_sad.py (``-f -o -t --stats --rc --shifts --pseudo``)."""
+    from .spec import GELU_VARIANTS
+
+    p = subparsers.add_parser(
+        "sad", help="variant effect scores for a VCF (basenji_sad.py's sad.h5)",
+        description="Score every ALT allele of a VCF: REF and ALT windows centred on the variant, statistics "
+                    "over all output bins, written to OUT_DIR/sad.h5 as basenji_sad.py (or OUT_DIR/sad.tsv), "
+                    "unscorable variants listed in OUT_DIR/skipped.tsv.")
+    p.add_argument("-m", "--model", required=True, help="model file (.safetensors, .h5 or .pth)")
+    p.add_argument("--params", default=None, help="basenji params JSON (for .pth files of non-published shapes)")
+    p.add_argument("--gelu", choices=GELU_VARIANTS, default=None, help="override the model's GELU variant")
+    p.add_argument("--threads", type=int, default=None, help="compute threads (default: all CPUs)")
+    p.add_argument("-f", "--fasta", required=True, help="genome FASTA (indexed with pyfaidx)")
+    p.add_argument("vcf", help="VCF file (plain or bgzipped)")
+    p.add_argument("-o", "--out-dir", required=True, help="output folder")
+    p.add_argument("-t", "--targets", default=None,
+                   help="basenji targets file: target_ids/target_labels, strand pairs; with fewer rows than the "
+                        "head has outputs, its index column names the head columns to compute")
+    p.add_argument("--tracks", default=None,
+                   help="which tracks: row numbers of the targets file (head columns without -t), identifiers, "
+                        "or a regular expression on the descriptions (default: all)")
+    p.add_argument("--head", default=None, help="head name (default: as predict-bed)")
+    p.add_argument("--stats", default="SAD",
+                   help=f"comma-separated statistics (default SAD); known: {','.join(KNOWN_STATS)}")
+    p.add_argument("--rc", action="store_true", help="average with the reverse complement")
+    p.add_argument("--shifts", type=_ints, default=[0], help="comma-separated ensemble shifts, e.g. --shifts -1,0,1")
+    p.add_argument("--pseudo", type=float, default=1.0, help="pseudocount of SADR/SAXR/SAR (default 1)")
+    p.add_argument("--batch-size", type=int, default=8, help="variants per batch (default 8)")
+    p.add_argument("--format", dest="fmt", choices=("h5", "tsv"), default="h5",
+                   help="sad.h5 (basenji's layout, default) or sad.tsv (one line per variant and track)")
+    p.add_argument("--basenji-edge-padding", action="store_true",
+                   help="reproduce basenji_sad.py 2021's one-base-short N padding at a chromosome's right end "
+                        "(even-length indels there shift by one base); only for comparing with its files")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    matcher = getattr(p, "_negative_number_matcher", None)
+    if matcher is not None and not matcher.match("-1,0"):
+        p._negative_number_matcher = re.compile(r"^-\d+$|^-\d*\.\d+$|^-\d+(,-?\d+)+$")
+    p.set_defaults(func=run_sad)
+    return p
+
+
+def run_sad(args: argparse.Namespace) -> int:
+    """The ``sad`` subcommand; prints where it wrote, or a one-line error (exit status 1)."""
+    from .formats import FormatError
+    from .model import load
+
+    command = getattr(args, "command", None) or "sad"
+    try:
+        if args.batch_size < 1:
+            raise ValueError(f"--batch-size {args.batch_size}: must be at least 1")
+        stats = _parse_stats(args.stats)
+        if not os.path.isfile(args.vcf):
+            raise FileNotFoundError(f"{args.vcf}: VCF file not found")
+        targets = read_targets(args.targets) if args.targets else None
+        model = load(args.model, threads=args.threads, params=args.params, gelu=args.gelu)
+        path = write_sad(model, args.fasta, args.vcf, args.out_dir, head=args.head, tracks=args.tracks,
+                         targets=targets, stats=stats, rc=args.rc, shifts=args.shifts, pseudo=args.pseudo,
+                         batch_size=args.batch_size, fmt=args.fmt, progress=not args.quiet,
+                         basenji_edge=args.basenji_edge_padding)
+    except (FormatError, ValueError, KeyError, OSError, ImportError, RuntimeError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"basenji2-fast {command}: error: {msg}", file=sys.stderr)
+        return 1
+    print(f"wrote {path}")
+    return 0
