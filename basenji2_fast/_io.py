@@ -2,6 +2,9 @@
 complete, so an interrupted run never leaves a partial file under the real name."""
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import json
 import os
 import secrets
 from contextlib import contextmanager
@@ -30,3 +33,44 @@ def atomic_output(path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+# Resumable jobs (predict-genome, sad): one run per output folder, JSON records of what was
+# committed, and a key over the job's options to tell the same job from another.
+
+def canonical_sha(obj) -> str:
+    """sha256 of a JSON-able object, independent of key order."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def write_json(path, obj) -> None:
+    with atomic_output(path) as tmp:
+        Path(tmp).write_text(json.dumps(obj, indent=2) + "\n")
+
+
+def read_json(path):
+    """The parsed file, or None when it is missing or unreadable (an interrupted write)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+@contextmanager
+def job_lock(out_dir: Path, lock_name: str, what: str) -> Iterator[None]:
+    """One run per output folder: two processes committing the same partials would mix jobs.
+    The lock file is removed when the job finishes; a killed run's lock is released by the OS."""
+    lock = Path(out_dir) / lock_name
+    with open(lock, "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise ValueError(f"{out_dir}: another {what} run is using this folder") from None
+        ok = False
+        try:
+            yield
+            ok = True
+        finally:
+            if ok:
+                lock.unlink(missing_ok=True)
+            fcntl.flock(fh, fcntl.LOCK_UN)

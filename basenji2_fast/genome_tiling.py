@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import fcntl
 import glob
 import hashlib
 import json
@@ -59,16 +58,15 @@ import shutil
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator, List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from tqdm import tqdm
 
 from . import dna
-from ._io import atomic_output
+from ._io import atomic_output, canonical_sha, job_lock, read_json, write_json
 from .genome import fetch, open_fasta
 from .spec import CODE_N, GELU_VARIANTS, ConvOp, CropOp
 from .version import __version__
@@ -228,25 +226,6 @@ def weights_sha256(spec) -> str:
     return h.hexdigest()
 
 
-def _canonical_sha(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
-# ----------------------------------------------------------------------------------------------
-# Small file helpers
-# ----------------------------------------------------------------------------------------------
-def _write_json(path: Path, obj) -> None:
-    with atomic_output(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2) + "\n")
-
-
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 class _PartialArray:
     """A ``[tracks, bins]`` ``.npy`` file filled with positioned writes.
 
@@ -289,25 +268,6 @@ def _read_row(path: Path, shape, dtype: np.dtype, t: int, b0: int, b1: int) -> n
     dtype = np.dtype(dtype)
     offset = _npy_data_offset(path, shape, dtype) + (t * shape[1] + b0) * dtype.itemsize
     return np.fromfile(path, dtype=dtype, count=b1 - b0, offset=offset).astype(np.float32)
-
-
-@contextmanager
-def _locked(out_dir: Path) -> Iterator[None]:
-    """One run per OUTDIR: two processes filling the same partials would corrupt them."""
-    lock = out_dir / ".predict-genome.lock"
-    with open(lock, "w") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise ValueError(f"{out_dir}: another predict-genome run is using this folder") from None
-        ok = False
-        try:
-            yield
-            ok = True
-        finally:
-            if ok:  # a finished job leaves only its bigWigs and manifest
-                lock.unlink(missing_ok=True)
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -439,16 +399,16 @@ def predict_genome(model, fasta: PathLike, out_dir: PathLike, head: Optional[str
                    "strand_pair": tr.strand_pair if rc else None, "files": tr.files},
         "chroms": [n for _, n, _ in todo], "rc": bool(rc), "shifts": shifts, "n_encoding": n_encoding,
     }
-    key = _canonical_sha(job)
+    key = canonical_sha(job)
 
     out_dir = Path(out_dir)
     manifest_path = out_dir / MANIFEST
     partial = out_dir / PARTIAL
-    old = _read_json(manifest_path) if manifest_path.exists() else None
+    old = read_json(manifest_path) if manifest_path.exists() else None
     if old is not None and old.get("job_key") == key:
         if all((out_dir / f).is_file() for f in tr.files):
             return {**old, "status": "up-to-date"}  # finished with the same options: nothing to do
-    old_partial = _read_json(partial / "job.json") if (partial / "job.json").exists() else None
+    old_partial = read_json(partial / "job.json") if (partial / "job.json").exists() else None
     conflict = ((old is not None and old.get("job_key") != key)
                 or (old_partial is not None and old_partial.get("job_key") != key)
                 or (manifest_path.exists() and old is None))
@@ -456,7 +416,7 @@ def predict_genome(model, fasta: PathLike, out_dir: PathLike, head: Optional[str
         raise ValueError(f"{out_dir} holds a predict-genome job with other options (model, genome, tracks, "
                          "chromosomes or ensemble); use another output folder, or overwrite=True (--overwrite)")
     out_dir.mkdir(parents=True, exist_ok=True)
-    with _locked(out_dir):
+    with job_lock(out_dir, ".predict-genome.lock", "predict-genome"):
         if conflict or old is not None:
             # Start over: only the files an earlier job of ours wrote are removed.
             for f in (old or {}).get("tracks", {}).get("files", []):
@@ -466,7 +426,7 @@ def predict_genome(model, fasta: PathLike, out_dir: PathLike, head: Optional[str
                 shutil.rmtree(partial)
         partial.mkdir(exist_ok=True)
         if not (partial / "job.json").exists():
-            _write_json(partial / "job.json", {"job_key": key, "job": job})
+            write_json(partial / "job.json", {"job_key": key, "job": job})
         state = [_chrom_state(partial, i, n, s, tiling, len(tr.columns), key) for i, n, s in todo]
         total = sum(tiling.n_windows(s) for _, _, s in todo)
         done0 = sum(st["next_window"] for st in state)
@@ -479,7 +439,7 @@ def predict_genome(model, fasta: PathLike, out_dir: PathLike, head: Optional[str
                 _run_chromosome(model, fa, partial, i, name, size, tiling, tr, all_columns, head, rc, shifts,
                                 batch_size, n_encoding, key, st, bar)
         t_asm = time.time()
-        records = [_read_json(partial / f"{i}.json") for i, _, _ in todo]
+        records = [read_json(partial / f"{i}.json") for i, _, _ in todo]
         asm_workers = _assemble(out_dir, partial, sizes, todo, records, tiling, tr,
                                 assembly_workers or getattr(model, "threads", None) or 1)
         asm_seconds = time.time() - t_asm
@@ -508,7 +468,7 @@ def predict_genome(model, fasta: PathLike, out_dir: PathLike, head: Optional[str
                        "this_run_seconds": round(time.time() - t_run, 3),
                        "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")},
         }
-        _write_json(manifest_path, manifest)
+        write_json(manifest_path, manifest)
         shutil.rmtree(partial)
     return manifest
 
@@ -521,11 +481,11 @@ def _chrom_state(partial: Path, i: int, name: str, size: int, tiling: Tiling, n_
     """Where chromosome i stands: committed, checkpointed at some window, or not started."""
     shape = [n_tracks, tiling.n_chrom_bins(size)]
     dtype = _partial_dtype(*shape).str
-    rec = _read_json(partial / f"{i}.json")
+    rec = read_json(partial / f"{i}.json")
     if (rec is not None and rec.get("job_key") == key and rec.get("name") == name
             and (partial / f"{i}.npy").is_file()):
         return {"done": True, "next_window": rec["windows"]}
-    prog = _read_json(partial / f"{i}.progress.json")
+    prog = read_json(partial / f"{i}.progress.json")
     inprog = partial / f"{i}.npy.inprogress"
     if (prog is not None and prog.get("job_key") == key and prog.get("shape") == shape
             and prog.get("dtype") == dtype and inprog.is_file()):
@@ -553,7 +513,7 @@ def _run_chromosome(model, fa, partial: Path, i: int, name: str, size: int, tili
 
     def checkpoint(next_window: int) -> None:
         arr.sync()  # the data first: the record promises these windows are on disk
-        _write_json(progress_path, {"job_key": key, "name": name, "shape": list(shape), "dtype": dtype.str,
+        write_json(progress_path, {"job_key": key, "name": name, "shape": list(shape), "dtype": dtype.str,
                                     "next_window": next_window, "skipped": skipped,
                                     "seconds": seconds + time.time() - t0})
 
@@ -591,7 +551,7 @@ def _run_chromosome(model, fa, partial: Path, i: int, name: str, size: int, tili
         arr.close()
     seconds += time.time() - t0
     os.replace(inprog, partial / f"{i}.npy")
-    _write_json(partial / f"{i}.json", {"job_key": key, "name": name, "length": size, "windows": n_win,
+    write_json(partial / f"{i}.json", {"job_key": key, "name": name, "length": size, "windows": n_win,
                                          "skipped": skipped, "dtype": dtype.str, "shape": list(shape),
                                          "seconds": seconds})
     progress_path.unlink(missing_ok=True)
@@ -682,7 +642,7 @@ def _assemble(out_dir: Path, partial: Path, sizes, todo, records, tiling: Tiling
     try:
         for w in range(workers):
             spec = partial / f"assemble.{w}.json"
-            _write_json(spec, {"out_dir": str(out_dir), "partial": str(partial), "sizes": sizes, "todo": todo,
+            write_json(spec, {"out_dir": str(out_dir), "partial": str(partial), "sizes": sizes, "todo": todo,
                                "records": records, "tiling": asdict(tiling), "jobs": jobs[w::workers]})
             with open(partial / f"assemble.{w}.log", "wb") as log:
                 procs.append(subprocess.Popen([sys.executable, "-c", code, str(spec)], stdout=log, stderr=log,

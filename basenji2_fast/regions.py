@@ -370,6 +370,14 @@ def _ints(text: str) -> List[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def accept_negative_lists(parser: argparse.ArgumentParser) -> None:
+    """Let ``--shifts -1,0,1`` parse: argparse takes "-1,0,1" for an option unless it looks
+    like a negative number, so teach the parser that comma lists of integers are numbers."""
+    matcher = getattr(parser, "_negative_number_matcher", None)
+    if matcher is not None and not matcher.match("-1,0"):
+        parser._negative_number_matcher = re.compile(r"^-\d+$|^-\d*\.\d+$|^-\d+(,-?\d+)+$")
+
+
 def add_predict_bed_subcommand(subparsers) -> argparse.ArgumentParser:
     """Add ``predict-bed`` (alias ``predict``) to an argparse ``subparsers``; ``args.func(args)``
     runs it. Options follow basenji_predict_bed.py (``-f -o -t --rc --shifts -l -s -b -g``)."""
@@ -414,11 +422,7 @@ def add_predict_bed_subcommand(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--n-encoding", choices=("zeros", "uniform"), default="zeros", help="how N is encoded")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    # "--shifts -1,0,1": argparse takes "-1,0,1" for an option unless it looks like a
-    # negative number; teach this parser that comma lists of integers are numbers too.
-    matcher = getattr(p, "_negative_number_matcher", None)
-    if matcher is not None and not matcher.match("-1,0"):
-        p._negative_number_matcher = re.compile(r"^-\d+$|^-\d*\.\d+$|^-\d+(,-?\d+)+$")
+    accept_negative_lists(p)
     p.set_defaults(func=run_predict_bed)
     return p
 

@@ -80,13 +80,27 @@ contiguous, as basenji's); the second predicts batch by batch and writes each ba
 temporary file renamed to ``sad.h5`` when complete. The ``_pct`` tables are computed at the
 end, reading blocks of columns (bounded memory). A VCF chromosome missing from the FASTA that
 is there with (or without) a ``chr`` prefix is used under that name, with one warning.
-There is no resume: an interrupted run leaves no ``sad.h5`` and is rerun from the start.
+
+**Resume.** Each batch's rows (metadata and every statistic, already in the output's dtype:
+float16 for h5, float32 for tsv) are committed to ``OUTDIR/.sad_partial/<batch>.npz`` (written
+under a temporary name, renamed), beside ``job.json``: the job's options and input identities
+(VCF path, size, mtime and sha256 of its first MiB; the model's weights sha256; FASTA path,
+size and chromosomes; head, tracks, statistics, ensemble, pseudocount, format, edge padding
+and batch size). A rerun with the same options re-reads the VCF but predicts only the
+batches not committed; when all are, ``sad.h5`` / ``sad.tsv`` is assembled from them in row
+order (one batch in memory at a time), then ``skipped.tsv`` and ``OUTDIR/sad.options.json``
+(the finished job's record) are written and the partials removed. The files are identical to
+an uninterrupted run's. Rerunning a finished job is a no-op; a folder holding a job (finished
+or interrupted) with other options is an error unless ``--overwrite``. One run per OUTDIR
+(a lock file, ``.sad.lock``, while it runs).
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import re
+import shutil
 import sys
 import warnings
 from dataclasses import dataclass
@@ -97,10 +111,10 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
-from ._io import atomic_output
+from ._io import atomic_output, canonical_sha, job_lock, read_json, write_json
 from .dna import encode
 from .genome import fetch, open_fasta
-from .regions import resolve_tracks
+from .regions import accept_negative_lists, resolve_tracks
 from .targets import TrackSelection, read_targets
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)
@@ -451,22 +465,9 @@ def _setup(model, fasta, head, tracks, targets, stats) -> _Setup:
     return _Setup(fa, head, sel, cols, stats, labels)
 
 
-def _batches(model, su: _Setup, vcf, rc, shifts, pseudo, batch_size, on_skip: Callable[[Skipped], None],
-             basenji_edge: bool = False) -> Iterator[Tuple[List[Allele], Dict[str, np.ndarray]]]:
-    """Score the VCF batch by batch: yields (alleles, {stat: float64 array})."""
-    L = model.seq_length
-
-    def flush(batch):
-        refs, alts = [], []
-        for a in batch:
-            r, x = allele_sequences(su.fasta, a, L, basenji_edge)
-            what = f"{a.chrom}:{a.pos} {a.id}"
-            refs.append(encode(r, what=what))
-            alts.append(encode(x, what=what))
-        rp, ap = _predict_alleles(model, np.stack(refs), np.stack(alts), su.head, su.cols, rc, shifts,
-                                  su.sel.strand_pair, batch_size)
-        return compute_stats(rp, ap, su.stats, pseudo)
-
+def _allele_batches(su: _Setup, vcf, L: int, batch_size: int,
+                    on_skip: Callable[[Skipped], None]) -> Iterator[List[Allele]]:
+    """The VCF's scorable alleles in batches of ``batch_size`` (the last may be shorter)."""
     batch: List[Allele] = []
     for allele, skipped in _iter_alleles(vcf, su.fasta, L):
         if skipped is not None:
@@ -478,10 +479,32 @@ def _batches(model, su: _Setup, vcf, rc, shifts, pseudo, batch_size, on_skip: Ca
                           "spliced in (as basenji_sad.py)", UserWarning, stacklevel=2)
         batch.append(allele)
         if len(batch) >= batch_size:
-            yield batch, flush(batch)
+            yield batch
             batch = []
     if batch:
-        yield batch, flush(batch)
+        yield batch
+
+
+def _score_batch(model, su: _Setup, batch: List[Allele], rc, shifts, pseudo, batch_size: int,
+                 basenji_edge: bool = False) -> Dict[str, np.ndarray]:
+    """Predict one batch of alleles: {stat: float64 array}."""
+    L = model.seq_length
+    refs, alts = [], []
+    for a in batch:
+        r, x = allele_sequences(su.fasta, a, L, basenji_edge)
+        what = f"{a.chrom}:{a.pos} {a.id}"
+        refs.append(encode(r, what=what))
+        alts.append(encode(x, what=what))
+    rp, ap = _predict_alleles(model, np.stack(refs), np.stack(alts), su.head, su.cols, rc, shifts,
+                              su.sel.strand_pair, batch_size)
+    return compute_stats(rp, ap, su.stats, pseudo)
+
+
+def _batches(model, su: _Setup, vcf, rc, shifts, pseudo, batch_size, on_skip: Callable[[Skipped], None],
+             basenji_edge: bool = False) -> Iterator[Tuple[List[Allele], Dict[str, np.ndarray]]]:
+    """Score the VCF batch by batch: yields (alleles, {stat: float64 array})."""
+    for batch in _allele_batches(su, vcf, model.seq_length, batch_size, on_skip):
+        yield batch, _score_batch(model, su, batch, rc, shifts, pseudo, batch_size, basenji_edge)
 
 
 def _warn_skip(s: Skipped) -> None:
@@ -581,22 +604,175 @@ def _write_pct(h5: h5py.File, stats: Sequence[str], n_rows: int, T: int, block_b
         h5.create_dataset(f"{s}_pct", data=pct)
 
 
+# --------------------------------------------------------------------------------------
+# Resumable writing
+
+SAD_PARTIAL = ".sad_partial"
+SAD_OPTIONS = "sad.options.json"
+SAD_LOCK = ".sad.lock"
+SAD_JOB_FORMAT = "basenji2-fast sad"
+SAD_JOB_VERSION = 1
+_META = ("snp", "chr", "ref_allele", "alt_allele")
+
+
+def _file_identity(path) -> dict:
+    """A file's identity for the job record: resolved path, size, mtime, sha256 of the first MiB."""
+    p = Path(os.fsdecode(os.fspath(path))).resolve()
+    st = p.stat()
+    h = hashlib.sha256()
+    with open(p, "rb") as fh:
+        h.update(fh.read(1 << 20))
+    return {"path": str(p), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256_first_mib": h.hexdigest()}
+
+
+def _sad_job(model, fasta, vcf, su: _Setup, rc, shifts, pseudo, batch_size: int, fmt: str,
+             basenji_edge: bool) -> dict:
+    """Everything that changes the output files' bytes (the batch size too: it sets which
+    windows are predicted together, and the batches the partials hold)."""
+    from .genome_tiling import weights_sha256
+
+    fpath = fasta if isinstance(fasta, (str, bytes, os.PathLike)) else getattr(su.fasta, "filename", None)
+    fa_id: dict = {"chromosomes": [[n, len(su.fasta[n])] for n in su.fasta.keys()]}
+    if fpath is not None:
+        fp = Path(os.fsdecode(os.fspath(fpath))).resolve()
+        fa_id["path"] = str(fp)
+        fa_id["bytes"] = fp.stat().st_size if fp.is_file() else None
+    sel = su.sel
+    return {
+        "job_format": SAD_JOB_FORMAT, "job_format_version": SAD_JOB_VERSION,
+        "model": {"weights_sha256": weights_sha256(model.spec), "seq_length": int(model.seq_length),
+                  "n_bins": int(model.n_bins)},
+        "vcf": _file_identity(vcf), "fasta": fa_id, "head": su.head,
+        "tracks": {"columns": [int(c) for c in sel.columns], "identifiers": list(sel.identifiers),
+                   "labels": list(su.labels),
+                   "strand_pair": [int(c) for c in sel.strand_pair] if rc and sel.strand_pair is not None else None},
+        "stats": list(su.stats), "rc": bool(rc), "shifts": [int(x) for x in shifts], "pseudo": float(pseudo),
+        "output_format": fmt, "basenji_edge_padding": bool(basenji_edge), "batch_size": int(batch_size),
+    }
+
+
+def _partial_arrays(batch: List[Allele], st: Dict[str, np.ndarray], stats: Sequence[str], fmt: str) -> dict:
+    """What the output holds for a batch, already in the output's dtype (float16 for h5,
+    float32 for tsv, REF/ALT summed over bins for tsv), so assembly only copies."""
+    out = {"snp": np.array([a.id for a in batch]), "chr": np.array([a.chrom for a in batch]),
+           "ref_allele": np.array([a.ref for a in batch]), "alt_allele": np.array([a.alt for a in batch]),
+           "pos": np.array([a.pos for a in batch], np.int64)}
+    for s in stats:
+        if fmt == "h5":
+            out[f"stat_{s}"] = _to_f16(st[s])
+        else:
+            out[f"stat_{s}"] = (st[s].sum(axis=1) if s in PROFILE_STATS else st[s]).astype(np.float32)
+    return out
+
+
+def _commit_partial(path: Path, arrays: dict) -> None:
+    with atomic_output(path) as tmp:
+        with open(tmp, "wb") as fh:  # a file object: np.savez would append .npz to a name
+            np.savez(fh, **arrays)
+
+
+def _assemble_h5(path: Path, partial: Path, su: _Setup, n_batches: int, n_rows: int, widths: Dict[str, int],
+                 nb: int, T: int) -> None:
+    """sad.h5 from the committed partials, in row order, one batch in memory at a time."""
+    with atomic_output(path) as tmp, h5py.File(tmp, "w") as h5:
+        h5.create_dataset("target_ids", data=_bytes_array(list(su.sel.identifiers),
+                                                          max(len(x.encode()) for x in su.sel.identifiers)))
+        h5.create_dataset("target_labels", data=_bytes_array(su.labels, max(len(x.encode()) for x in su.labels)))
+        meta = {k: h5.create_dataset(k, (n_rows,), dtype=f"S{widths[k]}") for k in widths}
+        pos = h5.create_dataset("pos", (n_rows,), dtype="uint32")
+        ds = {s: h5.create_dataset(s, (n_rows, nb, T) if s in PROFILE_STATS else (n_rows, T), dtype="float16")
+              for s in su.stats}
+        r = 0
+        for i in range(n_batches):
+            with np.load(partial / f"{i}.npz") as z:
+                r1 = r + len(z["pos"])
+                if r1 > n_rows:
+                    raise RuntimeError(f"{partial}: the partials hold more rows than the VCF has")
+                for k in widths:
+                    meta[k][r:r1] = _bytes_array([str(v) for v in z[k]], widths[k])
+                pos[r:r1] = z["pos"].astype(np.uint32)
+                for s in su.stats:
+                    ds[s][r:r1] = z[f"stat_{s}"]
+            r = r1
+        if r != n_rows:
+            raise RuntimeError(f"{partial}: the partials hold {r} rows, the VCF {n_rows}")
+        _write_pct(h5, su.stats, n_rows, T)
+
+
+def _assemble_tsv(path: Path, partial: Path, su: _Setup, n_batches: int) -> None:
+    cols = [s if s not in PROFILE_STATS else f"{s}_sum" for s in su.stats]
+    T = len(su.sel)
+    with atomic_output(path) as tmp, open(tmp, "w") as fh:
+        fh.write("\t".join(["snp", "chr", "pos", "ref_allele", "alt_allele", "target_index", "target_id",
+                            "target_label"] + cols) + "\n")
+        for i in range(n_batches):
+            with np.load(partial / f"{i}.npz") as z:
+                m = {k: [str(v) for v in z[k]] for k in _META}
+                pos = [int(p) for p in z["pos"]]
+                vals = [z[f"stat_{s}"] for s in su.stats]
+            for j in range(len(pos)):
+                for t in range(T):
+                    fh.write("\t".join([m["snp"][j], m["chr"][j], str(pos[j]), m["ref_allele"][j],
+                                        m["alt_allele"][j], str(su.sel.columns[t]), su.sel.identifiers[t],
+                                        su.labels[t]]
+                                       + ["%.6g" % np.float32(v[j, t]) for v in vals]) + "\n")
+
+
 def write_sad(model, fasta, vcf, out_dir, head: Optional[str] = None, tracks=None, targets=None,
               stats: Sequence[str] = ("SAD",), rc: bool = False, shifts: Sequence[int] = (0,),
               pseudo: float = 1.0, batch_size: int = 8, fmt: str = "h5", progress: bool = True,
-              basenji_edge: bool = False) -> Path:
+              basenji_edge: bool = False, overwrite: bool = False) -> Path:
     """Score a VCF and write ``out_dir/sad.h5`` (or ``sad.tsv``) plus ``out_dir/skipped.tsv``.
 
     Parameters as :func:`score_variants`; ``fmt`` "h5" (basenji's sad.h5) or "tsv" (module
-    docstring). Files are written under temporary names and renamed when complete.
+    docstring). Each batch is committed to ``out_dir/.sad_partial/<batch>.npz``; an interrupted
+    run resumes from the committed batches, a finished job (``sad.options.json``) is not
+    redone, and a folder holding a job with other options is an error unless ``overwrite``.
     Returns the path of sad.h5 / sad.tsv.
     """
+    return _write_sad(model, fasta, vcf, out_dir, head=head, tracks=tracks, targets=targets, stats=stats, rc=rc,
+                      shifts=shifts, pseudo=pseudo, batch_size=batch_size, fmt=fmt, progress=progress,
+                      basenji_edge=basenji_edge, overwrite=overwrite)[0]
+
+
+def _write_sad(model, fasta, vcf, out_dir, head=None, tracks=None, targets=None, stats=("SAD",), rc=False,
+               shifts=(0,), pseudo=1.0, batch_size=8, fmt="h5", progress=True, basenji_edge=False,
+               overwrite=False) -> Tuple[Path, str]:
+    """:func:`write_sad`, returning (path, "written" | "up-to-date")."""
     if fmt not in ("h5", "tsv"):
         raise ValueError(f"format {fmt!r}: expected h5 or tsv")
+    batch_size = int(batch_size)
+    if batch_size < 1:
+        raise ValueError(f"batch_size {batch_size}: must be at least 1")
     su = _setup(model, fasta, head, tracks, targets, stats)
     L, nb, T = model.seq_length, model.n_bins, len(su.sel)
-    n_rows, widths = _count(vcf, su.fasta, L)
+    if not os.path.isfile(os.fspath(vcf)):
+        raise FileNotFoundError(f"{os.fspath(vcf)}: VCF file not found")
+    job = _sad_job(model, fasta, vcf, su, rc, shifts, pseudo, batch_size, fmt, basenji_edge)
+    key = canonical_sha(job)
     out_dir = Path(out_dir)
+    path = out_dir / ("sad.h5" if fmt == "h5" else "sad.tsv")
+    options_path = out_dir / SAD_OPTIONS
+    partial = out_dir / SAD_PARTIAL
+    skipped_path = out_dir / "skipped.tsv"
+
+    old = read_json(options_path) if options_path.exists() else None
+    if old is not None and old.get("job_key") == key and path.is_file() and skipped_path.is_file():
+        # Finished with the same options: nothing to do (but a partial folder the finished run
+        # was killed before removing).
+        if (partial / "job.json").exists() and (read_json(partial / "job.json") or {}).get("job_key") == key:
+            with job_lock(out_dir, SAD_LOCK, "sad"):
+                shutil.rmtree(partial)
+        return path, "up-to-date"
+    old_partial = read_json(partial / "job.json") if (partial / "job.json").exists() else None
+    conflict = ((old is not None and old.get("job_key") != key) or (options_path.exists() and old is None)
+                or (old_partial is not None and old_partial.get("job_key") != key))
+    if conflict and not overwrite:
+        raise ValueError(f"{out_dir} holds a sad job with other options (VCF, model, FASTA, tracks, statistics, "
+                         "ensemble, pseudocount, format or batch size); use another output folder, or --overwrite")
+
+    n_rows, widths = _count(vcf, su.fasta, L)  # first pass (a malformed VCF fails here, writing nothing)
+    n_batches = -(-n_rows // batch_size)
     out_dir.mkdir(parents=True, exist_ok=True)
     skipped: List[Skipped] = []
 
@@ -604,56 +780,50 @@ def write_sad(model, fasta, vcf, out_dir, head: Optional[str] = None, tracks=Non
         _warn_skip(s)
         skipped.append(s)
 
-    bar = tqdm(total=n_rows, unit="variant", disable=not progress, desc="sad")
-    try:
+    with job_lock(out_dir, SAD_LOCK, "sad"):
+        if conflict and old is not None and old.get("output") in ("sad.h5", "sad.tsv"):
+            (out_dir / old["output"]).unlink(missing_ok=True)  # the other job's result
+        options_path.unlink(missing_ok=True)  # from here on, OUTDIR holds no finished job
+        if partial.exists() and (old_partial is None or old_partial.get("job_key") != key):
+            shutil.rmtree(partial)  # another job's partials, or a folder killed before job.json
+        partial.mkdir(exist_ok=True)
+        if not (partial / "job.json").exists():
+            write_json(partial / "job.json", {"job_key": key, "job": job})
+        for tmp in list(partial.glob(".*.tmp")) + list(out_dir.glob(f".{path.name}.*.tmp")):
+            tmp.unlink(missing_ok=True)  # temporaries of a killed run
+        done = {i for i in range(n_batches) if (partial / f"{i}.npz").is_file()}
+        done_rows = sum(min(batch_size, n_rows - i * batch_size) for i in done)
+        with tqdm(total=n_rows, initial=done_rows, unit="variant", disable=not progress, desc="sad") as bar:
+            i = -1
+            for i, batch in enumerate(_allele_batches(su, vcf, L, batch_size, on_skip)):
+                if i >= n_batches:
+                    raise RuntimeError("the VCF changed while it was read (more variants than counted)")
+                part = partial / f"{i}.npz"
+                if i in done:
+                    with np.load(part) as z:  # only these small members are read
+                        same = (len(z["pos"]) == len(batch)
+                                and [int(p) for p in z["pos"]] == [a.pos for a in batch]
+                                and [str(v) for v in z["snp"]] == [a.id for a in batch])
+                    if not same:
+                        raise RuntimeError(f"{part}: the committed batch does not match the VCF's variants; "
+                                           "rerun with --overwrite")
+                    continue
+                st = _score_batch(model, su, batch, rc, shifts, pseudo, batch_size, basenji_edge)
+                _commit_partial(part, _partial_arrays(batch, st, su.stats, fmt))
+                bar.update(len(batch))
+            if i + 1 != n_batches:
+                raise RuntimeError("the VCF changed while it was read (fewer variants than counted)")
         if fmt == "h5":
-            path = out_dir / "sad.h5"
-            with atomic_output(path) as tmp, h5py.File(tmp, "w") as h5:
-                h5.create_dataset("target_ids", data=_bytes_array(list(su.sel.identifiers),
-                                                                  max(len(x.encode()) for x in su.sel.identifiers)))
-                h5.create_dataset("target_labels", data=_bytes_array(su.labels,
-                                                                     max(len(x.encode()) for x in su.labels)))
-                meta = {k: h5.create_dataset(k, (n_rows,), dtype=f"S{widths[k]}") for k in widths}
-                pos = h5.create_dataset("pos", (n_rows,), dtype="uint32")
-                ds = {s: h5.create_dataset(s, (n_rows, nb, T) if s in PROFILE_STATS else (n_rows, T),
-                                           dtype="float16") for s in su.stats}
-                r = 0
-                for batch, st in _batches(model, su, vcf, rc, shifts, pseudo, batch_size, on_skip, basenji_edge):
-                    r1 = r + len(batch)
-                    if r1 > n_rows:
-                        raise RuntimeError("the VCF changed while it was read (more variants than counted)")
-                    for k, get in (("snp", lambda a: a.id), ("chr", lambda a: a.chrom),
-                                   ("ref_allele", lambda a: a.ref), ("alt_allele", lambda a: a.alt)):
-                        meta[k][r:r1] = _bytes_array([get(a) for a in batch], widths[k])
-                    pos[r:r1] = np.array([a.pos for a in batch], np.uint32)
-                    for s in su.stats:
-                        ds[s][r:r1] = _to_f16(st[s])
-                    r = r1
-                    bar.update(len(batch))
-                if r != n_rows:
-                    raise RuntimeError("the VCF changed while it was read (fewer variants than counted)")
-                _write_pct(h5, su.stats, n_rows, T)
+            _assemble_h5(path, partial, su, n_batches, n_rows, widths, nb, T)
         else:
-            path = out_dir / "sad.tsv"
-            cols = [s if s not in PROFILE_STATS else f"{s}_sum" for s in su.stats]
-            with atomic_output(path) as tmp, open(tmp, "w") as fh:
-                fh.write("\t".join(["snp", "chr", "pos", "ref_allele", "alt_allele", "target_index", "target_id",
-                                    "target_label"] + cols) + "\n")
-                for batch, st in _batches(model, su, vcf, rc, shifts, pseudo, batch_size, on_skip, basenji_edge):
-                    vals = [st[s].sum(axis=1) if s in PROFILE_STATS else st[s] for s in su.stats]
-                    for i, a in enumerate(batch):
-                        for t in range(T):
-                            fh.write("\t".join([a.id, a.chrom, str(a.pos), a.ref, a.alt, str(su.sel.columns[t]),
-                                                su.sel.identifiers[t], su.labels[t]]
-                                               + ["%.6g" % np.float32(v[i, t]) for v in vals]) + "\n")
-                    bar.update(len(batch))
-    finally:
-        bar.close()
-    with atomic_output(out_dir / "skipped.tsv") as tmp, open(tmp, "w") as fh:
-        fh.write("line\tchrom\tpos\tid\tref\talt\treason\n")
-        for s in skipped:
-            fh.write(f"{s.line}\t{s.chrom}\t{s.pos}\t{s.id}\t{s.ref}\t{s.alt}\t{s.reason}\n")
-    return path
+            _assemble_tsv(path, partial, su, n_batches)
+        with atomic_output(skipped_path) as tmp, open(tmp, "w") as fh:
+            fh.write("line\tchrom\tpos\tid\tref\talt\treason\n")
+            for s in skipped:
+                fh.write(f"{s.line}\t{s.chrom}\t{s.pos}\t{s.id}\t{s.ref}\t{s.alt}\t{s.reason}\n")
+        write_json(options_path, {"job_key": key, "output": path.name, "rows": n_rows, "job": job})
+        shutil.rmtree(partial)
+    return path, "written"
 
 
 # --------------------------------------------------------------------------------------
@@ -701,10 +871,10 @@ def add_sad_subcommand(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--basenji-edge-padding", action="store_true",
                    help="reproduce basenji_sad.py 2021's one-base-short N padding at a chromosome's right end "
                         "(even-length indels there shift by one base); only for comparing with its files")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start over when OUT_DIR holds a sad job (finished or interrupted) with other options")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    matcher = getattr(p, "_negative_number_matcher", None)
-    if matcher is not None and not matcher.match("-1,0"):
-        p._negative_number_matcher = re.compile(r"^-\d+$|^-\d*\.\d+$|^-\d+(,-?\d+)+$")
+    accept_negative_lists(p)
     p.set_defaults(func=run_sad)
     return p
 
@@ -723,13 +893,16 @@ def run_sad(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"{args.vcf}: VCF file not found")
         targets = read_targets(args.targets) if args.targets else None
         model = load(args.model, threads=args.threads, params=args.params, gelu=args.gelu)
-        path = write_sad(model, args.fasta, args.vcf, args.out_dir, head=args.head, tracks=args.tracks,
-                         targets=targets, stats=stats, rc=args.rc, shifts=args.shifts, pseudo=args.pseudo,
-                         batch_size=args.batch_size, fmt=args.fmt, progress=not args.quiet,
-                         basenji_edge=args.basenji_edge_padding)
+        path, status = _write_sad(model, args.fasta, args.vcf, args.out_dir, head=args.head, tracks=args.tracks,
+                                  targets=targets, stats=stats, rc=args.rc, shifts=args.shifts, pseudo=args.pseudo,
+                                  batch_size=args.batch_size, fmt=args.fmt, progress=not args.quiet,
+                                  basenji_edge=args.basenji_edge_padding, overwrite=getattr(args, "overwrite", False))
     except (FormatError, ValueError, KeyError, OSError, ImportError, RuntimeError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"basenji2-fast {command}: error: {msg}", file=sys.stderr)
         return 1
+    if status == "up-to-date":
+        print(f"{args.out_dir} already holds this finished job ({SAD_OPTIONS}); nothing to do")
+        return 0
     print(f"wrote {path}")
     return 0

@@ -371,3 +371,159 @@ def _full_passes(model, ref_codes, alt_codes, head, tracks, rc, shifts, strand_p
     p = model.predict(np.concatenate([ref_codes, alt_codes]), head=head, tracks=tracks, rc=rc, shifts=shifts,
                       n_encoding="uniform", strand_pair=strand_pair if rc else None, batch_size=batch_size)
     return p[:len(ref_codes)], p[len(ref_codes):]
+
+
+# --------------------------------------------------------------------------------------
+# Resume
+
+class _Killed(Exception):
+    pass
+
+
+def _counting_predict(monkeypatch, fail_after=None):
+    """Patch the prediction function: count calls (one per batch), raise after ``fail_after``."""
+    import basenji2_fast.variants as variants
+
+    real = variants._predict_alleles
+    calls = []
+
+    def wrapped(*args, **kwargs):
+        if fail_after is not None and len(calls) >= fail_after:
+            raise _Killed("simulated kill")
+        calls.append(len(args[1]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(variants, "_predict_alleles", wrapped)
+    return calls
+
+
+def _assert_same_h5(a: Path, b: Path) -> None:
+    with h5py.File(a) as x, h5py.File(b) as y:
+        assert sorted(x) == sorted(y)
+        for k in x:
+            assert x[k].dtype == y[k].dtype and x[k].shape == y[k].shape, k
+            u, v = x[k][()], y[k][()]
+            if u.dtype.kind == "f":  # bit for bit, NaN included
+                assert np.array_equal(u.view(f"u{u.dtype.itemsize}"), v.view(f"u{v.dtype.itemsize}")), k
+            else:
+                assert np.array_equal(u, v), k
+
+
+RESUME_STATS = ("SAD", "SAR", "JS", "REF", "ALT")
+
+
+@pytest.mark.parametrize("fmt", ["h5", "tsv"])
+def test_resume_after_kill(fmt, visible, model, tmp_path, monkeypatch):
+    """Killed after 2 of 7 batches, then rerun: only the 5 missing batches are predicted and
+    the files equal an uninterrupted run's exactly; the partials are gone."""
+    vcf = visible / "variants.vcf"  # 40 scored alleles + one skipped record
+    kw = dict(stats=RESUME_STATS, targets=visible / "targets.txt", batch_size=6, fmt=fmt, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        full = write_sad(model, visible / "genome.fa", vcf, tmp_path / "full", **kw)
+        out = tmp_path / "resumed"
+        calls = _counting_predict(monkeypatch, fail_after=2)
+        with pytest.raises(_Killed):
+            write_sad(model, visible / "genome.fa", vcf, out, **kw)
+        assert len(calls) == 2
+        name = "sad.h5" if fmt == "h5" else "sad.tsv"
+        assert not (out / name).exists() and not (out / "sad.options.json").exists()
+        assert sorted(p.name for p in (out / ".sad_partial").glob("*.npz")) == ["0.npz", "1.npz"]
+        monkeypatch.undo()
+        calls = _counting_predict(monkeypatch)
+        res = write_sad(model, visible / "genome.fa", vcf, out, **kw)
+    assert calls == [6, 6, 6, 6, 4]  # batches 2..6 only (40 rows = 6 x 6 + 4)
+    assert res == out / name
+    assert not (out / ".sad_partial").exists() and not (out / ".sad.lock").exists()
+    assert (out / "sad.options.json").is_file()
+    if fmt == "h5":
+        _assert_same_h5(full, res)
+    else:
+        assert res.read_bytes() == full.read_bytes()
+    assert (out / "skipped.tsv").read_bytes() == (tmp_path / "full" / "skipped.tsv").read_bytes()
+    assert (out / "skipped.tsv").read_text().count("\n") == 2
+
+
+def test_resume_cli_noop_and_mismatch(visible, model_path, tmp_path, monkeypatch, capsys):
+    """CLI: a run killed mid-way resumes; a finished rerun predicts nothing and leaves the file
+    untouched; other options are refused with one line unless --overwrite."""
+    vcf = visible / "variants_sadsafe.vcf"
+    base = ["-m", model_path, vcf, "-q", "-f", visible / "genome.fa", "--stats", "SAD,REF", "--batch-size", "8"]
+    assert run_sad([*base, "-o", tmp_path / "full"]) == 0
+    out = tmp_path / "out"
+    calls = _counting_predict(monkeypatch, fail_after=3)
+    with pytest.raises(_Killed):
+        run_sad([*base, "-o", out])
+    monkeypatch.undo()
+    calls = _counting_predict(monkeypatch)
+    assert run_sad([*base, "-o", out]) == 0
+    assert len(calls) == 2  # 40 rows: batches 3 and 4
+    _assert_same_h5(tmp_path / "full" / "sad.h5", out / "sad.h5")
+    capsys.readouterr()
+
+    # finished: a no-op
+    mtime = (out / "sad.h5").stat().st_mtime_ns
+    calls.clear()
+    assert run_sad([*base, "-o", out]) == 0
+    assert calls == []
+    assert "nothing to do" in capsys.readouterr().out
+    assert (out / "sad.h5").stat().st_mtime_ns == mtime
+
+    # other options: refused, nothing touched
+    assert run_sad([*base, "-o", out, "--rc"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("basenji2-fast sad: error: ") and "other options" in err[0]
+    assert calls == [] and (out / "sad.h5").stat().st_mtime_ns == mtime
+    # --overwrite starts over
+    assert run_sad([*base, "-o", out, "--rc", "--overwrite"]) == 0
+    assert len(calls) == 5
+    with h5py.File(out / "sad.h5") as h5, h5py.File(tmp_path / "full" / "sad.h5") as ref:
+        assert h5["SAD"].shape == ref["SAD"].shape and not np.array_equal(h5["SAD"][()], ref["SAD"][()])
+
+
+def test_interrupted_job_with_other_options_refused(visible, model, tmp_path, monkeypatch):
+    """The partials of an interrupted job belong to its options: another job is refused (and
+    the partials kept), --overwrite discards them."""
+    vcf = visible / "variants_sadsafe.vcf"
+    out = tmp_path / "out"
+    _counting_predict(monkeypatch, fail_after=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(_Killed):
+            write_sad(model, visible / "genome.fa", vcf, out, stats=("SAD",), batch_size=8, progress=False)
+        monkeypatch.undo()
+        for other in (dict(stats=("SAD", "SAR")), dict(stats=("SAD",), pseudo=0.5), dict(stats=("SAD",), fmt="tsv"),
+                      dict(stats=("SAD",), batch_size=4)):
+            other = {"batch_size": 8, **other}
+            with pytest.raises(ValueError, match="other options"):
+                write_sad(model, visible / "genome.fa", vcf, out, progress=False, **other)
+        assert (out / ".sad_partial" / "0.npz").is_file()
+        calls = _counting_predict(monkeypatch)
+        write_sad(model, visible / "genome.fa", vcf, out, stats=("SAD", "SAR"), batch_size=8, progress=False,
+                  overwrite=True)
+    assert len(calls) == 5 and not (out / ".sad_partial").exists()
+    with h5py.File(out / "sad.h5") as h5:
+        assert "SAR" in h5 and h5["SAD"].shape[0] == 40
+
+
+def test_killed_after_finishing(visible, model, tmp_path, monkeypatch):
+    """Killed after sad.h5 and its record were written but before the partials were removed:
+    the rerun predicts nothing, leaves sad.h5 alone and removes the partials."""
+    import basenji2_fast.variants as variants
+
+    vcf = visible / "edge_probe.vcf"
+    out = tmp_path / "out"
+
+    def killed(path, *a, **k):
+        raise _Killed("simulated kill")
+
+    monkeypatch.setattr(variants.shutil, "rmtree", killed)
+    with pytest.raises(_Killed):
+        write_sad(model, visible / "genome.fa", vcf, out, stats=("SAD",), batch_size=2, progress=False)
+    monkeypatch.undo()
+    assert (out / "sad.h5").is_file() and (out / ".sad_partial").is_dir()
+    mtime = (out / "sad.h5").stat().st_mtime_ns
+    calls = _counting_predict(monkeypatch)
+    write_sad(model, visible / "genome.fa", vcf, out, stats=("SAD",), batch_size=2, progress=False)
+    assert calls == [] and (out / "sad.h5").stat().st_mtime_ns == mtime
+    assert not (out / ".sad_partial").exists()
