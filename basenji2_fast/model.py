@@ -310,7 +310,8 @@ class Model:
         One full pass of ``x`` per ensemble member; each substitution then recomputes only the
         positions its receptive field reaches at each layer (through the dilated blocks at most
         +-212 bins of Basenji2's 1,024, and the head only on the changed bins). The result
-        equals :meth:`predict` of each mutated sequence bit for bit.
+        equals :meth:`predict` of each mutated sequence bit for bit. For many substitutions
+        (saturation mutagenesis) use :meth:`substitution_scorer` and score them in chunks.
 
         Parameters
         ----------
@@ -323,54 +324,17 @@ class Model:
         -------
         (ref float32 [n_bins, tracks], alt float32 [n, n_bins, tracks])
         """
-        codes, zero_rows = self.encode(x)
-        if codes.shape[0] != 1:
-            raise ValueError(f"predict_substitutions takes one sequence, got {codes.shape[0]}")
-        n_uniform = self._n_uniform(n_encoding, zero_rows)
-        names = self._resolve_heads(head)
-        if len(names) != 1:
-            raise ValueError("predict_substitutions predicts one head at a time")
-        name = names[0]
-        idx = [] if tracks is None else [int(t) for t in np.asarray(list(tracks)).ravel()]
-        n_out = len(idx) or self.spec.heads[name].tracks
-        pair = self._strand_pair(name, strand_pair, n_out)
-        request = [(self._head_index[name], idx)]
-        pos = np.asarray(positions, np.int64).ravel()
-        alt = dna.encode(alts) if isinstance(alts, (str, bytes)) else np.asarray(alts, np.uint8).ravel()
-        if pos.shape != alt.shape:
-            raise ValueError(f"{pos.size} positions but {alt.size} alternative bases")
-        L = self.seq_length
-        if pos.size and (pos.min() < 0 or pos.max() >= L):
-            raise ValueError(f"substitution positions must lie in 0..{L - 1}")
-        passes = [(int(s), False) for s in shifts] + ([(int(s), True) for s in shifts] if rc else [])
-        if not passes:
-            raise ValueError("shifts must name at least one shift")
-        ref_sum = np.zeros((self.n_bins, n_out), np.float32)
-        alt_sum = np.zeros((pos.size, self.n_bins, n_out), np.float32)
-        for shift, flip in passes:
-            c = _shift_codes(codes, shift)[0]
-            p = pos + shift
-            inside = (p >= 0) & (p < L)  # a base shifted out of the window changes nothing
-            a = alt[inside]
-            if flip:
-                c = dna.revcomp(c)
-                p = L - 1 - p
-                a = _COMPLEMENT[a]
-            cache = self._engine.cache_trunk(np.ascontiguousarray(c, np.uint8), n_uniform)
-            refs, alts_ = self._engine.predict_substitutions(cache, p[inside], np.ascontiguousarray(a), request)
-            ref = refs[0]
-            alt_pass = np.repeat(ref[None], pos.size, axis=0)
-            alt_pass[inside] = alts_[0]
-            if flip:
-                ref, alt_pass = ref[::-1], alt_pass[:, ::-1]
-                if pair is not None:
-                    ref, alt_pass = ref[:, pair], alt_pass[:, :, pair]
-            ref_sum += ref
-            alt_sum += alt_pass
-        if len(passes) > 1:
-            ref_sum /= len(passes)
-            alt_sum /= len(passes)
-        return ref_sum, alt_sum
+        scorer = self.substitution_scorer(x, head=head, tracks=tracks, rc=rc, shifts=shifts, n_encoding=n_encoding,
+                                          strand_pair=strand_pair)
+        return scorer.ref, scorer.alts(positions, alts)
+
+    def substitution_scorer(self, x: SequenceInput, head: Optional[str] = None,
+                            tracks: Optional[Iterable[int]] = None, rc: bool = False, shifts: Sequence[int] = (0,),
+                            n_encoding: str = "zeros", strand_pair: Optional[Sequence[int]] = None
+                            ) -> "SubstitutionScorer":
+        """Run ``x`` once per ensemble member and keep its tensors, to score single-base
+        substitutions of it in as many calls as you like (see :class:`SubstitutionScorer`)."""
+        return SubstitutionScorer(self, x, head, tracks, rc, shifts, n_encoding, strand_pair)
 
     def predict_interval(self, fasta, interval: str, head: Optional[str] = None,
                          tracks: Optional[Iterable[int]] = None, rc: bool = False, shifts: Sequence[int] = (0,),
@@ -419,6 +383,84 @@ class Model:
         bs = int(batch_size) if batch_size else max(1, min(codes.shape[0], 8))
         parts = [self._engine.trunk(codes[b:b + bs], n_uniform) for b in range(0, codes.shape[0], bs)]
         return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+
+class SubstitutionScorer:
+    """One sequence's forward passes (one per ensemble member) with every tensor kept, for
+    scoring its single-base substitutions incrementally, in chunks.
+
+    ``ref``: float32 [n_bins, tracks]; :meth:`alts` gives [n, n_bins, tracks], equal bit for bit
+    to :meth:`Model.predict` of the mutated sequences with the same options. Holds about one
+    forward pass's activations per ensemble member (~250 MB for Basenji2).
+    """
+
+    def __init__(self, model: Model, x, head, tracks, rc, shifts, n_encoding, strand_pair):
+        codes, zero_rows = model.encode(x)
+        if codes.shape[0] != 1:
+            raise ValueError(f"substitutions are scored on one sequence, got {codes.shape[0]}")
+        n_uniform = model._n_uniform(n_encoding, zero_rows)
+        names = model._resolve_heads(head)
+        if len(names) != 1:
+            raise ValueError("substitutions are scored for one head at a time")
+        name = names[0]
+        idx = [] if tracks is None else [int(t) for t in np.asarray(list(tracks)).ravel()]
+        n_tracks = model.spec.heads[name].tracks
+        bad = [t for t in idx if not 0 <= t < n_tracks]
+        if bad:
+            raise ValueError(f"track index {bad[0]} out of range for head {name!r} with {n_tracks} tracks")
+        self.n_tracks = len(idx) or n_tracks
+        self._pair = model._strand_pair(name, strand_pair, self.n_tracks)
+        self._request = [(model._head_index[name], idx)]
+        self._engine, self._L, self._bins = model._engine, model.seq_length, model.n_bins
+        self._passes = [(int(s), False) for s in shifts] + ([(int(s), True) for s in shifts] if rc else [])
+        if not self._passes:
+            raise ValueError("shifts must name at least one shift")
+        self.codes = codes[0]
+        self._caches = []
+        ref_sum = np.zeros((self._bins, self.n_tracks), np.float32)
+        for shift, flip in self._passes:
+            c = _shift_codes(codes, shift)[0]
+            if flip:
+                c = dna.revcomp(c)
+            cache = self._engine.cache_trunk(np.ascontiguousarray(c, np.uint8), n_uniform)
+            ref, _ = self._engine.predict_substitutions(cache, np.zeros(0, np.int64), np.zeros(0, np.uint8),
+                                                        self._request)
+            self._caches.append(cache)
+            ref_sum += self._unflip(ref[0], flip)
+        self.ref = ref_sum / len(self._passes) if len(self._passes) > 1 else ref_sum
+
+    def _unflip(self, p: np.ndarray, flip: bool) -> np.ndarray:
+        """A reverse-complement pass's predictions back in forward bin order (pairs swapped)."""
+        if not flip:
+            return p
+        p = p[..., ::-1, :]
+        return p if self._pair is None else p[..., self._pair]
+
+    def alts(self, positions, alts) -> np.ndarray:
+        """ALT predictions for substitutions (positions int [n], 0-based in the window; alts a
+        string of n letters or uint8 codes [n]) -> float32 [n, n_bins, tracks]."""
+        pos = np.asarray(positions, np.int64).ravel()
+        alt = dna.encode(alts) if isinstance(alts, (str, bytes)) else np.asarray(alts, np.uint8).ravel()
+        if pos.shape != alt.shape:
+            raise ValueError(f"{pos.size} positions but {alt.size} alternative bases")
+        L = self._L
+        if pos.size and (pos.min() < 0 or pos.max() >= L):
+            raise ValueError(f"substitution positions must lie in 0..{L - 1}")
+        out = np.zeros((pos.size, self._bins, self.n_tracks), np.float32)
+        for (shift, flip), cache in zip(self._passes, self._caches):
+            p = pos + shift
+            inside = (p >= 0) & (p < L)  # a base shifted out of the window changes nothing
+            a = alt[inside]
+            if flip:
+                p, a = L - 1 - p, _COMPLEMENT[a]
+            refs, alts_ = self._engine.predict_substitutions(cache, p[inside], np.ascontiguousarray(a),
+                                                             self._request)
+            one = np.repeat(refs[0][None], pos.size, axis=0)
+            one[inside] = alts_[0]
+            out += self._unflip(one, flip)
+        if len(self._passes) > 1:
+            out /= len(self._passes)
+        return out
 
 
 def load(path: Union[str, os.PathLike], device: str = "cpu", precision: str = "fp32", threads: Optional[int] = None,

@@ -61,3 +61,16 @@ def test_substitution_arguments_are_checked(tf_small):
         tf_small.predict_substitutions(codes, [1, 2], [1])
     ref, alts = tf_small.predict_substitutions(codes, [5, 6], "GT")
     assert alts.shape == (2, tf_small.n_bins, 12) and ref.shape == (tf_small.n_bins, 12)
+
+
+def test_scorer_in_chunks_equals_one_call(tf_small):
+    rng = np.random.default_rng(9)
+    codes = random_codes(rng, 1, tf_small.seq_length)[0]
+    pos = rng.choice(tf_small.seq_length, 10, replace=False)
+    alt = rng.integers(0, 4, 10).astype(np.uint8)
+    kw = dict(rc=True, shifts=(0, 1), tracks=[1, 2])
+    ref, alts = tf_small.predict_substitutions(codes, pos, alt, **kw)
+    scorer = tf_small.substitution_scorer(codes, **kw)
+    np.testing.assert_array_equal(scorer.ref, ref)
+    chunks = np.concatenate([scorer.alts(pos[i:i + 3], alt[i:i + 3]) for i in range(0, 10, 3)])
+    np.testing.assert_array_equal(chunks, alts)
