@@ -23,7 +23,7 @@ def run_info(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from .genome_tiling import add_predict_genome_subcommand
-    from .plots import add_plot_subcommand
+    from .plots import add_plot_subcommand, add_sat_plot_subcommand
     from .regions import add_predict_bed_subcommand
     from .variants import add_sad_subcommand
 
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_predict_bed_subcommand(sub)
     add_sad_subcommand(sub)
     add_plot_subcommand(sub)
+    add_sat_plot_subcommand(sub)
 
     p = sub.add_parser("info", help="what this build runs, and a model's geometry")
     p.add_argument("-m", "--model", default=None)
