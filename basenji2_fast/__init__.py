@@ -14,6 +14,8 @@ from .regions import predict_regions
 from .targets import read_targets, select_tracks
 from .genome_tiling import predict_genome
 from .variants import score_variants, write_sad
+from .ism import saturation_mutagenesis
 
 __all__ = ["__version__", "FormatError", "Model", "build_info", "convert", "load", "load_spec", "predict_genome",
-           "predict_regions", "read_targets", "score_variants", "select_tracks", "write_sad"]
+           "predict_regions", "read_targets", "saturation_mutagenesis", "score_variants", "select_tracks",
+           "write_sad"]

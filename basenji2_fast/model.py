@@ -446,7 +446,7 @@ class SubstitutionScorer:
         L = self._L
         if pos.size and (pos.min() < 0 or pos.max() >= L):
             raise ValueError(f"substitution positions must lie in 0..{L - 1}")
-        out = np.zeros((pos.size, self._bins, self.n_tracks), np.float32)
+        out = None
         for (shift, flip), cache in zip(self._passes, self._caches):
             p = pos + shift
             inside = (p >= 0) & (p < L)  # a base shifted out of the window changes nothing
@@ -455,9 +455,17 @@ class SubstitutionScorer:
                 p, a = L - 1 - p, _COMPLEMENT[a]
             refs, alts_ = self._engine.predict_substitutions(cache, p[inside], np.ascontiguousarray(a),
                                                              self._request)
-            one = np.repeat(refs[0][None], pos.size, axis=0)
-            one[inside] = alts_[0]
-            out += self._unflip(one, flip)
+            contrib = self._unflip(alts_[0], flip)
+            if out is None and inside.all():
+                out = np.array(contrib, copy=True) if flip else contrib  # the engine's array, no copy
+                continue
+            if out is None:
+                out = np.zeros((pos.size, self._bins, self.n_tracks), np.float32)
+            if inside.all():
+                out += contrib
+            else:
+                out[inside] += contrib
+                out[~inside] += self._unflip(refs[0], flip)
         if len(self._passes) > 1:
             out /= len(self._passes)
         return out

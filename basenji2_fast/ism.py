@@ -1,0 +1,336 @@
+"""In-silico saturation mutagenesis, in the layout of basenji's ``basenji_sat_bed.py``.
+
+Each region gets the model window centred on ``mid = (start + end) // 2`` (as predict-bed),
+reverse-complemented for ``-`` strand regions (the predictions are NOT flipped back: they are
+in the model orientation, as basenji's). In that window the stretch
+``[L/2 - up, L/2 - up + len)`` is mutated base by base: every base to each of the three
+others, ``1 + 3 * len`` predictions per region. The mutants come from
+:meth:`basenji2_fast.Model.predict_substitutions` (one REF pass, then each mutation's
+receptive-field cone), bit-identical to full passes of the mutated windows.
+
+Statistics, per prediction P ``[bins, tracks]`` (float32, as basenji):
+
+==========  ==========================================================================
+``sum``     ``P.sum(bins)``
+``center``  ``P[nb//2 : nb//2 + 2].sum(bins)`` (the two central bins, model orientation)
+``scd``     ``sqrt(sum_b (P - P_ref)^2)``
+==========  ==========================================================================
+
+``score[k, n]`` is the statistic of the mutant carrying base ``n`` (A,C,G,T) at position
+``k`` of the stretch (the reference's for the reference base), minus its mean over the four
+bases. ``scores.h5`` holds what basenji's does, with its names, dtypes and shapes:
+
+``seqs`` bool [N, len, 4] (one-hot of the stretch, model orientation), ``sum`` / ``center``
+/ ``scd`` float16 [N, len, 4, tracks] (those asked for), ``chr`` bytes [N], ``strand``
+bytes [N], ``start`` / ``end`` int64 [N] (the stretch's genomic coordinates; for ``-``
+strand regions stretch index ``k`` is genomic position ``end - 1 - k``, complemented).
+
+N: basenji 2021 draws a random base for every N (so its scores for N-containing windows
+change from run to run); this engine encodes N as zeros (or 0.25 with
+``n_encoding="uniform"``). An N *inside the mutated stretch* has no reference base: all four
+bases are substituted there (4 mutants instead of 3), its ``seqs`` row is all False, and its
+scores are the four mutants' statistics minus their mean (the N window itself is none of
+the four options). Positions off the chromosome are N.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import h5py
+import numpy as np
+from tqdm import tqdm
+
+from ._io import atomic_output
+from .dna import encode, revcomp
+from .genome import fetch, open_fasta
+from .regions import (Region, _as_regions, _check_contigs, _ints, accept_negative_lists, parse_interval,
+                      read_bed, resolve_tracks, window)
+from .targets import read_targets
+
+STATS = ("sum", "center", "scd")
+FLOAT16_MAX = float(np.finfo(np.float16).max)
+# Bound on the float32 ALT predictions held at once (mutants x bins x tracks): mutants are
+# scored in chunks of this size from one kept REF pass (Model.substitution_scorer).
+ALT_BUDGET_BYTES = 256 << 20
+
+
+def _parse_stats(stats) -> Tuple[str, ...]:
+    if isinstance(stats, str):
+        stats = [s.strip() for s in stats.split(",") if s.strip()]
+    stats = tuple(stats)
+    if not stats:
+        raise ValueError(f"no statistics asked for; choose from {','.join(STATS)}")
+    bad = [s for s in stats if s not in STATS]
+    if bad:
+        raise ValueError(f"unknown statistic {bad[0]!r}; choose from {','.join(STATS)}")
+    return tuple(dict.fromkeys(stats))
+
+
+def mutation_range(seq_length: int, mut_len: Optional[int] = None, mut_up: Optional[int] = None,
+                   mut_down: Optional[int] = None) -> Tuple[int, int]:
+    """(first, length) of the mutated stretch in the window, as basenji_sat_bed.py:
+    ``-l LEN`` -> up = LEN // 2; ``-u UP -d DOWN`` -> LEN = UP + DOWN; first = L/2 - up."""
+    if mut_up is not None or mut_down is not None:
+        if mut_up is None or mut_down is None:
+            raise ValueError("give both the upstream (-u) and downstream (-d) lengths, or -l")
+        up, n = int(mut_up), int(mut_up) + int(mut_down)
+        if mut_up < 0 or mut_down < 0:
+            raise ValueError(f"-u/-d must be >= 0, got {mut_up}/{mut_down}")
+    else:
+        n = 200 if mut_len is None else int(mut_len)
+        up = n // 2
+    first = seq_length // 2 - up
+    if n <= 0:
+        raise ValueError(f"mutated length {n} must be >= 1")
+    if first < 0 or first + n > seq_length:
+        raise ValueError(f"mutated stretch [{first}, {first + n}) does not fit in the {seq_length:,}-bp window")
+    return first, n
+
+
+def _mutants(stretch: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """For stretch codes [len]: (stretch index, new base) of every mutant, positions in order,
+    bases A,C,G,T skipping the reference base (all four at an N)."""
+    ks, bs = [], []
+    for k, c in enumerate(stretch):
+        for b in range(4):
+            if b != c:
+                ks.append(k)
+                bs.append(b)
+    return np.array(ks, np.int64), np.array(bs, np.uint8)
+
+
+def _stat(name: str, P: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """P [..., bins, tracks] float32 -> [..., tracks] float32."""
+    if name == "sum":
+        return P.sum(axis=-2)
+    if name == "center":
+        nb = P.shape[-2]
+        return P[..., nb // 2:nb // 2 + 2, :].sum(axis=-2)
+    d = P - ref
+    return np.sqrt((d * d).sum(axis=-2))
+
+
+def _score_window(model, codes: np.ndarray, first: int, n: int, stats: Sequence[str], head: str,
+                  cols: Optional[List[int]], rc: bool, shifts: Sequence[int], n_encoding: str,
+                  strand_pair) -> Dict[str, np.ndarray]:
+    """One window (codes uint8 [L], model orientation) -> {stat: float32 [n, 4, tracks]}.
+
+    One REF pass per ensemble member is kept; the mutants are scored from it in chunks."""
+    stretch = codes[first:first + n]
+    ks, bs = _mutants(stretch)
+    n_out = len(cols) if cols else model.spec.heads[head].tracks
+    per = max(1, ALT_BUDGET_BYTES // (model.n_bins * n_out * 4))
+    raw = {s: np.zeros((n, 4, n_out), np.float32) for s in stats}
+    scorer = model.substitution_scorer(codes, head=head, tracks=cols, rc=rc, shifts=shifts, n_encoding=n_encoding,
+                                       strand_pair=strand_pair)
+    ref = scorer.ref
+    for c0 in range(0, len(ks), per):
+        k, b = ks[c0:c0 + per], bs[c0:c0 + per]
+        alt = scorer.alts(first + k, b)
+        for s in stats:
+            raw[s][k, b] = _stat(s, alt, ref)
+        del alt
+    known = stretch < 4
+    kk = np.nonzero(known)[0]
+    for s in stats:
+        if len(kk):
+            raw[s][kk, stretch[kk]] = _stat(s, ref, ref)
+        raw[s] -= raw[s].mean(axis=1, keepdims=True)
+    return raw
+
+
+def _window_codes(fa, r: Region, L: int) -> np.ndarray:
+    w0, w1 = window(r, L)
+    codes = encode(fetch(fa, r.chrom, w0, w1), what=f"{r.chrom}:{r.start}-{r.end}")
+    return revcomp(codes) if r.strand == "-" else codes
+
+
+def _stretch_coords(r: Region, L: int, first: int, n: int) -> Tuple[int, int]:
+    w0 = window(r, L)[0]
+    if r.strand == "-":
+        end = w0 + L - first
+        return end - n, end
+    return w0 + first, w0 + first + n
+
+
+def _onehot(stretch: np.ndarray) -> np.ndarray:
+    return stretch[:, None] == np.arange(4, dtype=np.uint8)[None, :]
+
+
+def saturation_mutagenesis(model, seq_or_interval, fasta=None, mut_start: Optional[int] = None,
+                           mut_len: int = 200, stats: Sequence[str] = ("sum",), head: Optional[str] = None,
+                           tracks=None, rc: bool = False, shifts: Sequence[int] = (0,), strand: str = "+",
+                           n_encoding: str = "zeros", targets=None) -> Dict[str, np.ndarray]:
+    """Saturation mutagenesis of one window, basenji_sat_bed.py's scores.
+
+    Parameters
+    ----------
+    model : basenji2_fast.Model
+    seq_or_interval : a window (DNA string of ``seq_length``, or uint8 codes [L]) in the
+        orientation to score, or with ``fasta`` a genome interval ``"chr1:1,000-1,020"``
+        (0-based, end-exclusive) whose centred window is read (N off the chromosome) and,
+        with ``strand="-"``, reverse-complemented
+    fasta : FASTA path or open ``pyfaidx.Fasta`` (for an interval)
+    mut_start : first mutated position in the window (default ``L/2 - mut_len//2``, as
+        basenji's ``-l``)
+    mut_len : bases to mutate
+    stats : any of "sum", "center", "scd"
+    head, tracks, targets : as :func:`basenji2_fast.regions.resolve_tracks`
+    rc, shifts : basenji's ``--rc`` / ``--shifts`` ensemble (strand pairs swapped in the
+        reverse-complement passes when ``targets`` has a ``strand_pair`` column)
+    strand : "+" or "-" (only for an interval)
+    n_encoding : "zeros" or "uniform" for N
+
+    Returns
+    -------
+    dict: ``{stat: float32 [mut_len, 4, tracks]}`` for each statistic (mean over the four
+    bases subtracted), ``seqs`` bool [mut_len, 4], ``mut_start`` int; for an interval also
+    ``chr``, ``strand``, ``start``, ``end`` (the stretch's genomic coordinates).
+    """
+    stats = _parse_stats(stats)
+    L = model.seq_length
+    out: Dict[str, object] = {}
+    if fasta is not None:
+        chrom, start, end = parse_interval(seq_or_interval)
+        if strand not in ("+", "-"):
+            raise ValueError(f"strand {strand!r}: expected '+' or '-'")
+        fa = open_fasta(fasta) if isinstance(fasta, (str, bytes, os.PathLike)) else fasta
+        if chrom not in fa:
+            raise ValueError(f"interval {seq_or_interval!r}: no sequence {chrom!r} in {fa.filename}")
+        r = Region(chrom, start, end, seq_or_interval, strand)
+        codes = _window_codes(fa, r, L)
+    else:
+        r = None
+        codes, _ = model.encode(seq_or_interval)
+        if codes.shape[0] != 1:
+            raise ValueError("saturation_mutagenesis takes one window")
+        codes = codes[0]
+    if mut_start is None:
+        first, n = mutation_range(L, mut_len)
+    else:
+        first, n = int(mut_start), int(mut_len)
+        if n <= 0 or first < 0 or first + n > L:
+            raise ValueError(f"mutated stretch [{first}, {first + n}) does not fit in the {L:,}-bp window")
+    head, sel = resolve_tracks(model, head, tracks, targets)
+    cols = None if sel.is_all(model.spec.heads[head].tracks) else sel.columns
+    out.update(_score_window(model, codes, first, n, stats, head, cols, rc, shifts, n_encoding,
+                             sel.strand_pair if rc else None))
+    out["seqs"] = _onehot(codes[first:first + n])
+    out["mut_start"] = first
+    if r is not None:
+        s0, s1 = _stretch_coords(r, L, first, n)
+        out.update(chr=r.chrom, strand=r.strand, start=s0, end=s1)
+    return out
+
+
+def sat_bed(model, fasta_path, bed_path, out_dir, mut_len: Optional[int] = None, mut_up: Optional[int] = None,
+            mut_down: Optional[int] = None, stats: Sequence[str] = ("sum",), head: Optional[str] = None,
+            tracks=None, targets=None, rc: bool = False, shifts: Sequence[int] = (0,),
+            n_encoding: str = "zeros", progress: bool = True) -> Path:
+    """Saturation mutagenesis of every BED region -> ``out_dir/scores.h5`` (basenji_sat_bed.py's
+    file; see the module docstring). Regions without a strand column are scored as ``+``.
+    Written under a temporary name and renamed when complete."""
+    stats = _parse_stats(stats)
+    regions, source = _as_regions(bed_path)
+    if not regions:
+        raise ValueError(f"{source}: no regions")
+    L = model.seq_length
+    first, n = mutation_range(L, mut_len, mut_up, mut_down)
+    fa = open_fasta(fasta_path) if isinstance(fasta_path, (str, bytes, os.PathLike)) else fasta_path
+    _check_contigs(fa, regions, source)
+    head, sel = resolve_tracks(model, head, tracks, targets)
+    cols = None if sel.is_all(model.spec.heads[head].tracks) else sel.columns
+    T = len(sel)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    N = len(regions)
+    with atomic_output(out_dir / "scores.h5") as tmp, h5py.File(tmp, "w") as h5:
+        seqs = h5.create_dataset("seqs", (N, n, 4), dtype="bool")
+        ds = {s: h5.create_dataset(s, (N, n, 4, T), dtype="float16") for s in stats}
+        coords = [_stretch_coords(r, L, first, n) for r in regions]
+        h5.create_dataset("chr", data=np.array([r.chrom.encode() for r in regions]))
+        h5.create_dataset("strand", data=np.array([(r.strand if r.strand == "-" else "+").encode()
+                                                   for r in regions]))
+        h5.create_dataset("start", data=np.array([c[0] for c in coords], np.int64))
+        h5.create_dataset("end", data=np.array([c[1] for c in coords], np.int64))
+        for i, r in enumerate(tqdm(regions, unit="region", disable=not progress, desc="sat")):
+            codes = _window_codes(fa, r, L)
+            seqs[i] = _onehot(codes[first:first + n])
+            raw = _score_window(model, codes, first, n, stats, head, cols, rc, shifts, n_encoding,
+                                sel.strand_pair if rc else None)
+            for s in stats:
+                ds[s][i] = np.clip(raw[s], -FLOAT16_MAX, FLOAT16_MAX).astype(np.float16)
+    return out_dir / "scores.h5"
+
+
+# --------------------------------------------------------------------------------------
+# Command line
+
+def add_sat_subcommand(subparsers) -> argparse.ArgumentParser:
+    """Add ``sat`` to an argparse ``subparsers``; ``args.func(args)`` runs it. Options follow
+    basenji_sat_bed.py (``-f -o -l -u -d --stats -t --rc --shifts``)."""
+    from .spec import GELU_VARIANTS
+
+    p = subparsers.add_parser(
+        "sat", help="saturation mutagenesis of BED regions (basenji_sat_bed.py's scores.h5)",
+        description="Mutate every base of a stretch at the centre of each BED region's model window to the "
+                    "three others ('-' strand regions: the reverse-complemented window) and write "
+                    "OUT_DIR/scores.h5 as basenji_sat_bed.py: per statistic float16 [regions, len, 4, tracks] "
+                    "(minus the mean over the 4 bases), seqs, chr, strand, start, end.")
+    p.add_argument("-m", "--model", required=True, help="model file (.safetensors, .h5 or .pth)")
+    p.add_argument("--params", default=None, help="basenji params JSON (for .pth files of non-published shapes)")
+    p.add_argument("--gelu", choices=GELU_VARIANTS, default=None, help="override the model's GELU variant")
+    p.add_argument("--threads", type=int, default=None, help="compute threads (default: all CPUs)")
+    p.add_argument("-f", "--fasta", required=True, help="genome FASTA (indexed with pyfaidx)")
+    p.add_argument("bed", help="BED file of regions (6th column: strand)")
+    p.add_argument("-o", "--out-dir", required=True, help="output folder")
+    p.add_argument("-l", "--mut-len", type=int, default=None,
+                   help="length of the mutated stretch, centred (default 200)")
+    p.add_argument("-u", "--mut-up", type=int, default=None, help="bases mutated upstream of the centre")
+    p.add_argument("-d", "--mut-down", type=int, default=None, help="bases mutated downstream of the centre")
+    p.add_argument("--stats", default="sum", help="comma-separated statistics: sum,center,scd (default sum)")
+    p.add_argument("-t", "--targets", default=None,
+                   help="basenji targets file: track names, strand pairs; with fewer rows than the head has "
+                        "outputs, its index column names the head columns to compute")
+    p.add_argument("--tracks", default=None,
+                   help="which tracks: row numbers, identifiers or a regular expression on the descriptions "
+                        "(default: all)")
+    p.add_argument("--head", default=None, help="head name (default: the model's first head, or the one head "
+                                                 "with as many outputs as the targets file has rows)")
+    p.add_argument("--rc", action="store_true", help="average with the reverse complement")
+    p.add_argument("--shifts", type=_ints, default=[0], help="comma-separated ensemble shifts (default 0)")
+    p.add_argument("--n-encoding", choices=("zeros", "uniform"), default="zeros", help="how N is encoded")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    accept_negative_lists(p)
+    p.set_defaults(func=run_sat)
+    return p
+
+
+def run_sat(args: argparse.Namespace) -> int:
+    """The ``sat`` subcommand; prints where it wrote, or a one-line error (exit status 1)."""
+    from .formats import FormatError
+    from .model import load
+
+    command = getattr(args, "command", None) or "sat"
+    try:
+        if args.mut_len is not None and (args.mut_up is not None or args.mut_down is not None):
+            raise ValueError("give either -l or -u/-d, not both")
+        stats = _parse_stats(args.stats)
+        # Inputs first: a bad BED or targets line fails before the model is loaded.
+        if not read_bed(args.bed):
+            raise ValueError(f"{args.bed}: no regions")
+        targets = read_targets(args.targets) if args.targets else None
+        model = load(args.model, threads=args.threads, params=args.params, gelu=args.gelu)
+        path = sat_bed(model, args.fasta, args.bed, args.out_dir, mut_len=args.mut_len, mut_up=args.mut_up,
+                       mut_down=args.mut_down, stats=stats, head=args.head, tracks=args.tracks, targets=targets,
+                       rc=args.rc, shifts=args.shifts, n_encoding=args.n_encoding, progress=not args.quiet)
+    except (FormatError, ValueError, KeyError, OSError, ImportError, RuntimeError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"basenji2-fast {command}: error: {msg}", file=sys.stderr)
+        return 1
+    print(f"wrote {path}")
+    return 0
