@@ -187,12 +187,12 @@ const Engine::Packed& Engine::head_panel(const HeadRequest& r) const {
 }
 
 void Engine::stem_call(const uint8_t* codes, bool n_uniform, int64_t p0, int64_t p1, float* out_raw, float* out_act,
-                      int64_t stride) const {
+                      int64_t stride, int threads) const {
   const OpDesc& s = ops_[0];
   cpu::StemArgs sa;
   sa.codes = codes;
   sa.table = stem_tables_[n_uniform ? 1 : 0].data();
-  sa.k = s.k, sa.dil = s.dil, sa.cout = s.cout, sa.p0 = p0, sa.p1 = p1, sa.threads = threads_;
+  sa.k = s.k, sa.dil = s.dil, sa.cout = s.cout, sa.p0 = p0, sa.p1 = p1, sa.threads = threads ? threads : threads_;
   sa.epi.bias = packed_[0].bias.data();
   sa.epi.pool = s.pool;
   sa.epi.gelu = gelu_;
@@ -202,14 +202,14 @@ void Engine::stem_call(const uint8_t* codes, bool n_uniform, int64_t p0, int64_t
 }
 
 void Engine::conv_call(int i, const float* in, const float* res, int64_t p0, int64_t p1, float* out_raw,
-                       float* out_act) const {
+                       float* out_act, int threads) const {
   const OpDesc& op = ops_[i];
   cpu::ConvArgs a;
   a.in = in;
   a.in_stride = op.cin;
   a.w = packed_[i].w.data();
   a.k = op.k, a.dil = op.dil, a.cin = op.cin, a.cout = op.cout;
-  a.p0 = p0, a.p1 = p1, a.threads = threads_;
+  a.p0 = p0, a.p1 = p1, a.threads = threads ? threads : threads_;
   a.epi.bias = packed_[i].bias.data();
   a.epi.pool = op.pool;
   a.epi.gelu = gelu_;

@@ -147,13 +147,15 @@ class Engine {
   // Runs the trunk on one sequence; returns the trunk output rows (activated if final_gelu).
   void run_trunk(const uint8_t* codes, bool n_uniform, std::vector<float>& trunk_out, TrunkCache* keep = nullptr) const;
   // The head over rows [0, rows) of a trunk output: out [rows][tracks].
-  void run_head(const float* trunk, int64_t rows, const HeadRequest& r, const Packed& panel, float* out) const;
+  void run_head(const float* trunk, int64_t rows, const HeadRequest& r, const Packed& panel, float* out,
+                int threads = 0) const;
   // One kernel call over pre-pool positions [p0, p1); pointers are position-origin, null
   // where a form is not written.
+  // threads: 0 = the engine's thread count (1 inside a caller's own parallel loop).
   void stem_call(const uint8_t* codes, bool n_uniform, int64_t p0, int64_t p1, float* out_raw, float* out_act,
-                 int64_t stride) const;
+                 int64_t stride, int threads = 0) const;
   void conv_call(int i, const float* in, const float* res, int64_t p0, int64_t p1, float* out_raw,
-                 float* out_act) const;
+                 float* out_act, int threads = 0) const;
   // The prefix's row ranges for a tile, and its run.
   void prefix_ranges(int64_t a, int64_t b, std::vector<int64_t>& lo, std::vector<int64_t>& hi,
                      std::vector<int64_t>& need_lo, std::vector<int64_t>& need_hi) const;

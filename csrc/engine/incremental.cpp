@@ -30,14 +30,15 @@ std::unique_ptr<Engine::TrunkCache> Engine::cache_trunk(const uint8_t* codes, bo
   return c;
 }
 
-void Engine::run_head(const float* trunk, int64_t rows, const HeadRequest& r, const Packed& panel, float* out) const {
+void Engine::run_head(const float* trunk, int64_t rows, const HeadRequest& r, const Packed& panel, float* out,
+                      int threads) const {
   const Head& h = heads_[r.head];
   const int tracks = r.tracks.empty() ? h.tracks : int(r.tracks.size());
   cpu::ConvArgs a;
   a.in = trunk, a.in_stride = trunk_channels();
   a.w = panel.w.data();
   a.k = 1, a.dil = 1, a.cin = trunk_channels(), a.cout = tracks;
-  a.p0 = 0, a.p1 = rows, a.threads = threads_;
+  a.p0 = 0, a.p1 = rows, a.threads = threads ? threads : threads_;
   a.epi.bias = panel.bias.data();
   a.epi.out = out, a.epi.out_stride = tracks;
   a.epi.out_act = h.act;
@@ -69,18 +70,17 @@ void Engine::predict_substitutions(const TrunkCache& c, const int64_t* pos, cons
     }
   };
 
-  std::vector<Patch> patch(nops + 1);
-  std::vector<uint8_t> codes(c.padded);
-  std::vector<float> in_buf, res_buf;
-  for (int64_t j = 0; j < n; ++j) {
-    const int64_t q = pos[j];
-    if (q < 0 || q >= seq_length_) fail("substitution position " + std::to_string(q) + " outside the sequence");
-    if (alt[j] > 5) fail("base code " + std::to_string(alt[j]) + " (expected 0..5)");
+  // One substitution: patches through every layer, then the head on the changed bins.
+  const auto substitute = [&](int64_t j, std::vector<Patch>& patch, std::vector<uint8_t>& codes,
+                              std::vector<float>& in_buf, std::vector<float>& res_buf) {
+    const int64_t pos_j = pos[j];
+    const uint8_t alt_j = alt[j];
+    const int64_t q = pos_j;
     // Stem over the pre-pool positions whose taps see q, widened to whole pool pairs.
     const int pool0 = ops_[0].pool;
     int64_t p0 = std::max<int64_t>(0, q - sh), p1 = std::min(seq_length_, q + sh + 1);
     p0 = p0 / pool0 * pool0, p1 = std::min(lengths_[0], (p1 + pool0 - 1) / pool0 * pool0);
-    codes[sh + q] = alt[j];
+    codes[sh + q] = alt_j;
     {
       Patch& out = patch[1];
       out.lo = p0 / pool0, out.hi = p1 / pool0;
@@ -88,7 +88,7 @@ void Engine::predict_substitutions(const TrunkCache& c, const int64_t* pos, cons
       out.raw.assign(need_raw_[1] ? size_t((out.hi - out.lo) * ch) : 0, 0.f);
       out.act.assign(need_act_[1] ? size_t((out.hi - out.lo) * ch) : 0, 0.f);
       stem_call(codes.data() + sh, c.n_uniform, p0, p1, need_raw_[1] ? out.raw.data() - out.lo * ch : nullptr,
-                need_act_[1] ? out.act.data() - out.lo * ch : nullptr, ch);
+                need_act_[1] ? out.act.data() - out.lo * ch : nullptr, ch, 1);
     }
     codes[sh + q] = c.padded[sh + q];
 
@@ -135,7 +135,7 @@ void Engine::predict_substitutions(const TrunkCache& c, const int64_t* pos, cons
       out.act.assign(need_act_[i + 1] ? size_t((out.hi - out.lo) * ch_out) : 0, 0.f);
       conv_call(i, in_buf.data() - (o0 - h) * cin, res, o0, o1,
                 out.raw.empty() ? nullptr : out.raw.data() - out.lo * ch_out,
-                out.act.empty() ? nullptr : out.act.data() - out.lo * ch_out);
+                out.act.empty() ? nullptr : out.act.data() - out.lo * ch_out, 1);
     }
 
     // The head over the changed bins only; the other bins are REF's.
@@ -145,8 +145,24 @@ void Engine::predict_substitutions(const TrunkCache& c, const int64_t* pos, cons
       const int tracks = reqs[r].tracks.empty() ? heads_[reqs[r].head].tracks : int(reqs[r].tracks.size());
       float* dst = alt_outs[r] + j * bins * tracks;
       std::copy(ref_outs[r], ref_outs[r] + bins * tracks, dst);
-      if (t.hi > t.lo) run_head(rows.data(), t.hi - t.lo, reqs[r], *panels[r], dst + t.lo * tracks);
+      if (t.hi > t.lo) run_head(rows.data(), t.hi - t.lo, reqs[r], *panels[r], dst + t.lo * tracks, 1);
     }
+  };
+
+  for (int64_t j = 0; j < n; ++j) {
+    if (pos[j] < 0 || pos[j] >= seq_length_)
+      fail("substitution position " + std::to_string(pos[j]) + " outside the sequence");
+    if (alt[j] > 5) fail("base code " + std::to_string(alt[j]) + " (expected 0..5)");
+  }
+  // Cones are small: the threads take whole mutations (each kernel call single-threaded),
+  // which keeps both cores busy without a fork and join per layer.
+#pragma omp parallel num_threads(threads_) if (threads_ > 1 && n > 1)
+  {
+    std::vector<Patch> patch(nops + 1);
+    std::vector<uint8_t> codes(c.padded);
+    std::vector<float> in_buf, res_buf;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t j = 0; j < n; ++j) substitute(j, patch, codes, in_buf, res_buf);
   }
 }
 
