@@ -425,7 +425,7 @@ class SubstitutionScorer:
             cache = self._engine.cache_trunk(np.ascontiguousarray(c, np.uint8), n_uniform)
             ref, _ = self._engine.predict_substitutions(cache, np.zeros(0, np.int64), np.zeros(0, np.uint8),
                                                         self._request)
-            self._caches.append(cache)
+            self._caches.append((cache, ref))  # the pass's REF head output, reused by alts()
             ref_sum += self._unflip(ref[0], flip)
         self.ref = ref_sum / len(self._passes) if len(self._passes) > 1 else ref_sum
 
@@ -447,14 +447,14 @@ class SubstitutionScorer:
         if pos.size and (pos.min() < 0 or pos.max() >= L):
             raise ValueError(f"substitution positions must lie in 0..{L - 1}")
         out = None
-        for (shift, flip), cache in zip(self._passes, self._caches):
+        for (shift, flip), (cache, pass_ref) in zip(self._passes, self._caches):
             p = pos + shift
             inside = (p >= 0) & (p < L)  # a base shifted out of the window changes nothing
             a = alt[inside]
             if flip:
                 p, a = L - 1 - p, _COMPLEMENT[a]
             refs, alts_ = self._engine.predict_substitutions(cache, p[inside], np.ascontiguousarray(a),
-                                                             self._request)
+                                                             self._request, pass_ref)
             contrib = self._unflip(alts_[0], flip)
             if out is None and inside.all():
                 out = np.array(contrib, copy=True) if flip else contrib  # the engine's array, no copy

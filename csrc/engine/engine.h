@@ -115,9 +115,11 @@ class Engine {
   // sequence, recomputing at each layer only the positions the change reaches (its
   // receptive-field cone); equal to full forward passes of the mutated sequences, bit for
   // bit. ref_outs[r]: [n_bins][tracks]; alt_outs[r]: [n][n_bins][tracks].
+  // ref_ready: ref_outs already hold the REF predictions (from an earlier call), so the REF
+  // head is not run again.
   void predict_substitutions(const TrunkCache& c, const int64_t* pos, const uint8_t* alt, int64_t n,
                              const std::vector<HeadRequest>& reqs, const std::vector<float*>& ref_outs,
-                             const std::vector<float*>& alt_outs) const;
+                             const std::vector<float*>& alt_outs, bool ref_ready = false) const;
 
   // How many tiles the stem and tower (the prefix, ops [0, prefix_)) run in; 1 = untiled.
   int64_t prefix_tiles() const;

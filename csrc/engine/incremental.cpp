@@ -47,13 +47,14 @@ void Engine::run_head(const float* trunk, int64_t rows, const HeadRequest& r, co
 
 void Engine::predict_substitutions(const TrunkCache& c, const int64_t* pos, const uint8_t* alt, int64_t n,
                                    const std::vector<HeadRequest>& reqs, const std::vector<float*>& ref_outs,
-                                   const std::vector<float*>& alt_outs) const {
+                                   const std::vector<float*>& alt_outs, bool ref_ready) const {
   const int nops = int(ops_.size());
   const int64_t sh = conv_halo(ops_[0].k, ops_[0].dil);
   std::vector<const Packed*> panels;
   for (const auto& r : reqs) panels.push_back(&head_panel(r));
   const int64_t bins = n_bins();
-  for (size_t r = 0; r < reqs.size(); ++r) run_head(c.trunk_out.data(), bins, reqs[r], *panels[r], ref_outs[r]);
+  if (!ref_ready)
+    for (size_t r = 0; r < reqs.size(); ++r) run_head(c.trunk_out.data(), bins, reqs[r], *panels[r], ref_outs[r]);
 
   // A tensor's rows as the network sees them after the substitution: cached REF rows with
   // the patch over them, zeros outside the tensor. Writes rows [a, b) into dst.
@@ -71,6 +72,11 @@ void Engine::predict_substitutions(const TrunkCache& c, const int64_t* pos, cons
   };
 
   // One substitution: patches through every layer, then the head on the changed bins.
+  // With several mutations the threads take whole mutations (each kernel call single-
+  // threaded), which keeps both cores busy without a fork and join per layer; a single
+  // mutation's kernels use all threads.
+  const bool per_mutation = threads_ > 1 && n > 1;
+  const int kt = per_mutation ? 1 : 0;  // kernel threads (0 = the engine's)
   const auto substitute = [&](int64_t j, std::vector<Patch>& patch, std::vector<uint8_t>& codes,
                               std::vector<float>& in_buf, std::vector<float>& res_buf) {
     const int64_t pos_j = pos[j];
@@ -88,7 +94,7 @@ void Engine::predict_substitutions(const TrunkCache& c, const int64_t* pos, cons
       out.raw.assign(need_raw_[1] ? size_t((out.hi - out.lo) * ch) : 0, 0.f);
       out.act.assign(need_act_[1] ? size_t((out.hi - out.lo) * ch) : 0, 0.f);
       stem_call(codes.data() + sh, c.n_uniform, p0, p1, need_raw_[1] ? out.raw.data() - out.lo * ch : nullptr,
-                need_act_[1] ? out.act.data() - out.lo * ch : nullptr, ch, 1);
+                need_act_[1] ? out.act.data() - out.lo * ch : nullptr, ch, kt);
     }
     codes[sh + q] = c.padded[sh + q];
 
@@ -135,7 +141,7 @@ void Engine::predict_substitutions(const TrunkCache& c, const int64_t* pos, cons
       out.act.assign(need_act_[i + 1] ? size_t((out.hi - out.lo) * ch_out) : 0, 0.f);
       conv_call(i, in_buf.data() - (o0 - h) * cin, res, o0, o1,
                 out.raw.empty() ? nullptr : out.raw.data() - out.lo * ch_out,
-                out.act.empty() ? nullptr : out.act.data() - out.lo * ch_out, 1);
+                out.act.empty() ? nullptr : out.act.data() - out.lo * ch_out, kt);
     }
 
     // The head over the changed bins only; the other bins are REF's.
@@ -145,7 +151,7 @@ void Engine::predict_substitutions(const TrunkCache& c, const int64_t* pos, cons
       const int tracks = reqs[r].tracks.empty() ? heads_[reqs[r].head].tracks : int(reqs[r].tracks.size());
       float* dst = alt_outs[r] + j * bins * tracks;
       std::copy(ref_outs[r], ref_outs[r] + bins * tracks, dst);
-      if (t.hi > t.lo) run_head(rows.data(), t.hi - t.lo, reqs[r], *panels[r], dst + t.lo * tracks, 1);
+      if (t.hi > t.lo) run_head(rows.data(), t.hi - t.lo, reqs[r], *panels[r], dst + t.lo * tracks, kt);
     }
   };
 
@@ -154,9 +160,7 @@ void Engine::predict_substitutions(const TrunkCache& c, const int64_t* pos, cons
       fail("substitution position " + std::to_string(pos[j]) + " outside the sequence");
     if (alt[j] > 5) fail("base code " + std::to_string(alt[j]) + " (expected 0..5)");
   }
-  // Cones are small: the threads take whole mutations (each kernel call single-threaded),
-  // which keeps both cores busy without a fork and join per layer.
-#pragma omp parallel num_threads(threads_) if (threads_ > 1 && n > 1)
+#pragma omp parallel num_threads(threads_) if (per_mutation)
   {
     std::vector<Patch> patch(nops + 1);
     std::vector<uint8_t> codes(c.padded);

@@ -197,14 +197,25 @@ PYBIND11_MODULE(_engine, m) {
            "Run one sequence and keep every tensor, for predict_substitutions.")
       .def("predict_substitutions",
            [](const Engine& e, const Engine::TrunkCache& cache, py::array_t<int64_t, py::array::c_style | py::array::forcecast> pos,
-              U8 alt, const Requests& requests) {
+              U8 alt, const Requests& requests, py::object given_refs) {
              CHECK_ARG(pos.ndim() == 1 && alt.ndim() == 1 && pos.shape(0) == alt.shape(0),
                        "positions and alt codes must be [n] each");
              std::vector<b2f::HeadRequest> reqs = parse_requests(e, requests);
              std::vector<float*> ref_outs, alt_outs;
              py::list refs, alts;
-             for (const auto& r : reqs) {
-               py::array_t<float> ref({e.n_bins(), int64_t(request_tracks(e, r))});
+             const bool ref_ready = !given_refs.is_none();
+             if (ref_ready) CHECK_ARG(py::len(given_refs) == reqs.size(), "one REF array per request");
+             for (size_t k = 0; k < reqs.size(); ++k) {
+               const auto& r = reqs[k];
+               py::array_t<float> ref;
+               if (ref_ready) {
+                 ref = given_refs[py::int_(k)].cast<py::array_t<float>>();
+                 CHECK_ARG(ref.ndim() == 2 && ref.shape(0) == e.n_bins() && ref.shape(1) == request_tracks(e, r) &&
+                               (ref.flags() & py::array::c_style),
+                           "REF arrays must be C-contiguous float32 [bins, tracks] from an earlier call");
+               } else {
+                 ref = py::array_t<float>({e.n_bins(), int64_t(request_tracks(e, r))});
+               }
                py::array_t<float> out({pos.shape(0), e.n_bins(), int64_t(request_tracks(e, r))});
                ref_outs.push_back(ref.mutable_data()), alt_outs.push_back(out.mutable_data());
                refs.append(ref), alts.append(out);
@@ -214,11 +225,11 @@ PYBIND11_MODULE(_engine, m) {
              const int64_t n = pos.shape(0);
              {
                py::gil_scoped_release nogil;
-               e.predict_substitutions(cache, p, a, n, reqs, ref_outs, alt_outs);
+               e.predict_substitutions(cache, p, a, n, reqs, ref_outs, alt_outs, ref_ready);
              }
              return py::make_tuple(refs, alts);
            },
-           py::arg("cache"), py::arg("positions"), py::arg("alt"), py::arg("requests"),
+           py::arg("cache"), py::arg("positions"), py::arg("alt"), py::arg("requests"), py::arg("refs") = py::none(),
            "REF predictions [bins, tracks] and ALT predictions [n, bins, tracks] per request, for single-base "
            "substitutions of the cached sequence, recomputing only each substitution's receptive-field cone.")
       .def("release_buffers", &Engine::release_buffers, "Free the activation buffers kept between calls.")
