@@ -55,7 +55,7 @@ STATS = ("sum", "center", "scd")
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 # Bound on the float32 ALT predictions held at once (mutants x bins x tracks): mutants are
 # scored in chunks of this size from one kept REF pass (Model.substitution_scorer).
-ALT_BUDGET_BYTES = 256 << 20
+ALT_BUDGET_BYTES = 96 << 20
 
 
 def _parse_stats(stats) -> Tuple[str, ...]:
@@ -110,8 +110,14 @@ def _stat(name: str, P: np.ndarray, ref: np.ndarray) -> np.ndarray:
     if name == "center":
         nb = P.shape[-2]
         return P[..., nb // 2:nb // 2 + 2, :].sum(axis=-2)
-    d = P - ref
-    return np.sqrt((d * d).sum(axis=-2))
+    # One mutant at a time through a reused buffer: no temporaries of the whole chunk's size.
+    out = np.empty(P.shape[:-2] + P.shape[-1:], np.float32)
+    buf = np.empty(P.shape[-2:], np.float32)
+    for i in np.ndindex(P.shape[:-2]):
+        np.subtract(P[i], ref, out=buf)
+        np.multiply(buf, buf, out=buf)
+        out[i] = np.sqrt(buf.sum(axis=0))
+    return out
 
 
 def _score_window(model, codes: np.ndarray, first: int, n: int, stats: Sequence[str], head: str,
