@@ -67,8 +67,9 @@ from tqdm import tqdm
 
 from . import dna
 from ._io import atomic_output, canonical_sha, job_lock, read_json, write_json
+from .cli_options import add_model_options
 from .genome import fetch, open_fasta
-from .spec import CODE_N, GELU_VARIANTS, ConvOp, CropOp
+from .spec import CODE_N, ConvOp, CropOp
 from .version import __version__
 
 PathLike = Union[str, os.PathLike]
@@ -707,10 +708,7 @@ def add_predict_genome_subcommand(subparsers) -> argparse.ArgumentParser:
                     "the first output bin is the chromosome's first bin), skip windows whose output is all N, "
                     "and write OUT_DIR/<column>_<identifier>.bw per track plus manifest.json. An interrupted "
                     "run resumes where it stopped; rerunning a finished job does nothing.")
-    p.add_argument("-m", "--model", required=True, help="model file (.safetensors, .h5 or .pth)")
-    p.add_argument("--params", default=None, help="basenji params JSON (for .pth files of non-published shapes)")
-    p.add_argument("--gelu", choices=GELU_VARIANTS, default=None, help="override the model's GELU variant")
-    p.add_argument("--threads", type=int, default=None, help="compute threads (default: all CPUs)")
+    add_model_options(p)
     p.add_argument("--precision", default="fp32", help="compute precision (only fp32 in this version)")
     p.add_argument("-f", "--fasta", required=True, help="genome FASTA (indexed with pyfaidx)")
     p.add_argument("-o", "--out-dir", required=True, help="output folder")

@@ -47,8 +47,9 @@ from tqdm import tqdm
 from ._io import atomic_output
 from .dna import encode, revcomp
 from .genome import fetch, open_fasta
-from .regions import (Region, _as_regions, _check_contigs, _ints, accept_negative_lists, parse_interval,
+from .regions import (Region, _as_regions, _check_contigs, _ints, parse_interval,
                       read_bed, resolve_tracks, window)
+from .cli_options import accept_negative_lists, add_model_options
 from .targets import read_targets
 
 STATS = ("sum", "center", "scd")
@@ -279,7 +280,6 @@ def sat_bed(model, fasta_path, bed_path, out_dir, mut_len: Optional[int] = None,
 def add_sat_subcommand(subparsers) -> argparse.ArgumentParser:
     """Add ``sat`` to an argparse ``subparsers``; ``args.func(args)`` runs it. Options follow
     basenji_sat_bed.py (``-f -o -l -u -d --stats -t --rc --shifts``)."""
-    from .spec import GELU_VARIANTS
 
     p = subparsers.add_parser(
         "sat", help="saturation mutagenesis of BED regions (basenji_sat_bed.py's scores.h5)",
@@ -287,10 +287,7 @@ def add_sat_subcommand(subparsers) -> argparse.ArgumentParser:
                     "three others ('-' strand regions: the reverse-complemented window) and write "
                     "OUT_DIR/scores.h5 as basenji_sat_bed.py: per statistic float16 [regions, len, 4, tracks] "
                     "(minus the mean over the 4 bases), seqs, chr, strand, start, end.")
-    p.add_argument("-m", "--model", required=True, help="model file (.safetensors, .h5 or .pth)")
-    p.add_argument("--params", default=None, help="basenji params JSON (for .pth files of non-published shapes)")
-    p.add_argument("--gelu", choices=GELU_VARIANTS, default=None, help="override the model's GELU variant")
-    p.add_argument("--threads", type=int, default=None, help="compute threads (default: all CPUs)")
+    add_model_options(p)
     p.add_argument("-f", "--fasta", required=True, help="genome FASTA (indexed with pyfaidx)")
     p.add_argument("bed", help="BED file of regions (6th column: strand)")
     p.add_argument("-o", "--out-dir", required=True, help="output folder")

@@ -36,6 +36,7 @@ from tqdm import tqdm
 from ._io import atomic_output
 from .dna import encode
 from .genome import fetch, open_fasta
+from .cli_options import accept_negative_lists, add_model_options
 from .targets import Targets, TrackSelection, read_targets, select_tracks
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)
@@ -370,18 +371,9 @@ def _ints(text: str) -> List[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
-def accept_negative_lists(parser: argparse.ArgumentParser) -> None:
-    """Let ``--shifts -1,0,1`` parse: argparse takes "-1,0,1" for an option unless it looks
-    like a negative number, so teach the parser that comma lists of integers are numbers."""
-    matcher = getattr(parser, "_negative_number_matcher", None)
-    if matcher is not None and not matcher.match("-1,0"):
-        parser._negative_number_matcher = re.compile(r"^-\d+$|^-\d*\.\d+$|^-\d+(,-?\d+)+$")
-
-
 def add_predict_bed_subcommand(subparsers) -> argparse.ArgumentParser:
     """Add ``predict-bed`` (alias ``predict``) to an argparse ``subparsers``; ``args.func(args)``
     runs it. Options follow basenji_predict_bed.py (``-f -o -t --rc --shifts -l -s -b -g``)."""
-    from .spec import GELU_VARIANTS
 
     p = subparsers.add_parser(
         "predict-bed", aliases=["predict"],
@@ -389,10 +381,7 @@ def add_predict_bed_subcommand(subparsers) -> argparse.ArgumentParser:
         description="Predict the model window centred on each BED region (strand ignored) and write "
                     "OUT_DIR/predict.h5 as basenji_predict_bed.py: preds [regions, site bins, tracks] float16 "
                     "(or [regions, tracks] with -s), chrom, start, end of each site.")
-    p.add_argument("-m", "--model", required=True, help="model file (.safetensors, .h5 or .pth)")
-    p.add_argument("--params", default=None, help="basenji params JSON (for .pth files of non-published shapes)")
-    p.add_argument("--gelu", choices=GELU_VARIANTS, default=None, help="override the model's GELU variant")
-    p.add_argument("--threads", type=int, default=None, help="compute threads (default: all CPUs)")
+    add_model_options(p)
     p.add_argument("-f", "--fasta", required=True, help="genome FASTA (indexed with pyfaidx)")
     p.add_argument("bed", help="BED file of regions")
     p.add_argument("-o", "--out-dir", required=True, help="output folder")

@@ -114,7 +114,8 @@ from tqdm import tqdm
 from ._io import atomic_output, canonical_sha, job_lock, read_json, write_json
 from .dna import encode
 from .genome import fetch, open_fasta
-from .regions import accept_negative_lists, resolve_tracks
+from .regions import resolve_tracks
+from .cli_options import accept_negative_lists, add_model_options
 from .targets import TrackSelection, read_targets
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)
@@ -839,17 +840,13 @@ def _ints(text: str) -> List[int]:
 def add_sad_subcommand(subparsers) -> argparse.ArgumentParser:
     """Add ``sad`` to an argparse ``subparsers``; ``args.func(args)`` runs it. Options follow
     basenji_sad.py (``-f -o -t --stats --rc --shifts --pseudo``)."""
-    from .spec import GELU_VARIANTS
 
     p = subparsers.add_parser(
         "sad", help="variant effect scores for a VCF (basenji_sad.py's sad.h5)",
         description="Score every ALT allele of a VCF: REF and ALT windows centred on the variant, statistics "
                     "over all output bins, written to OUT_DIR/sad.h5 as basenji_sad.py (or OUT_DIR/sad.tsv), "
                     "unscorable variants listed in OUT_DIR/skipped.tsv.")
-    p.add_argument("-m", "--model", required=True, help="model file (.safetensors, .h5 or .pth)")
-    p.add_argument("--params", default=None, help="basenji params JSON (for .pth files of non-published shapes)")
-    p.add_argument("--gelu", choices=GELU_VARIANTS, default=None, help="override the model's GELU variant")
-    p.add_argument("--threads", type=int, default=None, help="compute threads (default: all CPUs)")
+    add_model_options(p)
     p.add_argument("-f", "--fasta", required=True, help="genome FASTA (indexed with pyfaidx)")
     p.add_argument("vcf", help="VCF file (plain or bgzipped)")
     p.add_argument("-o", "--out-dir", required=True, help="output folder")

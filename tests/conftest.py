@@ -37,3 +37,17 @@ def shared():
 def fixture_file():
     """``fixture_file("tf-small", "model.h5")`` -> path, or skip/fail when absent."""
     return fixture_path
+
+
+@pytest.fixture(scope="session")
+def visible():
+    """The basenji CLI fixture folder (genome, VCFs, BEDs, targets, basenji's own outputs)."""
+    return fixture_path("basenji-cli", "visible")
+
+
+@pytest.fixture(scope="session")
+def model():
+    """The tf-small model (Basenji2's block structure, shrunk), loaded once per test session."""
+    from basenji2_fast import load
+
+    return load(fixture_path("tf-small", "model.h5"), threads=2)

@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 import pytest
 
-from basenji2_fast import dna, load
+from basenji2_fast import dna
 from basenji2_fast.genome import fetch, open_fasta
 from basenji2_fast.ism import _stat, add_sat_subcommand, mutation_range, saturation_mutagenesis
 from conftest import fixture_path
@@ -19,16 +19,6 @@ RUNS = {
     "sat_targets": ["-l", "20", "-t", "targets.txt"],
     "sat_up5_down12": ["-u", "5", "-d", "12"],
 }
-
-
-@pytest.fixture(scope="module")
-def visible():
-    return fixture_path("basenji-cli", "visible")
-
-
-@pytest.fixture(scope="module")
-def model():
-    return load(fixture_path("tf-small", "model.h5"), threads=2)
 
 
 def run_cli(argv):

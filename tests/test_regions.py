@@ -5,7 +5,7 @@ import h5py
 import numpy as np
 import pytest
 
-from basenji2_fast import dna, load
+from basenji2_fast import dna
 from basenji2_fast.genome import fetch, open_fasta
 from basenji2_fast.regions import (add_predict_bed_subcommand, parse_interval, predict_regions, read_bed,
                                    site_bins, window)
@@ -25,16 +25,6 @@ RUNS = {
     "predict_rc_shifts": ("regions.bed", ["--rc", "--shifts", "0,1"]),
     "predict_bigwig_interior": ("regions_interior.bed", ["-b", "0,3", "-g", "chrom.sizes"]),
 }
-
-
-@pytest.fixture(scope="module")
-def visible():
-    return fixture_path("basenji-cli", "visible")
-
-
-@pytest.fixture(scope="module")
-def model():
-    return load(fixture_path("tf-small", "model.h5"), threads=2)
 
 
 def run_cli(argv):

@@ -1,0 +1,24 @@
+"""Command-line options shared by the workflow subcommands (each module adds its own
+subcommand; the options that mean the same everywhere are defined once here)."""
+from __future__ import annotations
+
+import argparse
+import re
+
+from .spec import GELU_VARIANTS
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """``-m MODEL [--params P] [--gelu V] [--threads N]``, read by :func:`load_model`."""
+    parser.add_argument("-m", "--model", required=True, help="model file (.safetensors, .h5 or .pth)")
+    parser.add_argument("--params", default=None, help="basenji params JSON (for .pth files of non-published shapes)")
+    parser.add_argument("--gelu", choices=GELU_VARIANTS, default=None, help="override the model's GELU variant")
+    parser.add_argument("--threads", type=int, default=None, help="compute threads (default: all CPUs)")
+
+
+def accept_negative_lists(parser: argparse.ArgumentParser) -> None:
+    """Let ``--shifts -1,0,1`` parse: argparse takes "-1,0,1" for an option unless it looks
+    like a negative number, so teach the parser that comma lists of integers are numbers."""
+    matcher = getattr(parser, "_negative_number_matcher", None)
+    if matcher is not None and not matcher.match("-1,0"):
+        parser._negative_number_matcher = re.compile(r"^-\d+$|^-\d*\.\d+$|^-\d+(,-?\d+)+$")
