@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 
 from .spec import GELU_VARIANTS
 
@@ -22,3 +23,23 @@ def accept_negative_lists(parser: argparse.ArgumentParser) -> None:
     matcher = getattr(parser, "_negative_number_matcher", None)
     if matcher is not None and not matcher.match("-1,0"):
         parser._negative_number_matcher = re.compile(r"^-\d+$|^-\d*\.\d+$|^-\d+(,-?\d+)+$")
+
+
+def load_model(args: argparse.Namespace):
+    """The model named by :func:`add_model_options`' options."""
+    from .model import load
+
+    return load(args.model, threads=args.threads, params=args.params, gelu=args.gelu)
+
+
+def one_line_errors(command: str, work) -> int:
+    """Run ``work()``; a bad input's error becomes one line on stderr and exit status 1."""
+    from .formats import FormatError
+
+    try:
+        work()
+    except (FormatError, ValueError, KeyError, OSError, ImportError, RuntimeError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"basenji2-fast {command}: error: {msg}", file=sys.stderr)
+        return 1
+    return 0

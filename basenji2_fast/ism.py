@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -49,7 +48,7 @@ from .dna import encode, revcomp
 from .genome import fetch, open_fasta
 from .regions import (Region, _as_regions, _check_contigs, _ints, parse_interval,
                       read_bed, resolve_tracks, window)
-from .cli_options import accept_negative_lists, add_model_options
+from .cli_options import accept_negative_lists, add_model_options, load_model, one_line_errors
 from .targets import read_targets
 
 STATS = ("sum", "center", "scd")
@@ -315,11 +314,7 @@ def add_sat_subcommand(subparsers) -> argparse.ArgumentParser:
 
 def run_sat(args: argparse.Namespace) -> int:
     """The ``sat`` subcommand; prints where it wrote, or a one-line error (exit status 1)."""
-    from .formats import FormatError
-    from .model import load
-
-    command = getattr(args, "command", None) or "sat"
-    try:
+    def work():
         if args.mut_len is not None and (args.mut_up is not None or args.mut_down is not None):
             raise ValueError("give either -l or -u/-d, not both")
         stats = _parse_stats(args.stats)
@@ -327,13 +322,10 @@ def run_sat(args: argparse.Namespace) -> int:
         if not read_bed(args.bed):
             raise ValueError(f"{args.bed}: no regions")
         targets = read_targets(args.targets) if args.targets else None
-        model = load(args.model, threads=args.threads, params=args.params, gelu=args.gelu)
-        path = sat_bed(model, args.fasta, args.bed, args.out_dir, mut_len=args.mut_len, mut_up=args.mut_up,
-                       mut_down=args.mut_down, stats=stats, head=args.head, tracks=args.tracks, targets=targets,
-                       rc=args.rc, shifts=args.shifts, n_encoding=args.n_encoding, progress=not args.quiet)
-    except (FormatError, ValueError, KeyError, OSError, ImportError, RuntimeError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"basenji2-fast {command}: error: {msg}", file=sys.stderr)
-        return 1
-    print(f"wrote {path}")
-    return 0
+        path = sat_bed(load_model(args), args.fasta, args.bed, args.out_dir, mut_len=args.mut_len,
+                       mut_up=args.mut_up, mut_down=args.mut_down, stats=stats, head=args.head, tracks=args.tracks,
+                       targets=targets, rc=args.rc, shifts=args.shifts, n_encoding=args.n_encoding,
+                       progress=not args.quiet)
+        print(f"wrote {path}")
+
+    return one_line_errors(getattr(args, "command", None) or "sat", work)

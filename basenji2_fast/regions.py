@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import sys
 from pathlib import Path
 from typing import Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
@@ -36,7 +35,7 @@ from tqdm import tqdm
 from ._io import atomic_output
 from .dna import encode
 from .genome import fetch, open_fasta
-from .cli_options import accept_negative_lists, add_model_options
+from .cli_options import accept_negative_lists, add_model_options, load_model, one_line_errors
 from .targets import Targets, TrackSelection, read_targets, select_tracks
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)
@@ -418,24 +417,16 @@ def add_predict_bed_subcommand(subparsers) -> argparse.ArgumentParser:
 
 def run_predict_bed(args: argparse.Namespace) -> int:
     """The ``predict-bed`` subcommand; prints where it wrote, or a one-line error (exit status 1)."""
-    from .formats import FormatError
-    from .model import load
-
-    command = getattr(args, "command", None) or "predict-bed"
-    try:
+    def work():
         # Inputs first: a bad BED or targets line fails before the model is loaded.
         if not read_bed(args.bed):
             raise ValueError(f"{args.bed}: no regions")
         targets = read_targets(args.targets) if args.targets else None
-        model = load(args.model, threads=args.threads, params=args.params, gelu=args.gelu)
-        path = predict_bed(model, args.fasta, args.bed, args.out_dir, head=args.head, tracks=args.tracks,
+        path = predict_bed(load_model(args), args.fasta, args.bed, args.out_dir, head=args.head, tracks=args.tracks,
                            rc=args.rc, shifts=args.shifts, batch_size=args.batch_size, n_encoding=args.n_encoding,
                            progress=not args.quiet, targets=targets, site_length=args.site_length,
                            site_sum=args.site_sum, bigwig_tracks=args.bigwig_tracks,
                            chrom_sizes=args.chrom_sizes, target_names=args.target_names)
-    except (FormatError, ValueError, KeyError, OSError, ImportError, RuntimeError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"basenji2-fast {command}: error: {msg}", file=sys.stderr)
-        return 1
-    print(f"wrote {path}")
-    return 0
+        print(f"wrote {path}")
+
+    return one_line_errors(getattr(args, "command", None) or "predict-bed", work)
