@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from typing import List
 
 from .spec import GELU_VARIANTS
 
@@ -15,6 +16,35 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--params", default=None, help="basenji params JSON (for .pth files of non-published shapes)")
     parser.add_argument("--gelu", choices=GELU_VARIANTS, default=None, help="override the model's GELU variant")
     parser.add_argument("--threads", type=int, default=None, help="compute threads (default: all CPUs)")
+
+
+def int_list(text: str) -> List[int]:
+    """argparse type for comma-separated integers ("0,3,7", "-1,0,1")."""
+    try:
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def add_track_options(parser: argparse.ArgumentParser) -> None:
+    """``[-t targets.txt] [--tracks SELECTOR] [--head NAME]``, resolved by targets.select_tracks."""
+    parser.add_argument("-t", "--targets", default=None,
+                        help="basenji targets file: track identifiers, labels and strand pairs; with fewer rows "
+                             "than the head has outputs, its index column names the head columns to compute")
+    parser.add_argument("--tracks", default=None,
+                        help="which tracks: comma-separated row numbers of the targets file (head columns without "
+                             "-t), comma-separated identifiers, or a regular expression searched in the "
+                             "descriptions, e.g. 'CAGE:.*K562' (default: all)")
+    parser.add_argument("--head", default=None, help="head name (default: the model's first head, or the one head "
+                                                      "with as many outputs as the targets file has rows)")
+
+
+def add_ensemble_options(parser: argparse.ArgumentParser) -> None:
+    """``[--rc] [--shifts -1,0,1]``: basenji's ensemble (see Model.predict)."""
+    parser.add_argument("--rc", action="store_true", help="average with the reverse complement")
+    parser.add_argument("--shifts", type=int_list, default=[0],
+                        help="comma-separated ensemble shifts (default 0), e.g. --shifts -1,0,1")
+    accept_negative_lists(parser)
 
 
 def accept_negative_lists(parser: argparse.ArgumentParser) -> None:

@@ -67,7 +67,7 @@ from tqdm import tqdm
 
 from . import dna
 from ._io import atomic_output, canonical_sha, job_lock, read_json, write_json
-from .cli_options import add_model_options
+from .cli_options import add_ensemble_options, add_model_options, add_track_options
 from .genome import fetch, open_fasta
 from .spec import CODE_N, ConvOp, CropOp
 from .version import __version__
@@ -663,12 +663,6 @@ def _assemble(out_dir: Path, partial: Path, sizes, todo, records, tiling: Tiling
 # ----------------------------------------------------------------------------------------------
 # Command line
 # ----------------------------------------------------------------------------------------------
-def _ints(text: str) -> List[int]:
-    try:
-        return [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-
 
 def run_predict_genome(args) -> int:
     """``basenji2-fast predict-genome``."""
@@ -712,14 +706,9 @@ def add_predict_genome_subcommand(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--precision", default="fp32", help="compute precision (only fp32 in this version)")
     p.add_argument("-f", "--fasta", required=True, help="genome FASTA (indexed with pyfaidx)")
     p.add_argument("-o", "--out-dir", required=True, help="output folder")
-    p.add_argument("-t", "--targets", default=None, help="basenji targets file (track identifiers and labels)")
-    p.add_argument("--tracks", default=None,
-                   help="tracks to write: targets rows / head columns (0,3), identifiers, or a regular expression "
-                        "on descriptions (^CAGE:) (default: all of the head)")
+    add_track_options(p)
+    add_ensemble_options(p)
     p.add_argument("--chroms", default=None, help="comma-separated chromosomes (default: all of the FASTA)")
-    p.add_argument("--head", default=None, help="head name (default: the model's first head)")
-    p.add_argument("--rc", action="store_true", help="average with the reverse complement")
-    p.add_argument("--shifts", type=_ints, default=[0], help="comma-separated ensemble shifts (default 0)")
     p.add_argument("--batch-size", type=int, default=4, help="windows per engine call (default 4)")
     p.add_argument("--n-encoding", choices=("zeros", "uniform"), default="zeros", help="how N is encoded")
     p.add_argument("--overwrite", action="store_true", help="start over when OUT_DIR holds a job with other options")

@@ -46,9 +46,9 @@ from tqdm import tqdm
 from ._io import atomic_output
 from .dna import encode, revcomp
 from .genome import fetch, open_fasta
-from .regions import (Region, _as_regions, _check_contigs, _ints, parse_interval,
+from .regions import (Region, _as_regions, _check_contigs, parse_interval,
                       read_bed, resolve_tracks, window)
-from .cli_options import accept_negative_lists, add_model_options, load_model, one_line_errors
+from .cli_options import add_ensemble_options, add_model_options, add_track_options, load_model, one_line_errors
 from .targets import read_targets
 
 STATS = ("sum", "center", "scd")
@@ -295,19 +295,10 @@ def add_sat_subcommand(subparsers) -> argparse.ArgumentParser:
     p.add_argument("-u", "--mut-up", type=int, default=None, help="bases mutated upstream of the centre")
     p.add_argument("-d", "--mut-down", type=int, default=None, help="bases mutated downstream of the centre")
     p.add_argument("--stats", default="sum", help="comma-separated statistics: sum,center,scd (default sum)")
-    p.add_argument("-t", "--targets", default=None,
-                   help="basenji targets file: track names, strand pairs; with fewer rows than the head has "
-                        "outputs, its index column names the head columns to compute")
-    p.add_argument("--tracks", default=None,
-                   help="which tracks: row numbers, identifiers or a regular expression on the descriptions "
-                        "(default: all)")
-    p.add_argument("--head", default=None, help="head name (default: the model's first head, or the one head "
-                                                 "with as many outputs as the targets file has rows)")
-    p.add_argument("--rc", action="store_true", help="average with the reverse complement")
-    p.add_argument("--shifts", type=_ints, default=[0], help="comma-separated ensemble shifts (default 0)")
+    add_track_options(p)
+    add_ensemble_options(p)
     p.add_argument("--n-encoding", choices=("zeros", "uniform"), default="zeros", help="how N is encoded")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    accept_negative_lists(p)
     p.set_defaults(func=run_sat)
     return p
 

@@ -35,7 +35,8 @@ from tqdm import tqdm
 from ._io import atomic_output
 from .dna import encode
 from .genome import fetch, open_fasta
-from .cli_options import accept_negative_lists, add_model_options, load_model, one_line_errors
+from .cli_options import (add_ensemble_options, add_model_options, add_track_options, int_list, load_model,
+                          one_line_errors)
 from .targets import Targets, TrackSelection, read_targets, select_tracks
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)
@@ -363,12 +364,6 @@ def predict_bed(model, fasta_path, bed_path, out_dir, head: Optional[str] = None
 # --------------------------------------------------------------------------------------
 # Command line
 
-def _ints(text: str) -> List[int]:
-    try:
-        return [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-
 
 def add_predict_bed_subcommand(subparsers) -> argparse.ArgumentParser:
     """Add ``predict-bed`` (alias ``predict``) to an argparse ``subparsers``; ``args.func(args)``
@@ -384,23 +379,13 @@ def add_predict_bed_subcommand(subparsers) -> argparse.ArgumentParser:
     p.add_argument("-f", "--fasta", required=True, help="genome FASTA (indexed with pyfaidx)")
     p.add_argument("bed", help="BED file of regions")
     p.add_argument("-o", "--out-dir", required=True, help="output folder")
-    p.add_argument("-t", "--targets", default=None,
-                   help="basenji targets file: track names, strand pairs; with fewer rows than the head has "
-                        "outputs, its index column names the head columns to compute")
-    p.add_argument("--tracks", default=None,
-                   help="which tracks: comma-separated row numbers of the targets file (head columns without "
-                        "-t), comma-separated identifiers, or a regular expression searched in the "
-                        "descriptions, e.g. 'CAGE:.*K562' (default: all)")
-    p.add_argument("--head", default=None, help="head name (default: the model's first head, or the one head "
-                                                 "with as many outputs as the targets file has rows)")
-    p.add_argument("--rc", action="store_true", help="average with the reverse complement")
-    p.add_argument("--shifts", type=_ints, default=[0], help="comma-separated ensemble shifts (default 0), "
-                                                              "e.g. --shifts -1,0,1")
+    add_track_options(p)
+    add_ensemble_options(p)
     p.add_argument("-l", "--site-length", type=int, default=None,
                    help="keep only the central SITE_LENGTH bp of output bins (default: all)")
     p.add_argument("-s", "--sum", dest="site_sum", action="store_true",
                    help="sum over the site bins: preds [regions, tracks]")
-    p.add_argument("-b", "--bigwig-tracks", type=_ints, default=None,
+    p.add_argument("-b", "--bigwig-tracks", type=int_list, default=None,
                    help="comma-separated positions among the selected tracks to also write as bigWigs, "
                         "OUT_DIR/bigwig/s<region>_t<track>.bw")
     p.add_argument("-g", "--chrom-sizes", default=None,
@@ -410,7 +395,6 @@ def add_predict_bed_subcommand(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--n-encoding", choices=("zeros", "uniform"), default="zeros", help="how N is encoded")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    accept_negative_lists(p)
     p.set_defaults(func=run_predict_bed)
     return p
 

@@ -115,7 +115,7 @@ from ._io import atomic_output, canonical_sha, job_lock, read_json, write_json
 from .dna import encode
 from .genome import fetch, open_fasta
 from .regions import resolve_tracks
-from .cli_options import accept_negative_lists, add_model_options
+from .cli_options import add_ensemble_options, add_model_options, add_track_options
 from .targets import TrackSelection, read_targets
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)
@@ -830,12 +830,6 @@ def _write_sad(model, fasta, vcf, out_dir, head=None, tracks=None, targets=None,
 # --------------------------------------------------------------------------------------
 # Command line
 
-def _ints(text: str) -> List[int]:
-    try:
-        return [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-
 
 def add_sad_subcommand(subparsers) -> argparse.ArgumentParser:
     """Add ``sad`` to an argparse ``subparsers``; ``args.func(args)`` runs it. Options follow
@@ -850,17 +844,10 @@ def add_sad_subcommand(subparsers) -> argparse.ArgumentParser:
     p.add_argument("-f", "--fasta", required=True, help="genome FASTA (indexed with pyfaidx)")
     p.add_argument("vcf", help="VCF file (plain or bgzipped)")
     p.add_argument("-o", "--out-dir", required=True, help="output folder")
-    p.add_argument("-t", "--targets", default=None,
-                   help="basenji targets file: target_ids/target_labels, strand pairs; with fewer rows than the "
-                        "head has outputs, its index column names the head columns to compute")
-    p.add_argument("--tracks", default=None,
-                   help="which tracks: row numbers of the targets file (head columns without -t), identifiers, "
-                        "or a regular expression on the descriptions (default: all)")
-    p.add_argument("--head", default=None, help="head name (default: as predict-bed)")
+    add_track_options(p)
+    add_ensemble_options(p)
     p.add_argument("--stats", default="SAD",
                    help=f"comma-separated statistics (default SAD); known: {','.join(KNOWN_STATS)}")
-    p.add_argument("--rc", action="store_true", help="average with the reverse complement")
-    p.add_argument("--shifts", type=_ints, default=[0], help="comma-separated ensemble shifts, e.g. --shifts -1,0,1")
     p.add_argument("--pseudo", type=float, default=1.0, help="pseudocount of SADR/SAXR/SAR (default 1)")
     p.add_argument("--batch-size", type=int, default=8, help="variants per batch (default 8)")
     p.add_argument("--format", dest="fmt", choices=("h5", "tsv"), default="h5",
@@ -871,7 +858,6 @@ def add_sad_subcommand(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="start over when OUT_DIR holds a sad job (finished or interrupted) with other options")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    accept_negative_lists(p)
     p.set_defaults(func=run_sad)
     return p
 
