@@ -76,6 +76,15 @@ def _drop_mapped_pages(spec: ModelSpec) -> None:
 _COMPLEMENT = np.array([3, 2, 1, 0, 4, 5], np.uint8)
 
 
+def _ensemble_passes(shifts: Sequence[int], rc: bool) -> List[tuple]:
+    """basenji's ensemble members, in order: (shift, reverse-complemented) for every shift,
+    forward strand first."""
+    passes = [(int(s), False) for s in shifts] + ([(int(s), True) for s in shifts] if rc else [])
+    if not passes:
+        raise ValueError("shifts must name at least one shift")
+    return passes
+
+
 def _shift_codes(codes: np.ndarray, shift: int) -> np.ndarray:
     """basenji's ensemble shift: s > 0 prepends s uniform (0.25) columns and drops the last
     s bases; s < 0 the reverse. codes: [B, L] -> [B, L]."""
@@ -250,20 +259,10 @@ class Model:
         codes, zero_rows = self.encode(x)
         n_uniform = self._n_uniform(n_encoding, zero_rows)
         names = self._resolve_heads(head)
-        requests = []
-        for n in names:
-            sel = tracks.get(n) if isinstance(tracks, dict) else tracks
-            idx = [] if sel is None else [int(t) for t in np.asarray(list(sel)).ravel()]
-            n_tracks = self.spec.heads[n].tracks
-            bad = [t for t in idx if not 0 <= t < n_tracks]
-            if bad:
-                raise ValueError(f"track index {bad[0]} out of range for head {n!r} with {n_tracks} tracks")
-            requests.append((self._head_index[n], idx))
+        requests = [self._request(n, tracks.get(n) if isinstance(tracks, dict) else tracks) for n in names]
         pairs = [self._strand_pair(n, strand_pair.get(n) if isinstance(strand_pair, dict) else strand_pair,
                                    len(idx) or self.spec.heads[n].tracks) for n, (_, idx) in zip(names, requests)]
-        passes = [(int(s), False) for s in shifts] + ([(int(s), True) for s in shifts] if rc else [])
-        if not passes:
-            raise ValueError("shifts must name at least one shift")
+        passes = _ensemble_passes(shifts, rc)
         B = codes.shape[0]
         bs = int(batch_size) if batch_size else max(1, min(B, 8))
         outs = [np.zeros((B, self.n_bins, len(r[1]) or self.spec.heads[n].tracks), np.float32)
@@ -287,6 +286,15 @@ class Model:
         if head in ("both", "all") or (not isinstance(head, str) and head is not None):
             return dict(zip(names, outs))
         return outs[0]
+
+    def _request(self, head: str, tracks) -> tuple:
+        """(engine head index, head columns to compute, [] = all) with the columns checked."""
+        idx = [] if tracks is None else [int(t) for t in np.asarray(list(tracks)).ravel()]
+        n_tracks = self.spec.heads[head].tracks
+        bad = [t for t in idx if not 0 <= t < n_tracks]
+        if bad:
+            raise ValueError(f"track index {bad[0]} out of range for head {head!r} with {n_tracks} tracks")
+        return self._head_index[head], idx
 
     @staticmethod
     def _strand_pair(head: str, pair, n_out: int) -> Optional[np.ndarray]:
@@ -403,18 +411,12 @@ class SubstitutionScorer:
         if len(names) != 1:
             raise ValueError("substitutions are scored for one head at a time")
         name = names[0]
-        idx = [] if tracks is None else [int(t) for t in np.asarray(list(tracks)).ravel()]
-        n_tracks = model.spec.heads[name].tracks
-        bad = [t for t in idx if not 0 <= t < n_tracks]
-        if bad:
-            raise ValueError(f"track index {bad[0]} out of range for head {name!r} with {n_tracks} tracks")
-        self.n_tracks = len(idx) or n_tracks
+        head_index, idx = model._request(name, tracks)
+        self.n_tracks = len(idx) or model.spec.heads[name].tracks
         self._pair = model._strand_pair(name, strand_pair, self.n_tracks)
-        self._request = [(model._head_index[name], idx)]
+        self._request = [(head_index, idx)]
         self._engine, self._L, self._bins = model._engine, model.seq_length, model.n_bins
-        self._passes = [(int(s), False) for s in shifts] + ([(int(s), True) for s in shifts] if rc else [])
-        if not self._passes:
-            raise ValueError("shifts must name at least one shift")
+        self._passes = _ensemble_passes(shifts, rc)
         self.codes = codes[0]
         self._caches = []
         ref_sum = np.zeros((self._bins, self.n_tracks), np.float32)
