@@ -56,12 +56,10 @@ class Engine {
   // tiling a sequence and for recomputing only a mutation's receptive-field cone.
   void op_range(int i, const float* x, int64_t x0, int64_t x_rows, const float* res, int64_t p0, int64_t p1,
                 float* out) const;
-  int64_t op_input_length(int i) const { return lengths_.at(i); }
   int op_in_channels(int i) const { return channels_.at(i); }
   int op_out_channels(int i) const { return channels_.at(i + 1); }
   int op_pool(int i) const { return ops_.at(i).type == OpDesc::Conv ? ops_.at(i).pool : 1; }
   int n_ops() const { return int(ops_.size()); }
-  int op_halo(int i) const { return int(halo_.at(i)); }
 
   // Activation buffers kept between sequences and calls: the same sizes recur for every
   // sequence, and fresh allocations of tens of MB cost page faults each time. Holds at most
