@@ -3,6 +3,7 @@ subcommand; the options that mean the same everywhere are defined once here)."""
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from typing import List
@@ -26,17 +27,61 @@ def int_list(text: str) -> List[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+_HEAD_KEY = re.compile(r"^([A-Za-z_][\w.-]*)=(.*)$")
+
+
+class _PerHead(argparse.Action):
+    """``VALUE`` (stored in ``dest``, once) or ``HEAD=VALUE`` (repeatable; stored in
+    ``<dest>_by_head``, a dict). A targets path that exists as given is never split at '='."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        m = _HEAD_KEY.match(value)
+        if m and not (self.dest == "targets" and os.path.exists(value)):
+            by_head = dict(getattr(namespace, self.dest + "_by_head", None) or {})
+            if m.group(1) in by_head:
+                parser.error(f"{option_string} {m.group(1)}=... given twice")
+            by_head[m.group(1)] = m.group(2)
+            setattr(namespace, self.dest + "_by_head", by_head)
+        elif getattr(namespace, self.dest, None) is not None:
+            parser.error(f"{option_string} given twice without HEAD= (use {option_string} HEAD=VALUE per head)")
+        else:
+            setattr(namespace, self.dest, value)
+
+
 def add_track_options(parser: argparse.ArgumentParser) -> None:
-    """``[-t targets.txt] [--tracks SELECTOR] [--head NAME]``, resolved by targets.select_tracks."""
-    parser.add_argument("-t", "--targets", default=None,
+    """``[-t [HEAD=]targets.txt] [--tracks [HEAD=]SELECTOR] [--head NAME|both]``, resolved by
+    heads.plan_heads and targets.select_tracks."""
+    parser.add_argument("-t", "--targets", default=None, action=_PerHead,
                         help="basenji targets file: track identifiers, labels and strand pairs; with fewer rows "
-                             "than the head has outputs, its index column names the head columns to compute")
-    parser.add_argument("--tracks", default=None,
+                             "than the head has outputs, its index column names the head columns to compute. "
+                             "With several heads: -t HEAD=FILE, once per head")
+    parser.add_argument("--tracks", default=None, action=_PerHead,
                         help="which tracks: comma-separated row numbers of the targets file (head columns without "
                              "-t), comma-separated identifiers, or a regular expression searched in the "
-                             "descriptions, e.g. 'CAGE:.*K562' (default: all)")
-    parser.add_argument("--head", default=None, help="head name (default: the model's first head, or the one head "
-                                                      "with as many outputs as the targets file has rows)")
+                             "descriptions, e.g. 'CAGE:.*K562' (default: all). Per head: --tracks HEAD=SELECTOR")
+    parser.add_argument("--head", default=None,
+                        help="head name, 'both' (every head of the model, one trunk pass) or a comma list (default: "
+                             "the model's first head, or the one head with as many outputs as the targets file "
+                             "has rows); several heads write OUT/<head>/ each")
+    parser.set_defaults(targets_by_head=None, tracks_by_head=None)
+
+
+def track_request(args: argparse.Namespace) -> tuple:
+    """(head, tracks, targets) for the workflow functions from :func:`add_track_options`'
+    options; targets files are read here, so a bad line fails before the model loads.
+    tracks / targets are plain values, or dicts {head: value} (``None``: the plain one)."""
+    from .targets import read_targets
+
+    def merged(plain, by_head, read=lambda v: v):
+        if not by_head:
+            return None if plain is None else read(plain)
+        out = {h: read(v) for h, v in by_head.items()}
+        if plain is not None:
+            out[None] = read(plain)
+        return out
+
+    return (args.head, merged(args.tracks, getattr(args, "tracks_by_head", None)),
+            merged(args.targets, getattr(args, "targets_by_head", None), read_targets))
 
 
 def add_ensemble_options(parser: argparse.ArgumentParser) -> None:

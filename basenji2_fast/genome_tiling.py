@@ -69,6 +69,7 @@ from . import dna
 from ._io import atomic_output, canonical_sha, job_lock, read_json, write_json
 from .cli_options import add_ensemble_options, add_model_options, add_track_options
 from .genome import fetch, open_fasta
+from .heads import head_names
 from .spec import CODE_N, ConvOp, CropOp
 from .version import __version__
 
@@ -274,11 +275,20 @@ def _read_row(path: Path, shape, dtype: np.dtype, t: int, b0: int, b1: int) -> n
 # ----------------------------------------------------------------------------------------------
 # Prediction of one batch
 # ----------------------------------------------------------------------------------------------
-def _predict_batch(model, codes: np.ndarray, head: str, tr: _Tracks, all_columns: bool, rc: bool,
+def _predict_batch(model, codes: np.ndarray, head, tr: _Tracks, all_columns: bool, rc: bool,
                    shifts: Sequence[int], batch_size: int, n_encoding: str) -> np.ndarray:
     """codes uint8 [B, L] -> float32 [B, n_bins, tracks]; with ``rc``, strand-paired tracks
     swap their reverse-complement predictions (basenji's ``SwitchReverse``, done by
-    ``Model.predict(strand_pair=...)``)."""
+    ``Model.predict(strand_pair=...)``).
+
+    ``head``: a head name, or for several heads a list of (name, _Tracks, all_columns): every
+    head from one trunk pass, their tracks side by side in list order (``tr`` is then the
+    concatenation and ``all_columns`` unused)."""
+    if not isinstance(head, str):
+        ps = model.predict(codes, head=[h for h, _, _ in head], rc=rc, shifts=tuple(shifts), batch_size=batch_size,
+                           tracks={h: None if a else t.columns for h, t, a in head}, n_encoding=n_encoding,
+                           strand_pair={h: t.strand_pair if rc else None for h, t, _ in head})
+        return np.concatenate([ps[h] for h, _, _ in head], axis=-1)
     return model.predict(codes, head=head, tracks=None if all_columns else tr.columns, rc=rc, shifts=tuple(shifts),
                          batch_size=batch_size, n_encoding=n_encoding, strand_pair=tr.strand_pair if rc else None)
 
@@ -303,7 +313,10 @@ def predict_genome(model, fasta: PathLike, out_dir: PathLike, head: Optional[str
     out_dir : path
         Output folder: ``<column>_<identifier>.bw`` per track and ``manifest.json``.
     head : str, optional
-        Head name (default: the model's first head).
+        Head name (default: the model's first head), or ``"both"`` / a list of heads: every
+        head from one trunk pass per window, each head's bigWigs in ``out_dir/<head>/`` (the
+        manifest's ``heads`` section lists them); ``tracks`` and ``track_names`` are then
+        dicts {head: value} (a plain value applies to every head).
     tracks : None, list of int, or TrackSelection
         Head columns to write (None: all). A ``TrackSelection``
         (:func:`basenji2_fast.targets.select_tracks`) also gives identifiers, labels and, with
@@ -353,12 +366,32 @@ def predict_genome(model, fasta: PathLike, out_dir: PathLike, head: Optional[str
         model = load(model)
     # Check every input before touching OUTDIR, so bad inputs leave nothing behind.
     tiling = tiling_of(model)
-    head = head or model.head_names[0]
-    if not isinstance(head, str) or head not in model.spec.heads:
-        raise ValueError(f"no head {head!r}; this model has {model.head_names} (predict-genome writes one head)")
-    n_outputs = model.spec.heads[head].tracks
-    tr = _resolve_tracks(tracks, track_names, n_outputs)
-    all_columns = tr.columns == list(range(n_outputs))
+    names, multi = head_names(model, head, [k for k in (tracks if isinstance(tracks, dict) else ()) if k])
+    per_head = None
+    if multi:
+        # Several heads: one partial row per track of every head, files under <head>/.
+        def of(value, h):
+            return value.get(h) if isinstance(value, dict) else value
+        per_head = []
+        for h in names:
+            t = _resolve_tracks(of(tracks, h), of(track_names, h), model.spec.heads[h].tracks)
+            per_head.append((h, t, t.columns == list(range(model.spec.heads[h].tracks))))
+        offsets = np.cumsum([0] + [len(t.columns) for _, t, _ in per_head])
+        paired = any(t.strand_pair is not None for _, t, _ in per_head)
+        tr = _Tracks([c for _, t, _ in per_head for c in t.columns],
+                     [i for _, t, _ in per_head for i in t.identifiers],
+                     [lb for _, t, _ in per_head for lb in t.labels],
+                     [int(o) + p for (_, t, _), o in zip(per_head, offsets) for p in (t.strand_pair or
+                                                                                      range(len(t.columns)))]
+                     if paired else None,
+                     [f"{h}/{f}" for h, t, _ in per_head for f in t.files])
+        head, all_columns = names, False
+    else:
+        head = names[0] or model.head_names[0]
+        n_outputs = model.spec.heads[head].tracks
+        tr = _resolve_tracks(tracks.get(head) if isinstance(tracks, dict) else tracks,
+                             track_names.get(head) if isinstance(track_names, dict) else track_names, n_outputs)
+        all_columns = tr.columns == list(range(n_outputs))
     shifts = [int(s) for s in shifts]
     if not shifts:
         raise ValueError("shifts must name at least one shift")
@@ -421,7 +454,7 @@ def predict_genome(model, fasta: PathLike, out_dir: PathLike, head: Optional[str
         if conflict or old is not None:
             # Start over: only the files an earlier job of ours wrote are removed.
             for f in (old or {}).get("tracks", {}).get("files", []):
-                (out_dir / Path(f).name).unlink(missing_ok=True)
+                (out_dir / _inside(f)).unlink(missing_ok=True)
             manifest_path.unlink(missing_ok=True)
             if partial.exists():
                 shutil.rmtree(partial)
@@ -437,9 +470,11 @@ def predict_genome(model, fasta: PathLike, out_dir: PathLike, head: Optional[str
                 if st["done"]:
                     continue
                 bar.set_postfix_str(name, refresh=False)
-                _run_chromosome(model, fa, partial, i, name, size, tiling, tr, all_columns, head, rc, shifts,
-                                batch_size, n_encoding, key, st, bar)
+                _run_chromosome(model, fa, partial, i, name, size, tiling, tr, all_columns,
+                                per_head if multi else head, rc, shifts, batch_size, n_encoding, key, st, bar)
         t_asm = time.time()
+        for h in (names if multi else ()):
+            (out_dir / h).mkdir(exist_ok=True)
         records = [read_json(partial / f"{i}.json") for i, _, _ in todo]
         asm_workers = _assemble(out_dir, partial, sizes, todo, records, tiling, tr,
                                 assembly_workers or getattr(model, "threads", None) or 1)
@@ -457,6 +492,8 @@ def predict_genome(model, fasta: PathLike, out_dir: PathLike, head: Optional[str
                         "batch_size": batch_size, "threads": getattr(model, "threads", None)},
             "tracks": {"columns": tr.columns, "identifiers": tr.identifiers, "labels": tr.labels,
                        "strand_pair": tr.strand_pair if rc else None, "files": tr.files},
+            **({"heads": {h: {"dir": h, "columns": t.columns, "identifiers": t.identifiers,
+                              "files": [f"{h}/{f}" for f in t.files]} for h, t, _ in per_head}} if multi else {}),
             "tiling": {**asdict(tiling), "stride": tiling.stride,
                        "first_window_start": -tiling.crop, "skip": "windows whose output region is all N"},
             "chromosomes": [{"name": n, "length": s, "windows": r["windows"], "skipped_windows": r["skipped"],
@@ -472,6 +509,13 @@ def predict_genome(model, fasta: PathLike, out_dir: PathLike, head: Optional[str
         write_json(manifest_path, manifest)
         shutil.rmtree(partial)
     return manifest
+
+
+def _inside(f: str) -> Path:
+    """A manifest's file name as a path inside the output folder (``<head>/<file>`` for
+    several heads); anything that would leave the folder is reduced to its name."""
+    rel = Path(f)
+    return Path(rel.name) if rel.is_absolute() or ".." in rel.parts else rel
 
 
 def _partial_dtype(n_tracks: int, n_bins: int) -> np.dtype:
@@ -628,7 +672,7 @@ def _assemble(out_dir: Path, partial: Path, sizes, todo, records, tiling: Tiling
     """
     jobs = list(enumerate(tr.files))
     for f in tr.files:  # temporaries of a run killed while writing (atomic_output's names)
-        for tmp in out_dir.glob(f".{glob.escape(f)}.*.tmp"):
+        for tmp in (out_dir / f).parent.glob(f".{glob.escape(Path(f).name)}.*.tmp"):
             tmp.unlink(missing_ok=True)
     n_values = len(jobs) * sum(tiling.n_chrom_bins(s) for _, _, s in todo)
     workers = max(1, min(int(workers), len(jobs)))
@@ -666,21 +710,24 @@ def _assemble(out_dir: Path, partial: Path, sizes, todo, records, tiling: Tiling
 
 def run_predict_genome(args) -> int:
     """``basenji2-fast predict-genome``."""
+    from .cli_options import track_request
+    from .heads import plan_heads
     from .model import load
-    from .targets import read_targets, select_tracks
+    from .regions import resolve_tracks
 
     if args.precision != "fp32":
         raise ValueError(f"--precision {args.precision}: bf16 is not available in this version; use fp32")
+    head, tracks, targets = track_request(args)
     model = load(args.model, threads=args.threads, params=args.params, gelu=args.gelu)
-    head = args.head or model.head_names[0]
-    if head not in model.spec.heads:
-        raise ValueError(f"no head {head!r}; this model has {model.head_names}")
-    n_outputs = model.spec.heads[head].tracks
-    if args.targets or args.tracks:
-        targets = read_targets(args.targets) if args.targets else None
-        tracks = select_tracks(targets, args.tracks, n_outputs)
-    else:
-        tracks = None
+    multi, reqs = plan_heads(model, head, tracks, targets)
+    sels = {}
+    for r in reqs:
+        if r.targets is not None or r.tracks is not None:
+            h, sel = resolve_tracks(model, r.head, r.tracks, r.targets)
+        else:
+            h, sel = r.head or model.head_names[0], None
+        sels[h] = sel
+    head, tracks = (list(sels), sels) if multi else next(iter(sels.items()))
     chroms = [c.strip() for c in args.chroms.split(",") if c.strip()] if args.chroms else None
     manifest = predict_genome(model, args.fasta, args.out_dir, head=head, tracks=tracks, chroms=chroms, rc=args.rc,
                               shifts=args.shifts, batch_size=args.batch_size, n_encoding=args.n_encoding,
@@ -689,7 +736,8 @@ def run_predict_genome(args) -> int:
     if manifest.get("status") == "up-to-date":
         print(f"{args.out_dir} already holds this finished job (manifest.json); nothing to do")
         return 0
-    print(f"wrote {len(manifest['tracks']['files'])} bigWigs and {MANIFEST} to {args.out_dir} "
+    print(f"wrote {len(manifest['tracks']['files'])} bigWigs"
+          f"{' (' + ', '.join(f'{h}/' for h in manifest['heads']) + ')' if 'heads' in manifest else ''} and {MANIFEST} to {args.out_dir} "
           f"({w['predicted']:,} windows predicted, {w['skipped']:,} all-N windows skipped)")
     return 0
 

@@ -48,8 +48,9 @@ from .dna import encode, revcomp
 from .genome import fetch, open_fasta
 from .regions import (Region, _as_regions, _check_contigs, parse_interval,
                       read_bed, resolve_tracks, window)
-from .cli_options import add_ensemble_options, add_model_options, add_track_options, load_model, one_line_errors
-from .targets import read_targets
+from .cli_options import (add_ensemble_options, add_model_options, add_track_options, load_model, one_line_errors,
+                          track_request)
+from .heads import plan_heads
 
 STATS = ("sum", "center", "scd")
 FLOAT16_MAX = float(np.finfo(np.float16).max)
@@ -195,8 +196,17 @@ def saturation_mutagenesis(model, seq_or_interval, fasta=None, mut_start: Option
     -------
     dict: ``{stat: float32 [mut_len, 4, tracks]}`` for each statistic (mean over the four
     bases subtracted), ``seqs`` bool [mut_len, 4], ``mut_start`` int; for an interval also
-    ``chr``, ``strand``, ``start``, ``end`` (the stretch's genomic coordinates).
+    ``chr``, ``strand``, ``start``, ``end`` (the stretch's genomic coordinates). With several
+    heads (``head="both"``; tracks/targets per head as :func:`basenji2_fast.predict_regions`):
+    {head: that dict}, one head after the other (the incremental path predicts one head).
     """
+    multi, reqs = plan_heads(model, head, tracks, targets)
+    if multi:
+        sels = [resolve_tracks(model, r.head, r.tracks, r.targets) for r in reqs]  # all checked first
+        return {h: saturation_mutagenesis(model, seq_or_interval, fasta=fasta, mut_start=mut_start, mut_len=mut_len,
+                                          stats=stats, head=h, tracks=sel, rc=rc, shifts=shifts, strand=strand,
+                                          n_encoding=n_encoding) for h, sel in sels}
+    head, targets, tracks = reqs[0]
     stats = _parse_stats(stats)
     L = model.seq_length
     out: Dict[str, object] = {}
@@ -239,7 +249,19 @@ def sat_bed(model, fasta_path, bed_path, out_dir, mut_len: Optional[int] = None,
             n_encoding: str = "zeros", progress: bool = True) -> Path:
     """Saturation mutagenesis of every BED region -> ``out_dir/scores.h5`` (basenji_sat_bed.py's
     file; see the module docstring). Regions without a strand column are scored as ``+``.
-    Written under a temporary name and renamed when complete."""
+    Written under a temporary name and renamed when complete.
+
+    Several heads (``head="both"``; tracks/targets per head as
+    :func:`basenji2_fast.predict_regions`): ``out_dir/<head>/scores.h5`` per head, as a
+    single-head run into ``out_dir/<head>``, one head after the other (the incremental
+    substitution path predicts one head at a time); returns {head: path}."""
+    multi, reqs = plan_heads(model, head, tracks, targets)
+    if multi:
+        sels = [resolve_tracks(model, r.head, r.tracks, r.targets) for r in reqs]  # all checked first
+        return {h: sat_bed(model, fasta_path, bed_path, Path(out_dir) / h, mut_len=mut_len, mut_up=mut_up,
+                           mut_down=mut_down, stats=stats, head=h, tracks=sel, rc=rc, shifts=shifts,
+                           n_encoding=n_encoding, progress=progress) for h, sel in sels}
+    head, targets, tracks = reqs[0]
     stats = _parse_stats(stats)
     regions, source = _as_regions(bed_path)
     if not regions:
@@ -312,11 +334,11 @@ def run_sat(args: argparse.Namespace) -> int:
         # Inputs first: a bad BED or targets line fails before the model is loaded.
         if not read_bed(args.bed):
             raise ValueError(f"{args.bed}: no regions")
-        targets = read_targets(args.targets) if args.targets else None
+        head, tracks, targets = track_request(args)
         path = sat_bed(load_model(args), args.fasta, args.bed, args.out_dir, mut_len=args.mut_len,
-                       mut_up=args.mut_up, mut_down=args.mut_down, stats=stats, head=args.head, tracks=args.tracks,
+                       mut_up=args.mut_up, mut_down=args.mut_down, stats=stats, head=head, tracks=tracks,
                        targets=targets, rc=args.rc, shifts=args.shifts, n_encoding=args.n_encoding,
                        progress=not args.quiet)
-        print(f"wrote {path}")
+        print(f"wrote {', '.join(map(str, path.values())) if isinstance(path, dict) else path}")
 
     return one_line_errors(getattr(args, "command", None) or "sat", work)

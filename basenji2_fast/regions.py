@@ -26,7 +26,8 @@ import argparse
 import os
 import re
 from pathlib import Path
-from typing import Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
+from contextlib import ExitStack
+from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import h5py
 import numpy as np
@@ -36,7 +37,8 @@ from ._io import atomic_output
 from .dna import encode
 from .genome import fetch, open_fasta
 from .cli_options import (add_ensemble_options, add_model_options, add_track_options, int_list, load_model,
-                          one_line_errors)
+                          one_line_errors, track_request)
+from .heads import plan_heads
 from .targets import Targets, TrackSelection, read_targets, select_tracks
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)
@@ -190,30 +192,34 @@ def resolve_tracks(model, head: Optional[str] = None, tracks=None,
     return head, select_tracks(targets, tracks, n_out)
 
 
-def _iter_predictions(model, fasta, regions: List[Region], head: str, sel: TrackSelection, rc: bool,
-                      shifts: Sequence[int], batch_size: int, n_encoding: str,
-                      progress: bool) -> Iterator[Tuple[int, np.ndarray]]:
-    """Yield ``(first region, float32 [batch, n_bins, tracks])`` batch by batch, in order."""
+def _iter_heads(model, fasta, regions: List[Region], sels: Dict[str, TrackSelection], rc: bool,
+                shifts: Sequence[int], batch_size: int, n_encoding: str,
+                progress: bool) -> Iterator[Tuple[int, Dict[str, np.ndarray]]]:
+    """Yield ``(first region, {head: float32 [batch, n_bins, tracks]})`` batch by batch, in
+    order; every head of ``sels`` from one trunk pass per window."""
     L = model.seq_length
-    cols = None if sel.is_all(model.spec.heads[head].tracks) else sel.columns
+    cols = {h: None if sel.is_all(model.spec.heads[h].tracks) else sel.columns for h, sel in sels.items()}
+    pairs = {h: sel.strand_pair if rc else None for h, sel in sels.items()}
     with tqdm(total=len(regions), unit="region", disable=not progress, desc="predict") as bar:
         for b0 in range(0, len(regions), batch_size):
             batch = regions[b0:b0 + batch_size]
             codes = np.stack([encode(fetch(fasta, r.chrom, *window(r, L)), what=f"{r.chrom}:{r.start}-{r.end}")
                               for r in batch])
-            yield b0, model.predict(codes, head=head, tracks=cols, rc=rc, shifts=shifts, n_encoding=n_encoding,
-                                    strand_pair=sel.strand_pair if rc else None, batch_size=batch_size)
+            yield b0, model.predict(codes, head=list(sels), tracks=cols, rc=rc, shifts=shifts, n_encoding=n_encoding,
+                                    strand_pair=pairs, batch_size=batch_size)
             bar.update(len(batch))
 
 
 def _prepare(model, fasta, regions, head, tracks, targets, site_length):
+    """(regions, open FASTA, {head: TrackSelection}, multi, (first, end) site bins)."""
     regions, source = _as_regions(regions)
     if not regions:
         raise ValueError(f"{source}: no regions")
     fa = open_fasta(fasta) if isinstance(fasta, (str, bytes, os.PathLike)) else fasta
     _check_contigs(fa, regions, source)
-    head, sel = resolve_tracks(model, head, tracks, targets)
-    return regions, fa, head, sel, site_bins(model, site_length)
+    multi, reqs = plan_heads(model, head, tracks, targets)
+    sels = dict(resolve_tracks(model, r.head, r.tracks, r.targets) for r in reqs)
+    return regions, fa, sels, multi, site_bins(model, site_length)
 
 
 def predict_regions(model, fasta, regions, head: Optional[str] = None, tracks=None, rc: bool = False,
@@ -228,22 +234,26 @@ def predict_regions(model, fasta, regions, head: Optional[str] = None, tracks=No
     fasta : path of a FASTA, or an open ``pyfaidx.Fasta``
     regions : path of a BED file, or a list of ``(chrom, start, end)`` tuples (0-based,
         end-exclusive; a 4th element is a name)
-    head : head name (default: see :func:`resolve_tracks`)
+    head : head name (default: see :func:`resolve_tracks`), or ``"both"`` / a list of heads
+        (every head from one trunk pass per window; see :mod:`basenji2_fast.heads`)
     tracks : None (all), a selector string (``"0,5"``, ``"CNhs11250,CNhs12336"``,
         ``"CAGE:.*K562"``), a sequence of int (rows of ``targets``, head columns without it),
-        or a :class:`~basenji2_fast.targets.TrackSelection`
+        or a :class:`~basenji2_fast.targets.TrackSelection`; with several heads, a dict
+        {head: selector}
     rc, shifts : basenji's ``--rc`` / ``--shifts`` ensemble; with ``rc`` the targets file's
         ``strand_pair`` tracks are swapped in the reverse-complement passes
     site_length : bp of the central site to keep (``-l``); None: every output bin
     site_sum : sum over the site bins (``-s``)
     batch_size : windows per engine call
     n_encoding : "zeros" or "uniform" for N (basenji 2021 uses random bases here)
-    targets : a basenji targets file (path or Targets): track selection and strand pairs
+    targets : a basenji targets file (path or Targets): track selection and strand pairs;
+        with several heads, a dict {head: targets}
 
     Returns
     -------
     float32 [regions, site_bins, tracks], or [regions, tracks] with ``site_sum``. Region
-    ``i``'s site starts at ``(start + end) // 2 - site_length // 2``.
+    ``i``'s site starts at ``(start + end) // 2 - site_length // 2``. With several heads,
+    a dict {head: that array}.
 
     Raises
     ------
@@ -251,12 +261,13 @@ def predict_regions(model, fasta, regions, head: Optional[str] = None, tracks=No
         A malformed BED line or targets file, a chromosome missing from the FASTA (naming
         the BED line), a bad site length or track selector.
     """
-    regions, fa, head, sel, (s0, s1) = _prepare(model, fasta, regions, head, tracks, targets, site_length)
-    shape = (len(regions), len(sel)) if site_sum else (len(regions), s1 - s0, len(sel))
-    out = np.empty(shape, np.float32)
-    for b0, p in _iter_predictions(model, fa, regions, head, sel, rc, shifts, batch_size, n_encoding, progress):
-        out[b0:b0 + len(p)] = p[:, s0:s1].sum(axis=1) if site_sum else p[:, s0:s1]
-    return out
+    regions, fa, sels, multi, (s0, s1) = _prepare(model, fasta, regions, head, tracks, targets, site_length)
+    outs = {h: np.empty((len(regions), len(sel)) if site_sum else (len(regions), s1 - s0, len(sel)), np.float32)
+            for h, sel in sels.items()}
+    for b0, ps in _iter_heads(model, fa, regions, sels, rc, shifts, batch_size, n_encoding, progress):
+        for h, p in ps.items():
+            outs[h][b0:b0 + len(p)] = p[:, s0:s1].sum(axis=1) if site_sum else p[:, s0:s1]
+    return outs if multi else next(iter(outs.values()))
 
 
 def _read_chrom_sizes(path) -> List[Tuple[str, int]]:
@@ -319,46 +330,59 @@ def predict_bed(model, fasta_path, bed_path, out_dir, head: Optional[str] = None
     Returns
     -------
     Path of ``predict.h5``. Each file is written under a temporary name and renamed when
-    complete, so an interrupted run leaves no partial output.
+    complete, so an interrupted run leaves no partial output. With several heads (``head=
+    "both"``; tracks/targets per head as :func:`predict_regions`), each head's files go to
+    ``out_dir/<head>/`` laid out as a single-head run (``<head>/predict.h5``,
+    ``<head>/bigwig/``), all heads from one trunk pass per window; the return value is then a
+    dict {head: path}.
     """
-    regions, fa, head, sel, (s0, s1) = _prepare(model, fasta_path, bed_path, head, tracks, targets, site_length)
+    regions, fa, sels, multi, (s0, s1) = _prepare(model, fasta_path, bed_path, head, tracks, targets, site_length)
     out_dir = Path(out_dir)
+    dirs = {h: out_dir / h if multi else out_dir for h in sels}
     header = None
     if bigwig_tracks:
-        bad = [t for t in bigwig_tracks if not 0 <= int(t) < len(sel)]
-        if bad:
-            raise ValueError(f"bigWig track {bad[0]} out of range: {len(sel)} tracks are selected")
+        for h, sel in sels.items():
+            bad = [t for t in bigwig_tracks if not 0 <= int(t) < len(sel)]
+            if bad:
+                raise ValueError(f"bigWig track {bad[0]} out of range: {len(sel)} tracks are selected"
+                                 + (f" for head {h}" if multi else ""))
         header = _read_chrom_sizes(chrom_sizes) if chrom_sizes else [(k, len(fa[k])) for k in fa.keys()]
         known = dict(header)
         for i, r in enumerate(regions):
             if r.chrom not in known:
                 raise ValueError(f"{_where(r, i, str(bed_path))}: no chromosome {r.chrom!r} in "
                                  f"{chrom_sizes or fa.filename} (bigWig header)")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if header is not None:
-        (out_dir / "bigwig").mkdir(exist_ok=True)
+    for d in dirs.values():
+        d.mkdir(parents=True, exist_ok=True)
+        if header is not None:
+            (d / "bigwig").mkdir(exist_ok=True)
     L, bs = model.seq_length, model.bin_size
     first_bin = model.spec.crop_bins  # output bin 0 starts this many bins into the window
-    with atomic_output(out_dir / "predict.h5") as tmp, h5py.File(tmp, "w") as h5:
-        shape = (len(regions), len(sel)) if site_sum else (len(regions), s1 - s0, len(sel))
-        preds = h5.create_dataset("preds", shape, dtype="float16")
-        # The site's coordinates, as basenji: mid - site_length // 2 for a centred site.
-        starts = [window(r, L)[0] + (first_bin + s0) * bs for r in regions]
-        h5.create_dataset("chrom", data=np.array([r.chrom.encode() for r in regions]))
-        h5.create_dataset("start", data=np.array(starts, np.int64))
-        h5.create_dataset("end", data=np.array([s + (s1 - s0) * bs for s in starts], np.int64))
-        if target_names:
-            h5.create_dataset("target_ids", data=np.array([t.encode() for t in sel.identifiers]))
-            h5.create_dataset("target_labels", data=np.array([t.encode() for t in sel.labels]))
-        for b0, p in _iter_predictions(model, fa, regions, head, sel, rc, shifts, batch_size, n_encoding, progress):
-            site = p[:, s0:s1].sum(axis=1) if site_sum else p[:, s0:s1]
-            # float16 overflows to inf above 65504; saturate instead
-            preds[b0:b0 + len(p)] = np.clip(site, -FLOAT16_MAX, FLOAT16_MAX).astype(np.float16)
-            for j, r in enumerate(regions[b0:b0 + len(p)]):
-                for t in bigwig_tracks or ():
-                    _write_bigwig(out_dir / "bigwig" / f"s{b0 + j}_t{int(t)}.bw", header, r.chrom,
-                                  window(r, L)[0] + first_bin * bs, bs, p[j, :, int(t)])
-    return out_dir / "predict.h5"
+    # The site's coordinates, as basenji: mid - site_length // 2 for a centred site.
+    starts = [window(r, L)[0] + (first_bin + s0) * bs for r in regions]
+    with ExitStack() as stack:
+        files = {}
+        for h, sel in sels.items():
+            h5 = stack.enter_context(h5py.File(stack.enter_context(atomic_output(dirs[h] / "predict.h5")), "w"))
+            shape = (len(regions), len(sel)) if site_sum else (len(regions), s1 - s0, len(sel))
+            files[h] = h5.create_dataset("preds", shape, dtype="float16")
+            h5.create_dataset("chrom", data=np.array([r.chrom.encode() for r in regions]))
+            h5.create_dataset("start", data=np.array(starts, np.int64))
+            h5.create_dataset("end", data=np.array([s + (s1 - s0) * bs for s in starts], np.int64))
+            if target_names:
+                h5.create_dataset("target_ids", data=np.array([t.encode() for t in sel.identifiers]))
+                h5.create_dataset("target_labels", data=np.array([t.encode() for t in sel.labels]))
+        for b0, ps in _iter_heads(model, fa, regions, sels, rc, shifts, batch_size, n_encoding, progress):
+            for h, p in ps.items():
+                site = p[:, s0:s1].sum(axis=1) if site_sum else p[:, s0:s1]
+                # float16 overflows to inf above 65504; saturate instead
+                files[h][b0:b0 + len(p)] = np.clip(site, -FLOAT16_MAX, FLOAT16_MAX).astype(np.float16)
+                for j, r in enumerate(regions[b0:b0 + len(p)]):
+                    for t in bigwig_tracks or ():
+                        _write_bigwig(dirs[h] / "bigwig" / f"s{b0 + j}_t{int(t)}.bw", header, r.chrom,
+                                      window(r, L)[0] + first_bin * bs, bs, p[j, :, int(t)])
+    paths = {h: d / "predict.h5" for h, d in dirs.items()}
+    return paths if multi else next(iter(paths.values()))
 
 
 # --------------------------------------------------------------------------------------
@@ -405,12 +429,12 @@ def run_predict_bed(args: argparse.Namespace) -> int:
         # Inputs first: a bad BED or targets line fails before the model is loaded.
         if not read_bed(args.bed):
             raise ValueError(f"{args.bed}: no regions")
-        targets = read_targets(args.targets) if args.targets else None
-        path = predict_bed(load_model(args), args.fasta, args.bed, args.out_dir, head=args.head, tracks=args.tracks,
+        head, tracks, targets = track_request(args)
+        path = predict_bed(load_model(args), args.fasta, args.bed, args.out_dir, head=head, tracks=tracks,
                            rc=args.rc, shifts=args.shifts, batch_size=args.batch_size, n_encoding=args.n_encoding,
                            progress=not args.quiet, targets=targets, site_length=args.site_length,
                            site_sum=args.site_sum, bigwig_tracks=args.bigwig_tracks,
                            chrom_sizes=args.chrom_sizes, target_names=args.target_names)
-        print(f"wrote {path}")
+        print(f"wrote {', '.join(map(str, path.values())) if isinstance(path, dict) else path}")
 
     return one_line_errors(getattr(args, "command", None) or "predict-bed", work)

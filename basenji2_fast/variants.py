@@ -115,7 +115,8 @@ from ._io import atomic_output, canonical_sha, job_lock, read_json, write_json
 from .dna import encode
 from .genome import fetch, open_fasta
 from .regions import resolve_tracks
-from .cli_options import add_ensemble_options, add_model_options, add_track_options
+from .cli_options import add_ensemble_options, add_model_options, add_track_options, track_request
+from .heads import plan_heads
 from .targets import TrackSelection, read_targets
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)
@@ -537,8 +538,17 @@ def score_variants(model, fasta, vcf, head: Optional[str] = None, tracks=None, t
     dict with ``snp, chr, pos, ref_allele, alt_allele`` (lists / int array, one per scored
     allele), ``target_ids, target_labels``, ``skipped`` (list of :class:`Skipped`) and one
     array per statistic: [alleles, tracks] (REF/ALT: [alleles, bins, tracks]).
-    Skipped alleles warn and are listed in ``skipped``.
+    Skipped alleles warn and are listed in ``skipped``. With several heads (``head="both"``;
+    tracks/targets per head as :func:`basenji2_fast.predict_regions`): {head: that dict},
+    each head scored in its own pass over the VCF (the incremental substitution path
+    predicts one head at a time).
     """
+    multi, reqs = plan_heads(model, head, tracks, targets)
+    if multi:
+        return {r.head: score_variants(model, fasta, vcf, head=r.head, tracks=r.tracks, targets=r.targets,
+                                       stats=stats, rc=rc, shifts=shifts, pseudo=pseudo, batch_size=batch_size,
+                                       progress=progress, basenji_edge=basenji_edge) for r in reqs}
+    head, targets, tracks = reqs[0]
     su = _setup(model, fasta, head, tracks, targets, stats)
     skipped: List[Skipped] = []
 
@@ -730,10 +740,28 @@ def write_sad(model, fasta, vcf, out_dir, head: Optional[str] = None, tracks=Non
     run resumes from the committed batches, a finished job (``sad.options.json``) is not
     redone, and a folder holding a job with other options is an error unless ``overwrite``.
     Returns the path of sad.h5 / sad.tsv.
+
+    Several heads (``head="both"``; tracks/targets per head as
+    :func:`basenji2_fast.predict_regions`): each head is a job of its own in
+    ``out_dir/<head>/`` (laid out, resumed and checked as a single-head job in ``out_dir``),
+    run one after the other (the incremental substitution path predicts one head at a time);
+    returns {head: path}.
     """
-    return _write_sad(model, fasta, vcf, out_dir, head=head, tracks=tracks, targets=targets, stats=stats, rc=rc,
-                      shifts=shifts, pseudo=pseudo, batch_size=batch_size, fmt=fmt, progress=progress,
-                      basenji_edge=basenji_edge, overwrite=overwrite)[0]
+    runs = _write_sad_heads(model, fasta, vcf, out_dir, head=head, tracks=tracks, targets=targets, stats=stats,
+                            rc=rc, shifts=shifts, pseudo=pseudo, batch_size=batch_size, fmt=fmt, progress=progress,
+                            basenji_edge=basenji_edge, overwrite=overwrite)
+    paths = {h: path for h, path, _ in runs}
+    return paths if len(runs) > 1 or runs[0][0] is not None else runs[0][1]
+
+
+def _write_sad_heads(model, fasta, vcf, out_dir, head=None, tracks=None, targets=None, **kw) -> list:
+    """[(head or None for a single-head job in out_dir, path, status)]: one job per head."""
+    multi, reqs = plan_heads(model, head, tracks, targets)
+    if not multi:
+        return [(None,) + _write_sad(model, fasta, vcf, out_dir, head=reqs[0].head, tracks=reqs[0].tracks,
+                                     targets=reqs[0].targets, **kw)]
+    return [(r.head,) + _write_sad(model, fasta, vcf, Path(out_dir) / r.head, head=r.head, tracks=r.tracks,
+                                   targets=r.targets, **kw) for r in reqs]
 
 
 def _write_sad(model, fasta, vcf, out_dir, head=None, tracks=None, targets=None, stats=("SAD",), rc=False,
@@ -874,18 +902,20 @@ def run_sad(args: argparse.Namespace) -> int:
         stats = _parse_stats(args.stats)
         if not os.path.isfile(args.vcf):
             raise FileNotFoundError(f"{args.vcf}: VCF file not found")
-        targets = read_targets(args.targets) if args.targets else None
+        head, tracks, targets = track_request(args)
         model = load(args.model, threads=args.threads, params=args.params, gelu=args.gelu)
-        path, status = _write_sad(model, args.fasta, args.vcf, args.out_dir, head=args.head, tracks=args.tracks,
-                                  targets=targets, stats=stats, rc=args.rc, shifts=args.shifts, pseudo=args.pseudo,
-                                  batch_size=args.batch_size, fmt=args.fmt, progress=not args.quiet,
-                                  basenji_edge=args.basenji_edge_padding, overwrite=getattr(args, "overwrite", False))
+        runs = _write_sad_heads(model, args.fasta, args.vcf, args.out_dir, head=head, tracks=tracks,
+                                targets=targets, stats=stats, rc=args.rc, shifts=args.shifts, pseudo=args.pseudo,
+                                batch_size=args.batch_size, fmt=args.fmt, progress=not args.quiet,
+                                basenji_edge=args.basenji_edge_padding, overwrite=getattr(args, "overwrite", False))
     except (FormatError, ValueError, KeyError, OSError, ImportError, RuntimeError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"basenji2-fast {command}: error: {msg}", file=sys.stderr)
         return 1
-    if status == "up-to-date":
-        print(f"{args.out_dir} already holds this finished job ({SAD_OPTIONS}); nothing to do")
-        return 0
-    print(f"wrote {path}")
+    for h, path, status in runs:
+        if status == "up-to-date":
+            where = args.out_dir if h is None else os.path.join(args.out_dir, h)
+            print(f"{where} already holds this finished job ({SAD_OPTIONS}); nothing to do")
+        else:
+            print(f"wrote {path}")
     return 0
