@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .regions import add_predict_bed_subcommand
     from .variants import add_sad_subcommand
     from .ism import add_sat_subcommand
+    from .orthologs import add_orthologs_subcommand
 
     parser = argparse.ArgumentParser(prog="basenji2-fast", description="Basenji2 on fused C++ kernels.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_predict_bed_subcommand(sub)
     add_sad_subcommand(sub)
     add_sat_subcommand(sub)
+    add_orthologs_subcommand(sub)
     add_plot_subcommand(sub)
     add_sat_plot_subcommand(sub)
 

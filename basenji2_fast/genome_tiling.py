@@ -736,8 +736,8 @@ def run_predict_genome(args) -> int:
     if manifest.get("status") == "up-to-date":
         print(f"{args.out_dir} already holds this finished job (manifest.json); nothing to do")
         return 0
-    print(f"wrote {len(manifest['tracks']['files'])} bigWigs"
-          f"{' (' + ', '.join(f'{h}/' for h in manifest['heads']) + ')' if 'heads' in manifest else ''} and {MANIFEST} to {args.out_dir} "
+    dirs = f" ({', '.join(f'{h}/' for h in manifest['heads'])})" if "heads" in manifest else ""
+    print(f"wrote {len(manifest['tracks']['files'])} bigWigs{dirs} and {MANIFEST} to {args.out_dir} "
           f"({w['predicted']:,} windows predicted, {w['skipped']:,} all-N windows skipped)")
     return 0
 
