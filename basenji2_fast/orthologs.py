@@ -580,10 +580,10 @@ def run_orthologs(args: argparse.Namespace) -> int:
         if args.plot:
             from .plots import _output_format
             _output_format(args.plot)  # a bad extension fails before any work
-        pairs = read_pairs(args.pairs)  # inputs first: a bad line fails before the model loads
+        read_pairs(args.pairs)  # inputs first: a bad line fails before the model loads
         ht = read_targets(args.targets_human) if args.targets_human else None
         mt = read_targets(args.targets_mouse) if args.targets_mouse else None
-        res = compare_orthologs(load_model(args), args.human_fasta, args.mouse_fasta, pairs,
+        res = compare_orthologs(load_model(args), args.human_fasta, args.mouse_fasta, args.pairs,
                                 human_tracks=args.tracks_human, mouse_tracks=args.tracks_mouse, human_targets=ht,
                                 mouse_targets=mt, track_map=args.track_map, cross=args.cross,
                                 center_bins=args.center_bins, rc=args.rc, shifts=args.shifts,
