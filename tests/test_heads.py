@@ -1,10 +1,8 @@
 """Both species in one pass: the merged tf-small model (human + mouse heads on one trunk)
 against TensorFlow's outputs, one trunk pass for both heads, and ``--head both`` in
 predict-genome, predict-bed, sad and sat (each head's output equals its single-head run)."""
-import argparse
 import json
 import warnings
-from pathlib import Path
 
 import h5py
 import numpy as np
