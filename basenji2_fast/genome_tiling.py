@@ -19,6 +19,11 @@ entries of span = step = bin_size, the last partial bin as a bedGraph entry), an
 ``OUTDIR/manifest.json`` (model checksums, options, tracks, chromosomes, window counts,
 timing, package version).
 
+Several heads (``--head both``, ``head="both"``): every head from one trunk pass per window;
+head ``h``'s bigWigs in ``OUTDIR/<h>/`` (named as above), one ``manifest.json`` for the job in
+``OUTDIR`` whose ``heads`` section lists each head's folder, columns and files (``tracks``
+lists all of them, files as ``<h>/<file>``). The heads are part of the job's identity.
+
 Resume and atomicity
 --------------------
 A bigWig must be written in chromosome order in one go, so each chromosome is first computed

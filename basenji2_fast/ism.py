@@ -31,6 +31,9 @@ change from run to run); this engine encodes N as zeros (or 0.25 with
 bases are substituted there (4 mutants instead of 3), its ``seqs`` row is all False, and its
 scores are the four mutants' statistics minus their mean (the N window itself is none of
 the four options). Positions off the chromosome are N.
+
+Several heads (``--head both``): ``OUT_DIR/<head>/scores.h5`` per head, each as a single-head
+run of that head; the heads run one after the other (the incremental path predicts one head).
 """
 from __future__ import annotations
 

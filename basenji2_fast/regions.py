@@ -19,6 +19,10 @@ or the ``site_length // bin_size`` central ones (``-l``), optionally summed (``-
 (``--target-names`` adds ``target_ids`` / ``target_labels`` as ``basenji_sad.py`` writes them
 in sad.h5; basenji_predict_bed.py stores neither.) ``-b`` also writes one bigWig per region
 and track, ``bigwig/s<region>_t<track>.bw``, of all the window's bins in float32.
+
+Several heads (``--head both``; ``-t HEAD=FILE`` / ``--tracks HEAD=SEL`` per head): every head
+from one trunk pass per window; head ``h``'s files in ``OUT_DIR/<h>/`` (``predict.h5``,
+``bigwig/``), each identical to a single-head run of ``h``.
 """
 from __future__ import annotations
 

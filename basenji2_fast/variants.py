@@ -93,6 +93,11 @@ order (one batch in memory at a time), then ``skipped.tsv`` and ``OUTDIR/sad.opt
 an uninterrupted run's. Rerunning a finished job is a no-op; a folder holding a job (finished
 or interrupted) with other options is an error unless ``--overwrite``. One run per OUTDIR
 (a lock file, ``.sad.lock``, while it runs).
+
+**Several heads** (``--head both``; ``-t HEAD=FILE`` / ``--tracks HEAD=SEL`` per head): one job
+per head in ``OUTDIR/<head>/``, each exactly a single-head job of that head (files, resume,
+no-op rerun), run one after the other: the incremental substitution path predicts one head
+at a time, so each head reads the VCF and runs its own passes.
 """
 from __future__ import annotations
 
