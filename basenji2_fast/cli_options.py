@@ -50,7 +50,7 @@ class _PerHead(argparse.Action):
 
 def add_track_options(parser: argparse.ArgumentParser) -> None:
     """``[-t [HEAD=]targets.txt] [--tracks [HEAD=]SELECTOR] [--head NAME|both]``, resolved by
-    heads.plan_heads and targets.select_tracks."""
+    multihead.plan_heads and targets.select_tracks."""
     parser.add_argument("-t", "--targets", default=None, action=_PerHead,
                         help="basenji targets file: track identifiers, labels and strand pairs; with fewer rows "
                              "than the head has outputs, its index column names the head columns to compute. "

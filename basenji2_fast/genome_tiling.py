@@ -74,7 +74,7 @@ from . import dna
 from ._io import atomic_output, canonical_sha, job_lock, read_json, write_json
 from .cli_options import add_ensemble_options, add_model_options, add_track_options
 from .genome import fetch, open_fasta
-from .heads import head_names
+from .multihead import head_names
 from .spec import CODE_N, ConvOp, CropOp
 from .version import __version__
 
@@ -716,7 +716,7 @@ def _assemble(out_dir: Path, partial: Path, sizes, todo, records, tiling: Tiling
 def run_predict_genome(args) -> int:
     """``basenji2-fast predict-genome``."""
     from .cli_options import track_request
-    from .heads import plan_heads
+    from .multihead import plan_heads
     from .model import load
     from .regions import resolve_tracks
 

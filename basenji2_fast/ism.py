@@ -53,7 +53,7 @@ from .regions import (Region, _as_regions, _check_contigs, parse_interval,
                       read_bed, resolve_tracks, window)
 from .cli_options import (add_ensemble_options, add_model_options, add_track_options, load_model, one_line_errors,
                           track_request)
-from .heads import plan_heads
+from .multihead import plan_heads
 
 STATS = ("sum", "center", "scd")
 FLOAT16_MAX = float(np.finfo(np.float16).max)

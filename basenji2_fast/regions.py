@@ -42,7 +42,7 @@ from .dna import encode
 from .genome import fetch, open_fasta
 from .cli_options import (add_ensemble_options, add_model_options, add_track_options, int_list, load_model,
                           one_line_errors, track_request)
-from .heads import plan_heads
+from .multihead import plan_heads
 from .targets import Targets, TrackSelection, read_targets, select_tracks
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)
@@ -239,7 +239,7 @@ def predict_regions(model, fasta, regions, head: Optional[str] = None, tracks=No
     regions : path of a BED file, or a list of ``(chrom, start, end)`` tuples (0-based,
         end-exclusive; a 4th element is a name)
     head : head name (default: see :func:`resolve_tracks`), or ``"both"`` / a list of heads
-        (every head from one trunk pass per window; see :mod:`basenji2_fast.heads`)
+        (every head from one trunk pass per window; see :mod:`basenji2_fast.multihead`)
     tracks : None (all), a selector string (``"0,5"``, ``"CNhs11250,CNhs12336"``,
         ``"CAGE:.*K562"``), a sequence of int (rows of ``targets``, head columns without it),
         or a :class:`~basenji2_fast.targets.TrackSelection`; with several heads, a dict

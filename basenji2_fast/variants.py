@@ -121,7 +121,7 @@ from .dna import encode
 from .genome import fetch, open_fasta
 from .regions import resolve_tracks
 from .cli_options import add_ensemble_options, add_model_options, add_track_options, track_request
-from .heads import plan_heads
+from .multihead import plan_heads
 from .targets import TrackSelection, read_targets
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)
