@@ -86,6 +86,14 @@ def window(region, seq_length: int) -> tuple:
     return start, start + seq_length
 
 
+def output_window(region, model) -> tuple:
+    """(start, end) of the genomic span the output bins of the region's window cover: the
+    window less ``crop_bins * bin_size`` bp each side; bin ``b`` covers ``[start + b * bin_size,
+    start + (b + 1) * bin_size)``."""
+    start = window(region, model.seq_length)[0] + model.spec.crop_bins * model.bin_size
+    return start, start + model.n_bins * model.bin_size
+
+
 _INTERVAL = re.compile(r"^\s*([^\s:]+):([\d,]+)(?:-([\d,]+))?\s*$")
 
 
@@ -190,28 +198,43 @@ def resolve_tracks(model, head: Optional[str] = None, tracks=None,
     return head, select_tracks(targets, tracks, n_out)
 
 
+def iter_windows(fasta, regions: List[Region], seq_length: int, batch_size: int, progress: bool = False,
+                 desc: str = "predict") -> Iterator[Tuple[int, np.ndarray]]:
+    """Yield ``(first region, uint8 codes [batch, seq_length])``: the window centred on each
+    region (:func:`window`, N off the chromosome), ``batch_size`` regions at a time, in order."""
+    if batch_size < 1:
+        raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    with tqdm(total=len(regions), unit="region", disable=not progress, desc=desc) as bar:
+        for b0 in range(0, len(regions), batch_size):
+            batch = regions[b0:b0 + batch_size]
+            yield b0, np.stack([encode(fetch(fasta, r.chrom, *window(r, seq_length)),
+                                       what=f"{r.chrom}:{r.start}-{r.end}") for r in batch])
+            bar.update(len(batch))
+
+
 def _iter_predictions(model, fasta, regions: List[Region], head: str, sel: TrackSelection, rc: bool,
                       shifts: Sequence[int], batch_size: int, n_encoding: str,
                       progress: bool) -> Iterator[Tuple[int, np.ndarray]]:
     """Yield ``(first region, float32 [batch, n_bins, tracks])`` batch by batch, in order."""
-    L = model.seq_length
     cols = None if sel.is_all(model.spec.heads[head].tracks) else sel.columns
-    with tqdm(total=len(regions), unit="region", disable=not progress, desc="predict") as bar:
-        for b0 in range(0, len(regions), batch_size):
-            batch = regions[b0:b0 + batch_size]
-            codes = np.stack([encode(fetch(fasta, r.chrom, *window(r, L)), what=f"{r.chrom}:{r.start}-{r.end}")
-                              for r in batch])
-            yield b0, model.predict(codes, head=head, tracks=cols, rc=rc, shifts=shifts, n_encoding=n_encoding,
-                                    strand_pair=sel.strand_pair if rc else None, batch_size=batch_size)
-            bar.update(len(batch))
+    for b0, codes in iter_windows(fasta, regions, model.seq_length, batch_size, progress):
+        yield b0, model.predict(codes, head=head, tracks=cols, rc=rc, shifts=shifts, n_encoding=n_encoding,
+                                strand_pair=sel.strand_pair if rc else None, batch_size=batch_size)
 
 
-def _prepare(model, fasta, regions, head, tracks, targets, site_length):
+def prepare_regions(fasta, regions) -> Tuple[List[Region], object, str]:
+    """(regions, open FASTA, where the regions came from): a BED path or a list of tuples read
+    (one-line errors naming the BED line), at least one region, every chromosome in the FASTA."""
     regions, source = _as_regions(regions)
     if not regions:
         raise ValueError(f"{source}: no regions")
     fa = open_fasta(fasta) if isinstance(fasta, (str, bytes, os.PathLike)) else fasta
     _check_contigs(fa, regions, source)
+    return regions, fa, source
+
+
+def _prepare(model, fasta, regions, head, tracks, targets, site_length):
+    regions, fa, _ = prepare_regions(fasta, regions)
     head, sel = resolve_tracks(model, head, tracks, targets)
     return regions, fa, head, sel, site_bins(model, site_length)
 
@@ -337,13 +360,12 @@ def predict_bed(model, fasta_path, bed_path, out_dir, head: Optional[str] = None
     out_dir.mkdir(parents=True, exist_ok=True)
     if header is not None:
         (out_dir / "bigwig").mkdir(exist_ok=True)
-    L, bs = model.seq_length, model.bin_size
-    first_bin = model.spec.crop_bins  # output bin 0 starts this many bins into the window
+    bs = model.bin_size
     with atomic_output(out_dir / "predict.h5") as tmp, h5py.File(tmp, "w") as h5:
         shape = (len(regions), len(sel)) if site_sum else (len(regions), s1 - s0, len(sel))
         preds = h5.create_dataset("preds", shape, dtype="float16")
         # The site's coordinates, as basenji: mid - site_length // 2 for a centred site.
-        starts = [window(r, L)[0] + (first_bin + s0) * bs for r in regions]
+        starts = [output_window(r, model)[0] + s0 * bs for r in regions]
         h5.create_dataset("chrom", data=np.array([r.chrom.encode() for r in regions]))
         h5.create_dataset("start", data=np.array(starts, np.int64))
         h5.create_dataset("end", data=np.array([s + (s1 - s0) * bs for s in starts], np.int64))
@@ -357,7 +379,7 @@ def predict_bed(model, fasta_path, bed_path, out_dir, head: Optional[str] = None
             for j, r in enumerate(regions[b0:b0 + len(p)]):
                 for t in bigwig_tracks or ():
                     _write_bigwig(out_dir / "bigwig" / f"s{b0 + j}_t{int(t)}.bw", header, r.chrom,
-                                  window(r, L)[0] + first_bin * bs, bs, p[j, :, int(t)])
+                                  output_window(r, model)[0], bs, p[j, :, int(t)])
     return out_dir / "predict.h5"
 
 
