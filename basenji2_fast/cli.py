@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .regions import add_predict_bed_subcommand
     from .variants import add_sad_subcommand
     from .ism import add_sat_subcommand
+    from .embed import add_embed_subcommand
 
     parser = argparse.ArgumentParser(prog="basenji2-fast", description="Basenji2 on fused C++ kernels.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_sat_subcommand(sub)
     add_plot_subcommand(sub)
     add_sat_plot_subcommand(sub)
+    add_embed_subcommand(sub)
 
     p = sub.add_parser("info", help="what this build runs, and a model's geometry")
     p.add_argument("-m", "--model", default=None)
