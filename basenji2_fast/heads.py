@@ -44,6 +44,7 @@ import numpy as np
 
 from .cli_options import add_model_options, load_model, one_line_errors
 from .coverage import SUM_STATS, coverage_tracks, ObservedCoverage
+from .evaluate import TrackStats
 from .regions import iter_windows, prepare_regions, read_bed
 from .targets import Targets, read_targets
 
@@ -260,17 +261,13 @@ def fit_head(model, fasta, regions, targets, loss: str = "poisson", l2: float = 
         _, w, b = unpack(res.x)
         w32, b32 = w.astype(np.float32), b.astype(np.float32)
         # Training-set Pearson R per track, of the float32 head the engine will run.
-        acc = np.zeros((6, T))
+        stats = TrackStats(T)
         for i in range(0, N, step):
             x = np.asarray(cache.X[i:i + step], np.float64)
-            p = _softplus(x @ w32.astype(np.float64) + b32)
-            y = np.asarray(cache.Y[i:i + step], np.float64)
-            acc += [np.full(T, len(x)), p.sum(0), y.sum(0), (p * p).sum(0), (y * y).sum(0), (p * y).sum(0)]
+            stats.update(_softplus(x @ w32.astype(np.float64) + b32), cache.Y[i:i + step])
+        r = stats.pearsonr()
     finally:
         cache.close()
-    n, sp, sy, spp, syy, spy = acc
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r = (n * spy - sp * sy) / np.sqrt((n * spp - sp ** 2) * (n * syy - sy ** 2))
     fit = HeadFit(name=name, weight=w32, bias=b32, loss=float(res.fun), n_iter=int(res.nit),
                   converged=bool(res.success), message=str(res.message), n_regions=len(regions), n_bins=N,
                   train_pearson=r, tracks=names)
