@@ -48,9 +48,10 @@ def write_bigwig(path, sizes, model, regions: Sequence[tuple], values: np.ndarra
     bw.close()
 
 
-def write_targets(path, rows):
-    """A basenji targets file; rows: (identifier, file, clip, scale, sum_stat, description)."""
+def write_targets(path, rows, index=None):
+    """A basenji targets file; rows: (identifier, file, clip, scale, sum_stat, description);
+    index: the index column (default 0, 1, ...)."""
     lines = ["index\tidentifier\tfile\tclip\tscale\tsum_stat\tdescription"]
-    for i, (ident, file, clip, scale, stat, desc) in enumerate(rows):
+    for i, (ident, file, clip, scale, stat, desc) in zip(index or range(len(rows)), rows):
         lines.append(f"{i}\t{ident}\t{file}\t{clip}\t{scale}\t{stat}\t{desc}")
     path.write_text("\n".join(lines) + "\n")

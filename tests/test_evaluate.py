@@ -27,9 +27,7 @@ def run_cli(argv):
 
 def _targets(path, rows):
     """rows: (index, identifier, file, clip, scale, sum_stat, description)."""
-    lines = ["index\tidentifier\tfile\tclip\tscale\tsum_stat\tdescription"]
-    lines += ["\t".join(str(v) for v in r) for r in rows]
-    path.write_text("\n".join(lines) + "\n")
+    write_targets(path, [r[1:] for r in rows], index=[r[0] for r in rows])
 
 
 @pytest.fixture(scope="module")
