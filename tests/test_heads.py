@@ -194,3 +194,31 @@ def test_bad_input(synth, tmp_path, capsys):
     with pytest.raises(ValueError, match="loss 'mse'"):
         fit_head(model, s["fasta"], [("chr1", 10000, 10001)], [s["tmp"] / "exact0.bw"], loss="mse")
     assert model.head_names == ["human"]
+
+
+def test_add_head_checks():
+    model = fresh_model()
+    C = model.spec.trunk_channels
+    with pytest.raises(ValueError, match=r"weight must be \[64, tracks\]"):
+        model.add_head("x", np.zeros((C + 1, 2)), np.zeros(2))
+    with pytest.raises(ValueError, match="bias"):
+        model.add_head("x", np.zeros((C, 2)), np.zeros(3))
+    with pytest.raises(ValueError, match="finite"):
+        model.add_head("x", np.full((C, 2), np.nan), np.zeros(2))
+    with pytest.raises(ValueError, match="activation"):
+        model.add_head("x", np.zeros((C, 2)), np.zeros(2), activation="relu")
+    for bad in ("both", "all", ""):
+        with pytest.raises(ValueError, match="head name"):
+            model.add_head(bad, np.zeros((C, 2)), np.zeros(2))
+    with pytest.raises(ValueError, match="already has a head 'human'"):
+        model.add_head("human", np.zeros((C, 2)), np.zeros(2))
+    assert model.head_names == ["human"]
+    # a linear head is the plain affine map of the embeddings; replace swaps it
+    rng = np.random.default_rng(1)
+    w, b = rng.normal(size=(C, 2)).astype(np.float32), np.array([0.5, -1.0], np.float32)
+    model.add_head("lin", w, b, activation="linear")
+    x = np.load(fixture_path("tf-small", "inputs.npy"))[:1]
+    np.testing.assert_allclose(model.predict(x, head="lin"), model.embed(x) @ w + b, rtol=1e-4, atol=1e-4)
+    model.add_head("lin", 2 * w, b, activation="linear", replace=True)
+    np.testing.assert_allclose(model.predict(x, head="lin"), model.embed(x) @ (2 * w) + b, rtol=1e-4, atol=1e-4)
+    assert model.head_names == ["human", "lin"]
