@@ -222,3 +222,22 @@ def test_add_head_checks():
     model.add_head("lin", 2 * w, b, activation="linear", replace=True)
     np.testing.assert_allclose(model.predict(x, head="lin"), model.embed(x) @ (2 * w) + b, rtol=1e-4, atol=1e-4)
     assert model.head_names == ["human", "lin"]
+
+
+def test_scipy_missing_is_a_clear_error(monkeypatch, synth):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "scipy.optimize", None)  # import scipy.optimize now raises ImportError
+    with pytest.raises(ImportError, match=r"basenji2-fast\[fit\]"):
+        fit_head(fresh_model(), synth["fasta"], synth["regions"][:2], [synth["tmp"] / "exact0.bw"])
+
+
+def test_commands_are_registered():
+    from basenji2_fast.cli import build_parser
+
+    parser = build_parser()
+    for argv in (["embed", "-m", "m", "-f", "g.fa", "r.bed", "-o", "e.h5"],
+                 ["fit-head", "-m", "m", "-f", "g.fa", "r.bed", "--bigwigs", "a.bw", "-o", "n.safetensors"],
+                 ["test", "-m", "m", "-f", "g.fa", "r.bed", "--targets", "t.txt", "-o", "acc.tsv"]):
+        assert parser.parse_args(argv).func.__name__ == {"embed": "run_embed", "fit-head": "run_fit_head",
+                                                         "test": "run_test"}[argv[0]]
