@@ -28,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .variants import add_sad_subcommand
     from .ism import add_sat_subcommand
     from .orthologs import add_orthologs_subcommand
+    from .embed import add_embed_subcommand
+    from .heads import add_fit_head_subcommand
+    from .evaluate import add_test_subcommand
 
     parser = argparse.ArgumentParser(prog="basenji2-fast", description="Basenji2 on fused C++ kernels.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -39,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_orthologs_subcommand(sub)
     add_plot_subcommand(sub)
     add_sat_plot_subcommand(sub)
+    add_embed_subcommand(sub)
+    add_fit_head_subcommand(sub)
+    add_test_subcommand(sub)
 
     p = sub.add_parser("info", help="what this build runs, and a model's geometry")
     p.add_argument("-m", "--model", default=None)

@@ -384,13 +384,78 @@ class Model:
         pass's working set: ~120 MB for Basenji2); the next call allocates them again."""
         self._engine.release_buffers()
 
-    def embed(self, x: SequenceInput, batch_size: Optional[int] = None, n_encoding: str = "zeros") -> np.ndarray:
-        """The trunk output (after its final GELU): float32 [B, n_bins, trunk_channels]."""
+    def embed(self, x: SequenceInput, batch_size: Optional[int] = None, n_encoding: str = "zeros",
+              rc: bool = False, shifts: Sequence[int] = (0,)) -> np.ndarray:
+        """The trunk output (after its final GELU): float32 [B, n_bins, trunk_channels].
+
+        ``rc`` / ``shifts``: the mean over the ensemble members of :meth:`predict` (a reverse
+        complement's embeddings flipped back along the bins; channels have no strand to swap).
+        """
         codes, zero_rows = self.encode(x)
         n_uniform = self._n_uniform(n_encoding, zero_rows)
+        passes = _ensemble_passes(shifts, rc)
         bs = int(batch_size) if batch_size else max(1, min(codes.shape[0], 8))
-        parts = [self._engine.trunk(codes[b:b + bs], n_uniform) for b in range(0, codes.shape[0], bs)]
+        parts = []
+        for b in range(0, codes.shape[0], bs):
+            out = None
+            for shift, flip in passes:
+                c = _shift_codes(codes[b:b + bs], shift)
+                if flip:
+                    c = np.ascontiguousarray(dna.revcomp(c))
+                e = self._engine.trunk(c, n_uniform)
+                if flip:
+                    e = e[:, ::-1]
+                if out is None:
+                    out = np.array(e, copy=True) if flip else e
+                else:
+                    out += e
+            if len(passes) > 1:
+                out /= len(passes)
+            parts.append(out)
         return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+    # Heads ------------------------------------------------------------------------------------
+    def add_head(self, name: str, weight: np.ndarray, bias: np.ndarray, activation: str = "softplus",
+                 replace: bool = False) -> None:
+        """Attach a dense head on the trunk: ``activation(embed(x) @ weight + bias)``.
+
+        Parameters
+        ----------
+        name : the head's name (``predict(x, head=name)``)
+        weight : float [trunk_channels, tracks]
+        bias : float [tracks]
+        activation : "softplus" (Basenji2's heads) or "linear"
+        replace : allow replacing an existing head of that name
+
+        The head joins :attr:`spec`, so :meth:`save` writes it with the model.
+        """
+        from .spec import Head
+
+        if not isinstance(name, str) or not name or name in ("both", "all"):
+            raise ValueError(f"head name {name!r}: expected a non-empty name other than 'both' / 'all'")
+        if name in self._head_index and not replace:
+            raise ValueError(f"this model already has a head {name!r} (pass replace=True to replace it)")
+        w = np.ascontiguousarray(weight, np.float32)
+        b = np.ascontiguousarray(bias, np.float32)
+        if w.ndim != 2 or w.shape[0] != self.spec.trunk_channels or b.shape != (w.shape[1],):
+            raise ValueError(f"head {name!r}: weight must be [{self.spec.trunk_channels}, tracks] and bias [tracks]; "
+                             f"got {w.shape} and {b.shape}")
+        if not (np.isfinite(w).all() and np.isfinite(b).all()):
+            raise ValueError(f"head {name!r}: weight and bias must be finite")
+        if activation not in ("softplus", "linear"):
+            raise ValueError(f"head {name!r}: activation must be 'softplus' or 'linear', got {activation!r}")
+        # The engine packs its own copy; a replaced head's old slot is simply no longer named.
+        self._head_index[name] = self._engine.add_head(w, b, activation)
+        self.spec.heads[name] = Head(name=name, weight=w, bias=b, activation=activation)
+        if name not in self.head_names:
+            self.head_names.append(name)
+
+    def save(self, path: Union[str, os.PathLike], precision: str = "fp32") -> None:
+        """Write the model, every head included (:meth:`add_head`'s too), as the engine's
+        ``.safetensors`` file (atomically; see :func:`basenji2_fast.formats.engine_format.save`)."""
+        from .formats import engine_format
+
+        engine_format.save(self.spec, path, precision=precision)
 
 
 class SubstitutionScorer:

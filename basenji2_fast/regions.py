@@ -92,6 +92,14 @@ def window(region, seq_length: int) -> tuple:
     return start, start + seq_length
 
 
+def output_window(region, model) -> tuple:
+    """(start, end) of the genomic span the output bins of the region's window cover: the
+    window less ``crop_bins * bin_size`` bp each side; bin ``b`` covers ``[start + b * bin_size,
+    start + (b + 1) * bin_size)``."""
+    start = window(region, model.seq_length)[0] + model.spec.crop_bins * model.bin_size
+    return start, start + model.n_bins * model.bin_size
+
+
 _INTERVAL = re.compile(r"^\s*([^\s:]+):([\d,]+)(?:-([\d,]+))?\s*$")
 
 
@@ -196,31 +204,54 @@ def resolve_tracks(model, head: Optional[str] = None, tracks=None,
     return head, select_tracks(targets, tracks, n_out)
 
 
+def iter_windows(fasta, regions: List[Region], seq_length: int, batch_size: int, progress: bool = False,
+                 desc: str = "predict") -> Iterator[Tuple[int, np.ndarray]]:
+    """Yield ``(first region, uint8 codes [batch, seq_length])``: the window centred on each
+    region (:func:`window`, N off the chromosome), ``batch_size`` regions at a time, in order."""
+    if batch_size < 1:
+        raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    with tqdm(total=len(regions), unit="region", disable=not progress, desc=desc) as bar:
+        for b0 in range(0, len(regions), batch_size):
+            batch = regions[b0:b0 + batch_size]
+            yield b0, np.stack([encode(fetch(fasta, r.chrom, *window(r, seq_length)),
+                                       what=f"{r.chrom}:{r.start}-{r.end}") for r in batch])
+            bar.update(len(batch))
+
+
 def _iter_heads(model, fasta, regions: List[Region], sels: Dict[str, TrackSelection], rc: bool,
                 shifts: Sequence[int], batch_size: int, n_encoding: str,
                 progress: bool) -> Iterator[Tuple[int, Dict[str, np.ndarray]]]:
     """Yield ``(first region, {head: float32 [batch, n_bins, tracks]})`` batch by batch, in
     order; every head of ``sels`` from one trunk pass per window."""
-    L = model.seq_length
     cols = {h: None if sel.is_all(model.spec.heads[h].tracks) else sel.columns for h, sel in sels.items()}
     pairs = {h: sel.strand_pair if rc else None for h, sel in sels.items()}
-    with tqdm(total=len(regions), unit="region", disable=not progress, desc="predict") as bar:
-        for b0 in range(0, len(regions), batch_size):
-            batch = regions[b0:b0 + batch_size]
-            codes = np.stack([encode(fetch(fasta, r.chrom, *window(r, L)), what=f"{r.chrom}:{r.start}-{r.end}")
-                              for r in batch])
-            yield b0, model.predict(codes, head=list(sels), tracks=cols, rc=rc, shifts=shifts, n_encoding=n_encoding,
-                                    strand_pair=pairs, batch_size=batch_size)
-            bar.update(len(batch))
+    for b0, codes in iter_windows(fasta, regions, model.seq_length, batch_size, progress):
+        yield b0, model.predict(codes, head=list(sels), tracks=cols, rc=rc, shifts=shifts, n_encoding=n_encoding,
+                                strand_pair=pairs, batch_size=batch_size)
 
 
-def _prepare(model, fasta, regions, head, tracks, targets, site_length):
-    """(regions, open FASTA, {head: TrackSelection}, multi, (first, end) site bins)."""
+def _iter_predictions(model, fasta, regions: List[Region], head: str, sel: TrackSelection, rc: bool,
+                      shifts: Sequence[int], batch_size: int, n_encoding: str,
+                      progress: bool) -> Iterator[Tuple[int, np.ndarray]]:
+    """One head of :func:`_iter_heads`: ``(first region, float32 [batch, n_bins, tracks])``."""
+    for b0, ps in _iter_heads(model, fasta, regions, {head: sel}, rc, shifts, batch_size, n_encoding, progress):
+        yield b0, ps[head]
+
+
+def prepare_regions(fasta, regions) -> Tuple[List[Region], object, str]:
+    """(regions, open FASTA, where the regions came from): a BED path or a list of tuples read
+    (one-line errors naming the BED line), at least one region, every chromosome in the FASTA."""
     regions, source = _as_regions(regions)
     if not regions:
         raise ValueError(f"{source}: no regions")
     fa = open_fasta(fasta) if isinstance(fasta, (str, bytes, os.PathLike)) else fasta
     _check_contigs(fa, regions, source)
+    return regions, fa, source
+
+
+def _prepare(model, fasta, regions, head, tracks, targets, site_length):
+    """(regions, open FASTA, {head: TrackSelection}, multi, (first, end) site bins)."""
+    regions, fa, _ = prepare_regions(fasta, regions)
     multi, reqs = plan_heads(model, head, tracks, targets)
     sels = dict(resolve_tracks(model, r.head, r.tracks, r.targets) for r in reqs)
     return regions, fa, sels, multi, site_bins(model, site_length)
