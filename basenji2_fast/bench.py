@@ -15,7 +15,6 @@ head; GELU, bias, residual adds and pooling are not counted.
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import dataclasses
 import datetime as _dt
@@ -412,7 +411,7 @@ def time_layer_groups(model, repeats: int, seed: int = 0) -> dict:
     stem_model = Model(cut, **kw)
     codes = random_codes(1, spec.seq_length, seed)
     times[0] = median_time(lambda: stem_model.embed(codes))
-    del stem_model
+    stem_model = None  # its buffers go before the next model's
 
     twin = dataclasses.replace(spec, ops=[dataclasses.replace(op, gelu_in=False) if i and isinstance(op, ConvOp)
                                           else op for i, op in enumerate(spec.ops)])
@@ -424,9 +423,8 @@ def time_layer_groups(model, repeats: int, seed: int = 0) -> dict:
         op = spec.ops[i]
         x = rng.standard_normal((lengths[i], op.c_in), np.float32)
         res = rng.standard_normal((lengths[i], op.c_out), np.float32) if op.residual is not None else None
-        times[i] = median_time(lambda: twin_model._engine.op_range(i, x, 0, res, 0, lengths[i]))
-        del x, res
-    del twin_model
+        times[i] = median_time(lambda: twin_model._engine.op_range(i, x, 0, res, 0, lengths[i]))  # noqa: B023
+    twin_model = None
 
     name = next(iter(spec.heads), None)
     if name is not None:
@@ -436,7 +434,6 @@ def time_layer_groups(model, repeats: int, seed: int = 0) -> dict:
         head_model = Model(ModelSpec(n, [feed], {name: h}, final_gelu=True, gelu=spec.gelu), **kw)
         hcodes = random_codes(1, n, seed + 1)
         times[None] = median_time(lambda: head_model.predict(hcodes))
-        del head_model
 
     groups = {g: {"s": 0.0, "flops": 0} for g in GROUPS}
     ops = []
