@@ -667,8 +667,12 @@ def run_bench(model: Optional[str], precisions, isas, threads: int, repeats: int
         if peer_why is None and not is_basenji2:
             peer_why = "the model is not the full-size Basenji2 (basenji2-pytorch builds only that)"
         if peer_why is None and not same_weights:
+            # the peer loads a file too (its RSS then counts a load, as ours does)
             res["notes"].append("basenji2-pytorch runs its own random weights (same architecture): "
                                 "timings compare, outputs do not")
+            pth = tmp / "peer_random.pth"
+            _one_shot({"kind": "prep", "seed": seed, "pth": str(pth), "st": str(tmp / "peer_unused.safetensors")},
+                      _env(threads))
         del spec
         codes_path = tmp / "codes.npy"
         np.save(codes_path, random_codes(max(batches), res["model"]["seq_length"], seed + 1000))
@@ -683,8 +687,6 @@ def run_bench(model: Optional[str], precisions, isas, threads: int, repeats: int
                 continue  # memory hardly depends on the kernel set: measured with the first
             cfg = {"kind": "rss", "engine": eng, "precision": prec, "threads": threads, "codes": str(codes_path),
                    "model": model_path, "gelu": gelu, "pth": str(pth) if pth else None, "seed": seed}
-            if eng == "torch" and pth is None:
-                continue  # its RSS would be that of a model built in-process, not loaded
             log(f"peak RSS: {eng} {prec} ... ", end="")
             r = _one_shot(cfg, _env(threads, isa))
             if "unsupported" in r:
@@ -786,6 +788,7 @@ def run_bench(model: Optional[str], precisions, isas, threads: int, repeats: int
         for name, v in g.get("groups", {}).items():
             v["gflop_per_s"] = v["flops"] / 1e9 / v["s"] if v["s"] else None
             v["pct_peak"] = 100 * v["gflop_per_s"] / peak[g["precision"]] if peak and v["gflop_per_s"] else None
+    res["peer_skipped"] = peer_why
     res["tensorflow"] = tf_why or "importable, but this command does not drive it yet"
     res["machine"]["load_average_after"] = list(os.getloadavg())
     res["parent_peak_rss_mb"] = peak_rss_mb()
@@ -829,6 +832,8 @@ def format_table(res: dict) -> str:
                          f"{_f(s.get('speedup_vs_torch_fp32'), '.2f', 8)}{'x' if 'speedup_vs_torch_fp32' in s else ' '} "
                          f"{_f(s.get('speedup_vs_torch_bf16'), '.2f', 8)}{'x' if 'speedup_vs_torch_bf16' in s else ' '} "
                          f"{_f(r.get('peak_rss_mb'), '.0f', 7)} {_f(r.get('max_abs_diff_vs_torch_fp32'), '.1e', 10)}")
+    if res.get("peer_skipped"):
+        lines.append(f"basenji2-pytorch: not run ({res['peer_skipped']})")
     lines.append(f"TensorFlow basenji: {res['tensorflow']}")
     for n in res["notes"]:
         lines.append("note: " + n)
