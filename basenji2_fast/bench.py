@@ -896,7 +896,9 @@ def run_bench_command(args) -> int:
 
 def add_bench_subcommand(sub) -> None:
     p = sub.add_parser("bench", help="speed (per layer group, vs basenji2-pytorch) and peak memory on this machine",
-                       description=__doc__.split("\n\n")[0])
+                       description="Seconds per sequence, GFLOP/s and % of this machine's FMA peak per layer "
+                                   "group, and peak RSS, per precision and kernel set, next to basenji2-pytorch "
+                                   "(fp32 and bf16 autocast) in the same run, engines interleaved.")
     p.add_argument("-m", "--model", default=None,
                    help="model file (.safetensors/.h5/.pth); default: a random full-size Basenji2 "
                         "(basenji2-pytorch's weights when torch is installed, so every engine runs the same)")
