@@ -528,6 +528,7 @@ def _worker_rss(cfg: dict) -> None:
             model = Basenji2(copy.deepcopy(basenji2_params["model"]))
             model.load_state_dict(torch.load(cfg["pth"], map_location="cpu", weights_only=True))
             model.eval()
+            t0 = time.perf_counter()
             with torch.inference_mode():
                 x = torch.from_numpy(codes_to_onehot_ncl(codes))
                 if cfg["precision"] == "bf16":
@@ -538,11 +539,14 @@ def _worker_rss(cfg: dict) -> None:
         else:
             from . import load
 
-            load(cfg["model"], precision=cfg["precision"], threads=cfg["threads"], gelu=cfg.get("gelu")).predict(codes)
+            model = load(cfg["model"], precision=cfg["precision"], threads=cfg["threads"], gelu=cfg.get("gelu"))
+            t0 = time.perf_counter()
+            model.predict(codes)
     except ValueError as e:  # a precision or kernel set this build does not run
         reply({"unsupported": str(e)})
         return
-    reply({"peak_rss_mb": peak_rss_mb(), "ru_maxrss_mb": ru_maxrss_mb(), "torch_imported": "torch" in sys.modules})
+    reply({"peak_rss_mb": peak_rss_mb(), "ru_maxrss_mb": ru_maxrss_mb(), "torch_imported": "torch" in sys.modules,
+           "first_pass_s": time.perf_counter() - t0})
 
 
 def _worker_main(cfg: dict) -> int:
@@ -610,7 +614,7 @@ def _tf_available() -> Optional[str]:
 
 
 def run_bench(model: Optional[str], precisions, isas, threads: int, repeats: int, batches, peer: bool, seed: int,
-              ghz: Optional[float], group_repeats: Optional[int] = None, log=print) -> dict:
+              ghz: Optional[float], group_repeats: Optional[int] = None, peer_precisions=None, log=print) -> dict:
     """Run the benchmark; returns the results (see :func:`format_table`)."""
     from .formats import load_spec
     from .version import __version__
@@ -677,14 +681,12 @@ def run_bench(model: Optional[str], precisions, isas, threads: int, repeats: int
         codes_path = tmp / "codes.npy"
         np.save(codes_path, random_codes(max(batches), res["model"]["seq_length"], seed + 1000))
 
-        # Peak RSS: one process per configuration that loads and predicts one sequence.
+        # Peak RSS: one process per configuration that loads and predicts one sequence
+        # (ours with the first kernel set only: memory hardly depends on it).
         configs = [("ours", p, i) for p in precisions for i in isas]
-        if peer_why is None:
-            configs += [("torch", p, None) for p in precisions]
         rss, unsupported = {}, {}
-        for eng, prec, isa in configs:
-            if eng == "ours" and isa != isas[0]:
-                continue  # memory hardly depends on the kernel set: measured with the first
+
+        def measure_rss(eng, prec, isa):
             cfg = {"kind": "rss", "engine": eng, "precision": prec, "threads": threads, "codes": str(codes_path),
                    "model": model_path, "gelu": gelu, "pth": str(pth) if pth else None, "seed": seed}
             log(f"peak RSS: {eng} {prec} ... ", end="")
@@ -695,6 +697,26 @@ def run_bench(model: Optional[str], precisions, isas, threads: int, repeats: int
             else:
                 rss[(eng, prec)] = r
                 log(f"{r['peak_rss_mb']:.0f} MB")
+
+        for prec in precisions:
+            measure_rss("ours", prec, isas[0])
+        if peer_why is None:
+            native_bf16 = bool({"avx512_bf16", "amx_bf16"} & set(cpu["flags"]))
+            for prec in peer_precisions or precisions:
+                if peer_precisions is None and prec == "bf16":
+                    # A ratio needs our bf16 row; and without bf16 instructions torch's bf16
+                    # autocast falls back to kernels that take minutes per sequence.
+                    if ("ours", "bf16") in unsupported:
+                        res["notes"].append("basenji2-pytorch bf16 autocast: not run (no basenji2-fast bf16 to "
+                                            "compare; --peer-precisions fp32,bf16 runs it)")
+                        continue
+                    if not native_bf16:
+                        res["notes"].append("basenji2-pytorch bf16 autocast: not run (this CPU has no avx512_bf16/"
+                                            "amx_bf16: torch's bf16 path takes minutes per sequence; "
+                                            "--peer-precisions fp32,bf16 runs it)")
+                        continue
+                configs.append(("torch", prec, None))
+                measure_rss("torch", prec, None)
 
         workers: Dict[tuple, Worker] = {}
         rows: Dict[tuple, dict] = {}
@@ -885,6 +907,7 @@ def run_bench_command(args) -> int:
         raise ValueError("--threads, --repeats and --batch must be >= 1")
     res = run_bench(args.model, precisions, isas, args.threads, args.repeats, batches, not args.no_peer, args.seed,
                     args.ghz, args.group_repeats,
+                    _csv(args.peer_precisions, "--peer-precisions", PRECISIONS) if args.peer_precisions else None,
                     log=(lambda *a, **k: print(*a, file=sys.stderr, flush=True, **k)))
     print(format_table(res))
     if args.json:
@@ -909,6 +932,9 @@ def add_bench_subcommand(sub) -> None:
     p.add_argument("--isas", default=None, help="our kernel sets, comma-separated (default: all this CPU runs)")
     p.add_argument("--batch", default="1", help="batch sizes, comma-separated (default 1)")
     p.add_argument("--no-peer", action="store_true", help="skip basenji2-pytorch")
+    p.add_argument("--peer-precisions", default=None,
+                   help="basenji2-pytorch precisions, of fp32,bf16 (default: fp32, and bf16 autocast when "
+                        "basenji2-fast runs bf16 and the CPU has bf16 instructions)")
     p.add_argument("--ghz", type=float, default=None, help="clock for the FMA peak (default: cpu MHz of /proc/cpuinfo)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON")
