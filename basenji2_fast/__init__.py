@@ -5,19 +5,44 @@
     preds = model.predict("ACGT..." * ...)         # float32 [B, bins, tracks]
 
 The file readers and converters are pure Python; compute needs the compiled extension.
+Importing the package loads NumPy and the engine only: the workflow modules (and the
+file-format libraries they use: h5py, pyfaidx, pyBigWig, cyvcf2, tqdm, matplotlib) load
+the first time one of their names is used.
 """
+from importlib import import_module as _import_module
+
 from .version import __version__
 from .formats import FormatError, load_spec
 from .convert import convert
 from .model import Model, load, build_info
-from .regions import predict_regions
 from .targets import read_targets, select_tracks
-from .genome_tiling import predict_genome
-from .variants import score_variants, write_sad
-from .ism import saturation_mutagenesis
-from .embed import embed_bed, embed_regions
-from .heads import fit_head
-from .evaluate import evaluate
+
+# Public names whose modules import file-format libraries: resolved on first use.
+_LAZY = {
+    "predict_regions": ".regions",
+    "predict_genome": ".genome_tiling",
+    "score_variants": ".variants",
+    "write_sad": ".variants",
+    "saturation_mutagenesis": ".ism",
+    "embed_bed": ".embed",
+    "embed_regions": ".embed",
+    "fit_head": ".heads",
+    "evaluate": ".evaluate",
+}
+
+
+def __getattr__(name):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(_import_module(module, __name__), name)
+    globals()[name] = value  # later look-ups skip this hook
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = ["__version__", "FormatError", "Model", "build_info", "convert", "embed_bed", "embed_regions", "evaluate",
            "fit_head", "load", "load_spec", "predict_genome", "predict_regions", "read_targets",

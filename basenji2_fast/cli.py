@@ -6,6 +6,7 @@ import json
 import sys
 from typing import List, Optional
 
+from .bench import add_bench_subcommand
 from .convert import add_convert_subcommand
 from .formats import FormatError
 from .spec import GELU_VARIANTS
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_embed_subcommand(sub)
     add_fit_head_subcommand(sub)
     add_test_subcommand(sub)
+    add_bench_subcommand(sub)
 
     p = sub.add_parser("info", help="what this build runs, and a model's geometry")
     p.add_argument("-m", "--model", default=None)

@@ -35,7 +35,6 @@ import datetime as _dt
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -56,69 +55,21 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 # ---------------------------------------------------------------------------------------------
-# helpers shared by parent and children
+# helpers shared by parent and children: the package's benchmark module (also behind
+# `basenji2-fast bench`)
 
-def _import_b2():
-    try:
-        import basenji2_fast as b2
-    except ImportError:  # running from a checkout without `pip install -e .`
-        sys.path.insert(0, str(REPO))
-        import basenji2_fast as b2
-    return b2
-
-
-def default_threads() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
+try:
+    import basenji2_fast as b2
+except ImportError:  # running from a checkout without `pip install -e .`
+    sys.path.insert(0, str(REPO))
+    import basenji2_fast as b2
+from basenji2_fast.bench import (Worker as _Worker, build_provenance, codes_to_onehot_ncl, cpu_info,  # noqa: E402
+                                 default_threads, dist_version, engine_binary, peak_rss_mb, random_codes, serve)
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def ru_maxrss_mb() -> float:
-    """getrusage(RUSAGE_SELF).ru_maxrss in MB (Linux reports KiB, macOS bytes)."""
-    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return kb / 1024.0 if sys.platform != "darwin" else kb / 2**20
-
-
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process since it exec'd, in MB.
-
-    Linux's ``ru_maxrss`` of a child is at least the *parent's* peak RSS at the moment
-    it forked (the kernel carries the old address space's high-water mark across
-    ``execve``), so with a parent that has built the torch model it reads the parent's
-    ~800 MB for every child.  ``VmHWM`` in /proc/self/status is the high-water mark of
-    this process's own address space only; ru_maxrss is the fallback off Linux.
-    """
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return ru_maxrss_mb()
-
-
-def random_codes(batch: int, seed: int) -> np.ndarray:
+def random_codes_b(batch: int, seed: int) -> np.ndarray:
     """uint8 [batch, L] base codes 0..3 (A, C, G, T)."""
-    return np.random.default_rng(seed).integers(0, 4, size=(batch, SEQ_LENGTH), dtype=np.uint8)
-
-
-def codes_to_onehot_ncl(codes: np.ndarray) -> np.ndarray:
-    """uint8 codes [B, L] -> float32 one-hot [B, 4, L] (torch layout); N (4) -> all zeros."""
-    eye = np.concatenate([np.eye(4, dtype=np.float32), np.zeros((2, 4), np.float32)])
-    return np.ascontiguousarray(eye[codes].transpose(0, 2, 1))
+    return random_codes(batch, SEQ_LENGTH, seed)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -129,39 +80,25 @@ def codes_to_onehot_ncl(codes: np.ndarray) -> np.ndarray:
 # reports peak RSS.  The parent interleaves the engines' passes, so load from other
 # processes on the machine hits both engines alike instead of whichever ran second.
 
-MAGIC = "@@b2bench "
-
-
-def _reply(obj) -> None:
-    sys.stdout.write(MAGIC + json.dumps(obj) + "\n")
-    sys.stdout.flush()
-
-
 def _serve(run, save, report: dict) -> None:
-    _reply({"ready": True, **report})
-    out = None
-    for line in sys.stdin:
-        cmd = line.strip()
-        if cmd == "run":
-            t0 = time.perf_counter()
-            out = run()
-            _reply({"t": time.perf_counter() - t0})
-        elif cmd == "finish":
-            save(out)
-            report.update(peak_rss_mb=peak_rss_mb(), ru_maxrss_mb=ru_maxrss_mb(),
-                          torch_imported="torch" in sys.modules)
-            _reply(report)
-            return
+    """Answer "run" with the seconds one pass took; "finish" saves the last output."""
+    last = {}
+
+    def timed(_arg):
+        t0 = time.perf_counter()
+        last["out"] = run()
+        return {"t": time.perf_counter() - t0}
+
+    serve({"run": timed, "finish": lambda _arg: save(last.get("out"))}, report)
 
 
 def child_prep(args) -> dict:
     """Build the random torch model, save its state dict, convert it for ours-st."""
     import torch
 
-    from basenji2_fast.peers import random_basenji2_pytorch
+    from basenji2_fast.bench import _prepare_weights
 
-    torch.save(random_basenji2_pytorch(args.seed).state_dict(), args.pth)
-    _import_b2().convert(args.pth, args.codes, gelu="erf")  # --_codes carries the .safetensors path
+    _prepare_weights(args.seed, Path(args.pth), Path(args.codes))  # --_codes carries the .safetensors path
     return {"torch_version": torch.__version__}
 
 
@@ -187,7 +124,6 @@ def child_torch(args) -> None:
 
 
 def child_ours(args) -> None:
-    b2 = _import_b2()
     t0 = time.perf_counter()
     # A .pth goes through torch.load (torch is imported: ~200 MB of RSS); the converted
     # .safetensors (engine "ours-st") is read without torch, as a deployment would.
@@ -222,40 +158,16 @@ def _child_cmd(engine: str, pth: Path, codes: Path, out: Path, args):
     return cmd, env
 
 
-class Worker:
+class Worker(_Worker):
     """One engine in its own process (so its peak RSS is its own)."""
 
     def __init__(self, engine: str, pth: Path, codes: Path, out: Path, args):
         cmd, env = _child_cmd(engine, pth, codes, out, args)
         self.engine = engine
-        self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        self.report = self._read()
-
-    def _read(self) -> dict:
-        for line in self.proc.stdout:
-            if line.startswith(MAGIC):
-                return json.loads(line[len(MAGIC):])
-            sys.stdout.write(line)  # anything else the libraries print
-        raise RuntimeError(f"{self.engine} worker exited with status {self.proc.wait()}")
-
-    def ask(self, cmd: str) -> dict:
-        self.proc.stdin.write(cmd + "\n")
-        self.proc.stdin.flush()
-        return self._read()
+        super().__init__(engine, cmd, env)
 
     def run(self) -> float:
         return self.ask("run")["t"]
-
-    def finish(self) -> dict:
-        report = self.ask("finish")
-        self.proc.stdin.close()
-        self.proc.wait()
-        return report
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
 
 
 def time_engines(engines, weights, codes_path: Path, tmp: Path, args, batch: int) -> dict:
@@ -327,17 +239,15 @@ def main(argv=None) -> int:
         ap.error("--engines: a comma-separated subset of " + ",".join(ENGINES))
 
     # The parent stays small (no torch): a child's ru_maxrss starts from its parent's RSS.
-    b2 = _import_b2()
-
     results = {
         "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "machine": {"cpu": cpu_model(), "logical_cpus": os.cpu_count(), "threads": args.threads,
+        "machine": {"cpu": cpu_info()["model"], "logical_cpus": os.cpu_count(), "threads": args.threads,
                     "platform": platform.platform(), "python": platform.python_version()},
-        "versions": {"torch": _dist_version("torch"), "basenji2_pytorch": _dist_version("basenji2-pytorch"),
+        "versions": {"torch": dist_version("torch"), "basenji2_pytorch": dist_version("basenji2-pytorch"),
                      "basenji2_fast": b2.__version__, "numpy": np.__version__},
         "settings": {"repeats": args.repeats, "warmup": 1, "seed": args.seed, "seq_length": SEQ_LENGTH,
                      "gelu": "erf", "tolerance": TOLERANCE},
-        "build": build_provenance(b2),
+        "build": build_provenance(),
         "load_average_before": list(os.getloadavg()),
         "runs": [],
     }
@@ -354,7 +264,7 @@ def main(argv=None) -> int:
         weights = {"torch": pth, "ours": pth, "ours-st": st}
         for batch in batches:
             codes_path = tmp / f"codes_b{batch}.npy"
-            np.save(codes_path, random_codes(batch, args.seed + 1000 + batch))
+            np.save(codes_path, random_codes_b(batch, args.seed + 1000 + batch))
             run = {"batch": batch}
             for eng, res in time_engines(engines, weights, codes_path, tmp, args, batch).items():
                 run[eng] = summarise(res, batch)
@@ -396,50 +306,6 @@ def main(argv=None) -> int:
         print(f"FAIL: max |delta| above {TOLERANCE}", file=sys.stderr)
         return 1
     return 0
-
-
-def engine_binary() -> dict:
-    """The compiled extension this process imported: file name, sha256, mtime."""
-    import hashlib
-
-    try:
-        from basenji2_fast import _engine
-
-        so = Path(_engine.__file__)
-        return {"engine_so": so.name, "engine_so_sha256": hashlib.sha256(so.read_bytes()).hexdigest(),
-                "engine_so_mtime": _dt.datetime.fromtimestamp(so.stat().st_mtime).astimezone().isoformat(
-                    timespec="seconds")}
-    except Exception as e:  # noqa: BLE001  (provenance is best effort)
-        return {"engine_so_error": str(e)}
-
-
-def build_provenance(b2) -> dict:
-    """Which engine binary was measured: build info, the extension's sha256, the git commit."""
-    info = {}
-    try:
-        info.update(b2.build_info())
-    except Exception as e:  # noqa: BLE001
-        info["error"] = str(e)
-    info.update(engine_binary())
-    try:
-        git = ["git", "-C", str(REPO)]
-        info["git_commit"] = subprocess.run(git + ["rev-parse", "HEAD"], capture_output=True, text=True,
-                                            check=True).stdout.strip()
-        dirty = subprocess.run(git + ["status", "--porcelain", "--", "csrc", "basenji2_fast"], capture_output=True,
-                               text=True, check=True).stdout
-        info["git_dirty"] = bool(dirty.strip())
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return info
-
-
-def _dist_version(name: str) -> str:
-    try:
-        from importlib.metadata import version
-
-        return version(name)
-    except Exception:  # noqa: BLE001
-        return "?"
 
 
 def print_table(results: dict, engines) -> None:

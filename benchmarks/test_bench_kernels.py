@@ -10,7 +10,9 @@ lengths a noticeable share of the time: it writes L x c_in floats), and every ti
 includes copying the trunk output back to NumPy (``Model.embed``).  The ``prelude_*``
 cases time those overheads alone, for subtraction.  ``gflop_per_s`` in extra_info counts
 the layer under test plus the prelude.  Weights are random
-(seeded), GELU sigmoid, all threads; ``BASENJI2_FAST_ISA`` picks the kernel set.
+(seeded), GELU sigmoid, all threads.  Every layer runs on every kernel set this build holds
+and this CPU runs (one benchmark group per layer, so the relative columns compare kernel
+sets), and in every precision the build accepts (others are skipped with the reason).
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ try:
 except ImportError:  # a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from basenji2_fast.bench import PRECISIONS, available_isas
 from basenji2_fast.model import Model
 from basenji2_fast.spec import ConvOp, ModelSpec
 
@@ -55,7 +58,7 @@ def _conv(rng, name, k, c_in, c_out, **kw) -> ConvOp:
     return ConvOp(name, w, b, **kw)
 
 
-def _layer_model(length, c_in, c_out, k, dilation, pool, residual):
+def _layer_model(length, c_in, c_out, k, dilation, pool, residual, precision="fp32", isa=None):
     rng = np.random.default_rng(0)
     ops = []
     flops = 0
@@ -69,14 +72,20 @@ def _layer_model(length, c_in, c_out, k, dilation, pool, residual):
         flops += 2 * length * c_out * c_in
     spec = ModelSpec(seq_length=length, ops=ops, heads={}, final_gelu=False, gelu="sigmoid",
                      metadata={"source": "benchmarks/test_bench_kernels.py"})
-    return Model(spec), flops
+    return Model(spec, precision=precision, isa=isa), flops
 
 
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("isa", available_isas())
 @pytest.mark.parametrize("name", list(LAYERS))
-def test_layer(benchmark, name):
-    model, flops = _layer_model(*LAYERS[name])
+def test_layer(benchmark, name, isa, precision):
+    try:
+        model, flops = _layer_model(*LAYERS[name], precision=precision, isa=isa)
+    except ValueError as e:
+        pytest.skip(f"{precision}: not supported by this build ({e})")
     codes = np.random.default_rng(1).integers(0, 4, size=(1, model.seq_length), dtype=np.uint8)
-    benchmark.extra_info.update({"gflop": flops / 1e9, "isa": model.info()["isa"],
+    benchmark.group = name
+    benchmark.extra_info.update({"gflop": flops / 1e9, "isa": model.info()["isa"], "precision": precision,
                                  "threads": model.threads})
     out = benchmark.pedantic(model.embed, args=(codes,), rounds=5, warmup_rounds=1, iterations=1)
     assert np.isfinite(out).all()
