@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .regions import add_predict_bed_subcommand
     from .variants import add_sad_subcommand
     from .ism import add_sat_subcommand
+    from .distributed import add_merge_subcommand
 
     parser = argparse.ArgumentParser(prog="basenji2-fast", description="Basenji2 on fused C++ kernels.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_sat_subcommand(sub)
     add_plot_subcommand(sub)
     add_sat_plot_subcommand(sub)
+    add_merge_subcommand(sub)
 
     p = sub.add_parser("info", help="what this build runs, and a model's geometry")
     p.add_argument("-m", "--model", default=None)
@@ -49,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    from .distributed import set_cli_call
+
+    set_cli_call(sys.argv[1:] if argv is None else argv)  # recorded by --shard runs, for merge
     try:
         return args.func(args)
     except (FormatError, ValueError, KeyError, OSError, ImportError, RuntimeError) as e:
