@@ -478,6 +478,124 @@ def run_genome(model, fasta, partial: Path, todo, state, tiling, tr, all_columns
 
 
 # ----------------------------------------------------------------------------------------------
+# sad: one task per variant batch (the batches a single-process run commits)
+# ----------------------------------------------------------------------------------------------
+def sad_task(model, path: Path, fasta: str, head: str, sel, stats, batch, rc: bool, shifts, pseudo: float,
+             batch_size: int, basenji_edge: bool, fmt: str) -> None:
+    from .variants import _commit_batch, _setup
+
+    su = _setup(model, worker_fasta(fasta), head, sel, None, stats)
+    _commit_batch(model, path, su, batch, rc, shifts, pseudo, batch_size, basenji_edge, fmt)
+
+
+# ----------------------------------------------------------------------------------------------
+# predict-bed and sat: tasks of region batches; the driver writes the HDF5 file in order
+# ----------------------------------------------------------------------------------------------
+BED_TASKS = ".predict_partial"
+SAT_TASKS = ".sat_partial"
+
+
+def _fasta_identity(fasta: str, fa) -> dict:
+    return {"path": fasta, "bytes": os.path.getsize(fasta), "chromosomes": [[n, len(fa[n])] for n in fa.keys()]}
+
+
+def regions_task(model, path: Path, fasta: str, batch, head: str, sel, rc: bool, shifts, batch_size: int,
+                 n_encoding: str, site, site_sum: bool, bigwig_tracks) -> None:
+    """A batch of predict-bed regions -> ``path``: ``rows`` (its preds rows, float16) and
+    ``bigwig`` (float32 [batch, bins, len(bigwig_tracks)] for the driver's bigWigs)."""
+    from .regions import _predict_batch, _site_rows
+
+    p = _predict_batch(model, worker_fasta(fasta), batch, head, sel, rc, shifts, batch_size, n_encoding)
+    cols = [int(t) for t in bigwig_tracks or ()]
+    save_task(path, rows=_site_rows(p, site, site_sum), bigwig=p[:, :, cols])
+
+
+def _fasta_path(fasta_arg, fa) -> str:
+    return os.path.abspath(os.fspath(fasta_arg if isinstance(fasta_arg, (str, bytes, os.PathLike))
+                                     else fa.filename))
+
+
+def run_regions(model, fasta_arg, fa, regions, head, sel, rc, shifts, batch_size, n_encoding, site, site_sum,
+                bigwig_tracks, header, out_dir: Path, scheduler, workers, shard, progress):
+    """predict-bed's region batches as tasks. Returns (iterator of (first region, preds rows)
+    in order, which also writes the ``-b`` bigWigs; None), or (None, shard.json path) for a shard."""
+    from .genome_tiling import weights_sha256
+    from .regions import _write_batch_bigwigs
+
+    fasta = _fasta_path(fasta_arg, fa)
+    job = {"command": "predict-bed", "model": weights_sha256(model.spec), "fasta": _fasta_identity(fasta, fa),
+           "regions": [list(r[:5]) for r in regions], "head": head, "columns": list(sel.columns),
+           "strand_pair": list(sel.strand_pair) if rc and sel.strand_pair is not None else None, "rc": bool(rc),
+           "shifts": [int(x) for x in shifts], "batch_size": int(batch_size), "n_encoding": n_encoding,
+           "site": list(site), "site_sum": bool(site_sum), "bigwig_tracks": [int(t) for t in bigwig_tracks or ()],
+           "header": header}
+    starts = range(0, len(regions), batch_size)
+    with Runner("predict-bed", model, scheduler, workers, shard, progress=progress) as run:
+        run.open(out_dir / BED_TASKS, job_key(job), job, len(regions), "region")
+        for b0 in starts:
+            batch = regions[b0:b0 + batch_size]
+            run.add(f"{b0}.npz", regions_task, (fasta, batch, head, sel, rc, list(shifts), batch_size, n_encoding,
+                                                 tuple(site), site_sum, bigwig_tracks), units=len(batch))
+        run.wait()
+        if run.is_shard:
+            run.write_shard(out_dir, BED_TASKS)
+            return None, out_dir / SHARD_RECORD
+
+    def rows():
+        for b0 in starts:
+            with np.load(out_dir / BED_TASKS / f"{b0}.npz") as z:
+                if bigwig_tracks:
+                    _write_batch_bigwigs(model, z["bigwig"], b0, regions[b0:b0 + batch_size], bigwig_tracks,
+                                         header, out_dir)
+                yield b0, z["rows"]
+    return rows(), None
+
+
+def sat_task(model, path: Path, fasta: str, region, first: int, n: int, stats, head: str, cols, rc: bool, shifts,
+             n_encoding: str, strand_pair) -> None:
+    """One sat region -> ``path``: ``seqs`` (bool [n, 4]) and ``stat_<name>`` (float16 [n, 4, tracks])."""
+    from .ism import _sat_region
+
+    row, scores = _sat_region(model, worker_fasta(fasta), region, first, n, stats, head, cols, rc, shifts,
+                              n_encoding, strand_pair)
+    save_task(path, seqs=row, **{f"stat_{s}": v for s, v in scores.items()})
+
+
+def run_sat(model, fasta_arg, fa, regions, first, n, stats, head, cols, rc, shifts, n_encoding, strand_pair,
+            out_dir: Path, scheduler, workers, shard, progress):
+    """sat's regions as tasks. Returns (iterator of (seqs row, {stat: scores}) in region order;
+    None), or (None, shard.json path) for a shard."""
+    from .genome_tiling import weights_sha256
+
+    fasta = _fasta_path(fasta_arg, fa)
+    job = {"command": "sat", "model": weights_sha256(model.spec), "fasta": _fasta_identity(fasta, fa),
+           "regions": [list(r[:5]) for r in regions], "head": head, "columns": None if cols is None else list(cols),
+           "strand_pair": None if strand_pair is None else list(strand_pair), "rc": bool(rc),
+           "shifts": [int(x) for x in shifts], "n_encoding": n_encoding, "first": int(first), "n": int(n),
+           "stats": list(stats)}
+    with Runner("sat", model, scheduler, workers, shard, progress=progress) as run:
+        run.open(out_dir / SAT_TASKS, job_key(job), job, len(regions), "region")
+        for i, r in enumerate(regions):
+            run.add(f"{i}.npz", sat_task, (fasta, r, first, n, tuple(stats), head, cols, rc, list(shifts), n_encoding,
+                                           strand_pair))
+        run.wait()
+        if run.is_shard:
+            run.write_shard(out_dir, SAT_TASKS)
+            return None, out_dir / SHARD_RECORD
+
+    def results():
+        for i in range(len(regions)):
+            with np.load(out_dir / SAT_TASKS / f"{i}.npz") as z:
+                yield z["seqs"], {s: z[f"stat_{s}"] for s in stats}
+    return results(), None
+
+
+def finish_regions(out_dir: Path, tasks: str = BED_TASKS) -> None:
+    """The output is committed: its task files go."""
+    shutil.rmtree(Path(out_dir) / tasks, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------------------------
 # Merging shards
 # ----------------------------------------------------------------------------------------------
 def gather_shards(shard_dirs: Sequence[Union[str, os.PathLike]], out_dir) -> dict:
