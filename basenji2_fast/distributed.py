@@ -219,7 +219,7 @@ def dask_client(scheduler=None, workers: Optional[int] = None):
             if workers < 1:
                 raise ValueError(f"workers={workers}: must be at least 1")
             cluster = stack.enter_context(LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                                       host="127.0.0.1", dashboard_address=None))
+                                                       host="127.0.0.1", dashboard_address=":0"))
             client = stack.enter_context(Client(cluster))
         yield client
 
