@@ -15,7 +15,8 @@ from .targets import read_targets, select_tracks
 from .genome_tiling import predict_genome
 from .variants import score_variants, write_sad
 from .ism import saturation_mutagenesis
+from .distributed import merge_shards
 
-__all__ = ["__version__", "FormatError", "Model", "build_info", "convert", "load", "load_spec", "predict_genome",
-           "predict_regions", "read_targets", "saturation_mutagenesis", "score_variants", "select_tracks",
-           "write_sad"]
+__all__ = ["__version__", "FormatError", "Model", "build_info", "convert", "load", "load_spec", "merge_shards",
+           "predict_genome", "predict_regions", "read_targets", "saturation_mutagenesis", "score_variants",
+           "select_tracks", "write_sad"]

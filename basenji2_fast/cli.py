@@ -51,11 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    from .distributed import set_cli_call
+    from .distributed import cli_call
 
-    set_cli_call(sys.argv[1:] if argv is None else argv)  # recorded by --shard runs, for merge
     try:
-        return args.func(args)
+        with cli_call(sys.argv[1:] if argv is None else argv):  # recorded by --shard runs, for merge
+            return args.func(args)
     except (FormatError, ValueError, KeyError, OSError, ImportError, RuntimeError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"basenji2-fast {args.command}: error: {msg}", file=sys.stderr)

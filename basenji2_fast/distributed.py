@@ -37,6 +37,7 @@ once, gathers the task files into OUT and reruns the command line there, which o
 from __future__ import annotations
 
 import argparse
+import contextvars
 import datetime as _dt
 import os
 import shutil
@@ -59,14 +60,18 @@ SHARD_FORMAT = "basenji2-fast shard"
 #: Sentinel ``shard`` value of a merge: every task must be committed already, none is computed.
 MERGE = "merge"
 
-# The command line of this process, recorded in shard.json so that `merge` can rerun it
-# (set by cli.main; None when the API is called from Python).
-_cli_call: Optional[dict] = None
+# The command line being run, recorded in shard.json so that `merge` can rerun it (set by
+# cli.main while a command runs; None when the API is called from Python).
+_cli_call: contextvars.ContextVar = contextvars.ContextVar("basenji2_fast_cli_call", default=None)
 
 
-def set_cli_call(argv: Sequence[str]) -> None:
-    global _cli_call
-    _cli_call = {"argv": list(argv), "cwd": os.getcwd()}
+@contextmanager
+def cli_call(argv: Sequence[str]) -> Iterator[None]:
+    token = _cli_call.set({"argv": list(argv), "cwd": os.getcwd()})
+    try:
+        yield
+    finally:
+        _cli_call.reset(token)
 
 
 def _require_dask():
@@ -95,15 +100,18 @@ class ModelRef:
     weights_sha256: Optional[str] = None
 
     @classmethod
-    def of(cls, model, threads: Optional[int]) -> "ModelRef":
+    def of(cls, model, workers: Optional[int]) -> "ModelRef":
+        """The worker's copy of ``model``: its load options, with the engine threads it was
+        loaded with, else this machine's CPUs split between ``workers`` local workers (None:
+        all CPUs of each worker's machine)."""
         from .genome_tiling import weights_sha256
 
         opts = getattr(model, "load_options", None)
         if opts is None:
             raise ValueError("distributed runs need a model loaded from a file (b2.load(path)): each worker "
                              "loads its own copy")
-        return cls(opts["path"], threads, opts["params"], opts["gelu"], opts.get("isa"), opts.get("tile_mb", 16.0),
-                   weights_sha256(model.spec))
+        return cls(opts["path"], local_threads(workers, opts.get("threads")), opts["params"], opts["gelu"],
+                   opts.get("isa"), opts.get("tile_mb", 16.0), weights_sha256(model.spec))
 
 
 _models: Dict[tuple, object] = {}
@@ -245,7 +253,7 @@ class Runner:
     """
 
     def __init__(self, command: str, model, scheduler=None, workers: Optional[int] = None, shard=None,
-                 threads: Optional[int] = None, progress: bool = True):
+                 progress: bool = True):
         self.command = command
         self.shard = parse_shard(shard)
         self.scheduler, self.workers = scheduler, workers
@@ -253,7 +261,7 @@ class Runner:
         self.local_model = model
         self.ref = None
         if scheduler is not None or workers is not None:
-            self.ref = ModelRef.of(model, local_threads(workers, threads))
+            self.ref = ModelRef.of(model, workers)
         self.client = None
         self._stack = ExitStack()
         self.n = 0                      # tasks of the job so far (all shards)
@@ -366,17 +374,10 @@ class Runner:
         """Record a finished shard: ``out_dir/shard.json``."""
         rec = {"format": SHARD_FORMAT, "version": __version__, "command": self.command, "job_key": self.key,
                "job": self.job, "task_dir": task_dir_name, "shard": list(self.shard), "n_tasks": self.n,
-               "tasks": [[j, name] for j, name in self.mine], "call": _cli_call,
+               "tasks": [[j, name] for j, name in self.mine], "call": _cli_call.get(),
                "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
         write_json(Path(out_dir) / SHARD_RECORD, rec)
         return {**rec, "status": "shard"}
-
-
-@contextmanager
-def runner(command: str, model, scheduler=None, workers=None, shard=None, threads=None,
-           progress: bool = True) -> Iterator[Runner]:
-    with Runner(command, model, scheduler, workers, shard, threads, progress) as r:
-        yield r
 
 
 # ----------------------------------------------------------------------------------------------

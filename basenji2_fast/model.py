@@ -484,6 +484,6 @@ def load(path: Union[str, os.PathLike], device: str = "cpu", precision: str = "f
     model = Model(load_spec(path, params=params, gelu=gelu), device=device, precision=precision, threads=threads,
                   isa=isa, tile_mb=tile_mb)
     # How to load it again: distributed workers (basenji2_fast.distributed) load their own copy.
-    model.load_options = {"path": os.path.abspath(os.fspath(path)), "params": params, "gelu": gelu, "isa": isa,
-                          "tile_mb": tile_mb}
+    model.load_options = {"path": os.path.abspath(os.fspath(path)), "threads": threads, "params": params,
+                          "gelu": gelu, "isa": isa, "tile_mb": tile_mb}
     return model

@@ -278,3 +278,22 @@ def test_shard_option_errors(small, visible, tmp_path):
     with pytest.raises(ValueError, match="not both"):
         sat_bed(small, visible / "genome.fa", visible / "sat.bed", tmp_path, mut_len=2, scheduler="tcp://x:1",
                 workers=2)
+
+
+def test_python_api_shards_then_merge(small, visible, tmp_path):
+    """Shards written from Python: merge_shards gathers them, the same call with shard="merge"
+    writes the output without computing."""
+    from basenji2_fast.distributed import merge_shards
+
+    kw = dict(mut_len=3, stats=("sum",), progress=False)
+    args = (small, visible / "genome.fa", visible / "regions.bed")
+    sat_bed(*args, tmp_path / "one", **kw)
+    for i in range(2):
+        assert sat_bed(*args, tmp_path / f"s{i}", shard=(i, 2), **kw).name == "shard.json"
+    rec = merge_shards([tmp_path / "s0", tmp_path / "s1"], tmp_path / "merged")
+    assert rec["call"] is None and rec["n_tasks"] == 8
+    (tmp_path / "s0" / ".sat_partial" / "0.npz").unlink()  # gathered already: the shards are not read again
+    sat_bed(*args, tmp_path / "merged", shard="merge", **kw)
+    _same_files(tmp_path / "one", tmp_path / "merged", ["scores.h5"])
+    with pytest.raises(ValueError, match="missing"):
+        sat_bed(*args, tmp_path / "nothing", shard="merge", **kw)
