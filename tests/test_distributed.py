@@ -15,7 +15,6 @@ import os
 from pathlib import Path
 
 import h5py
-import numpy as np
 import pytest
 
 distributed = pytest.importorskip("distributed")
