@@ -28,6 +28,7 @@ _LAZY = {
     "embed_regions": ".embed",
     "fit_head": ".heads",
     "evaluate": ".evaluate",
+    "merge_shards": ".distributed",
 }
 
 
@@ -45,5 +46,5 @@ def __dir__():
 
 
 __all__ = ["__version__", "FormatError", "Model", "build_info", "convert", "embed_bed", "embed_regions", "evaluate",
-           "fit_head", "load", "load_spec", "predict_genome", "predict_regions", "read_targets",
+           "fit_head", "load", "load_spec", "merge_shards", "predict_genome", "predict_regions", "read_targets",
            "saturation_mutagenesis", "score_variants", "select_tracks", "write_sad"]

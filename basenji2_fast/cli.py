@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .embed import add_embed_subcommand
     from .heads import add_fit_head_subcommand
     from .evaluate import add_test_subcommand
+    from .distributed import add_merge_subcommand
 
     parser = argparse.ArgumentParser(prog="basenji2-fast", description="Basenji2 on fused C++ kernels.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_fit_head_subcommand(sub)
     add_test_subcommand(sub)
     add_bench_subcommand(sub)
+    add_merge_subcommand(sub)
 
     p = sub.add_parser("info", help="what this build runs, and a model's geometry")
     p.add_argument("-m", "--model", default=None)
@@ -59,8 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    from .distributed import cli_call
+
     try:
-        return args.func(args)
+        with cli_call(sys.argv[1:] if argv is None else argv):  # recorded by --shard runs, for merge
+            return args.func(args)
     except (FormatError, ValueError, KeyError, OSError, ImportError, RuntimeError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"basenji2-fast {args.command}: error: {msg}", file=sys.stderr)

@@ -70,7 +70,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import numpy as np
 from tqdm import tqdm
 
-from . import dna
+from . import distributed, dna
 from ._io import atomic_output, canonical_sha, job_lock, read_json, write_json
 from .cli_options import add_ensemble_options, add_model_options, add_track_options
 from .genome import fetch, open_fasta
@@ -298,6 +298,32 @@ def _predict_batch(model, codes: np.ndarray, head, tr: _Tracks, all_columns: boo
                          batch_size=batch_size, n_encoding=n_encoding, strand_pair=tr.strand_pair if rc else None)
 
 
+def _window_codes(fa, tiling: Tiling, name: str, size: int, k: int) -> Optional[np.ndarray]:
+    """Window k's codes uint8 [L], or None when its output region is all N (not predicted)."""
+    s, e = tiling.window(k)
+    codes = dna.encode(fetch(fa, name, s, e), what=f"{name}:{s}-{e}")
+    o0, o1 = tiling.output(k, size)
+    if np.all(codes[tiling.crop:tiling.crop + (o1 - o0)] == CODE_N):
+        return None  # gap or telomere: no entries for these bins
+    return codes
+
+
+def _predict_windows(model, tiling: Tiling, size: int, ks: Sequence[int], codes: Sequence[np.ndarray], head: str,
+                     tr: _Tracks, all_columns: bool, rc: bool, shifts, batch_size: int, n_encoding: str,
+                     dtype: np.dtype) -> List[Tuple[int, np.ndarray]]:
+    """One engine call for windows ``ks`` -> [(first bin, values [bins, tracks] in the partial's
+    dtype)]: the unit of work of the single-process loop and of a distributed task."""
+    pred = _predict_batch(model, np.stack(codes), head, tr, all_columns, rc, shifts, batch_size, n_encoding)
+    out = []
+    for j, k in enumerate(ks):
+        b0, b1 = tiling.bins(k, size)
+        vals = pred[j, :b1 - b0]
+        if dtype == np.float16:
+            vals = np.clip(vals, -FLOAT16_MAX, FLOAT16_MAX)
+        out.append((b0, vals.astype(dtype)))
+    return out
+
+
 # ----------------------------------------------------------------------------------------------
 # The job
 # ----------------------------------------------------------------------------------------------
@@ -305,7 +331,8 @@ def predict_genome(model, fasta: PathLike, out_dir: PathLike, head: Optional[str
                    track_names: Optional[Sequence[str]] = None, chroms: Optional[Sequence[str]] = None,
                    rc: bool = False, shifts: Sequence[int] = (0,), batch_size: int = 4,
                    n_encoding: str = "zeros", progress: bool = True, overwrite: bool = False,
-                   model_file: Optional[PathLike] = None, assembly_workers: Optional[int] = None) -> dict:
+                   model_file: Optional[PathLike] = None, assembly_workers: Optional[int] = None,
+                   scheduler=None, workers: Optional[int] = None, shard=None) -> dict:
     """Predict every chromosome of a genome in abutting windows and write one bigWig per track.
 
     Parameters
@@ -348,6 +375,11 @@ def predict_genome(model, fasta: PathLike, out_dir: PathLike, head: Optional[str
     assembly_workers : int, optional
         Processes writing bigWigs once the predictions are done (default: the model's
         threads); used only for jobs of more than :data:`PARALLEL_ASSEMBLY_VALUES` values.
+    scheduler, workers, shard : distributed runs (:mod:`basenji2_fast.distributed`): a Dask
+        scheduler address / Client, or N local worker processes; tasks of ``batch_size``
+        windows. ``shard="I/N"`` computes only shard I's tasks into ``out_dir`` (no bigWigs;
+        ``basenji2-fast merge`` combines shards). The bigWigs are byte-identical to a
+        single-process run's.
 
     Returns
     -------
@@ -469,14 +501,22 @@ def predict_genome(model, fasta: PathLike, out_dir: PathLike, head: Optional[str
         state = [_chrom_state(partial, i, n, s, tiling, len(tr.columns), key) for i, n, s in todo]
         total = sum(tiling.n_windows(s) for _, _, s in todo)
         done0 = sum(st["next_window"] for st in state)
-        with tqdm(total=total, initial=done0, unit="window", desc="predict-genome", disable=not progress,
-                  dynamic_ncols=True) as bar:
-            for (i, name, size), st in zip(todo, state):
-                if st["done"]:
-                    continue
-                bar.set_postfix_str(name, refresh=False)
-                _run_chromosome(model, fa, partial, i, name, size, tiling, tr, all_columns,
-                                per_head if multi else head, rc, shifts, batch_size, n_encoding, key, st, bar)
+        if distributed.wanted(scheduler, workers, shard):
+            # Several heads: each task runs the trunk once per window for all of them.
+            shard_record = distributed.run_genome(model, fasta, partial, todo, state, tiling, tr, all_columns,
+                                                  per_head if multi else head, rc, shifts, batch_size, n_encoding,
+                                                  key, job, scheduler, workers, shard, progress)
+            if shard_record is not None:
+                return shard_record  # a shard: its task files only, no bigWigs
+        else:
+            with tqdm(total=total, initial=done0, unit="window", desc="predict-genome", disable=not progress,
+                      dynamic_ncols=True) as bar:
+                for (i, name, size), st in zip(todo, state):
+                    if st["done"]:
+                        continue
+                    bar.set_postfix_str(name, refresh=False)
+                    _run_chromosome(model, fa, partial, i, name, size, tiling, tr, all_columns,
+                                    per_head if multi else head, rc, shifts, batch_size, n_encoding, key, st, bar)
         t_asm = time.time()
         for h in (names if multi else ()):
             (out_dir / h).mkdir(exist_ok=True)
@@ -570,23 +610,16 @@ def _run_chromosome(model, fa, partial: Path, i: int, name: str, size: int, tili
     pending: List[Tuple[int, np.ndarray]] = []
 
     def flush_batch() -> None:
-        codes = np.stack([c for _, c in pending])
-        pred = _predict_batch(model, codes, head, tr, all_columns, rc, shifts, batch_size, n_encoding)
-        for j, (k, _) in enumerate(pending):
-            b0, b1 = tiling.bins(k, size)
-            vals = pred[j, :b1 - b0]
-            if dtype == np.float16:
-                vals = np.clip(vals, -FLOAT16_MAX, FLOAT16_MAX)
+        for b0, vals in _predict_windows(model, tiling, size, [k for k, _ in pending], [c for _, c in pending],
+                                         head, tr, all_columns, rc, shifts, batch_size, n_encoding, dtype):
             arr.write(b0, vals)
         bar.update(len(pending))
         pending.clear()
 
     try:
         for k in range(st["next_window"], n_win):
-            s, e = tiling.window(k)
-            codes = dna.encode(fetch(fa, name, s, e), what=f"{name}:{s}-{e}")
-            o0, o1 = tiling.output(k, size)
-            if np.all(codes[tiling.crop:tiling.crop + (o1 - o0)] == CODE_N):
+            codes = _window_codes(fa, tiling, name, size, k)
+            if codes is None:
                 skipped.append(k)  # gap or telomere: no entries for these bins
                 bar.update(1)
             else:
@@ -736,7 +769,12 @@ def run_predict_genome(args) -> int:
     chroms = [c.strip() for c in args.chroms.split(",") if c.strip()] if args.chroms else None
     manifest = predict_genome(model, args.fasta, args.out_dir, head=head, tracks=tracks, chroms=chroms, rc=args.rc,
                               shifts=args.shifts, batch_size=args.batch_size, n_encoding=args.n_encoding,
-                              progress=not args.quiet, overwrite=args.overwrite, model_file=args.model)
+                              progress=not args.quiet, overwrite=args.overwrite, model_file=args.model,
+                              **distributed.distributed_kwargs(args))
+    if manifest.get("status") == "shard":
+        print(f"wrote shard {manifest['shard'][0]}/{manifest['shard'][1]} ({len(manifest['tasks'])} tasks) to "
+              f"{args.out_dir}; combine the shards with basenji2-fast merge")
+        return 0
     w = manifest["windows"]
     if manifest.get("status") == "up-to-date":
         print(f"{args.out_dir} already holds this finished job (manifest.json); nothing to do")
@@ -766,5 +804,6 @@ def add_predict_genome_subcommand(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--n-encoding", choices=("zeros", "uniform"), default="zeros", help="how N is encoded")
     p.add_argument("--overwrite", action="store_true", help="start over when OUT_DIR holds a job with other options")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    distributed.add_distributed_options(p)
     p.set_defaults(func=run_predict_genome)
     return p

@@ -46,6 +46,7 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
+from . import distributed
 from ._io import atomic_output
 from .dna import encode, revcomp
 from .genome import fetch, open_fasta
@@ -246,24 +247,43 @@ def saturation_mutagenesis(model, seq_or_interval, fasta=None, mut_start: Option
     return out
 
 
+def _sat_region(model, fa, r: Region, first: int, n: int, stats: Sequence[str], head: str,
+                cols: Optional[List[int]], rc: bool, shifts: Sequence[int], n_encoding: str,
+                strand_pair) -> Tuple[np.ndarray, Dict[str, np.ndarray]]:
+    """One region -> (its ``seqs`` row bool [n, 4], {stat: float16 [n, 4, tracks]}): the unit of
+    work of the single-process loop and of a distributed task."""
+    codes = _window_codes(fa, r, model.seq_length)
+    raw = _score_window(model, codes, first, n, stats, head, cols, rc, shifts, n_encoding, strand_pair)
+    return _onehot(codes[first:first + n]), {s: np.clip(raw[s], -FLOAT16_MAX, FLOAT16_MAX).astype(np.float16)
+                                             for s in stats}
+
+
 def sat_bed(model, fasta_path, bed_path, out_dir, mut_len: Optional[int] = None, mut_up: Optional[int] = None,
             mut_down: Optional[int] = None, stats: Sequence[str] = ("sum",), head: Optional[str] = None,
             tracks=None, targets=None, rc: bool = False, shifts: Sequence[int] = (0,),
-            n_encoding: str = "zeros", progress: bool = True) -> Path:
+            n_encoding: str = "zeros", progress: bool = True, scheduler=None, workers: Optional[int] = None,
+            shard=None) -> Path:
     """Saturation mutagenesis of every BED region -> ``out_dir/scores.h5`` (basenji_sat_bed.py's
     file; see the module docstring). Regions without a strand column are scored as ``+``.
-    Written under a temporary name and renamed when complete.
+    Written under a temporary name and renamed when complete. ``scheduler`` / ``workers`` /
+    ``shard``: one task per region on a Dask cluster, or one shard's
+    (:mod:`basenji2_fast.distributed`); scores.h5 is byte-identical to a single-process run's,
+    and an interrupted distributed run resumes from its committed regions. Returns the path
+    of scores.h5 (a shard: its ``shard.json``).
 
     Several heads (``head="both"``; tracks/targets per head as
     :func:`basenji2_fast.predict_regions`): ``out_dir/<head>/scores.h5`` per head, as a
     single-head run into ``out_dir/<head>``, one head after the other (the incremental
-    substitution path predicts one head at a time); returns {head: path}."""
+    substitution path predicts one head at a time), each on the cluster when ``scheduler`` /
+    ``workers`` are given (not with ``shard``); returns {head: path}."""
     multi, reqs = plan_heads(model, head, tracks, targets)
     if multi:
+        distributed.one_head_only(multi, shard=shard, shard_only=True)
         sels = [resolve_tracks(model, r.head, r.tracks, r.targets) for r in reqs]  # all checked first
         return {h: sat_bed(model, fasta_path, bed_path, Path(out_dir) / h, mut_len=mut_len, mut_up=mut_up,
                            mut_down=mut_down, stats=stats, head=h, tracks=sel, rc=rc, shifts=shifts,
-                           n_encoding=n_encoding, progress=progress) for h, sel in sels}
+                           n_encoding=n_encoding, progress=progress, scheduler=scheduler, workers=workers)
+                for h, sel in sels}
     head, targets, tracks = reqs[0]
     stats = _parse_stats(stats)
     regions, source = _as_regions(bed_path)
@@ -279,6 +299,16 @@ def sat_bed(model, fasta_path, bed_path, out_dir, mut_len: Optional[int] = None,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     N = len(regions)
+    pair = sel.strand_pair if rc else None
+    if distributed.wanted(scheduler, workers, shard):
+        # Every region committed by the tasks first; then scores.h5 is written exactly as below.
+        results, done = distributed.run_sat(model, fasta_path, fa, regions, first, n, stats, head, cols, rc,
+                                            shifts, n_encoding, pair, out_dir, scheduler, workers, shard, progress)
+        if done is not None:
+            return done
+    else:
+        results = (_sat_region(model, fa, r, first, n, stats, head, cols, rc, shifts, n_encoding, pair)
+                   for r in tqdm(regions, unit="region", disable=not progress, desc="sat"))
     with atomic_output(out_dir / "scores.h5") as tmp, h5py.File(tmp, "w") as h5:
         seqs = h5.create_dataset("seqs", (N, n, 4), dtype="bool")
         ds = {s: h5.create_dataset(s, (N, n, 4, T), dtype="float16") for s in stats}
@@ -288,13 +318,12 @@ def sat_bed(model, fasta_path, bed_path, out_dir, mut_len: Optional[int] = None,
                                                    for r in regions]))
         h5.create_dataset("start", data=np.array([c[0] for c in coords], np.int64))
         h5.create_dataset("end", data=np.array([c[1] for c in coords], np.int64))
-        for i, r in enumerate(tqdm(regions, unit="region", disable=not progress, desc="sat")):
-            codes = _window_codes(fa, r, L)
-            seqs[i] = _onehot(codes[first:first + n])
-            raw = _score_window(model, codes, first, n, stats, head, cols, rc, shifts, n_encoding,
-                                sel.strand_pair if rc else None)
+        for i, (row, scores) in enumerate(results):
+            seqs[i] = row
             for s in stats:
-                ds[s][i] = np.clip(raw[s], -FLOAT16_MAX, FLOAT16_MAX).astype(np.float16)
+                ds[s][i] = scores[s]
+    if distributed.wanted(scheduler, workers, shard):
+        distributed.finish_regions(out_dir, distributed.SAT_TASKS)
     return out_dir / "scores.h5"
 
 
@@ -324,6 +353,7 @@ def add_sat_subcommand(subparsers) -> argparse.ArgumentParser:
     add_ensemble_options(p)
     p.add_argument("--n-encoding", choices=("zeros", "uniform"), default="zeros", help="how N is encoded")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    distributed.add_distributed_options(p)
     p.set_defaults(func=run_sat)
     return p
 
@@ -341,7 +371,11 @@ def run_sat(args: argparse.Namespace) -> int:
         path = sat_bed(load_model(args), args.fasta, args.bed, args.out_dir, mut_len=args.mut_len,
                        mut_up=args.mut_up, mut_down=args.mut_down, stats=stats, head=head, tracks=tracks,
                        targets=targets, rc=args.rc, shifts=args.shifts, n_encoding=args.n_encoding,
-                       progress=not args.quiet)
-        print(f"wrote {', '.join(map(str, path.values())) if isinstance(path, dict) else path}")
+                       progress=not args.quiet, **distributed.distributed_kwargs(args))
+        if isinstance(path, dict):
+            print(f"wrote {', '.join(map(str, path.values()))}")
+        else:
+            print(f"wrote {path}" + ("; combine the shards with basenji2-fast merge" if path.name == "shard.json"
+                                     else ""))
 
     return one_line_errors(getattr(args, "command", None) or "sat", work)

@@ -546,5 +546,9 @@ def load(path: Union[str, os.PathLike], device: str = "cpu", precision: str = "f
     arguments are :class:`Model`'s."""
     from .formats import load_spec
 
-    return Model(load_spec(path, params=params, gelu=gelu), device=device, precision=precision, threads=threads,
-                 isa=isa, tile_mb=tile_mb)
+    model = Model(load_spec(path, params=params, gelu=gelu), device=device, precision=precision, threads=threads,
+                  isa=isa, tile_mb=tile_mb)
+    # How to load it again: distributed workers (basenji2_fast.distributed) load their own copy.
+    model.load_options = {"path": os.path.abspath(os.fspath(path)), "threads": threads, "params": params,
+                          "gelu": gelu, "isa": isa, "tile_mb": tile_mb}
+    return model

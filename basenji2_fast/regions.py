@@ -37,6 +37,7 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
+from . import distributed
 from ._io import atomic_output
 from .dna import encode
 from .genome import fetch, open_fasta
@@ -238,6 +239,45 @@ def _iter_predictions(model, fasta, regions: List[Region], head: str, sel: Track
         yield b0, ps[head]
 
 
+def _predict_batch(model, fasta, batch: Sequence[Region], head: str, sel: TrackSelection, rc: bool,
+                   shifts: Sequence[int], batch_size: int, n_encoding: str) -> np.ndarray:
+    """One batch of regions -> float32 [batch, n_bins, tracks]."""
+    L = model.seq_length
+    cols = None if sel.is_all(model.spec.heads[head].tracks) else sel.columns
+    codes = np.stack([encode(fetch(fasta, r.chrom, *window(r, L)), what=f"{r.chrom}:{r.start}-{r.end}")
+                      for r in batch])
+    return model.predict(codes, head=head, tracks=cols, rc=rc, shifts=shifts, n_encoding=n_encoding,
+                         strand_pair=sel.strand_pair if rc else None, batch_size=batch_size)
+
+
+def _site_rows(p: np.ndarray, site: Tuple[int, int], site_sum: bool) -> np.ndarray:
+    """A batch's predictions p [batch, n_bins, tracks] -> its rows of ``preds``: float16
+    [batch, site_bins, tracks], or [batch, tracks] summed over the site."""
+    s0, s1 = site
+    vals = p[:, s0:s1].sum(axis=1) if site_sum else p[:, s0:s1]
+    # float16 overflows to inf above 65504; saturate instead
+    return np.clip(vals, -FLOAT16_MAX, FLOAT16_MAX).astype(np.float16)
+
+
+def _write_batch_bigwigs(model, pbw: np.ndarray, b0: int, batch: Sequence[Region], bigwig_tracks, header,
+                         out_dir: Path) -> None:
+    """The ``-b`` bigWigs of a batch: pbw float32 [batch, n_bins, len(bigwig_tracks)]."""
+    L, bs = model.seq_length, model.bin_size
+    first_bin = model.spec.crop_bins  # output bin 0 starts this many bins into the window
+    for j, r in enumerate(batch):
+        for c, t in enumerate(bigwig_tracks or ()):
+            _write_bigwig(out_dir / "bigwig" / f"s{b0 + j}_t{int(t)}.bw", header, r.chrom,
+                          window(r, L)[0] + first_bin * bs, bs, pbw[j, :, c])
+
+
+def _batch_outputs(model, p: np.ndarray, b0: int, batch: Sequence[Region], site: Tuple[int, int], site_sum: bool,
+                   bigwig_tracks, header, out_dir: Path) -> np.ndarray:
+    if bigwig_tracks:
+        _write_batch_bigwigs(model, p[:, :, [int(t) for t in bigwig_tracks]], b0, batch, bigwig_tracks, header,
+                             out_dir)
+    return _site_rows(p, site, site_sum)
+
+
 def prepare_regions(fasta, regions) -> Tuple[List[Region], object, str]:
     """(regions, open FASTA, where the regions came from): a BED path or a list of tuples read
     (one-line errors naming the BED line), at least one region, every chromosome in the FASTA."""
@@ -345,7 +385,8 @@ def predict_bed(model, fasta_path, bed_path, out_dir, head: Optional[str] = None
                 rc: bool = False, shifts: Sequence[int] = (0,), batch_size: int = 4, n_encoding: str = "zeros",
                 progress: bool = True, targets=None, site_length: Optional[int] = None,
                 site_sum: bool = False, bigwig_tracks: Optional[Sequence[int]] = None,
-                chrom_sizes=None, target_names: bool = False) -> Path:
+                chrom_sizes=None, target_names: bool = False, scheduler=None, workers: Optional[int] = None,
+                shard=None) -> Path:
     """Predict every BED region and write ``out_dir/predict.h5`` (basenji_predict_bed.py's file).
 
     Parameters
@@ -361,17 +402,22 @@ def predict_bed(model, fasta_path, bed_path, out_dir, head: Optional[str] = None
         FASTA's sequences
     target_names : also store ``target_ids`` / ``target_labels`` (fixed-length bytes, as
         sad.h5); basenji's predict.h5 has neither
+    scheduler, workers, shard : the region batches as tasks on a Dask cluster, or one shard's
+        (:mod:`basenji2_fast.distributed`); predict.h5 is byte-identical to a single-process
+        run's, and an interrupted distributed run resumes from its committed batches
 
     Returns
     -------
-    Path of ``predict.h5``. Each file is written under a temporary name and renamed when
-    complete, so an interrupted run leaves no partial output. With several heads (``head=
-    "both"``; tracks/targets per head as :func:`predict_regions`), each head's files go to
-    ``out_dir/<head>/`` laid out as a single-head run (``<head>/predict.h5``,
-    ``<head>/bigwig/``), all heads from one trunk pass per window; the return value is then a
-    dict {head: path}.
+    Path of ``predict.h5`` (a shard: its ``shard.json``). Each file is written under a
+    temporary name and renamed when complete, so an interrupted run leaves no partial output.
+    With several heads (``head="both"``; tracks/targets per head as :func:`predict_regions`),
+    each head's files go to ``out_dir/<head>/`` laid out as a single-head run
+    (``<head>/predict.h5``, ``<head>/bigwig/``), all heads from one trunk pass per window; the
+    return value is then a dict {head: path}. Several heads run in one process only (no
+    ``scheduler`` / ``workers`` / ``shard``).
     """
     regions, fa, sels, multi, (s0, s1) = _prepare(model, fasta_path, bed_path, head, tracks, targets, site_length)
+    distributed.one_head_only(multi, scheduler, workers, shard)
     out_dir = Path(out_dir)
     dirs = {h: out_dir / h if multi else out_dir for h in sels}
     header = None
@@ -395,6 +441,19 @@ def predict_bed(model, fasta_path, bed_path, out_dir, head: Optional[str] = None
     first_bin = model.spec.crop_bins  # output bin 0 starts this many bins into the window
     # The site's coordinates, as basenji: mid - site_length // 2 for a centred site.
     starts = [window(r, L)[0] + (first_bin + s0) * bs for r in regions]
+    if distributed.wanted(scheduler, workers, shard):
+        # Every batch committed by the tasks first; then predict.h5 is written exactly as below.
+        (h, sel), = sels.items()
+        batches, done = distributed.run_regions(model, fasta_path, fa, regions, h, sel, rc, shifts, batch_size,
+                                                n_encoding, (s0, s1), site_sum, bigwig_tracks, header, out_dir,
+                                                scheduler, workers, shard, progress)
+        if done is not None:
+            return done
+        batches = ((b0, {h: rows}) for b0, rows in batches)
+    else:
+        batches = ((b0, {h: _batch_outputs(model, p, b0, regions[b0:b0 + len(p)], (s0, s1), site_sum,
+                                           bigwig_tracks, header, dirs[h]) for h, p in ps.items()})
+                   for b0, ps in _iter_heads(model, fa, regions, sels, rc, shifts, batch_size, n_encoding, progress))
     with ExitStack() as stack:
         files = {}
         for h, sel in sels.items():
@@ -407,15 +466,11 @@ def predict_bed(model, fasta_path, bed_path, out_dir, head: Optional[str] = None
             if target_names:
                 h5.create_dataset("target_ids", data=np.array([t.encode() for t in sel.identifiers]))
                 h5.create_dataset("target_labels", data=np.array([t.encode() for t in sel.labels]))
-        for b0, ps in _iter_heads(model, fa, regions, sels, rc, shifts, batch_size, n_encoding, progress):
-            for h, p in ps.items():
-                site = p[:, s0:s1].sum(axis=1) if site_sum else p[:, s0:s1]
-                # float16 overflows to inf above 65504; saturate instead
-                files[h][b0:b0 + len(p)] = np.clip(site, -FLOAT16_MAX, FLOAT16_MAX).astype(np.float16)
-                for j, r in enumerate(regions[b0:b0 + len(p)]):
-                    for t in bigwig_tracks or ():
-                        _write_bigwig(dirs[h] / "bigwig" / f"s{b0 + j}_t{int(t)}.bw", header, r.chrom,
-                                      window(r, L)[0] + first_bin * bs, bs, p[j, :, int(t)])
+        for b0, rows in batches:
+            for h, r in rows.items():
+                files[h][b0:b0 + len(r)] = r
+    if distributed.wanted(scheduler, workers, shard):
+        distributed.finish_regions(out_dir)
     paths = {h: d / "predict.h5" for h, d in dirs.items()}
     return paths if multi else next(iter(paths.values()))
 
@@ -454,6 +509,7 @@ def add_predict_bed_subcommand(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--n-encoding", choices=("zeros", "uniform"), default="zeros", help="how N is encoded")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    distributed.add_distributed_options(p)
     p.set_defaults(func=run_predict_bed)
     return p
 
@@ -469,7 +525,12 @@ def run_predict_bed(args: argparse.Namespace) -> int:
                            rc=args.rc, shifts=args.shifts, batch_size=args.batch_size, n_encoding=args.n_encoding,
                            progress=not args.quiet, targets=targets, site_length=args.site_length,
                            site_sum=args.site_sum, bigwig_tracks=args.bigwig_tracks,
-                           chrom_sizes=args.chrom_sizes, target_names=args.target_names)
-        print(f"wrote {', '.join(map(str, path.values())) if isinstance(path, dict) else path}")
+                           chrom_sizes=args.chrom_sizes, target_names=args.target_names,
+                           **distributed.distributed_kwargs(args))
+        if isinstance(path, dict):
+            print(f"wrote {', '.join(map(str, path.values()))}")
+        else:
+            print(f"wrote {path}" + ("; combine the shards with basenji2-fast merge" if path.name == "shard.json"
+                                     else ""))
 
     return one_line_errors(getattr(args, "command", None) or "predict-bed", work)

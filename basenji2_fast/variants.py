@@ -108,6 +108,7 @@ import re
 import shutil
 import sys
 import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
@@ -116,6 +117,7 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
+from . import distributed
 from ._io import atomic_output, canonical_sha, job_lock, read_json, write_json
 from .dna import encode
 from .genome import fetch, open_fasta
@@ -681,6 +683,14 @@ def _partial_arrays(batch: List[Allele], st: Dict[str, np.ndarray], stats: Seque
     return out
 
 
+def _commit_batch(model, part: Path, su: _Setup, batch: List[Allele], rc, shifts, pseudo, batch_size: int,
+                  basenji_edge: bool, fmt: str) -> None:
+    """Score one batch and commit ``part``: the unit of work of the single-process loop and of
+    a distributed task."""
+    st = _score_batch(model, su, batch, rc, shifts, pseudo, batch_size, basenji_edge)
+    _commit_partial(part, _partial_arrays(batch, st, su.stats, fmt))
+
+
 def _commit_partial(path: Path, arrays: dict) -> None:
     with atomic_output(path) as tmp:
         with open(tmp, "wb") as fh:  # a file object: np.savez would append .npz to a name
@@ -737,24 +747,31 @@ def _assemble_tsv(path: Path, partial: Path, su: _Setup, n_batches: int) -> None
 def write_sad(model, fasta, vcf, out_dir, head: Optional[str] = None, tracks=None, targets=None,
               stats: Sequence[str] = ("SAD",), rc: bool = False, shifts: Sequence[int] = (0,),
               pseudo: float = 1.0, batch_size: int = 8, fmt: str = "h5", progress: bool = True,
-              basenji_edge: bool = False, overwrite: bool = False) -> Path:
+              basenji_edge: bool = False, overwrite: bool = False, scheduler=None, workers: Optional[int] = None,
+              shard=None) -> Path:
     """Score a VCF and write ``out_dir/sad.h5`` (or ``sad.tsv``) plus ``out_dir/skipped.tsv``.
 
     Parameters as :func:`score_variants`; ``fmt`` "h5" (basenji's sad.h5) or "tsv" (module
     docstring). Each batch is committed to ``out_dir/.sad_partial/<batch>.npz``; an interrupted
     run resumes from the committed batches, a finished job (``sad.options.json``) is not
     redone, and a folder holding a job with other options is an error unless ``overwrite``.
-    Returns the path of sad.h5 / sad.tsv.
+    Returns the path of sad.h5 / sad.tsv (a shard: its ``shard.json``).
+
+    ``scheduler`` / ``workers`` / ``shard``: the batches as tasks on a Dask cluster or one
+    shard's (:mod:`basenji2_fast.distributed`; the files are identical to a single-process
+    run's).
 
     Several heads (``head="both"``; tracks/targets per head as
     :func:`basenji2_fast.predict_regions`): each head is a job of its own in
     ``out_dir/<head>/`` (laid out, resumed and checked as a single-head job in ``out_dir``),
-    run one after the other (the incremental substitution path predicts one head at a time);
+    run one after the other (the incremental substitution path predicts one head at a time),
+    each on the cluster when ``scheduler`` / ``workers`` are given (not with ``shard``);
     returns {head: path}.
     """
     runs = _write_sad_heads(model, fasta, vcf, out_dir, head=head, tracks=tracks, targets=targets, stats=stats,
                             rc=rc, shifts=shifts, pseudo=pseudo, batch_size=batch_size, fmt=fmt, progress=progress,
-                            basenji_edge=basenji_edge, overwrite=overwrite)
+                            basenji_edge=basenji_edge, overwrite=overwrite, scheduler=scheduler, workers=workers,
+                            shard=shard)
     paths = {h: path for h, path, _ in runs}
     return paths if len(runs) > 1 or runs[0][0] is not None else runs[0][1]
 
@@ -765,14 +782,15 @@ def _write_sad_heads(model, fasta, vcf, out_dir, head=None, tracks=None, targets
     if not multi:
         return [(None,) + _write_sad(model, fasta, vcf, out_dir, head=reqs[0].head, tracks=reqs[0].tracks,
                                      targets=reqs[0].targets, **kw)]
+    distributed.one_head_only(multi, shard=kw.get("shard"), shard_only=True)
     return [(r.head,) + _write_sad(model, fasta, vcf, Path(out_dir) / r.head, head=r.head, tracks=r.tracks,
                                    targets=r.targets, **kw) for r in reqs]
 
 
 def _write_sad(model, fasta, vcf, out_dir, head=None, tracks=None, targets=None, stats=("SAD",), rc=False,
                shifts=(0,), pseudo=1.0, batch_size=8, fmt="h5", progress=True, basenji_edge=False,
-               overwrite=False) -> Tuple[Path, str]:
-    """:func:`write_sad`, returning (path, "written" | "up-to-date")."""
+               overwrite=False, scheduler=None, workers=None, shard=None) -> Tuple[Path, str]:
+    """:func:`write_sad`, returning (path, "written" | "up-to-date" | "shard")."""
     if fmt not in ("h5", "tsv"):
         raise ValueError(f"format {fmt!r}: expected h5 or tsv")
     batch_size = int(batch_size)
@@ -827,7 +845,14 @@ def _write_sad(model, fasta, vcf, out_dir, head=None, tracks=None, targets=None,
             tmp.unlink(missing_ok=True)  # temporaries of a killed run
         done = {i for i in range(n_batches) if (partial / f"{i}.npz").is_file()}
         done_rows = sum(min(batch_size, n_rows - i * batch_size) for i in done)
-        with tqdm(total=n_rows, initial=done_rows, unit="variant", disable=not progress, desc="sad") as bar:
+        dist = distributed.wanted(scheduler, workers, shard)
+        run = distributed.Runner("sad", model, scheduler, workers, shard, progress=progress) if dist else None
+        with (run or nullcontext()), tqdm(total=n_rows, initial=done_rows, unit="variant",
+                                          disable=not progress or dist, desc="sad") as bar:
+            if run is not None:
+                run.open(partial, key, job, n_rows, "variant")
+                fasta_path = os.path.abspath(os.fspath(fasta if isinstance(fasta, (str, bytes, os.PathLike))
+                                                       else su.fasta.filename))
             i = -1
             for i, batch in enumerate(_allele_batches(su, vcf, L, batch_size, on_skip)):
                 if i >= n_batches:
@@ -841,12 +866,22 @@ def _write_sad(model, fasta, vcf, out_dir, head=None, tracks=None, targets=None,
                     if not same:
                         raise RuntimeError(f"{part}: the committed batch does not match the VCF's variants; "
                                            "rerun with --overwrite")
+                if run is not None:
+                    run.add(part.name, distributed.sad_task, (fasta_path, su.head, su.sel, su.stats, batch, rc,
+                                                              list(shifts), pseudo, batch_size, basenji_edge, fmt),
+                            units=len(batch))
                     continue
-                st = _score_batch(model, su, batch, rc, shifts, pseudo, batch_size, basenji_edge)
-                _commit_partial(part, _partial_arrays(batch, st, su.stats, fmt))
+                if i in done:
+                    continue
+                _commit_batch(model, part, su, batch, rc, shifts, pseudo, batch_size, basenji_edge, fmt)
                 bar.update(len(batch))
             if i + 1 != n_batches:
                 raise RuntimeError("the VCF changed while it was read (fewer variants than counted)")
+            if run is not None:
+                run.wait()
+                if run.is_shard:
+                    run.write_shard(out_dir, SAD_PARTIAL)
+                    return out_dir / distributed.SHARD_RECORD, "shard"
         if fmt == "h5":
             _assemble_h5(path, partial, su, n_batches, n_rows, widths, nb, T)
         else:
@@ -891,6 +926,7 @@ def add_sad_subcommand(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="start over when OUT_DIR holds a sad job (finished or interrupted) with other options")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    distributed.add_distributed_options(p)
     p.set_defaults(func=run_sad)
     return p
 
@@ -912,13 +948,16 @@ def run_sad(args: argparse.Namespace) -> int:
         runs = _write_sad_heads(model, args.fasta, args.vcf, args.out_dir, head=head, tracks=tracks,
                                 targets=targets, stats=stats, rc=args.rc, shifts=args.shifts, pseudo=args.pseudo,
                                 batch_size=args.batch_size, fmt=args.fmt, progress=not args.quiet,
-                                basenji_edge=args.basenji_edge_padding, overwrite=getattr(args, "overwrite", False))
+                                basenji_edge=args.basenji_edge_padding, overwrite=getattr(args, "overwrite", False),
+                                **distributed.distributed_kwargs(args))
     except (FormatError, ValueError, KeyError, OSError, ImportError, RuntimeError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"basenji2-fast {command}: error: {msg}", file=sys.stderr)
         return 1
     for h, path, status in runs:
-        if status == "up-to-date":
+        if status == "shard":
+            print(f"wrote {path}; combine the shards with basenji2-fast merge")
+        elif status == "up-to-date":
             where = args.out_dir if h is None else os.path.join(args.out_dir, h)
             print(f"{where} already holds this finished job ({SAD_OPTIONS}); nothing to do")
         else:
