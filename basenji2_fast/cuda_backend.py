@@ -218,7 +218,7 @@ def predict_on_device(model, x, names: Sequence[str], requests, pairs, passes, n
         for shift, flip in passes:
             c = _shift_codes_device(cp, chunk, shift)
             if flip:
-                c = comp[c[:, ::-1]]
+                c = comp[c[:, ::-1].astype(cp.intp)]
             c = cp.ascontiguousarray(c)
             direct = len(passes) == 1  # one pass: the engine writes the result in place
             preds = [o[b0:b0 + nb] if direct else cp.empty((nb, bins, w), cp.float32) for o, w in zip(outs, widths)]

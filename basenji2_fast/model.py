@@ -280,13 +280,11 @@ class Model:
         """
         if out not in cuda_backend.OUTPUTS:
             raise ValueError(f"out={out!r}; expected one of {cuda_backend.OUTPUTS}")
-        on_device = out == "cupy" or cuda_backend.is_device_array(x)
+        device_in = cuda_backend.is_device_array(x)
+        on_device = out == "cupy" or device_in
         if on_device and not self.device.startswith("cuda"):
             raise ValueError("GPU arrays in or out (cupy, out='cupy') need a model loaded with device='cuda'")
-        if on_device:
-            codes, zero_rows = None, False
-        else:
-            codes, zero_rows = self.encode(x)
+        codes, zero_rows = (None, False) if device_in else self.encode(x)
         n_uniform = self._n_uniform(n_encoding, zero_rows)
         names = self._resolve_heads(head)
         requests = [self._request(n, tracks.get(n) if isinstance(tracks, dict) else tracks) for n in names]
@@ -294,7 +292,8 @@ class Model:
                                    len(idx) or self.spec.heads[n].tracks) for n, (_, idx) in zip(names, requests)]
         passes = _ensemble_passes(shifts, rc)
         if on_device:
-            outs = cuda_backend.predict_on_device(self, x, names, requests, pairs, passes, n_uniform, batch_size, out)
+            outs = cuda_backend.predict_on_device(self, x if device_in else codes, names, requests, pairs, passes,
+                                                  n_uniform, batch_size, out)
             return self._by_head(head, names, outs)
         B = codes.shape[0]
         bs = int(batch_size) if batch_size else max(1, min(B, self._default_batch))

@@ -195,7 +195,7 @@ def test_gpu_arrays_need_a_cuda_model(model):
         model.predict(x, out="torch")
 
 
-def test_cli_device_cuda_without_gpu(tmp_path):
+def test_cli_device_cuda_without_gpu(tmp_path, capsys):
     ok, _ = cuda_backend.usable()
     if ok:
         pytest.skip("a GPU is usable here")
@@ -206,7 +206,9 @@ def test_cli_device_cuda_without_gpu(tmp_path):
     repo = Path(__file__).resolve().parents[1]
     rc = main(["predict-bed", "-m", str(repo / "weights/demo/demo_random_weights.safetensors"),
                "-f", str(repo / "weights/demo/demo.fa"), str(bed), "-o", str(tmp_path / "out"), "--device", "cuda"])
+    err = capsys.readouterr().err.strip()
     assert rc == 1 and not (tmp_path / "out" / "predict.h5").exists()
+    assert "\n" not in err and "device='cuda'" in err, err
 
 
 def _cuda_module():
