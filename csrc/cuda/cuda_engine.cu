@@ -231,10 +231,6 @@ const CudaEngine::Panel& CudaEngine::panel(const HeadRequest& r) {
     if (col < 0 || col >= h.tracks) fail("track index " + std::to_string(col) + " out of range");
     bias[j] = h.bias[col];
   }
-  if (subsets_.size() >= 16) {  // bound device memory for many distinct selections
-    drop_graph();               // a captured graph may read a panel about to be freed
-    subsets_.clear();
-  }
   auto p = std::make_unique<Panel>();
   p->w = upload(gather_columns(h.packed, h.channels, h.tracks, r.tracks));
   p->bias = upload(pad_bias(bias.data(), int(bias.size())));
@@ -302,13 +298,13 @@ bf16* row0_16(const DeviceBuffer& b, int64_t halo, int cp) { return b.as<bf16>()
 
 Out out16(bf16* row0, int64_t seq, int cp, Act act) {
   Out o;
-  o.ptr = row0, o.seq = seq, o.row = cp, o.cols = cp, o.bf16 = true, o.act = act;
+  o.ptr = row0, o.seq = seq, o.row = cp, o.cols = cp, o.is_bf16 = true, o.act = act;
   return o;
 }
 
 Out out32(float* row0, int64_t seq, int64_t row, int cols, Act act) {
   Out o;
-  o.ptr = row0, o.seq = seq, o.row = row, o.cols = cols, o.bf16 = false, o.act = act;
+  o.ptr = row0, o.seq = seq, o.row = row, o.cols = cols, o.is_bf16 = false, o.act = act;
   return o;
 }
 
@@ -417,6 +413,15 @@ void CudaEngine::enqueue_heads(int64_t batch, const std::vector<HeadRequest>& re
 
 void CudaEngine::run(const uint8_t* dcodes, int64_t batch, bool n_uniform, const std::vector<HeadRequest>& reqs,
                      const std::vector<float*>& douts, bool graph) {
+  // Bound device memory for many distinct track selections: drop the cached subsets before
+  // this call's are made (never while this call holds pointers to them). A captured graph may
+  // read a panel about to be freed, so it goes too.
+  size_t missing = 0;
+  for (const auto& r : reqs) missing += !r.tracks.empty() && !subsets_.count(std::make_pair(r.head, r.tracks));
+  if (missing && subsets_.size() + missing > 16) {
+    drop_graph();
+    subsets_.clear();
+  }
   std::vector<const Panel*> panels;  // uploads (if any) happen before a capture starts
   for (const auto& r : reqs) panels.push_back(&panel(r));
   const cudaStream_t s = static_cast<cudaStream_t>(stream_);
@@ -625,6 +630,10 @@ void CudaEngine::head_forward(const float* x, int64_t batch, int64_t rows, const
   std::lock_guard<std::mutex> lock(mutex_);
   CUDA_CHECK(cudaSetDevice(device_));
   const cudaStream_t s = static_cast<cudaStream_t>(stream_);
+  if (!r.tracks.empty() && !subsets_.count(std::make_pair(r.head, r.tracks)) && subsets_.size() >= 16) {
+    drop_graph();
+    subsets_.clear();
+  }
   const Panel& pn = panel(r);
   const Head& h = heads_.at(r.head);
   const int cp = pad_channels(h.channels);

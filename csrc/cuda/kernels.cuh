@@ -25,7 +25,7 @@ struct Out {
   void* ptr = nullptr;
   int64_t seq = 0, row = 0;
   int cols = 0;  // channels n < cols are stored (the padded width, or a head's real tracks)
-  bool bf16 = false;
+  bool is_bf16 = false;  // else fp32
   Act act = Act::None;
 };
 
@@ -53,7 +53,7 @@ __device__ __forceinline__ void store_outputs(const Epilogue& e, int64_t b, int6
     if (out.act == Act::Gelu) v = gelu(y, e.gelu);
     else if (out.act == Act::Softplus) v = softplus(y);
     const int64_t idx = b * out.seq + j * out.row + n;
-    if (out.bf16) static_cast<bf16*>(out.ptr)[idx] = __float2bfloat16_rn(v);
+    if (out.is_bf16) static_cast<bf16*>(out.ptr)[idx] = __float2bfloat16_rn(v);
     else static_cast<float*>(out.ptr)[idx] = v;
   }
 }
