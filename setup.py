@@ -3,7 +3,9 @@ each with its own flags), the Cython DNA module and, when nvcc is found, the CUD
 (a separate module, basenji2_fast._cuda). Metadata lives in pyproject.toml.
 
 BASENJI2_FAST_CUDA=auto (default: build the CUDA module when nvcc is found) | 1 (build it or
-fail) | 0 (skip it). BASENJI2_FAST_CUDA_ARCHS="80,90" picks the GPU architectures (cubins for
+fail) | 0 (skip it). BASENJI2_FAST_CUDA_EMULATOR=1|0 (default 1) also builds basenji2_fast._cuda_emu: the CUDA engine's
+own source compiled for the CPU emulator of csrc/cuda/emulator.h (host compiler only), which
+the tests run where no GPU is. BASENJI2_FAST_CUDA_ARCHS="80,90" picks the GPU architectures (cubins for
 each, plus PTX of the newest for later GPUs). nvcc: $CUDA_HOME/bin/nvcc, else the one on PATH.
 """
 import glob
@@ -130,6 +132,23 @@ def cuda_extension():
     )
 
 
+def cuda_emulator_extension():
+    """basenji2_fast._cuda_emu: the CUDA engine and kernels on the CPU stand-in (tests only)."""
+    if os.environ.get("BASENJI2_FAST_CUDA_EMULATOR", "1").strip() == "0":
+        return None
+    return Pybind11Extension(
+        "basenji2_fast._cuda_emu",
+        sources=["csrc/cuda/module.cpp", "csrc/cuda/emulator.cpp"],
+        include_dirs=["csrc/include", "csrc"],
+        depends=sorted(glob.glob("csrc/cuda/*") + glob.glob("csrc/include/**/*.h", recursive=True) +
+                       ["csrc/python/args.h", "csrc/engine/engine.h"]),
+        define_macros=[("B2F_CUDA_EMULATOR", "1"), ("B2F_CUDA_MODULE_NAME", "_cuda_emu"),
+                       ("B2F_CUDA_ARCHS", '"emulator"')],
+        extra_compile_args=["-O2", "-Wno-unknown-pragmas", "-fno-strict-aliasing"],  # CUDA-style vector casts
+        cxx_std=17,
+    )
+
+
 def dna_extension():
     from Cython.Build import cythonize
 
@@ -137,5 +156,5 @@ def dna_extension():
                      compiler_directives={"language_level": 3}, quiet=True)
 
 
-cuda = cuda_extension()
-setup(ext_modules=[engine] + ([cuda] if cuda else []) + dna_extension(), cmdclass={"build_ext": BuildExt})
+optional = [e for e in (cuda_extension(), cuda_emulator_extension()) if e is not None]
+setup(ext_modules=[engine] + optional + dna_extension(), cmdclass={"build_ext": BuildExt})

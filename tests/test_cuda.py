@@ -5,11 +5,14 @@ selection and its errors; the host-side weight packing against NumPy. CI compile
 sources whenever nvcc is present (a build break fails the install), and
 test_cuda_module_built_where_nvcc_is checks that the build did not silently skip them.
 
-Marked ``gpu`` (skipped, with the reason, where no CUDA device can run the engine): every
-kernel against the CPU engine given the same bf16-rounded inputs and weights (fp32
+On a device (``backend`` "cuda", marked ``gpu``: skipped, with the reason, where no CUDA
+device can run the engine) and on the CPU emulator (``backend`` "emulator": the same engine and
+kernel source compiled against csrc/cuda/emulator.h, module _cuda_emu, so these run here and in
+CI): every kernel against the CPU engine given the same bf16-rounded inputs and weights (fp32
 accumulation both sides: normalised squared error <= 1e-7), the whole bf16 model against the
-CPU fp32 engine and the TensorFlow golden files (per-track Pearson r >= 0.999), batch sizes
-1 / 7 / 32 identical, CUDA Graph replay identical, cupy in and out.
+CPU fp32 engine (per-track Pearson r >= 0.999), batch sizes 1 / 7 / 32 identical, CUDA Graph
+replay identical, track subsets, device-pointer checks. On a device only: the real-size
+models (tf-small, tf-full against the TensorFlow golden files) and cupy in and out.
 """
 from __future__ import annotations
 
@@ -65,12 +68,12 @@ def per_track_r(got, want) -> np.ndarray:
 
 def rounded_spec(spec: ModelSpec, gelu_in=None) -> ModelSpec:
     """The spec with every conv kernel and head weight rounded to bf16 (biases stay fp32), and
-    optionally every op's gelu_in replaced."""
+    optionally every op's gelu_in (but the stem's) replaced."""
     ops = []
-    for op in spec.ops:
+    for i, op in enumerate(spec.ops):
         if isinstance(op, ConvOp):
             op = dataclasses.replace(op, kernel=bf16_round(op.kernel),
-                                     gelu_in=op.gelu_in if gelu_in is None else gelu_in)
+                                     gelu_in=op.gelu_in if gelu_in is None or i == 0 else gelu_in)
         ops.append(op)
     heads = {n: dataclasses.replace(h, weight=bf16_round(h.weight)) for n, h in spec.heads.items()}
     return dataclasses.replace(spec, ops=ops, heads=heads)
@@ -275,9 +278,25 @@ def test_cuda_engine_rejects_a_bad_plan_before_touching_the_device():
         _cuda.Engine(64, "sigmoid", True, ops, 0, False)
 
 
-# ---- on a GPU --------------------------------------------------------------------------------
+# ---- on a device, and on the CPU emulator of the same source ------------------------------
 
 gpu = pytest.mark.gpu
+
+
+def _use_emulator(monkeypatch):
+    try:
+        from basenji2_fast import _cuda_emu
+    except ImportError:
+        pytest.skip("the CUDA emulator module is not built (BASENJI2_FAST_CUDA_EMULATOR=0)")
+    monkeypatch.setattr(cuda_backend, "_cuda", _cuda_emu)
+
+
+@pytest.fixture(params=[pytest.param("cuda", marks=gpu), "emulator"])
+def backend(request, monkeypatch):
+    """Where device="cuda" runs: the GPU, or the emulator (the same engine on the CPU)."""
+    if request.param == "emulator":
+        _use_emulator(monkeypatch)
+    return request.param
 
 
 def _pair(spec, **kw):
@@ -285,9 +304,8 @@ def _pair(spec, **kw):
     return b2.Model(spec, threads=2), b2.Model(spec, device="cuda", **kw)
 
 
-@gpu
 @pytest.mark.parametrize("n_uniform", [False, True])
-def test_stem_kernel_against_cpu(n_uniform):
+def test_stem_kernel_against_cpu(backend, n_uniform):
     rng = np.random.default_rng(1)
     spec = small_model(rng)
     stem_only = ModelSpec(spec.seq_length, spec.ops[:1], {}, final_gelu=False, gelu=spec.gelu)
@@ -298,25 +316,25 @@ def test_stem_kernel_against_cpu(n_uniform):
     raw, act = dev._engine.raw.stem_forward(codes, n_uniform)
     assert nse(raw, want) <= NSE_TOL  # fp32 table sums in the CPU order: equal to rounding
     assert nse(act, bf16_round(gelu64(want, spec.gelu))) <= NSE_TOL
+    # the whole-model path writes the same stem (its trunk output here)
+    np.testing.assert_allclose(dev.embed(codes, n_encoding="uniform" if n_uniform else "zeros"),
+                               gelu64(raw, spec.gelu) if stem_only.final_gelu else raw, rtol=1e-6, atol=1e-6)
 
 
-@gpu
 @pytest.mark.parametrize("gelu", ["sigmoid", "erf", "tanh"])
 @pytest.mark.parametrize("which", ["small", "ragged"])
-def test_conv_kernels_against_cpu_on_identical_bf16_inputs(which, gelu):
-    """Every conv op (taps, dilations, pools, residuals, ragged channels): the GPU kernel vs
+def test_conv_kernels_against_cpu_on_identical_bf16_inputs(backend, which, gelu):
+    """Every conv op (taps, dilations, pools, residuals, ragged channels): the CUDA kernel vs
     the CPU engine's op, both given the same bf16-valued weights and input."""
     rng = np.random.default_rng(2)
     spec = small_model(rng) if which == "small" else ragged_spec(rng)
     spec = dataclasses.replace(spec, gelu=gelu)
     plain = rounded_spec(spec, gelu_in=False)  # input used as given: identical on both sides
-    pre = rounded_spec(spec)                   # the GPU applies the GELU, then rounds
+    pre = rounded_spec(spec)                   # the device applies the GELU, then rounds
     cpu = b2.Model(plain, threads=2)
     dev_plain = b2.Model(plain, device="cuda")
     dev_pre = b2.Model(pre, device="cuda")
-    L, B = spec.seq_length, 2
-    rows = L
-    checked = 0
+    B, rows, checked = 2, spec.seq_length, 0
     for i, op in enumerate(spec.ops):
         if isinstance(op, ConvOp) and i > 0:
             x = bf16_round(rng.standard_normal((B, rows, op.c_in)).astype(np.float32))
@@ -326,7 +344,7 @@ def test_conv_kernels_against_cpu_on_identical_bf16_inputs(which, gelu):
             raw, act = dev_plain._engine.raw.op_forward(i, x, res)
             assert nse(raw, want) <= NSE_TOL, (which, i)
             assert nse(act, bf16_round(gelu64(want, gelu))) <= NSE_TOL, (which, i)
-            # The pre-activated op: the GPU's own GELU + bf16 rounding of the input.
+            # The pre-activated op: the device's own GELU and bf16 rounding of the input.
             x32 = rng.standard_normal((B, rows, op.c_in)).astype(np.float32)
             xa = bf16_round(gelu64(x32, gelu).astype(np.float32))
             want = np.stack([cpu._engine.op_range(i, xa[b], 0, None if res is None else res[b], 0, rows)
@@ -341,9 +359,8 @@ def test_conv_kernels_against_cpu_on_identical_bf16_inputs(which, gelu):
     assert checked >= 6
 
 
-@gpu
 @pytest.mark.parametrize("tracks", [[], [44, 0, 7, 7, 30], [3]])
-def test_head_kernel_against_numpy(tracks):
+def test_head_kernel_against_numpy(backend, tracks):
     rng = np.random.default_rng(4)
     spec = rounded_spec(small_model(rng))
     dev = b2.Model(spec, device="cuda")
@@ -356,35 +373,91 @@ def test_head_kernel_against_numpy(tracks):
     assert nse(got, np.logaddexp(0.0, z)) <= NSE_TOL
 
 
-@gpu
-def test_whole_model_bf16_against_cpu_fp32(model):
-    x = np.load(fixture_path("tf-small", "inputs.npy"))
-    dev = b2.load(fixture_path("tf-small", "model.h5"), device="cuda")
-    assert dev.device == "cuda:0" and dev.precision == "bf16"
-    got, want = dev.predict(x), model.predict(x)
-    assert got.shape == want.shape and got.dtype == np.float32
-    r = per_track_r(got, want)
-    print(f"tf-small bf16 vs fp32: min r {r.min():.5f}, NSE {nse(got, want):.2e}")
-    assert r.min() >= R_TOL
-    emb = dev.embed(x)
-    assert emb.shape == model.embed(x).shape
-    assert per_track_r(emb, model.embed(x)).min() >= R_TOL or nse(emb, model.embed(x)) <= 1e-4
-    # ensembles and track subsets through the same path as the CPU
-    sel = [5, 0, 11]
-    ens = dev.predict(x[:2], tracks=sel, rc=True, shifts=(-1, 0, 1))
-    assert per_track_r(ens, model.predict(x[:2], tracks=sel, rc=True, shifts=(-1, 0, 1))).min() >= R_TOL
-    np.testing.assert_allclose(dev.predict(x[:2], tracks=sel), got[:2][..., sel], rtol=1e-6, atol=1e-6)
-
-
-@gpu
-def test_whole_ragged_model_against_cpu():
+@pytest.mark.parametrize("which", ["small", "ragged"])
+def test_whole_model_bf16_against_cpu_fp32(backend, which):
     rng = np.random.default_rng(5)
-    spec = ragged_spec(rng, gelu="erf")
+    spec = small_model(rng) if which == "small" else ragged_spec(rng, gelu="erf")
     cpu, dev = _pair(spec)
-    codes = random_codes(rng, 5, spec.seq_length)
-    got, want = dev.predict(codes), cpu.predict(codes)
-    assert per_track_r(got, want).min() >= R_TOL
+    assert dev.device == "cuda:0" and dev.precision == "bf16"
+    codes = random_codes(rng, 3, spec.seq_length)
+    for head in spec.heads:
+        got, want = dev.predict(codes, head=head), cpu.predict(codes, head=head)
+        assert got.shape == want.shape and got.dtype == np.float32
+        r = per_track_r(got, want)
+        print(f"{which}/{head} bf16 vs fp32: min r {r.min():.5f}, NSE {nse(got, want):.2e}")
+        assert r.min() >= R_TOL
+    emb, emb_cpu = dev.embed(codes), cpu.embed(codes)
+    assert emb.shape == emb_cpu.shape and nse(emb, emb_cpu) <= 1e-4
+    # every head from one trunk pass, a track subset, and basenji's ensemble
+    both = dev.predict(codes, head="all")
+    for head in spec.heads:
+        np.testing.assert_array_equal(both[head], dev.predict(codes, head=head))
+    name, sel = list(spec.heads)[0], [5, 0, 11]
+    np.testing.assert_allclose(dev.predict(codes, tracks=sel), dev.predict(codes)[..., sel], rtol=1e-6, atol=1e-6)
+    ens = dev.predict(codes, tracks=sel, rc=True, shifts=(-1, 0, 1))
+    assert per_track_r(ens, cpu.predict(codes, tracks=sel, rc=True, shifts=(-1, 0, 1))).min() >= R_TOL
 
+
+def test_batch_sizes_give_identical_results(backend):
+    rng = np.random.default_rng(6)
+    spec = small_model(rng) if backend == "emulator" else load_spec_tf_small()
+    dev = b2.Model(spec, device="cuda")
+    codes = random_codes(rng, 32, dev.seq_length)
+    full = dev.predict(codes, batch_size=32)
+    np.testing.assert_array_equal(dev.predict(codes, batch_size=1), full)
+    np.testing.assert_array_equal(dev.predict(codes, batch_size=7), full)
+    np.testing.assert_array_equal(dev.predict(codes[5:6], batch_size=1)[0], full[5])
+
+
+def test_cuda_graph_replay_is_identical(backend):
+    rng = np.random.default_rng(7)
+    spec = small_model(rng)
+    plain = b2.Model(spec, device="cuda")
+    graphs = b2.Model(spec, device="cuda", graphs=True)
+    codes = random_codes(rng, 8, plain.seq_length)
+    want = plain.predict(codes, batch_size=8)
+    np.testing.assert_array_equal(graphs.predict(codes, batch_size=8), want)  # capture
+    np.testing.assert_array_equal(graphs.predict(codes, batch_size=8), want)  # replay
+    other = random_codes(rng, 8, plain.seq_length)  # same shape, new inputs: the replay reads them
+    np.testing.assert_array_equal(graphs.predict(other, batch_size=8), plain.predict(other, batch_size=8))
+    np.testing.assert_array_equal(graphs.predict(other[:3], tracks=[1, 2]), plain.predict(other[:3], tracks=[1, 2]))
+    np.testing.assert_array_equal(graphs.predict(other, batch_size=8, n_encoding="uniform"),
+                                  plain.predict(other, batch_size=8, n_encoding="uniform"))
+    graphs._engine.raw.use_graphs = False
+    np.testing.assert_array_equal(graphs.predict(codes, batch_size=8), want)
+
+
+def test_many_track_selections(backend):
+    """More distinct track subsets than the engine caches (16): each still right."""
+    rng = np.random.default_rng(9)
+    dev = b2.Model(small_model(rng), device="cuda", graphs=True)
+    codes = random_codes(rng, 2, dev.seq_length)
+    full = dev.predict(codes)
+    for j in range(20):
+        sel = [j % 45, (3 * j + 1) % 45]
+        got = dev.predict(codes, head=["human", "mouse"], tracks={"human": sel, "mouse": [j % 7]})
+        np.testing.assert_allclose(got["human"], full[..., sel], rtol=1e-6, atol=1e-6)
+
+
+def test_device_pointers_are_checked(backend):
+    rng = np.random.default_rng(10)
+    dev = b2.Model(small_model(rng), device="cuda")
+    with pytest.raises(ValueError, match="not CUDA device memory"):
+        dev._engine.raw.predict_device(random_codes(rng, 1, dev.seq_length).ctypes.data, 1, [(0, [])], False,
+                                       [np.zeros((1, dev.n_bins, 45), np.float32).ctypes.data])
+
+
+def test_substitutions_say_they_run_on_cpu(backend):
+    dev = b2.Model(small_model(np.random.default_rng(11)), device="cuda")
+    with pytest.raises(NotImplementedError, match="device='cpu'"):
+        dev.predict_substitutions(np.zeros(dev.seq_length, np.uint8), [5], "C")
+
+
+def load_spec_tf_small():
+    return b2.load_spec(fixture_path("tf-small", "model.h5"))
+
+
+# ---- on a device only: real sizes, cupy -------------------------------------------------------
 
 @gpu
 def test_auto_picks_the_gpu():
@@ -393,7 +466,18 @@ def test_auto_picks_the_gpu():
 
 
 @gpu
-def test_full_basenji2_against_tensorflow_and_cpu(fixture_file):
+def test_tf_small_bf16_against_cpu_fp32(model):
+    x = np.load(fixture_path("tf-small", "inputs.npy"))
+    dev = b2.load(fixture_path("tf-small", "model.h5"), device="cuda")
+    got, want = dev.predict(x), model.predict(x)
+    r = per_track_r(got, want)
+    print(f"tf-small bf16 vs fp32: min r {r.min():.5f}, NSE {nse(got, want):.2e}")
+    assert r.min() >= R_TOL
+    assert nse(dev.embed(x), model.embed(x)) <= 1e-4
+
+
+@gpu
+def test_full_basenji2_against_tensorflow(fixture_file):
     x = np.load(fixture_file("tf-full", "inputs.npy"))
     want = np.load(fixture_file("tf-full", "outputs.npy"))
     dev = b2.load(fixture_file("tf-full", "model_human.h5"), device="cuda")
@@ -405,39 +489,8 @@ def test_full_basenji2_against_tensorflow_and_cpu(fixture_file):
     assert nse(got, want) <= 1e-4
     trunk = np.load(fixture_file("tf-full", "trunk.npy"))
     assert nse(dev.embed(x), trunk) <= 1e-4
-
-
-@gpu
-def test_batch_sizes_give_identical_results():
-    rng = np.random.default_rng(6)
-    dev = b2.load(fixture_path("tf-small", "model.h5"), device="cuda")
-    codes = random_codes(rng, 32, dev.seq_length)
-    full = dev.predict(codes, batch_size=32)
-    np.testing.assert_array_equal(dev.predict(codes, batch_size=1), full)
-    np.testing.assert_array_equal(dev.predict(codes, batch_size=7), full)
-    np.testing.assert_array_equal(dev.predict(codes[5:6], batch_size=1)[0], full[5])
-
-
-@gpu
-def test_cuda_graph_replay_is_identical():
-    rng = np.random.default_rng(7)
-    path = fixture_path("tf-small", "model.h5")
-    plain = b2.load(path, device="cuda")
-    graphs = b2.load(path, device="cuda", graphs=True)
-    codes = random_codes(rng, 8, plain.seq_length)
-    want = plain.predict(codes, batch_size=8)
-    np.testing.assert_array_equal(graphs.predict(codes, batch_size=8), want)  # capture
-    np.testing.assert_array_equal(graphs.predict(codes, batch_size=8), want)  # replay
-    other = random_codes(rng, 8, plain.seq_length)  # same shape, new inputs: replayed graph reads them
-    np.testing.assert_array_equal(graphs.predict(other, batch_size=8), plain.predict(other, batch_size=8))
-    np.testing.assert_array_equal(graphs.predict(other[:3], tracks=[1, 2]), plain.predict(other[:3], tracks=[1, 2]))
-
-
-@gpu
-def test_substitutions_say_they_run_on_cpu():
-    dev = b2.load(fixture_path("tf-small", "model.h5"), device="cuda")
-    with pytest.raises(NotImplementedError, match="device='cpu'"):
-        dev.predict_substitutions(np.zeros(dev.seq_length, np.uint8), [5], "C")
+    sel = [0, 17, 5312, 2500]
+    np.testing.assert_allclose(dev.predict(x[:1], tracks=sel), got[:1][..., sel], rtol=1e-6, atol=1e-6)
 
 
 @gpu
@@ -452,8 +505,7 @@ def test_cupy_in_and_out():
     np.testing.assert_array_equal(cp.asnumpy(got), want)
     np.testing.assert_array_equal(dev.predict(cp.asarray(codes)), want)  # cupy in, numpy out
     np.testing.assert_array_equal(cp.asnumpy(dev.predict(codes, out="cupy")), want)
-    ens = dev.predict(cp.asarray(codes), tracks=[3, 1], rc=True, shifts=(0, 1), out="cupy",
-                      strand_pair=[1, 0])
+    ens = dev.predict(cp.asarray(codes), tracks=[3, 1], rc=True, shifts=(0, 1), out="cupy", strand_pair=[1, 0])
     np.testing.assert_allclose(cp.asnumpy(ens), dev.predict(codes, tracks=[3, 1], rc=True, shifts=(0, 1),
                                                             strand_pair=[1, 0]), rtol=1e-6, atol=1e-7)
     bad = cp.asarray(codes)

@@ -3,14 +3,12 @@
 // (optionally captured once as a CUDA Graph and replayed).
 #include "cuda/cuda_engine.h"
 
-#include <cuda_runtime.h>
-
 #include <algorithm>
 #include <stdexcept>
 #include <string>
 
 #include "basenji2_fast/stem.h"
-#include "cuda/kernels.cuh"
+#include "cuda/kernels.cuh"  // with the CUDA runtime (or, in the emulator build, its stand-in)
 #include "cuda/packing.h"
 
 #ifndef B2F_CUDA_ARCHS
@@ -310,7 +308,7 @@ Out out32(float* row0, int64_t seq, int64_t row, int cols, Act act) {
 
 void launch_conv(const ConvParams& p, int64_t batch, cudaStream_t s) {
   const dim3 grid(unsigned(ceil_div(p.rows, kBM)), unsigned(ceil_div(p.cout_p, kBN)), unsigned(batch));
-  conv_kernel<<<grid, kConvThreads, 0, s>>>(p);
+  B2F_LAUNCH(conv_kernel, grid, kConvThreads, s, p);
   CUDA_CHECK(cudaGetLastError());
 }
 
@@ -343,7 +341,7 @@ void CudaEngine::enqueue_trunk(const uint8_t* dcodes, int64_t batch, bool n_unif
     p.k = op.k, p.dil = op.dil, p.cout_p = padded_[1], p.rows_out = lengths_[1];
     p.epi = epilogue(0);
     const dim3 grid(unsigned(ceil_div(lengths_[1], kStemRows)), unsigned(batch));
-    stem_kernel<<<grid, kStemThreads, 0, s>>>(p);
+    B2F_LAUNCH(stem_kernel, grid, kStemThreads, s, p);
     CUDA_CHECK(cudaGetLastError());
   }
   for (int i = 1; i < n; ++i) {
@@ -545,8 +543,8 @@ std::unique_ptr<DeviceBuffer> upload_bf16(const float* x, int64_t batch, int64_t
   CUDA_CHECK(cudaMemcpy(tmp->as<float>(), x, tmp->bytes(), cudaMemcpyHostToDevice));
   auto out = std::make_unique<DeviceBuffer>(2 * size_t(batch * (rows + 2 * halo) * cp));
   const dim3 grid(unsigned(ceil_div(rows * c, 256)), unsigned(batch));
-  to_bf16_kernel<<<grid, 256, 0, s>>>(tmp->as<float>(), rows, c, out->as<bf16>() + halo * cp,
-                                       (rows + 2 * halo) * cp, cp, g, act);
+  B2F_LAUNCH(to_bf16_kernel, grid, 256, s, tmp->as<float>(), rows, c, out->as<bf16>() + halo * cp,
+             (rows + 2 * halo) * cp, cp, g, act);
   CUDA_CHECK(cudaGetLastError());
   CUDA_CHECK(cudaStreamSynchronize(s));
   return out;
@@ -619,7 +617,7 @@ void CudaEngine::stem_forward(const uint8_t* codes, int64_t batch, bool n_unifor
   p.epi.outs[p.epi.n_outs++] = out32(raw32.as<float>(), Lout * np, np, np, Act::None);
   p.epi.outs[p.epi.n_outs++] = out16(act16.as<bf16>(), Lout * np, np, Act::Gelu);
   const dim3 grid(unsigned(ceil_div(Lout, kStemRows)), unsigned(batch));
-  stem_kernel<<<grid, kStemThreads, 0, s>>>(p);
+  B2F_LAUNCH(stem_kernel, grid, kStemThreads, s, p);
   CUDA_CHECK(cudaGetLastError());
   sync();
   download(raw32, false, batch * Lout, op.cout, np, raw);

@@ -2,9 +2,15 @@
 // (WMMA 16x16x16, fp32 accumulation) with its fused epilogue, and a rounding helper.
 // The scalar maths (GELU variants, softplus) is numerics.h's, shared with the CPU kernels.
 #pragma once
+#if defined(B2F_CUDA_EMULATOR)
+#include "cuda/emulator.h"  // the same source on the CPU, for tests without a GPU
+#define B2F_LAUNCH(kernel, grid, block, stream, ...) ::b2f::emu::launch_kernel(grid, block, stream, &kernel, __VA_ARGS__)
+#else
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <mma.h>
+#define B2F_LAUNCH(kernel, grid, block, stream, ...) kernel<<<grid, block, 0, stream>>>(__VA_ARGS__)
+#endif
 
 #include <cstdint>
 

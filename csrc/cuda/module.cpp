@@ -34,7 +34,11 @@ py::array_t<float> new_array(std::vector<int64_t> shape) { return py::array_t<fl
 
 }  // namespace
 
-PYBIND11_MODULE(_cuda, m) {
+#ifndef B2F_CUDA_MODULE_NAME
+#define B2F_CUDA_MODULE_NAME _cuda  // _cuda_emu: the same module over the CPU emulator (emulator.h)
+#endif
+
+PYBIND11_MODULE(B2F_CUDA_MODULE_NAME, m) {
   m.doc() = "basenji2-fast CUDA engine (bf16 tensor-core kernels, fp32 accumulation)";
   m.def("build_info", [] {
     py::dict d;
@@ -78,7 +82,8 @@ PYBIND11_MODULE(_cuda, m) {
     return out;
   }, "float32 -> bf16 bits (uint16), round to nearest even");
 
-  py::class_<CudaEngine>(m, "Engine")
+  // module_local: _cuda and _cuda_emu bind the same C++ type name and may be loaded together.
+  py::class_<CudaEngine>(m, "Engine", py::module_local())
       .def(py::init([](int64_t seq_length, const std::string& gelu, bool final_gelu, const py::list& ops, int device,
                        bool graphs) {
              std::vector<F32> keep;
