@@ -15,6 +15,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
@@ -72,6 +73,19 @@ inline void sync_block();
 }  // namespace b2f
 inline void __syncthreads() { b2f::emu::sync_block(); }
 
+// The alignment CUDA requires of vector accesses and WMMA pointers, checked (a misaligned
+// access faults on a GPU; here it stops the process with the reason).
+namespace b2f {
+namespace emu {
+inline void check_aligned(const void* p, size_t n, const char* what) {
+  if (reinterpret_cast<uintptr_t>(p) % n) {
+    std::fprintf(stderr, "CUDA emulator: %s is not %zu-byte aligned\n", what, n);
+    std::abort();
+  }
+}
+}  // namespace emu
+}  // namespace b2f
+
 // ---- WMMA ---------------------------------------------------------------------------------
 namespace nvcuda {
 namespace wmma {
@@ -88,6 +102,8 @@ struct fragment {
 
 template <typename Use, typename T, typename Layout>
 inline void load_matrix_sync(fragment<Use, 16, 16, 16, T, Layout>& f, const __nv_bfloat16* p, unsigned ldm) {
+  b2f::emu::check_aligned(p, 32, "a WMMA load pointer");
+  if (ldm % 8) std::fprintf(stderr, "WMMA ldm %u\n", ldm), std::abort();
   for (int i = 0; i < 16; ++i)
     for (int j = 0; j < 16; ++j) f.x[i][j] = b2f_emu_bf16_to_float(p[size_t(i) * ldm + j]);
 }
@@ -109,6 +125,8 @@ inline void mma_sync(fragment<accumulator, 16, 16, 16, float>& d, const fragment
   std::memcpy(d.x, r, sizeof r);
 }
 inline void store_matrix_sync(float* p, const fragment<accumulator, 16, 16, 16, float>& f, unsigned ldm, layout_t) {
+  b2f::emu::check_aligned(p, 32, "a WMMA store pointer");
+  if (ldm % 4) std::fprintf(stderr, "WMMA ldm %u\n", ldm), std::abort();
   if (threadIdx.x % 32) return;  // one lane writes (all lanes hold the same tile)
   for (int i = 0; i < 16; ++i)
     for (int j = 0; j < 16; ++j) p[size_t(i) * ldm + j] = f.x[i][j];
@@ -249,8 +267,9 @@ inline cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int) {
   return cudaSuccess;
 }
 inline cudaError_t cudaMalloc(void** p, size_t bytes) {
-  *p = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
-  if (!*p) return cudaErrorMemoryAllocation;
+  // Exactly `bytes` (256-byte aligned as cudaMalloc's): a read past the end is out of bounds
+  // for AddressSanitizer builds of the emulator.
+  if (posix_memalign(p, 256, bytes ? bytes : 1)) return cudaErrorMemoryAllocation;
   std::memset(*p, 0xA5, bytes);  // garbage, as fresh device memory: the engine must clear what it reads
   auto& s = b2f::emu::state();
   std::lock_guard<std::mutex> lock(s.mutex);

@@ -5,11 +5,13 @@
 #if defined(B2F_CUDA_EMULATOR)
 #include "cuda/emulator.h"  // the same source on the CPU, for tests without a GPU
 #define B2F_LAUNCH(kernel, grid, block, stream, ...) ::b2f::emu::launch_kernel(grid, block, stream, &kernel, __VA_ARGS__)
+#define B2F_CHECK_ALIGNED(p, n) ::b2f::emu::check_aligned(p, n, #p)
 #else
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <mma.h>
 #define B2F_LAUNCH(kernel, grid, block, stream, ...) kernel<<<grid, block, 0, stream>>>(__VA_ARGS__)
+#define B2F_CHECK_ALIGNED(p, n) ((void)0)  // the emulator checks what the hardware requires
 #endif
 
 #include <cstdint>
@@ -127,11 +129,19 @@ __global__ void __launch_bounds__(kConvThreads) conv_kernel(const ConvParams a) 
       const int q = tid + kConvThreads * s, row = q >> 1, part = q & 1;
       const int64_t p = m0 + row;
       ra[s] = make_uint4(0, 0, 0, 0);
-      if (p < a.rows) ra[s] = *reinterpret_cast<const uint4*>(in + (p + shift) * a.cin_p + c0 + part * 8);
+      if (p < a.rows) {
+        const bf16* src = in + (p + shift) * a.cin_p + c0 + part * 8;
+        B2F_CHECK_ALIGNED(src, 16);
+        ra[s] = *reinterpret_cast<const uint4*>(src);
+      }
     }
     const int row = tid >> 3, n = n0 + (tid & 7) * 8;
     rb = make_uint4(0, 0, 0, 0);
-    if (n < a.cout_p) rb = *reinterpret_cast<const uint4*>(a.w + (int64_t(t) * a.cin_p + c0 + row) * a.cout_p + n);
+    if (n < a.cout_p) {
+      const bf16* src = a.w + (int64_t(t) * a.cin_p + c0 + row) * a.cout_p + n;
+      B2F_CHECK_ALIGNED(src, 16);
+      rb = *reinterpret_cast<const uint4*>(src);
+    }
   };
   const auto stash = [&]() {
 #pragma unroll
