@@ -145,6 +145,16 @@ def test_cuda_module_built_where_nvcc_is():
     assert b2.build_info()["cuda"]["compiled"], b2.build_info()["cuda"]
 
 
+def test_cuda_emulator_built_unless_disabled():
+    """The emulator tests below need _cuda_emu (host compiler only): a build that lost it
+    would silently skip them."""
+    if os.environ.get("BASENJI2_FAST_CUDA_EMULATOR", "1").strip() == "0":
+        pytest.skip("BASENJI2_FAST_CUDA_EMULATOR=0")
+    from basenji2_fast import _cuda_emu
+
+    assert _cuda_emu.build_info()["archs"] == ["sm_emulator"]
+
+
 def test_cuda_module_imports_without_a_device():
     so = _cuda_module_file()
     if so is None:
