@@ -12,11 +12,14 @@ from .spec import GELU_VARIANTS
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """``-m MODEL [--params P] [--gelu V] [--threads N]``, read by :func:`load_model`."""
+    """``-m MODEL [--params P] [--gelu V] [--threads N] [--device D]``, read by :func:`load_model`."""
     parser.add_argument("-m", "--model", required=True, help="model file (.safetensors, .h5 or .pth)")
     parser.add_argument("--params", default=None, help="basenji params JSON (for .pth files of non-published shapes)")
     parser.add_argument("--gelu", choices=GELU_VARIANTS, default=None, help="override the model's GELU variant")
     parser.add_argument("--threads", type=int, default=None, help="compute threads (default: all CPUs)")
+    parser.add_argument("--device", default="cpu",
+                        help="cpu (default), cuda, cuda:N, or auto (the GPU when one is usable, else the CPU); "
+                             "CUDA computes in bf16 with fp32 accumulation")
 
 
 def int_list(text: str) -> List[int]:
@@ -104,7 +107,8 @@ def load_model(args: argparse.Namespace):
     """The model named by :func:`add_model_options`' options."""
     from .model import load
 
-    return load(args.model, threads=args.threads, params=args.params, gelu=args.gelu)
+    return load(args.model, threads=args.threads, params=args.params, gelu=args.gelu,
+                device=getattr(args, "device", "cpu"))
 
 
 def one_line_errors(command: str, work) -> int:

@@ -98,6 +98,7 @@ class ModelRef:
     isa: Optional[str] = None
     tile_mb: Optional[float] = 16.0
     weights_sha256: Optional[str] = None
+    precision: Optional[str] = None  # the driver's compute precision (bf16 results differ from fp32)
 
     @classmethod
     def of(cls, model, workers: Optional[int]) -> "ModelRef":
@@ -111,7 +112,8 @@ class ModelRef:
             raise ValueError("distributed runs need a model loaded from a file (b2.load(path)): each worker "
                              "loads its own copy")
         return cls(opts["path"], local_threads(workers, opts.get("threads")), opts["params"], opts["gelu"],
-                   opts.get("isa"), opts.get("tile_mb", 16.0), weights_sha256(model.spec))
+                   opts.get("isa"), opts.get("tile_mb", 16.0), weights_sha256(model.spec),
+                   getattr(model, "precision", None))
 
 
 _models: Dict[tuple, object] = {}
@@ -126,12 +128,13 @@ def worker_model(ref: ModelRef):
     from .model import load
 
     st = os.stat(ref.path)
-    key = (ref.path, st.st_size, st.st_mtime_ns, ref.threads, repr(ref.params), ref.gelu, ref.isa, ref.tile_mb)
+    key = (ref.path, st.st_size, st.st_mtime_ns, ref.threads, repr(ref.params), ref.gelu, ref.isa, ref.tile_mb,
+           ref.precision)
     with _models_lock:
         model = _models.get(key)
         if model is None:
             model = load(ref.path, threads=ref.threads, params=ref.params, gelu=ref.gelu, isa=ref.isa,
-                         tile_mb=ref.tile_mb)
+                         tile_mb=ref.tile_mb, precision=ref.precision)
             if ref.weights_sha256 is not None and weights_sha256(model.spec) != ref.weights_sha256:
                 raise RuntimeError(f"{ref.path}: the worker's copy of the model differs from the driver's "
                                    "(another file at this path?)")

@@ -11,7 +11,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Union
 
 import numpy as np
 
-from . import dna
+from . import cuda_backend, dna
 from .spec import CODE_UNIFORM, ConvOp, ModelSpec
 from .version import __version__
 
@@ -21,7 +21,7 @@ except ImportError as exc:  # pragma: no cover - exercised only on broken instal
     _engine = None
     _ENGINE_IMPORT_ERROR = exc
 
-PRECISIONS = ("fp32",)
+PRECISIONS = ("fp32", "bf16")  # fp32 on the CPU; bf16 (fp32 accumulation) on CUDA
 N_ENCODINGS = ("zeros", "uniform")
 
 SequenceInput = Union[str, bytes, Sequence[str], np.ndarray]
@@ -37,10 +37,12 @@ def _require_engine():
 
 def build_info() -> dict:
     """What this installation can run: version, compiled kernels, compiler, OpenMP, DNA module."""
+    cuda = cuda_backend.build_info()
     info = {"version": __version__, "engine": _engine is not None, "cython_dna": dna.is_available(),
-            "devices": ["cpu"]}
+            "devices": ["cpu"] + (["cuda"] if cuda["devices"] else [])}
     if _engine is not None:
         info.update(_engine.build_info())
+    info["cuda"] = cuda  # {compiled, archs, nvcc, devices, device_error}
     return info
 
 
@@ -105,8 +107,10 @@ class Model:
     ----------
     spec : ModelSpec
         The model, as returned by :func:`basenji2_fast.load_spec`.
-    device : "cpu"
-    precision : "fp32"
+    device : "cpu" (default), "cuda", "cuda:N" or "auto" (the GPU when one is usable, else the CPU)
+        "cuda" without a usable GPU or without the compiled CUDA module is a one-line RuntimeError.
+    precision : None (the device's: "fp32" on the CPU, "bf16" on CUDA), "fp32" or "bf16"
+        The CUDA kernels compute in bf16 on tensor cores with fp32 accumulation; the CPU in fp32.
     threads : int, optional
         Threads for the kernels (default: the CPUs this process may use).
     isa : str, optional
@@ -116,21 +120,30 @@ class Model:
         Largest activation tile of the stem and conv tower, in MB: they run tile by tile
         along the sequence (halos recomputed at tile edges), so the full-resolution
         activations (131,072 x 288 for Basenji2) are never held. None: whole tensors.
-        Results are identical either way.
+        Results are identical either way. (CPU only.)
+    graphs : bool
+        CUDA only: capture the forward pass once per batch shape as a CUDA Graph and replay it
+        (saves the kernel launches' overhead at small batches; results are identical).
     """
 
-    def __init__(self, spec: ModelSpec, device: str = "cpu", precision: str = "fp32",
-                 threads: Optional[int] = None, isa: Optional[str] = None, tile_mb: Optional[float] = 16.0):
-        if device != "cpu":
-            raise ValueError(f"device={device!r}: this build runs on 'cpu' only")
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision={precision!r} is not supported by this version; use one of {PRECISIONS}")
+    def __init__(self, spec: ModelSpec, device: str = "cpu", precision: Optional[str] = None,
+                 threads: Optional[int] = None, isa: Optional[str] = None, tile_mb: Optional[float] = 16.0,
+                 graphs: bool = False):
+        if precision is not None and precision not in PRECISIONS:
+            raise ValueError(f"precision={precision!r} is not supported; use one of {PRECISIONS}")
+        kind, index = cuda_backend.resolve_device(device, precision)
+        precision = precision or ("bf16" if kind == "cuda" else "fp32")
+        if kind == "cpu" and precision != "fp32":
+            raise ValueError(f"precision={precision!r}: the CPU engine computes in fp32; bf16 runs on device='cuda'")
+        if kind == "cuda" and precision != "bf16":
+            raise ValueError(f"precision={precision!r}: the CUDA engine computes in bf16 (fp32 accumulation); "
+                             "fp32 runs on device='cpu'")
         self.spec = spec.validate()
-        self.device, self.precision = device, precision
+        self.device = "cpu" if kind == "cpu" else f"cuda:{index}"
+        self.precision = precision
         self.threads = int(threads) if threads else _default_threads()
         if self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
-        eng = _require_engine()
         ops = []
         for op in spec.ops:
             if isinstance(op, ConvOp):
@@ -140,9 +153,13 @@ class Model:
                             "residual": -1 if op.residual is None else int(op.residual)})
             else:
                 ops.append({"type": "crop", "left": int(op.left), "right": int(op.right)})
-        tile_floats = 0 if tile_mb is None else max(1, int(tile_mb * (1 << 20) / 4))
-        self._engine = eng.Engine(spec.seq_length, spec.gelu, spec.final_gelu, ops, self.threads, isa or "",
-                                  tile_floats)
+        if kind == "cuda":
+            self._engine = cuda_backend.CudaEngine(spec.seq_length, spec.gelu, spec.final_gelu, ops, index, graphs)
+        else:
+            tile_floats = 0 if tile_mb is None else max(1, int(tile_mb * (1 << 20) / 4))
+            self._engine = _require_engine().Engine(spec.seq_length, spec.gelu, spec.final_gelu, ops, self.threads,
+                                                    isa or "", tile_floats)
+        self._default_batch = cuda_backend.DEFAULT_BATCH if kind == "cuda" else 8
         self.head_names: List[str] = list(spec.heads)
         self._head_index = {}
         for name, head in spec.heads.items():
@@ -230,6 +247,7 @@ class Model:
                 shifts: Sequence[int] = (0,), batch_size: Optional[int] = None,
                 n_encoding: str = "zeros",
                 strand_pair: Union[None, Sequence[int], Dict[str, Sequence[int]]] = None,
+                out: str = "numpy",
                 ) -> Union[np.ndarray, Dict[str, np.ndarray]]:
         """Predict tracks.
 
@@ -252,19 +270,33 @@ class Model:
             Ignored without ``rc``. :func:`basenji2_fast.targets.select_tracks` makes it
             from a targets file's ``strand_pair`` column.
 
+        out : "numpy" (default) or "cupy" (device="cuda" only): cupy arrays that the engine
+            writes in place. x may also be uint8 codes on the GPU (cupy, or anything with
+            ``__cuda_array_interface__``); they are read there, without a copy to the host.
+
         Returns
         -------
         float32 [B, n_bins, tracks], or {head: [B, n_bins, tracks]} for head="both".
         """
-        codes, zero_rows = self.encode(x)
+        if out not in cuda_backend.OUTPUTS:
+            raise ValueError(f"out={out!r}; expected one of {cuda_backend.OUTPUTS}")
+        device_in = cuda_backend.is_device_array(x)
+        on_device = out == "cupy" or device_in
+        if on_device and not self.device.startswith("cuda"):
+            raise ValueError("GPU arrays in or out (cupy, out='cupy') need a model loaded with device='cuda'")
+        codes, zero_rows = (None, False) if device_in else self.encode(x)
         n_uniform = self._n_uniform(n_encoding, zero_rows)
         names = self._resolve_heads(head)
         requests = [self._request(n, tracks.get(n) if isinstance(tracks, dict) else tracks) for n in names]
         pairs = [self._strand_pair(n, strand_pair.get(n) if isinstance(strand_pair, dict) else strand_pair,
                                    len(idx) or self.spec.heads[n].tracks) for n, (_, idx) in zip(names, requests)]
         passes = _ensemble_passes(shifts, rc)
+        if on_device:
+            outs = cuda_backend.predict_on_device(self, x if device_in else codes, names, requests, pairs, passes,
+                                                  n_uniform, batch_size, out)
+            return self._by_head(head, names, outs)
         B = codes.shape[0]
-        bs = int(batch_size) if batch_size else max(1, min(B, 8))
+        bs = int(batch_size) if batch_size else max(1, min(B, self._default_batch))
         outs = [np.zeros((B, self.n_bins, len(r[1]) or self.spec.heads[n].tracks), np.float32)
                 for n, r in zip(names, requests)]
         for b0 in range(0, B, bs):
@@ -274,15 +306,19 @@ class Model:
                 if flip:
                     c = np.ascontiguousarray(dna.revcomp(c))
                 preds = self._engine.predict(c, requests, n_uniform)
-                for out, p, pair in zip(outs, preds, pairs):
+                for o, p, pair in zip(outs, preds, pairs):
                     if flip:
                         # bins back in forward order; then the - strand column takes what
                         # the reversed input predicted for the + strand, and vice versa
                         p = p[:, ::-1] if pair is None else p[:, ::-1][:, :, pair]
-                    out[b0:b0 + bs] += p
+                    o[b0:b0 + bs] += p
         if len(passes) > 1:
-            for out in outs:
-                out /= len(passes)
+            for o in outs:
+                o /= len(passes)
+        return self._by_head(head, names, outs)
+
+    @staticmethod
+    def _by_head(head, names, outs):
         if head in ("both", "all") or (not isinstance(head, str) and head is not None):
             return dict(zip(names, outs))
         return outs[0]
@@ -394,7 +430,7 @@ class Model:
         codes, zero_rows = self.encode(x)
         n_uniform = self._n_uniform(n_encoding, zero_rows)
         passes = _ensemble_passes(shifts, rc)
-        bs = int(batch_size) if batch_size else max(1, min(codes.shape[0], 8))
+        bs = int(batch_size) if batch_size else max(1, min(codes.shape[0], self._default_batch))
         parts = []
         for b in range(0, codes.shape[0], bs):
             out = None
@@ -538,16 +574,19 @@ class SubstitutionScorer:
         return out
 
 
-def load(path: Union[str, os.PathLike], device: str = "cpu", precision: str = "fp32", threads: Optional[int] = None,
-         params=None, gelu: Optional[str] = None, isa: Optional[str] = None, tile_mb: Optional[float] = 16.0) -> Model:
+def load(path: Union[str, os.PathLike], device: str = "cpu", precision: Optional[str] = None,
+         threads: Optional[int] = None, params=None, gelu: Optional[str] = None, isa: Optional[str] = None,
+         tile_mb: Optional[float] = 16.0, graphs: bool = False) -> Model:
     """Load a model from Keras HDF5 (.h5), a basenji2-pytorch state dict (.pth) or the engine's
     own .safetensors file (conversion happens in memory). ``params``: a basenji params JSON
     for files that lack the geometry; ``gelu``: override the GELU variant; the other
     arguments are :class:`Model`'s."""
     from .formats import load_spec
 
+    # The device is resolved before the weights are read: "cuda" without a GPU fails at once.
+    cuda_backend.resolve_device(device, precision)
     model = Model(load_spec(path, params=params, gelu=gelu), device=device, precision=precision, threads=threads,
-                  isa=isa, tile_mb=tile_mb)
+                  isa=isa, tile_mb=tile_mb, graphs=graphs)
     # How to load it again: distributed workers (basenji2_fast.distributed) load their own copy.
     model.load_options = {"path": os.path.abspath(os.fspath(path)), "threads": threads, "params": params,
                           "gelu": gelu, "isa": isa, "tile_mb": tile_mb}

@@ -51,3 +51,18 @@ def model():
     from basenji2_fast import load
 
     return load(fixture_path("tf-small", "model.h5"), threads=2)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` skip, saying why, where no CUDA device can run the engine."""
+    if not any(item.get_closest_marker("gpu") for item in items):
+        return
+    from basenji2_fast import cuda_backend
+
+    ok, why = cuda_backend.usable()
+    if ok:
+        return
+    skip = pytest.mark.skip(reason=f"needs a GPU: {why}")
+    for item in items:
+        if item.get_closest_marker("gpu"):
+            item.add_marker(skip)

@@ -133,22 +133,9 @@ Engine::Packed Engine::pack(const float* kernel, const float* bias, int k, int c
 }
 
 std::vector<float> Engine::stem_table(bool n_uniform) const {
-  // table[t][code] = sum_ch act(onehot(code)[ch]) * W[t][ch][:], in double. The one-hot
-  // input takes only these values, so the stem needs additions only.
   const OpDesc& op = ops_[0];
   const int nr = kernels_->nr, padded = ((op.cout + nr - 1) / nr) * nr;
-  const double a1 = gelu(1.0, gelu_), aq = gelu(0.25, gelu_);
-  std::vector<float> table(size_t(op.k) * cpu::kStemCodes * padded, 0.f);
-  for (int t = 0; t < op.k; ++t)
-    for (int code = 0; code < cpu::kStemCodes; ++code)
-      for (int j = 0; j < op.cout; ++j) {
-        double v = 0.0;
-        const auto w = [&](int ch) { return double(op.kernel[(size_t(t) * 4 + ch) * op.cout + j]); };
-        if (code < 4) v = a1 * w(code);
-        else if (code == 5 || (code == 4 && n_uniform)) v = aq * (w(0) + w(1) + w(2) + w(3));
-        table[(size_t(t) * cpu::kStemCodes + code) * padded + j] = float(v);
-      }
-  return table;
+  return b2f::stem_table(op.kernel, op.k, op.cout, padded, gelu_, n_uniform);
 }
 
 int Engine::add_head(const float* weight, const float* bias, int channels, int tracks, OutAct act) {

@@ -7,76 +7,11 @@
 #include <stdexcept>
 #include <string>
 
-#include "engine/engine.h"
+#include "python/args.h"
 
 namespace py = pybind11;
 using b2f::Engine;
-
-namespace {
-
-using F32 = py::array_t<float, py::array::c_style | py::array::forcecast>;
-using U8 = py::array_t<uint8_t, py::array::c_style>;
-
-#define CHECK_ARG(cond, msg) \
-  do {                       \
-    if (!(cond)) throw py::value_error(msg); \
-  } while (0)
-
-b2f::Gelu parse_gelu(const std::string& s) {
-  if (s == "sigmoid") return b2f::Gelu::Sigmoid;
-  if (s == "erf") return b2f::Gelu::Erf;
-  if (s == "tanh") return b2f::Gelu::Tanh;
-  throw py::value_error("unknown GELU variant '" + s + "' (sigmoid, erf or tanh)");
-}
-
-// keep: the arrays the OpDescs borrow, alive until the Engine is constructed.
-b2f::OpDesc parse_op(const py::dict& d, std::vector<F32>& keep) {
-  b2f::OpDesc op;
-  const std::string type = d["type"].cast<std::string>();
-  if (type == "crop") {
-    op.type = b2f::OpDesc::Crop;
-    op.left = d["left"].cast<int>();
-    op.right = d["right"].cast<int>();
-    return op;
-  }
-  CHECK_ARG(type == "conv", "unknown op type '" + type + "'");
-  F32 kernel = d["kernel"].cast<F32>(), bias = d["bias"].cast<F32>();
-  CHECK_ARG(kernel.ndim() == 3 && bias.ndim() == 1, "conv kernel must be [k, in, out] and bias [out]");
-  op.k = int(kernel.shape(0)), op.cin = int(kernel.shape(1)), op.cout = int(kernel.shape(2));
-  op.dil = d["dilation"].cast<int>();
-  op.pool = d["pool"].cast<int>();
-  op.gelu_in = d["gelu_in"].cast<bool>();
-  op.residual = d["residual"].cast<int>();
-  op.kernel = kernel.data();
-  op.bias.assign(bias.data(), bias.data() + bias.size());
-  keep.push_back(std::move(kernel));
-  return op;
-}
-
-using Requests = std::vector<std::pair<int, std::vector<int>>>;
-
-std::vector<b2f::HeadRequest> parse_requests(const Engine& e, const Requests& requests) {
-  std::vector<b2f::HeadRequest> reqs;
-  for (const auto& r : requests) {
-    CHECK_ARG(r.first >= 0 && r.first < e.n_heads(), "no head " + std::to_string(r.first));
-    for (int t : r.second)
-      CHECK_ARG(t >= 0 && t < e.head_tracks(r.first), "track index " + std::to_string(t) + " out of range");
-    reqs.push_back({r.first, r.second});
-  }
-  return reqs;
-}
-
-int request_tracks(const Engine& e, const b2f::HeadRequest& r) {
-  return r.tracks.empty() ? e.head_tracks(r.head) : int(r.tracks.size());
-}
-
-void check_codes(const U8& codes, const Engine& e) {
-  CHECK_ARG(codes.ndim() == 2, "codes must be uint8 [batch, length]");
-  CHECK_ARG(codes.shape(1) == e.seq_length(), "sequence length " + std::to_string(codes.shape(1)) +
-                                                  " != the model's " + std::to_string(e.seq_length()));
-}
-
-}  // namespace
+using namespace b2f::pyargs;
 
 PYBIND11_MODULE(_engine, m) {
   m.doc() = "basenji2-fast compiled engine (CPU kernels)";
@@ -104,9 +39,8 @@ PYBIND11_MODULE(_engine, m) {
   py::class_<Engine>(m, "Engine")
       .def(py::init([](int64_t seq_length, const std::string& gelu, bool final_gelu, const py::list& ops, int threads,
                        const std::string& isa, int64_t tile_floats) {
-             std::vector<b2f::OpDesc> descs;
              std::vector<F32> keep;
-             for (auto o : ops) descs.push_back(parse_op(o.cast<py::dict>(), keep));
+             std::vector<b2f::OpDesc> descs = parse_ops(ops, keep);
              try {
                return new Engine(seq_length, parse_gelu(gelu), final_gelu, std::move(descs), threads, isa, tile_floats);
              } catch (const std::invalid_argument& e) {

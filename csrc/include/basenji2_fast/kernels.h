@@ -11,13 +11,13 @@
 #include <cstdint>
 
 #include "basenji2_fast/numerics.h"
+#include "basenji2_fast/stem.h"
 
 namespace b2f {
 namespace cpu {
 
-// Stem input codes: A,C,G,T = 0..3, N = 4, uniform 0.25 = 5, outside the sequence = 6.
-constexpr int kStemCodes = 7;
-constexpr uint8_t kCodeOutside = 6;
+using b2f::kCodeOutside;  // the stem's codes (stem.h)
+using b2f::kStemCodes;
 
 struct Epilogue {
   const float* bias = nullptr;  // [panels * nr], zero-padded

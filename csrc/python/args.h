@@ -1,0 +1,91 @@
+// Argument parsing shared by the pybind11 modules (_engine, _cuda): the model plan arrives as
+// the same list of op dicts and head requests whichever device runs it.
+#pragma once
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "engine/engine.h"
+
+namespace b2f {
+namespace pyargs {
+
+namespace py = pybind11;
+
+using F32 = py::array_t<float, py::array::c_style | py::array::forcecast>;
+using U8 = py::array_t<uint8_t, py::array::c_style>;
+using Requests = std::vector<std::pair<int, std::vector<int>>>;
+
+#define CHECK_ARG(cond, msg) \
+  do {                       \
+    if (!(cond)) throw pybind11::value_error(msg); \
+  } while (0)
+
+inline Gelu parse_gelu(const std::string& s) {
+  if (s == "sigmoid") return Gelu::Sigmoid;
+  if (s == "erf") return Gelu::Erf;
+  if (s == "tanh") return Gelu::Tanh;
+  throw py::value_error("unknown GELU variant '" + s + "' (sigmoid, erf or tanh)");
+}
+
+// keep: the arrays the OpDescs borrow, alive until the engine is constructed.
+inline OpDesc parse_op(const py::dict& d, std::vector<F32>& keep) {
+  OpDesc op;
+  const std::string type = d["type"].cast<std::string>();
+  if (type == "crop") {
+    op.type = OpDesc::Crop;
+    op.left = d["left"].cast<int>();
+    op.right = d["right"].cast<int>();
+    return op;
+  }
+  CHECK_ARG(type == "conv", "unknown op type '" + type + "'");
+  F32 kernel = d["kernel"].cast<F32>(), bias = d["bias"].cast<F32>();
+  CHECK_ARG(kernel.ndim() == 3 && bias.ndim() == 1, "conv kernel must be [k, in, out] and bias [out]");
+  op.k = int(kernel.shape(0)), op.cin = int(kernel.shape(1)), op.cout = int(kernel.shape(2));
+  op.dil = d["dilation"].cast<int>();
+  op.pool = d["pool"].cast<int>();
+  op.gelu_in = d["gelu_in"].cast<bool>();
+  op.residual = d["residual"].cast<int>();
+  op.kernel = kernel.data();
+  op.bias.assign(bias.data(), bias.data() + bias.size());
+  keep.push_back(std::move(kernel));
+  return op;
+}
+
+inline std::vector<OpDesc> parse_ops(const py::list& ops, std::vector<F32>& keep) {
+  std::vector<OpDesc> descs;
+  for (auto o : ops) descs.push_back(parse_op(o.cast<py::dict>(), keep));
+  return descs;
+}
+
+// E: any engine with n_heads() and head_tracks(h).
+template <typename E>
+std::vector<HeadRequest> parse_requests(const E& e, const Requests& requests) {
+  std::vector<HeadRequest> reqs;
+  for (const auto& r : requests) {
+    CHECK_ARG(r.first >= 0 && r.first < e.n_heads(), "no head " + std::to_string(r.first));
+    for (int t : r.second)
+      CHECK_ARG(t >= 0 && t < e.head_tracks(r.first), "track index " + std::to_string(t) + " out of range");
+    reqs.push_back({r.first, r.second});
+  }
+  return reqs;
+}
+
+template <typename E>
+int request_tracks(const E& e, const HeadRequest& r) {
+  return r.tracks.empty() ? e.head_tracks(r.head) : int(r.tracks.size());
+}
+
+template <typename E>
+void check_codes(const U8& codes, const E& e) {
+  CHECK_ARG(codes.ndim() == 2, "codes must be uint8 [batch, length]");
+  CHECK_ARG(codes.shape(1) == e.seq_length(), "sequence length " + std::to_string(codes.shape(1)) +
+                                                  " != the model's " + std::to_string(e.seq_length()));
+}
+
+}  // namespace pyargs
+}  // namespace b2f
