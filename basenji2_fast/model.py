@@ -21,7 +21,7 @@ except ImportError as exc:  # pragma: no cover - exercised only on broken instal
     _engine = None
     _ENGINE_IMPORT_ERROR = exc
 
-PRECISIONS = ("fp32",)
+PRECISIONS = ("fp32", "bf16")
 N_ENCODINGS = ("zeros", "uniform")
 
 SequenceInput = Union[str, bytes, Sequence[str], np.ndarray]
@@ -51,25 +51,56 @@ def _default_threads() -> int:
         return os.cpu_count() or 1
 
 
-def _drop_mapped_pages(spec: ModelSpec) -> None:
-    """Let the OS drop the pages of a memory-mapped weight file from this process.
+def _drop_mapped_pages(*arrays: np.ndarray) -> None:
+    """Let the OS drop the pages under these arrays when they view a memory-mapped file.
 
-    The engine has packed its own copies, so the mapped file pages (120 MB for Basenji2)
-    would only inflate the resident set; they come back from the page cache if read again.
+    Called as soon as the engine has packed its own copy of a weight array, so the model is
+    never resident twice (mapped pages plus packed copy: 240 MB instead of 120 for Basenji2
+    in fp32); the pages come back from the page cache if read again. Arrays that do not view
+    a file mapping (e.g. read from HDF5) are left alone: for anonymous memory the same call
+    would discard the data.
     """
-    arrays = [a for op in spec.ops if isinstance(op, ConvOp) for a in (op.kernel, op.bias)]
-    arrays += [a for h in spec.heads.values() for a in (h.weight, h.bias)]
-    maps = {}
+    page = mmap.PAGESIZE
     for a in arrays:
-        while getattr(a, "base", None) is not None:
-            a = a.base
-        if isinstance(a, mmap.mmap):
-            maps[id(a)] = a
-    for m in maps.values():
+        if not isinstance(a, np.ndarray) or a.size == 0:
+            continue
+        root, m = a, a.base
+        while m is not None and not isinstance(m, mmap.mmap):
+            root, m = m, getattr(m, "base", None)
+        if m is None or not isinstance(root, np.ndarray) or m.closed:
+            continue
+        start = a.__array_interface__["data"][0] - root.__array_interface__["data"][0]
+        if start < 0 or start + a.nbytes > len(m):
+            continue
+        lo, hi = start // page * page, min(len(m), -(-(start + a.nbytes) // page) * page)
         try:
-            m.madvise(mmap.MADV_DONTNEED)
+            m.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
         except (AttributeError, OSError, ValueError):  # not on every platform; only a saving
             pass
+
+
+def _is_bf16_bits(a: np.ndarray) -> bool:
+    """Weights kept as bfloat16 bit patterns (uint16) from a bf16 file, not widened."""
+    return isinstance(a, np.ndarray) and a.dtype == np.uint16
+
+
+def _engine_weight(a: np.ndarray) -> np.ndarray:
+    """A weight array as the engine borrows it: bf16 bits as they are, else float32 (a
+    view, no copy, when it already is contiguous float32: e.g. a file mapping)."""
+    return np.ascontiguousarray(a) if _is_bf16_bits(a) else np.ascontiguousarray(a, np.float32)
+
+
+def bf16_plan(spec: ModelSpec) -> tuple:
+    """Which parts of ``spec`` compute in bf16 under ``precision="bf16"``:
+    (set of op indices, heads in bf16).
+
+    Every conv whose input is activated, and the heads. The stem stays a table gather in
+    fp32 (no multiplies; its table is [k, 7, C]), a conv without pre-activation stays fp32
+    (its raw input is the fp32 residual stream), and so do the raw (pre-activation) tensors
+    that residual blocks add: only the activated tensors that convs read are bf16.
+    """
+    ops = {i for i, op in enumerate(spec.ops) if isinstance(op, ConvOp) and i > 0 and op.gelu_in}
+    return ops, bool(spec.final_gelu)
 
 
 # Complement of a base code (A<->T, C<->G; N and the uniform code stay).
@@ -106,12 +137,16 @@ class Model:
     spec : ModelSpec
         The model, as returned by :func:`basenji2_fast.load_spec`.
     device : "cpu"
-    precision : "fp32"
+    precision : "fp32" or "bf16"
+        bf16: weights packed once as bfloat16, the activations that convs read stored as
+        bfloat16 (rounded to nearest even), products accumulated in fp32 and the fused
+        epilogue (bias, residual, pool, GELU, softplus) in fp32 (see :func:`bf16_plan`).
+        Half the weight memory; on CPUs with avx512_bf16 the convs use vdpbf16ps.
     threads : int, optional
         Threads for the kernels (default: the CPUs this process may use).
     isa : str, optional
-        Force a CPU kernel set ("avx512", "avx2", "generic"); default: the best this CPU runs
-        (or the environment variable ``BASENJI2_FAST_ISA``).
+        Force a CPU kernel set ("avx512bf16", "avx512", "avx2", "generic"); default: the best
+        this CPU runs (or the environment variable ``BASENJI2_FAST_ISA``).
     tile_mb : float or None
         Largest activation tile of the stem and conv tower, in MB: they run tile by tile
         along the sequence (halos recomputed at tile edges), so the full-resolution
@@ -131,25 +166,32 @@ class Model:
         if self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
         eng = _require_engine()
+        bf16_ops, head_bf16 = bf16_plan(spec) if precision == "bf16" else (set(), False)
         ops = []
-        for op in spec.ops:
+        for i, op in enumerate(spec.ops):
             if isinstance(op, ConvOp):
-                ops.append({"type": "conv", "kernel": np.ascontiguousarray(op.kernel, np.float32),
+                ops.append({"type": "conv", "kernel": _engine_weight(op.kernel),
                             "bias": np.ascontiguousarray(op.bias, np.float32), "dilation": int(op.dilation),
                             "pool": int(op.pool), "gelu_in": bool(op.gelu_in),
-                            "residual": -1 if op.residual is None else int(op.residual)})
+                            "residual": -1 if op.residual is None else int(op.residual), "bf16": i in bf16_ops})
             else:
                 ops.append({"type": "crop", "left": int(op.left), "right": int(op.right)})
         tile_floats = 0 if tile_mb is None else max(1, int(tile_mb * (1 << 20) / 4))
+
+        def packed(i):  # the engine holds op i's packed copy: release the file's pages under it
+            _drop_mapped_pages(ops[i]["kernel"], spec.ops[i].kernel, spec.ops[i].bias)
+
         self._engine = eng.Engine(spec.seq_length, spec.gelu, spec.final_gelu, ops, self.threads, isa or "",
-                                  tile_floats)
+                                  tile_floats, head_bf16, packed)
+        del ops  # the engine packed its own copies
         self.head_names: List[str] = list(spec.heads)
         self._head_index = {}
         for name, head in spec.heads.items():
-            self._head_index[name] = self._engine.add_head(
-                np.ascontiguousarray(head.weight, np.float32), np.ascontiguousarray(head.bias, np.float32),
-                head.activation)
-        _drop_mapped_pages(spec)
+            weight = _engine_weight(head.weight)
+            self._head_index[name] = self._engine.add_head(weight, np.ascontiguousarray(head.bias, np.float32),
+                                                           head.activation)
+            _drop_mapped_pages(weight, head.weight, head.bias)
+            del weight
 
     # Geometry ---------------------------------------------------------------------------------
     @property
@@ -172,6 +214,7 @@ class Model:
             "heads": {n: h.tracks for n, h in self.spec.heads.items()}, "gelu": self.spec.gelu,
             "n_params": self.spec.n_params(), "device": self.device, "precision": self.precision,
             "threads": self.threads, "isa": self._engine.isa, "stem_tower_tiles": self._engine.prefix_tiles,
+            "weight_mb": round(self._engine.weight_bytes / 1e6, 1),
             "version": __version__,
             "source": self.spec.metadata.get("source"),
         }
@@ -478,8 +521,13 @@ def load(path: Union[str, os.PathLike], device: str = "cpu", precision: str = "f
     """Load a model from Keras HDF5 (.h5), a basenji2-pytorch state dict (.pth) or the engine's
     own .safetensors file (conversion happens in memory). ``params``: a basenji params JSON
     for files that lack the geometry; ``gelu``: override the GELU variant; the other
-    arguments are :class:`Model`'s."""
+    arguments are :class:`Model`'s. Any file runs in either precision: an fp32 file is
+    rounded to bf16 while packing, a bf16 file (``convert --precision bf16``) widened
+    exactly for fp32. A ``.safetensors`` file's weights are packed straight from its
+    mapping, one tensor at a time, so the model is never in memory twice."""
     from .formats import load_spec
 
-    return Model(load_spec(path, params=params, gelu=gelu), device=device, precision=precision, threads=threads,
-                 isa=isa, tile_mb=tile_mb)
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r} is not supported; use one of {PRECISIONS}")
+    spec = load_spec(path, params=params, gelu=gelu, keep_bf16=True)
+    return Model(spec, device=device, precision=precision, threads=threads, isa=isa, tile_mb=tile_mb)

@@ -2,6 +2,7 @@
 // Batching, dtype conversion and file formats live in Python (basenji2_fast/model.py).
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/functional.h>
 #include <pybind11/stl.h>
 
 #include <stdexcept>
@@ -16,6 +17,7 @@ namespace {
 
 using F32 = py::array_t<float, py::array::c_style | py::array::forcecast>;
 using U8 = py::array_t<uint8_t, py::array::c_style>;
+using U16 = py::array_t<uint16_t, py::array::c_style>;
 
 #define CHECK_ARG(cond, msg) \
   do {                       \
@@ -29,8 +31,17 @@ b2f::Gelu parse_gelu(const std::string& s) {
   throw py::value_error("unknown GELU variant '" + s + "' (sigmoid, erf or tanh)");
 }
 
+// A weight array as the engine borrows it: float32, or uint16 holding bf16 bit patterns
+// (a bf16 file's mapping, not widened). Returns (array kept alive, is bf16).
+std::pair<py::array, bool> weight_array(const py::handle& h) {
+  py::array a = py::reinterpret_borrow<py::array>(h);
+  if (py::isinstance<py::array>(h) && a.dtype().is(py::dtype::of<uint16_t>()))
+    return {U16::ensure(h), true};
+  return {F32::ensure(h), false};
+}
+
 // keep: the arrays the OpDescs borrow, alive until the Engine is constructed.
-b2f::OpDesc parse_op(const py::dict& d, std::vector<F32>& keep) {
+b2f::OpDesc parse_op(const py::dict& d, std::vector<py::array>& keep) {
   b2f::OpDesc op;
   const std::string type = d["type"].cast<std::string>();
   if (type == "crop") {
@@ -40,14 +51,17 @@ b2f::OpDesc parse_op(const py::dict& d, std::vector<F32>& keep) {
     return op;
   }
   CHECK_ARG(type == "conv", "unknown op type '" + type + "'");
-  F32 kernel = d["kernel"].cast<F32>(), bias = d["bias"].cast<F32>();
-  CHECK_ARG(kernel.ndim() == 3 && bias.ndim() == 1, "conv kernel must be [k, in, out] and bias [out]");
+  auto [kernel, kernel_bf16] = weight_array(d["kernel"]);
+  F32 bias = d["bias"].cast<F32>();
+  CHECK_ARG(kernel && kernel.ndim() == 3 && bias.ndim() == 1, "conv kernel must be [k, in, out] and bias [out]");
   op.k = int(kernel.shape(0)), op.cin = int(kernel.shape(1)), op.cout = int(kernel.shape(2));
   op.dil = d["dilation"].cast<int>();
   op.pool = d["pool"].cast<int>();
   op.gelu_in = d["gelu_in"].cast<bool>();
   op.residual = d["residual"].cast<int>();
+  op.bf16 = d.contains("bf16") && d["bf16"].cast<bool>();
   op.kernel = kernel.data();
+  op.kernel_bf16 = kernel_bf16;
   op.bias.assign(bias.data(), bias.data() + bias.size());
   keep.push_back(std::move(kernel));
   return op;
@@ -103,25 +117,32 @@ PYBIND11_MODULE(_engine, m) {
 
   py::class_<Engine>(m, "Engine")
       .def(py::init([](int64_t seq_length, const std::string& gelu, bool final_gelu, const py::list& ops, int threads,
-                       const std::string& isa, int64_t tile_floats) {
+                       const std::string& isa, int64_t tile_floats, bool head_bf16, py::object packed) {
              std::vector<b2f::OpDesc> descs;
-             std::vector<F32> keep;
+             std::vector<py::array> keep;
              for (auto o : ops) descs.push_back(parse_op(o.cast<py::dict>(), keep));
+             std::function<void(int)> cb;
+             if (!packed.is_none()) cb = [packed](int i) { packed(i); };
              try {
-               return new Engine(seq_length, parse_gelu(gelu), final_gelu, std::move(descs), threads, isa, tile_floats);
+               return new Engine(seq_length, parse_gelu(gelu), final_gelu, std::move(descs), threads, isa, tile_floats,
+                                 head_bf16, cb);
              } catch (const std::invalid_argument& e) {
                throw py::value_error(e.what());
              }
            }),
            py::arg("seq_length"), py::arg("gelu"), py::arg("final_gelu"), py::arg("ops"), py::arg("threads"),
-           py::arg("isa") = "", py::arg("tile_floats") = int64_t(4) << 20)
+           py::arg("isa") = "", py::arg("tile_floats") = int64_t(4) << 20, py::arg("head_bf16") = false,
+           py::arg("packed") = py::none(),
+           "ops: dicts (conv: kernel float32 [k, in, out] or uint16 bf16 bits, bias, dilation, pool, gelu_in, "
+           "residual, bf16; crop: left, right). packed(i) is called once op i's weights are packed.")
       .def("add_head",
-           [](Engine& e, F32 weight, F32 bias, const std::string& act) {
-             CHECK_ARG(weight.ndim() == 2 && bias.ndim() == 1 && bias.shape(0) == weight.shape(1),
+           [](Engine& e, py::object weight_obj, F32 bias, const std::string& act) {
+             auto [weight, weight_bf16] = weight_array(weight_obj);
+             CHECK_ARG(weight && weight.ndim() == 2 && bias.ndim() == 1 && bias.shape(0) == weight.shape(1),
                        "head weight must be [channels, tracks] and bias [tracks]");
              CHECK_ARG(act == "softplus" || act == "linear", "head activation must be softplus or linear");
              try {
-               return e.add_head(weight.data(), bias.data(), int(weight.shape(0)), int(weight.shape(1)),
+               return e.add_head(weight.data(), weight_bf16, bias.data(), int(weight.shape(0)), int(weight.shape(1)),
                                  act == "softplus" ? b2f::OutAct::Softplus : b2f::OutAct::None);
              } catch (const std::invalid_argument& ex) {
                throw py::value_error(ex.what());
@@ -163,7 +184,7 @@ PYBIND11_MODULE(_engine, m) {
            py::arg("codes"), py::arg("requests"), py::arg("n_uniform") = false,
            "codes uint8 [B, L]; requests [(head, [tracks] or [])] -> list of float32 [B, bins, tracks]")
       .def("op_range",
-           [](const Engine& e, int i, F32 x, int64_t x0, py::object res, int64_t p0, int64_t p1) {
+           [](const Engine& e, int i, F32 x, int64_t x0, py::object res, int64_t p0, int64_t p1, bool activated) {
              CHECK_ARG(i >= 1 && i < e.n_ops(), "op index out of range");
              CHECK_ARG(x.ndim() == 2 && x.shape(1) == e.op_in_channels(i), "x must be [rows, input channels]");
              F32 r;
@@ -180,12 +201,14 @@ PYBIND11_MODULE(_engine, m) {
              const int64_t rows = x.shape(0);
              {
                py::gil_scoped_release nogil;
-               e.op_range(i, xp, x0, rows, rp, p0, p1, op);
+               e.op_range(i, xp, x0, rows, rp, p0, p1, op, activated);
              }
              return out;
            },
            py::arg("op"), py::arg("x"), py::arg("x0"), py::arg("residual"), py::arg("p0"), py::arg("p1"),
-           "One conv op over output positions [p0, p1) from its pre-activation input rows [x0, x0 + len(x)).")
+           py::arg("activated") = false,
+           "One conv op over output positions [p0, p1) from its pre-activation input rows [x0, x0 + len(x)) "
+           "(activated=True: x is the op's input after its GELU).")
       .def("cache_trunk",
            [](const Engine& e, U8 codes, bool n_uniform) {
              CHECK_ARG(codes.ndim() == 1 && codes.shape(0) == e.seq_length(), "codes must be uint8 [seq_length]");
@@ -235,6 +258,7 @@ PYBIND11_MODULE(_engine, m) {
       .def("release_buffers", &Engine::release_buffers, "Free the activation buffers kept between calls.")
       .def_property_readonly("isa", [](const Engine& e) { return std::string(e.isa()); })
       .def_property_readonly("threads", &Engine::threads)
+      .def_property_readonly("weight_bytes", &Engine::weight_bytes, "Bytes of packed weights the engine holds.")
       .def_property_readonly("seq_length", &Engine::seq_length)
       .def_property_readonly("n_bins", &Engine::n_bins)
       .def_property_readonly("trunk_channels", &Engine::trunk_channels)
