@@ -308,12 +308,15 @@ class Model:
         passes = _ensemble_passes(shifts, rc)
         B = codes.shape[0]
         bs = int(batch_size) if batch_size else max(1, min(B, 8))
-        outs = [np.zeros((B, self.n_bins, len(r[1]) or self.spec.heads[n].tracks), np.float32)
+        outs = [np.empty((B, self.n_bins, len(r[1]) or self.spec.heads[n].tracks), np.float32)
                 for n, r in zip(names, requests)]
         for b0 in range(0, B, bs):
             chunk = codes[b0:b0 + bs]
-            for shift, flip in passes:
+            for k, (shift, flip) in enumerate(passes):
                 c = _shift_codes(chunk, shift)
+                if k == 0:  # forward strand, first shift: straight into the outputs (one copy in memory)
+                    self._engine.predict(c, requests, n_uniform, [out[b0:b0 + bs] for out in outs])
+                    continue
                 if flip:
                     c = np.ascontiguousarray(dna.revcomp(c))
                 preds = self._engine.predict(c, requests, n_uniform)

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <iterator>
 #include <stdexcept>
 
 namespace b2f {
@@ -11,10 +12,10 @@ namespace {
 }  // namespace
 
 std::unique_ptr<float[]> Engine::BufferPool::get(size_t n, size_t& capacity) {
+  std::unique_ptr<float[]> dropped;
   {
     // Best fit: the smallest free buffer that holds n floats. Tensors shrink along the
-    // network, so a later, smaller tensor reuses the buffer of an earlier, larger one and
-    // the pool stays at one pass's peak working set.
+    // network, so a later, smaller tensor reuses the buffer of an earlier, larger one.
     std::lock_guard<std::mutex> lock(mutex_);
     auto it = free_.lower_bound(n);
     if (it != free_.end()) {
@@ -23,9 +24,19 @@ std::unique_ptr<float[]> Engine::BufferPool::get(size_t n, size_t& capacity) {
       free_.erase(it);
       return buf;
     }
+    // None is large enough: a new buffer replaces the largest free one, so that the pool
+    // never holds more buffers than one pass uses at a time (the dilated blocks' tensors
+    // grow by a few rows of halo each; keeping every size would hold one buffer per block).
+    if (!free_.empty()) {
+      auto last = std::prev(free_.end());
+      dropped = std::move(last->second);
+      free_.erase(last);
+    }
   }
-  capacity = n;
-  return std::unique_ptr<float[]>(new float[n]);
+  dropped.reset();
+  // A little headroom, so that slightly larger requests later fit the same buffer.
+  capacity = n + n / 16;
+  return std::unique_ptr<float[]>(new float[capacity]);
 }
 
 void Engine::BufferPool::put(std::unique_ptr<float[]> buf, size_t capacity) {
@@ -318,16 +329,18 @@ void Engine::run_prefix_tiled(const uint8_t* codes, bool n_uniform, int64_t tile
     const int64_t a = lp * t / tiles, b = lp * (t + 1) / tiles;
     if (a == b) continue;
     prefix_ranges(a, b, lo, hi, need_lo, need_hi);
-    // origin[i]: position-origin pointer of tensor i's tile (the form op i reads).
+    // origin[i]: position-origin pointer of tensor i's tile (the form op i reads). Each is
+    // taken from the pool just before the op that writes it and returned right after the op
+    // that reads it, so at most two tiles are held at a time.
     std::vector<char*> origin(P + 1, nullptr);
-    for (int i = 1; i < P; ++i) {
+    const auto alloc = [&](int i) {
       const int64_t row = int64_t(channels_[i]) * prefix_es(i);  // bytes
       buf[i].alloc(pool_, need_hi[i] - need_lo[i], 0, channels_[i], prefix_es(i));
       origin[i] = buf[i].bytes() - need_lo[i] * row;
       // Rows outside the sequence are the zero padding; the rest is computed below.
       std::memset(buf[i].bytes(), 0, size_t((lo[i] - need_lo[i]) * row));
       std::memset(origin[i] + hi[i] * row, 0, size_t((need_hi[i] - hi[i]) * row));
-    }
+    };
     const auto outputs = [&](int i, float*& r, void*& ac) {
       // Op i writes tensor i + 1 in the form op i + 1 reads, or the full tensor P.
       r = nullptr, ac = nullptr;
@@ -341,9 +354,11 @@ void Engine::run_prefix_tiled(const uint8_t* codes, bool n_uniform, int64_t tile
     };
     float* r;
     void* ac;
+    if (P > 1) alloc(1);
     outputs(0, r, ac);
     stem_call(codes, n_uniform, lo[1] * ops_[0].pool, hi[1] * ops_[0].pool, r, ac, channels_[1]);
     for (int i = 1; i < P; ++i) {
+      if (i + 1 < P) alloc(i + 1);
       outputs(i, r, ac);
       conv_call(i, origin[i], nullptr, lo[i + 1] * ops_[i].pool, hi[i + 1] * ops_[i].pool, r, ac);
       buf[i].release();
@@ -351,7 +366,7 @@ void Engine::run_prefix_tiled(const uint8_t* codes, bool n_uniform, int64_t tile
   }
 }
 
-void Engine::run_trunk(const uint8_t* codes, bool n_uniform, std::vector<float>& trunk_out, TrunkCache* keep) const {
+void Engine::run_trunk(const uint8_t* codes, bool n_uniform, Tensor& trunk_out, TrunkCache* keep) const {
   const int n = int(ops_.size());
   std::vector<Tensor> raw(n + 1), act(n + 1);
   const auto ensure = [&](int i) {
@@ -397,15 +412,14 @@ void Engine::run_trunk(const uint8_t* codes, bool n_uniform, std::vector<float>&
         if (last_use_[j] == i) raw[j].release(), act[j].release();
   }
   Tensor& t = final_gelu_ ? act[n] : raw[n];
-  const size_t bytes = size_t(lengths_[n] * channels_[n] * t.esize);
-  trunk_out.resize((bytes + 3) / 4);
-  std::memcpy(trunk_out.data(), t.row0(), bytes);
-  if (keep) {
+  if (keep) {  // the cache keeps every tensor, the trunk output among them
     keep->padded.assign(padded.begin(), padded.end());
     keep->n_uniform = n_uniform;
+    keep->trunk_out = t.row0();
     keep->raw = std::move(raw);
     keep->act = std::move(act);
-    keep->trunk_out = trunk_out;
+  } else {
+    trunk_out.take(t);
   }
 }
 
@@ -437,15 +451,16 @@ void Engine::op_range(int i, const float* x, int64_t x0, int64_t x_rows, const f
 }
 
 void Engine::trunk(const uint8_t* codes, int64_t batch, bool n_uniform, float* out) const {
-  std::vector<float> t;
+  Tensor t;
   const size_t per = size_t(n_bins()) * trunk_channels();
   for (int64_t b = 0; b < batch; ++b) {
+    t.release();
     run_trunk(codes + b * seq_length_, n_uniform, t);
-    if (head_bf16_) {  // the activated trunk output was stored as bf16 for the heads
-      const uint16_t* h = reinterpret_cast<const uint16_t*>(t.data());
+    if (t.esize == 2) {  // the activated trunk output was stored as bf16 for the heads
+      const uint16_t* h = reinterpret_cast<const uint16_t*>(t.row0());
       for (size_t j = 0; j < per; ++j) out[b * per + j] = cpu::bf16_to_f32(h[j]);
     } else {
-      std::copy(t.begin(), t.end(), out + b * per);
+      std::memcpy(out + b * per, t.row0(), per * sizeof(float));
     }
   }
 }
@@ -458,12 +473,13 @@ void Engine::predict(const uint8_t* codes, int64_t batch, bool n_uniform, const 
     if (r.head < 0 || r.head >= n_heads()) fail("no head " + std::to_string(r.head));
     panels.push_back(&head_panel(r));
   }
-  std::vector<float> t;
+  Tensor t;
   for (int64_t b = 0; b < batch; ++b) {
+    t.release();  // back to the pool before this sequence's tensors are taken from it
     run_trunk(codes + b * seq_length_, n_uniform, t);
     for (size_t r = 0; r < reqs.size(); ++r) {
       const int tracks = reqs[r].tracks.empty() ? heads_[reqs[r].head].tracks : int(reqs[r].tracks.size());
-      run_head(t.data(), n_bins(), reqs[r], *panels[r], outs[r] + b * n_bins() * tracks);
+      run_head(t.row0(), n_bins(), reqs[r], *panels[r], outs[r] + b * n_bins() * tracks);
     }
   }
 }

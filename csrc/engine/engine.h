@@ -111,6 +111,12 @@ class Engine {
     void release() {
       if (buf) pool->put(std::move(buf), capacity);
     }
+    // Takes o's buffer (o becomes empty), releasing this one's first.
+    void take(Tensor& o) {
+      release();
+      pool = o.pool, buf = std::move(o.buf), capacity = o.capacity;
+      rows = o.rows, halo = o.halo, channels = o.channels, esize = o.esize;
+    }
     ~Tensor() { release(); }
   };
 
@@ -120,7 +126,7 @@ class Engine {
     std::vector<uint8_t> padded;  // codes with the stem's halo of kCodeOutside each side
     bool n_uniform = false;
     std::vector<Tensor> raw, act;  // per tensor, the forms the network reads (else empty)
-    std::vector<float> trunk_out;  // [n_bins][trunk_channels], in the heads' input type
+    const char* trunk_out = nullptr;  // [n_bins][trunk_channels] in the heads' input type, in raw/act
   };
   std::unique_ptr<TrunkCache> cache_trunk(const uint8_t* codes, bool n_uniform) const;
 
@@ -169,8 +175,8 @@ class Engine {
   const Packed& head_panel(const HeadRequest& r) const;
   std::vector<float> stem_table(bool n_uniform) const;
   // Runs the trunk on one sequence; returns the trunk output rows (activated if final_gelu)
-  // in the heads' input type (bf16 when head_bf16: the vector's floats then hold bf16 pairs).
-  void run_trunk(const uint8_t* codes, bool n_uniform, std::vector<float>& trunk_out, TrunkCache* keep = nullptr) const;
+  // in the heads' input type (bf16 when head_bf16), the tensor itself (no copy).
+  void run_trunk(const uint8_t* codes, bool n_uniform, Tensor& trunk_out, TrunkCache* keep = nullptr) const;
   // The head over rows [0, rows) of a trunk output: out [rows][tracks].
   void run_head(const void* trunk, int64_t rows, const HeadRequest& r, const Packed& panel, float* out,
                 int threads = 0) const;

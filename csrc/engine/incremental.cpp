@@ -32,8 +32,8 @@ size_t floats_for(int64_t n, int es) { return size_t((n * es + 3) / 4); }
 
 std::unique_ptr<Engine::TrunkCache> Engine::cache_trunk(const uint8_t* codes, bool n_uniform) const {
   auto c = std::make_unique<TrunkCache>();
-  std::vector<float> t;
-  run_trunk(codes, n_uniform, t, c.get());
+  Tensor unused;
+  run_trunk(codes, n_uniform, unused, c.get());
   return c;
 }
 
@@ -62,7 +62,7 @@ void Engine::predict_substitutions(const TrunkCache& c, const int64_t* pos, cons
   for (const auto& r : reqs) panels.push_back(&head_panel(r));
   const int64_t bins = n_bins();
   if (!ref_ready)
-    for (size_t r = 0; r < reqs.size(); ++r) run_head(c.trunk_out.data(), bins, reqs[r], *panels[r], ref_outs[r]);
+    for (size_t r = 0; r < reqs.size(); ++r) run_head(c.trunk_out, bins, reqs[r], *panels[r], ref_outs[r]);
 
   // A tensor's rows as the network sees them after the substitution: cached REF rows with
   // the patch over them, zeros outside the tensor. Writes rows [a, b) into dst (bytes, in

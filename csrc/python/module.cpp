@@ -163,13 +163,26 @@ PYBIND11_MODULE(_engine, m) {
            },
            py::arg("codes"), py::arg("n_uniform") = false, "codes uint8 [B, L] -> trunk output float32 [B, bins, C]")
       .def("predict",
-           [](const Engine& e, U8 codes, const Requests& requests, bool n_uniform) {
+           [](const Engine& e, U8 codes, const Requests& requests, bool n_uniform, py::object into) {
              check_codes(codes, e);
              std::vector<b2f::HeadRequest> reqs = parse_requests(e, requests);
              std::vector<float*> outs;
              py::list result;
-             for (const auto& r : reqs) {
-               py::array_t<float> out({codes.shape(0), e.n_bins(), int64_t(request_tracks(e, r))});
+             if (!into.is_none()) CHECK_ARG(py::len(into) == reqs.size(), "one output array per request");
+             for (size_t k = 0; k < reqs.size(); ++k) {
+               const int64_t tracks = request_tracks(e, reqs[k]);
+               py::array_t<float> out;
+               if (into.is_none()) {
+                 out = py::array_t<float>({codes.shape(0), e.n_bins(), tracks});
+               } else {
+                 // the caller's array, written in place (no second copy of the outputs)
+                 py::object o = into[py::int_(k)];
+                 CHECK_ARG(py::isinstance<py::array_t<float>>(o), "output arrays must be float32");
+                 out = o.cast<py::array_t<float>>();
+                 CHECK_ARG(out.ndim() == 3 && out.shape(0) == codes.shape(0) && out.shape(1) == e.n_bins() &&
+                               out.shape(2) == tracks && (out.flags() & py::array::c_style) && out.writeable(),
+                           "output arrays must be writable C-contiguous float32 [batch, bins, tracks]");
+               }
                outs.push_back(out.mutable_data());
                result.append(out);
              }
@@ -181,8 +194,9 @@ PYBIND11_MODULE(_engine, m) {
              }
              return result;
            },
-           py::arg("codes"), py::arg("requests"), py::arg("n_uniform") = false,
-           "codes uint8 [B, L]; requests [(head, [tracks] or [])] -> list of float32 [B, bins, tracks]")
+           py::arg("codes"), py::arg("requests"), py::arg("n_uniform") = false, py::arg("out") = py::none(),
+           "codes uint8 [B, L]; requests [(head, [tracks] or [])] -> list of float32 [B, bins, tracks] "
+           "(written into `out`, one array per request, when given)")
       .def("op_range",
            [](const Engine& e, int i, F32 x, int64_t x0, py::object res, int64_t p0, int64_t p1, bool activated) {
              CHECK_ARG(i >= 1 && i < e.n_ops(), "op index out of range");
