@@ -67,7 +67,7 @@ from tqdm import tqdm
 
 from . import dna
 from ._io import atomic_output, canonical_sha, job_lock, read_json, write_json
-from .cli_options import add_ensemble_options, add_model_options, add_track_options
+from .cli_options import add_ensemble_options, add_model_options, add_track_options, load_model
 from .genome import fetch, open_fasta
 from .spec import CODE_N, ConvOp, CropOp
 from .version import __version__
@@ -210,6 +210,8 @@ def weights_sha256(spec) -> str:
     def add(*items):
         for it in items:
             if isinstance(it, np.ndarray):
+                if it.dtype == np.uint16:  # bf16 bit patterns (a bf16 file): hash their float32 values
+                    it = (it.astype(np.uint32) << 16).view(np.float32)
                 a = np.ascontiguousarray(it, np.float32)
                 h.update(repr(a.shape).encode())
                 h.update(a.tobytes())
@@ -393,7 +395,9 @@ def predict_genome(model, fasta: PathLike, out_dir: PathLike, head: Optional[str
         model_info["file_sha256"] = file_sha256(model_file)
     job = {
         "format": JOB_FORMAT, "format_version": JOB_FORMAT_VERSION,
-        "model": {"weights_sha256": model_info["weights_sha256"], "geometry": asdict(tiling)},
+        "model": {"weights_sha256": model_info["weights_sha256"], "geometry": asdict(tiling),
+                  # bf16 changes the outputs; fp32 jobs keep the identity they always had
+                  **({"precision": model.precision} if getattr(model, "precision", "fp32") != "fp32" else {})},
         "genome": {"fasta_bytes": os.path.getsize(fasta), "chromosomes": sizes},
         "head": head,
         "tracks": {"columns": tr.columns, "identifiers": tr.identifiers, "labels": tr.labels,
@@ -666,12 +670,9 @@ def _assemble(out_dir: Path, partial: Path, sizes, todo, records, tiling: Tiling
 
 def run_predict_genome(args) -> int:
     """``basenji2-fast predict-genome``."""
-    from .model import load
     from .targets import read_targets, select_tracks
 
-    if args.precision != "fp32":
-        raise ValueError(f"--precision {args.precision}: bf16 is not available in this version; use fp32")
-    model = load(args.model, threads=args.threads, params=args.params, gelu=args.gelu)
+    model = load_model(args)
     head = args.head or model.head_names[0]
     if head not in model.spec.heads:
         raise ValueError(f"no head {head!r}; this model has {model.head_names}")
@@ -703,7 +704,6 @@ def add_predict_genome_subcommand(subparsers) -> argparse.ArgumentParser:
                     "and write OUT_DIR/<column>_<identifier>.bw per track plus manifest.json. An interrupted "
                     "run resumes where it stopped; rerunning a finished job does nothing.")
     add_model_options(p)
-    p.add_argument("--precision", default="fp32", help="compute precision (only fp32 in this version)")
     p.add_argument("-f", "--fasta", required=True, help="genome FASTA (indexed with pyfaidx)")
     p.add_argument("-o", "--out-dir", required=True, help="output folder")
     add_track_options(p)

@@ -115,7 +115,7 @@ from ._io import atomic_output, canonical_sha, job_lock, read_json, write_json
 from .dna import encode
 from .genome import fetch, open_fasta
 from .regions import resolve_tracks
-from .cli_options import add_ensemble_options, add_model_options, add_track_options
+from .cli_options import add_ensemble_options, add_model_options, add_track_options, load_model
 from .targets import TrackSelection, read_targets
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)
@@ -865,7 +865,6 @@ def add_sad_subcommand(subparsers) -> argparse.ArgumentParser:
 def run_sad(args: argparse.Namespace) -> int:
     """The ``sad`` subcommand; prints where it wrote, or a one-line error (exit status 1)."""
     from .formats import FormatError
-    from .model import load
 
     command = getattr(args, "command", None) or "sad"
     try:
@@ -875,7 +874,7 @@ def run_sad(args: argparse.Namespace) -> int:
         if not os.path.isfile(args.vcf):
             raise FileNotFoundError(f"{args.vcf}: VCF file not found")
         targets = read_targets(args.targets) if args.targets else None
-        model = load(args.model, threads=args.threads, params=args.params, gelu=args.gelu)
+        model = load_model(args)
         path, status = _write_sad(model, args.fasta, args.vcf, args.out_dir, head=args.head, tracks=args.tracks,
                                   targets=targets, stats=stats, rc=args.rc, shifts=args.shifts, pseudo=args.pseudo,
                                   batch_size=args.batch_size, fmt=args.fmt, progress=not args.quiet,
