@@ -195,10 +195,19 @@ inline uint32_t load_pair(const uint16_t* x) {
   return v;
 }
 
+// The same pointer, opaque to the optimiser: the high-channel pass broadcasts each input
+// pair again from memory (a load, free) instead of the compiler keeping every row's
+// broadcast from the low-channel pass in registers, which spills the accumulators.
+inline const uint16_t* reload(const uint16_t* x) {
+  asm("" : "+r"(x));
+  return x;
+}
+
 // bf16 input and weight pairs (bf16_weight_index), widened to fp32 in registers: a 32-bit
 // lane holding channels (c, c + 1) gives channel c shifted into the high half and channel
 // c + 1 with the low half masked off. Channel c's FMAs run before channel c + 1's, the fp32
-// kernel's order.
+// kernel's order. Inputs are broadcast as whole pairs straight from memory; an odd cin's
+// last pair reads its one channel alone (the next element belongs to another row).
 template <int R>
 void conv_tile_bf16(const ConvArgs& a, int64_t p, int panel, float* tile) {
   __m256 acc0[R], acc1[R];
@@ -211,29 +220,40 @@ void conv_tile_bf16(const ConvArgs& a, int64_t p, int panel, float* tile) {
   for (int t = 0; t < a.k; ++t) {
     const uint16_t* x = static_cast<const uint16_t*>(a.in) + (p + int64_t(t - a.k / 2) * a.dil) * s;
     const uint16_t* w = wp + int64_t(t) * pairs * NR * 2;
-    for (int c2 = 0; c2 < pairs; ++c2, w += NR * 2, x += 2) {
+    for (int c2 = 0; c2 < full_pairs; ++c2, w += NR * 2, x += 2) {
       const __m256i r0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));
       const __m256i r1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 16));
-      const bool two = c2 < full_pairs;
       {
         const __m256 w0 = _mm256_castsi256_ps(_mm256_slli_epi32(r0, 16));
         const __m256 w1 = _mm256_castsi256_ps(_mm256_slli_epi32(r1, 16));
 #pragma GCC unroll 6
         for (int i = 0; i < R; ++i) {
-          const __m256 xi = _mm256_castsi256_ps(_mm256_set1_epi32(int(uint32_t(x[i * s]) << 16)));
+          const __m256 xi = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_set1_epi32(int(load_pair(x + i * s))), 16));
           acc0[i] = _mm256_fmadd_ps(xi, w0, acc0[i]);
           acc1[i] = _mm256_fmadd_ps(xi, w1, acc1[i]);
         }
       }
-      if (two) {
+      {
         const __m256 w0 = _mm256_castsi256_ps(_mm256_and_si256(r0, hi));
         const __m256 w1 = _mm256_castsi256_ps(_mm256_and_si256(r1, hi));
+        const uint16_t* xh = reload(x);
 #pragma GCC unroll 6
         for (int i = 0; i < R; ++i) {
-          const __m256 xi = _mm256_castsi256_ps(_mm256_set1_epi32(int(load_pair(x + i * s) & 0xFFFF0000u)));
+          const __m256 xi = _mm256_castsi256_ps(_mm256_and_si256(_mm256_set1_epi32(int(load_pair(xh + i * s))), hi));
           acc0[i] = _mm256_fmadd_ps(xi, w0, acc0[i]);
           acc1[i] = _mm256_fmadd_ps(xi, w1, acc1[i]);
         }
+      }
+    }
+    if (pairs > full_pairs) {  // odd cin: the last channel, its partner weight zero
+      const __m256 w0 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w)), 16));
+      const __m256 w1 =
+          _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 16)), 16));
+#pragma GCC unroll 6
+      for (int i = 0; i < R; ++i) {
+        const __m256 xi = _mm256_castsi256_ps(_mm256_set1_epi32(int(uint32_t(x[i * s]) << 16)));
+        acc0[i] = _mm256_fmadd_ps(xi, w0, acc0[i]);
+        acc1[i] = _mm256_fmadd_ps(xi, w1, acc1[i]);
       }
     }
   }

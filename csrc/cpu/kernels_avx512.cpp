@@ -183,9 +183,18 @@ inline uint32_t load_pair(const uint16_t* x) {
   return v;
 }
 
+// The same pointer, opaque to the optimiser: the high-channel pass broadcasts each input
+// pair again from memory (a load, free) instead of the compiler keeping every row's
+// broadcast from the low-channel pass in registers, which spills the accumulators.
+inline const uint16_t* reload(const uint16_t* x) {
+  asm("" : "+r"(x));
+  return x;
+}
+
 // bf16 input and weight pairs (bf16_weight_index). A 32-bit lane holds channels (c, c + 1)
-// of one output column; an odd cin's last pair reads only channel c (its partner weight is
-// zero, and the input's next element may be another row's).
+// of one output column; inputs are broadcast as whole pairs straight from memory, and an
+// odd cin's last pair reads its one channel alone (its partner weight is zero, and the
+// input's next element belongs to another row).
 template <int MR>
 void conv_tile_bf16(const ConvArgs& a, int64_t p, int panel, float* tile) {
   __m512 acc0[MR], acc1[MR];
@@ -203,33 +212,51 @@ void conv_tile_bf16(const ConvArgs& a, int64_t p, int panel, float* tile) {
 #if defined(B2F_USE_DPBF16)
       // vdpbf16ps: acc += x[c] w[c] + x[c+1] w[c+1] per column, products exact in fp32.
       const __m512bh w0 = (__m512bh)r0, w1 = (__m512bh)r1;
+      if (two) {
 #pragma GCC unroll 14
-      for (int i = 0; i < MR; ++i) {
-        const uint32_t xp = two ? load_pair(x + i * s) : uint32_t(x[i * s]);
-        const __m512bh xi = (__m512bh)_mm512_set1_epi32(int(xp));
-        acc0[i] = _mm512_dpbf16_ps(acc0[i], xi, w0);
-        acc1[i] = _mm512_dpbf16_ps(acc1[i], xi, w1);
+        for (int i = 0; i < MR; ++i) {
+          const __m512bh xi = (__m512bh)_mm512_set1_epi32(int(load_pair(x + i * s)));
+          acc0[i] = _mm512_dpbf16_ps(acc0[i], xi, w0);
+          acc1[i] = _mm512_dpbf16_ps(acc1[i], xi, w1);
+        }
+      } else {
+#pragma GCC unroll 14
+        for (int i = 0; i < MR; ++i) {
+          const __m512bh xi = (__m512bh)_mm512_set1_epi32(int(uint32_t(x[i * s])));
+          acc0[i] = _mm512_dpbf16_ps(acc0[i], xi, w0);
+          acc1[i] = _mm512_dpbf16_ps(acc1[i], xi, w1);
+        }
       }
 #else
       // Widened in registers: channel c shifted into the high half, channel c + 1 with the
       // low half masked off; channel c's FMAs first, the fp32 kernel's order.
+      const __m512i hi = _mm512_set1_epi32(int(0xFFFF0000u));
       {
         const __m512 w0 = _mm512_castsi512_ps(_mm512_slli_epi32(r0, 16));
         const __m512 w1 = _mm512_castsi512_ps(_mm512_slli_epi32(r1, 16));
+        if (two) {
 #pragma GCC unroll 14
-        for (int i = 0; i < MR; ++i) {
-          const __m512 xi = _mm512_castsi512_ps(_mm512_set1_epi32(int(uint32_t(x[i * s]) << 16)));
-          acc0[i] = _mm512_fmadd_ps(xi, w0, acc0[i]);
-          acc1[i] = _mm512_fmadd_ps(xi, w1, acc1[i]);
+          for (int i = 0; i < MR; ++i) {
+            const __m512 xi = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_set1_epi32(int(load_pair(x + i * s))), 16));
+            acc0[i] = _mm512_fmadd_ps(xi, w0, acc0[i]);
+            acc1[i] = _mm512_fmadd_ps(xi, w1, acc1[i]);
+          }
+        } else {
+#pragma GCC unroll 14
+          for (int i = 0; i < MR; ++i) {
+            const __m512 xi = _mm512_castsi512_ps(_mm512_set1_epi32(int(uint32_t(x[i * s]) << 16)));
+            acc0[i] = _mm512_fmadd_ps(xi, w0, acc0[i]);
+            acc1[i] = _mm512_fmadd_ps(xi, w1, acc1[i]);
+          }
         }
       }
       if (two) {
-        const __m512i hi = _mm512_set1_epi32(int(0xFFFF0000u));
         const __m512 w0 = _mm512_castsi512_ps(_mm512_and_si512(r0, hi));
         const __m512 w1 = _mm512_castsi512_ps(_mm512_and_si512(r1, hi));
+        const uint16_t* xh = reload(x);
 #pragma GCC unroll 14
         for (int i = 0; i < MR; ++i) {
-          const __m512 xi = _mm512_castsi512_ps(_mm512_set1_epi32(int(load_pair(x + i * s) & 0xFFFF0000u)));
+          const __m512 xi = _mm512_castsi512_ps(_mm512_and_si512(_mm512_set1_epi32(int(load_pair(xh + i * s))), hi));
           acc0[i] = _mm512_fmadd_ps(xi, w0, acc0[i]);
           acc1[i] = _mm512_fmadd_ps(xi, w1, acc1[i]);
         }
