@@ -166,3 +166,12 @@ def test_bf16_tf_small_close_to_fp32(model):
     r = [np.corrcoef(a[..., t].ravel(), b[..., t].ravel())[0, 1] for t in range(a.shape[-1])]
     assert np.median(r) > 0.999 and np.min(r) > 0.995, (np.median(r), np.min(r))
     assert np.abs(a - b).max() < 0.02 * np.abs(a).max()
+
+
+def test_forcing_a_kernel_set_this_cpu_lacks_is_a_clear_error():
+    rng = np.random.default_rng(23)
+    missing = [k for k in ("avx512bf16", "avx512", "avx2") if k not in ISAS]
+    if not missing:
+        pytest.skip("this CPU runs every kernel set")
+    with pytest.raises(RuntimeError, match=f"BASENJI2_FAST_ISA={missing[0]} is not available on this CPU"):
+        Model(small_model(rng), isa=missing[0], precision="bf16")
