@@ -9,8 +9,8 @@ For the fixture's sequences (inputs.npy [B, 131072, 4]) it reports, as JSON:
   basenji2-pytorch under ``torch.autocast("cpu", torch.bfloat16)`` running the same
   weights (the folded kernels written into its state dict, its GELU set to the model's
   sigmoid GELU) -- the bound bf16 must meet;
-* the same for bf16 variants that keep a layer in fp32 (``--variants``), to show what
-  keeping a sensitive layer in fp32 would buy.
+* the same for variants of the bf16 plan (``--variants``): the last conv in bf16 too, the
+  head in fp32 too, to show what keeping a sensitive layer in fp32 buys.
 
     python benchmarks/bf16_accuracy.py --ref-cache /tmp/ref64 [--peer] [--variants]
 """
@@ -113,6 +113,7 @@ def main(argv=None) -> dict:
     p.add_argument("--inputs", default=str(FIXTURE / "inputs.npy"))
     p.add_argument("--ref-cache", default=None, help="folder for the float64 reference outputs (reused)")
     p.add_argument("--peer", action="store_true", help="also basenji2-pytorch under bf16 autocast")
+    p.add_argument("--peer-only", action="store_true", help="only basenji2-pytorch (with fp32 for the Pearson r)")
     p.add_argument("--variants", action="store_true", help="also bf16 with the head / final conv in fp32")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("-o", "--output", default=None, help="write the JSON here too")
@@ -125,6 +126,11 @@ def main(argv=None) -> dict:
     x = np.load(args.inputs)
     ref = float64_reference(spec, x, Path(args.ref_cache) if args.ref_cache else None)
     result = {"model": args.model, "sequences": int(x.shape[0]), "max_abs_output": float(np.abs(ref).max())}
+
+    import sys
+
+    def note(name):  # progress on stderr: the float64 reference and the peer take minutes
+        print(f"{name}: {json.dumps(result[name])}", file=sys.stderr, flush=True)
 
     def run(precision, plan=None):
         saved = M.bf16_plan
@@ -141,23 +147,26 @@ def main(argv=None) -> dict:
     fp32, isa, _ = run("fp32")
     result["isa"] = isa
     result["fp32"] = {"max_abs_err_vs_float64": float(np.abs(fp32 - ref).max())}
-    variants = {"bf16": None}
+    note("fp32")
+    variants = {} if args.peer_only else {"bf16": None}
     if args.variants:
         final = max(i for i, op in enumerate(spec.ops) if isinstance(op, M.ConvOp))
         default = M.bf16_plan
-        variants["bf16, head fp32"] = lambda s: (default(s)[0], False)
-        variants["bf16, final conv + head fp32"] = lambda s: (default(s)[0] - {final}, False)
+        variants["bf16, final conv bf16 too"] = lambda s: (default(s)[0] | {final}, True)
+        variants["bf16, head fp32 too"] = lambda s: (default(s)[0], False)
     for name, plan in variants.items():
         y, _, _ = run("bf16", plan)
         r = pearson_per_track(y, fp32)
         result[name] = {"pearson_vs_fp32_median": float(np.median(r)), "pearson_vs_fp32_min": float(r.min()),
                         "max_abs_err_vs_float64": float(np.abs(y - ref).max())}
-    if args.peer:
+        note(name)
+    if args.peer or args.peer_only:
         for name, ac in (("basenji2-pytorch fp32", False), ("basenji2-pytorch bf16 autocast", True)):
             y = torch_peer_autocast(spec, x, ac)
             r = pearson_per_track(y, fp32)
             result[name] = {"pearson_vs_fp32_median": float(np.median(r)), "pearson_vs_fp32_min": float(r.min()),
                             "max_abs_err_vs_float64": float(np.abs(y - ref).max())}
+            note(name)
     text = json.dumps(result, indent=1)
     print(text)
     if args.output:

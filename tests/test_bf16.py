@@ -50,9 +50,11 @@ def test_bf16_conv_kernel_vs_float64(isa, k, cin, cout, dil, pool, residual):
         # a residual from the one-hot input is not supported: put one conv in between
         ops = [rand_conv(rng, 15, 4, cout), rand_conv(rng, 1, cout, cin),
                ConvOp("conv", ops[1].kernel, ops[1].bias, dil, True, pool, 1)]
-    spec = trunk_only(L, ops)
     i = len(ops) - 1
     op = ops[i]
+    ops.append(rand_conv(rng, 1, cout, 3))  # the last conv stays fp32 (bf16_plan); test the one before
+    spec = trunk_only(L, ops)
+    assert i in bf16_plan(spec)[0]
     model = Model(spec, threads=2, isa=isa, precision="bf16")
     x = bf16_values(rng, (L, cin))
     res = rng.standard_normal((L, cout)).astype(np.float32) if residual else None
@@ -76,7 +78,8 @@ def test_bf16_whole_model_vs_reference(isa):
     codes = random_codes(rng, 3, spec.seq_length)
     x = onehot(codes)
     ops, head_bf16 = bf16_plan(spec)
-    assert ops == {i for i, op in enumerate(spec.ops) if isinstance(op, ConvOp) and i > 0} and head_bf16
+    convs = [i for i, op in enumerate(spec.ops) if isinstance(op, ConvOp)]
+    assert ops == set(convs[1:-1]) and head_bf16  # the stem and the last conv stay fp32
     emulated = R.predict(spec, x, "human", bf16_ops=ops, bf16_head=head_bf16)
     exact = R.predict(spec, x, "human")
     scale = np.abs(exact).max()
@@ -151,7 +154,8 @@ def test_bf16_file_and_precisions(tmp_path):
 
 def test_bf16_halves_the_packed_weights():
     rng = np.random.default_rng(22)
-    spec = trunk_only(64, [rand_conv(rng, 15, 4, 64), rand_conv(rng, 5, 64, 256), rand_conv(rng, 1, 256, 256)])
+    spec = trunk_only(64, [rand_conv(rng, 15, 4, 64), rand_conv(rng, 5, 64, 256), rand_conv(rng, 1, 256, 256),
+                           rand_conv(rng, 1, 256, 2)])  # the last conv stays fp32
     fp32 = Model(spec, threads=1)._engine.weight_bytes
     bf16 = Model(spec, threads=1, precision="bf16")._engine.weight_bytes
     assert bf16 < 0.62 * fp32
@@ -163,7 +167,7 @@ def test_bf16_tf_small_close_to_fp32(model):
     rng = np.random.default_rng(3)
     codes = random_codes(rng, 2, model.seq_length)
     a, b = model.predict(codes), bf.predict(codes)
-    r = [np.corrcoef(a[..., t].ravel(), b[..., t].ravel())[0, 1] for t in range(a.shape[-1])]
+    r = pearson_per_track(a, b)
     assert np.median(r) > 0.999 and np.min(r) > 0.995, (np.median(r), np.min(r))
     assert np.abs(a - b).max() < 0.02 * np.abs(a).max()
 
@@ -175,3 +179,30 @@ def test_forcing_a_kernel_set_this_cpu_lacks_is_a_clear_error():
         pytest.skip("this CPU runs every kernel set")
     with pytest.raises(RuntimeError, match=f"BASENJI2_FAST_ISA={missing[0]} is not available on this CPU"):
         Model(small_model(rng), isa=missing[0], precision="bf16")
+
+
+def pearson_per_track(a, b):
+    """a, b: [B, bins, tracks] -> Pearson r per track over every bin of every sequence."""
+    x = a.reshape(-1, a.shape[-1]).astype(np.float64)
+    y = b.reshape(-1, b.shape[-1]).astype(np.float64)
+    x, y = x - x.mean(0), y - y.mean(0)
+    return (x * y).sum(0) / np.sqrt((x * x).sum(0) * (y * y).sum(0))
+
+
+@pytest.mark.slow
+def test_bf16_accuracy_on_full_basenji2(fixture_file):
+    """The issue's bounds on the full-size fixture: per-track Pearson r of bf16 against fp32
+    (median >= 0.9994, min >= 0.998), and bf16's max error against TensorFlow's outputs small
+    against their range (basenji2-pytorch under bf16 autocast on the same weights:
+    benchmarks/bf16_accuracy.py --peer)."""
+    spec = b2.load_spec(fixture_file("tf-full", "model_human.h5"))
+    x = np.load(fixture_file("tf-full", "inputs.npy"))
+    want = np.load(fixture_file("tf-full", "outputs.npy"))
+    fp32 = Model(spec, threads=2).predict(x, batch_size=1)
+    bf16 = Model(spec, threads=2, precision="bf16").predict(x, batch_size=1)
+    r = pearson_per_track(bf16, fp32)
+    err = float(np.abs(bf16 - want).max())
+    print(f"tf-full bf16: Pearson r vs fp32 median {np.median(r):.5f} min {r.min():.5f}; max |err| vs TF {err:.3f} "
+          f"(outputs up to {np.abs(want).max():.1f})")
+    assert np.median(r) >= 0.9994 and r.min() >= 0.998
+    assert err <= 0.015 * np.abs(want).max()
