@@ -12,7 +12,8 @@ Layout (safetensors: little-endian u64 header length, JSON header, raw tensor by
 
 Loading maps the file (``np.memmap``): fp32 tensors are read-only views of the mapping
 (no copy, so opening the 120 MB model costs page faults, not a read); bf16 tensors are
-widened to float32 on load.
+widened to float32 on load, or (``keep_bf16``, as :func:`basenji2_fast.load` reads them)
+kept as uint16 bit views of the mapping that the engine packs directly.
 """
 from __future__ import annotations
 
