@@ -20,6 +20,8 @@ from setuptools.command.build_ext import build_ext
 ISA_SOURCES = {
     # source: compiler flags of that instruction set (chosen at run time by csrc/cpu/dispatch.cpp)
     "csrc/cpu/kernels_avx512.cpp": ["-mavx512f", "-mfma", "-Wno-maybe-uninitialized"],
+    "csrc/cpu/kernels_avx512bf16.cpp": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16", "-mfma",
+                                        "-Wno-maybe-uninitialized"],
     "csrc/cpu/kernels_avx2.cpp": ["-mavx2", "-mfma"],
 }
 X86 = os.uname().machine in ("x86_64", "AMD64", "i686")

@@ -17,7 +17,8 @@ def run_info(args) -> int:
 
     info = {"build": build_info()}
     if args.model:
-        info["model"] = load(args.model, threads=args.threads, params=args.params, gelu=args.gelu).info()
+        info["model"] = load(args.model, threads=args.threads, params=args.params, gelu=args.gelu,
+                             precision=args.precision).info()
     print(json.dumps(info, indent=2, default=str))
     return 0
 
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", default=None)
     p.add_argument("--gelu", choices=GELU_VARIANTS, default=None)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     p.set_defaults(func=run_info)
     return parser
 

@@ -11,8 +11,13 @@ from typing import List
 from .spec import GELU_VARIANTS
 
 
+#: Compute precisions (basenji2_fast.model.PRECISIONS; repeated so that building the
+#: parser imports no numpy).
+PRECISIONS = ("fp32", "bf16")
+
+
 def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """``-m MODEL [--params P] [--gelu V] [--threads N] [--device D]``, read by :func:`load_model`."""
+    """``-m MODEL [--params P] [--gelu V] [--threads N] [--device D] [--precision P]``, read by :func:`load_model`."""
     parser.add_argument("-m", "--model", required=True, help="model file (.safetensors, .h5 or .pth)")
     parser.add_argument("--params", default=None, help="basenji params JSON (for .pth files of non-published shapes)")
     parser.add_argument("--gelu", choices=GELU_VARIANTS, default=None, help="override the model's GELU variant")
@@ -20,6 +25,9 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu",
                         help="cpu (default), cuda, cuda:N, or auto (the GPU when one is usable, else the CPU); "
                              "CUDA computes in bf16 with fp32 accumulation")
+    parser.add_argument("--precision", choices=PRECISIONS, default=None,
+                        help="compute precision: fp32 (the CPU's default) or bf16 (bf16 weights and activations, "
+                             "fp32 sums; half the weight memory; the only precision on CUDA)")
 
 
 def int_list(text: str) -> List[int]:
@@ -108,7 +116,7 @@ def load_model(args: argparse.Namespace):
     from .model import load
 
     return load(args.model, threads=args.threads, params=args.params, gelu=args.gelu,
-                device=getattr(args, "device", "cpu"))
+                device=getattr(args, "device", "cpu"), precision=getattr(args, "precision", None))
 
 
 def one_line_errors(command: str, work) -> int:

@@ -72,7 +72,7 @@ from tqdm import tqdm
 
 from . import distributed, dna
 from ._io import atomic_output, canonical_sha, job_lock, read_json, write_json
-from .cli_options import add_ensemble_options, add_model_options, add_track_options
+from .cli_options import add_ensemble_options, add_model_options, add_track_options, load_model
 from .genome import fetch, open_fasta
 from .multihead import head_names
 from .spec import CODE_N, ConvOp, CropOp
@@ -216,6 +216,8 @@ def weights_sha256(spec) -> str:
     def add(*items):
         for it in items:
             if isinstance(it, np.ndarray):
+                if it.dtype == np.uint16:  # bf16 bit patterns (a bf16 file): hash their float32 values
+                    it = (it.astype(np.uint32) << 16).view(np.float32)
                 a = np.ascontiguousarray(it, np.float32)
                 h.update(repr(a.shape).encode())
                 h.update(a.tobytes())
@@ -463,7 +465,9 @@ def predict_genome(model, fasta: PathLike, out_dir: PathLike, head: Optional[str
         model_info["file_sha256"] = file_sha256(model_file)
     job = {
         "format": JOB_FORMAT, "format_version": JOB_FORMAT_VERSION,
-        "model": {"weights_sha256": model_info["weights_sha256"], "geometry": asdict(tiling)},
+        "model": {"weights_sha256": model_info["weights_sha256"], "geometry": asdict(tiling),
+                  # bf16 changes the outputs; fp32 jobs keep the identity they always had
+                  **({"precision": model.precision} if getattr(model, "precision", "fp32") != "fp32" else {})},
         "genome": {"fasta_bytes": os.path.getsize(fasta), "chromosomes": sizes},
         "head": head,
         "tracks": {"columns": tr.columns, "identifiers": tr.identifiers, "labels": tr.labels,
@@ -750,13 +754,10 @@ def run_predict_genome(args) -> int:
     """``basenji2-fast predict-genome``."""
     from .cli_options import track_request
     from .multihead import plan_heads
-    from .model import load
     from .regions import resolve_tracks
 
-    if args.precision != "fp32":
-        raise ValueError(f"--precision {args.precision}: bf16 is not available in this version; use fp32")
     head, tracks, targets = track_request(args)
-    model = load(args.model, threads=args.threads, params=args.params, gelu=args.gelu)
+    model = load_model(args)
     multi, reqs = plan_heads(model, head, tracks, targets)
     sels = {}
     for r in reqs:
@@ -794,7 +795,6 @@ def add_predict_genome_subcommand(subparsers) -> argparse.ArgumentParser:
                     "and write OUT_DIR/<column>_<identifier>.bw per track plus manifest.json. An interrupted "
                     "run resumes where it stopped; rerunning a finished job does nothing.")
     add_model_options(p)
-    p.add_argument("--precision", default="fp32", help="compute precision (only fp32 in this version)")
     p.add_argument("-f", "--fasta", required=True, help="genome FASTA (indexed with pyfaidx)")
     p.add_argument("-o", "--out-dir", required=True, help="output folder")
     add_track_options(p)

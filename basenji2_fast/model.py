@@ -21,7 +21,7 @@ except ImportError as exc:  # pragma: no cover - exercised only on broken instal
     _engine = None
     _ENGINE_IMPORT_ERROR = exc
 
-PRECISIONS = ("fp32", "bf16")  # fp32 on the CPU; bf16 (fp32 accumulation) on CUDA
+PRECISIONS = ("fp32", "bf16")  # both on the CPU; bf16 (fp32 accumulation) on CUDA
 N_ENCODINGS = ("zeros", "uniform")
 
 SequenceInput = Union[str, bytes, Sequence[str], np.ndarray]
@@ -53,25 +53,63 @@ def _default_threads() -> int:
         return os.cpu_count() or 1
 
 
-def _drop_mapped_pages(spec: ModelSpec) -> None:
-    """Let the OS drop the pages of a memory-mapped weight file from this process.
+def _drop_mapped_pages(*arrays: np.ndarray) -> None:
+    """Let the OS drop the pages under these arrays when they view a memory-mapped file.
 
-    The engine has packed its own copies, so the mapped file pages (120 MB for Basenji2)
-    would only inflate the resident set; they come back from the page cache if read again.
+    Called as soon as the engine has packed its own copy of a weight array, so the model is
+    never resident twice (mapped pages plus packed copy: 240 MB instead of 120 for Basenji2
+    in fp32); the pages come back from the page cache if read again. Arrays that do not view
+    a file mapping (e.g. read from HDF5) are left alone: for anonymous memory the same call
+    would discard the data.
     """
-    arrays = [a for op in spec.ops if isinstance(op, ConvOp) for a in (op.kernel, op.bias)]
-    arrays += [a for h in spec.heads.values() for a in (h.weight, h.bias)]
-    maps = {}
+    page = mmap.PAGESIZE
     for a in arrays:
-        while getattr(a, "base", None) is not None:
-            a = a.base
-        if isinstance(a, mmap.mmap):
-            maps[id(a)] = a
-    for m in maps.values():
+        if not isinstance(a, np.ndarray) or a.size == 0:
+            continue
+        root, m = a, a.base
+        while m is not None and not isinstance(m, mmap.mmap):
+            root, m = m, getattr(m, "base", None)
+        if m is None or not isinstance(root, np.ndarray) or m.closed:
+            continue
+        start = a.__array_interface__["data"][0] - root.__array_interface__["data"][0]
+        if start < 0 or start + a.nbytes > len(m):
+            continue
+        lo, hi = start // page * page, min(len(m), -(-(start + a.nbytes) // page) * page)
         try:
-            m.madvise(mmap.MADV_DONTNEED)
+            m.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
         except (AttributeError, OSError, ValueError):  # not on every platform; only a saving
             pass
+
+
+def _is_bf16_bits(a: np.ndarray) -> bool:
+    """Weights kept as bfloat16 bit patterns (uint16) from a bf16 file, not widened."""
+    return isinstance(a, np.ndarray) and a.dtype == np.uint16
+
+
+def _engine_weight(a: np.ndarray) -> np.ndarray:
+    """A weight array as the engine borrows it: bf16 bits as they are, else float32 (a
+    view, no copy, when it already is contiguous float32: e.g. a file mapping)."""
+    return np.ascontiguousarray(a) if _is_bf16_bits(a) else np.ascontiguousarray(a, np.float32)
+
+
+def bf16_plan(spec: ModelSpec) -> tuple:
+    """Which parts of ``spec`` compute in bf16 under ``precision="bf16"``:
+    (set of op indices, heads in bf16).
+
+    Every conv whose input is activated, but the last, and the heads. The stem stays a table
+    gather in fp32 (no multiplies; its table is [k, 7, C]), a conv without pre-activation
+    stays fp32 (its raw input is the fp32 residual stream), and so do the raw (pre-activation)
+    tensors that residual blocks add: only the activated tensors that convs read are bf16.
+    The last conv (Basenji2's 1x1, 768 -> 1536, under 1% of the FLOPs) stays fp32: on the
+    full-size fixture it lifts the median per-track Pearson r against fp32 from 0.99946 to
+    0.99950 for 2.4 MB of weights (keeping the head in fp32 too would add 16 MB for +0.00004;
+    benchmarks/bf16_accuracy.py --variants).
+    """
+    convs = [i for i, op in enumerate(spec.ops) if isinstance(op, ConvOp)]
+    ops = {i for i in convs if i > 0 and spec.ops[i].gelu_in}
+    if len(convs) > 1:
+        ops.discard(convs[-1])
+    return ops, bool(spec.final_gelu)
 
 
 # Complement of a base code (A<->T, C<->G; N and the uniform code stay).
@@ -110,12 +148,16 @@ class Model:
     device : "cpu" (default), "cuda", "cuda:N" or "auto" (the GPU when one is usable, else the CPU)
         "cuda" without a usable GPU or without the compiled CUDA module is a one-line RuntimeError.
     precision : None (the device's: "fp32" on the CPU, "bf16" on CUDA), "fp32" or "bf16"
-        The CUDA kernels compute in bf16 on tensor cores with fp32 accumulation; the CPU in fp32.
+        bf16: weights packed once as bfloat16, the activations that convs read stored as
+        bfloat16 (rounded to nearest even), products accumulated in fp32 and the fused
+        epilogue (bias, residual, pool, GELU, softplus) in fp32 (see :func:`bf16_plan`).
+        Half the weight memory; on CPUs with avx512_bf16 the convs use vdpbf16ps. The CUDA
+        engine computes in bf16 only (tensor cores).
     threads : int, optional
         Threads for the kernels (default: the CPUs this process may use).
     isa : str, optional
-        Force a CPU kernel set ("avx512", "avx2", "generic"); default: the best this CPU runs
-        (or the environment variable ``BASENJI2_FAST_ISA``).
+        Force a CPU kernel set ("avx512bf16", "avx512", "avx2", "generic"); default: the best
+        this CPU runs (or the environment variable ``BASENJI2_FAST_ISA``).
     tile_mb : float or None
         Largest activation tile of the stem and conv tower, in MB: they run tile by tile
         along the sequence (halos recomputed at tile edges), so the full-resolution
@@ -133,8 +175,6 @@ class Model:
             raise ValueError(f"precision={precision!r} is not supported; use one of {PRECISIONS}")
         kind, index = cuda_backend.resolve_device(device, precision)
         precision = precision or ("bf16" if kind == "cuda" else "fp32")
-        if kind == "cpu" and precision != "fp32":
-            raise ValueError(f"precision={precision!r}: the CPU engine computes in fp32; bf16 runs on device='cuda'")
         if kind == "cuda" and precision != "bf16":
             raise ValueError(f"precision={precision!r}: the CUDA engine computes in bf16 (fp32 accumulation); "
                              "fp32 runs on device='cpu'")
@@ -144,29 +184,38 @@ class Model:
         self.threads = int(threads) if threads else _default_threads()
         if self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
+        bf16_ops, head_bf16 = bf16_plan(spec) if precision == "bf16" else (set(), False)
         ops = []
-        for op in spec.ops:
+        for i, op in enumerate(spec.ops):
             if isinstance(op, ConvOp):
-                ops.append({"type": "conv", "kernel": np.ascontiguousarray(op.kernel, np.float32),
+                ops.append({"type": "conv", "kernel": _engine_weight(op.kernel),
                             "bias": np.ascontiguousarray(op.bias, np.float32), "dilation": int(op.dilation),
                             "pool": int(op.pool), "gelu_in": bool(op.gelu_in),
-                            "residual": -1 if op.residual is None else int(op.residual)})
+                            "residual": -1 if op.residual is None else int(op.residual), "bf16": i in bf16_ops})
             else:
                 ops.append({"type": "crop", "left": int(op.left), "right": int(op.right)})
         if kind == "cuda":
             self._engine = cuda_backend.CudaEngine(spec.seq_length, spec.gelu, spec.final_gelu, ops, index, graphs)
         else:
             tile_floats = 0 if tile_mb is None else max(1, int(tile_mb * (1 << 20) / 4))
+
+            def packed(i):  # the engine holds op i's packed copy: release the file's pages under it
+                _drop_mapped_pages(ops[i]["kernel"], spec.ops[i].kernel, spec.ops[i].bias)
+
             self._engine = _require_engine().Engine(spec.seq_length, spec.gelu, spec.final_gelu, ops, self.threads,
-                                                    isa or "", tile_floats)
+                                                    isa or "", tile_floats, head_bf16, packed)
+        ops = None  # the engines packed their own copies: let the borrowed arrays go
         self._default_batch = cuda_backend.DEFAULT_BATCH if kind == "cuda" else 8
         self.head_names: List[str] = list(spec.heads)
         self._head_index = {}
         for name, head in spec.heads.items():
-            self._head_index[name] = self._engine.add_head(
-                np.ascontiguousarray(head.weight, np.float32), np.ascontiguousarray(head.bias, np.float32),
-                head.activation)
-        _drop_mapped_pages(spec)
+            weight = _engine_weight(head.weight)
+            if kind == "cuda" and _is_bf16_bits(weight):  # the CUDA module takes fp32 heads (it packs bf16 itself)
+                weight = (weight.astype(np.uint32) << 16).view(np.float32)
+            self._head_index[name] = self._engine.add_head(weight, np.ascontiguousarray(head.bias, np.float32),
+                                                           head.activation)
+            _drop_mapped_pages(weight, head.weight, head.bias)
+            del weight
 
     # Geometry ---------------------------------------------------------------------------------
     @property
@@ -189,6 +238,7 @@ class Model:
             "heads": {n: h.tracks for n, h in self.spec.heads.items()}, "gelu": self.spec.gelu,
             "n_params": self.spec.n_params(), "device": self.device, "precision": self.precision,
             "threads": self.threads, "isa": self._engine.isa, "stem_tower_tiles": self._engine.prefix_tiles,
+            "weight_mb": round(self._engine.weight_bytes / 1e6, 1),
             "version": __version__,
             "source": self.spec.metadata.get("source"),
         }
@@ -297,12 +347,15 @@ class Model:
             return self._by_head(head, names, outs)
         B = codes.shape[0]
         bs = int(batch_size) if batch_size else max(1, min(B, self._default_batch))
-        outs = [np.zeros((B, self.n_bins, len(r[1]) or self.spec.heads[n].tracks), np.float32)
+        outs = [np.empty((B, self.n_bins, len(r[1]) or self.spec.heads[n].tracks), np.float32)
                 for n, r in zip(names, requests)]
         for b0 in range(0, B, bs):
             chunk = codes[b0:b0 + bs]
-            for shift, flip in passes:
+            for k, (shift, flip) in enumerate(passes):
                 c = _shift_codes(chunk, shift)
+                if k == 0:  # forward strand, first shift: straight into the outputs (one copy in memory)
+                    self._engine.predict(c, requests, n_uniform, [out[b0:b0 + bs] for out in outs])
+                    continue
                 if flip:
                     c = np.ascontiguousarray(dna.revcomp(c))
                 preds = self._engine.predict(c, requests, n_uniform)
@@ -417,7 +470,7 @@ class Model:
 
     def release_memory(self) -> None:
         """Free the activation buffers the engine keeps between calls (about one forward
-        pass's working set: ~120 MB for Basenji2); the next call allocates them again."""
+        pass's working set: ~26 MB for Basenji2 in fp32); the next call allocates them again."""
         self._engine.release_buffers()
 
     def embed(self, x: SequenceInput, batch_size: Optional[int] = None, n_encoding: str = "zeros",
@@ -580,13 +633,18 @@ def load(path: Union[str, os.PathLike], device: str = "cpu", precision: Optional
     """Load a model from Keras HDF5 (.h5), a basenji2-pytorch state dict (.pth) or the engine's
     own .safetensors file (conversion happens in memory). ``params``: a basenji params JSON
     for files that lack the geometry; ``gelu``: override the GELU variant; the other
-    arguments are :class:`Model`'s."""
+    arguments are :class:`Model`'s. Any file runs in either precision: an fp32 file is
+    rounded to bf16 while packing, a bf16 file (``convert --precision bf16``) widened
+    exactly for fp32. A ``.safetensors`` file's weights are packed straight from its
+    mapping, one tensor at a time, so the model is never in memory twice."""
     from .formats import load_spec
 
+    if precision is not None and precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r} is not supported; use one of {PRECISIONS}")
     # The device is resolved before the weights are read: "cuda" without a GPU fails at once.
     cuda_backend.resolve_device(device, precision)
-    model = Model(load_spec(path, params=params, gelu=gelu), device=device, precision=precision, threads=threads,
-                  isa=isa, tile_mb=tile_mb, graphs=graphs)
+    model = Model(load_spec(path, params=params, gelu=gelu, keep_bf16=True), device=device, precision=precision,
+                  threads=threads, isa=isa, tile_mb=tile_mb, graphs=graphs)
     # How to load it again: distributed workers (basenji2_fast.distributed) load their own copy.
     model.load_options = {"path": os.path.abspath(os.fspath(path)), "threads": threads, "params": params,
                           "gelu": gelu, "isa": isa, "tile_mb": tile_mb}

@@ -122,7 +122,7 @@ from ._io import atomic_output, canonical_sha, job_lock, read_json, write_json
 from .dna import encode
 from .genome import fetch, open_fasta
 from .regions import resolve_tracks
-from .cli_options import add_ensemble_options, add_model_options, add_track_options, track_request
+from .cli_options import add_ensemble_options, add_model_options, add_track_options, load_model, track_request
 from .multihead import plan_heads
 from .targets import TrackSelection, read_targets
 
@@ -934,7 +934,6 @@ def add_sad_subcommand(subparsers) -> argparse.ArgumentParser:
 def run_sad(args: argparse.Namespace) -> int:
     """The ``sad`` subcommand; prints where it wrote, or a one-line error (exit status 1)."""
     from .formats import FormatError
-    from .model import load
 
     command = getattr(args, "command", None) or "sad"
     try:
@@ -944,7 +943,7 @@ def run_sad(args: argparse.Namespace) -> int:
         if not os.path.isfile(args.vcf):
             raise FileNotFoundError(f"{args.vcf}: VCF file not found")
         head, tracks, targets = track_request(args)
-        model = load(args.model, threads=args.threads, params=args.params, gelu=args.gelu)
+        model = load_model(args)
         runs = _write_sad_heads(model, args.fasta, args.vcf, args.out_dir, head=head, tracks=tracks,
                                 targets=targets, stats=stats, rc=args.rc, shifts=args.shifts, pseudo=args.pseudo,
                                 batch_size=args.batch_size, fmt=args.fmt, progress=not args.quiet,

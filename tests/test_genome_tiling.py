@@ -453,6 +453,21 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     base = ["predict-genome", "-m", str(DEMO_MODEL), "-f", str(DEMO / "demo.fa"), "-o", str(tmp_path / "o"), "-q"]
     rc, _, err = _cli(base + ["--chroms", "chrDemo1,chrNope"], capsys)
     assert rc == 1 and "chrNope" in err and len(err.strip().splitlines()) == 1
-    rc, _, err = _cli(base + ["--precision", "bf16"], capsys)
-    assert rc == 1 and "bf16 is not available in this version" in err and len(err.strip().splitlines()) == 1
+    bad_model = ["-m", str(tmp_path / "nope.safetensors")]
+    rc, _, err = _cli(base + bad_model + ["--precision", "bf16"], capsys)
+    assert rc == 1 and "nope.safetensors" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_cli_bf16_precision(tmp_path, capsys):
+    """--precision bf16 (the shared model option) predicts; a bf16 job is not an fp32 job."""
+    base = ["predict-genome", "-m", str(DEMO_MODEL), "-f", str(DEMO / "demo.fa"), "-q", "--chroms", "chrDemo1"]
+    rc, _, err = _cli(base + ["-o", str(tmp_path / "bf"), "--precision", "bf16"], capsys)
+    assert rc == 0, err
+    rc, _, err = _cli(base + ["-o", str(tmp_path / "fp"), "--tracks", "0"], capsys)
+    assert rc == 0, err
+    man = json.loads((tmp_path / "bf" / "manifest.json").read_text())
+    assert man["windows"]["predicted"] > 0
+    # resuming the bf16 folder in fp32 is another job
+    rc, _, err = _cli(base + ["-o", str(tmp_path / "bf")], capsys)
+    assert rc == 1 and "overwrite" in err

@@ -49,9 +49,9 @@ class _CountingEngine:
     def __init__(self, engine):
         self._engine, self.calls = engine, []
 
-    def predict(self, codes, requests, n_uniform):
+    def predict(self, codes, requests, n_uniform, *outs):
         self.calls.append(("predict", codes.shape[0], [h for h, _ in requests]))
-        return self._engine.predict(codes, requests, n_uniform)
+        return self._engine.predict(codes, requests, n_uniform, *outs)
 
     def trunk(self, codes, n_uniform):
         self.calls.append(("trunk", codes.shape[0], []))

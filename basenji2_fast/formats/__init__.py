@@ -69,7 +69,7 @@ def sniff_format(path: PathLike) -> Optional[str]:
     return None
 
 
-def load_spec(path: PathLike, params=None, gelu: Optional[str] = None, head_names=None):
+def load_spec(path: PathLike, params=None, gelu: Optional[str] = None, head_names=None, keep_bf16: bool = False):
     """Read any supported weight file into a validated ModelSpec.
 
     Parameters
@@ -87,6 +87,9 @@ def load_spec(path: PathLike, params=None, gelu: Optional[str] = None, head_name
         sigmoid; Keras ``Activation('gelu')``: erf).  ``"erf"`` reproduces basenji2-pytorch.
     head_names : list of str or "a,b" string, optional
         Names for the file's heads, in order.
+    keep_bf16 : bool
+        A bf16 ``.safetensors`` file's kernels and head weights stay uint16 bfloat16 bit
+        patterns viewing the file mapping (no widened copy); the engine reads them as such.
 
     Returns
     -------
@@ -118,7 +121,7 @@ def load_spec(path: PathLike, params=None, gelu: Optional[str] = None, head_name
     else:
         from . import engine_format
 
-        spec = engine_format.load(path)
+        spec = engine_format.load(path, keep_bf16=keep_bf16)
         if head_names is not None:
             from .params import rename_heads
 

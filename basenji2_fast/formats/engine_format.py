@@ -12,7 +12,8 @@ Layout (safetensors: little-endian u64 header length, JSON header, raw tensor by
 
 Loading maps the file (``np.memmap``): fp32 tensors are read-only views of the mapping
 (no copy, so opening the 120 MB model costs page faults, not a read); bf16 tensors are
-widened to float32 on load.
+widened to float32 on load, or (``keep_bf16``, as :func:`basenji2_fast.load` reads them)
+kept as uint16 bit views of the mapping that the engine packs directly.
 """
 from __future__ import annotations
 
@@ -170,13 +171,20 @@ def read_header(path) -> tuple:
     return header, metadata, 8 + n
 
 
-def load(path) -> ModelSpec:
+def load(path, keep_bf16: bool = False) -> ModelSpec:
     """Map a converted ``.safetensors`` file and return its ModelSpec.
+
+    Parameters
+    ----------
+    keep_bf16 : bool
+        Keep bf16 kernels and head weights as uint16 bfloat16 bit patterns, read-only views
+        of the mapping (for the engine, which packs them directly); biases are widened.
 
     Returns
     -------
     ModelSpec
-        fp32 arrays are read-only views of the file mapping; bf16 ones are float32 copies.
+        fp32 arrays are read-only views of the file mapping; bf16 ones are float32 copies
+        (or, with ``keep_bf16``, uint16 bit views for kernels and head weights).
         ``metadata`` holds format, format_version, precision, source, package_version, file.
 
     Raises
@@ -215,7 +223,9 @@ def load(path) -> ModelSpec:
         if dtype == "F32":
             arrays[name] = np.frombuffer(mm, "<f4", count, data_start + begin).reshape(shape)
         else:
-            arrays[name] = bf16_bits_to_fp32(np.frombuffer(mm, "<u2", count, data_start + begin)).reshape(shape)
+            bits = np.frombuffer(mm, "<u2", count, data_start + begin).reshape(shape)
+            keep = keep_bf16 and (name.endswith(".kernel") or name.endswith(".weight"))
+            arrays[name] = bits if keep else bf16_bits_to_fp32(bits)
 
     def take(key):
         if key not in arrays:

@@ -15,6 +15,9 @@ std::vector<const KernelSet*> usable() {
   std::vector<const KernelSet*> v;
 #if defined(B2F_HAVE_X86_KERNELS)
   __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+      __builtin_cpu_supports("avx512bf16"))
+    v.push_back(&kernels_avx512bf16());
   if (__builtin_cpu_supports("avx512f")) v.push_back(&kernels_avx512());
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) v.push_back(&kernels_avx2());
 #endif
@@ -42,8 +45,10 @@ const KernelSet& select_kernels(const char* forced) {
   if (want.empty()) return *sets.front();
   for (const KernelSet* k : sets)
     if (want == k->name) return *k;
-  throw std::runtime_error("BASENJI2_FAST_ISA=" + want + " is not available in this build on this CPU (available: " +
-                           compiled_isas() + ")");
+  const bool known = want == "avx512bf16" || want == "avx512" || want == "avx2" || want == "generic";
+  throw std::runtime_error("BASENJI2_FAST_ISA=" + want + " is not available " +
+                           (known ? "on this CPU (it lacks the instructions)" : "(unknown kernel set)") +
+                           "; this build and CPU run: " + compiled_isas());
 }
 
 }  // namespace cpu

@@ -119,6 +119,22 @@ inline void store_cols(float* p, bool full, __m256i m, __m256 v) {
   else _mm256_maskstore_ps(p, m, v);
 }
 
+// fp32 -> bf16, rounded to nearest even (finite values; GELU outputs are), stored as the
+// first n (1..8) of 8 columns.
+inline void store_bf16(uint16_t* p, int n, __m256 v) {
+  const __m256i u = _mm256_castps_si256(v);
+  const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+  const __m256i r = _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7FFF))), 16);
+  const __m128i h = _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
+  if (n >= 8) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), h);
+  } else {
+    alignas(16) uint16_t tmp[8];
+    _mm_store_si128(reinterpret_cast<__m128i*>(tmp), h);
+    std::memcpy(p, tmp, sizeof(uint16_t) * size_t(n));
+  }
+}
+
 void epilogue(const Epilogue& e, float* tile, int rows, int64_t p, int col0, int ncols) {
   const int halves = ncols > 8 ? 2 : 1;
   const __m256i m[2] = {col_mask(ncols, 0), col_mask(ncols, 1)};
@@ -138,7 +154,10 @@ void epilogue(const Epilogue& e, float* tile, int rows, int64_t p, int col0, int
       const int64_t j = (p + i) / step;
       if (e.out)
         store_cols(e.out + j * e.out_stride + c, full[h], m[h], e.out_act == OutAct::Softplus ? softplus_ps(v) : v);
-      if (e.act) store_cols(e.act + j * e.act_stride + c, full[h], m[h], gelu_ps(v, e.gelu));
+      if (e.act && e.act_bf16)
+        store_bf16(static_cast<uint16_t*>(e.act) + j * e.act_stride + c, ncols - 8 * h, gelu_ps(v, e.gelu));
+      else if (e.act)
+        store_cols(static_cast<float*>(e.act) + j * e.act_stride + c, full[h], m[h], gelu_ps(v, e.gelu));
     }
   }
 }
@@ -149,9 +168,9 @@ void conv_tile(const ConvArgs& a, int64_t p, int panel, float* tile) {
 #pragma GCC unroll 6
   for (int i = 0; i < R; ++i) acc0[i] = acc1[i] = _mm256_setzero_ps();
   const int64_t s = a.in_stride;
-  const float* wp = a.w + int64_t(panel) * a.k * a.cin * NR;
+  const float* wp = static_cast<const float*>(a.w) + int64_t(panel) * a.k * a.cin * NR;
   for (int t = 0; t < a.k; ++t) {
-    const float* x = a.in + (p + int64_t(t - a.k / 2) * a.dil) * s;
+    const float* x = static_cast<const float*>(a.in) + (p + int64_t(t - a.k / 2) * a.dil) * s;
     const float* w = wp + int64_t(t) * a.cin * NR;
     for (int c = 0; c < a.cin; ++c, w += NR, ++x) {
       const __m256 w0 = _mm256_loadu_ps(w), w1 = _mm256_loadu_ps(w + 8);
@@ -170,9 +189,87 @@ void conv_tile(const ConvArgs& a, int64_t p, int panel, float* tile) {
   }
 }
 
+inline uint32_t load_pair(const uint16_t* x) {
+  uint32_t v;
+  std::memcpy(&v, x, 4);
+  return v;
+}
+
+// The same pointer, opaque to the optimiser: the high-channel pass broadcasts each input
+// pair again from memory (a load, free) instead of the compiler keeping every row's
+// broadcast from the low-channel pass in registers, which spills the accumulators.
+inline const uint16_t* reload(const uint16_t* x) {
+  asm("" : "+r"(x));
+  return x;
+}
+
+// bf16 input and weight pairs (bf16_weight_index), widened to fp32 in registers: a 32-bit
+// lane holding channels (c, c + 1) gives channel c shifted into the high half and channel
+// c + 1 with the low half masked off. Channel c's FMAs run before channel c + 1's, the fp32
+// kernel's order. Inputs are broadcast as whole pairs straight from memory; an odd cin's
+// last pair reads its one channel alone (the next element belongs to another row).
+template <int R>
+void conv_tile_bf16(const ConvArgs& a, int64_t p, int panel, float* tile) {
+  __m256 acc0[R], acc1[R];
+#pragma GCC unroll 6
+  for (int i = 0; i < R; ++i) acc0[i] = acc1[i] = _mm256_setzero_ps();
+  const __m256i hi = _mm256_set1_epi32(int(0xFFFF0000u));
+  const int64_t s = a.in_stride;
+  const int pairs = (a.cin + 1) / 2, full_pairs = a.cin / 2;
+  const uint16_t* wp = static_cast<const uint16_t*>(a.w) + int64_t(panel) * a.k * pairs * NR * 2;
+  for (int t = 0; t < a.k; ++t) {
+    const uint16_t* x = static_cast<const uint16_t*>(a.in) + (p + int64_t(t - a.k / 2) * a.dil) * s;
+    const uint16_t* w = wp + int64_t(t) * pairs * NR * 2;
+    for (int c2 = 0; c2 < full_pairs; ++c2, w += NR * 2, x += 2) {
+      const __m256i r0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));
+      const __m256i r1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 16));
+      {
+        const __m256 w0 = _mm256_castsi256_ps(_mm256_slli_epi32(r0, 16));
+        const __m256 w1 = _mm256_castsi256_ps(_mm256_slli_epi32(r1, 16));
+#pragma GCC unroll 6
+        for (int i = 0; i < R; ++i) {
+          const __m256 xi = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_set1_epi32(int(load_pair(x + i * s))), 16));
+          acc0[i] = _mm256_fmadd_ps(xi, w0, acc0[i]);
+          acc1[i] = _mm256_fmadd_ps(xi, w1, acc1[i]);
+        }
+      }
+      {
+        const __m256 w0 = _mm256_castsi256_ps(_mm256_and_si256(r0, hi));
+        const __m256 w1 = _mm256_castsi256_ps(_mm256_and_si256(r1, hi));
+        const uint16_t* xh = reload(x);
+#pragma GCC unroll 6
+        for (int i = 0; i < R; ++i) {
+          const __m256 xi = _mm256_castsi256_ps(_mm256_and_si256(_mm256_set1_epi32(int(load_pair(xh + i * s))), hi));
+          acc0[i] = _mm256_fmadd_ps(xi, w0, acc0[i]);
+          acc1[i] = _mm256_fmadd_ps(xi, w1, acc1[i]);
+        }
+      }
+    }
+    if (pairs > full_pairs) {  // odd cin: the last channel, its partner weight zero
+      const __m256 w0 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w)), 16));
+      const __m256 w1 =
+          _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 16)), 16));
+#pragma GCC unroll 6
+      for (int i = 0; i < R; ++i) {
+        const __m256 xi = _mm256_castsi256_ps(_mm256_set1_epi32(int(uint32_t(x[i * s]) << 16)));
+        acc0[i] = _mm256_fmadd_ps(xi, w0, acc0[i]);
+        acc1[i] = _mm256_fmadd_ps(xi, w1, acc1[i]);
+      }
+    }
+  }
+#pragma GCC unroll 6
+  for (int i = 0; i < R; ++i) {
+    _mm256_store_ps(tile + i * NR, acc0[i]);
+    _mm256_store_ps(tile + i * NR + 8, acc1[i]);
+  }
+}
+
 void conv(const ConvArgs& a) {
-  conv_tiles<MR, NR>(a, [&](auto rows, int64_t p, int panel, float* tile) { conv_tile<decltype(rows)::value>(a, p, panel, tile); },
-                     [](const Epilogue& e, float* t, int r, int64_t p, int c0, int nc) { epilogue(e, t, r, p, c0, nc); });
+  const auto epi = [](const Epilogue& e, float* t, int r, int64_t p, int c0, int nc) { epilogue(e, t, r, p, c0, nc); };
+  if (a.bf16)
+    conv_tiles<MR, NR>(a, [&](auto rows, int64_t p, int panel, float* tile) { conv_tile_bf16<decltype(rows)::value>(a, p, panel, tile); }, epi);
+  else
+    conv_tiles<MR, NR>(a, [&](auto rows, int64_t p, int panel, float* tile) { conv_tile<decltype(rows)::value>(a, p, panel, tile); }, epi);
 }
 
 void sum_rows(const float* const* rows, int k, float* out) {

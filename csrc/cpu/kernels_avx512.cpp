@@ -1,14 +1,20 @@
 // AVX-512F kernels: a 14 x 32 register-blocked implicit-GEMM micro-kernel (28 zmm
 // accumulators) over channels-last rows, and a vectorised epilogue (bias, residual,
 // max-pool, softplus, GELU). Compiled with -mavx512f -mfma only; chosen at run time.
+// bf16 convs widen bf16 pairs to fp32 in registers; kernels_avx512bf16.cpp compiles this
+// same file with -mavx512bf16, where they use vdpbf16ps instead (B2F_USE_DPBF16).
 #include <immintrin.h>
 
+#ifndef B2F_ISA_NS
 #define B2F_ISA_NS avx512
+#define B2F_KERNELS_FN kernels_avx512
+#define B2F_KERNELS_NAME "avx512"
+#endif
 #include "tiles.h"
 
 namespace b2f {
 namespace cpu {
-namespace avx512 {
+namespace B2F_ISA_NS {
 namespace {
 
 constexpr int MR = 14;
@@ -108,6 +114,14 @@ inline __mmask16 col_mask(int ncols, int half) {
   return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1u);
 }
 
+// fp32 -> bf16 rounded to nearest even (finite values; GELU outputs are), the columns of m.
+inline void store_bf16(uint16_t* p, __mmask16 m, __m512 v) {
+  const __m512i u = _mm512_castps_si512(v);
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+  const __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7FFF))), 16);
+  _mm512_mask_cvtepi32_storeu_epi16(p, m, r);
+}
+
 void epilogue(const Epilogue& e, float* tile, int rows, int64_t p, int col0, int ncols) {
   const __mmask16 m[2] = {col_mask(ncols, 0), col_mask(ncols, 1)};
   const __m512 b[2] = {_mm512_loadu_ps(e.bias + col0), _mm512_loadu_ps(e.bias + col0 + 16)};
@@ -128,7 +142,10 @@ void epilogue(const Epilogue& e, float* tile, int rows, int64_t p, int col0, int
         const __m512 o = e.out_act == OutAct::Softplus ? softplus_ps(v) : v;
         _mm512_mask_storeu_ps(e.out + j * e.out_stride + col0 + 16 * h, m[h], o);
       }
-      if (e.act) _mm512_mask_storeu_ps(e.act + j * e.act_stride + col0 + 16 * h, m[h], gelu_ps(v, e.gelu));
+      if (e.act && e.act_bf16)
+        store_bf16(static_cast<uint16_t*>(e.act) + j * e.act_stride + col0 + 16 * h, m[h], gelu_ps(v, e.gelu));
+      else if (e.act)
+        _mm512_mask_storeu_ps(static_cast<float*>(e.act) + j * e.act_stride + col0 + 16 * h, m[h], gelu_ps(v, e.gelu));
     }
   }
 }
@@ -139,9 +156,9 @@ void conv_tile(const ConvArgs& a, int64_t p, int panel, float* tile) {
 #pragma GCC unroll 14
   for (int i = 0; i < MR; ++i) acc0[i] = acc1[i] = _mm512_setzero_ps();
   const int64_t s = a.in_stride;
-  const float* wp = a.w + int64_t(panel) * a.k * a.cin * NR;
+  const float* wp = static_cast<const float*>(a.w) + int64_t(panel) * a.k * a.cin * NR;
   for (int t = 0; t < a.k; ++t) {
-    const float* x = a.in + (p + int64_t(t - a.k / 2) * a.dil) * s;
+    const float* x = static_cast<const float*>(a.in) + (p + int64_t(t - a.k / 2) * a.dil) * s;
     const float* w = wp + int64_t(t) * a.cin * NR;
     for (int c = 0; c < a.cin; ++c, w += NR, ++x) {
       const __m512 w0 = _mm512_loadu_ps(w), w1 = _mm512_loadu_ps(w + 16);
@@ -160,9 +177,106 @@ void conv_tile(const ConvArgs& a, int64_t p, int panel, float* tile) {
   }
 }
 
+inline uint32_t load_pair(const uint16_t* x) {
+  uint32_t v;
+  std::memcpy(&v, x, 4);
+  return v;
+}
+
+// The same pointer, opaque to the optimiser: the high-channel pass broadcasts each input
+// pair again from memory (a load, free) instead of the compiler keeping every row's
+// broadcast from the low-channel pass in registers, which spills the accumulators.
+inline const uint16_t* reload(const uint16_t* x) {
+  asm("" : "+r"(x));
+  return x;
+}
+
+// bf16 input and weight pairs (bf16_weight_index). A 32-bit lane holds channels (c, c + 1)
+// of one output column; inputs are broadcast as whole pairs straight from memory, and an
+// odd cin's last pair reads its one channel alone (its partner weight is zero, and the
+// input's next element belongs to another row).
+template <int MR>
+void conv_tile_bf16(const ConvArgs& a, int64_t p, int panel, float* tile) {
+  __m512 acc0[MR], acc1[MR];
+#pragma GCC unroll 14
+  for (int i = 0; i < MR; ++i) acc0[i] = acc1[i] = _mm512_setzero_ps();
+  const int64_t s = a.in_stride;
+  const int pairs = (a.cin + 1) / 2, full_pairs = a.cin / 2;
+  const uint16_t* wp = static_cast<const uint16_t*>(a.w) + int64_t(panel) * a.k * pairs * NR * 2;
+  for (int t = 0; t < a.k; ++t) {
+    const uint16_t* x = static_cast<const uint16_t*>(a.in) + (p + int64_t(t - a.k / 2) * a.dil) * s;
+    const uint16_t* w = wp + int64_t(t) * pairs * NR * 2;
+    for (int c2 = 0; c2 < pairs; ++c2, w += NR * 2, x += 2) {
+      const __m512i r0 = _mm512_loadu_si512(w), r1 = _mm512_loadu_si512(w + 32);
+      const bool two = c2 < full_pairs;
+#if defined(B2F_USE_DPBF16)
+      // vdpbf16ps: acc += x[c] w[c] + x[c+1] w[c+1] per column, products exact in fp32.
+      const __m512bh w0 = (__m512bh)r0, w1 = (__m512bh)r1;
+      if (two) {
+#pragma GCC unroll 14
+        for (int i = 0; i < MR; ++i) {
+          const __m512bh xi = (__m512bh)_mm512_set1_epi32(int(load_pair(x + i * s)));
+          acc0[i] = _mm512_dpbf16_ps(acc0[i], xi, w0);
+          acc1[i] = _mm512_dpbf16_ps(acc1[i], xi, w1);
+        }
+      } else {
+#pragma GCC unroll 14
+        for (int i = 0; i < MR; ++i) {
+          const __m512bh xi = (__m512bh)_mm512_set1_epi32(int(uint32_t(x[i * s])));
+          acc0[i] = _mm512_dpbf16_ps(acc0[i], xi, w0);
+          acc1[i] = _mm512_dpbf16_ps(acc1[i], xi, w1);
+        }
+      }
+#else
+      // Widened in registers: channel c shifted into the high half, channel c + 1 with the
+      // low half masked off; channel c's FMAs first, the fp32 kernel's order.
+      const __m512i hi = _mm512_set1_epi32(int(0xFFFF0000u));
+      {
+        const __m512 w0 = _mm512_castsi512_ps(_mm512_slli_epi32(r0, 16));
+        const __m512 w1 = _mm512_castsi512_ps(_mm512_slli_epi32(r1, 16));
+        if (two) {
+#pragma GCC unroll 14
+          for (int i = 0; i < MR; ++i) {
+            const __m512 xi = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_set1_epi32(int(load_pair(x + i * s))), 16));
+            acc0[i] = _mm512_fmadd_ps(xi, w0, acc0[i]);
+            acc1[i] = _mm512_fmadd_ps(xi, w1, acc1[i]);
+          }
+        } else {
+#pragma GCC unroll 14
+          for (int i = 0; i < MR; ++i) {
+            const __m512 xi = _mm512_castsi512_ps(_mm512_set1_epi32(int(uint32_t(x[i * s]) << 16)));
+            acc0[i] = _mm512_fmadd_ps(xi, w0, acc0[i]);
+            acc1[i] = _mm512_fmadd_ps(xi, w1, acc1[i]);
+          }
+        }
+      }
+      if (two) {
+        const __m512 w0 = _mm512_castsi512_ps(_mm512_and_si512(r0, hi));
+        const __m512 w1 = _mm512_castsi512_ps(_mm512_and_si512(r1, hi));
+        const uint16_t* xh = reload(x);
+#pragma GCC unroll 14
+        for (int i = 0; i < MR; ++i) {
+          const __m512 xi = _mm512_castsi512_ps(_mm512_and_si512(_mm512_set1_epi32(int(load_pair(xh + i * s))), hi));
+          acc0[i] = _mm512_fmadd_ps(xi, w0, acc0[i]);
+          acc1[i] = _mm512_fmadd_ps(xi, w1, acc1[i]);
+        }
+      }
+#endif
+    }
+  }
+#pragma GCC unroll 14
+  for (int i = 0; i < MR; ++i) {
+    _mm512_store_ps(tile + i * NR, acc0[i]);
+    _mm512_store_ps(tile + i * NR + 16, acc1[i]);
+  }
+}
+
 void conv(const ConvArgs& a) {
-  conv_tiles<MR, NR>(a, [&](auto rows, int64_t p, int panel, float* tile) { conv_tile<decltype(rows)::value>(a, p, panel, tile); },
-                     [](const Epilogue& e, float* t, int r, int64_t p, int c0, int nc) { epilogue(e, t, r, p, c0, nc); });
+  const auto epi = [](const Epilogue& e, float* t, int r, int64_t p, int c0, int nc) { epilogue(e, t, r, p, c0, nc); };
+  if (a.bf16)
+    conv_tiles<MR, NR>(a, [&](auto rows, int64_t p, int panel, float* tile) { conv_tile_bf16<decltype(rows)::value>(a, p, panel, tile); }, epi);
+  else
+    conv_tiles<MR, NR>(a, [&](auto rows, int64_t p, int panel, float* tile) { conv_tile<decltype(rows)::value>(a, p, panel, tile); }, epi);
 }
 
 void sum_rows(const float* const* rows, int k, float* out) {
@@ -182,10 +296,10 @@ void stem(const StemArgs& a) {
 }
 
 }  // namespace
-}  // namespace avx512
+}  // namespace B2F_ISA_NS
 
-const KernelSet& kernels_avx512() {
-  static const KernelSet k{"avx512", avx512::NR, avx512::conv, avx512::stem};
+const KernelSet& B2F_KERNELS_FN() {
+  static const KernelSet k{B2F_KERNELS_NAME, B2F_ISA_NS::NR, B2F_ISA_NS::conv, B2F_ISA_NS::stem};
   return k;
 }
 

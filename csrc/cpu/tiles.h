@@ -43,8 +43,11 @@ inline void epilogue_scalar(const Epilogue& e, float* tile, int rows, int64_t p,
       else
         std::memcpy(o, t, sizeof(float) * ncols);
     }
-    if (e.act) {
-      float* o = e.act + (j0 + i) * e.act_stride + col0;
+    if (e.act && e.act_bf16) {
+      uint16_t* o = static_cast<uint16_t*>(e.act) + (j0 + i) * e.act_stride + col0;
+      for (int j = 0; j < ncols; ++j) o[j] = f32_to_bf16(gelu(t[j], e.gelu));
+    } else if (e.act) {
+      float* o = static_cast<float*>(e.act) + (j0 + i) * e.act_stride + col0;
       for (int j = 0; j < ncols; ++j) o[j] = gelu(t[j], e.gelu);
     }
   }
@@ -86,10 +89,11 @@ inline void for_each_tile(int64_t p0, int64_t p1, int cout, int threads, int64_t
 // outweighs its weights, with chunks whose input rows fill about half an L2.
 template <int MR>
 inline int64_t conv_chunk(const ConvArgs& a) {
-  const int64_t in_bytes = (a.p1 - a.p0) * int64_t(a.cin) * 4;
-  const int64_t w_bytes = int64_t(a.k) * a.cin * a.cout * 4;
+  const int64_t es = a.bf16 ? 2 : 4;  // bytes per input element and weight
+  const int64_t in_bytes = (a.p1 - a.p0) * int64_t(a.cin) * es;
+  const int64_t w_bytes = int64_t(a.k) * a.cin * a.cout * es;
   if (in_bytes <= w_bytes) return 0;
-  const int64_t rows = (192 * 1024) / (4 * int64_t(a.cin));
+  const int64_t rows = (192 * 1024) / (es * int64_t(a.cin));
   return std::max<int64_t>(4 * MR, rows / MR * MR);
 }
 

@@ -179,11 +179,11 @@ CudaEngine::CudaEngine(int64_t seq_length, Gelu gelu, bool final_gelu, std::vect
     layers_[i].bias = upload(pad_bias(op.bias.data(), op.cout));
     weight_bytes_ += int64_t(layers_[i].bias->bytes());
     if (i == 0) continue;  // the stem runs from its tables
-    layers_[i].w = upload(pack_conv_weights(op.kernel, op.k, op.cin, op.cout));
+    layers_[i].w = upload(pack_conv_weights(op.kernel, op.kernel_bf16, op.k, op.cin, op.cout));
     weight_bytes_ += int64_t(layers_[i].w->bytes());
   }
   for (int u = 0; u < 2; ++u) {
-    stem_tables_[u] = upload(stem_table(ops_[0].kernel, ops_[0].k, ops_[0].cout, padded_[1], gelu_, u == 1));
+    stem_tables_[u] = upload(stem_table(ops_[0].kernel, ops_[0].kernel_bf16, ops_[0].k, ops_[0].cout, padded_[1], gelu_, u == 1));
     weight_bytes_ += int64_t(stem_tables_[u]->bytes());
   }
   for (OpDesc& op : ops_) op.kernel = nullptr;  // borrowed; only the device copies are read from now on
@@ -205,7 +205,7 @@ int CudaEngine::add_head(const float* weight, const float* bias, int channels, i
     fail("head expects " + std::to_string(channels) + " channels, the trunk gives " + std::to_string(trunk_channels()));
   CUDA_CHECK(cudaSetDevice(device_));
   Head h;
-  h.packed = pack_conv_weights(weight, 1, channels, tracks);
+  h.packed = pack_conv_weights(weight, false, 1, channels, tracks);
   h.bias.assign(bias, bias + tracks);
   h.all.w = upload(h.packed);
   h.all.bias = upload(pad_bias(bias, tracks));
@@ -560,7 +560,7 @@ void download(const DeviceBuffer& b, bool is_bf16, int64_t n_rows, int c, int cp
   std::vector<uint16_t> h(size_t(n_rows) * c);
   CUDA_CHECK(cudaMemcpy2D(h.data(), size_t(c) * 2, b.as<uint16_t>(), size_t(cp) * 2, size_t(c) * 2, size_t(n_rows),
                           cudaMemcpyDeviceToHost));
-  for (size_t i = 0; i < h.size(); ++i) out[i] = bf16_to_float(h[i]);
+  for (size_t i = 0; i < h.size(); ++i) out[i] = bf16_to_f32(h[i]);
 }
 
 }  // namespace

@@ -58,7 +58,7 @@ PYBIND11_MODULE(B2F_CUDA_MODULE_NAME, m) {
   m.def("pack_conv_weights", [](F32 kernel) {
     CHECK_ARG(kernel.ndim() == 3, "kernel must be float32 [k, in, out]");
     const int k = int(kernel.shape(0)), cin = int(kernel.shape(1)), cout = int(kernel.shape(2));
-    std::vector<uint16_t> w = b2f::cuda::pack_conv_weights(kernel.data(), k, cin, cout);
+    std::vector<uint16_t> w = b2f::cuda::pack_conv_weights(kernel.data(), false, k, cin, cout);
     py::array_t<uint16_t> out({int64_t(k), int64_t(b2f::cuda::pad_channels(cin)), int64_t(b2f::cuda::pad_channels(cout))});
     std::copy(w.begin(), w.end(), out.mutable_data());
     return out;
@@ -78,7 +78,7 @@ PYBIND11_MODULE(B2F_CUDA_MODULE_NAME, m) {
     py::array_t<uint16_t> out(std::vector<int64_t>(x.shape(), x.shape() + x.ndim()));
     const float* s = x.data();
     uint16_t* d = out.mutable_data();
-    for (py::ssize_t i = 0; i < x.size(); ++i) d[i] = b2f::cuda::bf16_bits(s[i]);
+    for (py::ssize_t i = 0; i < x.size(); ++i) d[i] = b2f::f32_to_bf16(s[i]);
     return out;
   }, "float32 -> bf16 bits (uint16), round to nearest even");
 
@@ -86,7 +86,7 @@ PYBIND11_MODULE(B2F_CUDA_MODULE_NAME, m) {
   py::class_<CudaEngine>(m, "Engine", py::module_local())
       .def(py::init([](int64_t seq_length, const std::string& gelu, bool final_gelu, const py::list& ops, int device,
                        bool graphs) {
-             std::vector<F32> keep;
+             std::vector<py::array> keep;
              std::vector<b2f::OpDesc> descs = parse_ops(ops, keep);
              return new CudaEngine(seq_length, parse_gelu(gelu), final_gelu, std::move(descs), device, graphs);
            }),

@@ -6,6 +6,8 @@
 #include <cstring>
 #include <vector>
 
+#include "basenji2_fast/bf16.h"
+
 namespace b2f {
 namespace cuda {
 
@@ -14,30 +16,18 @@ constexpr int kChannelAlign = 16;
 
 inline int pad_channels(int c) { return (c + kChannelAlign - 1) / kChannelAlign * kChannelAlign; }
 
-// float -> bf16 bits, round to nearest even (what __float2bfloat16 does on the device).
-inline uint16_t bf16_bits(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return uint16_t((u >> 16) | 0x40u);  // NaN stays a (quiet) NaN
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return uint16_t(u >> 16);
-}
+// bf16 rounding (to nearest even, as __float2bfloat16 on the device): basenji2_fast/bf16.h.
+using b2f::bf16_to_f32;
+using b2f::f32_to_bf16;
 
-inline float bf16_to_float(uint16_t h) {
-  const uint32_t u = uint32_t(h) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-
-// kernel [k][cin][cout] (Keras layout, BN folded) -> bf16 [k][pad(cin)][pad(cout)].
-inline std::vector<uint16_t> pack_conv_weights(const float* kernel, int k, int cin, int cout) {
+// kernel [k][cin][cout] (Keras layout, BN folded; fp32 or bf16 bits) -> bf16 [k][pad(cin)][pad(cout)].
+inline std::vector<uint16_t> pack_conv_weights(const void* kernel, bool kernel_bf16, int k, int cin, int cout) {
   const int cp = pad_channels(cin), np = pad_channels(cout);
   std::vector<uint16_t> w(size_t(k) * cp * np, 0);
   for (int t = 0; t < k; ++t)
     for (int c = 0; c < cin; ++c)
       for (int j = 0; j < cout; ++j)
-        w[(size_t(t) * cp + c) * np + j] = bf16_bits(kernel[(size_t(t) * cin + c) * cout + j]);
+        w[(size_t(t) * cp + c) * np + j] = f32_to_bf16(weight_at(kernel, kernel_bf16, (size_t(t) * cin + c) * cout + j));
   return w;
 }
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <iterator>
 #include <stdexcept>
 
 namespace b2f {
@@ -11,10 +12,10 @@ namespace {
 }  // namespace
 
 std::unique_ptr<float[]> Engine::BufferPool::get(size_t n, size_t& capacity) {
+  std::unique_ptr<float[]> dropped;
   {
     // Best fit: the smallest free buffer that holds n floats. Tensors shrink along the
-    // network, so a later, smaller tensor reuses the buffer of an earlier, larger one and
-    // the pool stays at one pass's peak working set.
+    // network, so a later, smaller tensor reuses the buffer of an earlier, larger one.
     std::lock_guard<std::mutex> lock(mutex_);
     auto it = free_.lower_bound(n);
     if (it != free_.end()) {
@@ -23,9 +24,19 @@ std::unique_ptr<float[]> Engine::BufferPool::get(size_t n, size_t& capacity) {
       free_.erase(it);
       return buf;
     }
+    // None is large enough: a new buffer replaces the largest free one, so that the pool
+    // never holds more buffers than one pass uses at a time (the dilated blocks' tensors
+    // grow by a few rows of halo each; keeping every size would hold one buffer per block).
+    if (!free_.empty()) {
+      auto last = std::prev(free_.end());
+      dropped = std::move(last->second);
+      free_.erase(last);
+    }
   }
-  capacity = n;
-  return std::unique_ptr<float[]>(new float[n]);
+  dropped.reset();
+  // A little headroom, so that slightly larger requests later fit the same buffer.
+  capacity = n + n / 16;
+  return std::unique_ptr<float[]>(new float[capacity]);
 }
 
 void Engine::BufferPool::put(std::unique_ptr<float[]> buf, size_t capacity) {
@@ -39,9 +50,10 @@ void Engine::BufferPool::clear() {
 }
 
 Engine::Engine(int64_t seq_length, Gelu gelu, bool final_gelu, std::vector<OpDesc> ops, int threads,
-               const std::string& isa, int64_t tile_floats)
+               const std::string& isa, int64_t tile_floats, bool head_bf16, const std::function<void(int)>& packed)
     : seq_length_(seq_length), gelu_(gelu), final_gelu_(final_gelu), threads_(std::max(1, threads)),
-      tile_floats_(tile_floats), kernels_(&cpu::select_kernels(isa.c_str())), ops_(std::move(ops)) {
+      tile_floats_(tile_floats), kernels_(&cpu::select_kernels(isa.c_str())), ops_(std::move(ops)),
+      head_bf16_(head_bf16) {
   const int n = int(ops_.size());
   if (n == 0 || ops_[0].type != OpDesc::Conv || ops_[0].cin != 4)
     fail("the first op must be a convolution over the 4-channel one-hot input");
@@ -62,6 +74,8 @@ Engine::Engine(int64_t seq_length, Gelu gelu, bool final_gelu, std::vector<OpDes
       if (op.residual >= 0 && (lengths_[op.residual] != lengths_[i] || channels_[op.residual] != op.cout))
         fail("op " + std::to_string(i) + ": residual shape does not match");
       if (op.residual == 0) fail("op " + std::to_string(i) + ": a residual from the one-hot input is not supported");
+      if (op.bf16 && i > 0 && !op.gelu_in)
+        fail("op " + std::to_string(i) + ": bf16 needs an activated input (gelu_in); run this op in fp32");
       lengths_[i + 1] = lengths_[i] / op.pool;
       channels_[i + 1] = op.cout;
     } else {
@@ -93,6 +107,12 @@ Engine::Engine(int64_t seq_length, Gelu gelu, bool final_gelu, std::vector<OpDes
     }
     last_use_[i] = std::max(last_use_[i], i);
   }
+  // Activated tensors are stored in the type of the op (or head) that reads them.
+  if (head_bf16_ && !final_gelu_) fail("bf16 heads need the activated trunk output (final_gelu)");
+  act_bf16_.assign(n + 1, 0);
+  act_bf16_[n] = head_bf16_;
+  for (int i = n - 1; i >= 1; --i)
+    act_bf16_[i] = ops_[i].type == OpDesc::Conv ? (ops_[i].gelu_in && ops_[i].bf16) : act_bf16_[i + 1];
   // The prefix run tile by tile: leading convs without residuals, whose tensors (but the
   // last, P) no later op reads and which are read in one form only.
   prefix_ = 0;
@@ -107,42 +127,76 @@ Engine::Engine(int64_t seq_length, Gelu gelu, bool final_gelu, std::vector<OpDes
   if (ops_[0].gelu_in == false) fail("the stem must be pre-activated (GELU on the one-hot input)");
   if (ops_[0].k > 64) fail("the stem's kernel size must be at most 64");
   packed_.resize(n);
-  for (int i = 0; i < n; ++i)
-    if (ops_[i].type == OpDesc::Conv && i > 0)
-      packed_[i] = pack(ops_[i].kernel, ops_[i].bias.data(), ops_[i].k, ops_[i].cin, ops_[i].cout);
-  packed_[0] = pack(ops_[0].kernel, ops_[0].bias.data(), ops_[0].k, 4, ops_[0].cout);
+  for (int i = 1; i < n; ++i)
+    if (ops_[i].type == OpDesc::Conv) {
+      const OpDesc& op = ops_[i];
+      packed_[i] = pack(op.kernel, op.kernel_bf16, op.bias.data(), op.k, op.cin, op.cout, op.bf16);
+      if (packed) packed(i);
+    }
+  // The stem is a table gather (stem_table): only its bias is packed.
+  packed_[0] = pack(nullptr, false, ops_[0].bias.data(), ops_[0].k, 4, ops_[0].cout, false);
   stem_tables_[0] = stem_table(false);
   stem_tables_[1] = stem_table(true);
+  if (packed) packed(0);
   // The packed copies (and the stem's tables) are all the kernels read from now on.
   for (OpDesc& op : ops_) op.kernel = nullptr;
 }
 
-Engine::Packed Engine::pack(const float* kernel, const float* bias, int k, int cin, int cout) const {
-  // [k][cin][cout] -> [panel][k][cin][nr]: each micro-kernel step reads nr contiguous weights.
+Engine::Packed Engine::pack(const void* kernel, bool kernel_bf16, const float* bias, int k, int cin, int cout,
+                            bool bf16) const {
+  // fp32: [k][cin][cout] -> [panel][k][cin][nr]: each micro-kernel step reads nr contiguous
+  // weights. bf16: [panel][k][cin pairs][nr][2] (bf16_weight_index), rounded to nearest even.
+  // The source is read in its own order (row by row), so a memory-mapped file is read
+  // sequentially once.
   const int nr = kernels_->nr, panels = (cout + nr - 1) / nr;
   Packed p;
-  p.w.assign(size_t(panels) * k * cin * nr, 0.f);
+  p.bf16 = bf16;
   p.bias.assign(size_t(panels) * nr, 0.f);
-  for (int pn = 0; pn < panels; ++pn)
-    for (int t = 0; t < k; ++t)
-      for (int c = 0; c < cin; ++c)
-        for (int j = 0; j < nr && pn * nr + j < cout; ++j)
-          p.w[((size_t(pn) * k + t) * cin + c) * nr + j] = kernel[(size_t(t) * cin + c) * cout + pn * nr + j];
   std::copy(bias, bias + cout, p.bias.begin());
+  if (!kernel) return p;
+  const float* kf = static_cast<const float*>(kernel);
+  const uint16_t* kb = static_cast<const uint16_t*>(kernel);
+  if (bf16) {
+    p.wb.assign(size_t(panels) * k * ((cin + 1) / 2) * nr * 2, 0);
+    for (int t = 0; t < k; ++t)
+      for (int c = 0; c < cin; ++c) {
+        const size_t row = (size_t(t) * cin + c) * cout;
+        for (int o = 0; o < cout; ++o)
+          p.wb[size_t(cpu::bf16_weight_index(nr, k, cin, o / nr, t, c, o % nr))] =
+              kernel_bf16 ? kb[row + o] : cpu::f32_to_bf16(kf[row + o]);
+      }
+  } else {
+    p.w.assign(size_t(panels) * k * cin * nr, 0.f);
+    for (int t = 0; t < k; ++t)
+      for (int c = 0; c < cin; ++c) {
+        const size_t row = (size_t(t) * cin + c) * cout;
+        for (int o = 0; o < cout; ++o)
+          p.w[((size_t(o / nr) * k + t) * cin + c) * nr + o % nr] = kernel_bf16 ? cpu::bf16_to_f32(kb[row + o]) : kf[row + o];
+      }
+  }
   return p;
+}
+
+int64_t Engine::weight_bytes() const {
+  int64_t b = 0;
+  const auto add = [&](const Packed& p) { b += int64_t(p.w.size() * 4 + p.wb.size() * 2 + p.bias.size() * 4); };
+  for (const Packed& p : packed_) add(p);
+  for (const Head& h : heads_) add(h.all);
+  for (const auto& t : stem_tables_) b += int64_t(t.size() * 4);
+  return b;
 }
 
 std::vector<float> Engine::stem_table(bool n_uniform) const {
   const OpDesc& op = ops_[0];
   const int nr = kernels_->nr, padded = ((op.cout + nr - 1) / nr) * nr;
-  return b2f::stem_table(op.kernel, op.k, op.cout, padded, gelu_, n_uniform);
+  return b2f::stem_table(op.kernel, op.kernel_bf16, op.k, op.cout, padded, gelu_, n_uniform);
 }
 
-int Engine::add_head(const float* weight, const float* bias, int channels, int tracks, OutAct act) {
+int Engine::add_head(const void* weight, bool weight_bf16, const float* bias, int channels, int tracks, OutAct act) {
   if (channels != trunk_channels()) fail("head expects " + std::to_string(channels) + " channels, the trunk gives " +
                                          std::to_string(trunk_channels()));
   Head h;
-  h.all = pack(weight, bias, 1, channels, tracks);
+  h.all = pack(weight, weight_bf16, bias, 1, channels, tracks, head_bf16_);
   h.channels = channels, h.tracks = tracks, h.act = act;
   heads_.push_back(std::move(h));
   return int(heads_.size()) - 1;
@@ -158,22 +212,30 @@ const Engine::Packed& Engine::head_panel(const HeadRequest& r) const {
   if (it != head_cache_.end()) return *it->second;
   const int nr = kernels_->nr, n = int(r.tracks.size()), panels = (n + nr - 1) / nr;
   auto p = std::make_unique<Packed>();
-  p->w.assign(size_t(panels) * h.channels * nr, 0.f);
+  p->bf16 = h.all.bf16;
+  if (p->bf16) p->wb.assign(size_t(panels) * ((h.channels + 1) / 2) * nr * 2, 0);
+  else p->w.assign(size_t(panels) * h.channels * nr, 0.f);
   p->bias.assign(size_t(panels) * nr, 0.f);
   for (int j = 0; j < n; ++j) {
     const int col = r.tracks[j];
     if (col < 0 || col >= h.tracks) fail("track index " + std::to_string(col) + " out of range");
-    // Column col of the full packing: panel col / nr, lane col % nr (k = 1: [panel][cin][nr]).
-    const float* src = h.all.w.data() + size_t(col / nr) * h.channels * nr + col % nr;
-    float* dst = p->w.data() + size_t(j / nr) * h.channels * nr + j % nr;
-    for (int c = 0; c < h.channels; ++c) dst[size_t(c) * nr] = src[size_t(c) * nr];
+    if (p->bf16) {
+      for (int c = 0; c < h.channels; ++c)
+        p->wb[size_t(cpu::bf16_weight_index(nr, 1, h.channels, j / nr, 0, c, j % nr))] =
+            h.all.wb[size_t(cpu::bf16_weight_index(nr, 1, h.channels, col / nr, 0, c, col % nr))];
+    } else {
+      // Column col of the full packing: panel col / nr, lane col % nr (k = 1: [panel][cin][nr]).
+      const float* src = h.all.w.data() + size_t(col / nr) * h.channels * nr + col % nr;
+      float* dst = p->w.data() + size_t(j / nr) * h.channels * nr + j % nr;
+      for (int c = 0; c < h.channels; ++c) dst[size_t(c) * nr] = src[size_t(c) * nr];
+    }
     p->bias[j] = h.all.bias[col];
   }
   if (head_cache_.size() > 16) head_cache_.clear();  // bound memory for many distinct selections
   return *(head_cache_[key] = std::move(p));
 }
 
-void Engine::stem_call(const uint8_t* codes, bool n_uniform, int64_t p0, int64_t p1, float* out_raw, float* out_act,
+void Engine::stem_call(const uint8_t* codes, bool n_uniform, int64_t p0, int64_t p1, float* out_raw, void* out_act,
                       int64_t stride, int threads) const {
   const OpDesc& s = ops_[0];
   cpu::StemArgs sa;
@@ -184,17 +246,18 @@ void Engine::stem_call(const uint8_t* codes, bool n_uniform, int64_t p0, int64_t
   sa.epi.pool = s.pool;
   sa.epi.gelu = gelu_;
   sa.epi.out = out_raw, sa.epi.out_stride = stride;
-  sa.epi.act = out_act, sa.epi.act_stride = stride;
+  sa.epi.act = out_act, sa.epi.act_stride = stride, sa.epi.act_bf16 = act_bf16_[1];
   kernels_->stem(sa);
 }
 
-void Engine::conv_call(int i, const float* in, const float* res, int64_t p0, int64_t p1, float* out_raw,
-                       float* out_act, int threads) const {
+void Engine::conv_call(int i, const void* in, const float* res, int64_t p0, int64_t p1, float* out_raw,
+                       void* out_act, int threads) const {
   const OpDesc& op = ops_[i];
   cpu::ConvArgs a;
   a.in = in;
   a.in_stride = op.cin;
-  a.w = packed_[i].w.data();
+  a.w = packed_[i].weights();
+  a.bf16 = packed_[i].bf16;
   a.k = op.k, a.dil = op.dil, a.cin = op.cin, a.cout = op.cout;
   a.p0 = p0, a.p1 = p1, a.threads = threads ? threads : threads_;
   a.epi.bias = packed_[i].bias.data();
@@ -202,7 +265,7 @@ void Engine::conv_call(int i, const float* in, const float* res, int64_t p0, int
   a.epi.gelu = gelu_;
   a.epi.res = res, a.epi.res_stride = op.cout;
   a.epi.out = out_raw, a.epi.out_stride = op.cout;
-  a.epi.act = out_act, a.epi.act_stride = op.cout;
+  a.epi.act = out_act, a.epi.act_stride = op.cout, a.epi.act_bf16 = act_bf16_[i + 1];
   kernels_->conv(a);
 }
 
@@ -214,7 +277,8 @@ int64_t Engine::prefix_tiles() const {
     std::vector<int64_t> lo, hi, need_lo, need_hi;
     prefix_ranges(0, (lp + tiles - 1) / tiles, lo, hi, need_lo, need_hi);
     int64_t biggest = 0;
-    for (int i = 1; i < prefix_; ++i) biggest = std::max(biggest, (need_hi[i] - need_lo[i]) * channels_[i]);
+    for (int i = 1; i < prefix_; ++i)
+      biggest = std::max(biggest, (need_hi[i] - need_lo[i]) * channels_[i] * prefix_es(i) / 4);
     if (biggest <= tile_floats_) return tiles;
   }
   return lp;
@@ -237,7 +301,7 @@ void Engine::prefix_ranges(int64_t a, int64_t b, std::vector<int64_t>& lo, std::
 }
 
 void Engine::run_prefix_tiled(const uint8_t* codes, bool n_uniform, int64_t tiles, float* out_raw,
-                              float* out_act) const {
+                              void* out_act) const {
   // Stem and tower tile by tile along the sequence: no full-resolution activation is ever
   // held, only one tile of each (plus halos, recomputed at tile edges: a few percent).
   const int P = prefix_;
@@ -248,31 +312,36 @@ void Engine::run_prefix_tiled(const uint8_t* codes, bool n_uniform, int64_t tile
     const int64_t a = lp * t / tiles, b = lp * (t + 1) / tiles;
     if (a == b) continue;
     prefix_ranges(a, b, lo, hi, need_lo, need_hi);
-    // origin[i]: position-origin pointer of tensor i's tile (the form op i reads).
-    std::vector<float*> origin(P + 1, nullptr);
-    for (int i = 1; i < P; ++i) {
-      const int c = channels_[i];
-      buf[i].alloc(pool_, need_hi[i] - need_lo[i], 0, c);
-      origin[i] = buf[i].buf.get() - need_lo[i] * c;
+    // origin[i]: position-origin pointer of tensor i's tile (the form op i reads). Each is
+    // taken from the pool just before the op that writes it and returned right after the op
+    // that reads it, so at most two tiles are held at a time.
+    std::vector<char*> origin(P + 1, nullptr);
+    const auto alloc = [&](int i) {
+      const int64_t row = int64_t(channels_[i]) * prefix_es(i);  // bytes
+      buf[i].alloc(pool_, need_hi[i] - need_lo[i], 0, channels_[i], prefix_es(i));
+      origin[i] = buf[i].bytes() - need_lo[i] * row;
       // Rows outside the sequence are the zero padding; the rest is computed below.
-      std::memset(buf[i].buf.get(), 0, sizeof(float) * size_t((lo[i] - need_lo[i]) * c));
-      std::memset(origin[i] + hi[i] * c, 0, sizeof(float) * size_t((need_hi[i] - hi[i]) * c));
-    }
-    const auto outputs = [&](int i, float*& r, float*& ac) {
+      std::memset(buf[i].bytes(), 0, size_t((lo[i] - need_lo[i]) * row));
+      std::memset(origin[i] + hi[i] * row, 0, size_t((need_hi[i] - hi[i]) * row));
+    };
+    const auto outputs = [&](int i, float*& r, void*& ac) {
       // Op i writes tensor i + 1 in the form op i + 1 reads, or the full tensor P.
-      r = ac = nullptr;
+      r = nullptr, ac = nullptr;
       if (i + 1 == P) {
         r = out_raw, ac = out_act;
       } else if (ops_[i + 1].gelu_in) {
         ac = origin[i + 1];
       } else {
-        r = origin[i + 1];
+        r = reinterpret_cast<float*>(origin[i + 1]);
       }
     };
-    float *r, *ac;
+    float* r;
+    void* ac;
+    if (P > 1) alloc(1);
     outputs(0, r, ac);
     stem_call(codes, n_uniform, lo[1] * ops_[0].pool, hi[1] * ops_[0].pool, r, ac, channels_[1]);
     for (int i = 1; i < P; ++i) {
+      if (i + 1 < P) alloc(i + 1);
       outputs(i, r, ac);
       conv_call(i, origin[i], nullptr, lo[i + 1] * ops_[i].pool, hi[i + 1] * ops_[i].pool, r, ac);
       buf[i].release();
@@ -280,14 +349,15 @@ void Engine::run_prefix_tiled(const uint8_t* codes, bool n_uniform, int64_t tile
   }
 }
 
-void Engine::run_trunk(const uint8_t* codes, bool n_uniform, std::vector<float>& trunk_out, TrunkCache* keep) const {
+void Engine::run_trunk(const uint8_t* codes, bool n_uniform, Tensor& trunk_out, TrunkCache* keep) const {
   const int n = int(ops_.size());
   std::vector<Tensor> raw(n + 1), act(n + 1);
   const auto ensure = [&](int i) {
     if (need_raw_[i] && raw[i].empty()) raw[i].alloc(pool_, lengths_[i], halo_[i], channels_[i]);
-    if (need_act_[i] && act[i].empty()) act[i].alloc(pool_, lengths_[i], halo_[i], channels_[i]);
+    if (need_act_[i] && act[i].empty()) act[i].alloc(pool_, lengths_[i], halo_[i], channels_[i], act_es(i));
   };
-  const auto row0 = [](Tensor& t) { return t.empty() ? nullptr : t.row0(); };
+  const auto row0 = [](Tensor& t) { return t.empty() ? nullptr : reinterpret_cast<float*>(t.row0()); };
+  const auto row0v = [](Tensor& t) { return t.empty() ? nullptr : static_cast<void*>(t.row0()); };
   // Stem input: codes with kCodeOutside beyond both ends as the zero padding.
   const int64_t sh = conv_halo(ops_[0].k, ops_[0].dil);
   std::vector<uint8_t> padded(size_t(seq_length_ + 2 * sh), cpu::kCodeOutside);
@@ -301,41 +371,43 @@ void Engine::run_trunk(const uint8_t* codes, bool n_uniform, std::vector<float>&
   const int64_t tiles = keep ? 1 : prefix_tiles();  // a cache keeps every tensor whole
   if (tiles > 1) {
     ensure(prefix_);
-    run_prefix_tiled(code0, n_uniform, tiles, row0(raw[prefix_]), row0(act[prefix_]));
+    run_prefix_tiled(code0, n_uniform, tiles, row0(raw[prefix_]), row0v(act[prefix_]));
     first = prefix_;
   } else {
     ensure(1);
-    stem_call(code0, n_uniform, 0, seq_length_, row0(raw[1]), row0(act[1]), channels_[1]);
+    stem_call(code0, n_uniform, 0, seq_length_, row0(raw[1]), row0v(act[1]), channels_[1]);
   }
   for (int i = first; i < n; ++i) {
     const OpDesc& op = ops_[i];
     ensure(i + 1);
     if (op.type == OpDesc::Crop) {
       for (auto* t : {&raw, &act})
-        if (!(*t)[i + 1].empty())
-          std::memcpy((*t)[i + 1].row0(), (*t)[i].row0() + int64_t(op.left) * channels_[i],
-                      sizeof(float) * size_t(lengths_[i + 1] * channels_[i]));
+        if (!(*t)[i + 1].empty()) {
+          const int64_t row = int64_t(channels_[i]) * (*t)[i].esize;  // bytes
+          std::memcpy((*t)[i + 1].row0(), (*t)[i].row0() + op.left * row, size_t(lengths_[i + 1] * row));
+        }
     } else {
-      conv_call(i, (op.gelu_in ? act[i] : raw[i]).row0(), op.residual >= 0 ? raw[op.residual].row0() : nullptr, 0,
-                lengths_[i], row0(raw[i + 1]), row0(act[i + 1]));
+      conv_call(i, (op.gelu_in ? act[i] : raw[i]).row0(), op.residual >= 0 ? row0(raw[op.residual]) : nullptr, 0,
+                lengths_[i], row0(raw[i + 1]), row0v(act[i + 1]));
     }
     if (!keep)
       for (int j = 0; j <= i; ++j)
         if (last_use_[j] == i) raw[j].release(), act[j].release();
   }
   Tensor& t = final_gelu_ ? act[n] : raw[n];
-  trunk_out.assign(t.row0(), t.row0() + lengths_[n] * channels_[n]);
-  if (keep) {
+  if (keep) {  // the cache keeps every tensor, the trunk output among them
     keep->padded.assign(padded.begin(), padded.end());
     keep->n_uniform = n_uniform;
+    keep->trunk_out = t.row0();
     keep->raw = std::move(raw);
     keep->act = std::move(act);
-    keep->trunk_out = trunk_out;
+  } else {
+    trunk_out.take(t);
   }
 }
 
 void Engine::op_range(int i, const float* x, int64_t x0, int64_t x_rows, const float* res, int64_t p0, int64_t p1,
-                      float* out) const {
+                      float* out, bool activated) const {
   if (i < 1 || i >= int(ops_.size()) || ops_[i].type != OpDesc::Conv) fail("op_range: op " + std::to_string(i) +
                                                                            " is not a convolution after the stem");
   const OpDesc& op = ops_[i];
@@ -345,24 +417,34 @@ void Engine::op_range(int i, const float* x, int64_t x0, int64_t x_rows, const f
   const int64_t need0 = std::max<int64_t>(0, p0 - h), need1 = std::min(L, p1 + h);
   if (x0 > need0 || x0 + x_rows < need1) fail("op_range: the input rows do not cover the range plus its halo");
   if (op.residual >= 0 && !res) fail("op_range: this op needs its residual rows");
-  // Activated input rows [p0 - h, p1 + h), zero outside the layer ("same" padding).
+  // Activated input rows [p0 - h, p1 + h), zero outside the layer ("same" padding), in
+  // the op's input type.
   const int c = op.cin;
   std::vector<float> buf(size_t(p1 - p0 + 2 * h) * c, 0.f);
+  std::vector<uint16_t> buf16(op.bf16 ? buf.size() : 0, 0);
   for (int64_t q = need0; q < need1; ++q) {
     const float* src = x + (q - x0) * c;
-    float* dst = buf.data() + (q - (p0 - h)) * c;
-    for (int j = 0; j < c; ++j) dst[j] = op.gelu_in ? gelu(src[j], gelu_) : src[j];
+    const size_t d = size_t(q - (p0 - h)) * c;
+    for (int j = 0; j < c; ++j) buf[d + j] = op.gelu_in && !activated ? gelu(src[j], gelu_) : src[j];
+    if (op.bf16)
+      for (int j = 0; j < c; ++j) buf16[d + j] = cpu::f32_to_bf16(buf[d + j]);
   }
-  conv_call(i, buf.data() + (h - p0) * c, res ? res - p0 * op.cout : nullptr, p0, p1, out - (p0 / op.pool) * op.cout,
-            nullptr);
+  const void* in0 = op.bf16 ? static_cast<const void*>(buf16.data() + (h - p0) * c) : buf.data() + (h - p0) * c;
+  conv_call(i, in0, res ? res - p0 * op.cout : nullptr, p0, p1, out - (p0 / op.pool) * op.cout, nullptr);
 }
 
 void Engine::trunk(const uint8_t* codes, int64_t batch, bool n_uniform, float* out) const {
-  std::vector<float> t;
+  Tensor t;
   const size_t per = size_t(n_bins()) * trunk_channels();
   for (int64_t b = 0; b < batch; ++b) {
+    t.release();
     run_trunk(codes + b * seq_length_, n_uniform, t);
-    std::copy(t.begin(), t.end(), out + b * per);
+    if (t.esize == 2) {  // the activated trunk output was stored as bf16 for the heads
+      const uint16_t* h = reinterpret_cast<const uint16_t*>(t.row0());
+      for (size_t j = 0; j < per; ++j) out[b * per + j] = cpu::bf16_to_f32(h[j]);
+    } else {
+      std::memcpy(out + b * per, t.row0(), per * sizeof(float));
+    }
   }
 }
 
@@ -374,12 +456,13 @@ void Engine::predict(const uint8_t* codes, int64_t batch, bool n_uniform, const 
     if (r.head < 0 || r.head >= n_heads()) fail("no head " + std::to_string(r.head));
     panels.push_back(&head_panel(r));
   }
-  std::vector<float> t;
+  Tensor t;
   for (int64_t b = 0; b < batch; ++b) {
+    t.release();  // back to the pool before this sequence's tensors are taken from it
     run_trunk(codes + b * seq_length_, n_uniform, t);
     for (size_t r = 0; r < reqs.size(); ++r) {
       const int tracks = reqs[r].tracks.empty() ? heads_[reqs[r].head].tracks : int(reqs[r].tracks.size());
-      run_head(t.data(), n_bins(), reqs[r], *panels[r], outs[r] + b * n_bins() * tracks);
+      run_head(t.row0(), n_bins(), reqs[r], *panels[r], outs[r] + b * n_bins() * tracks);
     }
   }
 }

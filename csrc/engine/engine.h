@@ -4,6 +4,7 @@
 #pragma once
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -22,7 +23,12 @@ struct OpDesc {
   int k = 1, dil = 1, cin = 0, cout = 0, pool = 1;
   bool gelu_in = true;
   int residual = -1;  // index of the op whose input is added after the conv, or -1
-  const float* kernel = nullptr;
+  const void* kernel = nullptr;
+  bool kernel_bf16 = false;  // kernel holds bf16 bit patterns (uint16), else fp32
+  // Compute in bf16: weights packed once as bf16, the (activated) input stored as bf16 by
+  // the op before, fp32 accumulation and epilogue. Needs gelu_in (the raw, pre-activation
+  // tensors that residuals add stay fp32). Ignored for the stem, a table gather in fp32.
+  bool bf16 = false;
   std::vector<float> bias;
   // Crop
   int left = 0, right = 0;
@@ -37,11 +43,17 @@ class Engine {
  public:
   // tile_floats: the largest stem/tower activation tile, in floats (0 = no tiling: whole
   // tensors, the fastest and the most memory).
+  // head_bf16: heads compute in bf16 (weights bf16, the activated trunk output stored bf16).
+  // packed(i): called once op i's weights are packed (the stem's last), so that the caller
+  // can release the memory it lent (e.g. drop a file mapping's pages) before the next op
+  // is read: the model is then never in memory twice.
   Engine(int64_t seq_length, Gelu gelu, bool final_gelu, std::vector<OpDesc> ops, int threads,
-         const std::string& isa, int64_t tile_floats = 4 << 20);
+         const std::string& isa, int64_t tile_floats = 4 << 20, bool head_bf16 = false,
+         const std::function<void(int)>& packed = nullptr);
 
-  // weight [channels][tracks] (row-major), bias [tracks]. Returns the head's index.
-  int add_head(const float* weight, const float* bias, int channels, int tracks, OutAct act);
+  // weight [channels][tracks] (row-major; fp32, or bf16 bit patterns when weight_bf16),
+  // bias [tracks]. Returns the head's index.
+  int add_head(const void* weight, bool weight_bf16, const float* bias, int channels, int tracks, OutAct act);
 
   // codes [batch][seq_length] (A,C,G,T,N,uniform = 0..5). out: [batch][n_bins][trunk_channels].
   void trunk(const uint8_t* codes, int64_t batch, bool n_uniform, float* out) const;
@@ -50,12 +62,13 @@ class Engine {
                const std::vector<float*>& outs) const;
 
   // One conv op (i >= 1) over output positions [p0, p1) of its input coordinates, from its
-  // pre-activation input rows [x0, x0 + x_rows) (rows outside the layer are the zero padding;
+  // pre-activation input rows (fp32; a bf16 op rounds their activation to bf16) [x0, x0 + x_rows) (rows outside the layer are the zero padding;
   // the rows [p0 - halo, p1 + halo) inside the layer must be given) and, for a residual op,
   // the residual rows [p0, p1). out: [(p1 - p0) / pool][cout]. This is the primitive for
   // tiling a sequence and for recomputing only a mutation's receptive-field cone.
+  // activated: x already is the op's (activated) input; a bf16 op rounds it to bf16.
   void op_range(int i, const float* x, int64_t x0, int64_t x_rows, const float* res, int64_t p0, int64_t p1,
-                float* out) const;
+                float* out, bool activated = false) const;
   int op_in_channels(int i) const { return channels_.at(i); }
   int op_out_channels(int i) const { return channels_.at(i + 1); }
   int op_pool(int i) const { return ops_.at(i).type == OpDesc::Conv ? ops_.at(i).pool : 1; }
@@ -76,25 +89,33 @@ class Engine {
   };
 
   // One sequence's activations between two ops.
-  // A tensor's rows with `halo` zero rows on each side: row q at data + (halo + q) * channels.
+  // A tensor's rows with `halo` zero rows on each side: row q at data + (halo + q) * channels
+  // elements of `esize` bytes (4: fp32, 2: bf16).
   // Its memory comes from, and returns to, the engine's buffer pool.
   struct Tensor {
     BufferPool* pool = nullptr;
     std::unique_ptr<float[]> buf;
     size_t capacity = 0;
     int64_t rows = 0, halo = 0;
-    int channels = 0;
-    void alloc(BufferPool& p, int64_t r, int64_t h, int c) {
-      pool = &p, rows = r, halo = h, channels = c;
-      buf = p.get(size_t((r + 2 * h) * c), capacity);
+    int channels = 0, esize = 4;
+    void alloc(BufferPool& p, int64_t r, int64_t h, int c, int es = 4) {
+      pool = &p, rows = r, halo = h, channels = c, esize = es;
+      buf = p.get(size_t(((r + 2 * h) * c * es + 3) / 4), capacity);
       // Kernels write only rows [0, rows); the margins are the "same" padding.
-      std::memset(buf.get(), 0, sizeof(float) * size_t(h * c));
-      std::memset(buf.get() + (h + r) * c, 0, sizeof(float) * size_t(h * c));
+      std::memset(bytes(), 0, size_t(h * c * es));
+      std::memset(bytes() + (h + r) * c * es, 0, size_t(h * c * es));
     }
-    float* row0() { return buf.get() + halo * channels; }
+    char* bytes() const { return reinterpret_cast<char*>(buf.get()); }
+    char* row0() const { return bytes() + halo * channels * esize; }
     bool empty() const { return !buf; }
     void release() {
       if (buf) pool->put(std::move(buf), capacity);
+    }
+    // Takes o's buffer (o becomes empty), releasing this one's first.
+    void take(Tensor& o) {
+      release();
+      pool = o.pool, buf = std::move(o.buf), capacity = o.capacity;
+      rows = o.rows, halo = o.halo, channels = o.channels, esize = o.esize;
     }
     ~Tensor() { release(); }
   };
@@ -105,7 +126,7 @@ class Engine {
     std::vector<uint8_t> padded;  // codes with the stem's halo of kCodeOutside each side
     bool n_uniform = false;
     std::vector<Tensor> raw, act;  // per tensor, the forms the network reads (else empty)
-    std::vector<float> trunk_out;  // [n_bins][trunk_channels]
+    const char* trunk_out = nullptr;  // [n_bins][trunk_channels] in the heads' input type, in raw/act
   };
   std::unique_ptr<TrunkCache> cache_trunk(const uint8_t* codes, bool n_uniform) const;
 
@@ -131,35 +152,46 @@ class Engine {
   int n_heads() const { return int(heads_.size()); }
   int threads() const { return threads_; }
   const char* isa() const { return kernels_->name; }
+  // Bytes the packed weights (ops, stem tables, heads) hold.
+  int64_t weight_bytes() const;
 
  private:
   struct Packed {
     std::vector<float> w, bias;  // panels of kernels_->nr output channels, zero-padded
+    std::vector<uint16_t> wb;    // bf16: weight pairs (bf16_weight_index) instead of w
+    bool bf16 = false;
+    const void* weights() const { return bf16 ? static_cast<const void*>(wb.data()) : w.data(); }
   };
   struct Head {
     Packed all;  // every track, packed once; track subsets are gathered from it
     int channels = 0, tracks = 0;
     OutAct act = OutAct::None;
   };
-  Packed pack(const float* kernel, const float* bias, int k, int cin, int cout) const;
+  Packed pack(const void* kernel, bool kernel_bf16, const float* bias, int k, int cin, int cout, bool bf16) const;
+  // Bytes per element of tensor i's activated form (bf16 when the op reading it is).
+  int act_es(int i) const { return act_bf16_[i] ? 2 : 4; }
+  // Bytes per element of the form op i (in the tiled prefix) reads of tensor i.
+  int prefix_es(int i) const { return ops_[i].gelu_in ? act_es(i) : 4; }
   const Packed& head_panel(const HeadRequest& r) const;
   std::vector<float> stem_table(bool n_uniform) const;
-  // Runs the trunk on one sequence; returns the trunk output rows (activated if final_gelu).
-  void run_trunk(const uint8_t* codes, bool n_uniform, std::vector<float>& trunk_out, TrunkCache* keep = nullptr) const;
+  // Runs the trunk on one sequence; returns the trunk output rows (activated if final_gelu)
+  // in the heads' input type (bf16 when head_bf16), the tensor itself (no copy).
+  void run_trunk(const uint8_t* codes, bool n_uniform, Tensor& trunk_out, TrunkCache* keep = nullptr) const;
   // The head over rows [0, rows) of a trunk output: out [rows][tracks].
-  void run_head(const float* trunk, int64_t rows, const HeadRequest& r, const Packed& panel, float* out,
+  void run_head(const void* trunk, int64_t rows, const HeadRequest& r, const Packed& panel, float* out,
                 int threads = 0) const;
   // One kernel call over pre-pool positions [p0, p1); pointers are position-origin, null
   // where a form is not written.
   // threads: 0 = the engine's thread count (1 inside a caller's own parallel loop).
-  void stem_call(const uint8_t* codes, bool n_uniform, int64_t p0, int64_t p1, float* out_raw, float* out_act,
+  // out_act's type is tensor (i + 1)'s activated form (act_bf16_), in's op i's.
+  void stem_call(const uint8_t* codes, bool n_uniform, int64_t p0, int64_t p1, float* out_raw, void* out_act,
                  int64_t stride, int threads = 0) const;
-  void conv_call(int i, const float* in, const float* res, int64_t p0, int64_t p1, float* out_raw,
-                 float* out_act, int threads = 0) const;
+  void conv_call(int i, const void* in, const float* res, int64_t p0, int64_t p1, float* out_raw,
+                 void* out_act, int threads = 0) const;
   // The prefix's row ranges for a tile, and its run.
   void prefix_ranges(int64_t a, int64_t b, std::vector<int64_t>& lo, std::vector<int64_t>& hi,
                      std::vector<int64_t>& need_lo, std::vector<int64_t>& need_hi) const;
-  void run_prefix_tiled(const uint8_t* codes, bool n_uniform, int64_t tiles, float* out_raw, float* out_act) const;
+  void run_prefix_tiled(const uint8_t* codes, bool n_uniform, int64_t tiles, float* out_raw, void* out_act) const;
 
   int64_t seq_length_;
   Gelu gelu_;
@@ -173,6 +205,8 @@ class Engine {
   std::vector<int> channels_;
   std::vector<int64_t> halo_;       // zero rows each side that tensor i's buffer needs
   std::vector<char> need_raw_, need_act_;
+  std::vector<char> act_bf16_;  // tensor i's activated form is stored as bf16
+  bool head_bf16_ = false;
   std::vector<int> last_use_;
   int prefix_ = 0;  // ops [0, prefix_) may run tile by tile (see run_prefix_tiled)
   std::vector<float> stem_tables_[2];  // N as zeros, N as 0.25

@@ -7,6 +7,7 @@
 // so the result equals a full forward pass of the mutated sequence bit for bit: every output
 // row is computed by the same instructions from the same inputs.
 #include <algorithm>
+#include <cstring>
 #include <stdexcept>
 
 #include "engine.h"
@@ -17,26 +18,33 @@ namespace {
 [[noreturn]] void fail(const std::string& msg) { throw std::invalid_argument(msg); }
 
 // Rows [lo, hi) of one tensor that differ from the cached REF pass, in the forms kept.
+// raw: fp32 [hi - lo][channels]; act: [hi - lo][channels] in the tensor's activated type
+// (bf16 pairs in the floats' bytes when it is bf16). Empty when the form is not kept.
 struct Patch {
   int64_t lo = 0, hi = 0;
-  std::vector<float> raw, act;  // [hi - lo][channels], empty when the form is not kept
+  std::vector<float> raw, act;
+  char* act_bytes() { return reinterpret_cast<char*>(act.data()); }
 };
+
+// Floats that hold n elements of es bytes.
+size_t floats_for(int64_t n, int es) { return size_t((n * es + 3) / 4); }
 }  // namespace
 
 std::unique_ptr<Engine::TrunkCache> Engine::cache_trunk(const uint8_t* codes, bool n_uniform) const {
   auto c = std::make_unique<TrunkCache>();
-  std::vector<float> t;
-  run_trunk(codes, n_uniform, t, c.get());
+  Tensor unused;
+  run_trunk(codes, n_uniform, unused, c.get());
   return c;
 }
 
-void Engine::run_head(const float* trunk, int64_t rows, const HeadRequest& r, const Packed& panel, float* out,
+void Engine::run_head(const void* trunk, int64_t rows, const HeadRequest& r, const Packed& panel, float* out,
                       int threads) const {
   const Head& h = heads_[r.head];
   const int tracks = r.tracks.empty() ? h.tracks : int(r.tracks.size());
   cpu::ConvArgs a;
   a.in = trunk, a.in_stride = trunk_channels();
-  a.w = panel.w.data();
+  a.w = panel.weights();
+  a.bf16 = panel.bf16;
   a.k = 1, a.dil = 1, a.cin = trunk_channels(), a.cout = tracks;
   a.p0 = 0, a.p1 = rows, a.threads = threads ? threads : threads_;
   a.epi.bias = panel.bias.data();
@@ -54,20 +62,21 @@ void Engine::predict_substitutions(const TrunkCache& c, const int64_t* pos, cons
   for (const auto& r : reqs) panels.push_back(&head_panel(r));
   const int64_t bins = n_bins();
   if (!ref_ready)
-    for (size_t r = 0; r < reqs.size(); ++r) run_head(c.trunk_out.data(), bins, reqs[r], *panels[r], ref_outs[r]);
+    for (size_t r = 0; r < reqs.size(); ++r) run_head(c.trunk_out, bins, reqs[r], *panels[r], ref_outs[r]);
 
   // A tensor's rows as the network sees them after the substitution: cached REF rows with
-  // the patch over them, zeros outside the tensor. Writes rows [a, b) into dst.
-  const auto gather = [&](int i, bool act_form, const Patch& p, int64_t a, int64_t b, float* dst) {
-    const int ch = channels_[i];
+  // the patch over them, zeros outside the tensor. Writes rows [a, b) into dst (bytes, in
+  // the form's type).
+  const auto gather = [&](int i, bool act_form, const Patch& p, int64_t a, int64_t b, char* dst) {
     const Tensor& t = act_form ? c.act[i] : c.raw[i];
-    const float* src = t.buf.get() + t.halo * ch;
-    const std::vector<float>& pv = act_form ? p.act : p.raw;
+    const size_t row = size_t(channels_[i]) * t.esize;  // bytes
+    const char* src = t.row0();
+    const char* pv = reinterpret_cast<const char*>((act_form ? p.act : p.raw).data());
     for (int64_t q = a; q < b; ++q) {
-      float* d = dst + (q - a) * ch;
-      if (q < 0 || q >= lengths_[i]) std::fill(d, d + ch, 0.f);
-      else if (q >= p.lo && q < p.hi) std::copy(pv.data() + (q - p.lo) * ch, pv.data() + (q - p.lo + 1) * ch, d);
-      else std::copy(src + q * ch, src + (q + 1) * ch, d);
+      char* d = dst + (q - a) * row;
+      if (q < 0 || q >= lengths_[i]) std::memset(d, 0, row);
+      else if (q >= p.lo && q < p.hi) std::memcpy(d, pv + (q - p.lo) * row, row);
+      else std::memcpy(d, src + q * row, row);
     }
   };
 
@@ -92,9 +101,9 @@ void Engine::predict_substitutions(const TrunkCache& c, const int64_t* pos, cons
       out.lo = p0 / pool0, out.hi = p1 / pool0;
       const int ch = channels_[1];
       out.raw.assign(need_raw_[1] ? size_t((out.hi - out.lo) * ch) : 0, 0.f);
-      out.act.assign(need_act_[1] ? size_t((out.hi - out.lo) * ch) : 0, 0.f);
+      out.act.assign(need_act_[1] ? floats_for((out.hi - out.lo) * ch, act_es(1)) : 0, 0.f);
       stem_call(codes.data() + sh, c.n_uniform, p0, p1, need_raw_[1] ? out.raw.data() - out.lo * ch : nullptr,
-                need_act_[1] ? out.act.data() - out.lo * ch : nullptr, ch, kt);
+                need_act_[1] ? out.act_bytes() - out.lo * ch * act_es(1) : nullptr, ch, kt);
     }
     codes[sh + q] = c.padded[sh + q];
 
@@ -107,11 +116,13 @@ void Engine::predict_substitutions(const TrunkCache& c, const int64_t* pos, cons
         out.lo = std::max<int64_t>(0, in.lo - op.left), out.hi = std::min(lengths_[i + 1], in.hi - op.left);
         if (out.hi <= out.lo) out.lo = out.hi = 0;  // the change lies wholly in the cropped edge
         const int64_t skip = (out.lo + op.left - in.lo) * ch_out, len = (out.hi - out.lo) * ch_out;
+        const int es = act_es(i + 1);  // a crop passes its input's types on
         out.raw.assign(in.raw.empty() ? 0 : size_t(len), 0.f);
-        out.act.assign(in.act.empty() ? 0 : size_t(len), 0.f);
+        out.act.assign(in.act.empty() ? 0 : floats_for(len, es), 0.f);
         if (len > 0) {
           if (!in.raw.empty()) std::copy(in.raw.begin() + skip, in.raw.begin() + skip + len, out.raw.begin());
-          if (!in.act.empty()) std::copy(in.act.begin() + skip, in.act.begin() + skip + len, out.act.begin());
+          if (!in.act.empty())
+            std::memcpy(out.act_bytes(), reinterpret_cast<const char*>(in.act.data()) + skip * es, size_t(len * es));
         }
         continue;
       }
@@ -128,20 +139,23 @@ void Engine::predict_substitutions(const TrunkCache& c, const int64_t* pos, cons
       }
       o0 = o0 / op.pool * op.pool, o1 = std::min(lengths_[i], (o1 + op.pool - 1) / op.pool * op.pool);
       const int cin = op.cin;
-      in_buf.resize(size_t((o1 - o0 + 2 * h) * cin));
-      gather(i, op.gelu_in, in, o0 - h, o1 + h, in_buf.data());
+      const int in_es = op.gelu_in ? act_es(i) : 4;
+      in_buf.resize(floats_for((o1 - o0 + 2 * h) * cin, in_es));
+      char* in_bytes = reinterpret_cast<char*>(in_buf.data());
+      gather(i, op.gelu_in, in, o0 - h, o1 + h, in_bytes);
       const float* res = nullptr;
       if (op.residual >= 0) {
         res_buf.resize(size_t((o1 - o0) * op.cout));
-        gather(op.residual, false, patch[op.residual], o0, o1, res_buf.data());
+        gather(op.residual, false, patch[op.residual], o0, o1, reinterpret_cast<char*>(res_buf.data()));
         res = res_buf.data() - o0 * op.cout;
       }
       out.lo = o0 / op.pool, out.hi = o1 / op.pool;
+      const int out_es = act_es(i + 1);
       out.raw.assign(need_raw_[i + 1] ? size_t((out.hi - out.lo) * ch_out) : 0, 0.f);
-      out.act.assign(need_act_[i + 1] ? size_t((out.hi - out.lo) * ch_out) : 0, 0.f);
-      conv_call(i, in_buf.data() - (o0 - h) * cin, res, o0, o1,
+      out.act.assign(need_act_[i + 1] ? floats_for((out.hi - out.lo) * ch_out, out_es) : 0, 0.f);
+      conv_call(i, in_bytes - (o0 - h) * cin * in_es, res, o0, o1,
                 out.raw.empty() ? nullptr : out.raw.data() - out.lo * ch_out,
-                out.act.empty() ? nullptr : out.act.data() - out.lo * ch_out, kt);
+                out.act.empty() ? nullptr : out.act_bytes() - out.lo * ch_out * out_es, kt);
     }
 
     // The head over the changed bins only; the other bins are REF's.

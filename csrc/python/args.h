@@ -18,6 +18,7 @@ namespace py = pybind11;
 
 using F32 = py::array_t<float, py::array::c_style | py::array::forcecast>;
 using U8 = py::array_t<uint8_t, py::array::c_style>;
+using U16 = py::array_t<uint16_t, py::array::c_style>;
 using Requests = std::vector<std::pair<int, std::vector<int>>>;
 
 #define CHECK_ARG(cond, msg) \
@@ -32,8 +33,16 @@ inline Gelu parse_gelu(const std::string& s) {
   throw py::value_error("unknown GELU variant '" + s + "' (sigmoid, erf or tanh)");
 }
 
+// A weight array as the engines borrow it: float32, or uint16 holding bf16 bit patterns
+// (a bf16 file's mapping, not widened). Returns (array kept alive, is bf16).
+inline std::pair<py::array, bool> weight_array(const py::handle& h) {
+  if (py::isinstance<py::array>(h) && py::reinterpret_borrow<py::array>(h).dtype().is(py::dtype::of<uint16_t>()))
+    return {U16::ensure(h), true};
+  return {F32::ensure(h), false};
+}
+
 // keep: the arrays the OpDescs borrow, alive until the engine is constructed.
-inline OpDesc parse_op(const py::dict& d, std::vector<F32>& keep) {
+inline OpDesc parse_op(const py::dict& d, std::vector<py::array>& keep) {
   OpDesc op;
   const std::string type = d["type"].cast<std::string>();
   if (type == "crop") {
@@ -43,20 +52,23 @@ inline OpDesc parse_op(const py::dict& d, std::vector<F32>& keep) {
     return op;
   }
   CHECK_ARG(type == "conv", "unknown op type '" + type + "'");
-  F32 kernel = d["kernel"].cast<F32>(), bias = d["bias"].cast<F32>();
-  CHECK_ARG(kernel.ndim() == 3 && bias.ndim() == 1, "conv kernel must be [k, in, out] and bias [out]");
+  auto [kernel, kernel_bf16] = weight_array(d["kernel"]);
+  F32 bias = d["bias"].cast<F32>();
+  CHECK_ARG(kernel && kernel.ndim() == 3 && bias.ndim() == 1, "conv kernel must be [k, in, out] and bias [out]");
   op.k = int(kernel.shape(0)), op.cin = int(kernel.shape(1)), op.cout = int(kernel.shape(2));
   op.dil = d["dilation"].cast<int>();
   op.pool = d["pool"].cast<int>();
   op.gelu_in = d["gelu_in"].cast<bool>();
   op.residual = d["residual"].cast<int>();
+  op.bf16 = d.contains("bf16") && d["bf16"].cast<bool>();
   op.kernel = kernel.data();
+  op.kernel_bf16 = kernel_bf16;
   op.bias.assign(bias.data(), bias.data() + bias.size());
   keep.push_back(std::move(kernel));
   return op;
 }
 
-inline std::vector<OpDesc> parse_ops(const py::list& ops, std::vector<F32>& keep) {
+inline std::vector<OpDesc> parse_ops(const py::list& ops, std::vector<py::array>& keep) {
   std::vector<OpDesc> descs;
   for (auto o : ops) descs.push_back(parse_op(o.cast<py::dict>(), keep));
   return descs;

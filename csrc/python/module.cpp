@@ -2,6 +2,7 @@
 // Batching, dtype conversion and file formats live in Python (basenji2_fast/model.py).
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/functional.h>
 #include <pybind11/stl.h>
 
 #include <stdexcept>
@@ -38,24 +39,31 @@ PYBIND11_MODULE(_engine, m) {
 
   py::class_<Engine>(m, "Engine")
       .def(py::init([](int64_t seq_length, const std::string& gelu, bool final_gelu, const py::list& ops, int threads,
-                       const std::string& isa, int64_t tile_floats) {
-             std::vector<F32> keep;
+                       const std::string& isa, int64_t tile_floats, bool head_bf16, py::object packed) {
+             std::vector<py::array> keep;
              std::vector<b2f::OpDesc> descs = parse_ops(ops, keep);
+             std::function<void(int)> cb;
+             if (!packed.is_none()) cb = [packed](int i) { packed(i); };
              try {
-               return new Engine(seq_length, parse_gelu(gelu), final_gelu, std::move(descs), threads, isa, tile_floats);
+               return new Engine(seq_length, parse_gelu(gelu), final_gelu, std::move(descs), threads, isa, tile_floats,
+                                 head_bf16, cb);
              } catch (const std::invalid_argument& e) {
                throw py::value_error(e.what());
              }
            }),
            py::arg("seq_length"), py::arg("gelu"), py::arg("final_gelu"), py::arg("ops"), py::arg("threads"),
-           py::arg("isa") = "", py::arg("tile_floats") = int64_t(4) << 20)
+           py::arg("isa") = "", py::arg("tile_floats") = int64_t(4) << 20, py::arg("head_bf16") = false,
+           py::arg("packed") = py::none(),
+           "ops: dicts (conv: kernel float32 [k, in, out] or uint16 bf16 bits, bias, dilation, pool, gelu_in, "
+           "residual, bf16; crop: left, right). packed(i) is called once op i's weights are packed.")
       .def("add_head",
-           [](Engine& e, F32 weight, F32 bias, const std::string& act) {
-             CHECK_ARG(weight.ndim() == 2 && bias.ndim() == 1 && bias.shape(0) == weight.shape(1),
+           [](Engine& e, py::object weight_obj, F32 bias, const std::string& act) {
+             auto [weight, weight_bf16] = weight_array(weight_obj);
+             CHECK_ARG(weight && weight.ndim() == 2 && bias.ndim() == 1 && bias.shape(0) == weight.shape(1),
                        "head weight must be [channels, tracks] and bias [tracks]");
              CHECK_ARG(act == "softplus" || act == "linear", "head activation must be softplus or linear");
              try {
-               return e.add_head(weight.data(), bias.data(), int(weight.shape(0)), int(weight.shape(1)),
+               return e.add_head(weight.data(), weight_bf16, bias.data(), int(weight.shape(0)), int(weight.shape(1)),
                                  act == "softplus" ? b2f::OutAct::Softplus : b2f::OutAct::None);
              } catch (const std::invalid_argument& ex) {
                throw py::value_error(ex.what());
@@ -76,13 +84,26 @@ PYBIND11_MODULE(_engine, m) {
            },
            py::arg("codes"), py::arg("n_uniform") = false, "codes uint8 [B, L] -> trunk output float32 [B, bins, C]")
       .def("predict",
-           [](const Engine& e, U8 codes, const Requests& requests, bool n_uniform) {
+           [](const Engine& e, U8 codes, const Requests& requests, bool n_uniform, py::object into) {
              check_codes(codes, e);
              std::vector<b2f::HeadRequest> reqs = parse_requests(e, requests);
              std::vector<float*> outs;
              py::list result;
-             for (const auto& r : reqs) {
-               py::array_t<float> out({codes.shape(0), e.n_bins(), int64_t(request_tracks(e, r))});
+             if (!into.is_none()) CHECK_ARG(py::len(into) == reqs.size(), "one output array per request");
+             for (size_t k = 0; k < reqs.size(); ++k) {
+               const int64_t tracks = request_tracks(e, reqs[k]);
+               py::array_t<float> out;
+               if (into.is_none()) {
+                 out = py::array_t<float>({codes.shape(0), e.n_bins(), tracks});
+               } else {
+                 // the caller's array, written in place (no second copy of the outputs)
+                 py::object o = into[py::int_(k)];
+                 CHECK_ARG(py::isinstance<py::array_t<float>>(o), "output arrays must be float32");
+                 out = o.cast<py::array_t<float>>();
+                 CHECK_ARG(out.ndim() == 3 && out.shape(0) == codes.shape(0) && out.shape(1) == e.n_bins() &&
+                               out.shape(2) == tracks && (out.flags() & py::array::c_style) && out.writeable(),
+                           "output arrays must be writable C-contiguous float32 [batch, bins, tracks]");
+               }
                outs.push_back(out.mutable_data());
                result.append(out);
              }
@@ -94,10 +115,11 @@ PYBIND11_MODULE(_engine, m) {
              }
              return result;
            },
-           py::arg("codes"), py::arg("requests"), py::arg("n_uniform") = false,
-           "codes uint8 [B, L]; requests [(head, [tracks] or [])] -> list of float32 [B, bins, tracks]")
+           py::arg("codes"), py::arg("requests"), py::arg("n_uniform") = false, py::arg("out") = py::none(),
+           "codes uint8 [B, L]; requests [(head, [tracks] or [])] -> list of float32 [B, bins, tracks] "
+           "(written into `out`, one array per request, when given)")
       .def("op_range",
-           [](const Engine& e, int i, F32 x, int64_t x0, py::object res, int64_t p0, int64_t p1) {
+           [](const Engine& e, int i, F32 x, int64_t x0, py::object res, int64_t p0, int64_t p1, bool activated) {
              CHECK_ARG(i >= 1 && i < e.n_ops(), "op index out of range");
              CHECK_ARG(x.ndim() == 2 && x.shape(1) == e.op_in_channels(i), "x must be [rows, input channels]");
              F32 r;
@@ -114,12 +136,14 @@ PYBIND11_MODULE(_engine, m) {
              const int64_t rows = x.shape(0);
              {
                py::gil_scoped_release nogil;
-               e.op_range(i, xp, x0, rows, rp, p0, p1, op);
+               e.op_range(i, xp, x0, rows, rp, p0, p1, op, activated);
              }
              return out;
            },
            py::arg("op"), py::arg("x"), py::arg("x0"), py::arg("residual"), py::arg("p0"), py::arg("p1"),
-           "One conv op over output positions [p0, p1) from its pre-activation input rows [x0, x0 + len(x)).")
+           py::arg("activated") = false,
+           "One conv op over output positions [p0, p1) from its pre-activation input rows [x0, x0 + len(x)) "
+           "(activated=True: x is the op's input after its GELU).")
       .def("cache_trunk",
            [](const Engine& e, U8 codes, bool n_uniform) {
              CHECK_ARG(codes.ndim() == 1 && codes.shape(0) == e.seq_length(), "codes must be uint8 [seq_length]");
@@ -169,6 +193,7 @@ PYBIND11_MODULE(_engine, m) {
       .def("release_buffers", &Engine::release_buffers, "Free the activation buffers kept between calls.")
       .def_property_readonly("isa", [](const Engine& e) { return std::string(e.isa()); })
       .def_property_readonly("threads", &Engine::threads)
+      .def_property_readonly("weight_bytes", &Engine::weight_bytes, "Bytes of packed weights the engine holds.")
       .def_property_readonly("seq_length", &Engine::seq_length)
       .def_property_readonly("n_bins", &Engine::n_bins)
       .def_property_readonly("trunk_channels", &Engine::trunk_channels)

@@ -9,6 +9,7 @@
 // sequence must hold zeros (the "same" padding of an activated input: gelu(0) = 0).
 #pragma once
 #include <cstdint>
+#include <cstring>
 
 #include "basenji2_fast/numerics.h"
 #include "basenji2_fast/stem.h"
@@ -19,6 +20,18 @@ namespace cpu {
 using b2f::kCodeOutside;  // the stem's codes (stem.h)
 using b2f::kStemCodes;
 
+using b2f::bf16_to_f32;  // bf16.h
+using b2f::f32_to_bf16;
+
+// Packed bf16 conv weights pair two input channels per output column, the layout
+// vdpbf16ps multiplies: [panels][k][(cin + 1) / 2][nr][2], an odd cin's last pair padded
+// with a zero channel. The other ISAs widen the same pairs by shifting (low channel) and
+// masking (high channel), so every kernel set reads one layout.
+inline int64_t bf16_weight_index(int nr, int k, int cin, int panel, int t, int c, int j) {
+  const int64_t pairs = (cin + 1) / 2;
+  return (((int64_t(panel) * k + t) * pairs + c / 2) * nr + j) * 2 + (c & 1);
+}
+
 struct Epilogue {
   const float* bias = nullptr;  // [panels * nr], zero-padded
   const float* res = nullptr;   // residual row q (pre-pool) at res + q * res_stride, or null
@@ -27,15 +40,19 @@ struct Epilogue {
   float* out = nullptr;         // pooled row j at out + j * out_stride, or null
   int64_t out_stride = 0;
   OutAct out_act = OutAct::None;
-  float* act = nullptr;         // gelu(pooled), row j at act + j * act_stride, or null
+  void* act = nullptr;          // gelu(pooled), row j at act + j * act_stride, or null
   int64_t act_stride = 0;
+  bool act_bf16 = false;        // act rows are bf16 (rounded to nearest even), else fp32
   Gelu gelu = Gelu::Sigmoid;
 };
 
 struct ConvArgs {
-  const float* in = nullptr;  // activated input
-  int64_t in_stride = 0;
-  const float* w = nullptr;   // packed [panels][k][cin][nr] (pack_conv_weights)
+  const void* in = nullptr;  // activated input, fp32 or (bf16) bf16 rows
+  int64_t in_stride = 0;     // in elements
+  // fp32: packed [panels][k][cin][nr] floats. bf16: bf16 pairs (bf16_weight_index), the
+  // input bf16 too; products accumulate in fp32 and the epilogue runs in fp32.
+  const void* w = nullptr;
+  bool bf16 = false;
   int k = 1, dil = 1, cin = 0, cout = 0;
   int64_t p0 = 0, p1 = 0;
   Epilogue epi;
@@ -63,9 +80,11 @@ const KernelSet& kernels_generic();
 #if defined(B2F_HAVE_X86_KERNELS)
 const KernelSet& kernels_avx2();
 const KernelSet& kernels_avx512();
+const KernelSet& kernels_avx512bf16();
 #endif
 
-// Chooses by CPU features; BASENJI2_FAST_ISA=avx512|avx2|generic forces one (error if unusable).
+// Chooses by CPU features; BASENJI2_FAST_ISA=avx512bf16|avx512|avx2|generic forces one
+// (error if this build or CPU cannot run it).
 const KernelSet& select_kernels(const char* forced = nullptr);
 // Names of the kernel sets this build contains and this CPU can run.
 const char* compiled_isas();
