@@ -9,13 +9,24 @@ Pairs file
 ----------
 One pair per line, tab-separated, in either form (the form may change from line to line):
 
-- ``HUMAN_INTERVAL  MOUSE_INTERVAL  [NAME]`` with intervals written ``chr:start-end``
-  (0-based, end-exclusive, as BED and ``predict.h5``; commas allowed), or
-- BEDPE-like ``hchrom hstart hend mchrom mstart mend [NAME]``.
+- ``HUMAN_INTERVAL  MOUSE_INTERVAL  [NAME]`` with intervals written ``chr:start-end`` or
+  ``chr:start-end:STRAND`` (0-based, end-exclusive, as BED and ``predict.h5``; commas
+  allowed), or
+- BEDPE-like ``hchrom hstart hend mchrom mstart mend [NAME]``, optionally followed by the
+  strands, ``... NAME HSTRAND MSTRAND`` (9 columns) or, as BEDPE, ``... NAME SCORE HSTRAND
+  MSTRAND`` (10 columns, the score ignored).
+
+STRAND is ``+``, ``-`` or ``.``; missing or ``.`` means ``+``. A ``-`` interval is predicted
+in the orientation of its transcript: the reverse complement of its window goes through the
+model and the predicted bins are flipped back to genome order, so the summed bins still cover
+the interval, and each track column reads the interval's own strand (a ``+``-strand CAGE
+track gives the ``-`` strand of the genome; no strand-pair swap). Unstranded tracks change
+only as the model's reverse-complement predictions differ from its forward ones.
 
 Empty lines and lines starting with ``#`` are skipped; the first other line is a header (and
 skipped) when its first column starts with ``human`` (``human<TAB>mouse<TAB>name``). NAME
-defaults to the human interval. A malformed line is an error naming ``file:line``.
+defaults to the human interval. A malformed line is an error naming ``file:line``. Output
+intervals of ``-`` strand are written ``chr:start-end:-``.
 
 Each sequence gets the model window centred on its interval, as predict-bed
 (``mid = (start + end) // 2``, N beyond chromosome ends). The statistic is the sum of the
@@ -76,23 +87,50 @@ from tqdm import tqdm
 
 from ._io import atomic_output
 from .cli_options import add_ensemble_options, add_model_options, load_model, one_line_errors
-from .dna import encode
+from .dna import encode, revcomp
 from .genome import fetch, open_fasta
 from .regions import parse_interval, window
 from .targets import Targets, TrackSelection, read_targets, select_tracks
 
 
 class Pair(NamedTuple):
-    """One orthologous pair: 0-based end-exclusive intervals; ``line`` its 1-based line."""
+    """One orthologous pair: 0-based end-exclusive intervals; ``line`` its 1-based line;
+    each interval's strand ``"+"`` or ``"-"`` (``-``: predicted reverse-complemented)."""
 
     name: str
     human: Tuple[str, int, int]
     mouse: Tuple[str, int, int]
     line: int = 0
+    human_strand: str = "+"
+    mouse_strand: str = "+"
 
 
-def _fmt(iv: Tuple[str, int, int]) -> str:
-    return f"{iv[0]}:{iv[1]}-{iv[2]}"
+def _fmt(iv: Tuple[str, int, int], strand: str = "+") -> str:
+    return f"{iv[0]}:{iv[1]}-{iv[2]}" + (":-" if strand == "-" else "")
+
+
+# ``chr:start-end:STRAND`` / ``chr:pos:STRAND`` (no digit in STRAND: ``chr:a-b`` stays an interval)
+_STRANDED = re.compile(r"^(.*:[\d,]+(?:-[\d,]+)?):([^:\d]+)$")
+
+
+def _strand(text: str) -> str:
+    """``+``, ``-`` or ``.`` (= ``+``) -> ``"+"`` / ``"-"``; ValueError otherwise."""
+    t = text.strip()
+    if t not in ("+", "-", "."):
+        raise ValueError(f"bad strand {text!r} (expected +, - or .)")
+    return "-" if t == "-" else "+"
+
+
+def _interval(text: str) -> Tuple[Tuple[str, int, int], str]:
+    """``chr:start-end[:STRAND]`` -> ((chrom, start, end), strand)."""
+    m = _STRANDED.match(text.strip()) if isinstance(text, str) else None
+    if m:
+        iv = parse_interval(m.group(1))
+        try:
+            return iv, _strand(m.group(2))
+        except ValueError as e:
+            raise ValueError(f"interval {text!r}: {e}") from None
+    return parse_interval(text), "+"
 
 
 def _coords(chrom: str, start: str, end: str) -> Tuple[str, int, int]:
@@ -119,23 +157,32 @@ def read_pairs(path) -> List[Pair]:
                 continue  # header
             first = False
             try:
+                hs = ms = "+"
                 if len(cols) in (2, 3):
                     h = m = None
                     try:
-                        h = parse_interval(cols[0])
-                        m = parse_interval(cols[1])
+                        h, hs = _interval(cols[0])
+                        m, ms = _interval(cols[1])
                     except ValueError as e:
                         raise ValueError(f"{'mouse' if h else 'human'} {e}") from None
                     name = cols[2] if len(cols) == 3 else ""
-                elif len(cols) in (6, 7):
+                elif len(cols) in (6, 7, 9, 10):
                     h, m = _coords(*cols[0:3]), _coords(*cols[3:6])
-                    name = cols[6] if len(cols) == 7 else ""
+                    name = cols[6] if len(cols) > 6 else ""
+                    if len(cols) >= 9:  # ... NAME [SCORE] HSTRAND MSTRAND (BEDPE's score ignored)
+                        for who, text in (("human", cols[-2]), ("mouse", cols[-1])):
+                            try:
+                                strand = _strand(text)
+                            except ValueError as e:
+                                raise ValueError(f"{who} {e}") from None
+                            hs, ms = (strand, ms) if who == "human" else (hs, strand)
                 else:
                     raise ValueError(f"expected 2-3 tab-separated columns (HUMAN_INTERVAL MOUSE_INTERVAL [NAME]) "
-                                     f"or 6-7 (hchrom hstart hend mchrom mstart mend [NAME]), got {len(cols)}")
+                                     f"or 6-7, 9 or 10 (hchrom hstart hend mchrom mstart mend [NAME [SCORE] "
+                                     f"HSTRAND MSTRAND]), got {len(cols)}")
             except ValueError as e:
                 raise ValueError(f"{path}:{lineno}: {e}") from None
-            pairs.append(Pair(name.strip() or _fmt(h), h, m, lineno))
+            pairs.append(Pair(name.strip() or _fmt(h), h, m, lineno, hs, ms))
     if not pairs:
         raise ValueError(f"{path}: no pairs")
     return pairs
@@ -150,14 +197,21 @@ def _as_pairs(pairs) -> Tuple[List[Pair], str]:
             out.append(p)
             continue
         try:
-            h = parse_interval(p[0]) if isinstance(p[0], str) else _coords(*map(str, p[0]))
-            m = parse_interval(p[1]) if isinstance(p[1], str) else _coords(*map(str, p[1]))
+            h, hs = _interval(p[0]) if isinstance(p[0], str) else _tuple_interval(p[0])
+            m, ms = _interval(p[1]) if isinstance(p[1], str) else _tuple_interval(p[1])
         except (ValueError, TypeError, IndexError) as e:
             raise ValueError(f"pair {i}: {e}") from None
-        out.append(Pair(str(p[2]) if len(p) > 2 else _fmt(h), h, m))
+        out.append(Pair(str(p[2]) if len(p) > 2 else _fmt(h), h, m, 0, hs, ms))
     if not out:
         raise ValueError("no pairs")
     return out, "pairs"
+
+
+def _tuple_interval(t) -> Tuple[Tuple[str, int, int], str]:
+    """(chrom, start, end[, strand]) -> ((chrom, start, end), strand)."""
+    if len(t) not in (3, 4):
+        raise ValueError(f"interval {t!r}: expected (chrom, start, end[, strand])")
+    return _coords(*map(str, t[:3])), _strand(str(t[3])) if len(t) == 4 else "+"
 
 
 def _where(p: Pair, i: int, source: str) -> str:
@@ -336,7 +390,9 @@ def compare_orthologs(model, human_fasta, mouse_fasta, pairs, human_tracks=None,
     model : a Model with both heads (``convert model_human.h5 model_mouse.h5``)
     human_fasta, mouse_fasta : FASTA paths or open ``pyfaidx.Fasta``
     pairs : pairs file path, or a list of (human interval, mouse interval[, name]) with
-        intervals as ``"chr:start-end"`` strings or (chrom, start, end)
+        intervals as ``"chr:start-end[:strand]"`` strings or (chrom, start, end[, strand]);
+        a ``-`` interval is predicted reverse-complemented, its bins flipped back (module
+        docstring)
     human_tracks, mouse_tracks : track selectors (:func:`basenji2_fast.targets.select_tracks`)
     human_targets, mouse_targets : targets files (path or Targets): identifiers, descriptions
         (matching) and strand pairs
@@ -417,22 +473,29 @@ def compare_orthologs(model, human_fasta, mouse_fasta, pairs, human_tracks=None,
     pairs_sp = {human_head: hsel.strand_pair if rc else None, mouse_head: msel.strand_pair if rc else None}
     L, bs = model.seq_length, int(batch_size)
     # (sequence side, its FASTA, own head, other head, own result, cross result, bins)
-    sides = ((lambda p: p.human, hfa, human_head, mouse_head, res.human, res.human_on_mouse, hb),
-             (lambda p: p.mouse, mfa, mouse_head, human_head, res.mouse, res.mouse_on_human, mb))
+    sides = ((lambda p: (p.human, p.human_strand), hfa, human_head, mouse_head, res.human, res.human_on_mouse, hb),
+             (lambda p: (p.mouse, p.mouse_strand), mfa, mouse_head, human_head, res.mouse, res.mouse_on_human, mb))
     with tqdm(total=2 * P, unit="window", disable=not progress, desc="orthologs") as bar:
         for b0 in range(0, P, bs):
             chunk = pairs[b0:b0 + bs]
             for get, fa, own, other, out, cross_out, bins in sides:
-                codes = np.stack([encode(fetch(fa, get(p)[0], *window(get(p), L)), what=_fmt(get(p))) for p in chunk])
+                codes = np.stack([encode(fetch(fa, get(p)[0][0], *window(get(p)[0], L)), what=_fmt(*get(p)))
+                                  for p in chunk])
+                minus = np.array([get(p)[1] == "-" for p in chunk])
+                if any(minus):
+                    # a - interval: the window read on its strand (the transcript's orientation)
+                    codes[minus] = revcomp(codes[minus])
                 heads = [own, other] if cross else [own]
                 pred = model.predict(codes, head=heads, tracks={h: cols[h] for h in heads}, rc=rc, shifts=shifts,
                                      n_encoding=n_encoding, batch_size=bs,
                                      strand_pair={h: pairs_sp[h] for h in heads})
                 for j in range(len(chunk)):
                     s0, s1 = bins[b0 + j]
-                    out[b0 + j] = pred[own][j, s0:s1].sum(axis=0, dtype=np.float64)
-                    if cross:
-                        cross_out[b0 + j] = pred[other][j, s0:s1].sum(axis=0, dtype=np.float64)
+                    for h, dest in ((own, out), (other, cross_out)) if cross else ((own, out),):
+                        # bins of a reverse-complemented window back in genome order, so
+                        # [s0, s1) covers the interval; tracks stay on the interval's strand
+                        pj = pred[h][j, ::-1] if minus[j] else pred[h][j]
+                        dest[b0 + j] = pj[s0:s1].sum(axis=0, dtype=np.float64)
                 bar.update(len(chunk))
     return res
 
@@ -473,7 +536,7 @@ def write_orthologs(res: OrthologResult, out, plot=None) -> List[Path]:
         fh.write("\t".join(cols) + "\n")
         for i, p in enumerate(res.pairs):
             for k, (h, m) in enumerate(res.matched):
-                row = [p.name, _fmt(p.human), _fmt(p.mouse), str(hs.columns[h]), str(ms.columns[m]), hs.identifiers[h],
+                row = [p.name, _fmt(p.human, p.human_strand), _fmt(p.mouse, p.mouse_strand), str(hs.columns[h]), str(ms.columns[m]), hs.identifiers[h],
                        ms.identifiers[m], hs.labels[h], ms.labels[m], _num(res.human[i, h]), _num(res.mouse[i, m]),
                        _num(lr[i, k])]
                 if cross:
@@ -550,8 +613,9 @@ def add_orthologs_subcommand(subparsers) -> argparse.ArgumentParser:
     add_model_options(p)
     p.add_argument("--human-fasta", required=True, help="human genome FASTA")
     p.add_argument("--mouse-fasta", required=True, help="mouse genome FASTA")
-    p.add_argument("pairs", help="pairs file: HUMAN_INTERVAL<TAB>MOUSE_INTERVAL[<TAB>NAME] (chr:start-end, 0-based) "
-                                 "or hchrom hstart hend mchrom mstart mend [name], one pair per line")
+    p.add_argument("pairs", help="pairs file: HUMAN_INTERVAL<TAB>MOUSE_INTERVAL[<TAB>NAME] (chr:start-end[:STRAND], "
+                                 "0-based) or hchrom hstart hend mchrom mstart mend [name [score] hstrand mstrand], "
+                                 "one pair per line; a - strand interval is predicted reverse-complemented")
     p.add_argument("-o", "--out", required=True, help="output table (one line per pair and matched track pair)")
     p.add_argument("--targets-human", default=None, help="basenji targets file of the human head")
     p.add_argument("--targets-mouse", default=None, help="basenji targets file of the mouse head")

@@ -10,7 +10,7 @@ import pytest
 
 import basenji2_fast as b2
 from basenji2_fast.cli import main
-from basenji2_fast.orthologs import compare_orthologs, read_pairs, read_track_map, side_paths
+from basenji2_fast.orthologs import compare_orthologs, read_pairs, read_track_map, side_paths, write_orthologs
 from basenji2_fast.targets import read_targets
 
 from conftest import fixture_path
@@ -77,6 +77,77 @@ def test_read_pairs(files):
     assert [p.name for p in pairs] == ["same", "bedpe", "chrX:16311-17311", "near_start"]
     assert pairs[1].human == ("chr2", 81942, 82639) and pairs[1].mouse == ("chr2", 81900, 82600)
     assert pairs[0].mouse == ("chr1", 99613, 100514) and [p.line for p in pairs] == [3, 4, 5, 6]
+
+
+def _direct_minus(model, fasta, iv, head):
+    """float64 [tracks]: the reverse complement of the window centred on iv predicted
+    directly, its bins put back in genome order, summed over the bins that overlap iv."""
+    chrom, s, e = iv
+    L = model.seq_length
+    start = (s + e) // 2 - L // 2
+    fa = b2.genome.open_fasta(fasta) if not hasattr(fasta, "keys") else fasta
+    assert start >= 0 and start + L <= len(fa[chrom])  # no N padding needed for these windows
+    seq = str(fa[chrom][start:start + L]).upper()
+    rc = seq[::-1].translate(str.maketrans("ACGTN", "TGCAN"))
+    pred = model.predict(rc, head=head).astype(np.float64)[0][::-1]
+    first = start + model.spec.crop_bins * model.bin_size
+    starts = first + model.bin_size * np.arange(model.n_bins)
+    return pred[(starts < e) & (starts + model.bin_size > s)].sum(0)
+
+
+def test_strands_read(tmp_path):
+    path = tmp_path / "p.tsv"
+    path.write_text("chr1:100-200:-\tchr1:300-400:+\ta\n"
+                    "chr1:100-200:.\tchr1:5000:-\n"
+                    "chr1\t100\t200\tchr2\t300\t400\tb\t.\t-\n"
+                    "chr1\t100\t200\tchr2\t300\t400\tc\t0\t-\t+\n")
+    pairs = read_pairs(path)
+    assert [(p.human_strand, p.mouse_strand) for p in pairs] == [("-", "+"), ("+", "-"), ("+", "-"), ("-", "+")]
+    assert pairs[0].human == ("chr1", 100, 200) and pairs[1].mouse == ("chr1", 5000, 5001)
+    assert [p.name for p in pairs] == ["a", "chr1:100-200", "b", "c"]
+
+
+def test_minus_strand_is_the_reverse_complement_in_genome_order(model, files, tmp_path):
+    ivs = [(("chr1", 99613, 100514), ("chr1", 99613, 100514)), (("chr2", 81942, 82639), ("chr2", 81900, 82600)),
+           (("chrX", 16311, 17311), ("chr1", 154347, 155347)), (("chr1", 200000, 200257), ("chr2", 81900, 82157))]
+    plus = [(h, m) for h, m in ivs]
+    mixed = [(h + ("-",), m + ("+",)) for h, m in ivs[:1]] + [(h + (".",), m + ("-",)) for h, m in ivs[1:2]] + \
+        [(_s(h) + ":-", _s(m) + ":-") for h, m in ivs[2:]]
+    # 257 bp: bins 47-49, not symmetric about the centre, so the flip back to genome order matters
+    assert tuple(map(tuple, compare_orthologs(model, files["human"], files["mouse"], ivs[3:], track_map=[(0, 0)])
+                     .human_bins)) == ((47, 50),)
+    kw = dict(cross=True, track_map=[(0, 1), (3, 0)], batch_size=2)
+    fwd = compare_orthologs(model, files["human"], files["mouse"], plus, **kw)
+    res = compare_orthologs(model, files["human"], files["mouse"], mixed, **kw)
+    assert [(p.human_strand, p.mouse_strand) for p in res.pairs] == [("-", "+"), ("+", "-"), ("-", "-"), ("-", "-")]
+    # same bins as on the + strand: they still cover the interval
+    assert (res.human_bins == fwd.human_bins).all() and (res.mouse_bins == fwd.mouse_bins).all()
+    for i, p in enumerate(res.pairs):
+        hc, mc = res.human_sel.columns, res.mouse_sel.columns  # [0, 3], [1, 0]
+        for seq_iv, strand, fasta, own, other, cols, xcols, val, crossval, fval, fcross in (
+                (p.human, p.human_strand, files["human"], "human", "mouse", hc, mc, res.human, res.human_on_mouse,
+                 fwd.human, fwd.human_on_mouse),
+                (p.mouse, p.mouse_strand, files["mouse"], "mouse", "human", mc, hc, res.mouse, res.mouse_on_human,
+                 fwd.mouse, fwd.mouse_on_human)):
+            if strand == "-":
+                want = _direct_minus(model, fasta, seq_iv, own)[cols]
+                want_x = _direct_minus(model, fasta, seq_iv, other)[xcols]
+                np.testing.assert_allclose(val[i], want, rtol=1e-5)
+                np.testing.assert_allclose(crossval[i], want_x, rtol=1e-5)
+                assert not np.allclose(val[i], fval[i], rtol=1e-4)  # really a different prediction
+            else:  # '+' and '.' are the forward strand
+                np.testing.assert_array_equal(val[i], fval[i])
+                np.testing.assert_array_equal(crossval[i], fcross[i])
+    write_orthologs(res, tmp_path / "o.tsv")
+    rows = [line.split("\t") for line in (tmp_path / "o.tsv").read_text().splitlines()[1:]]
+    assert [r[1:3] for r in rows[::2]] == [["chr1:99613-100514:-", "chr1:99613-100514"],
+                                           ["chr2:81942-82639", "chr2:81900-82600:-"],
+                                           ["chrX:16311-17311:-", "chr1:154347-155347:-"],
+                                           ["chr1:200000-200257:-", "chr2:81900-82157:-"]]
+
+
+def _s(iv):
+    return f"{iv[0]}:{iv[1]}-{iv[2]}"
 
 
 def test_sums_equal_direct_predictions_with_cross(model, files):
@@ -160,6 +231,12 @@ def test_matching_needs_targets_or_a_match(model, files):
     ("chr1\t1\t2\tchr1\t5\t4\tn\n", r"pairs.tsv:2: bad interval chr1:5-4"),
     ("chr1:100-200\tchr9:300-400\n", "pairs.tsv:2: no sequence 'chr9' in the mouse FASTA"),
     ("chr1:10000-30000\tchr1:300-400\n", "pairs.tsv:2: human interval chr1:10000-30000 .20,000 bp. reaches past"),
+    ("chr1:100-200:x\tchr1:300-400\n", r"pairs.tsv:2: human interval 'chr1:100-200:x': bad strand 'x' "
+                                        r"\(expected \+, - or \.\)"),
+    ("chr1:100-200\tchr1:300-400:plus\n", r"pairs.tsv:2: mouse interval 'chr1:300-400:plus': bad strand 'plus'"),
+    ("chr1\t1\t2\tchr1\t3\t4\tn\t+\t?\n", r"pairs.tsv:2: mouse bad strand '\?'"),
+    ("chr1\t1\t2\tchr1\t3\t4\tn\t0\t\t-\n", r"pairs.tsv:2: human bad strand ''"),
+    ("chr1\t1\t2\tchr1\t3\t4\tn\t+\n", r"pairs.tsv:2: expected 2-3 tab-separated columns .* got 8"),
 ])
 def test_bad_lines_are_one_line_errors_and_write_nothing(files, tmp_path, capsys, line, message):
     pairs = tmp_path / "pairs.tsv"
