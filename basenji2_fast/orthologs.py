@@ -536,9 +536,9 @@ def write_orthologs(res: OrthologResult, out, plot=None) -> List[Path]:
         fh.write("\t".join(cols) + "\n")
         for i, p in enumerate(res.pairs):
             for k, (h, m) in enumerate(res.matched):
-                row = [p.name, _fmt(p.human, p.human_strand), _fmt(p.mouse, p.mouse_strand), str(hs.columns[h]), str(ms.columns[m]), hs.identifiers[h],
-                       ms.identifiers[m], hs.labels[h], ms.labels[m], _num(res.human[i, h]), _num(res.mouse[i, m]),
-                       _num(lr[i, k])]
+                row = [p.name, _fmt(p.human, p.human_strand), _fmt(p.mouse, p.mouse_strand), str(hs.columns[h]),
+                       str(ms.columns[m]), hs.identifiers[h], ms.identifiers[m], hs.labels[h], ms.labels[m],
+                       _num(res.human[i, h]), _num(res.mouse[i, m]), _num(lr[i, k])]
                 if cross:
                     hm, mh = res.human_on_mouse[i, m], res.mouse_on_human[i, h]
                     row += [_num(hm), _num(mh), _num(math.log2((res.human[i, h] + 1) / (mh + 1))),
