@@ -61,7 +61,7 @@ Where the 2021 basenji_sad.py is wrong, this module does what it meant to do:
 2. **Unscorable variants are skipped cleanly**: a REF that matches neither the genome nor an
    ALT, a REF or ALT with characters other than A/C/G/T/N (IUPAC codes), a symbolic ALT
    (``<DEL>``, ``*``, breakends, missing ``.``), a chromosome missing from the FASTA, or a
-   position past the chromosome end: one warning each, one line in ``OUTDIR/skipped.tsv``
+   position past the chromosome end: a warning (one each for the first 20, then one summary), one line in ``OUTDIR/skipped.tsv``
    (``line chrom pos id ref alt reason``; header only when nothing was skipped), and no row.
    Later rows are never shifted (basenji silently pairs the wrong sequences, then crashes).
 3. **Chromosome ends**: the window is N-padded to its full length on either side (basenji
@@ -516,9 +516,19 @@ def _batches(model, su: _Setup, vcf, rc, shifts, pseudo, batch_size, on_skip: Ca
         yield batch, _score_batch(model, su, batch, rc, shifts, pseudo, batch_size, basenji_edge)
 
 
-def _warn_skip(s: Skipped) -> None:
-    warnings.warn(f"skipping {s.id} ({s.chrom}:{s.pos} {s.ref}>{s.alt}, VCF line {s.line}): {s.reason}",
-                  UserWarning, stacklevel=2)
+#: Skipped alleles warned about one by one; after that one summary warning (a large VCF may
+#: skip thousands: every one is still listed in skipped.tsv / the returned list).
+SKIP_WARNINGS = 20
+
+
+def _warn_skip(s: Skipped, n_before: int) -> None:
+    """Warn about the skipped allele ``s``, the ``n_before``-th skip of this run (0-based)."""
+    if n_before < SKIP_WARNINGS:
+        warnings.warn(f"skipping {s.id} ({s.chrom}:{s.pos} {s.ref}>{s.alt}, VCF line {s.line}): {s.reason}",
+                      UserWarning, stacklevel=2)
+    elif n_before == SKIP_WARNINGS:
+        warnings.warn(f"more than {SKIP_WARNINGS} alleles skipped; the rest are not warned about one by one "
+                      "(all are listed in skipped.tsv)", UserWarning, stacklevel=2)
 
 
 def score_variants(model, fasta, vcf, head: Optional[str] = None, tracks=None, targets=None,
@@ -560,7 +570,7 @@ def score_variants(model, fasta, vcf, head: Optional[str] = None, tracks=None, t
     skipped: List[Skipped] = []
 
     def on_skip(s):
-        _warn_skip(s)
+        _warn_skip(s, len(skipped))
         skipped.append(s)
 
     meta = {k: [] for k in ("snp", "chr", "pos", "ref_allele", "alt_allele")}
@@ -829,7 +839,7 @@ def _write_sad(model, fasta, vcf, out_dir, head=None, tracks=None, targets=None,
     skipped: List[Skipped] = []
 
     def on_skip(s):
-        _warn_skip(s)
+        _warn_skip(s, len(skipped))
         skipped.append(s)
 
     with job_lock(out_dir, SAD_LOCK, "sad"):

@@ -527,3 +527,21 @@ def test_killed_after_finishing(visible, model, tmp_path, monkeypatch):
     write_sad(model, visible / "genome.fa", vcf, out, stats=("SAD",), batch_size=2, progress=False)
     assert calls == [] and (out / "sad.h5").stat().st_mtime_ns == mtime
     assert not (out / ".sad_partial").exists()
+
+
+def test_skip_warnings_are_capped(visible, model, tmp_path, monkeypatch):
+    """A VCF with many unusable alleles: the first SKIP_WARNINGS warn one by one, then one
+    summary; skipped.tsv still lists every one."""
+    from basenji2_fast import variants
+
+    monkeypatch.setattr(variants, "SKIP_WARNINGS", 2)
+    vcf = write_vcf(tmp_path / "v.vcf", [("chr1", 20074 + i, f"iupac{i}", "R", "A") for i in range(5)]
+                    + [("chr1", 20307, "rs1100103", "T", "A")], contigs=("chr1",))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        write_sad(model, visible / "genome.fa", vcf, tmp_path / "out", stats=("SAD",), progress=False)
+    messages = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    assert [m.split(" (")[0] for m in messages if m.startswith("skipping")] == ["skipping iupac0", "skipping iupac1"]
+    assert sum("more than 2 alleles skipped" in m for m in messages) == 1
+    rows = (tmp_path / "out" / "skipped.tsv").read_text().splitlines()[1:]
+    assert [r.split("\t")[3] for r in rows] == [f"iupac{i}" for i in range(5)]
