@@ -61,8 +61,9 @@ Where the 2021 basenji_sad.py is wrong, this module does what it meant to do:
 2. **Unscorable variants are skipped cleanly**: a REF that matches neither the genome nor an
    ALT, a REF or ALT with characters other than A/C/G/T/N (IUPAC codes), a symbolic ALT
    (``<DEL>``, ``*``, breakends, missing ``.``), a chromosome missing from the FASTA, or a
-   position past the chromosome end: a warning (one each for the first 20, then one summary), one line in ``OUTDIR/skipped.tsv``
-   (``line chrom pos id ref alt reason``; header only when nothing was skipped), and no row.
+   position past the chromosome end: a warning (one each for the first 20, then one summary),
+   one line in ``OUTDIR/skipped.tsv`` (``line chrom pos id ref alt reason``; header only when
+   nothing was skipped), and no row.
    Later rows are never shifted (basenji silently pairs the wrong sequences, then crashes).
 3. **Chromosome ends**: the window is N-padded to its full length on either side (basenji
    pads the right end one base short, shifting even-length indels near the end by one, and
