@@ -112,15 +112,10 @@ class CudaEngine:
     def add_head(self, weight: np.ndarray, bias: np.ndarray, activation: str) -> int:
         return self._e.add_head(weight, bias, activation)
 
-    def predict(self, codes: np.ndarray, requests, n_uniform: bool, outs=None) -> Optional[List[np.ndarray]]:
-        """codes uint8 [B, L] (host) -> list of float32 [B, bins, tracks], one per request; or,
-        as the CPU engine, written into ``outs`` (host arrays of those shapes) when given."""
-        preds = self._e.predict(codes, requests, n_uniform)
-        if outs is None:
-            return preds
-        for o, p in zip(outs, preds):
-            o[...] = p
-        return None
+    def predict(self, codes: np.ndarray, requests, n_uniform: bool, outs=None) -> List[np.ndarray]:
+        """codes uint8 [B, L] (host) -> list of float32 [B, bins, tracks], one per request
+        (written into ``outs``, host arrays of those shapes, when given: as the CPU engine)."""
+        return self._e.predict(codes, requests, n_uniform, outs)
 
     def predict_device(self, codes, requests, n_uniform: bool, outs) -> None:
         """codes: device uint8 [B, L]; outs: device float32 [B, bins, tracks] per request

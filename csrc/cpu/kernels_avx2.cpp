@@ -189,20 +189,6 @@ void conv_tile(const ConvArgs& a, int64_t p, int panel, float* tile) {
   }
 }
 
-inline uint32_t load_pair(const uint16_t* x) {
-  uint32_t v;
-  std::memcpy(&v, x, 4);
-  return v;
-}
-
-// The same pointer, opaque to the optimiser: the high-channel pass broadcasts each input
-// pair again from memory (a load, free) instead of the compiler keeping every row's
-// broadcast from the low-channel pass in registers, which spills the accumulators.
-inline const uint16_t* reload(const uint16_t* x) {
-  asm("" : "+r"(x));
-  return x;
-}
-
 // bf16 input and weight pairs (bf16_weight_index), widened to fp32 in registers: a 32-bit
 // lane holding channels (c, c + 1) gives channel c shifted into the high half and channel
 // c + 1 with the low half masked off. Channel c's FMAs run before channel c + 1's, the fp32

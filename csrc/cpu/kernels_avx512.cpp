@@ -177,20 +177,6 @@ void conv_tile(const ConvArgs& a, int64_t p, int panel, float* tile) {
   }
 }
 
-inline uint32_t load_pair(const uint16_t* x) {
-  uint32_t v;
-  std::memcpy(&v, x, 4);
-  return v;
-}
-
-// The same pointer, opaque to the optimiser: the high-channel pass broadcasts each input
-// pair again from memory (a load, free) instead of the compiler keeping every row's
-// broadcast from the low-channel pass in registers, which spills the accumulators.
-inline const uint16_t* reload(const uint16_t* x) {
-  asm("" : "+r"(x));
-  return x;
-}
-
 // bf16 input and weight pairs (bf16_weight_index). A 32-bit lane holds channels (c, c + 1)
 // of one output column; inputs are broadcast as whole pairs straight from memory, and an
 // odd cin's last pair reads its one channel alone (its partner weight is zero, and the

@@ -16,6 +16,22 @@ namespace B2F_ISA_NS {
 // a tile never splits a max-pool pair.
 constexpr int kTilesPerBlock = 8;
 
+// Two bf16 channels (c, c + 1) of one input row as one 32-bit lane, for the bf16 kernels'
+// pair broadcasts.
+inline uint32_t load_pair(const uint16_t* x) {
+  uint32_t v;
+  std::memcpy(&v, x, 4);
+  return v;
+}
+
+// The same pointer, opaque to the optimiser: the high-channel pass broadcasts each input
+// pair again from memory (a load, free) instead of the compiler keeping every row's
+// broadcast from the low-channel pass in registers, which spills the accumulators.
+inline const uint16_t* reload(const uint16_t* x) {
+  asm("" : "+r"(x));
+  return x;
+}
+
 // Scalar epilogue over a tile [rows][NR] of accumulators for positions p.., panel columns.
 template <int NR>
 inline void epilogue_scalar(const Epilogue& e, float* tile, int rows, int64_t p, int col0, int ncols) {

@@ -101,26 +101,12 @@ PYBIND11_MODULE(B2F_CUDA_MODULE_NAME, m) {
                                act == "softplus" ? b2f::OutAct::Softplus : b2f::OutAct::None);
            })
       .def("predict",
-           [](CudaEngine& e, U8 codes, const Requests& requests, bool n_uniform) {
-             check_codes(codes, e);
-             std::vector<b2f::HeadRequest> reqs = parse_requests(e, requests);
-             std::vector<float*> outs;
-             py::list result;
-             for (const auto& r : reqs) {
-               py::array_t<float> out = new_array({codes.shape(0), e.n_bins(), int64_t(request_tracks(e, r))});
-               outs.push_back(out.mutable_data());
-               result.append(out);
-             }
-             const uint8_t* c = codes.data();
-             const int64_t batch = codes.shape(0);
-             {
-               py::gil_scoped_release nogil;
-               e.predict(c, batch, n_uniform, reqs, outs);
-             }
-             return result;
+           [](CudaEngine& e, U8 codes, const Requests& requests, bool n_uniform, py::object into) {
+             return predict_host(e, codes, requests, n_uniform, into);
            },
-           py::arg("codes"), py::arg("requests"), py::arg("n_uniform") = false,
-           "codes uint8 [B, L] (host); requests [(head, [tracks] or [])] -> list of float32 [B, bins, tracks]")
+           py::arg("codes"), py::arg("requests"), py::arg("n_uniform") = false, py::arg("out") = py::none(),
+           "codes uint8 [B, L] (host); requests [(head, [tracks] or [])] -> list of float32 [B, bins, tracks] "
+           "(written into `out`, one array per request, when given)")
       .def("predict_device",
            [](CudaEngine& e, uintptr_t codes, int64_t batch, const Requests& requests, bool n_uniform,
               const std::vector<uintptr_t>& outs) {
@@ -134,19 +120,7 @@ PYBIND11_MODULE(B2F_CUDA_MODULE_NAME, m) {
            },
            py::arg("codes_ptr"), py::arg("batch"), py::arg("requests"), py::arg("n_uniform"), py::arg("out_ptrs"),
            "Device pointers: codes uint8 [batch, L] in, float32 [batch, bins, tracks] per request out (C order).")
-      .def("trunk",
-           [](CudaEngine& e, U8 codes, bool n_uniform) {
-             check_codes(codes, e);
-             py::array_t<float> out = new_array({codes.shape(0), e.n_bins(), int64_t(e.trunk_channels())});
-             const uint8_t* c = codes.data();
-             float* o = out.mutable_data();
-             const int64_t batch = codes.shape(0);
-             {
-               py::gil_scoped_release nogil;
-               e.trunk(c, batch, n_uniform, o);
-             }
-             return out;
-           },
+      .def("trunk", [](CudaEngine& e, U8 codes, bool n_uniform) { return trunk_host(e, codes, n_uniform); },
            py::arg("codes"), py::arg("n_uniform") = false, "codes uint8 [B, L] -> trunk output float32 [B, bins, C]")
       .def("op_forward",
            [](CudaEngine& e, int i, F32 x, py::object res) {

@@ -99,5 +99,64 @@ void check_codes(const U8& codes, const E& e) {
                                                   " != the model's " + std::to_string(e.seq_length()));
 }
 
+// The float32 [batch, bins, tracks] output of each request: new arrays, or the caller's
+// (`into`: one writable C-contiguous float32 array per request), written in place so a
+// caller's buffer is never copied again. Fills `ptrs` with the data pointers.
+template <typename E>
+py::list request_outputs(const E& e, int64_t batch, const std::vector<HeadRequest>& reqs, const py::object& into,
+                         std::vector<float*>& ptrs) {
+  py::list result;
+  if (!into.is_none()) CHECK_ARG(py::len(into) == reqs.size(), "one output array per request");
+  for (size_t k = 0; k < reqs.size(); ++k) {
+    const int64_t tracks = request_tracks(e, reqs[k]);
+    py::array_t<float> out;
+    if (into.is_none()) {
+      out = py::array_t<float>({batch, e.n_bins(), tracks});
+    } else {
+      py::object o = into[py::int_(k)];
+      CHECK_ARG(py::isinstance<py::array_t<float>>(o), "output arrays must be float32");
+      out = o.cast<py::array_t<float>>();
+      CHECK_ARG(out.ndim() == 3 && out.shape(0) == batch && out.shape(1) == e.n_bins() && out.shape(2) == tracks &&
+                    (out.flags() & py::array::c_style) && out.writeable(),
+                "output arrays must be writable C-contiguous float32 [batch, bins, tracks]");
+    }
+    ptrs.push_back(out.mutable_data());
+    result.append(out);
+  }
+  return result;
+}
+
+// Engine.predict for host arrays, either engine: codes uint8 [B, L]; requests [(head,
+// [tracks] or [])] -> list of float32 [B, bins, tracks] (into `into` when given).
+template <typename E>
+py::list predict_host(E& e, const U8& codes, const Requests& requests, bool n_uniform, const py::object& into) {
+  check_codes(codes, e);
+  const std::vector<HeadRequest> reqs = parse_requests(e, requests);
+  std::vector<float*> outs;
+  py::list result = request_outputs(e, codes.shape(0), reqs, into, outs);
+  const uint8_t* c = codes.data();
+  const int64_t batch = codes.shape(0);
+  {
+    py::gil_scoped_release nogil;
+    e.predict(c, batch, n_uniform, reqs, outs);
+  }
+  return result;
+}
+
+// Engine.trunk for host arrays, either engine: codes uint8 [B, L] -> float32 [B, bins, C].
+template <typename E>
+py::array_t<float> trunk_host(E& e, const U8& codes, bool n_uniform) {
+  check_codes(codes, e);
+  py::array_t<float> out({codes.shape(0), e.n_bins(), int64_t(e.trunk_channels())});
+  const uint8_t* c = codes.data();
+  float* o = out.mutable_data();
+  const int64_t batch = codes.shape(0);
+  {
+    py::gil_scoped_release nogil;
+    e.trunk(c, batch, n_uniform, o);
+  }
+  return out;
+}
+
 }  // namespace pyargs
 }  // namespace b2f

@@ -69,51 +69,11 @@ PYBIND11_MODULE(_engine, m) {
                throw py::value_error(ex.what());
              }
            })
-      .def("trunk",
-           [](const Engine& e, U8 codes, bool n_uniform) {
-             check_codes(codes, e);
-             py::array_t<float> out({codes.shape(0), e.n_bins(), int64_t(e.trunk_channels())});
-             const uint8_t* c = codes.data();
-             float* o = out.mutable_data();
-             const int64_t batch = codes.shape(0);
-             {
-               py::gil_scoped_release nogil;
-               e.trunk(c, batch, n_uniform, o);
-             }
-             return out;
-           },
+      .def("trunk", [](const Engine& e, U8 codes, bool n_uniform) { return trunk_host(e, codes, n_uniform); },
            py::arg("codes"), py::arg("n_uniform") = false, "codes uint8 [B, L] -> trunk output float32 [B, bins, C]")
       .def("predict",
            [](const Engine& e, U8 codes, const Requests& requests, bool n_uniform, py::object into) {
-             check_codes(codes, e);
-             std::vector<b2f::HeadRequest> reqs = parse_requests(e, requests);
-             std::vector<float*> outs;
-             py::list result;
-             if (!into.is_none()) CHECK_ARG(py::len(into) == reqs.size(), "one output array per request");
-             for (size_t k = 0; k < reqs.size(); ++k) {
-               const int64_t tracks = request_tracks(e, reqs[k]);
-               py::array_t<float> out;
-               if (into.is_none()) {
-                 out = py::array_t<float>({codes.shape(0), e.n_bins(), tracks});
-               } else {
-                 // the caller's array, written in place (no second copy of the outputs)
-                 py::object o = into[py::int_(k)];
-                 CHECK_ARG(py::isinstance<py::array_t<float>>(o), "output arrays must be float32");
-                 out = o.cast<py::array_t<float>>();
-                 CHECK_ARG(out.ndim() == 3 && out.shape(0) == codes.shape(0) && out.shape(1) == e.n_bins() &&
-                               out.shape(2) == tracks && (out.flags() & py::array::c_style) && out.writeable(),
-                           "output arrays must be writable C-contiguous float32 [batch, bins, tracks]");
-               }
-               outs.push_back(out.mutable_data());
-               result.append(out);
-             }
-             const uint8_t* c = codes.data();
-             const int64_t batch = codes.shape(0);
-             {
-               py::gil_scoped_release nogil;
-               e.predict(c, batch, n_uniform, reqs, outs);
-             }
-             return result;
+             return predict_host(e, codes, requests, n_uniform, into);
            },
            py::arg("codes"), py::arg("requests"), py::arg("n_uniform") = false, py::arg("out") = py::none(),
            "codes uint8 [B, L]; requests [(head, [tracks] or [])] -> list of float32 [B, bins, tracks] "
