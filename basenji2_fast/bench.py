@@ -32,12 +32,11 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from .spec import ConvOp, CropOp, Head, ModelSpec
+from .spec import PRECISIONS, ConvOp, CropOp, Head, ModelSpec
 
 GROUPS = ("stem", "tower", "dilated", "head")
 GROUP_TITLES = {"stem": "stem", "tower": "conv tower", "dilated": "dilated residual tower",
                 "head": "final 1x1 + head"}
-PRECISIONS = ("fp32", "bf16")
 MAGIC = "@@b2bench "
 IDLE_S = 0.3  # pause before each timed pass: the previous worker's OpenMP threads spin briefly
 

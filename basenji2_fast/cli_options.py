@@ -8,12 +8,7 @@ import re
 import sys
 from typing import List
 
-from .spec import GELU_VARIANTS
-
-
-#: Compute precisions (basenji2_fast.model.PRECISIONS; repeated so that building the
-#: parser imports no numpy).
-PRECISIONS = ("fp32", "bf16")
+from .spec import GELU_VARIANTS, N_ENCODINGS, PRECISIONS
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -28,6 +23,18 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=PRECISIONS, default=None,
                         help="compute precision: fp32 (the CPU's default) or bf16 (bf16 weights and activations, "
                              "fp32 sums; half the weight memory; the only precision on CUDA)")
+
+
+def add_fasta_option(parser: argparse.ArgumentParser) -> None:
+    """``-f FASTA``: the genome the windows are read from."""
+    parser.add_argument("-f", "--fasta", required=True, help="genome FASTA (indexed with pyfaidx)")
+
+
+def add_run_options(parser: argparse.ArgumentParser, n_encoding: bool = True) -> None:
+    """``[--n-encoding zeros|uniform] [-q]``: how N enters the model, and no progress bar."""
+    if n_encoding:
+        parser.add_argument("--n-encoding", choices=N_ENCODINGS, default="zeros", help="how N is encoded")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
 def int_list(text: str) -> List[int]:

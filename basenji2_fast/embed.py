@@ -46,7 +46,8 @@ import h5py
 import numpy as np
 
 from ._io import atomic_output
-from .cli_options import add_ensemble_options, add_model_options, load_model, one_line_errors
+from .cli_options import (add_ensemble_options, add_fasta_option, add_model_options, add_run_options, load_model,
+                          one_line_errors)
 from .regions import iter_windows, output_window, prepare_regions, read_bed
 from .version import __version__
 
@@ -170,15 +171,14 @@ def add_embed_subcommand(subparsers) -> argparse.ArgumentParser:
                     "[regions, channels] with --pool mean (all bins) or center (the 2 bins at the region's "
                     "midpoint), plus chrom/start/end of the span they cover.")
     add_model_options(p)
-    p.add_argument("-f", "--fasta", required=True, help="genome FASTA (indexed with pyfaidx)")
+    add_fasta_option(p)
     p.add_argument("bed", help="BED file of regions")
     p.add_argument("-o", "--out", required=True, help="output HDF5 file")
     p.add_argument("--pool", choices=POOLS, default="mean", help="pooling over the output bins (default mean)")
     p.add_argument("--dtype", choices=DTYPES, default="float32", help="stored dtype (default float32)")
     add_ensemble_options(p)
     p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--n-encoding", choices=("zeros", "uniform"), default="zeros", help="how N is encoded")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_run_options(p)
     p.set_defaults(func=run_embed)
     return p
 

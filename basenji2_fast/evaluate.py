@@ -35,7 +35,8 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from ._io import atomic_output
-from .cli_options import add_ensemble_options, add_model_options, add_track_options, load_model, one_line_errors
+from .cli_options import (add_ensemble_options, add_fasta_option, add_model_options, add_run_options,
+                          add_track_options, load_model, one_line_errors)
 from .coverage import ObservedCoverage, coverage_tracks
 from .regions import _iter_predictions, prepare_regions, read_bed, resolve_tracks
 from .targets import Targets, read_targets, select_tracks
@@ -249,7 +250,7 @@ def add_test_subcommand(subparsers) -> argparse.ArgumentParser:
                     "clipped and scaled as basenji's training data): Pearson R and R^2 per track over all bins, "
                     "written as a TSV (index, pearsonr, r2, identifier, description).")
     add_model_options(p)
-    p.add_argument("-f", "--fasta", required=True, help="genome FASTA (indexed with pyfaidx)")
+    add_fasta_option(p)
     p.add_argument("bed", help="BED file of test regions")
     add_track_options(p)
     add_ensemble_options(p)
@@ -259,8 +260,7 @@ def add_test_subcommand(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--plot-dir", default=None, help="folder for the plots (default: beside the TSV)")
     p.add_argument("--plot-points", type=int, default=100_000, help="bins sampled per plot (default 100000)")
     p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--n-encoding", choices=("zeros", "uniform"), default="zeros", help="how N is encoded")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_run_options(p)
     p.set_defaults(func=run_test)
     return p
 

@@ -72,10 +72,11 @@ from tqdm import tqdm
 
 from . import distributed, dna
 from ._io import atomic_output, canonical_sha, job_lock, read_json, write_json
-from .cli_options import add_ensemble_options, add_model_options, add_track_options, load_model
+from .cli_options import (add_ensemble_options, add_fasta_option, add_model_options, add_run_options,
+                          add_track_options, load_model)
 from .genome import fetch, open_fasta
 from .multihead import head_names
-from .spec import CODE_N, ConvOp, CropOp
+from .spec import CODE_N, N_ENCODINGS, ConvOp, CropOp
 from .version import __version__
 
 PathLike = Union[str, os.PathLike]
@@ -397,7 +398,7 @@ def predict_genome(model, fasta: PathLike, out_dir: PathLike, head: Optional[str
         job with other options. Inputs are checked before anything is written.
     """
     from .formats import file_sha256
-    from .model import N_ENCODINGS, load
+    from .model import load
 
     t_run = time.time()
     if not hasattr(model, "predict"):
@@ -795,15 +796,14 @@ def add_predict_genome_subcommand(subparsers) -> argparse.ArgumentParser:
                     "and write OUT_DIR/<column>_<identifier>.bw per track plus manifest.json. An interrupted "
                     "run resumes where it stopped; rerunning a finished job does nothing.")
     add_model_options(p)
-    p.add_argument("-f", "--fasta", required=True, help="genome FASTA (indexed with pyfaidx)")
+    add_fasta_option(p)
     p.add_argument("-o", "--out-dir", required=True, help="output folder")
     add_track_options(p)
     add_ensemble_options(p)
     p.add_argument("--chroms", default=None, help="comma-separated chromosomes (default: all of the FASTA)")
     p.add_argument("--batch-size", type=int, default=4, help="windows per engine call (default 4)")
-    p.add_argument("--n-encoding", choices=("zeros", "uniform"), default="zeros", help="how N is encoded")
+    add_run_options(p)
     p.add_argument("--overwrite", action="store_true", help="start over when OUT_DIR holds a job with other options")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     distributed.add_distributed_options(p)
     p.set_defaults(func=run_predict_genome)
     return p

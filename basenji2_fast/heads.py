@@ -42,7 +42,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from .cli_options import add_model_options, load_model, one_line_errors
+from .cli_options import add_fasta_option, add_model_options, add_run_options, load_model, one_line_errors
 from .coverage import SUM_STATS, coverage_tracks, ObservedCoverage
 from .evaluate import TrackStats
 from .regions import iter_windows, prepare_regions, read_bed
@@ -291,7 +291,7 @@ def add_fit_head_subcommand(subparsers) -> argparse.ArgumentParser:
                     "coverage of new tracks over the output bins of the window centred on each BED region, and "
                     "save the model with the new head as a .safetensors file.")
     add_model_options(p)
-    p.add_argument("-f", "--fasta", required=True, help="genome FASTA (indexed with pyfaidx)")
+    add_fasta_option(p)
     p.add_argument("bed", help="BED file of training regions")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("-t", "--targets", help="basenji targets file whose 'file' column names the bigWigs "
@@ -307,8 +307,7 @@ def add_fit_head_subcommand(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--cache-mb", type=float, default=1024.0,
                    help="embedding cache kept in memory, MB; a larger one goes to a temporary file (default 1024)")
     p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--n-encoding", choices=("zeros", "uniform"), default="zeros", help="how N is encoded")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_run_options(p)
     p.set_defaults(func=run_fit_head)
     return p
 

@@ -52,8 +52,8 @@ from .dna import encode, revcomp
 from .genome import fetch, open_fasta
 from .regions import (Region, _as_regions, _check_contigs, parse_interval,
                       read_bed, resolve_tracks, window)
-from .cli_options import (add_ensemble_options, add_model_options, add_track_options, load_model, one_line_errors,
-                          track_request)
+from .cli_options import (add_ensemble_options, add_fasta_option, add_model_options, add_run_options,
+                          add_track_options, load_model, one_line_errors, track_request)
 from .multihead import plan_heads
 
 STATS = ("sum", "center", "scd")
@@ -341,7 +341,7 @@ def add_sat_subcommand(subparsers) -> argparse.ArgumentParser:
                     "OUT_DIR/scores.h5 as basenji_sat_bed.py: per statistic float16 [regions, len, 4, tracks] "
                     "(minus the mean over the 4 bases), seqs, chr, strand, start, end.")
     add_model_options(p)
-    p.add_argument("-f", "--fasta", required=True, help="genome FASTA (indexed with pyfaidx)")
+    add_fasta_option(p)
     p.add_argument("bed", help="BED file of regions (6th column: strand)")
     p.add_argument("-o", "--out-dir", required=True, help="output folder")
     p.add_argument("-l", "--mut-len", type=int, default=None,
@@ -351,8 +351,7 @@ def add_sat_subcommand(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--stats", default="sum", help="comma-separated statistics: sum,center,scd (default sum)")
     add_track_options(p)
     add_ensemble_options(p)
-    p.add_argument("--n-encoding", choices=("zeros", "uniform"), default="zeros", help="how N is encoded")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_run_options(p)
     distributed.add_distributed_options(p)
     p.set_defaults(func=run_sat)
     return p

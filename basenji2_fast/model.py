@@ -12,7 +12,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Union
 import numpy as np
 
 from . import cuda_backend, dna
-from .spec import CODE_UNIFORM, ConvOp, ModelSpec
+from .spec import CODE_UNIFORM, N_ENCODINGS, PRECISIONS, ConvOp, ModelSpec
 from .version import __version__
 
 try:  # the package imports without the extension; compute says what is missing
@@ -21,8 +21,6 @@ except ImportError as exc:  # pragma: no cover - exercised only on broken instal
     _engine = None
     _ENGINE_IMPORT_ERROR = exc
 
-PRECISIONS = ("fp32", "bf16")  # both on the CPU; bf16 (fp32 accumulation) on CUDA
-N_ENCODINGS = ("zeros", "uniform")
 
 SequenceInput = Union[str, bytes, Sequence[str], np.ndarray]
 
@@ -136,6 +134,13 @@ def _shift_codes(codes: np.ndarray, shift: int) -> np.ndarray:
     else:
         out[:, :shift] = codes[:, -shift:]
     return out
+
+
+def _pass_codes(codes: np.ndarray, shift: int, flip: bool) -> np.ndarray:
+    """The input of one ensemble member (:func:`_ensemble_passes`): shifted, then reverse
+    complemented when ``flip``. codes: uint8 [B, L] -> C-contiguous [B, L]."""
+    c = _shift_codes(codes, shift)
+    return np.ascontiguousarray(dna.revcomp(c)) if flip else c
 
 
 class Model:
@@ -352,12 +357,10 @@ class Model:
         for b0 in range(0, B, bs):
             chunk = codes[b0:b0 + bs]
             for k, (shift, flip) in enumerate(passes):
-                c = _shift_codes(chunk, shift)
+                c = _pass_codes(chunk, shift, flip)
                 if k == 0:  # forward strand, first shift: straight into the outputs (one copy in memory)
                     self._engine.predict(c, requests, n_uniform, [out[b0:b0 + bs] for out in outs])
                     continue
-                if flip:
-                    c = np.ascontiguousarray(dna.revcomp(c))
                 preds = self._engine.predict(c, requests, n_uniform)
                 for o, p, pair in zip(outs, preds, pairs):
                     if flip:
@@ -487,15 +490,12 @@ class Model:
         parts = []
         for b in range(0, codes.shape[0], bs):
             out = None
-            for shift, flip in passes:
-                c = _shift_codes(codes[b:b + bs], shift)
-                if flip:
-                    c = np.ascontiguousarray(dna.revcomp(c))
-                e = self._engine.trunk(c, n_uniform)
+            for shift, flip in passes:  # the first pass is forward: out is the engine's fresh array
+                e = self._engine.trunk(_pass_codes(codes[b:b + bs], shift, flip), n_uniform)
                 if flip:
                     e = e[:, ::-1]
                 if out is None:
-                    out = np.array(e, copy=True) if flip else e
+                    out = e
                 else:
                     out += e
             if len(passes) > 1:
@@ -575,9 +575,7 @@ class SubstitutionScorer:
         self._caches = []
         ref_sum = np.zeros((self._bins, self.n_tracks), np.float32)
         for shift, flip in self._passes:
-            c = _shift_codes(codes, shift)[0]
-            if flip:
-                c = dna.revcomp(c)
+            c = _pass_codes(codes, shift, flip)[0]
             cache = self._engine.cache_trunk(np.ascontiguousarray(c, np.uint8), n_uniform)
             ref, _ = self._engine.predict_substitutions(cache, np.zeros(0, np.int64), np.zeros(0, np.uint8),
                                                         self._request)

@@ -86,7 +86,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ._io import atomic_output
-from .cli_options import add_ensemble_options, add_model_options, load_model, one_line_errors
+from .cli_options import add_ensemble_options, add_model_options, add_run_options, load_model, one_line_errors
 from .dna import encode, revcomp
 from .genome import fetch, open_fasta
 from .regions import parse_interval, window
@@ -143,46 +143,54 @@ def _coords(chrom: str, start: str, end: str) -> Tuple[str, int, int]:
     return chrom, s, e
 
 
-def read_pairs(path) -> List[Pair]:
-    """The pairs file (module docstring) -> pairs. Raises ValueError ``file:line: why``."""
-    pairs: List[Pair] = []
+def _named_strand(who: str, text: str) -> str:
+    try:
+        return _strand(text)
+    except ValueError as e:
+        raise ValueError(f"{who} {e}") from None
+
+
+def _table_lines(path, is_header):
+    """Yield ``(line number, tab-separated columns)`` of a small table file, skipping blank
+    lines, ``#`` comments and a first data line for which ``is_header(first column)``."""
     first = True
     with open(path) as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip() or line.startswith("#"):
                 continue
             cols = line.rstrip("\r\n").split("\t")
-            if first and cols[0].strip().lower().startswith("human"):
-                first = False
-                continue  # header
-            first = False
-            try:
-                hs = ms = "+"
-                if len(cols) in (2, 3):
-                    h = m = None
-                    try:
-                        h, hs = _interval(cols[0])
-                        m, ms = _interval(cols[1])
-                    except ValueError as e:
-                        raise ValueError(f"{'mouse' if h else 'human'} {e}") from None
-                    name = cols[2] if len(cols) == 3 else ""
-                elif len(cols) in (6, 7, 9, 10):
-                    h, m = _coords(*cols[0:3]), _coords(*cols[3:6])
-                    name = cols[6] if len(cols) > 6 else ""
-                    if len(cols) >= 9:  # ... NAME [SCORE] HSTRAND MSTRAND (BEDPE's score ignored)
-                        for who, text in (("human", cols[-2]), ("mouse", cols[-1])):
-                            try:
-                                strand = _strand(text)
-                            except ValueError as e:
-                                raise ValueError(f"{who} {e}") from None
-                            hs, ms = (strand, ms) if who == "human" else (hs, strand)
-                else:
-                    raise ValueError(f"expected 2-3 tab-separated columns (HUMAN_INTERVAL MOUSE_INTERVAL [NAME]) "
-                                     f"or 6-7, 9 or 10 (hchrom hstart hend mchrom mstart mend [NAME [SCORE] "
-                                     f"HSTRAND MSTRAND]), got {len(cols)}")
-            except ValueError as e:
-                raise ValueError(f"{path}:{lineno}: {e}") from None
-            pairs.append(Pair(name.strip() or _fmt(h), h, m, lineno, hs, ms))
+            header, first = first and is_header(cols[0].strip().lower()), False
+            if not header:
+                yield lineno, cols
+
+
+def read_pairs(path) -> List[Pair]:
+    """The pairs file (module docstring) -> pairs. Raises ValueError ``file:line: why``."""
+    pairs: List[Pair] = []
+    for lineno, cols in _table_lines(path, lambda c: c.startswith("human")):
+        try:
+            hs = ms = "+"
+            if len(cols) in (2, 3):
+                h = m = None
+                try:
+                    h, hs = _interval(cols[0])
+                    m, ms = _interval(cols[1])
+                except ValueError as e:
+                    raise ValueError(f"{'mouse' if h else 'human'} {e}") from None
+                name = cols[2] if len(cols) == 3 else ""
+            elif len(cols) in (6, 7, 9, 10):
+                h, m = _coords(*cols[0:3]), _coords(*cols[3:6])
+                name = cols[6] if len(cols) > 6 else ""
+                if len(cols) >= 9:  # ... NAME [SCORE] HSTRAND MSTRAND (BEDPE's score ignored)
+                    hs = _named_strand("human", cols[-2])
+                    ms = _named_strand("mouse", cols[-1])
+            else:
+                raise ValueError(f"expected 2-3 tab-separated columns (HUMAN_INTERVAL MOUSE_INTERVAL [NAME]) "
+                                 f"or 6-7, 9 or 10 (hchrom hstart hend mchrom mstart mend [NAME [SCORE] "
+                                 f"HSTRAND MSTRAND]), got {len(cols)}")
+        except ValueError as e:
+            raise ValueError(f"{path}:{lineno}: {e}") from None
+        pairs.append(Pair(name.strip() or _fmt(h), h, m, lineno, hs, ms))
     if not pairs:
         raise ValueError(f"{path}: no pairs")
     return pairs
@@ -238,32 +246,23 @@ def read_track_map(path, human_targets: Optional[Targets], mouse_targets: Option
     """MAP.tsv -> [(human targets row, mouse targets row)] in file order (rows are head
     columns without a targets file). Raises ValueError ``file:line: why``."""
     out: List[Tuple[int, int]] = []
-    first = True
-    with open(path) as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip() or line.startswith("#"):
-                continue
-            cols = line.rstrip("\r\n").split("\t")
-            if first and cols[0].strip().lower() == "human":
-                first = False
-                continue
-            first = False
+    for lineno, cols in _table_lines(path, lambda c: c == "human"):
+        try:
+            if len(cols) != 2:
+                raise ValueError(f"expected 2 tab-separated columns (HUMAN_TRACK MOUSE_TRACK), got {len(cols)}")
             try:
-                if len(cols) != 2:
-                    raise ValueError(f"expected 2 tab-separated columns (HUMAN_TRACK MOUSE_TRACK), got {len(cols)}")
-                try:
-                    h = _one_track(human_targets, cols[0], n_human)
-                except ValueError as e:
-                    raise ValueError(f"human track: {e}") from None
-                try:
-                    m = _one_track(mouse_targets, cols[1], n_mouse)
-                except ValueError as e:
-                    raise ValueError(f"mouse track: {e}") from None
+                h = _one_track(human_targets, cols[0], n_human)
             except ValueError as e:
-                raise ValueError(f"{path}:{lineno}: {e}") from None
-            if (h, m) in out:
-                raise ValueError(f"{path}:{lineno}: the pair {cols[0]}, {cols[1]} is listed twice")
-            out.append((h, m))
+                raise ValueError(f"human track: {e}") from None
+            try:
+                m = _one_track(mouse_targets, cols[1], n_mouse)
+            except ValueError as e:
+                raise ValueError(f"mouse track: {e}") from None
+        except ValueError as e:
+            raise ValueError(f"{path}:{lineno}: {e}") from None
+        if (h, m) in out:
+            raise ValueError(f"{path}:{lineno}: the pair {cols[0]}, {cols[1]} is listed twice")
+        out.append((h, m))
     if not out:
         raise ValueError(f"{path}: no track pairs")
     return out
@@ -632,8 +631,7 @@ def add_orthologs_subcommand(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--mouse-head", default="mouse", help="name of the mouse head (default mouse)")
     add_ensemble_options(p)
     p.add_argument("--batch-size", type=int, default=4, help="pairs per engine call (default 4)")
-    p.add_argument("--n-encoding", choices=("zeros", "uniform"), default="zeros", help="how N is encoded")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_run_options(p)
     p.set_defaults(func=run_orthologs)
     return p
 

@@ -41,8 +41,8 @@ from . import distributed
 from ._io import atomic_output
 from .dna import encode
 from .genome import fetch, open_fasta
-from .cli_options import (add_ensemble_options, add_model_options, add_track_options, int_list, load_model,
-                          one_line_errors, track_request)
+from .cli_options import (add_ensemble_options, add_fasta_option, add_model_options, add_run_options,
+                          add_track_options, int_list, load_model, one_line_errors, track_request)
 from .multihead import plan_heads
 from .targets import Targets, TrackSelection, read_targets, select_tracks
 
@@ -490,7 +490,7 @@ def add_predict_bed_subcommand(subparsers) -> argparse.ArgumentParser:
                     "OUT_DIR/predict.h5 as basenji_predict_bed.py: preds [regions, site bins, tracks] float16 "
                     "(or [regions, tracks] with -s), chrom, start, end of each site.")
     add_model_options(p)
-    p.add_argument("-f", "--fasta", required=True, help="genome FASTA (indexed with pyfaidx)")
+    add_fasta_option(p)
     p.add_argument("bed", help="BED file of regions")
     p.add_argument("-o", "--out-dir", required=True, help="output folder")
     add_track_options(p)
@@ -507,8 +507,7 @@ def add_predict_bed_subcommand(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--target-names", action="store_true",
                    help="also store target_ids / target_labels (as in basenji_sad.py's sad.h5)")
     p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--n-encoding", choices=("zeros", "uniform"), default="zeros", help="how N is encoded")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_run_options(p)
     distributed.add_distributed_options(p)
     p.set_defaults(func=run_predict_bed)
     return p

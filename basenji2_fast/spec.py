@@ -22,6 +22,13 @@ import numpy as np
 
 GELU_VARIANTS = ("sigmoid", "erf", "tanh")
 
+#: Compute precisions: fp32, or bf16 weights and activations with fp32 sums (the only one
+#: on CUDA). The engine's file stores weights in either.
+PRECISIONS = ("fp32", "bf16")
+
+#: How N enters the model: all-zero one-hot columns, or 0.25 in each channel.
+N_ENCODINGS = ("zeros", "uniform")
+
 # Keras BatchNormalization default, used by every basenji model.
 BN_EPSILON = 1e-3
 

@@ -123,7 +123,8 @@ from ._io import atomic_output, canonical_sha, job_lock, read_json, write_json
 from .dna import encode
 from .genome import fetch, open_fasta
 from .regions import resolve_tracks
-from .cli_options import add_ensemble_options, add_model_options, add_track_options, load_model, track_request
+from .cli_options import (add_ensemble_options, add_fasta_option, add_model_options, add_run_options,
+                          add_track_options, load_model, track_request)
 from .multihead import plan_heads
 from .targets import TrackSelection, read_targets
 
@@ -920,7 +921,7 @@ def add_sad_subcommand(subparsers) -> argparse.ArgumentParser:
                     "over all output bins, written to OUT_DIR/sad.h5 as basenji_sad.py (or OUT_DIR/sad.tsv), "
                     "unscorable variants listed in OUT_DIR/skipped.tsv.")
     add_model_options(p)
-    p.add_argument("-f", "--fasta", required=True, help="genome FASTA (indexed with pyfaidx)")
+    add_fasta_option(p)
     p.add_argument("vcf", help="VCF file (plain or bgzipped)")
     p.add_argument("-o", "--out-dir", required=True, help="output folder")
     add_track_options(p)
@@ -936,7 +937,7 @@ def add_sad_subcommand(subparsers) -> argparse.ArgumentParser:
                         "(even-length indels there shift by one base); only for comparing with its files")
     p.add_argument("--overwrite", action="store_true",
                    help="start over when OUT_DIR holds a sad job (finished or interrupted) with other options")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_run_options(p, n_encoding=False)
     distributed.add_distributed_options(p)
     p.set_defaults(func=run_sad)
     return p

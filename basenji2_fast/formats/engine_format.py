@@ -25,13 +25,12 @@ from typing import Dict
 import numpy as np
 
 from .._io import atomic_output
-from ..spec import ConvOp, CropOp, Head, ModelSpec
+from ..spec import PRECISIONS, ConvOp, CropOp, Head, ModelSpec
 from ..version import __version__
 from . import ENGINE, FormatError, checked
 
 FORMAT_VERSION = 1
 METADATA_KEY = "basenji2_fast"
-PRECISIONS = ("fp32", "bf16")
 
 _ITEMSIZE = {"F32": 4, "BF16": 2}
 # A header this large is not ours (the full model's is ~10 kB); refuse before allocating.
