@@ -104,35 +104,8 @@ CudaEngine::CudaEngine(int64_t seq_length, Gelu gelu, bool final_gelu, std::vect
       ops_(std::move(ops)) {
   // The plan's checks (as the CPU Engine's) come first: a bad plan is a bad plan on any machine.
   const int n = int(ops_.size());
-  if (n == 0 || ops_[0].type != OpDesc::Conv || ops_[0].cin != 4)
-    fail("the first op must be a convolution over the 4-channel one-hot input");
+  plan_shapes(seq_length, ops_, lengths_, channels_);
   if (!ops_[0].gelu_in) fail("the stem must be pre-activated (GELU on the one-hot input)");
-  lengths_.assign(n + 1, 0);
-  channels_.assign(n + 1, 0);
-  lengths_[0] = seq_length;
-  channels_[0] = 4;
-  for (int i = 0; i < n; ++i) {
-    const OpDesc& op = ops_[i];
-    const std::string at = "op " + std::to_string(i) + ": ";
-    if (op.type == OpDesc::Conv) {
-      if (op.cin != channels_[i]) fail(at + "input channels do not chain");
-      if (op.k % 2 != 1) fail(at + "even kernel sizes are not supported");
-      if (op.pool != 1 && op.pool != 2) fail(at + "only max-pool sizes 1 and 2 are supported");
-      if (op.pool == 2 && lengths_[i] % 2) fail(at + "odd length before a max-pool");
-      if (!op.kernel || op.bias.size() != size_t(op.cout)) fail(at + "weight sizes do not match the shape");
-      if (op.residual >= i) fail(at + "residual source must be an earlier op");
-      if (op.residual == 0) fail(at + "a residual from the one-hot input is not supported");
-      if (op.residual > 0 && (lengths_[op.residual] != lengths_[i] || channels_[op.residual] != op.cout))
-        fail(at + "residual shape does not match");
-      lengths_[i + 1] = lengths_[i] / op.pool;
-      channels_[i + 1] = op.cout;
-    } else {
-      if (i == 0) fail("op 0: bad crop");
-      lengths_[i + 1] = lengths_[i] - op.left - op.right;
-      channels_[i + 1] = channels_[i];
-      if (op.left < 0 || op.right < 0 || lengths_[i + 1] <= 0) fail(at + "bad crop");
-    }
-  }
   padded_.resize(n + 1);
   for (int i = 0; i <= n; ++i) padded_[i] = pad_channels(channels_[i]);
 

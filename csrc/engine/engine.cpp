@@ -55,35 +55,7 @@ Engine::Engine(int64_t seq_length, Gelu gelu, bool final_gelu, std::vector<OpDes
       tile_floats_(tile_floats), kernels_(&cpu::select_kernels(isa.c_str())), ops_(std::move(ops)),
       head_bf16_(head_bf16) {
   const int n = int(ops_.size());
-  if (n == 0 || ops_[0].type != OpDesc::Conv || ops_[0].cin != 4)
-    fail("the first op must be a convolution over the 4-channel one-hot input");
-  lengths_.assign(n + 1, 0);
-  channels_.assign(n + 1, 0);
-  lengths_[0] = seq_length;
-  channels_[0] = 4;
-  for (int i = 0; i < n; ++i) {
-    const OpDesc& op = ops_[i];
-    if (op.type == OpDesc::Conv) {
-      if (op.cin != channels_[i]) fail("op " + std::to_string(i) + ": input channels do not chain");
-      if (op.k % 2 != 1) fail("op " + std::to_string(i) + ": even kernel sizes are not supported");
-      if (op.pool != 1 && op.pool != 2) fail("op " + std::to_string(i) + ": only max-pool sizes 1 and 2 are supported");
-      if (op.pool == 2 && lengths_[i] % 2) fail("op " + std::to_string(i) + ": odd length before a max-pool");
-      if (!op.kernel || op.bias.size() != size_t(op.cout))
-        fail("op " + std::to_string(i) + ": weight sizes do not match the shape");
-      if (op.residual >= i) fail("op " + std::to_string(i) + ": residual source must be an earlier op");
-      if (op.residual >= 0 && (lengths_[op.residual] != lengths_[i] || channels_[op.residual] != op.cout))
-        fail("op " + std::to_string(i) + ": residual shape does not match");
-      if (op.residual == 0) fail("op " + std::to_string(i) + ": a residual from the one-hot input is not supported");
-      if (op.bf16 && i > 0 && !op.gelu_in)
-        fail("op " + std::to_string(i) + ": bf16 needs an activated input (gelu_in); run this op in fp32");
-      lengths_[i + 1] = lengths_[i] / op.pool;
-      channels_[i + 1] = op.cout;
-    } else {
-      lengths_[i + 1] = lengths_[i] - op.left - op.right;
-      channels_[i + 1] = channels_[i];
-      if (i == 0 || lengths_[i + 1] <= 0) fail("op " + std::to_string(i) + ": bad crop");
-    }
-  }
+  plan_shapes(seq_length, ops_, lengths_, channels_);
   // Which forms of each tensor are read, with what halo, and when last. Walk backwards so
   // that a crop passes on the needs of the tensor it produces.
   need_raw_.assign(n + 1, 0);

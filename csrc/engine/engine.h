@@ -8,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -33,6 +34,45 @@ struct OpDesc {
   // Crop
   int left = 0, right = 0;
 };
+
+// The plan's tensor shapes, checked the same way for every engine: lengths[i] / channels[i]
+// of tensor i (op i's input; i = ops.size() is the trunk output). The ops must chain, pools
+// divide, residuals come from an earlier op of the output's shape, crops leave rows.
+// Throws std::invalid_argument naming the op.
+inline void plan_shapes(int64_t seq_length, const std::vector<OpDesc>& ops, std::vector<int64_t>& lengths,
+                        std::vector<int>& channels) {
+  const auto fail = [](const std::string& msg) { throw std::invalid_argument(msg); };
+  const int n = int(ops.size());
+  if (n == 0 || ops[0].type != OpDesc::Conv || ops[0].cin != 4)
+    fail("the first op must be a convolution over the 4-channel one-hot input");
+  lengths.assign(n + 1, 0);
+  channels.assign(n + 1, 0);
+  lengths[0] = seq_length;
+  channels[0] = 4;
+  for (int i = 0; i < n; ++i) {
+    const OpDesc& op = ops[i];
+    const std::string at = "op " + std::to_string(i) + ": ";
+    if (op.type == OpDesc::Conv) {
+      if (op.cin != channels[i]) fail(at + "input channels do not chain");
+      if (op.k % 2 != 1) fail(at + "even kernel sizes are not supported");
+      if (op.pool != 1 && op.pool != 2) fail(at + "only max-pool sizes 1 and 2 are supported");
+      if (op.pool == 2 && lengths[i] % 2) fail(at + "odd length before a max-pool");
+      if (!op.kernel || op.bias.size() != size_t(op.cout)) fail(at + "weight sizes do not match the shape");
+      if (op.residual >= i) fail(at + "residual source must be an earlier op");
+      if (op.residual >= 0 && (lengths[op.residual] != lengths[i] || channels[op.residual] != op.cout))
+        fail(at + "residual shape does not match");
+      if (op.residual == 0) fail(at + "a residual from the one-hot input is not supported");
+      if (op.bf16 && i > 0 && !op.gelu_in) fail(at + "bf16 needs an activated input (gelu_in); run this op in fp32");
+      lengths[i + 1] = lengths[i] / op.pool;
+      channels[i + 1] = op.cout;
+    } else {
+      if (i == 0) fail(at + "bad crop");
+      lengths[i + 1] = lengths[i] - op.left - op.right;
+      channels[i + 1] = channels[i];
+      if (op.left < 0 || op.right < 0 || lengths[i + 1] <= 0) fail(at + "bad crop");
+    }
+  }
+}
 
 struct HeadRequest {
   int head = 0;
