@@ -18,12 +18,24 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-try:  # absent when the package was built without nvcc
-    from . import _cuda
-    _CUDA_IMPORT_ERROR: Optional[BaseException] = None
-except ImportError as exc:
-    _cuda = None
-    _CUDA_IMPORT_ERROR = exc
+# The compiled module, imported on first use so that CPU-only processes never load it
+# (absent when the package was built without nvcc; tests may set it to _cuda_emu).
+_cuda = None
+_CUDA_IMPORT_ERROR: Optional[BaseException] = None
+_cuda_tried = False
+
+
+def _module():
+    """basenji2_fast._cuda, or None when this build has none (the reason in _CUDA_IMPORT_ERROR)."""
+    global _cuda, _CUDA_IMPORT_ERROR, _cuda_tried
+    if _cuda is None and not _cuda_tried:
+        _cuda_tried = True
+        try:
+            from . import _cuda as module
+            _cuda = module
+        except ImportError as exc:
+            _CUDA_IMPORT_ERROR = exc
+    return _cuda
 
 DEVICES = ("cpu", "cuda", "cuda:N", "auto")
 OUTPUTS = ("numpy", "cupy")
@@ -35,7 +47,7 @@ DEFAULT_BATCH = 32
 def build_info() -> dict:
     """``{"compiled": bool, "archs": ["sm_80", ...], "nvcc": "13.0.88", "devices": n,
     "device_error": reason or None}``: what this installation's CUDA module holds and sees."""
-    if _cuda is None:
+    if _module() is None:
         return {"compiled": False, "archs": [], "nvcc": None, "devices": 0,
                 "device_error": f"built without CUDA ({_CUDA_IMPORT_ERROR})"}
     info = dict(_cuda.build_info())
@@ -46,7 +58,7 @@ def build_info() -> dict:
 
 def usable() -> Tuple[bool, str]:
     """(True, "") when a CUDA device can run the engine, else (False, why) in one line."""
-    if _cuda is None:
+    if _module() is None:
         return False, ("basenji2_fast was built without its CUDA module (nvcc was not found at build time, or "
                        "BASENJI2_FAST_CUDA=0); rebuild with nvcc on PATH, or use device='cpu'")
     n, why = _cuda.device_status()
@@ -100,14 +112,15 @@ class CudaEngine:
 
     def __init__(self, seq_length: int, gelu: str, final_gelu: bool, ops: List[dict], device: int = 0,
                  graphs: bool = False):
-        if _cuda is None:
+        cuda = _module()
+        if cuda is None:
             raise RuntimeError(usable()[1])
         try:
-            self._e = _cuda.Engine(seq_length, gelu, final_gelu, ops, device, graphs)
+            self._e = cuda.Engine(seq_length, gelu, final_gelu, ops, device, graphs)
         except RuntimeError as e:  # e.g. "no usable CUDA device (...)": one line, naming the device
             raise RuntimeError(f"device='cuda:{device}': {e}") from None
         self.device = device
-        self.device_name = _cuda.device_name(device)
+        self.device_name = cuda.device_name(device)
 
     def add_head(self, weight: np.ndarray, bias: np.ndarray, activation: str) -> int:
         return self._e.add_head(weight, bias, activation)

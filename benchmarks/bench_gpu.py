@@ -111,7 +111,7 @@ def main(argv=None) -> int:
         return 2
     card = torch.cuda.get_device_name(0)
     date = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    print(f"card: {card}  ({b2.cuda_backend._cuda.device_name(0)})")
+    print(f"card: {card}  ({b2.cuda_backend._module().device_name(0)})")
     print(f"date: {date}")
     print(f"basenji2_fast {b2.__version__} (CUDA build {b2.build_info()['cuda']}), torch {torch.__version__}, "
           f"python {platform.python_version()}")
