@@ -131,3 +131,104 @@ def predict(spec: ModelSpec, onehot: np.ndarray, head_name: str | None = None, b
     """onehot: [B, L, 4] -> [B, bins, tracks] float64. bf16_ops, bf16_head: the parts computed
     as the engine's bf16 precision does (:func:`basenji2_fast.model.bf16_plan`)."""
     return head(spec, trunk(spec, onehot, bf16_ops), head_name, bf16=bf16_head)
+
+
+def gelu_grad(x: np.ndarray, variant: str = "sigmoid") -> np.ndarray:
+    """d gelu(x) / dx, float64, for every variant of :func:`gelu`."""
+    x = np.asarray(x, np.float64)
+    if variant == "sigmoid":
+        s = 1.0 / (1.0 + np.exp(-1.702 * x))
+        return s + 1.702 * x * s * (1.0 - s)
+    if variant == "erf":
+        from scipy.special import erf  # noqa: PLC0415
+
+        return 0.5 * (1.0 + erf(x / math.sqrt(2.0))) + x * np.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
+    if variant == "tanh":
+        c = 0.044715
+        th = np.tanh(_SQRT_2_OVER_PI * (x + c * x**3))
+        return 0.5 * (1.0 + th) + 0.5 * x * (1.0 - th * th) * _SQRT_2_OVER_PI * (1.0 + 3.0 * c * x * x)
+    raise ValueError(f"unknown GELU variant {variant!r}")
+
+
+def conv1d_input_grad(g: np.ndarray, kernel: np.ndarray, dilation: int = 1) -> np.ndarray:
+    """The gradient of :func:`conv1d`'s input: g [L, c_out] (the output's gradient) ->
+    [L, c_in]. Each output row p read input row p + (t - k//2) * dilation through tap t."""
+    k = kernel.shape[0]
+    L = g.shape[0]
+    half = (k // 2) * dilation
+    gp = np.zeros((L + 2 * half, g.shape[1]), np.float64)
+    gp[half:half + L] = g
+    kernel = weights(kernel)
+    dx = np.zeros((L, kernel.shape[1]), np.float64)
+    for t in range(k):
+        s = (k - 1 - t) * dilation
+        dx += gp[s:s + L] @ kernel[t].T
+    return dx
+
+
+def gradient(spec: ModelSpec, onehot: np.ndarray, head_name: str | None = None, tracks=None,
+             bins=None) -> np.ndarray:
+    """The gradient of ``predict(...)[bins][:, tracks].sum()`` with respect to the one-hot
+    input, float64: onehot [L, 4] -> [L, 4] (or [B, L, 4] -> [B, L, 4]).
+
+    tracks, bins: head columns and output bins (None = all; a repeated index counts again).
+    A max-pool passes each output's gradient to the row it took, the even one on ties.
+    """
+    onehot = np.asarray(onehot, np.float64)
+    if onehot.ndim == 3:
+        return np.stack([gradient(spec, s, head_name, tracks, bins) for s in onehot])
+    h = spec.heads[head_name] if head_name is not None else next(iter(spec.heads.values()))
+    # forward, keeping every op's input and pre-pool output
+    x, inputs, pre = onehot, [], []
+    for op in spec.ops:
+        inputs.append(x)
+        if isinstance(op, ConvOp):
+            a = gelu(x, spec.gelu) if op.gelu_in else x
+            y = conv1d(a, op.kernel, op.bias, op.dilation)
+            if op.residual is not None:
+                y = y + inputs[op.residual]
+            pre.append(y)
+            x = maxpool(y, op.pool) if op.pool > 1 else y
+        else:
+            pre.append(None)
+            x = x[op.left:x.shape[0] - op.right]
+    trunk_raw = x
+    trunk_out = gelu(x, spec.gelu) if spec.final_gelu else x
+    w, b = weights(h.weight), np.asarray(h.bias, np.float64)
+    cols = np.arange(w.shape[1]) if tracks is None else np.asarray(list(tracks), np.intp)
+    rows = np.arange(trunk_out.shape[0]) if bins is None else np.asarray(list(bins), np.intp)
+    z = trunk_out[rows] @ w[:, cols] + b[cols]
+    s = 1.0 / (1.0 + np.exp(-z)) if h.activation == "softplus" else np.ones_like(z)
+    g = np.zeros_like(trunk_out)
+    np.add.at(g, rows, s @ w[:, cols].T)
+    if spec.final_gelu:
+        g = g * gelu_grad(trunk_raw, spec.gelu)
+    # backward through the ops; grads[i] is the gradient of op i's input
+    grads = [None] * len(spec.ops)
+
+    def add(i, v):
+        grads[i] = v if grads[i] is None else grads[i] + v
+
+    for i in range(len(spec.ops) - 1, -1, -1):
+        op = spec.ops[i]
+        if isinstance(op, CropOp):
+            full = np.zeros_like(inputs[i])
+            full[op.left:op.left + g.shape[0]] = g
+            add(i, full)
+        else:
+            y = pre[i]
+            if op.pool > 1:
+                gp = np.zeros_like(y)
+                m = y.shape[0] // op.pool
+                groups = y[:m * op.pool].reshape(m, op.pool, -1)
+                take = np.argmax(groups, axis=1)  # the first maximum
+                for j in range(op.pool):
+                    gp[j:m * op.pool:op.pool] = np.where(take == j, g, 0.0)
+            else:
+                gp = g
+            if op.residual is not None:
+                add(op.residual, gp)
+            da = conv1d_input_grad(gp, op.kernel, op.dilation)
+            add(i, da * gelu_grad(inputs[i], spec.gelu) if op.gelu_in else da)
+        g = grads[i]
+    return g

@@ -107,6 +107,8 @@ Engine::Engine(int64_t seq_length, Gelu gelu, bool final_gelu, std::vector<OpDes
     }
   // The stem is a table gather (stem_table): only its bias is packed.
   packed_[0] = pack(nullptr, false, ops_[0].bias.data(), ops_[0].k, 4, ops_[0].cout, false);
+  stem_kernel_.resize(size_t(ops_[0].k) * 4 * ops_[0].cout);
+  for (size_t j = 0; j < stem_kernel_.size(); ++j) stem_kernel_[j] = weight_at(ops_[0].kernel, ops_[0].kernel_bf16, j);
   stem_tables_[0] = stem_table(false);
   stem_tables_[1] = stem_table(true);
   if (packed) packed(0);
@@ -208,14 +210,14 @@ const Engine::Packed& Engine::head_panel(const HeadRequest& r) const {
 }
 
 void Engine::stem_call(const uint8_t* codes, bool n_uniform, int64_t p0, int64_t p1, float* out_raw, void* out_act,
-                      int64_t stride, int threads) const {
+                      int64_t stride, int threads, int pool) const {
   const OpDesc& s = ops_[0];
   cpu::StemArgs sa;
   sa.codes = codes;
   sa.table = stem_tables_[n_uniform ? 1 : 0].data();
   sa.k = s.k, sa.dil = s.dil, sa.cout = s.cout, sa.p0 = p0, sa.p1 = p1, sa.threads = threads ? threads : threads_;
   sa.epi.bias = packed_[0].bias.data();
-  sa.epi.pool = s.pool;
+  sa.epi.pool = pool ? pool : s.pool;
   sa.epi.gelu = gelu_;
   sa.epi.out = out_raw, sa.epi.out_stride = stride;
   sa.epi.act = out_act, sa.epi.act_stride = stride, sa.epi.act_bf16 = act_bf16_[1];
@@ -223,7 +225,7 @@ void Engine::stem_call(const uint8_t* codes, bool n_uniform, int64_t p0, int64_t
 }
 
 void Engine::conv_call(int i, const void* in, const float* res, int64_t p0, int64_t p1, float* out_raw,
-                       void* out_act, int threads) const {
+                       void* out_act, int threads, int pool) const {
   const OpDesc& op = ops_[i];
   cpu::ConvArgs a;
   a.in = in;
@@ -233,7 +235,7 @@ void Engine::conv_call(int i, const void* in, const float* res, int64_t p0, int6
   a.k = op.k, a.dil = op.dil, a.cin = op.cin, a.cout = op.cout;
   a.p0 = p0, a.p1 = p1, a.threads = threads ? threads : threads_;
   a.epi.bias = packed_[i].bias.data();
-  a.epi.pool = op.pool;
+  a.epi.pool = pool ? pool : op.pool;
   a.epi.gelu = gelu_;
   a.epi.res = res, a.epi.res_stride = op.cout;
   a.epi.out = out_raw, a.epi.out_stride = op.cout;

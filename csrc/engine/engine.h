@@ -101,6 +101,15 @@ class Engine {
   void predict(const uint8_t* codes, int64_t batch, bool n_uniform, const std::vector<HeadRequest>& reqs,
                const std::vector<float*>& outs) const;
 
+  // The gradient of a summed prediction with respect to the one-hot input, in fp32:
+  //   out[b][q][ch] = d/dx[q][ch] sum_{bin in bins} sum_{t in req.tracks} head(x_b)[bin][t]
+  // where x_b is sequence b's one-hot [seq_length][4] as the engine reads its codes (A,C,G,T
+  // one-hot; N all zeros, or 0.25 per channel when n_uniform; code 5 always 0.25). bins: output
+  // bins, a bin listed twice counts twice; empty = all. out: [batch][seq_length][4].
+  // Needs fp32 ops and heads (throws std::invalid_argument otherwise). See backward.cpp.
+  void gradient(const uint8_t* codes, int64_t batch, bool n_uniform, const HeadRequest& req,
+                const std::vector<int>& bins, float* out) const;
+
   // One conv op (i >= 1) over output positions [p0, p1) of its input coordinates, from its
   // pre-activation input rows (fp32; a bf16 op rounds their activation to bf16) [x0, x0 + x_rows) (rows outside the layer are the zero padding;
   // the rows [p0 - halo, p1 + halo) inside the layer must be given) and, for a residual op,
@@ -196,6 +205,7 @@ class Engine {
   int64_t weight_bytes() const;
 
  private:
+  friend class Backward;  // the backward pass (backward.cpp) reads the plan and packs weights
   struct Packed {
     std::vector<float> w, bias;  // panels of kernels_->nr output channels, zero-padded
     std::vector<uint16_t> wb;    // bf16: weight pairs (bf16_weight_index) instead of w
@@ -224,10 +234,11 @@ class Engine {
   // where a form is not written.
   // threads: 0 = the engine's thread count (1 inside a caller's own parallel loop).
   // out_act's type is tensor (i + 1)'s activated form (act_bf16_), in's op i's.
+  // pool: 0 = the op's; 1 = no max-pool (the backward pass reads the pre-pool rows).
   void stem_call(const uint8_t* codes, bool n_uniform, int64_t p0, int64_t p1, float* out_raw, void* out_act,
-                 int64_t stride, int threads = 0) const;
+                 int64_t stride, int threads = 0, int pool = 0) const;
   void conv_call(int i, const void* in, const float* res, int64_t p0, int64_t p1, float* out_raw,
-                 void* out_act, int threads = 0) const;
+                 void* out_act, int threads = 0, int pool = 0) const;
   // The prefix's row ranges for a tile, and its run.
   void prefix_ranges(int64_t a, int64_t b, std::vector<int64_t>& lo, std::vector<int64_t>& hi,
                      std::vector<int64_t>& need_lo, std::vector<int64_t>& need_hi) const;
@@ -250,6 +261,7 @@ class Engine {
   std::vector<int> last_use_;
   int prefix_ = 0;  // ops [0, prefix_) may run tile by tile (see run_prefix_tiled)
   std::vector<float> stem_tables_[2];  // N as zeros, N as 0.25
+  std::vector<float> stem_kernel_;     // the stem's kernel [k][4][cout] in fp32, for the backward pass
   std::vector<Head> heads_;
   mutable BufferPool pool_;
 

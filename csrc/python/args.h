@@ -158,5 +158,26 @@ py::array_t<float> trunk_host(E& e, const U8& codes, bool n_uniform) {
   return out;
 }
 
+// Engine.gradient for host arrays: codes uint8 [B, L]; request (head, [tracks] or []); bins
+// (output bins, [] = all) -> float32 [B, L, 4], the gradient of the summed predictions with
+// respect to the one-hot input.
+template <typename E>
+py::array_t<float> gradient_host(E& e, const U8& codes, const std::pair<int, std::vector<int>>& request,
+                                 const std::vector<int>& bins, bool n_uniform) {
+  check_codes(codes, e);
+  const HeadRequest req = parse_requests(e, Requests{request}).front();
+  for (int b : bins)
+    CHECK_ARG(b >= 0 && b < e.n_bins(), "bin " + std::to_string(b) + " out of range (0.." + std::to_string(e.n_bins() - 1) + ")");
+  py::array_t<float> out({codes.shape(0), e.seq_length(), int64_t(4)});
+  const uint8_t* c = codes.data();
+  float* o = out.mutable_data();
+  const int64_t batch = codes.shape(0);
+  {
+    py::gil_scoped_release nogil;
+    e.gradient(c, batch, n_uniform, req, bins, o);
+  }
+  return out;
+}
+
 }  // namespace pyargs
 }  // namespace b2f

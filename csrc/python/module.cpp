@@ -78,6 +78,12 @@ PYBIND11_MODULE(_engine, m) {
            py::arg("codes"), py::arg("requests"), py::arg("n_uniform") = false, py::arg("out") = py::none(),
            "codes uint8 [B, L]; requests [(head, [tracks] or [])] -> list of float32 [B, bins, tracks] "
            "(written into `out`, one array per request, when given)")
+      .def("gradient",
+           [](const Engine& e, U8 codes, const std::pair<int, std::vector<int>>& request, const std::vector<int>& bins,
+              bool n_uniform) { return gradient_host(e, codes, request, bins, n_uniform); },
+           py::arg("codes"), py::arg("request"), py::arg("bins"), py::arg("n_uniform") = false,
+           "codes uint8 [B, L]; request (head, [tracks] or []); bins ([] = all) -> float32 [B, L, 4]: the gradient "
+           "of the predictions summed over those bins and tracks with respect to the one-hot input (fp32 models)")
       .def("op_range",
            [](const Engine& e, int i, F32 x, int64_t x0, py::object res, int64_t p0, int64_t p1, bool activated) {
              CHECK_ARG(i >= 1 && i < e.n_ops(), "op index out of range");

@@ -32,10 +32,37 @@ B2F_HD T gelu(T x, Gelu v) {
   }
 }
 
+// d gelu(x) / dx, for the backward pass.
+//   sigmoid: s + a x s (1 - s), s = sigmoid(a x), a = 1.702
+//   erf:     Phi(x) + x phi(x) = 0.5 erfc(-x / sqrt 2) + x e^{-x^2 / 2} / sqrt(2 pi)
+//   tanh:    0.5 (1 + th) + 0.5 x (1 - th^2) sqrt(2 / pi) (1 + 3 c x^2), th = tanh(sqrt(2 / pi) (x + c x^3))
+constexpr float kInvSqrt2Pi = 0.39894228040143268f;
+template <typename T>
+B2F_HD T gelu_grad(T x, Gelu v) {
+  switch (v) {
+    case Gelu::Sigmoid: {
+      const T s = T(1) / (T(1) + std::exp(-T(kGeluSigmoidScale) * x));
+      return s + T(kGeluSigmoidScale) * x * s * (T(1) - s);
+    }
+    case Gelu::Erf: return T(0.5) * std::erfc(-x * T(kSqrtHalf)) + x * T(kInvSqrt2Pi) * std::exp(T(-0.5) * x * x);
+    default: {
+      const T th = std::tanh(T(kSqrt2OverPi) * (x + T(kGeluTanhCubic) * x * x * x));
+      return T(0.5) * (T(1) + th) +
+             T(0.5) * x * (T(1) - th * th) * T(kSqrt2OverPi) * (T(1) + T(3) * T(kGeluTanhCubic) * x * x);
+    }
+  }
+}
+
 // log(1 + e^x) without overflow: max(x, 0) + log1p(e^-|x|).
 template <typename T>
 B2F_HD T softplus(T x) {
   return (x > T(0) ? x : T(0)) + std::log1p(std::exp(-std::fabs(x)));
+}
+
+// d softplus(x) / dx = sigmoid(x) (exp overflows to inf for very negative x: the result is 0).
+template <typename T>
+B2F_HD T softplus_grad(T x) {
+  return T(1) / (T(1) + std::exp(-x));
 }
 
 // "same" zero padding of an odd kernel: input positions needed each side of an output.

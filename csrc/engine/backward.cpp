@@ -1,0 +1,617 @@
+// The backward pass: the gradient of a summed prediction with respect to the one-hot input.
+//
+// Every convolution of the backward runs through the CPU kernels' ordinary conv entry: the
+// data gradient of conv(k, dil, cin -> cout) is conv(k, dil, cout -> cin) with the kernel
+// flipped along k and transposed, packed by Engine::pack like any forward op. What is not a
+// convolution (GELU', max-pool routing, crop padding, the residual sums, the softplus' of the
+// head) is plain elementwise code here.
+//
+// Memory: a recording forward pass runs the stem and tower tile by tile as the forward does,
+// and keeps what the backward reads: the pre-activation rows of every tensor after the stem's
+// output (the input of every GELU' but the first tower op's) and one bit per pooled element
+// for each max-pool's choice. The stem's output, the largest tensor (65,536 x 288 for
+// Basenji2), is never held: the backward recomputes it tile by tile (a table gather, no
+// multiplies). The backward weights are packed per call, one op (or the tower's ops) at a
+// time, and released after use: they would otherwise double the weights' memory.
+#include <algorithm>
+#include <cstring>
+#include <memory>
+#include <stdexcept>
+
+#include "engine.h"
+
+namespace b2f {
+
+namespace {
+[[noreturn]] void fail(const std::string& msg) { throw std::invalid_argument(msg); }
+
+// Rows [lo, hi) of a channels-last fp32 tensor, addressed in the tensor's own coordinates.
+struct Rows {
+  std::unique_ptr<float[]> buf;
+  int64_t lo = 0, hi = 0;
+  int ch = 0;
+  void alloc(int64_t l, int64_t h, int c) {
+    lo = l, hi = h, ch = c;
+    buf.reset(new float[size_t((h - l) * c)]);
+  }
+  void zeros(int64_t l, int64_t h, int c) {
+    alloc(l, h, c);
+    std::memset(buf.get(), 0, size_t((h - l) * c) * sizeof(float));
+  }
+  // Zeroes the rows of [lo, hi) outside [a, b): the "same" padding beyond a tensor's ends.
+  void zero_outside(int64_t a, int64_t b) {
+    const int64_t m0 = std::min(hi, std::max(lo, a)), m1 = std::max(m0, std::min(hi, b));
+    std::memset(buf.get(), 0, size_t((m0 - lo) * ch) * sizeof(float));
+    std::memset(buf.get() + (m1 - lo) * ch, 0, size_t((hi - m1) * ch) * sizeof(float));
+  }
+  float* row(int64_t q) const { return buf.get() + (q - lo) * ch; }
+  float* origin() const { return buf.get() - lo * ch; }  // position-origin (kernels.h)
+  bool empty() const { return !buf; }
+  void release() { buf.reset(); }
+};
+
+// One bit per pooled element: whether a max-pool of size 2 took the odd row of its pair
+// (ties take the even row, as torch's max_pool1d does). Each row starts a new 64-bit word, so
+// rows are written independently and read a byte (8 channels) at a time.
+struct PoolChoice {
+  std::vector<uint64_t> bits;
+  int64_t words = 0;  // per row
+  void init(int64_t rows, int ch) {
+    words = (ch + 63) / 64;
+    bits.assign(size_t(rows * words), 0);
+  }
+  uint64_t* row(int64_t r) { return bits.data() + r * words; }
+  const uint64_t* row(int64_t r) const { return bits.data() + r * words; }
+};
+
+// kLaneMask[b][k]: all ones when bit k of b is set: a byte of choices as an 8-lane mask.
+struct LaneMasks {
+  uint32_t m[256][8];
+  LaneMasks() {
+    for (int b = 0; b < 256; ++b)
+      for (int k = 0; k < 8; ++k) m[b][k] = (b >> k) & 1 ? 0xFFFFFFFFu : 0u;
+  }
+};
+const LaneMasks kLaneMask;
+
+// Runs f(r0, r1) over rows [a, b) in parallel blocks.
+template <typename F>
+void parallel_rows(int64_t a, int64_t b, int threads, F&& f) {
+  if (b <= a) return;
+  const int64_t block = std::max<int64_t>(16, (b - a + 4 * threads - 1) / (4 * std::max(1, threads)));
+  const int64_t nblocks = (b - a + block - 1) / block;
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && nblocks > 1)
+  for (int64_t j = 0; j < nblocks; ++j) f(a + j * block, std::min(b, a + (j + 1) * block));
+}
+
+template <typename F>
+void with_gelu(Gelu v, F&& f) {
+  switch (v) {
+    case Gelu::Sigmoid: return f(std::integral_constant<Gelu, Gelu::Sigmoid>{});
+    case Gelu::Erf: return f(std::integral_constant<Gelu, Gelu::Erf>{});
+    default: return f(std::integral_constant<Gelu, Gelu::Tanh>{});
+  }
+}
+}  // namespace
+
+class Backward {
+ public:
+  Backward(const Engine& e, const HeadRequest& req, const std::vector<int>& bins);
+  // One sequence: codes [seq_length] -> out [seq_length][4].
+  void run(const uint8_t* codes, bool n_uniform, float* out);
+
+ private:
+  using Packed = Engine::Packed;
+  const Engine& e_;
+  const HeadRequest& req_;
+  std::vector<int> bins_;
+  const int n_, P_, threads_;
+  const Gelu gelu_;
+  // Per sequence: padded codes; raw_[i]: tensor i's pre-activation rows, whole, with its
+  // halo of zero rows (i >= keep_from_); odd_[i]: op i's max-pool choices (pooled ops >= 1).
+  std::vector<uint8_t> padded_;
+  const uint8_t* code0_ = nullptr;
+  bool n_uniform_ = false;
+  int keep_from_ = 2;
+  std::vector<Rows> raw_, act_, grad_;
+  std::vector<PoolChoice> odd_;
+
+  int64_t L(int i) const { return e_.lengths_[i]; }
+  int C(int i) const { return e_.channels_[i]; }
+  const OpDesc& op(int i) const { return e_.ops_[i]; }
+
+  // Forward.
+  void record_forward();
+  void record_op(int i, const float* in, const float* res, int64_t p0, int64_t p1, float* raw_out, float* act_out);
+  void pool_select(int i, const float* pre_raw, const float* pre_act, int64_t p0, int64_t p1, float* raw_out,
+                   float* act_out, PoolChoice* choice, int64_t choice_lo);
+  // Backward.
+  void head_backward(Rows& dh);
+  void whole_backward();
+  int64_t backward_tiles() const;
+  void tile_ranges(int64_t a, int64_t b, std::vector<int64_t>& s, std::vector<int64_t>& t) const;
+  void tiled_backward(float* out);
+  // Kernels.
+  Packed transposed(int i) const;
+  Packed stem_transposed() const;
+  void conv(const Packed& w, int k, int dil, int cin, int cout, const float* in, int64_t in_stride, int64_t p0,
+            int64_t p1, float* out, int64_t out_stride, const float* res = nullptr, int64_t res_stride = 0) const;
+  void route(int i, const float* g, int64_t g_stride, const PoolChoice* choice, int64_t choice_lo, int64_t q0,
+             int64_t q1, Rows& pre) const;
+  void combine(const float* x, const float* d, float* g, int64_t rows, int ch, bool gelu_in, bool add) const;
+};
+
+Backward::Backward(const Engine& e, const HeadRequest& req, const std::vector<int>& bins)
+    : e_(e), req_(req), n_(e.n_ops()), P_(e.prefix_), threads_(e.threads_), gelu_(e.gelu_) {
+  for (int i = 0; i < n_; ++i)
+    if (e.ops_[i].type == OpDesc::Conv && e.ops_[i].bf16)
+      fail("gradients are computed in fp32: op " + std::to_string(i) + " runs in bf16 (load the model in fp32)");
+  if (e.head_bf16_) fail("gradients are computed in fp32: the heads run in bf16 (load the model in fp32)");
+  if (req.head < 0 || req.head >= e.n_heads()) fail("no head " + std::to_string(req.head));
+  for (int t : req.tracks)
+    if (t < 0 || t >= e.head_tracks(req.head)) fail("track index " + std::to_string(t) + " out of range");
+  if (bins.empty()) {
+    bins_.resize(size_t(e.n_bins()));
+    for (int b = 0; b < int(e.n_bins()); ++b) bins_[b] = b;
+  } else {
+    for (int b : bins)
+      if (b < 0 || b >= e.n_bins()) fail("bin " + std::to_string(b) + " out of range (0.." + std::to_string(e.n_bins() - 1) + ")");
+    bins_ = bins;
+  }
+  // The stem's output (tensor 1) is recomputed by the backward unless it is the whole
+  // prefix's output, which the later ops read whole anyway.
+  keep_from_ = P_ == 1 ? 1 : 2;
+}
+
+// ---------------------------------------------------------------------------------------------
+// kernels
+
+void Backward::conv(const Packed& w, int k, int dil, int cin, int cout, const float* in, int64_t in_stride, int64_t p0,
+                    int64_t p1, float* out, int64_t out_stride, const float* res, int64_t res_stride) const {
+  cpu::ConvArgs a;
+  a.in = in, a.in_stride = in_stride;
+  a.w = w.weights(), a.bf16 = false;
+  a.k = k, a.dil = dil, a.cin = cin, a.cout = cout;
+  a.p0 = p0, a.p1 = p1, a.threads = threads_;
+  a.epi.bias = w.bias.data();
+  a.epi.res = res, a.epi.res_stride = res_stride;
+  a.epi.out = out, a.epi.out_stride = out_stride;
+  e_.kernels_->conv(a);
+}
+
+Engine::Packed Backward::transposed(int i) const {
+  // The forward kernel of op i, read back from its packing [panel][k][cin][nr], as the
+  // kernel [k][cout][cin] of the data-gradient conv: flipped along k, transposed.
+  const OpDesc& o = op(i);
+  const Packed& f = e_.packed_[i];
+  const int nr = e_.kernels_->nr, k = o.k, cin = o.cin, cout = o.cout;
+  std::vector<float> w(size_t(k) * cout * cin);
+  for (int t = 0; t < k; ++t)
+    for (int c = 0; c < cin; ++c)
+      for (int j = 0; j < cout; ++j)
+        w[(size_t(k - 1 - t) * cout + j) * cin + c] = f.w[((size_t(j / nr) * k + t) * cin + c) * nr + j % nr];
+  const std::vector<float> zero(size_t(cin), 0.f);
+  return e_.pack(w.data(), false, zero.data(), k, cout, cin, false);
+}
+
+Engine::Packed Backward::stem_transposed() const {
+  // The stem's data gradient as a 1x1 conv cout -> k*4 (column t*4 + ch = tap t, base ch),
+  // summed over the taps afterwards: four output channels per tap would waste most lanes.
+  const OpDesc& s = op(0);
+  const int k = s.k, cout = s.cout;
+  std::vector<float> w(size_t(cout) * k * 4);
+  for (int t = 0; t < k; ++t)
+    for (int ch = 0; ch < 4; ++ch)
+      for (int j = 0; j < cout; ++j) w[size_t(j) * k * 4 + t * 4 + ch] = e_.stem_kernel_[(size_t(t) * 4 + ch) * cout + j];
+  const std::vector<float> zero(size_t(k) * 4, 0.f);
+  return e_.pack(w.data(), false, zero.data(), 1, cout, k * 4, false);
+}
+
+void Backward::route(int i, const float* g, int64_t g_stride, const PoolChoice* choice, int64_t choice_lo, int64_t q0,
+                     int64_t q1, Rows& pre) const {
+  // Pre-pool gradient rows [pre.lo, pre.hi) of op i's output, from the gradient of its pooled
+  // output (row r at g + r * g_stride, position-origin; choice row r at r - choice_lo): each
+  // pooled element's gradient goes to the row the max-pool took. Zero outside [q0, q1)
+  // (beyond the tensor) and, without a pool, a copy.
+  const int ch = C(i + 1), pool = op(i).pool;
+  pre.zero_outside(q0, q1);
+  const int64_t a = std::max(pre.lo, q0), b = std::min(pre.hi, q1);
+  parallel_rows(a, b, threads_, [&](int64_t r0, int64_t r1) {
+    for (int64_t p = r0; p < r1; ++p) {
+      const float* src = g + (p / pool) * g_stride;
+      float* dst = pre.row(p);
+      if (pool == 1) {
+        std::memcpy(dst, src, sizeof(float) * size_t(ch));
+        continue;
+      }
+      // The even row keeps the elements whose bit is clear, the odd row those whose bit is set.
+      const uint32_t flip = p & 1 ? 0u : 0xFFFFFFFFu;
+      const uint64_t* bits = choice->row(p / 2 - choice_lo);
+      const uint32_t* s32 = reinterpret_cast<const uint32_t*>(src);
+      uint32_t* d32 = reinterpret_cast<uint32_t*>(dst);
+      for (int c = 0; c < ch; c += 8) {
+        const uint32_t* m = kLaneMask.m[(bits[c / 64] >> (c % 64)) & 0xFF];
+        if (c + 8 <= ch) {
+          for (int k = 0; k < 8; ++k) d32[c + k] = s32[c + k] & (m[k] ^ flip);
+        } else {
+          for (int k = 0; k < ch - c; ++k) d32[c + k] = s32[c + k] & (m[k] ^ flip);
+        }
+      }
+    }
+  });
+}
+
+void Backward::combine(const float* x, const float* d, float* g, int64_t rows, int ch, bool gelu_in, bool add) const {
+  // g (+)= gelu'(x) * d, or d for an op without pre-activation; [rows][ch] each.
+  const int64_t n = rows * ch;
+  with_gelu(gelu_, [&](auto v) {
+#pragma omp parallel for schedule(static) num_threads(threads_) if (threads_ > 1 && n > 65536)
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t o = r * ch;
+      for (int c = 0; c < ch; ++c) {
+        const float t = gelu_in ? gelu_grad(x[o + c], decltype(v)::value) * d[o + c] : d[o + c];
+        g[o + c] = add ? g[o + c] + t : t;
+      }
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// the recording forward
+
+void Backward::pool_select(int i, const float* pre_raw, const float* pre_act, int64_t p0, int64_t p1, float* raw_out,
+                           float* act_out, PoolChoice* choice, int64_t choice_lo) {
+  // Max-pool (size 2) of op i's pre-pool rows [p0, p1) (buffers from row p0; outputs
+  // position-origin), keeping the choice of pooled row r at row r - choice_lo of `choice`.
+  const int ch = C(i + 1);
+  parallel_rows(p0 / 2, p1 / 2, threads_, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* __restrict e = pre_raw + (2 * r - p0) * ch;
+      const float* __restrict o = e + ch;
+      if (raw_out) {
+        float* __restrict ro = raw_out + r * ch;
+        for (int c = 0; c < ch; ++c) ro[c] = o[c] > e[c] ? o[c] : e[c];
+      }
+      if (act_out) {
+        const float* __restrict ea = pre_act + (2 * r - p0) * ch;
+        const float* __restrict oa = ea + ch;
+        float* __restrict ao = act_out + r * ch;
+        for (int c = 0; c < ch; ++c) ao[c] = o[c] > e[c] ? oa[c] : ea[c];
+      }
+      if (!choice) continue;
+      uint64_t* w = choice->row(r - choice_lo);
+      for (int c0 = 0; c0 < ch; c0 += 64) {
+        uint64_t word = 0;
+        for (int k = 0, m = std::min(64, ch - c0); k < m; ++k) word |= uint64_t(o[c0 + k] > e[c0 + k]) << k;
+        w[c0 / 64] = word;
+      }
+    }
+  });
+}
+
+void Backward::record_op(int i, const float* in, const float* res, int64_t p0, int64_t p1, float* raw_out,
+                         float* act_out) {
+  // Op i (>= 1) over pre-pool positions [p0, p1) as the forward runs it; raw_out / act_out are
+  // position-origin (pooled rows), either may be null. A pooled op runs without its pool in
+  // chunks, then pools here to record which row each max took.
+  const OpDesc& o = op(i);
+  if (o.pool == 1) {
+    e_.conv_call(i, in, res, p0, p1, raw_out, act_out);
+    return;
+  }
+  const int ch = o.cout;
+  const int64_t chunk = std::max<int64_t>(64, ((int64_t(1) << 20) / ch) / 2 * 2);
+  Rows pre_raw, pre_act;
+  pre_raw.alloc(0, std::min(chunk, p1 - p0), ch);
+  if (act_out) pre_act.alloc(0, std::min(chunk, p1 - p0), ch);
+  for (int64_t a = p0; a < p1; a += chunk) {
+    const int64_t b = std::min(p1, a + chunk);
+    e_.conv_call(i, in, res, a, b, pre_raw.buf.get() - a * ch, act_out ? pre_act.buf.get() - a * ch : nullptr, 0, 1);
+    pool_select(i, pre_raw.buf.get(), act_out ? pre_act.buf.get() : nullptr, a, b, raw_out, act_out, &odd_[i], 0);
+  }
+}
+
+void Backward::record_forward() {
+  const int n = n_, P = P_;
+  raw_.clear(), act_.clear(), odd_.clear();
+  raw_.resize(n + 1), act_.resize(n + 1), odd_.resize(n);
+  for (int i = keep_from_; i <= n; ++i) {
+    raw_[i].alloc(-e_.halo_[i], L(i) + e_.halo_[i], C(i));
+    raw_[i].zero_outside(0, L(i));
+  }
+  for (int i = 1; i < n; ++i)
+    if (op(i).type == OpDesc::Conv && op(i).pool == 2) odd_[i].init(L(i + 1), C(i + 1));
+  // Whole activated tensors from P on, for the ops (and the head) that read them.
+  const auto need_act = [&](int i) { return i == n ? e_.final_gelu_ : bool(e_.need_act_[i]); };
+  const auto whole_act = [&](int i) {
+    if (!need_act(i)) return static_cast<float*>(nullptr);
+    act_[i].alloc(-e_.halo_[i], L(i) + e_.halo_[i], C(i));
+    act_[i].zero_outside(0, L(i));
+    return act_[i].origin();
+  };
+
+  // The stem and tower tile by tile (Engine::run_prefix_tiled's ranges); each tile's rows of
+  // the kept tensors are written into them (rows shared by two tiles twice, equal).
+  const int64_t tiles = e_.prefix_tiles();
+  const int64_t lp = L(P);
+  float* act_p = whole_act(P);
+  std::vector<int64_t> lo, hi, need_lo, need_hi;
+  std::vector<Rows> in(P + 1);  // in[i]: op i's input rows of this tile, when not a kept tensor
+  for (int64_t t = 0; t < tiles; ++t) {
+    const int64_t a = lp * t / tiles, b = lp * (t + 1) / tiles;
+    if (a == b) continue;
+    e_.prefix_ranges(a, b, lo, hi, need_lo, need_hi);
+    // A tile buffer of tensor i's rows as op i reads them, zero beyond the tensor's ends.
+    const auto tile_buf = [&](int i) {
+      in[i].alloc(need_lo[i], need_hi[i], C(i));
+      in[i].zero_outside(lo[i], hi[i]);
+      return in[i].origin();
+    };
+    // The stem, pooled as in the forward (the backward recomputes its choices).
+    float *raw1 = nullptr, *act1 = nullptr;
+    if (P == 1) raw1 = raw_[1].origin(), act1 = act_p;
+    else if (op(1).gelu_in) act1 = tile_buf(1);
+    else raw1 = tile_buf(1);
+    e_.stem_call(code0_, n_uniform_, lo[1] * op(0).pool, hi[1] * op(0).pool, raw1, act1, C(1));
+    for (int i = 1; i < P; ++i) {
+      // Op i reads its tile, or the kept raw rows (an op without pre-activation after tensor 1).
+      const float* x = op(i).gelu_in || i < keep_from_ ? in[i].origin() : raw_[i].origin();
+      float* act_next = i + 1 == P ? act_p : op(i + 1).gelu_in ? tile_buf(i + 1) : nullptr;
+      record_op(i, x, nullptr, lo[i + 1] * op(i).pool, hi[i + 1] * op(i).pool, raw_[i + 1].origin(), act_next);
+      in[i].release();
+    }
+  }
+  for (auto& r : in) r.release();
+
+  // The rest whole, as Engine::run_trunk, keeping every pre-activation tensor.
+  for (int i = P; i < n; ++i) {
+    const OpDesc& o = op(i);
+    if (o.type == OpDesc::Crop) {
+      const int64_t rows = L(i + 1), c = C(i);
+      std::memcpy(raw_[i + 1].row(0), raw_[i].row(o.left), sizeof(float) * size_t(rows * c));
+      if (need_act(i + 1)) std::memcpy(whole_act(i + 1) + 0, act_[i].row(o.left), sizeof(float) * size_t(rows * c));
+    } else {
+      const float* x = o.gelu_in ? act_[i].origin() : raw_[i].origin();
+      const float* res = o.residual >= 0 ? raw_[o.residual].origin() : nullptr;
+      record_op(i, x, res, 0, L(i), raw_[i + 1].origin(), whole_act(i + 1));
+    }
+    act_[i].release();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// the backward
+
+void Backward::head_backward(Rows& dh) {
+  // d/dh of sum_{b in bins} sum_t softplus(h[b] W[:, t] + bias[t]) = sum_t sigmoid(z[b][t]) W[:, t]
+  // (1 instead of sigmoid for a linear head), for the listed bins only, added into dh's rows.
+  const Engine::Head& head = e_.heads_[req_.head];
+  const Packed& panel = e_.head_panel(req_);
+  const int T = req_.tracks.empty() ? head.tracks : int(req_.tracks.size()), Ch = C(n_);
+  const int64_t nb = int64_t(bins_.size());
+  const Rows& h = e_.final_gelu_ ? act_[n_] : raw_[n_];
+  Rows hs, z, d;
+  hs.alloc(0, nb, Ch);
+  for (int64_t r = 0; r < nb; ++r) std::memcpy(hs.row(r), h.row(bins_[r]), sizeof(float) * size_t(Ch));
+  z.alloc(0, nb, T);
+  conv(panel, 1, 1, Ch, T, hs.origin(), Ch, 0, nb, z.origin(), T);
+  hs.release();
+  if (head.act == OutAct::Softplus)
+    for (int64_t j = 0; j < nb * T; ++j) z.buf[j] = softplus_grad(z.buf[j]);
+  else
+    std::fill(z.buf.get(), z.buf.get() + nb * T, 1.f);
+  // s [nb][T] @ W^T [T][Ch], a 1x1 conv T -> Ch, in chunks of tracks so that the transposed
+  // head is never packed whole (5,313 x 1,536 for Basenji2); each chunk adds to the last.
+  const int nr = e_.kernels_->nr, chunk = 512;
+  d.alloc(0, nb, Ch);
+  const std::vector<float> zero(size_t(Ch), 0.f);
+  std::vector<float> wt;
+  for (int j0 = 0; j0 < T; j0 += chunk) {
+    const int j1 = std::min(T, j0 + chunk);
+    wt.assign(size_t(j1 - j0) * Ch, 0.f);
+    for (int j = j0; j < j1; ++j)  // column j of the packed request: panel j / nr, lane j % nr
+      for (int c = 0; c < Ch; ++c) wt[size_t(j - j0) * Ch + c] = panel.w[(size_t(j / nr) * Ch + c) * nr + j % nr];
+    const Packed w = e_.pack(wt.data(), false, zero.data(), 1, j1 - j0, Ch, false);
+    conv(w, 1, 1, j1 - j0, Ch, z.buf.get() + j0, T, 0, nb, d.origin(), Ch, j0 ? d.origin() : nullptr, Ch);
+  }
+  for (int64_t r = 0; r < nb; ++r) {  // in list order: a repeated bin adds twice
+    float* dst = dh.row(bins_[r]);
+    const float* src = d.row(r);
+    for (int c = 0; c < Ch; ++c) dst[c] += src[c];
+  }
+}
+
+void Backward::whole_backward() {
+  // From the head down to tensor P, whole tensors (Basenji2: the dilated blocks, the crop
+  // and the final 1x1 at 1,024 rows or fewer). grad_[i]: the gradient of tensor i's raw rows.
+  const int n = n_;
+  grad_.clear();
+  grad_.resize(n + 1);
+  Rows dh;
+  dh.zeros(0, L(n), C(n));
+  head_backward(dh);
+  grad_[n].alloc(0, L(n), C(n));
+  combine(raw_[n].row(0), dh.row(0), grad_[n].row(0), L(n), C(n), e_.final_gelu_, false);
+  dh.release();
+  const auto grad_of = [&](int i) -> Rows& {
+    if (grad_[i].empty()) grad_[i].zeros(0, L(i), C(i));
+    return grad_[i];
+  };
+  for (int i = n - 1; i >= P_; --i) {
+    const OpDesc& o = op(i);
+    Rows& g = grad_[i + 1];
+    if (o.type == OpDesc::Crop) {
+      Rows& gi = grad_of(i);
+      const int64_t m = int64_t(L(i + 1)) * C(i);
+      float* dst = gi.row(o.left);
+      for (int64_t j = 0; j < m; ++j) dst[j] += g.buf[j];
+    } else {
+      const int64_t h = e_.halo_[i];
+      Rows pre;  // the gradient of the conv's pre-pool output, with the conv's halo of zeros
+      pre.alloc(-h, L(i) + h, o.cout);
+      route(i, g.origin(), o.cout, o.pool == 2 ? &odd_[i] : nullptr, 0, 0, L(i), pre);
+      if (o.residual >= 0) {
+        Rows& gr = grad_of(o.residual);
+        const int64_t m = L(i) * o.cout;
+        const float* src = pre.row(0);
+        for (int64_t j = 0; j < m; ++j) gr.buf[j] += src[j];
+      }
+      Rows da;
+      da.alloc(0, L(i), o.cin);
+      const Packed w = transposed(i);
+      conv(w, o.k, o.dil, o.cout, o.cin, pre.origin(), o.cout, 0, L(i), da.origin(), o.cin);
+      pre.release();
+      const bool had = !grad_[i].empty();
+      if (!had) grad_[i].alloc(0, L(i), C(i));
+      combine(raw_[i].row(0), da.row(0), grad_[i].row(0), L(i), C(i), o.gelu_in, had);
+    }
+    g.release();
+    if (i + 1 > P_) raw_[i + 1].release();
+    if (i < int(odd_.size())) odd_[i].bits = {};
+  }
+}
+
+void Backward::tile_ranges(int64_t a, int64_t b, std::vector<int64_t>& s, std::vector<int64_t>& t) const {
+  // For the input gradient rows [a, b): the rows [s[i], t[i]) of tensor i (i <= P) whose
+  // gradient the tile needs (each op's halo, then its pool, upwards).
+  s.assign(P_ + 1, 0), t.assign(P_ + 1, 0);
+  s[0] = a, t[0] = b;
+  for (int i = 0; i < P_; ++i) {
+    const int64_t h = e_.halo_[i], pool = op(i).pool;
+    s[i + 1] = std::max<int64_t>(0, s[i] - h) / pool;
+    t[i + 1] = (std::min(L(i), t[i] + h) + pool - 1) / pool;
+  }
+}
+
+int64_t Backward::backward_tiles() const {
+  // The fewest tiles (a power of two) whose largest buffer fits the engine's tile size.
+  const int64_t L0 = L(0);
+  if (e_.tile_floats_ <= 0) return 1;
+  std::vector<int64_t> s, t;
+  for (int64_t tiles = 1; tiles < L0; tiles *= 2) {
+    tile_ranges(0, (L0 + tiles - 1) / tiles, s, t);
+    const int64_t rows0 = t[0] - s[0] + 2 * e_.halo_[0];
+    int64_t biggest = rows0 * std::max<int64_t>(C(1), int64_t(op(0).k) * 4);
+    for (int i = 1; i < P_; ++i)
+      biggest = std::max(biggest, (t[i] - s[i] + 2 * e_.halo_[i]) * std::max(C(i), C(i + 1)));
+    if (biggest <= e_.tile_floats_) return tiles;
+  }
+  return L0;
+}
+
+void Backward::tiled_backward(float* out) {
+  // The tower and the stem, tile by tile over the input positions: each tile takes the rows
+  // of grad_[P] it needs and carries them down through the tower (recomputing the rows that
+  // neighbouring tiles share), recomputes the stem's output rows for the first tower op's
+  // GELU' and the stem's pool, and ends at the one-hot input.
+  const int P = P_;
+  const OpDesc& s0 = op(0);
+  const int64_t L0 = L(0), h0 = e_.halo_[0];
+  const int k0 = s0.k, c1 = C(1);
+  std::vector<Packed> w(P);
+  for (int i = 1; i < P; ++i) w[i] = transposed(i);
+  const Packed ws = stem_transposed();
+  // gelu'(v) of the three values a one-hot entry takes: 0, 1 and 0.25.
+  const float g0 = float(gelu_grad(0.0, gelu_)), g1 = float(gelu_grad(1.0, gelu_)), gq = float(gelu_grad(0.25, gelu_));
+  const int64_t tiles = backward_tiles();
+  std::vector<int64_t> s, t;
+  for (int64_t tile = 0; tile < tiles; ++tile) {
+    const int64_t A = L0 * tile / tiles, B = L0 * (tile + 1) / tiles;
+    if (A == B) continue;
+    tile_ranges(A, B, s, t);
+    {  // no gradient reaches this tile (outside the chosen bins' receptive field): zeros
+      const float* g = grad_[P].row(s[P]);
+      const int64_t m = (t[P] - s[P]) * C(P);
+      if (std::all_of(g, g + m, [](float v) { return v == 0.f; })) {
+        std::fill(out + A * 4, out + B * 4, 0.f);
+        continue;
+      }
+    }
+    // The stem's output rows [s[1], t[1]) without its pool, then pooled here: the raw rows
+    // (GELU' of op 1) and the pool's choices.
+    Rows x1;
+    PoolChoice c0;
+    {
+      const int pool = s0.pool;
+      Rows pre;
+      pre.alloc(s[1] * pool, t[1] * pool, c1);
+      e_.stem_call(code0_, n_uniform_, s[1] * pool, t[1] * pool, pre.origin(), nullptr, c1, 0, 1);
+      if (pool == 2) {
+        x1.alloc(s[1], t[1], c1);
+        c0.init(t[1] - s[1], c1);
+        pool_select(0, pre.buf.get(), nullptr, 2 * s[1], 2 * t[1], x1.origin(), nullptr, &c0, s[1]);
+      } else {
+        x1 = std::move(pre);
+      }
+    }
+    // Down the tower: the gradient of tensor i + 1's rows [s, t) -> tensor i's.
+    Rows g;  // tensor i + 1's gradient rows, or grad_[P] (whole) at the top
+    const float* g_origin = grad_[P].origin();
+    for (int i = P - 1; i >= 1; --i) {
+      const OpDesc& o = op(i);
+      const int64_t h = e_.halo_[i];
+      Rows pre;
+      pre.alloc(s[i] - h, t[i] + h, o.cout);
+      route(i, g_origin, o.cout, o.pool == 2 ? &odd_[i] : nullptr, 0, 0, L(i), pre);
+      Rows da, gi;
+      da.alloc(s[i], t[i], o.cin);
+      conv(w[i], o.k, o.dil, o.cout, o.cin, pre.origin(), o.cout, s[i], t[i], da.origin(), o.cin);
+      pre.release();
+      gi.alloc(s[i], t[i], o.cin);
+      const float* x = i == 1 ? x1.row(s[1]) : raw_[i].row(s[i]);
+      combine(x, da.row(s[i]), gi.row(s[i]), t[i] - s[i], o.cin, o.gelu_in, false);
+      g = std::move(gi);
+      g_origin = g.origin();
+    }
+    if (P == 1) g_origin = grad_[1].origin();
+    // The stem: its pre-pool gradient rows [A - h0, B + h0), a 1x1 conv to [k][4] per row,
+    // then each input row sums its k taps and takes GELU' of its one-hot value.
+    Rows pre, u;
+    pre.alloc(A - h0, B + h0, c1);
+    route(0, g_origin, c1, s0.pool == 2 ? &c0 : nullptr, s[1], 0, L0, pre);
+    const int64_t u0 = std::max<int64_t>(0, A - h0), u1 = std::min(L0, B + h0);
+    u.alloc(u0, u1, k0 * 4);
+    conv(ws, 1, 1, c1, k0 * 4, pre.origin(), c1, u0, u1, u.origin(), k0 * 4);
+    pre.release();
+    const int half = k0 / 2, dil = s0.dil;
+#pragma omp parallel for schedule(static) num_threads(threads_) if (threads_ > 1)
+    for (int64_t q = A; q < B; ++q) {
+      float d[4] = {0.f, 0.f, 0.f, 0.f};
+      for (int tap = 0; tap < k0; ++tap) {
+        const int64_t p = q - int64_t(tap - half) * dil;  // the output row that read x[q] through this tap
+        if (p < 0 || p >= L0) continue;
+        const float* up = u.row(p) + tap * 4;
+        for (int ch = 0; ch < 4; ++ch) d[ch] += up[ch];
+      }
+      const uint8_t code = code0_[q];
+      for (int ch = 0; ch < 4; ++ch) {
+        const bool uniform = code == 5 || (code == 4 && n_uniform_);
+        const float gv = code < 4 ? (code == ch ? g1 : g0) : uniform ? gq : g0;
+        out[q * 4 + ch] = gv * d[ch];
+      }
+    }
+  }
+}
+
+void Backward::run(const uint8_t* codes, bool n_uniform, float* out) {
+  const int64_t L0 = e_.seq_length_, sh = conv_halo(op(0).k, op(0).dil);
+  padded_.assign(size_t(L0 + 2 * sh), cpu::kCodeOutside);
+  for (int64_t q = 0; q < L0; ++q) {
+    if (codes[q] > 5) fail("base code " + std::to_string(codes[q]) + " at position " + std::to_string(q) + " (expected 0..5)");
+    padded_[size_t(sh + q)] = codes[q];
+  }
+  code0_ = padded_.data() + sh;
+  n_uniform_ = n_uniform;
+  record_forward();
+  whole_backward();
+  tiled_backward(out);
+  raw_.clear(), act_.clear(), grad_.clear(), odd_.clear();
+}
+
+void Engine::gradient(const uint8_t* codes, int64_t batch, bool n_uniform, const HeadRequest& req,
+                      const std::vector<int>& bins, float* out) const {
+  Backward bw(*this, req, bins);
+  for (int64_t b = 0; b < batch; ++b) bw.run(codes + b * seq_length_, n_uniform, out + b * seq_length_ * 4);
+}
+
+}  // namespace b2f
