@@ -25,6 +25,11 @@ ISA_SOURCES = {
     "csrc/cpu/kernels_avx2.cpp": ["-mavx2", "-mfma"],
 }
 X86 = os.uname().machine in ("x86_64", "AMD64", "i686")
+# Sources of the engine with flags of their own, on every architecture. The backward pass's
+# elementwise loops (GELU' with its clamps, max-pool selection) vectorise only when float
+# compares may be executed speculatively: -fno-trapping-math changes no value, only the
+# assumption that a compare could trap.
+SOURCE_FLAGS = {"csrc/engine/backward.cpp": ["-fno-trapping-math"]}
 
 
 CUDA_MODE = os.environ.get("BASENJI2_FAST_CUDA", "auto").strip().lower()
@@ -62,15 +67,16 @@ def nvcc_flags():
 
 
 class BuildExt(build_ext):
-    """Compiles each ISA's kernels with its own flags, then links them into _engine; compiles
-    the .cu sources with nvcc and links them (with the static CUDA runtime) into _cuda."""
+    """Compiles each ISA's kernels (and SOURCE_FLAGS' sources) with their own flags, then links
+    them into _engine; compiles the .cu sources with nvcc and links them (with the static CUDA
+    runtime) into _cuda."""
 
     def build_extension(self, ext):
         if ext.name == "basenji2_fast._cuda":
             self.build_cuda_objects(ext)
-        if ext.name == "basenji2_fast._engine" and X86:
+        if ext.name == "basenji2_fast._engine":
             objects = []
-            for src, flags in ISA_SOURCES.items():
+            for src, flags in {**(ISA_SOURCES if X86 else {}), **SOURCE_FLAGS}.items():
                 objects += self.compiler.compile(
                     [src], output_dir=self.build_temp, include_dirs=ext.include_dirs,
                     macros=ext.define_macros, extra_postargs=ext.extra_compile_args + flags)
@@ -98,8 +104,8 @@ class BuildExt(build_ext):
 common = ["-O3", "-fopenmp", "-fno-math-errno"]
 engine = Pybind11Extension(
     "basenji2_fast._engine",
-    sources=["csrc/python/module.cpp", "csrc/engine/engine.cpp", "csrc/engine/incremental.cpp", "csrc/engine/backward.cpp",
-             "csrc/cpu/dispatch.cpp", "csrc/cpu/kernels_generic.cpp"],
+    sources=["csrc/python/module.cpp", "csrc/engine/engine.cpp", "csrc/engine/incremental.cpp", "csrc/cpu/dispatch.cpp",
+             "csrc/cpu/kernels_generic.cpp"],
     include_dirs=["csrc/include", "csrc"],
     # every source and header, so that a change in any (the ISA units included) relinks
     depends=sorted(glob.glob("csrc/**/*.h", recursive=True) + glob.glob("csrc/**/*.cpp", recursive=True)),

@@ -471,6 +471,124 @@ class Model:
         return self.predict(codes[None], head=head, tracks=tracks, rc=rc, shifts=shifts, n_encoding=n_encoding,
                             strand_pair=strand_pair)[0]
 
+    # Gradients ---------------------------------------------------------------------------------
+    def gradients(self, x: SequenceInput, tracks: Optional[Iterable[int]] = None, bins: Optional[Iterable[int]] = None,
+                  head: Optional[str] = None, rc: bool = False, shifts: Sequence[int] = (0,),
+                  n_encoding: str = "zeros", strand_pair: Optional[Sequence[int]] = None,
+                  batch_size: Optional[int] = None) -> np.ndarray:
+        """The gradient of the summed predictions with respect to the one-hot input.
+
+        For each sequence ``b``, ``d/dx[b]`` of ``predict(x, head, tracks, rc, shifts, ...)[b][bins].sum()``:
+        the sum over the chosen output bins and tracks of the (ensemble-mean) predictions,
+        differentiated at the one-hot input the engine reads (A, C, G, T columns; N as zeros
+        or 0.25 per ``n_encoding``). Computed in fp32 by the engine's backward pass: one
+        forward and one backward pass per ensemble member, no framework.
+
+        Parameters
+        ----------
+        x : as :meth:`predict` (a string, list of strings, uint8 codes [B, L] or a one-hot [B, L, 4])
+        tracks : head columns to sum (default: every track of the head)
+        bins : output bins to sum, ints in 0..n_bins-1 (default: all); a bin listed twice counts twice
+        head : the head's name (default: the first); one head
+        rc, shifts : the ensemble of :meth:`predict`; the gradient of its mean. A reverse-complement
+            pass's gradient is mapped back to forward coordinates (reversed along the sequence,
+            A<->T and C<->G swapped) and a shifted pass's to the unshifted positions (the bases
+            a shift pushes out of the window get nothing from that pass).
+        n_encoding, strand_pair : as :meth:`predict` (``strand_pair`` maps the tracks of a
+            reverse-complement pass, which for a sum over tracks changes nothing but their order)
+        batch_size : sequences per engine call
+
+        Returns
+        -------
+        float32 [B, L, 4]
+        """
+        if self.device != "cpu":
+            raise ValueError("gradients run on the CPU engine: load the model with device='cpu'")
+        if self.precision != "fp32":
+            raise ValueError(f"gradients are computed in fp32: load the model with precision='fp32' "
+                             f"(this one is {self.precision})")
+        codes, zero_rows = self.encode(x)
+        n_uniform = self._n_uniform(n_encoding, zero_rows)
+        names = self._resolve_heads(head)
+        if len(names) != 1:
+            raise ValueError("gradients are taken for one head at a time")
+        name = names[0]
+        head_index, idx = self._request(name, tracks)
+        n_out = len(idx) or self.spec.heads[name].tracks
+        pair = self._strand_pair(name, strand_pair, n_out)
+        nb, L = self.n_bins, self.seq_length
+        if bins is None:
+            bin_list = []  # the engine's "all"
+        else:
+            arr = np.asarray(list(bins) if not isinstance(bins, np.ndarray) else bins).ravel()
+            if arr.size == 0:
+                raise ValueError("bins is empty: name at least one output bin (or None for all)")
+            if arr.dtype.kind not in "iu":
+                raise ValueError(f"bins must be integers, got dtype {arr.dtype}")
+            bad = arr[(arr < 0) | (arr >= nb)]
+            if bad.size:
+                raise ValueError(f"bin {int(bad[0])} out of range (0..{nb - 1})")
+            bin_list = [int(b) for b in arr]
+        passes = _ensemble_passes(shifts, rc)
+        for s, _ in passes:
+            if abs(s) >= L:
+                raise ValueError(f"shift {s} is not smaller than the sequence length {L}")
+        # What a reverse-complement pass sums: the same bins counted from the other end, and
+        # for forward track j the column its reversed input predicts it in (strand pairs).
+        cols = idx or list(range(n_out))
+        rc_cols = cols if pair is None else [cols[int(p)] for p in pair]
+        rc_bins = [nb - 1 - b for b in bin_list]
+        B = codes.shape[0]
+        bs = int(batch_size) if batch_size else max(1, min(B, self._default_batch))
+        out = np.zeros((B, L, 4), np.float32)
+        for b0 in range(0, B, bs):
+            chunk = codes[b0:b0 + bs]
+            o = out[b0:b0 + bs]
+            for shift, flip in passes:
+                c = _pass_codes(chunk, shift, flip)
+                req = (head_index, rc_cols if flip and pair is not None else idx)
+                g = self._engine.gradient(c, req, rc_bins if flip else bin_list, n_uniform)
+                if flip:  # back to forward coordinates: positions reversed, A<->T, C<->G (channels reversed)
+                    g = g[:, ::-1, ::-1]
+                # the pass read x[p] at position p + shift of its input
+                lo, hi = max(0, -shift), L - max(0, shift)
+                o[:, lo:hi] += g[:, lo + shift:hi + shift]
+        if len(passes) > 1:
+            out /= len(passes)
+        return out
+
+    def saliency(self, x: SequenceInput, method: str = "grad", tracks: Optional[Iterable[int]] = None,
+                 bins: Optional[Iterable[int]] = None, head: Optional[str] = None, rc: bool = False,
+                 shifts: Sequence[int] = (0,), n_encoding: str = "zeros",
+                 strand_pair: Optional[Sequence[int]] = None, batch_size: Optional[int] = None) -> np.ndarray:
+        """Contribution scores of each base to the summed predictions (:meth:`gradients`).
+
+        method : "grad" (the gradient itself), "input_x_grad" (the one-hot input times the
+            gradient: each position's score sits on its own base; an N position with
+            ``n_encoding="uniform"`` has 0.25 x the gradient on every base, zeros otherwise), or
+            "centered" (the gradient minus its mean over the four bases at each position).
+        Other parameters: as :meth:`gradients`.
+
+        Returns
+        -------
+        float32 [B, L, 4]
+        """
+        methods = ("grad", "input_x_grad", "centered")
+        if method not in methods:
+            raise ValueError(f"method={method!r}; expected one of {methods}")
+        g = self.gradients(x, tracks=tracks, bins=bins, head=head, rc=rc, shifts=shifts, n_encoding=n_encoding,
+                           strand_pair=strand_pair, batch_size=batch_size)
+        if method == "centered":
+            return g - g.mean(axis=-1, keepdims=True)
+        if method == "input_x_grad":
+            codes, zero_rows = self.encode(x)
+            q = np.float32(0.25 if self._n_uniform(n_encoding, zero_rows) else 0.0)
+            # the one-hot the engine reads for codes A, C, G, T, N, uniform (0..5)
+            onehot = np.concatenate([np.eye(4, dtype=np.float32), np.full((1, 4), q, np.float32),
+                                     np.full((1, 4), 0.25, np.float32)])
+            return onehot[codes] * g
+        return g
+
     def release_memory(self) -> None:
         """Free the activation buffers the engine keeps between calls (about one forward
         pass's working set: ~26 MB for Basenji2 in fp32); the next call allocates them again."""

@@ -186,10 +186,12 @@ Engine::Packed Backward::transposed(int i) const {
   const Packed& f = e_.packed_[i];
   const int nr = e_.kernels_->nr, k = o.k, cin = o.cin, cout = o.cout;
   std::vector<float> w(size_t(k) * cout * cin);
-  for (int t = 0; t < k; ++t)
-    for (int c = 0; c < cin; ++c)
-      for (int j = 0; j < cout; ++j)
-        w[(size_t(k - 1 - t) * cout + j) * cin + c] = f.w[((size_t(j / nr) * k + t) * cin + c) * nr + j % nr];
+  for (int j = 0; j < cout; ++j)  // writes in order; reads stay in one panel (L2) for nr rows
+    for (int t = 0; t < k; ++t) {
+      const float* src = f.w.data() + (size_t(j / nr) * k + t) * cin * nr + j % nr;
+      float* dst = w.data() + (size_t(k - 1 - t) * cout + j) * cin;
+      for (int c = 0; c < cin; ++c) dst[c] = src[size_t(c) * nr];
+    }
   const std::vector<float> zero(size_t(cin), 0.f);
   return e_.pack(w.data(), false, zero.data(), k, cout, cin, false);
 }
@@ -242,17 +244,20 @@ void Backward::route(int i, const float* g, int64_t g_stride, const PoolChoice* 
 }
 
 void Backward::combine(const float* x, const float* d, float* g, int64_t rows, int ch, bool gelu_in, bool add) const {
-  // g (+)= gelu'(x) * d, or d for an op without pre-activation; [rows][ch] each.
+  // g (+)= gelu'(x) * d, or d for an op without pre-activation; [rows][ch] each, contiguous.
   const int64_t n = rows * ch;
+  if (!gelu_in) {
+    for (int64_t j = 0; j < n; ++j) g[j] = add ? g[j] + d[j] : d[j];
+    return;
+  }
   with_gelu(gelu_, [&](auto v) {
-#pragma omp parallel for schedule(static) num_threads(threads_) if (threads_ > 1 && n > 65536)
-    for (int64_t r = 0; r < rows; ++r) {
-      const int64_t o = r * ch;
-      for (int c = 0; c < ch; ++c) {
-        const float t = gelu_in ? gelu_grad(x[o + c], decltype(v)::value) * d[o + c] : d[o + c];
-        g[o + c] = add ? g[o + c] + t : t;
-      }
-    }
+    parallel_rows(0, n, threads_, [&](int64_t a, int64_t b) {
+      // flat loops without branches, so that the compiler vectorises GELU'
+      if (add)
+        for (int64_t j = a; j < b; ++j) g[j] += gelu_grad(x[j], decltype(v)::value) * d[j];
+      else
+        for (int64_t j = a; j < b; ++j) g[j] = gelu_grad(x[j], decltype(v)::value) * d[j];
+    });
   });
 }
 
@@ -279,10 +284,20 @@ void Backward::pool_select(int i, const float* pre_raw, const float* pre_act, in
         for (int c = 0; c < ch; ++c) ao[c] = o[c] > e[c] ? oa[c] : ea[c];
       }
       if (!choice) continue;
+      // The choices as bytes (0 or 1), then eight at a time into bits: the multiply moves
+      // byte k's low bit to bit 56 + k.
+      alignas(8) uint8_t flag[64];
       uint64_t* w = choice->row(r - choice_lo);
       for (int c0 = 0; c0 < ch; c0 += 64) {
+        const int m = std::min(64, ch - c0);
+        for (int k = 0; k < m; ++k) flag[k] = o[c0 + k] > e[c0 + k];
+        for (int k = m; k < 64; ++k) flag[k] = 0;
         uint64_t word = 0;
-        for (int k = 0, m = std::min(64, ch - c0); k < m; ++k) word |= uint64_t(o[c0 + k] > e[c0 + k]) << k;
+        for (int b = 0; b < 8; ++b) {
+          uint64_t v;
+          std::memcpy(&v, flag + 8 * b, 8);
+          word |= ((v * 0x0102040810204080ull) >> 56) << (8 * b);
+        }
         w[c0 / 64] = word;
       }
     }
