@@ -34,3 +34,19 @@ def random_basenji2_pytorch(seed: int = 0):
                 mod.weight.copy_(torch.randn(mod.weight.shape, generator=g) * (1.0 / mod.in_features) ** 0.5)
                 mod.bias.copy_(torch.randn(mod.bias.shape, generator=g) * 0.5)
     return model.eval()
+
+
+def use_sigmoid_gelu(model):
+    """Swap every ``torch.nn.GELU`` of a basenji2-pytorch model (the exact erf GELU) for the
+    published model's ``x * sigmoid(1.702 x)``, in place; returns the model."""
+    import torch  # noqa: PLC0415  (optional dependency)
+
+    class SigmoidGELU(torch.nn.Module):
+        def forward(self, x):
+            return x * torch.sigmoid(1.702 * x)
+
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, torch.nn.GELU):
+                setattr(parent, name, SigmoidGELU())
+    return model
