@@ -123,22 +123,28 @@ class Backward {
   // Forward.
   void record_forward();
   void record_op(int i, const float* in, const float* res, int64_t p0, int64_t p1, float* raw_out, float* act_out);
+  // The elementwise steps and kernel calls below run on `threads` threads (1 inside a tile
+  // that a thread of the tiled backward owns).
   void pool_select(int i, const float* pre_raw, const float* pre_act, int64_t p0, int64_t p1, float* raw_out,
-                   float* act_out, PoolChoice* choice, int64_t choice_lo);
+                   float* act_out, PoolChoice* choice, int64_t choice_lo, int threads) const;
   // Backward.
   void head_backward(Rows& dh);
   void whole_backward();
   int64_t backward_tiles() const;
   void tile_ranges(int64_t a, int64_t b, std::vector<int64_t>& s, std::vector<int64_t>& t) const;
   void tiled_backward(float* out);
+  void tile_backward(int64_t A, int64_t B, const std::vector<Packed>& w, const Packed& ws, int threads,
+                     float* out) const;
   // Kernels.
   Packed transposed(int i) const;
   Packed stem_transposed() const;
   void conv(const Packed& w, int k, int dil, int cin, int cout, const float* in, int64_t in_stride, int64_t p0,
-            int64_t p1, float* out, int64_t out_stride, const float* res = nullptr, int64_t res_stride = 0) const;
+            int64_t p1, float* out, int64_t out_stride, int threads, const float* res = nullptr,
+            int64_t res_stride = 0) const;
   void route(int i, const float* g, int64_t g_stride, const PoolChoice* choice, int64_t choice_lo, int64_t q0,
-             int64_t q1, Rows& pre) const;
-  void combine(const float* x, const float* d, float* g, int64_t rows, int ch, bool gelu_in, bool add) const;
+             int64_t q1, Rows& pre, int threads) const;
+  void combine(const float* x, const float* d, float* g, int64_t rows, int ch, bool gelu_in, bool add,
+               int threads) const;
 };
 
 Backward::Backward(const Engine& e, const HeadRequest& req, const std::vector<int>& bins)
@@ -167,12 +173,13 @@ Backward::Backward(const Engine& e, const HeadRequest& req, const std::vector<in
 // kernels
 
 void Backward::conv(const Packed& w, int k, int dil, int cin, int cout, const float* in, int64_t in_stride, int64_t p0,
-                    int64_t p1, float* out, int64_t out_stride, const float* res, int64_t res_stride) const {
+                    int64_t p1, float* out, int64_t out_stride, int threads, const float* res,
+                    int64_t res_stride) const {
   cpu::ConvArgs a;
   a.in = in, a.in_stride = in_stride;
   a.w = w.weights(), a.bf16 = false;
   a.k = k, a.dil = dil, a.cin = cin, a.cout = cout;
-  a.p0 = p0, a.p1 = p1, a.threads = threads_;
+  a.p0 = p0, a.p1 = p1, a.threads = threads;
   a.epi.bias = w.bias.data();
   a.epi.res = res, a.epi.res_stride = res_stride;
   a.epi.out = out, a.epi.out_stride = out_stride;
@@ -210,7 +217,7 @@ Engine::Packed Backward::stem_transposed() const {
 }
 
 void Backward::route(int i, const float* g, int64_t g_stride, const PoolChoice* choice, int64_t choice_lo, int64_t q0,
-                     int64_t q1, Rows& pre) const {
+                     int64_t q1, Rows& pre, int threads) const {
   // Pre-pool gradient rows [pre.lo, pre.hi) of op i's output, from the gradient of its pooled
   // output (row r at g + r * g_stride, position-origin; choice row r at r - choice_lo): each
   // pooled element's gradient goes to the row the max-pool took. Zero outside [q0, q1)
@@ -218,7 +225,7 @@ void Backward::route(int i, const float* g, int64_t g_stride, const PoolChoice* 
   const int ch = C(i + 1), pool = op(i).pool;
   pre.zero_outside(q0, q1);
   const int64_t a = std::max(pre.lo, q0), b = std::min(pre.hi, q1);
-  parallel_rows(a, b, threads_, [&](int64_t r0, int64_t r1) {
+  parallel_rows(a, b, threads, [&](int64_t r0, int64_t r1) {
     for (int64_t p = r0; p < r1; ++p) {
       const float* src = g + (p / pool) * g_stride;
       float* dst = pre.row(p);
@@ -243,7 +250,8 @@ void Backward::route(int i, const float* g, int64_t g_stride, const PoolChoice* 
   });
 }
 
-void Backward::combine(const float* x, const float* d, float* g, int64_t rows, int ch, bool gelu_in, bool add) const {
+void Backward::combine(const float* x, const float* d, float* g, int64_t rows, int ch, bool gelu_in, bool add,
+                       int threads) const {
   // g (+)= gelu'(x) * d, or d for an op without pre-activation; [rows][ch] each, contiguous.
   const int64_t n = rows * ch;
   if (!gelu_in) {
@@ -251,7 +259,7 @@ void Backward::combine(const float* x, const float* d, float* g, int64_t rows, i
     return;
   }
   with_gelu(gelu_, [&](auto v) {
-    parallel_rows(0, n, threads_, [&](int64_t a, int64_t b) {
+    parallel_rows(0, n, threads, [&](int64_t a, int64_t b) {
       // flat loops without branches, so that the compiler vectorises GELU'
       if (add)
         for (int64_t j = a; j < b; ++j) g[j] += gelu_grad(x[j], decltype(v)::value) * d[j];
@@ -265,11 +273,11 @@ void Backward::combine(const float* x, const float* d, float* g, int64_t rows, i
 // the recording forward
 
 void Backward::pool_select(int i, const float* pre_raw, const float* pre_act, int64_t p0, int64_t p1, float* raw_out,
-                           float* act_out, PoolChoice* choice, int64_t choice_lo) {
+                           float* act_out, PoolChoice* choice, int64_t choice_lo, int threads) const {
   // Max-pool (size 2) of op i's pre-pool rows [p0, p1) (buffers from row p0; outputs
   // position-origin), keeping the choice of pooled row r at row r - choice_lo of `choice`.
   const int ch = C(i + 1);
-  parallel_rows(p0 / 2, p1 / 2, threads_, [&](int64_t r0, int64_t r1) {
+  parallel_rows(p0 / 2, p1 / 2, threads, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const float* __restrict e = pre_raw + (2 * r - p0) * ch;
       const float* __restrict o = e + ch;
@@ -315,14 +323,15 @@ void Backward::record_op(int i, const float* in, const float* res, int64_t p0, i
     return;
   }
   const int ch = o.cout;
-  const int64_t chunk = std::max<int64_t>(64, ((int64_t(1) << 20) / ch) / 2 * 2);
+  // Chunks of at most half a tile (raw and GELU rows together one tile), all at once untiled.
+  const int64_t chunk = e_.tile_floats_ > 0 ? std::max<int64_t>(64, (e_.tile_floats_ / 2 / ch) / 2 * 2) : p1 - p0;
   Rows pre_raw, pre_act;
   pre_raw.alloc(0, std::min(chunk, p1 - p0), ch);
   if (act_out) pre_act.alloc(0, std::min(chunk, p1 - p0), ch);
   for (int64_t a = p0; a < p1; a += chunk) {
     const int64_t b = std::min(p1, a + chunk);
     e_.conv_call(i, in, res, a, b, pre_raw.buf.get() - a * ch, act_out ? pre_act.buf.get() - a * ch : nullptr, 0, 1);
-    pool_select(i, pre_raw.buf.get(), act_out ? pre_act.buf.get() : nullptr, a, b, raw_out, act_out, &odd_[i], 0);
+    pool_select(i, pre_raw.buf.get(), act_out ? pre_act.buf.get() : nullptr, a, b, raw_out, act_out, &odd_[i], 0, threads_);
   }
 }
 
@@ -409,7 +418,7 @@ void Backward::head_backward(Rows& dh) {
   hs.alloc(0, nb, Ch);
   for (int64_t r = 0; r < nb; ++r) std::memcpy(hs.row(r), h.row(bins_[r]), sizeof(float) * size_t(Ch));
   z.alloc(0, nb, T);
-  conv(panel, 1, 1, Ch, T, hs.origin(), Ch, 0, nb, z.origin(), T);
+  conv(panel, 1, 1, Ch, T, hs.origin(), Ch, 0, nb, z.origin(), T, threads_);
   hs.release();
   if (head.act == OutAct::Softplus)
     for (int64_t j = 0; j < nb * T; ++j) z.buf[j] = softplus_grad(z.buf[j]);
@@ -427,7 +436,7 @@ void Backward::head_backward(Rows& dh) {
     for (int j = j0; j < j1; ++j)  // column j of the packed request: panel j / nr, lane j % nr
       for (int c = 0; c < Ch; ++c) wt[size_t(j - j0) * Ch + c] = panel.w[(size_t(j / nr) * Ch + c) * nr + j % nr];
     const Packed w = e_.pack(wt.data(), false, zero.data(), 1, j1 - j0, Ch, false);
-    conv(w, 1, 1, j1 - j0, Ch, z.buf.get() + j0, T, 0, nb, d.origin(), Ch, j0 ? d.origin() : nullptr, Ch);
+    conv(w, 1, 1, j1 - j0, Ch, z.buf.get() + j0, T, 0, nb, d.origin(), Ch, threads_, j0 ? d.origin() : nullptr, Ch);
   }
   for (int64_t r = 0; r < nb; ++r) {  // in list order: a repeated bin adds twice
     float* dst = dh.row(bins_[r]);
@@ -446,7 +455,7 @@ void Backward::whole_backward() {
   dh.zeros(0, L(n), C(n));
   head_backward(dh);
   grad_[n].alloc(0, L(n), C(n));
-  combine(raw_[n].row(0), dh.row(0), grad_[n].row(0), L(n), C(n), e_.final_gelu_, false);
+  combine(raw_[n].row(0), dh.row(0), grad_[n].row(0), L(n), C(n), e_.final_gelu_, false, threads_);
   dh.release();
   const auto grad_of = [&](int i) -> Rows& {
     if (grad_[i].empty()) grad_[i].zeros(0, L(i), C(i));
@@ -464,7 +473,7 @@ void Backward::whole_backward() {
       const int64_t h = e_.halo_[i];
       Rows pre;  // the gradient of the conv's pre-pool output, with the conv's halo of zeros
       pre.alloc(-h, L(i) + h, o.cout);
-      route(i, g.origin(), o.cout, o.pool == 2 ? &odd_[i] : nullptr, 0, 0, L(i), pre);
+      route(i, g.origin(), o.cout, o.pool == 2 ? &odd_[i] : nullptr, 0, 0, L(i), pre, threads_);
       if (o.residual >= 0) {
         Rows& gr = grad_of(o.residual);
         const int64_t m = L(i) * o.cout;
@@ -474,11 +483,11 @@ void Backward::whole_backward() {
       Rows da;
       da.alloc(0, L(i), o.cin);
       const Packed w = transposed(i);
-      conv(w, o.k, o.dil, o.cout, o.cin, pre.origin(), o.cout, 0, L(i), da.origin(), o.cin);
+      conv(w, o.k, o.dil, o.cout, o.cin, pre.origin(), o.cout, 0, L(i), da.origin(), o.cin, threads_);
       pre.release();
       const bool had = !grad_[i].empty();
       if (!had) grad_[i].alloc(0, L(i), C(i));
-      combine(raw_[i].row(0), da.row(0), grad_[i].row(0), L(i), C(i), o.gelu_in, had);
+      combine(raw_[i].row(0), da.row(0), grad_[i].row(0), L(i), C(i), o.gelu_in, had, threads_);
     }
     g.release();
     if (i + 1 > P_) raw_[i + 1].release();
@@ -499,8 +508,9 @@ void Backward::tile_ranges(int64_t a, int64_t b, std::vector<int64_t>& s, std::v
 }
 
 int64_t Backward::backward_tiles() const {
-  // The fewest tiles (a power of two) whose largest buffer fits the engine's tile size.
-  const int64_t L0 = L(0);
+  // The fewest tiles (a power of two) whose largest buffer fits the engine's tile size shared
+  // by the threads (each works on a tile of its own).
+  const int64_t L0 = L(0), budget = e_.tile_floats_ / threads_;
   if (e_.tile_floats_ <= 0) return 1;
   std::vector<int64_t> s, t;
   for (int64_t tiles = 1; tiles < L0; tiles *= 2) {
@@ -509,101 +519,107 @@ int64_t Backward::backward_tiles() const {
     int64_t biggest = rows0 * std::max<int64_t>(C(1), int64_t(op(0).k) * 4);
     for (int i = 1; i < P_; ++i)
       biggest = std::max(biggest, (t[i] - s[i] + 2 * e_.halo_[i]) * std::max(C(i), C(i + 1)));
-    if (biggest <= e_.tile_floats_) return tiles;
+    if (biggest <= budget) return tiles;
   }
   return L0;
 }
 
 void Backward::tiled_backward(float* out) {
-  // The tower and the stem, tile by tile over the input positions: each tile takes the rows
-  // of grad_[P] it needs and carries them down through the tower (recomputing the rows that
-  // neighbouring tiles share), recomputes the stem's output rows for the first tower op's
-  // GELU' and the stem's pool, and ends at the one-hot input.
+  // The tower and the stem, tile by tile over the input positions (see tile_backward).
+  std::vector<Packed> w(P_);
+  for (int i = 1; i < P_; ++i) w[i] = transposed(i);
+  const Packed ws = stem_transposed();
+  const int64_t L0 = L(0), tiles = backward_tiles();
+  // Threads take whole tiles, each tile's steps single-threaded: one parallel region for the
+  // tower instead of a few per layer and tile (barriers that a descheduled thread stalls on a
+  // busy machine). Tiles do not change any value: the result is the same for any count.
+  const bool per_tile = threads_ > 1 && tiles > 1;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads_) if (per_tile)
+  for (int64_t tile = 0; tile < tiles; ++tile)
+    tile_backward(L0 * tile / tiles, L0 * (tile + 1) / tiles, w, ws, per_tile ? 1 : threads_, out);
+}
+
+void Backward::tile_backward(int64_t A, int64_t B, const std::vector<Packed>& w, const Packed& ws, int threads,
+                             float* out) const {
+  // The input gradient rows [A, B): the tile takes the rows of grad_[P] it needs and carries
+  // them down through the tower (recomputing the rows it shares with its neighbours),
+  // recomputes the stem's output rows (for the first tower op's GELU' and the stem's pool)
+  // and ends at the one-hot input. w: the tower's transposed weights, ws: the stem's.
+  if (A == B) return;
   const int P = P_;
   const OpDesc& s0 = op(0);
   const int64_t L0 = L(0), h0 = e_.halo_[0];
   const int k0 = s0.k, c1 = C(1);
-  std::vector<Packed> w(P);
-  for (int i = 1; i < P; ++i) w[i] = transposed(i);
-  const Packed ws = stem_transposed();
-  // gelu'(v) of the three values a one-hot entry takes: 0, 1 and 0.25.
-  const float g0 = float(gelu_grad(0.0, gelu_)), g1 = float(gelu_grad(1.0, gelu_)), gq = float(gelu_grad(0.25, gelu_));
-  const int64_t tiles = backward_tiles();
   std::vector<int64_t> s, t;
-  for (int64_t tile = 0; tile < tiles; ++tile) {
-    const int64_t A = L0 * tile / tiles, B = L0 * (tile + 1) / tiles;
-    if (A == B) continue;
-    tile_ranges(A, B, s, t);
-    {  // no gradient reaches this tile (outside the chosen bins' receptive field): zeros
-      const float* g = grad_[P].row(s[P]);
-      const int64_t m = (t[P] - s[P]) * C(P);
-      if (std::all_of(g, g + m, [](float v) { return v == 0.f; })) {
-        std::fill(out + A * 4, out + B * 4, 0.f);
-        continue;
-      }
+  tile_ranges(A, B, s, t);
+  {  // no gradient reaches this tile (outside the chosen bins' receptive field): zeros
+    const float* g = grad_[P].row(s[P]);
+    if (std::all_of(g, g + (t[P] - s[P]) * C(P), [](float v) { return v == 0.f; })) {
+      std::fill(out + A * 4, out + B * 4, 0.f);
+      return;
     }
-    // The stem's output rows [s[1], t[1]) without its pool, then pooled here: the raw rows
-    // (GELU' of op 1) and the pool's choices.
-    Rows x1;
-    PoolChoice c0;
-    {
-      const int pool = s0.pool;
-      Rows pre;
-      pre.alloc(s[1] * pool, t[1] * pool, c1);
-      e_.stem_call(code0_, n_uniform_, s[1] * pool, t[1] * pool, pre.origin(), nullptr, c1, 0, 1);
-      if (pool == 2) {
-        x1.alloc(s[1], t[1], c1);
-        c0.init(t[1] - s[1], c1);
-        pool_select(0, pre.buf.get(), nullptr, 2 * s[1], 2 * t[1], x1.origin(), nullptr, &c0, s[1]);
-      } else {
-        x1 = std::move(pre);
-      }
+  }
+  // The stem's output rows [s[1], t[1]) without its pool, then pooled here: the raw rows
+  // (GELU' of op 1) and the pool's choices.
+  Rows x1;
+  PoolChoice c0;
+  {
+    const int pool = s0.pool;
+    Rows pre;
+    pre.alloc(s[1] * pool, t[1] * pool, c1);
+    e_.stem_call(code0_, n_uniform_, s[1] * pool, t[1] * pool, pre.origin(), nullptr, c1, threads, 1);
+    if (pool == 2) {
+      x1.alloc(s[1], t[1], c1);
+      c0.init(t[1] - s[1], c1);
+      pool_select(0, pre.buf.get(), nullptr, 2 * s[1], 2 * t[1], x1.origin(), nullptr, &c0, s[1], threads);
+    } else {
+      x1 = std::move(pre);
     }
-    // Down the tower: the gradient of tensor i + 1's rows [s, t) -> tensor i's.
-    Rows g;  // tensor i + 1's gradient rows, or grad_[P] (whole) at the top
-    const float* g_origin = grad_[P].origin();
-    for (int i = P - 1; i >= 1; --i) {
-      const OpDesc& o = op(i);
-      const int64_t h = e_.halo_[i];
-      Rows pre;
-      pre.alloc(s[i] - h, t[i] + h, o.cout);
-      route(i, g_origin, o.cout, o.pool == 2 ? &odd_[i] : nullptr, 0, 0, L(i), pre);
-      Rows da, gi;
-      da.alloc(s[i], t[i], o.cin);
-      conv(w[i], o.k, o.dil, o.cout, o.cin, pre.origin(), o.cout, s[i], t[i], da.origin(), o.cin);
-      pre.release();
-      gi.alloc(s[i], t[i], o.cin);
-      const float* x = i == 1 ? x1.row(s[1]) : raw_[i].row(s[i]);
-      combine(x, da.row(s[i]), gi.row(s[i]), t[i] - s[i], o.cin, o.gelu_in, false);
-      g = std::move(gi);
-      g_origin = g.origin();
-    }
-    if (P == 1) g_origin = grad_[1].origin();
-    // The stem: its pre-pool gradient rows [A - h0, B + h0), a 1x1 conv to [k][4] per row,
-    // then each input row sums its k taps and takes GELU' of its one-hot value.
-    Rows pre, u;
-    pre.alloc(A - h0, B + h0, c1);
-    route(0, g_origin, c1, s0.pool == 2 ? &c0 : nullptr, s[1], 0, L0, pre);
-    const int64_t u0 = std::max<int64_t>(0, A - h0), u1 = std::min(L0, B + h0);
-    u.alloc(u0, u1, k0 * 4);
-    conv(ws, 1, 1, c1, k0 * 4, pre.origin(), c1, u0, u1, u.origin(), k0 * 4);
+  }
+  // Down the tower: the gradient of tensor i + 1's rows [s, t) -> tensor i's.
+  Rows g;  // tensor i + 1's gradient rows; grad_[P] (whole) at the top
+  const float* g_origin = grad_[P].origin();
+  for (int i = P - 1; i >= 1; --i) {
+    const OpDesc& o = op(i);
+    const int64_t h = e_.halo_[i];
+    Rows pre, da, gi;
+    pre.alloc(s[i] - h, t[i] + h, o.cout);
+    route(i, g_origin, o.cout, o.pool == 2 ? &odd_[i] : nullptr, 0, 0, L(i), pre, threads);
+    da.alloc(s[i], t[i], o.cin);
+    conv(w[i], o.k, o.dil, o.cout, o.cin, pre.origin(), o.cout, s[i], t[i], da.origin(), o.cin, threads);
     pre.release();
-    const int half = k0 / 2, dil = s0.dil;
-#pragma omp parallel for schedule(static) num_threads(threads_) if (threads_ > 1)
-    for (int64_t q = A; q < B; ++q) {
-      float d[4] = {0.f, 0.f, 0.f, 0.f};
-      for (int tap = 0; tap < k0; ++tap) {
-        const int64_t p = q - int64_t(tap - half) * dil;  // the output row that read x[q] through this tap
-        if (p < 0 || p >= L0) continue;
-        const float* up = u.row(p) + tap * 4;
-        for (int ch = 0; ch < 4; ++ch) d[ch] += up[ch];
-      }
-      const uint8_t code = code0_[q];
-      for (int ch = 0; ch < 4; ++ch) {
-        const bool uniform = code == 5 || (code == 4 && n_uniform_);
-        const float gv = code < 4 ? (code == ch ? g1 : g0) : uniform ? gq : g0;
-        out[q * 4 + ch] = gv * d[ch];
-      }
+    gi.alloc(s[i], t[i], o.cin);
+    const float* x = i == 1 ? x1.row(s[1]) : raw_[i].row(s[i]);
+    combine(x, da.row(s[i]), gi.row(s[i]), t[i] - s[i], o.cin, o.gelu_in, false, threads);
+    g = std::move(gi);
+    g_origin = g.origin();
+  }
+  // The stem: its pre-pool gradient rows [A - h0, B + h0), a 1x1 conv to [k][4] per row,
+  // then each input row sums its k taps and takes GELU' of its one-hot value.
+  Rows pre, u;
+  pre.alloc(A - h0, B + h0, c1);
+  route(0, g_origin, c1, s0.pool == 2 ? &c0 : nullptr, s[1], 0, L0, pre, threads);
+  const int64_t u0 = std::max<int64_t>(0, A - h0), u1 = std::min(L0, B + h0);
+  u.alloc(u0, u1, k0 * 4);
+  conv(ws, 1, 1, c1, k0 * 4, pre.origin(), c1, u0, u1, u.origin(), k0 * 4, threads);
+  pre.release();
+  // gelu'(v) of the three values a one-hot entry takes: 0, 1 and 0.25
+  const float g0 = float(gelu_grad(0.0, gelu_)), g1 = float(gelu_grad(1.0, gelu_)), gq = float(gelu_grad(0.25, gelu_));
+  const int half = k0 / 2, dil = s0.dil;
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+  for (int64_t q = A; q < B; ++q) {
+    float d[4] = {0.f, 0.f, 0.f, 0.f};
+    for (int tap = 0; tap < k0; ++tap) {
+      const int64_t p = q - int64_t(tap - half) * dil;  // the output row that read x[q] through this tap
+      if (p < 0 || p >= L0) continue;
+      const float* up = u.row(p) + tap * 4;
+      for (int ch = 0; ch < 4; ++ch) d[ch] += up[ch];
+    }
+    const uint8_t code = code0_[q];
+    const bool uniform = code == 5 || (code == 4 && n_uniform_);
+    for (int ch = 0; ch < 4; ++ch) {
+      const float gv = code < 4 ? (code == ch ? g1 : g0) : uniform ? gq : g0;
+      out[q * 4 + ch] = gv * d[ch];
     }
   }
 }
