@@ -20,23 +20,58 @@
 
 #include "engine.h"
 
+#if defined(__unix__) || defined(__APPLE__)
+#include <sys/mman.h>
+#define B2F_HAVE_MMAP 1
+#endif
+
 namespace b2f {
 
 namespace {
 [[noreturn]] void fail(const std::string& msg) { throw std::invalid_argument(msg); }
 
+// A float buffer; large ones straight from the OS (mmap, already zero) and back to it on
+// release. The backward pass holds many short-lived buffers of varying sizes: from the heap,
+// glibc would raise its mmap threshold after the first large frees and keep later buffers of
+// those sizes in a fragmented heap, so that each call's peak memory grew over the last's.
+struct FreeBlock {
+  size_t mapped = 0;  // bytes of a mapping, 0 for new[]
+  void operator()(float* p) const {
+#if B2F_HAVE_MMAP
+    if (mapped) {
+      munmap(p, mapped);
+      return;
+    }
+#endif
+    delete[] p;
+  }
+};
+using Block = std::unique_ptr<float[], FreeBlock>;
+
+Block alloc_block(size_t n) {
+#if B2F_HAVE_MMAP
+  const size_t bytes = std::max<size_t>(1, n) * sizeof(float);
+  if (bytes >= (size_t(1) << 20)) {
+    void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) throw std::bad_alloc();
+    return Block(static_cast<float*>(p), FreeBlock{bytes});
+  }
+#endif
+  return Block(new float[std::max<size_t>(1, n)], FreeBlock{0});
+}
+
 // Rows [lo, hi) of a channels-last fp32 tensor, addressed in the tensor's own coordinates.
 struct Rows {
-  std::unique_ptr<float[]> buf;
+  Block buf;
   int64_t lo = 0, hi = 0;
   int ch = 0;
   void alloc(int64_t l, int64_t h, int c) {
     lo = l, hi = h, ch = c;
-    buf.reset(new float[size_t((h - l) * c)]);
+    buf = alloc_block(size_t((h - l) * c));
   }
   void zeros(int64_t l, int64_t h, int c) {
     alloc(l, h, c);
-    std::memset(buf.get(), 0, size_t((h - l) * c) * sizeof(float));
+    if (!buf.get_deleter().mapped) std::memset(buf.get(), 0, size_t((h - l) * c) * sizeof(float));
   }
   // Zeroes the rows of [lo, hi) outside [a, b): the "same" padding beyond a tensor's ends.
   void zero_outside(int64_t a, int64_t b) {
@@ -192,15 +227,15 @@ Engine::Packed Backward::transposed(int i) const {
   const OpDesc& o = op(i);
   const Packed& f = e_.packed_[i];
   const int nr = e_.kernels_->nr, k = o.k, cin = o.cin, cout = o.cout;
-  std::vector<float> w(size_t(k) * cout * cin);
+  const Block w = alloc_block(size_t(k) * cout * cin);
   for (int j = 0; j < cout; ++j)  // writes in order; reads stay in one panel (L2) for nr rows
     for (int t = 0; t < k; ++t) {
       const float* src = f.w.data() + (size_t(j / nr) * k + t) * cin * nr + j % nr;
-      float* dst = w.data() + (size_t(k - 1 - t) * cout + j) * cin;
+      float* dst = w.get() + (size_t(k - 1 - t) * cout + j) * cin;
       for (int c = 0; c < cin; ++c) dst[c] = src[size_t(c) * nr];
     }
   const std::vector<float> zero(size_t(cin), 0.f);
-  return e_.pack(w.data(), false, zero.data(), k, cout, cin, false);
+  return e_.pack(w.get(), false, zero.data(), k, cout, cin, false);
 }
 
 Engine::Packed Backward::stem_transposed() const {
@@ -429,13 +464,12 @@ void Backward::head_backward(Rows& dh) {
   const int nr = e_.kernels_->nr, chunk = 512;
   d.alloc(0, nb, Ch);
   const std::vector<float> zero(size_t(Ch), 0.f);
-  std::vector<float> wt;
+  const Block wt = alloc_block(size_t(std::min(T, chunk)) * Ch);
   for (int j0 = 0; j0 < T; j0 += chunk) {
     const int j1 = std::min(T, j0 + chunk);
-    wt.assign(size_t(j1 - j0) * Ch, 0.f);
     for (int j = j0; j < j1; ++j)  // column j of the packed request: panel j / nr, lane j % nr
       for (int c = 0; c < Ch; ++c) wt[size_t(j - j0) * Ch + c] = panel.w[(size_t(j / nr) * Ch + c) * nr + j % nr];
-    const Packed w = e_.pack(wt.data(), false, zero.data(), 1, j1 - j0, Ch, false);
+    const Packed w = e_.pack(wt.get(), false, zero.data(), 1, j1 - j0, Ch, false);
     conv(w, 1, 1, j1 - j0, Ch, z.buf.get() + j0, T, 0, nb, d.origin(), Ch, threads_, j0 ? d.origin() : nullptr, Ch);
   }
   for (int64_t r = 0; r < nb; ++r) {  // in list order: a repeated bin adds twice
