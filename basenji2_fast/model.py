@@ -34,7 +34,7 @@ def _require_engine():
 
 
 def build_info() -> dict:
-    """What this installation can run: version, compiled kernels, compiler, OpenMP, DNA module."""
+    """What this installation can run: version, compiled kernels, compiler, thread pool, DNA module."""
     cuda = cuda_backend.build_info()
     info = {"version": __version__, "engine": _engine is not None, "cython_dna": dna.is_available(),
             "devices": ["cpu"] + (["cuda"] if cuda["devices"] else [])}
