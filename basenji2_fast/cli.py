@@ -24,15 +24,15 @@ def run_info(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .genome_tiling import add_predict_genome_subcommand
-    from .plots import add_plot_subcommand, add_sat_plot_subcommand
-    from .regions import add_predict_bed_subcommand
-    from .variants import add_sad_subcommand
-    from .ism import add_sat_subcommand
-    from .orthologs import add_orthologs_subcommand
-    from .embed import add_embed_subcommand
-    from .heads import add_fit_head_subcommand
-    from .evaluate import add_test_subcommand
+    from .workflows.genome_tiling import add_predict_genome_subcommand
+    from .plots.tracks import add_plot_subcommand, add_sat_plot_subcommand
+    from .workflows.regions import add_predict_bed_subcommand
+    from .workflows.variants import add_sad_subcommand
+    from .workflows.ism import add_sat_subcommand
+    from .workflows.orthologs import add_orthologs_subcommand
+    from .workflows.embed import add_embed_subcommand
+    from .workflows.heads import add_fit_head_subcommand
+    from .workflows.evaluate import add_test_subcommand
     from .distributed import add_merge_subcommand
 
     parser = argparse.ArgumentParser(prog="basenji2-fast", description="Basenji2 on fused C++ kernels.")

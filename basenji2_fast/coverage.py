@@ -133,7 +133,7 @@ class ObservedCoverage:
     """
 
     def __init__(self, tracks: List[CoverageTrack]):
-        from .plots import _open_bigwig
+        from .plots.tracks import _open_bigwig
 
         self.tracks = list(tracks)
         self._bw = []
@@ -208,7 +208,7 @@ class ObservedCoverage:
     def read_window(self, region, model) -> np.ndarray:
         """The coverage of the output bins of the model window centred on ``region`` (a
         (chrom, start, end) tuple or Region): float32 [n_bins, tracks]."""
-        from .regions import output_window
+        from .workflows.regions import output_window
 
         start, _ = output_window(region, model)
         return self.read(region[0], start, model.n_bins, model.bin_size)

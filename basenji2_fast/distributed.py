@@ -105,7 +105,7 @@ class ModelRef:
         """The worker's copy of ``model``: its load options, with the engine threads it was
         loaded with, else this machine's CPUs split between ``workers`` local workers (None:
         all CPUs of each worker's machine)."""
-        from .genome_tiling import weights_sha256
+        from .workflows.genome_tiling import weights_sha256
 
         opts = getattr(model, "load_options", None)
         if opts is None:
@@ -124,7 +124,7 @@ _compute_lock = threading.Lock()
 
 def worker_model(ref: ModelRef):
     """The model of ``ref``, loaded once per process (a cache keyed by file and options)."""
-    from .genome_tiling import weights_sha256
+    from .workflows.genome_tiling import weights_sha256
     from .model import load
 
     st = os.stat(ref.path)
@@ -399,7 +399,7 @@ def genome_task(model, path: Path, fasta: str, name: str, size: int, tiling, tr,
     """Windows [k0, k1) of one chromosome -> ``path``: ``b0`` (first bin of each predicted
     window), ``values`` [bins, tracks] (their bins, concatenated, in the partial's dtype),
     ``skipped`` (all-N windows), ``seconds``."""
-    from .genome_tiling import _predict_windows, _window_codes
+    from .workflows.genome_tiling import _predict_windows, _window_codes
 
     t0 = time.time()
     fa = worker_fasta(fasta)
@@ -425,7 +425,7 @@ def run_genome(model, fasta, partial: Path, todo, state, tiling, tr, all_columns
     """predict-genome's chromosomes not yet committed, as tasks; each chromosome's task files
     are merged into its partial (``<i>.npy`` + ``<i>.json``, as a single-process run commits
     them) as soon as all are in. Returns the shard record for a shard, else None."""
-    from .genome_tiling import _PartialArray, _partial_dtype
+    from .workflows.genome_tiling import _PartialArray, _partial_dtype
 
     fasta = os.path.abspath(os.fspath(fasta))
     left: Dict[int, set] = {}
@@ -494,7 +494,7 @@ def run_genome(model, fasta, partial: Path, todo, state, tiling, tr, all_columns
 # ----------------------------------------------------------------------------------------------
 def sad_task(model, path: Path, fasta: str, head: str, sel, stats, batch, rc: bool, shifts, pseudo: float,
              batch_size: int, basenji_edge: bool, fmt: str) -> None:
-    from .variants import _commit_batch, _setup
+    from .workflows.variants import _commit_batch, _setup
 
     su = _setup(model, worker_fasta(fasta), head, sel, None, stats)
     _commit_batch(model, path, su, batch, rc, shifts, pseudo, batch_size, basenji_edge, fmt)
@@ -515,7 +515,7 @@ def regions_task(model, path: Path, fasta: str, batch, head: str, sel, rc: bool,
                  n_encoding: str, site, site_sum: bool, bigwig_tracks) -> None:
     """A batch of predict-bed regions -> ``path``: ``rows`` (its preds rows, float16) and
     ``bigwig`` (float32 [batch, bins, len(bigwig_tracks)] for the driver's bigWigs)."""
-    from .regions import _predict_batch, _site_rows
+    from .workflows.regions import _predict_batch, _site_rows
 
     p = _predict_batch(model, worker_fasta(fasta), batch, head, sel, rc, shifts, batch_size, n_encoding)
     cols = [int(t) for t in bigwig_tracks or ()]
@@ -531,8 +531,8 @@ def run_regions(model, fasta_arg, fa, regions, head, sel, rc, shifts, batch_size
                 bigwig_tracks, header, out_dir: Path, scheduler, workers, shard, progress):
     """predict-bed's region batches as tasks. Returns (iterator of (first region, preds rows)
     in order, which also writes the ``-b`` bigWigs; None), or (None, shard.json path) for a shard."""
-    from .genome_tiling import weights_sha256
-    from .regions import _write_batch_bigwigs
+    from .workflows.genome_tiling import weights_sha256
+    from .workflows.regions import _write_batch_bigwigs
 
     fasta = _fasta_path(fasta_arg, fa)
     job = {"command": "predict-bed", "model": weights_sha256(model.spec), "fasta": _fasta_identity(fasta, fa),
@@ -566,7 +566,7 @@ def run_regions(model, fasta_arg, fa, regions, head, sel, rc, shifts, batch_size
 def sat_task(model, path: Path, fasta: str, region, first: int, n: int, stats, head: str, cols, rc: bool, shifts,
              n_encoding: str, strand_pair) -> None:
     """One sat region -> ``path``: ``seqs`` (bool [n, 4]) and ``stat_<name>`` (float16 [n, 4, tracks])."""
-    from .ism import _sat_region
+    from .workflows.ism import _sat_region
 
     row, scores = _sat_region(model, worker_fasta(fasta), region, first, n, stats, head, cols, rc, shifts,
                               n_encoding, strand_pair)
@@ -577,7 +577,7 @@ def run_sat(model, fasta_arg, fa, regions, first, n, stats, head, cols, rc, shif
             out_dir: Path, scheduler, workers, shard, progress):
     """sat's regions as tasks. Returns (iterator of (seqs row, {stat: scores}) in region order;
     None), or (None, shard.json path) for a shard."""
-    from .genome_tiling import weights_sha256
+    from .workflows.genome_tiling import weights_sha256
 
     fasta = _fasta_path(fasta_arg, fa)
     job = {"command": "sat", "model": weights_sha256(model.spec), "fasta": _fasta_identity(fasta, fa),

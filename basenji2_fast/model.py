@@ -458,7 +458,7 @@ class Model:
         ``window_start + (crop_bins + b) * bin_size`` onwards (``crop_bins`` of the model).
         """
         from .genome import fetch, open_fasta
-        from .regions import parse_interval
+        from .workflows.regions import parse_interval
 
         if head in ("both", "all") or (head is not None and not isinstance(head, str)):
             raise ValueError("predict_interval predicts one head; call it once per head")

@@ -21,10 +21,10 @@ distributed = pytest.importorskip("distributed")
 
 from basenji2_fast import load  # noqa: E402
 from basenji2_fast.cli import main  # noqa: E402
-from basenji2_fast.genome_tiling import predict_genome  # noqa: E402
-from basenji2_fast.ism import sat_bed  # noqa: E402
-from basenji2_fast.regions import predict_bed  # noqa: E402
-from basenji2_fast.variants import write_sad  # noqa: E402
+from basenji2_fast.workflows.genome_tiling import predict_genome  # noqa: E402
+from basenji2_fast.workflows.ism import sat_bed  # noqa: E402
+from basenji2_fast.workflows.regions import predict_bed  # noqa: E402
+from basenji2_fast.workflows.variants import write_sad  # noqa: E402
 
 from conftest import fixture_path  # noqa: E402
 

@@ -81,7 +81,7 @@ def test_region_checks_against_the_genome(model, tmp_path):
 # From the model
 
 def test_model_window_is_predicts_window():
-    from basenji2_fast.regions import Region, window
+    from basenji2_fast.workflows.regions import Region, window
 
     for start, end in [(30_000, 30_500), (100, 900), (19_000, 23_000), (5, 6)]:
         starts, out0 = plots.model_windows(16_384, 2_048, 12_288, GenomicRegion("c", start, end))

@@ -118,15 +118,15 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
-from . import distributed
-from ._io import atomic_output, canonical_sha, job_lock, read_json, write_json
-from .dna import encode
-from .genome import fetch, open_fasta
+from .. import distributed
+from .._io import atomic_output, canonical_sha, job_lock, read_json, write_json
+from ..dna import encode
+from ..genome import fetch, open_fasta
 from .regions import resolve_tracks
-from .cli_options import (add_ensemble_options, add_fasta_option, add_model_options, add_run_options,
+from ..cli_options import (add_ensemble_options, add_fasta_option, add_model_options, add_run_options,
                           add_track_options, load_model, track_request)
-from .multihead import plan_heads
-from .targets import TrackSelection, read_targets
+from ..multihead import plan_heads
+from ..targets import TrackSelection, read_targets
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 
@@ -945,7 +945,7 @@ def add_sad_subcommand(subparsers) -> argparse.ArgumentParser:
 
 def run_sad(args: argparse.Namespace) -> int:
     """The ``sad`` subcommand; prints where it wrote, or a one-line error (exit status 1)."""
-    from .formats import FormatError
+    from ..formats import FormatError
 
     command = getattr(args, "command", None) or "sad"
     try:

@@ -70,14 +70,14 @@ from typing import List, Optional, Sequence, Tuple, Union
 import numpy as np
 from tqdm import tqdm
 
-from . import distributed, dna
-from ._io import atomic_output, canonical_sha, job_lock, read_json, write_json
-from .cli_options import (add_ensemble_options, add_fasta_option, add_model_options, add_run_options,
+from .. import distributed, dna
+from .._io import atomic_output, canonical_sha, job_lock, read_json, write_json
+from ..cli_options import (add_ensemble_options, add_fasta_option, add_model_options, add_run_options,
                           add_track_options, load_model)
-from .genome import fetch, open_fasta
-from .multihead import head_names
-from .spec import CODE_N, N_ENCODINGS, ConvOp, CropOp
-from .version import __version__
+from ..genome import fetch, open_fasta
+from ..multihead import head_names
+from ..spec import CODE_N, N_ENCODINGS, ConvOp, CropOp
+from ..version import __version__
 
 PathLike = Union[str, os.PathLike]
 
@@ -397,8 +397,8 @@ def predict_genome(model, fasta: PathLike, out_dir: PathLike, head: Optional[str
         A chromosome not in the FASTA, a bad track / head / option, or an OUTDIR holding a
         job with other options. Inputs are checked before anything is written.
     """
-    from .formats import file_sha256
-    from .model import load
+    from ..formats import file_sha256
+    from ..model import load
 
     t_run = time.time()
     if not hasattr(model, "predict"):
@@ -725,7 +725,7 @@ def _assemble(out_dir: Path, partial: Path, sizes, todo, records, tiling: Tiling
     env = dict(os.environ)
     package_root = str(Path(__file__).resolve().parents[1])  # the child imports this very package
     env["PYTHONPATH"] = os.pathsep.join([package_root] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-    code = "import sys; from basenji2_fast.genome_tiling import _assembly_worker; _assembly_worker(sys.argv[1])"
+    code = "import sys; from basenji2_fast.workflows.genome_tiling import _assembly_worker; _assembly_worker(sys.argv[1])"
     procs = []
     try:
         for w in range(workers):
@@ -753,8 +753,8 @@ def _assemble(out_dir: Path, partial: Path, sizes, todo, records, tiling: Tiling
 
 def run_predict_genome(args) -> int:
     """``basenji2-fast predict-genome``."""
-    from .cli_options import track_request
-    from .multihead import plan_heads
+    from ..cli_options import track_request
+    from ..multihead import plan_heads
     from .regions import resolve_tracks
 
     head, tracks, targets = track_request(args)

@@ -85,12 +85,12 @@ from typing import List, NamedTuple, Optional, Sequence, Tuple
 import numpy as np
 from tqdm import tqdm
 
-from ._io import atomic_output
-from .cli_options import add_ensemble_options, add_model_options, add_run_options, load_model, one_line_errors
-from .dna import encode, revcomp
-from .genome import fetch, open_fasta
+from .._io import atomic_output
+from ..cli_options import add_ensemble_options, add_model_options, add_run_options, load_model, one_line_errors
+from ..dna import encode, revcomp
+from ..genome import fetch, open_fasta
 from .regions import parse_interval, window
-from .targets import Targets, TrackSelection, read_targets, select_tracks
+from ..targets import Targets, TrackSelection, read_targets, select_tracks
 
 
 class Pair(NamedTuple):
@@ -575,7 +575,7 @@ def plot_orthologs(res: OrthologResult, path, which: int = 0) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from .plots import _save
+    from ..plots.tracks import _save
 
     h, m = res.matched[which]
     x, y = res.human[:, h], res.mouse[:, m]
@@ -640,7 +640,7 @@ def run_orthologs(args: argparse.Namespace) -> int:
     """The ``orthologs`` subcommand; prints what it wrote, or a one-line error (exit status 1)."""
     def work():
         if args.plot:
-            from .plots import _output_format
+            from ..plots.tracks import _output_format
             _output_format(args.plot)  # a bad extension fails before any work
         read_pairs(args.pairs)  # inputs first: a bad line fails before the model loads
         ht = read_targets(args.targets_human) if args.targets_human else None

@@ -34,12 +34,12 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from ._io import atomic_output
-from .cli_options import (add_ensemble_options, add_fasta_option, add_model_options, add_run_options,
+from .._io import atomic_output
+from ..cli_options import (add_ensemble_options, add_fasta_option, add_model_options, add_run_options,
                           add_track_options, load_model, one_line_errors)
-from .coverage import ObservedCoverage, coverage_tracks
+from ..coverage import ObservedCoverage, coverage_tracks
 from .regions import _iter_predictions, prepare_regions, read_bed, resolve_tracks
-from .targets import Targets, read_targets, select_tracks
+from ..targets import Targets, read_targets, select_tracks
 
 
 class TrackStats:
@@ -146,7 +146,7 @@ def density_plot(pred: np.ndarray, obs: np.ndarray, out_path, title: str = "", r
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from .plots import _save
+    from ..plots.tracks import _save
 
     x = np.log10(1.0 + np.maximum(np.asarray(pred, np.float64), 0.0))
     y = np.log10(1.0 + np.maximum(np.asarray(obs, np.float64), 0.0))

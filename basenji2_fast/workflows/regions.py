@@ -37,14 +37,14 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
-from . import distributed
-from ._io import atomic_output
-from .dna import encode
-from .genome import fetch, open_fasta
-from .cli_options import (add_ensemble_options, add_fasta_option, add_model_options, add_run_options,
+from .. import distributed
+from .._io import atomic_output
+from ..dna import encode
+from ..genome import fetch, open_fasta
+from ..cli_options import (add_ensemble_options, add_fasta_option, add_model_options, add_run_options,
                           add_track_options, int_list, load_model, one_line_errors, track_request)
-from .multihead import plan_heads
-from .targets import Targets, TrackSelection, read_targets, select_tracks
+from ..multihead import plan_heads
+from ..targets import Targets, TrackSelection, read_targets, select_tracks
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 

@@ -45,11 +45,11 @@ from typing import Optional, Sequence, Tuple
 import h5py
 import numpy as np
 
-from ._io import atomic_output
-from .cli_options import (add_ensemble_options, add_fasta_option, add_model_options, add_run_options, load_model,
+from .._io import atomic_output
+from ..cli_options import (add_ensemble_options, add_fasta_option, add_model_options, add_run_options, load_model,
                           one_line_errors)
 from .regions import iter_windows, output_window, prepare_regions, read_bed
-from .version import __version__
+from ..version import __version__
 
 POOLS = ("mean", "none", "center")
 DTYPES = ("float32", "float16")

@@ -160,7 +160,7 @@ def _output_format(out_path: PathLike) -> str:
 
 
 def _save(fig, out_path: PathLike) -> None:
-    from ._io import atomic_output
+    from .._io import atomic_output
 
     fmt = _output_format(out_path)
     out_path = Path(out_path)
@@ -326,7 +326,7 @@ def resolve_tracks(targets, tracks, n_outputs: int) -> Tuple[List[int], List[str
     the right of each panel (identifier and column).
     """
     if tracks is None or not hasattr(tracks, "columns"):
-        from .targets import read_targets, select_tracks
+        from ..targets import read_targets, select_tracks
 
         if isinstance(targets, (str, os.PathLike)):
             targets = read_targets(targets)
@@ -401,12 +401,12 @@ def predict_region(model, fasta, region, tracks=None, *, head: Optional[str] = N
     runs past its end and reads N there) are NaN.  ``meta``: head, windows, window_starts,
     seq_length, bin_size, rc, shifts.
     """
-    from .dna import encode
-    from .genome import fetch, open_fasta
+    from ..dna import encode
+    from ..genome import fetch, open_fasta
 
     region = _as_region(region)
     if isinstance(model, (str, os.PathLike)):
-        from .model import load
+        from ..model import load
 
         model = load(model)
     fasta_name = str(fasta) if isinstance(fasta, (str, os.PathLike)) else getattr(fasta, "filename", "FASTA")
@@ -636,7 +636,7 @@ def _pick_bigwigs(items: List[BigWigTrack], tracks, targets) -> List[BigWigTrack
     if all(p in by_id for p in parts):
         return [by_id[p] for p in parts]
     if targets is not None:
-        from .targets import read_targets, select_tracks
+        from ..targets import read_targets, select_tracks
 
         tg = read_targets(targets) if isinstance(targets, (str, os.PathLike)) else targets
         n_outputs = max(len(tg), int(np.max(tg.index)) + 1 if len(tg) else 0)
@@ -858,7 +858,7 @@ def read_sat(scores_h5: PathLike, stat: str = "sum", regions=None, tracks=None, 
             if len(ids or descs) == n_tracks:
                 targets = (ids, descs)
         if isinstance(targets, list) or isinstance(targets, tuple):
-            from .targets import Targets
+            from ..targets import Targets
 
             ids, descs = targets if isinstance(targets, tuple) else (None, targets)
             ids = ids or [f"t{c}" for c in range(n_tracks)]
@@ -1079,7 +1079,7 @@ def add_sat_plot_subcommand(subparsers) -> argparse.ArgumentParser:
 def run_sat_plot(args: argparse.Namespace) -> int:
     """The ``sat-plot`` subcommand: writes the picture and prints ``wrote PATH``; on an error,
     prints ``basenji2-fast sat-plot: error: ...`` (one line) and returns 1."""
-    from .formats import FormatError
+    from ..formats import FormatError
 
     try:
         plot_sat(args.scores_h5, args.output, stat=args.stat, regions=args.regions, tracks=args.tracks,
@@ -1106,7 +1106,7 @@ def add_plot_subcommand(subparsers) -> argparse.ArgumentParser:
     """Add ``plot (-m MODEL -f FASTA | --bigwigs OUTDIR) --region chr:start-end [-t targets.txt]
     [--tracks SELECTOR] [--head NAME] -o plot.png`` to an argparse ``subparsers``;
     ``args.func(args)`` runs it (0, or 1 after a one-line error on stderr)."""
-    from .spec import GELU_VARIANTS
+    from ..spec import GELU_VARIANTS
 
     p = subparsers.add_parser(
         "plot", help="draw tracks over a region (PNG/SVG/PDF), predicted or from bigWigs",
@@ -1141,7 +1141,7 @@ def add_plot_subcommand(subparsers) -> argparse.ArgumentParser:
 def run_plot(args: argparse.Namespace) -> int:
     """The ``plot`` subcommand: writes the picture and prints ``wrote PATH``; on an error,
     prints ``basenji2-fast plot: error: ...`` (one line) and returns 1."""
-    from .formats import FormatError
+    from ..formats import FormatError
 
     try:
         region = parse_region(args.region)
@@ -1150,7 +1150,7 @@ def run_plot(args: argparse.Namespace) -> int:
         if args.model is not None:
             if not args.fasta:
                 raise ValueError("-m/--model needs -f/--fasta (the genome to read the region from)")
-            from .model import load
+            from ..model import load
 
             model = load(args.model, threads=args.threads, params=args.params, gelu=args.gelu)
             plot_region_from_model(model, args.fasta, region, tracks=args.tracks, out_path=args.output,

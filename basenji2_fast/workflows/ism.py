@@ -46,15 +46,15 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
-from . import distributed
-from ._io import atomic_output
-from .dna import encode, revcomp
-from .genome import fetch, open_fasta
+from .. import distributed
+from .._io import atomic_output
+from ..dna import encode, revcomp
+from ..genome import fetch, open_fasta
 from .regions import (Region, _as_regions, _check_contigs, parse_interval,
                       read_bed, resolve_tracks, window)
-from .cli_options import (add_ensemble_options, add_fasta_option, add_model_options, add_run_options,
+from ..cli_options import (add_ensemble_options, add_fasta_option, add_model_options, add_run_options,
                           add_track_options, load_model, one_line_errors, track_request)
-from .multihead import plan_heads
+from ..multihead import plan_heads
 
 STATS = ("sum", "center", "scd")
 FLOAT16_MAX = float(np.finfo(np.float16).max)
