@@ -31,7 +31,7 @@ _LAZY = {
     "embed_regions": ".workflows.embed",
     "fit_head": ".workflows.heads",
     "evaluate": ".workflows.evaluate",
-    "merge_shards": ".distributed",
+    "merge_shards": ".cli",
 }
 
 

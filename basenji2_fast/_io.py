@@ -1,5 +1,6 @@
-"""Atomic output files: written under a temporary name beside the target, renamed when
-complete, so an interrupted run never leaves a partial file under the real name."""
+"""Output files: written under a temporary name beside the target and renamed when complete
+(an interrupted run never leaves a partial file under the real name), float16 saturated, and
+the records of resumable jobs."""
 from __future__ import annotations
 
 import fcntl
@@ -10,6 +11,11 @@ import secrets
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+
+import numpy as np
+
+#: The largest float16; output files that store float16 saturate at it (a plain cast gives inf).
+FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 
 def _umask() -> int:
@@ -33,6 +39,11 @@ def atomic_output(path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def to_float16(values: np.ndarray) -> np.ndarray:
+    """float values -> float16 for an output file, clipped to +-:data:`FLOAT16_MAX`."""
+    return np.clip(values, -FLOAT16_MAX, FLOAT16_MAX).astype(np.float16)
 
 
 # Resumable jobs (predict-genome, sad): one run per output folder, JSON records of what was

@@ -17,14 +17,21 @@ PACKAGE = __name__.rpartition(".")[0]
 
 #: old module name -> the modules (relative to the package) that hold its names now, in order.
 MOVED = {
-    "regions": ("workflows.regions",),
-    "genome_tiling": ("workflows.genome_tiling",),
+    "regions": ("workflows.regions", "windows", "genome"),
+    "genome_tiling": ("workflows.genome_tiling", "spec"),
     "variants": ("workflows.variants",),
     "ism": ("workflows.ism",),
     "embed": ("workflows.embed",),
-    "heads": ("workflows.heads",),
+    "heads": ("workflows.heads", "coverage"),
     "evaluate": ("workflows.evaluate",),
     "orthologs": ("workflows.orthologs",),
+    "distributed": ("runner", "cli", "cli_options"),
+    "multihead": ("windows",),
+}
+
+#: names that changed on the way: (old module, old name) -> (new module, new name).
+RENAMED = {
+    ("multihead", "HeadRequest"): ("model", "TrackRequest"),  # fields (head, tracks, targets)
 }
 
 
@@ -38,6 +45,11 @@ class MovedModule(types.ModuleType):
     def __getattr__(self, name: str):
         if name.startswith("__"):
             raise AttributeError(name)
+        renamed = RENAMED.get((self.__name__.rpartition(".")[2], name))
+        if renamed is not None:
+            warnings.warn(f"{self.__name__}.{name} is now {PACKAGE}.{renamed[0]}.{renamed[1]}", DeprecationWarning,
+                          stacklevel=2)
+            return getattr(importlib.import_module(f"{PACKAGE}.{renamed[0]}"), renamed[1])
         for target in self.__moved_to__:
             module = importlib.import_module(target)
             if hasattr(module, name):

@@ -282,7 +282,7 @@ def test_shard_option_errors(small, visible, tmp_path):
 def test_python_api_shards_then_merge(small, visible, tmp_path):
     """Shards written from Python: merge_shards gathers them, the same call with shard="merge"
     writes the output without computing."""
-    from basenji2_fast.distributed import merge_shards
+    from basenji2_fast.cli import merge_shards
 
     kw = dict(mut_len=3, stats=("sum",), progress=False)
     args = (small, visible / "genome.fa", visible / "regions.bed")

@@ -9,7 +9,8 @@ import pytest
 from basenji2_fast import dna
 from basenji2_fast.workflows.embed import add_embed_subcommand, embed_bed, embed_regions, pooled_bins
 from basenji2_fast.genome import fetch, open_fasta
-from basenji2_fast.workflows.regions import read_bed, window
+from basenji2_fast.genome import read_bed
+from basenji2_fast.windows import window
 from conftest import fixture_path
 
 

@@ -355,7 +355,7 @@ def test_bad_inputs_leave_nothing(demo_model, tmp_path):
         predict_genome(demo_model, DEMO / "demo.fa", out, chroms=["chrDemo1", "chrZ"], progress=False)
     with pytest.raises(ValueError, match="out of range"):
         predict_genome(demo_model, DEMO / "demo.fa", out, tracks=[12], progress=False)
-    with pytest.raises(ValueError, match="more than once"):
+    with pytest.raises(ValueError, match="selected twice"):
         predict_genome(demo_model, DEMO / "demo.fa", out, tracks=[1, 1], progress=False)
     with pytest.raises(ValueError, match="no head"):
         predict_genome(demo_model, DEMO / "demo.fa", out, head="mouse", progress=False)

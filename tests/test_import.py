@@ -91,3 +91,19 @@ def test_old_module_paths_warn_and_give_the_same_objects():
                        if hasattr(importlib.import_module(t), name))
             assert getattr(module, name) is new, (old, name)
         assert getattr(basenji2_fast, old) is module
+
+
+def test_renamed_names_warn():
+    import warnings
+
+    from basenji2_fast import plots
+    from basenji2_fast.model import TrackRequest
+
+    sys.modules.pop("basenji2_fast.multihead", None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        import basenji2_fast.multihead as mh
+        assert mh.HeadRequest is TrackRequest
+        cols, labels, notes = plots.resolve_tracks(None, "0,2", 4)
+    assert [w.category for w in caught] == [DeprecationWarning] * 3
+    assert (cols, labels, notes) == ([0, 2], ["track 0", "track 2"], ["", ""])

@@ -11,7 +11,7 @@ import pytest
 
 import basenji2_fast as b2
 from basenji2_fast.cli import build_parser, main
-from basenji2_fast.multihead import plan_heads
+from basenji2_fast.windows import plan_heads
 
 from conftest import fixture_path
 

@@ -16,6 +16,7 @@ from conftest import fixture_path
 from basenji2_fast import load
 from basenji2_fast.dna import encode
 from basenji2_fast.genome import fetch, open_fasta
+from basenji2_fast.windows import engine_tracks
 from basenji2_fast.workflows.variants import (PERCENTILES, add_sad_subcommand, compute_stats,
                                     score_variants, write_sad)
 
@@ -367,9 +368,10 @@ def test_snps_take_the_incremental_path_with_identical_results(visible, model, m
         np.testing.assert_array_equal(fast[key], slow[key])
 
 
-def _full_passes(model, ref_codes, alt_codes, head, tracks, rc, shifts, strand_pair, batch_size):
-    p = model.predict(np.concatenate([ref_codes, alt_codes]), head=head, tracks=tracks, rc=rc, shifts=shifts,
-                      n_encoding="uniform", strand_pair=strand_pair if rc else None, batch_size=batch_size)
+def _full_passes(model, ref_codes, alt_codes, head, sel, ensemble):
+    tracks, pair = engine_tracks(model, head, sel, ensemble.rc)
+    p = model.predict(np.concatenate([ref_codes, alt_codes]), head=head, tracks=tracks, strand_pair=pair,
+                      **ensemble.options())
     return p[:len(ref_codes)], p[len(ref_codes):]
 
 

@@ -1,6 +1,6 @@
 """``python -m basenji2_fast.plots plot|sat-plot ...``: the picture commands without the package CLI."""
 import sys
 
-from .tracks import main
+from . import main
 
 sys.exit(main())

@@ -26,267 +26,69 @@ from one trunk pass per window; head ``h``'s files in ``OUT_DIR/<h>/`` (``predic
 """
 from __future__ import annotations
 
-import argparse
-import os
-import re
-from pathlib import Path
 from contextlib import ExitStack
-from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
+import argparse
+from pathlib import Path
+from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import h5py
 import numpy as np
-from tqdm import tqdm
 
-from .. import distributed
-from .._io import atomic_output
-from ..dna import encode
-from ..genome import fetch, open_fasta
-from ..cli_options import (add_ensemble_options, add_fasta_option, add_model_options, add_run_options,
-                          add_track_options, int_list, load_model, one_line_errors, track_request)
-from ..multihead import plan_heads
-from ..targets import Targets, TrackSelection, read_targets, select_tracks
+from .. import runner
+from .._io import atomic_output, to_float16
+from ..cli_options import (add_distributed_options, add_ensemble_options, add_fasta_option, add_model_options,
+                           add_run_options, add_track_options, distributed_kwargs, int_list, load_model,
+                           one_line_errors, track_request)
+from ..genome import Region, describe, fasta_identity, fasta_path, prepare_regions, read_bed, read_chrom_sizes
+from ..model import Ensemble
+from ..spec import weights_sha256
+from ..targets import TrackSelection
+from ..windows import iter_predictions, plan_heads, predict, resolve_tracks, site_bins, window, window_codes
 
-FLOAT16_MAX = float(np.finfo(np.float16).max)
-
-
-class Region(NamedTuple):
-    """One BED line: 0-based, end-exclusive; ``line`` is its 1-based line number (0 when
-    the region did not come from a file)."""
-
-    chrom: str
-    start: int
-    end: int
-    name: str
-    strand: str = "."
-    line: int = 0
+#: The task folder of a distributed run, in OUT_DIR (one file per batch of regions).
+TASKS = ".predict_partial"
 
 
-def read_bed(path) -> List[Region]:
-    """BED3+ lines -> regions; comments, ``track`` and ``browser`` lines skipped.
+class BatchOutput(NamedTuple):
+    """What each batch of windows becomes: the ``(first, end)`` output bins of the site kept
+    in ``preds``, summed or not (``site_sum``), and the positions among the selected tracks
+    written as bigWigs (``-b``)."""
 
-    A malformed line raises ValueError naming the file and line number.
-    """
-    regions = []
-    with open(path) as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip() or line.startswith(("#", "track", "browser")):
-                continue
-            cols = line.rstrip("\r\n").split("\t")
-            try:
-                if len(cols) < 3:
-                    raise ValueError("expected at least 3 tab-separated columns")
-                start, end = int(cols[1]), int(cols[2])
-                if start < 0 or end < start:
-                    raise ValueError(f"bad interval {start}-{end}")
-            except ValueError as e:
-                raise ValueError(f"{path}: line {lineno}: {e}") from None
-            name = cols[3] if len(cols) > 3 and cols[3] else f"{cols[0]}:{start}-{end}"
-            strand = cols[5] if len(cols) > 5 and cols[5] in ("+", "-") else "."
-            regions.append(Region(cols[0], start, end, name, strand, lineno))
-    return regions
+    site: Tuple[int, int]
+    site_sum: bool
+    bigwig_tracks: Tuple[int, ...]
 
 
-def window(region, seq_length: int) -> tuple:
-    """(start, end) of the model window centred on the region, as basenji_predict_bed.py."""
-    mid = (region[1] + region[2]) // 2
-    start = mid - seq_length // 2
-    return start, start + seq_length
+class BigWigs(NamedTuple):
+    """Where the ``-b`` bigWigs go: ``folder/bigwig/``, with ``header`` [(chrom, length)]."""
+
+    folder: Path
+    header: Optional[List[Tuple[str, int]]]
 
 
-def output_window(region, model) -> tuple:
-    """(start, end) of the genomic span the output bins of the region's window cover: the
-    window less ``crop_bins * bin_size`` bp each side; bin ``b`` covers ``[start + b * bin_size,
-    start + (b + 1) * bin_size)``."""
-    start = window(region, model.seq_length)[0] + model.spec.crop_bins * model.bin_size
-    return start, start + model.n_bins * model.bin_size
-
-
-_INTERVAL = re.compile(r"^\s*([^\s:]+):([\d,]+)(?:-([\d,]+))?\s*$")
-
-
-def parse_interval(text: str) -> Tuple[str, int, int]:
-    """``"chr1:1,000,000-1,131,072"`` -> ``("chr1", 1000000, 1131072)``.
-
-    0-based, end-exclusive (BED) coordinates; commas are ignored. ``"chr1:5000"`` is the
-    single base ``(chr1, 5000, 5001)``. Raises ValueError for anything else.
-    """
-    m = _INTERVAL.match(text) if isinstance(text, str) else None
-    if not m:
-        raise ValueError(f"interval {text!r}: expected CHROM:START-END (0-based, end-exclusive; commas allowed)")
-    start = int(m.group(2).replace(",", ""))
-    end = int(m.group(3).replace(",", "")) if m.group(3) else start + 1
-    if end <= start:
-        raise ValueError(f"interval {text!r}: end {end:,} is not after start {start:,}")
-    return m.group(1), start, end
-
-
-def _as_regions(regions) -> Tuple[List[Region], str]:
-    """A BED path or a list of (chrom, start, end[, name]) tuples -> (regions, what for messages)."""
-    if isinstance(regions, (str, bytes, os.PathLike)):
-        return read_bed(regions), os.fspath(regions)
-    out = []
-    for i, r in enumerate(regions):
-        if isinstance(r, Region):
-            out.append(r)
-            continue
-        try:
-            chrom, start, end = r[0], int(r[1]), int(r[2])
-        except (TypeError, ValueError, IndexError):
-            raise ValueError(f"region {i}: expected (chrom, start, end), got {r!r}") from None
-        if end < start:
-            raise ValueError(f"region {i}: bad interval {start}-{end}")
-        out.append(Region(str(chrom), start, end, str(r[3]) if len(r) > 3 else f"{chrom}:{start}-{end}"))
-    return out, "regions"
-
-
-def _where(r: Region, i: int, source: str) -> str:
-    """Where a region came from, for messages: the BED line, or its position in a list."""
-    return f"{source}: line {r.line}" if r.line else f"region {i} ({r.chrom}:{r.start}-{r.end})"
-
-
-def _check_contigs(fasta, regions: List[Region], source: str) -> None:
-    for i, r in enumerate(regions):
-        if r.chrom not in fasta:
-            raise ValueError(f"{_where(r, i, source)}: no sequence {r.chrom!r} in {fasta.filename}")
-
-
-def site_bins(model, site_length: Optional[int]) -> Tuple[int, int]:
-    """The output bins ``[b0, b1)`` of a centred site of ``site_length`` bp (None: all bins).
-
-    basenji_predict_bed.py keeps bins ``[n_bins/2 - S/2, n_bins/2 + S/2)``, S = site_length
-    / bin_size; the site must be whole bins and centred exactly, so ``n_bins - S`` is even.
-    """
-    nb, bs = model.n_bins, model.bin_size
-    if site_length is None:
-        return 0, nb
-    s = int(site_length)
-    if s <= 0 or s % bs or s // bs > nb or (nb - s // bs) % 2:
-        raise ValueError(f"site length {site_length}: must be a multiple of the bin size {bs} bp, at most "
-                         f"{nb * bs} bp ({nb} bins), with a bin count of the same parity as {nb} so the site is "
-                         "centred on the window")
-    b0 = (nb - s // bs) // 2
-    return b0, b0 + s // bs
-
-
-def resolve_tracks(model, head: Optional[str] = None, tracks=None,
-                   targets: Union[None, str, os.PathLike, Targets] = None) -> Tuple[str, TrackSelection]:
-    """Which head, and which of its columns, to compute.
-
-    Parameters
-    ----------
-    head : head name, or None: the model's first head; with a targets file, the one head
-        whose output count equals the file's row count when there is exactly one such head
-        (so ``targets_mouse.txt`` picks a merged model's mouse head)
-    tracks : None, a selector string, a sequence of int, or a TrackSelection
-        See :func:`basenji2_fast.targets.select_tracks`; integers are rows of the targets
-        file (head columns without one).
-    targets : path of a basenji targets file, a :class:`~basenji2_fast.targets.Targets`, or None
-
-    Returns
-    -------
-    (head name, TrackSelection)
-    """
-    if targets is not None and not isinstance(targets, Targets):
-        targets = read_targets(targets)
-    if head is None:
-        head = model.head_names[0]
-        if targets is not None:
-            fits = [n for n in model.head_names if model.spec.heads[n].tracks == len(targets)]
-            if len(fits) == 1:
-                head = fits[0]
-    if head not in model.spec.heads:
-        raise ValueError(f"no head {head!r}; this model has {model.head_names}")
-    n_out = model.spec.heads[head].tracks
-    if isinstance(tracks, TrackSelection):
-        bad = [c for c in tracks.columns if not 0 <= c < n_out]
-        if bad:
-            raise ValueError(f"track column {bad[0]} out of range for head {head!r} with {n_out} tracks")
-        return head, tracks
-    return head, select_tracks(targets, tracks, n_out)
-
-
-def iter_windows(fasta, regions: List[Region], seq_length: int, batch_size: int, progress: bool = False,
-                 desc: str = "predict") -> Iterator[Tuple[int, np.ndarray]]:
-    """Yield ``(first region, uint8 codes [batch, seq_length])``: the window centred on each
-    region (:func:`window`, N off the chromosome), ``batch_size`` regions at a time, in order."""
-    if batch_size < 1:
-        raise ValueError(f"batch size must be >= 1, got {batch_size}")
-    with tqdm(total=len(regions), unit="region", disable=not progress, desc=desc) as bar:
-        for b0 in range(0, len(regions), batch_size):
-            batch = regions[b0:b0 + batch_size]
-            yield b0, np.stack([encode(fetch(fasta, r.chrom, *window(r, seq_length)),
-                                       what=f"{r.chrom}:{r.start}-{r.end}") for r in batch])
-            bar.update(len(batch))
-
-
-def _iter_heads(model, fasta, regions: List[Region], sels: Dict[str, TrackSelection], rc: bool,
-                shifts: Sequence[int], batch_size: int, n_encoding: str,
-                progress: bool) -> Iterator[Tuple[int, Dict[str, np.ndarray]]]:
-    """Yield ``(first region, {head: float32 [batch, n_bins, tracks]})`` batch by batch, in
-    order; every head of ``sels`` from one trunk pass per window."""
-    cols = {h: None if sel.is_all(model.spec.heads[h].tracks) else sel.columns for h, sel in sels.items()}
-    pairs = {h: sel.strand_pair if rc else None for h, sel in sels.items()}
-    for b0, codes in iter_windows(fasta, regions, model.seq_length, batch_size, progress):
-        yield b0, model.predict(codes, head=list(sels), tracks=cols, rc=rc, shifts=shifts, n_encoding=n_encoding,
-                                strand_pair=pairs, batch_size=batch_size)
-
-
-def _iter_predictions(model, fasta, regions: List[Region], head: str, sel: TrackSelection, rc: bool,
-                      shifts: Sequence[int], batch_size: int, n_encoding: str,
-                      progress: bool) -> Iterator[Tuple[int, np.ndarray]]:
-    """One head of :func:`_iter_heads`: ``(first region, float32 [batch, n_bins, tracks])``."""
-    for b0, ps in _iter_heads(model, fasta, regions, {head: sel}, rc, shifts, batch_size, n_encoding, progress):
-        yield b0, ps[head]
-
-
-def _predict_batch(model, fasta, batch: Sequence[Region], head: str, sel: TrackSelection, rc: bool,
-                   shifts: Sequence[int], batch_size: int, n_encoding: str) -> np.ndarray:
-    """One batch of regions -> float32 [batch, n_bins, tracks]."""
-    L = model.seq_length
-    cols = None if sel.is_all(model.spec.heads[head].tracks) else sel.columns
-    codes = np.stack([encode(fetch(fasta, r.chrom, *window(r, L)), what=f"{r.chrom}:{r.start}-{r.end}")
-                      for r in batch])
-    return model.predict(codes, head=head, tracks=cols, rc=rc, shifts=shifts, n_encoding=n_encoding,
-                         strand_pair=sel.strand_pair if rc else None, batch_size=batch_size)
-
-
-def _site_rows(p: np.ndarray, site: Tuple[int, int], site_sum: bool) -> np.ndarray:
+def site_rows(p: np.ndarray, site: Tuple[int, int], site_sum: bool) -> np.ndarray:
     """A batch's predictions p [batch, n_bins, tracks] -> its rows of ``preds``: float16
     [batch, site_bins, tracks], or [batch, tracks] summed over the site."""
     s0, s1 = site
-    vals = p[:, s0:s1].sum(axis=1) if site_sum else p[:, s0:s1]
-    # float16 overflows to inf above 65504; saturate instead
-    return np.clip(vals, -FLOAT16_MAX, FLOAT16_MAX).astype(np.float16)
+    return to_float16(p[:, s0:s1].sum(axis=1) if site_sum else p[:, s0:s1])
 
 
-def _write_batch_bigwigs(model, pbw: np.ndarray, b0: int, batch: Sequence[Region], bigwig_tracks, header,
-                         out_dir: Path) -> None:
-    """The ``-b`` bigWigs of a batch: pbw float32 [batch, n_bins, len(bigwig_tracks)]."""
+def _write_batch_bigwigs(model, pbw: np.ndarray, b0: int, batch: Sequence[Region], tracks: Sequence[int],
+                         bw: BigWigs) -> None:
+    """The ``-b`` bigWigs of a batch: pbw float32 [batch, n_bins, len(tracks)]."""
     L, bs = model.seq_length, model.bin_size
     first_bin = model.spec.crop_bins  # output bin 0 starts this many bins into the window
     for j, r in enumerate(batch):
-        for c, t in enumerate(bigwig_tracks or ()):
-            _write_bigwig(out_dir / "bigwig" / f"s{b0 + j}_t{int(t)}.bw", header, r.chrom,
+        for c, t in enumerate(tracks):
+            _write_bigwig(bw.folder / "bigwig" / f"s{b0 + j}_t{t}.bw", bw.header, r.chrom,
                           window(r, L)[0] + first_bin * bs, bs, pbw[j, :, c])
 
 
-def _batch_outputs(model, p: np.ndarray, b0: int, batch: Sequence[Region], site: Tuple[int, int], site_sum: bool,
-                   bigwig_tracks, header, out_dir: Path) -> np.ndarray:
-    if bigwig_tracks:
-        _write_batch_bigwigs(model, p[:, :, [int(t) for t in bigwig_tracks]], b0, batch, bigwig_tracks, header,
-                             out_dir)
-    return _site_rows(p, site, site_sum)
-
-
-def prepare_regions(fasta, regions) -> Tuple[List[Region], object, str]:
-    """(regions, open FASTA, where the regions came from): a BED path or a list of tuples read
-    (one-line errors naming the BED line), at least one region, every chromosome in the FASTA."""
-    regions, source = _as_regions(regions)
-    if not regions:
-        raise ValueError(f"{source}: no regions")
-    fa = open_fasta(fasta) if isinstance(fasta, (str, bytes, os.PathLike)) else fasta
-    _check_contigs(fa, regions, source)
-    return regions, fa, source
+def _batch_rows(model, p: np.ndarray, b0: int, batch: Sequence[Region], out: BatchOutput, bw: BigWigs) -> np.ndarray:
+    """One batch's predictions p [batch, n_bins, tracks] -> its bigWigs written, its ``preds`` rows."""
+    if out.bigwig_tracks:
+        _write_batch_bigwigs(model, p[:, :, list(out.bigwig_tracks)], b0, batch, out.bigwig_tracks, bw)
+    return site_rows(p, out.site, out.site_sum)
 
 
 def _prepare(model, fasta, regions, head, tracks, targets, site_length):
@@ -309,8 +111,8 @@ def predict_regions(model, fasta, regions, head: Optional[str] = None, tracks=No
     fasta : path of a FASTA, or an open ``pyfaidx.Fasta``
     regions : path of a BED file, or a list of ``(chrom, start, end)`` tuples (0-based,
         end-exclusive; a 4th element is a name)
-    head : head name (default: see :func:`resolve_tracks`), or ``"both"`` / a list of heads
-        (every head from one trunk pass per window; see :mod:`basenji2_fast.multihead`)
+    head : head name (default: see :func:`basenji2_fast.windows.resolve_tracks`), or ``"both"`` / a list of heads
+        (every head from one trunk pass per window; see :mod:`basenji2_fast.windows`)
     tracks : None (all), a selector string (``"0,5"``, ``"CNhs11250,CNhs12336"``,
         ``"CAGE:.*K562"``), a sequence of int (rows of ``targets``, head columns without it),
         or a :class:`~basenji2_fast.targets.TrackSelection`; with several heads, a dict
@@ -339,24 +141,11 @@ def predict_regions(model, fasta, regions, head: Optional[str] = None, tracks=No
     regions, fa, sels, multi, (s0, s1) = _prepare(model, fasta, regions, head, tracks, targets, site_length)
     outs = {h: np.empty((len(regions), len(sel)) if site_sum else (len(regions), s1 - s0, len(sel)), np.float32)
             for h, sel in sels.items()}
-    for b0, ps in _iter_heads(model, fa, regions, sels, rc, shifts, batch_size, n_encoding, progress):
+    ensemble = Ensemble(rc, shifts, n_encoding, batch_size)
+    for b0, ps in iter_predictions(model, fa, regions, sels, ensemble, progress):
         for h, p in ps.items():
             outs[h][b0:b0 + len(p)] = p[:, s0:s1].sum(axis=1) if site_sum else p[:, s0:s1]
     return outs if multi else next(iter(outs.values()))
-
-
-def _read_chrom_sizes(path) -> List[Tuple[str, int]]:
-    sizes = []
-    with open(path) as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip() or line.startswith("#"):
-                continue
-            cols = line.split()
-            try:
-                sizes.append((cols[0], int(cols[1])))
-            except (IndexError, ValueError):
-                raise ValueError(f"{path}: line {n}: expected 'name<TAB>length'") from None
-    return sizes
 
 
 def _write_bigwig(path: Path, header: List[Tuple[str, int]], chrom: str, start: int, bin_size: int,
@@ -403,7 +192,7 @@ def predict_bed(model, fasta_path, bed_path, out_dir, head: Optional[str] = None
     target_names : also store ``target_ids`` / ``target_labels`` (fixed-length bytes, as
         sad.h5); basenji's predict.h5 has neither
     scheduler, workers, shard : the region batches as tasks on a Dask cluster, or one shard's
-        (:mod:`basenji2_fast.distributed`); predict.h5 is byte-identical to a single-process
+        (:mod:`basenji2_fast.runner`); predict.h5 is byte-identical to a single-process
         run's, and an interrupted distributed run resumes from its committed batches
 
     Returns
@@ -417,7 +206,9 @@ def predict_bed(model, fasta_path, bed_path, out_dir, head: Optional[str] = None
     ``scheduler`` / ``workers`` / ``shard``).
     """
     regions, fa, sels, multi, (s0, s1) = _prepare(model, fasta_path, bed_path, head, tracks, targets, site_length)
-    distributed.one_head_only(multi, scheduler, workers, shard)
+    placement = runner.Placement(scheduler, workers, shard)
+    placement.refuse_heads(multi)
+    ensemble = Ensemble(rc, shifts, n_encoding, batch_size)
     out_dir = Path(out_dir)
     dirs = {h: out_dir / h if multi else out_dir for h in sels}
     header = None
@@ -427,33 +218,31 @@ def predict_bed(model, fasta_path, bed_path, out_dir, head: Optional[str] = None
             if bad:
                 raise ValueError(f"bigWig track {bad[0]} out of range: {len(sel)} tracks are selected"
                                  + (f" for head {h}" if multi else ""))
-        header = _read_chrom_sizes(chrom_sizes) if chrom_sizes else [(k, len(fa[k])) for k in fa.keys()]
+        header = read_chrom_sizes(chrom_sizes) if chrom_sizes else [(k, len(fa[k])) for k in fa.keys()]
         known = dict(header)
         for i, r in enumerate(regions):
             if r.chrom not in known:
-                raise ValueError(f"{_where(r, i, str(bed_path))}: no chromosome {r.chrom!r} in "
+                raise ValueError(f"{describe(r, i, str(bed_path))}: no chromosome {r.chrom!r} in "
                                  f"{chrom_sizes or fa.filename} (bigWig header)")
     for d in dirs.values():
         d.mkdir(parents=True, exist_ok=True)
         if header is not None:
             (d / "bigwig").mkdir(exist_ok=True)
+    out = BatchOutput((s0, s1), bool(site_sum), tuple(int(t) for t in bigwig_tracks or ()))
+    bws = {h: BigWigs(d, header) for h, d in dirs.items()}
     L, bs = model.seq_length, model.bin_size
     first_bin = model.spec.crop_bins  # output bin 0 starts this many bins into the window
     # The site's coordinates, as basenji: mid - site_length // 2 for a centred site.
     starts = [window(r, L)[0] + (first_bin + s0) * bs for r in regions]
-    if distributed.wanted(scheduler, workers, shard):
+    if placement.distributed:
         # Every batch committed by the tasks first; then predict.h5 is written exactly as below.
         (h, sel), = sels.items()
-        batches, done = distributed.run_regions(model, fasta_path, fa, regions, h, sel, rc, shifts, batch_size,
-                                                n_encoding, (s0, s1), site_sum, bigwig_tracks, header, out_dir,
-                                                scheduler, workers, shard, progress)
-        if done is not None:
-            return done
-        batches = ((b0, {h: rows}) for b0, rows in batches)
+        batches = _run_tasks(model, fasta_path, fa, regions, h, sel, ensemble, out, bws[h], placement, progress)
+        if isinstance(batches, Path):
+            return batches  # a shard: its task files and shard.json
     else:
-        batches = ((b0, {h: _batch_outputs(model, p, b0, regions[b0:b0 + len(p)], (s0, s1), site_sum,
-                                           bigwig_tracks, header, dirs[h]) for h, p in ps.items()})
-                   for b0, ps in _iter_heads(model, fa, regions, sels, rc, shifts, batch_size, n_encoding, progress))
+        batches = ((b0, {h: _batch_rows(model, p, b0, regions[b0:b0 + len(p)], out, bws[h]) for h, p in ps.items()})
+                   for b0, ps in iter_predictions(model, fa, regions, sels, ensemble, progress))
     with ExitStack() as stack:
         files = {}
         for h, sel in sels.items():
@@ -469,10 +258,52 @@ def predict_bed(model, fasta_path, bed_path, out_dir, head: Optional[str] = None
         for b0, rows in batches:
             for h, r in rows.items():
                 files[h][b0:b0 + len(r)] = r
-    if distributed.wanted(scheduler, workers, shard):
-        distributed.finish_regions(out_dir)
+    if placement.distributed:
+        runner.finish(out_dir / TASKS)
     paths = {h: d / "predict.h5" for h, d in dirs.items()}
     return paths if multi else next(iter(paths.values()))
+
+
+# --------------------------------------------------------------------------------------
+# Distributed runs: one task per batch of regions (runner)
+
+def batch_task(model, path: Path, fasta: str, batch: List[Region], head: str, sel: TrackSelection,
+               ensemble: Ensemble, out: BatchOutput) -> None:
+    """A batch of regions -> ``path``: ``rows`` (its preds rows, float16) and ``bigwig``
+    (float32 [batch, bins, len(bigwig_tracks)], for the driver's bigWigs)."""
+    fa = runner.worker_fasta(fasta)
+    codes = np.stack([window_codes(fa, r, model.seq_length) for r in batch])
+    p = predict(model, codes, {head: sel}, ensemble)[head]
+    runner.save_task(path, rows=site_rows(p, out.site, out.site_sum), bigwig=p[:, :, list(out.bigwig_tracks)])
+
+
+def _run_tasks(model, fasta_arg, fa, regions: List[Region], head: str, sel: TrackSelection, ensemble: Ensemble,
+               out: BatchOutput, bw: BigWigs, placement: runner.Placement, progress: bool):
+    """The region batches as tasks. Returns an iterator of (first region, {head: preds rows})
+    in order, which also writes the ``-b`` bigWigs, or the shard.json path of a shard."""
+    fasta = fasta_path(fasta_arg)
+    bs = ensemble.batch_size
+    job = {"command": "predict-bed", "model": weights_sha256(model.spec), "fasta": fasta_identity(fasta, fa),
+           "regions": [list(r[:5]) for r in regions], "head": head, "columns": list(sel.columns),
+           "strand_pair": list(sel.strand_pair) if ensemble.rc and sel.strand_pair is not None else None,
+           "rc": ensemble.rc, "shifts": list(ensemble.shifts), "batch_size": bs, "n_encoding": ensemble.n_encoding,
+           "site": list(out.site), "site_sum": out.site_sum, "bigwig_tracks": list(out.bigwig_tracks),
+           "header": bw.header}
+    starts = range(0, len(regions), bs)
+    task_dir = bw.folder / TASKS
+    tasks = (runner.Task(f"{b0}.npz", batch_task, (fasta, regions[b0:b0 + bs], head, sel, ensemble, out),
+                         len(regions[b0:b0 + bs])) for b0 in starts)
+    shard = runner.run_tasks("predict-bed", model, placement, task_dir, job, tasks, len(regions), "region", progress)
+    if shard is not None:
+        return shard
+
+    def rows():
+        for b0 in starts:
+            with np.load(task_dir / f"{b0}.npz") as z:
+                if out.bigwig_tracks:
+                    _write_batch_bigwigs(model, z["bigwig"], b0, regions[b0:b0 + bs], out.bigwig_tracks, bw)
+                yield b0, {head: z["rows"]}
+    return rows()
 
 
 # --------------------------------------------------------------------------------------
@@ -508,7 +339,7 @@ def add_predict_bed_subcommand(subparsers) -> argparse.ArgumentParser:
                    help="also store target_ids / target_labels (as in basenji_sad.py's sad.h5)")
     p.add_argument("--batch-size", type=int, default=4)
     add_run_options(p)
-    distributed.add_distributed_options(p)
+    add_distributed_options(p)
     p.set_defaults(func=run_predict_bed)
     return p
 
@@ -525,7 +356,7 @@ def run_predict_bed(args: argparse.Namespace) -> int:
                            progress=not args.quiet, targets=targets, site_length=args.site_length,
                            site_sum=args.site_sum, bigwig_tracks=args.bigwig_tracks,
                            chrom_sizes=args.chrom_sizes, target_names=args.target_names,
-                           **distributed.distributed_kwargs(args))
+                           **distributed_kwargs(args))
         if isinstance(path, dict):
             print(f"wrote {', '.join(map(str, path.values()))}")
         else:
