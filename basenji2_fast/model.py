@@ -661,7 +661,7 @@ def load(path: Union[str, os.PathLike], device: str = "cpu", precision: Optional
     cuda_backend.resolve_device(device, precision)
     model = Model(load_spec(path, params=params, gelu=gelu, keep_bf16=True), device=device, precision=precision,
                   threads=threads, isa=isa, tile_mb=tile_mb, graphs=graphs)
-    # How to load it again: distributed workers (basenji2_fast.distributed) load their own copy.
+    # How to load it again: distributed workers (basenji2_fast.runner) load their own copy.
     model.load_options = {"path": os.path.abspath(os.fspath(path)), "threads": threads, "params": params,
                           "gelu": gelu, "isa": isa, "tile_mb": tile_mb}
     return model

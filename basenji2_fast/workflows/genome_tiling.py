@@ -377,7 +377,7 @@ def predict_genome(model, fasta: PathLike, out_dir: PathLike, head: Optional[str
     assembly_workers : int, optional
         Processes writing bigWigs once the predictions are done (default: the model's
         threads); used only for jobs of more than :data:`PARALLEL_ASSEMBLY_VALUES` values.
-    scheduler, workers, shard : distributed runs (:mod:`basenji2_fast.distributed`): a Dask
+    scheduler, workers, shard : distributed runs (:mod:`basenji2_fast.runner`): a Dask
         scheduler address / Client, or N local worker processes; tasks of ``batch_size``
         windows. ``shard="I/N"`` computes only shard I's tasks into ``out_dir`` (no bigWigs;
         ``basenji2-fast merge`` combines shards). The bigWigs are byte-identical to a
