@@ -1,20 +1,16 @@
 """Command-line options shared by the subcommands (each module adds its own subcommand; the
-options that mean the same everywhere are defined once here), and the one place a bad input
-becomes a one-line error (:func:`one_line_errors`)."""
+options that mean the same everywhere are defined once here). A bad input becomes a one-line
+error in :func:`basenji2_fast._io.one_line_errors`, which every subcommand uses."""
 from __future__ import annotations
 
 import argparse
 import os
 import re
-import sys
 from typing import List
 
-from .formats import FormatError
+from ._io import one_line_errors  # noqa: F401  (re-exported: the error block every subcommand uses)
 from .model import TrackRequest, load
 from .spec import GELU_VARIANTS, N_ENCODINGS, PRECISIONS
-
-#: What a bad input raises anywhere in the package: a command prints it as one line, exit status 1.
-ERRORS = (FormatError, ValueError, KeyError, OSError, ImportError, RuntimeError)
 
 
 def add_model_options(parser: argparse.ArgumentParser, required: bool = True, model_group=None) -> None:
@@ -150,15 +146,3 @@ def distributed_kwargs(args: argparse.Namespace) -> dict:
     the workflow functions take them."""
     return {"scheduler": getattr(args, "scheduler", None), "workers": getattr(args, "workers", None),
             "shard": getattr(args, "shard", None)}
-
-
-def one_line_errors(command: str, work) -> int:
-    """Run ``work()``: 0, or for a bad input (:data:`ERRORS`) its message as one line on
-    stderr, ``basenji2-fast COMMAND: error: ...``, and 1."""
-    try:
-        work()
-    except ERRORS as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"basenji2-fast {command}: error: {' '.join(str(msg).split())}", file=sys.stderr)
-        return 1
-    return 0

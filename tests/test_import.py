@@ -62,14 +62,17 @@ def test_load_safetensors_without_h5py(tmp_path):
 
 # The module paths before the package had layers (issue 14): still importable, with a warning.
 OLD_PATHS = {
-    "regions": ["predict_bed", "predict_regions", "add_predict_bed_subcommand"],
-    "genome_tiling": ["predict_genome", "Tiling", "add_predict_genome_subcommand"],
+    "regions": ["predict_bed", "predict_regions", "add_predict_bed_subcommand", "Region", "read_bed", "window",
+                "output_window", "resolve_tracks", "parse_interval", "iter_windows", "prepare_regions", "site_bins"],
+    "genome_tiling": ["predict_genome", "Tiling", "add_predict_genome_subcommand", "weights_sha256"],
     "variants": ["write_sad", "score_variants", "compute_stats", "PERCENTILES"],
     "ism": ["sat_bed", "saturation_mutagenesis", "mutation_range"],
     "embed": ["embed_bed", "embed_regions", "pooled_bins"],
     "heads": ["fit_head", "HeadFit"],
     "evaluate": ["evaluate", "TrackStats"],
     "orthologs": ["compare_orthologs", "read_pairs", "write_orthologs"],
+    "distributed": ["merge_shards", "gather_shards", "Runner", "add_distributed_options", "parse_shard"],
+    "multihead": ["plan_heads", "head_names", "MULTI_HEADS"],
 }
 
 
