@@ -11,6 +11,7 @@ from typing import List
 from ._io import one_line_errors  # noqa: F401  (re-exported: the error block every subcommand uses)
 from .model import TrackRequest, load
 from .spec import GELU_VARIANTS, N_ENCODINGS, PRECISIONS
+from .targets import read_targets
 
 
 def add_model_options(parser: argparse.ArgumentParser, required: bool = True, model_group=None) -> None:
@@ -93,8 +94,6 @@ def track_request(args: argparse.Namespace) -> TrackRequest:
     :func:`add_track_options`' options; targets files are read here, so a bad line fails
     before the model loads. tracks / targets are plain values, or dicts {head: value}
     (``None``: the plain one)."""
-    from .targets import read_targets
-
     def merged(plain, by_head, read=lambda v: v):
         if not by_head:
             return None if plain is None else read(plain)

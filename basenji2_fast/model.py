@@ -13,7 +13,9 @@ from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple, 
 import numpy as np
 
 from . import cuda_backend, dna
-from .spec import CODE_UNIFORM, PRECISIONS, ConvOp, ModelSpec, check_n_encoding
+from .formats import engine_format
+from .genome import as_fasta, centred_span, fetch, parse_interval
+from .spec import CODE_UNIFORM, PRECISIONS, ConvOp, Head, ModelSpec, check_n_encoding
 from .version import __version__
 
 try:  # the package imports without the extension; compute says what is missing
@@ -476,8 +478,6 @@ class Model:
         float32 [n_bins, tracks]; output bin ``b`` covers
         ``window_start + (crop_bins + b) * bin_size`` onwards (``crop_bins`` of the model).
         """
-        from .genome import as_fasta, centred_span, fetch, parse_interval  # pyfaidx loads with a FASTA
-
         if head in ("both", "all") or (head is not None and not isinstance(head, str)):
             raise ValueError("predict_interval predicts one head; call it once per head")
         chrom, start, end = parse_interval(interval)
@@ -536,8 +536,6 @@ class Model:
 
         The head joins :attr:`spec`, so :meth:`save` writes it with the model.
         """
-        from .spec import Head
-
         if not isinstance(name, str) or not name or name in ("both", "all"):
             raise ValueError(f"head name {name!r}: expected a non-empty name other than 'both' / 'all'")
         if name in self._head_index and not replace:
@@ -560,8 +558,6 @@ class Model:
     def save(self, path: Union[str, os.PathLike], precision: str = "fp32") -> None:
         """Write the model, every head included (:meth:`add_head`'s too), as the engine's
         ``.safetensors`` file (atomically; see :func:`basenji2_fast.formats.engine_format.save`)."""
-        from .formats import engine_format
-
         engine_format.save(self.spec, path, precision=precision)
 
 

@@ -54,6 +54,8 @@ import numpy as np
 from tqdm import tqdm
 
 from ._io import atomic_output, canonical_sha, read_json, write_json
+from .genome import open_fasta
+from .model import load
 from .spec import weights_sha256
 from .version import __version__
 
@@ -127,8 +129,6 @@ _compute_lock = threading.Lock()
 
 def worker_model(ref: ModelRef):
     """The model of ``ref``, loaded once per process (a cache keyed by file and options)."""
-    from .model import load
-
     st = os.stat(ref.path)
     key = (ref.path, st.st_size, st.st_mtime_ns, ref.threads, repr(ref.params), ref.gelu, ref.isa, ref.tile_mb,
            ref.precision)
@@ -149,8 +149,6 @@ _fastas: Dict[str, object] = {}
 
 def worker_fasta(path: str):
     """An open pyfaidx.Fasta per process and path."""
-    from .genome import open_fasta  # pyfaidx loads in the processes that read a FASTA
-
     with _models_lock:
         fa = _fastas.get(path)
         if fa is None:

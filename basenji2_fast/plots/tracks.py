@@ -31,7 +31,7 @@ from ..cli_options import (add_ensemble_options, add_fasta_option, add_model_opt
 from ..coverage import binned_means, open_bigwig
 from ..dna import encode
 from ..genome import GenomicRegion, as_fasta, as_genomic_region, centred_span, fetch, parse_region
-from ..model import Ensemble
+from ..model import Ensemble, load
 from ..targets import read_targets, select_tracks
 from ..windows import predict, resolve_tracks as resolve_model_tracks
 from .figure import DPI, FIG_WIDTH, LABEL_CHARS_PER_INCH, PathLike, output_format, panel_titles, save_figure, shorten
@@ -303,8 +303,6 @@ def predict_region(model, fasta, region, tracks=None, *, head: Optional[str] = N
     """
     region = as_genomic_region(region)
     if isinstance(model, (str, os.PathLike)):
-        from ..model import load
-
         model = load(model)
     fasta_name = str(fasta) if isinstance(fasta, (str, os.PathLike)) else getattr(fasta, "filename", "FASTA")
     fasta = as_fasta(fasta)

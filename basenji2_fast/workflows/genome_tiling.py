@@ -76,7 +76,8 @@ from ..cli_options import (add_distributed_options, add_ensemble_options, add_fa
                            add_run_options, add_track_options, distributed_kwargs, load_model, one_line_errors,
                            track_request)
 from ..genome import fetch, open_fasta
-from ..model import Ensemble
+from ..formats import file_sha256
+from ..model import Ensemble, load
 from ..spec import CODE_N, weights_sha256
 from ..targets import TrackSelection
 from ..version import __version__
@@ -396,9 +397,6 @@ def predict_genome(model, fasta: PathLike, out_dir: PathLike, head: Optional[str
         A chromosome not in the FASTA, a bad track / head / option, or an OUTDIR holding a
         job with other options. Inputs are checked before anything is written.
     """
-    from ..formats import file_sha256
-    from ..model import load
-
     t_run = time.time()
     if not hasattr(model, "predict"):
         model_file = model if model_file is None else model_file
