@@ -8,6 +8,7 @@ from typing import List, Optional
 
 from .bench import add_bench_subcommand
 from .convert import add_convert_subcommand
+from .fetch import add_fetch_subcommand
 from .formats import FormatError
 from .spec import GELU_VARIANTS
 
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="basenji2-fast", description="Basenji2 on fused C++ kernels.")
     sub = parser.add_subparsers(dest="command", required=True)
     add_convert_subcommand(sub)
+    add_fetch_subcommand(sub)
     add_predict_genome_subcommand(sub)
     add_predict_bed_subcommand(sub)
     add_sad_subcommand(sub)
