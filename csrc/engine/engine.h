@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "basenji2_fast/kernels.h"
+#include "basenji2_fast/parallel.h"
 
 namespace b2f {
 
@@ -124,7 +125,7 @@ class Engine {
     void clear();
 
    private:
-    std::mutex mutex_;
+    ForkSafeMutex mutex_;  // never left locked in a forked child (parallel.h)
     std::multimap<size_t, std::unique_ptr<float[]>> free_;
   };
 
@@ -253,7 +254,7 @@ class Engine {
   std::vector<Head> heads_;
   mutable BufferPool pool_;
 
-  mutable std::mutex cache_mutex_;
+  mutable ForkSafeMutex cache_mutex_;
   mutable std::map<std::pair<int, std::vector<int>>, std::unique_ptr<Packed>> head_cache_;
 };
 
