@@ -44,6 +44,7 @@ inline void plan_shapes(int64_t seq_length, const std::vector<OpDesc>& ops, std:
                         std::vector<int>& channels) {
   const auto fail = [](const std::string& msg) { throw std::invalid_argument(msg); };
   const int n = int(ops.size());
+  if (seq_length < 1) fail("seq_length must be >= 1");
   if (n == 0 || ops[0].type != OpDesc::Conv || ops[0].cin != 4)
     fail("the first op must be a convolution over the 4-channel one-hot input");
   lengths.assign(n + 1, 0);
@@ -56,6 +57,8 @@ inline void plan_shapes(int64_t seq_length, const std::vector<OpDesc>& ops, std:
     if (op.type == OpDesc::Conv) {
       if (op.cin != channels[i]) fail(at + "input channels do not chain");
       if (op.k % 2 != 1) fail(at + "even kernel sizes are not supported");
+      if (op.dil < 1) fail(at + "dilation must be >= 1");
+      if (op.cout < 1) fail(at + "no output channels");
       if (op.pool != 1 && op.pool != 2) fail(at + "only max-pool sizes 1 and 2 are supported");
       if (op.pool == 2 && lengths[i] % 2) fail(at + "odd length before a max-pool");
       if (!op.kernel || op.bias.size() != size_t(op.cout)) fail(at + "weight sizes do not match the shape");
