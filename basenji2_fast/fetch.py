@@ -22,7 +22,6 @@ a published checksum could.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 from pathlib import Path
 from typing import List, Optional, Union
@@ -30,7 +29,7 @@ from typing import List, Optional, Union
 import numpy as np
 
 from .convert import merge_heads
-from .formats import file_sha256, load_spec, one_line
+from .formats import file_digest, file_sha256, load_spec, one_line
 from .formats.params import ConvPlan, expand_params
 from .formats.published import BASENJI2_PARAMS, PUBLISHED_FILES, PUBLISHED_MODELS, PublishedFile
 from .spec import ConvOp, ModelSpec
@@ -97,19 +96,11 @@ def architecture_problem(spec: ModelSpec, f: PublishedFile) -> Optional[str]:
     return None
 
 
-def _md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _check(f: PublishedFile, path: Path, where: str, md5_checked: bool = False) -> None:
     """Raise FetchError unless ``path`` is a sound copy of ``f``: its published md5, or
     (no md5 published) it loads as the published architecture."""
     if f.md5 is not None:
-        if not md5_checked and _md5(path) != f.md5:
+        if not md5_checked and file_digest(path, "md5") != f.md5:
             raise FetchError(f"{f.filename} from {where}: its md5 is not the published {f.md5} "
                              "(truncated or corrupted)")
         return

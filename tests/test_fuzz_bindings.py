@@ -20,16 +20,12 @@ from hypothesis import strategies as st  # noqa: E402
 from basenji2_fast import reference as R  # noqa: E402
 from basenji2_fast.model import Model, _engine  # noqa: E402
 from basenji2_fast.spec import ConvOp, CropOp, Head, ModelSpec  # noqa: E402
+from test_engine import onehot  # noqa: E402
+from test_engine import rand_conv as _conv  # noqa: E402
 
 ISAS = _engine.compiled_isas().split(",")
 FUZZ = settings(max_examples=int(__import__("os").environ.get("B2F_FUZZ_EXAMPLES", 50)), deadline=None, database=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-
-
-def _conv(rng, k, cin, cout, dil=1, pool=1, residual=None, gelu_in=True, name="conv"):
-    kernel = (rng.standard_normal((k, cin, cout)) / np.sqrt(k * cin)).astype(np.float32)
-    bias = (0.1 * rng.standard_normal(cout)).astype(np.float32)
-    return ConvOp(name, kernel, bias, dil, gelu_in, pool, residual)
 
 
 @st.composite
@@ -73,16 +69,6 @@ def specs(draw):
                            draw(st.sampled_from(["softplus", "linear"])))
     return ModelSpec(length, ops, heads, final_gelu=draw(st.booleans()),
                      gelu=draw(st.sampled_from(["sigmoid", "erf", "tanh"]))).validate()
-
-
-def onehot(codes, n_value):
-    """uint8 codes [B, L] -> float64 one-hot [B, L, 4]; N (4) -> n_value, 5 -> 0.25."""
-    x = np.zeros(codes.shape + (4,))
-    for b in range(4):
-        x[codes == b, b] = 1.0
-    x[codes == 4] = n_value
-    x[codes == 5] = 0.25
-    return x
 
 
 def close(got, want):
