@@ -312,7 +312,8 @@ def _load_ov(cfg: dict, bf16: bool, throughput: bool):
                                                    "INFERENCE_PRECISION_HINT": "bf16" if bf16 else "f32"})
             nreq = int(cm.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")) if throughput else 1
             compiled[b] = (cm, ov.AsyncInferQueue(cm, nreq) if throughput else cm.create_infer_request(), nreq)
-            report.update(precision=str(cm.get_property("INFERENCE_PRECISION_HINT")),
+            prec = cm.get_property("INFERENCE_PRECISION_HINT")
+            report.update(precision=prec.get_type_name() if hasattr(prec, "get_type_name") else str(prec),
                           streams=int(cm.get_property("NUM_STREAMS")), requests=nreq,
                           ov_threads=int(cm.get_property("INFERENCE_NUM_THREADS")))
         return compiled[b]
@@ -331,7 +332,7 @@ def _load_ov(cfg: dict, bf16: bool, throughput: bool):
         cm, _, _ = compiled_for(len(codes))
         return cm.create_infer_request().infer({0: onehot(codes, "bcl")})[cm.output(0)]
 
-    report = {"version": ov.__version__, "hint": hint, "capabilities": caps}
+    report = {"version": ov.__version__.split("-")[0], "build": ov.__version__, "hint": hint, "capabilities": caps}
     compiled_for(1)
     return run, report, output
 
@@ -363,6 +364,9 @@ def _worker(cfg: dict) -> int:
             run, report, output = _load_ov(cfg, bf16=rt.endswith("bf16"), throughput="tput" in rt)
     except Unsupported as e:
         reply({"unsupported": str(e)})
+        return 0
+    except ImportError as e:  # present but broken (e.g. a missing shared library)
+        reply({"not_installed": f"importing it failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"})
         return 0
     report.update(runtime=rt, load_s=time.perf_counter() - t0)
 
