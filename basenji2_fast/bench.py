@@ -783,7 +783,8 @@ def _ours_entries(opts: BenchOptions, model_path: str, codes: Path, isas: List[s
     entries = []
     for isa in isas:
         for prec in opts.precisions:
-            for algo in algos:
+            # a precision beyond fp32/bf16 (bf16-fast) brings its own algorithm
+            for algo in (algos if prec in ("fp32", "bf16") else [None]):
                 name = " ".join(x for x in ("ours", prec, algo, isa) if x)
                 cfg = {"kind": "ours", "precision": prec, "algorithm": algo, "threads": opts.threads,
                        "codes": str(codes), "model": model_path}
