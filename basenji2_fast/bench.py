@@ -50,7 +50,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .peers import MAGIC, RUNTIMES, peak_rss_mb, reply, ru_maxrss_mb, serve  # noqa: F401  (re-exported)
+from .peers import MAGIC, RUNTIMES, peak_rss_mb, reply, serve  # serve: also benchmarks/bench_vs_pytorch.py
 from .spec import PRECISIONS, ConvOp, CropOp, Head, ModelSpec
 
 GROUPS = ("stem", "tower", "dilated", "head")
@@ -554,6 +554,8 @@ def _worker_main(cfg: dict) -> int:
             raise SystemExit(f"unknown worker kind {kind!r}")
     except ValueError as e:  # a precision / kernel set / option this build does not run
         reply({"unsupported": str(e)})
+    except ImportError as e:  # an optional package (torch) the step needs
+        reply({"error": f"{type(e).__name__}: {e}"})
     return 0
 
 
@@ -793,9 +795,99 @@ def _ours_entries(opts: BenchOptions, model_path: str, codes: Path, isas: List[s
     return entries
 
 
+def _prepare_files(opts: BenchOptions, peers: List[str], log) -> tuple:
+    """The model our engine loads (a cached ``.safetensors`` conversion of ``opts.model``, or
+    random full-size weights) and the files the peers read (the Keras ``h5`` itself; a
+    basenji2-pytorch ``pth`` with the same weights and its ``onnx`` export, made once into
+    the cache folder). Returns (model path, the model's description, {kind: path or None},
+    {runtime: why it cannot run})."""
+    from .formats import load_spec
+
+    cache = Path(opts.cache_dir) if opts.cache_dir else default_cache_dir()
+    want_pth = any(RUNTIMES[p]["reads"] in ("pth", "onnx") for p in peers)
+    want_onnx = any(RUNTIMES[p]["reads"] == "onnx" for p in peers)
+    peer_files: Dict[str, Optional[str]] = {"h5": None, "pth": None, "onnx": None}
+    peer_why: Dict[str, str] = {}
+    if opts.model is None:
+        folder = cache / f"random-seed{opts.seed}"
+        folder.mkdir(parents=True, exist_ok=True)
+        st, pth = folder / "basenji2_random.safetensors", folder / "basenji2_pytorch.pth"
+        if not st.exists() or (want_pth and not pth.exists()):
+            log(f"building a random full-size Basenji2 in {folder} ...")
+            prep = _one_shot({"kind": "prep-random", "seed": opts.seed, "pth": str(pth) if want_pth else None,
+                              "st": str(st)}, _env(opts.threads))
+            if "unsupported" in prep or "error" in prep:
+                prep = _one_shot({"kind": "prep-random", "seed": opts.seed, "pth": None, "st": str(st)},
+                                 _env(opts.threads))
+        model_path = str(st)
+        info = {"path": None, "source": f"random weights (seed {opts.seed}), cached in {folder}"}
+        peer_why["tf"] = "needs a Keras .h5 model (-m model_human.h5)"
+        peer_model = None
+        if pth.exists():
+            peer_files["pth"] = str(pth)
+    else:
+        model_path = str(opts.model)
+        info = {"path": model_path, "source": "file"}
+        if model_path.endswith(".h5"):
+            peer_files["h5"] = model_path  # TensorFlow reads the Keras file itself
+        else:
+            peer_why["tf"] = "needs a Keras .h5 model"
+        folder = cache / _file_key(model_path)
+        peer_model = model_path
+        if not model_path.endswith(".safetensors"):
+            # ours runs from its own format, as deployed (memory-mapped weights)
+            st = folder / "model.safetensors"
+            if not st.exists():
+                folder.mkdir(parents=True, exist_ok=True)
+                log(f"converting {model_path} to {st} ...")
+                _one_shot({"kind": "convert", "model": model_path, "st": str(st)}, _env(opts.threads))
+            model_path = str(st)
+            info["engine_file"] = model_path
+    spec = load_spec(model_path)
+    head_name = next(iter(spec.heads))
+    groups = group_flops(spec)
+    info.update(seq_length=spec.seq_length, n_bins=spec.n_bins, tracks=spec.heads[head_name].tracks,
+                head=head_name, gelu=spec.gelu, nominal_flops=sum(groups.values()), gflop=sum(groups.values()) / 1e9,
+                group_gflop={g: f / 1e9 for g, f in groups.items()})
+    is_basenji2 = (spec.seq_length, spec.n_bins, spec.heads[head_name].tracks) == (131072, 896, 5313)
+    del spec
+    if want_pth and not is_basenji2:
+        for p in peers:
+            if RUNTIMES[p]["reads"] != "h5":
+                peer_why[p] = "basenji2-pytorch builds only the full-size Basenji2 (131,072 bp, 5,313 tracks)"
+    elif want_pth:
+        folder.mkdir(parents=True, exist_ok=True)
+        pth, onnx = folder / "basenji2_pytorch.pth", folder / "basenji2.onnx"
+        need_pth = not pth.exists()
+        need_onnx = want_onnx and not onnx.exists()
+        if need_pth or need_onnx:
+            log(f"writing the peers' files into {folder} (weights copy{' + ONNX export' if need_onnx else ''}) ...")
+            prep = _one_shot({"kind": "prep-peers", "model": peer_model if need_pth else None, "pth": str(pth),
+                              "onnx": str(onnx) if need_onnx else None}, _env(opts.threads))
+            for k in ("pth_error", "onnx_error"):
+                if k in prep:
+                    log(f"  {k}: {prep[k]}")
+            info["peer_files"] = prep
+        if pth.exists():
+            peer_files["pth"] = str(pth)
+        else:
+            for p in peers:
+                if RUNTIMES[p]["reads"] in ("pth", "onnx"):
+                    peer_why.setdefault(p, "no basenji2-pytorch weights (torch and basenji2-pytorch needed "
+                                           "to copy them)")
+        if onnx.exists():
+            peer_files["onnx"] = str(onnx)
+        else:
+            for p in peers:
+                if RUNTIMES[p]["reads"] == "onnx":
+                    peer_why.setdefault(p, "no ONNX export (torch, basenji2-pytorch and onnxscript needed "
+                                           "to make it)")
+    info["cache"] = str(folder)
+    return model_path, info, peer_files, peer_why
+
+
 def run_bench(opts: BenchOptions, log=print) -> dict:
     """Run the benchmark; returns the results (see :func:`format_table`)."""
-    from .formats import load_spec
     from .version import __version__
 
     cpu = cpu_info()
@@ -816,7 +908,6 @@ def run_bench(opts: BenchOptions, log=print) -> dict:
     isas = list(opts.isas or all_isas[:1])
     log(f"measuring the peak ({opts.peak_trials} trials per kernel set and precision, {opts.threads} threads) ...")
     peaks_start = measure_peaks(opts.threads, opts.peak_trials)
-    cache = Path(opts.cache_dir) if opts.cache_dir else default_cache_dir()
     peers = list(RUNTIMES) if opts.peers is None else list(opts.peers)
     for p in peers:
         if p not in RUNTIMES:
@@ -825,86 +916,8 @@ def run_bench(opts: BenchOptions, log=print) -> dict:
         run.notes.append("framework peers: not run (--no-peer)")
     with tempfile.TemporaryDirectory(prefix="b2bench-") as tmp:
         tmp = Path(tmp)
-        # -- the model and the files the peers read --------------------------------------------
-        want_pth = any(RUNTIMES[p]["reads"] in ("pth", "onnx") for p in peers)
-        want_onnx = any(RUNTIMES[p]["reads"] == "onnx" for p in peers)
-        peer_files: Dict[str, Optional[str]] = {"h5": None, "pth": None, "onnx": None}
-        peer_why: Dict[str, str] = {}
-        if opts.model is None:
-            folder = cache / f"random-seed{opts.seed}"
-            folder.mkdir(parents=True, exist_ok=True)
-            st, pth = folder / "basenji2_random.safetensors", folder / "basenji2_pytorch.pth"
-            if not st.exists() or (want_pth and not pth.exists()):
-                log(f"building a random full-size Basenji2 in {folder} ...")
-                prep = _one_shot({"kind": "prep-random", "seed": opts.seed, "pth": str(pth) if want_pth else None,
-                                  "st": str(st)}, _env(opts.threads))
-                if "unsupported" in prep or "error" in prep:
-                    prep = _one_shot({"kind": "prep-random", "seed": opts.seed, "pth": None, "st": str(st)},
-                                     _env(opts.threads))
-            model_path = str(st)
-            res["model"] = {"path": None, "source": f"random weights (seed {opts.seed}), cached in {folder}"}
-            peer_why["tf"] = "needs a Keras .h5 model (-m model_human.h5)"
-            peer_model = None
-            if pth.exists():
-                peer_files["pth"] = str(pth)
-        else:
-            model_path = str(opts.model)
-            res["model"] = {"path": model_path, "source": "file"}
-            if model_path.endswith(".h5"):
-                peer_files["h5"] = model_path  # TensorFlow reads the Keras file itself
-            else:
-                peer_why["tf"] = "needs a Keras .h5 model"
-            folder = cache / _file_key(model_path)
-            peer_model = model_path
-            if not model_path.endswith(".safetensors"):
-                # ours runs from its own format, as deployed (memory-mapped weights)
-                st = folder / "model.safetensors"
-                if not st.exists():
-                    folder.mkdir(parents=True, exist_ok=True)
-                    log(f"converting {model_path} to {st} ...")
-                    _one_shot({"kind": "convert", "model": model_path, "st": str(st)}, _env(opts.threads))
-                model_path = str(st)
-                res["model"]["engine_file"] = model_path
-        spec = load_spec(model_path)
-        head_name = next(iter(spec.heads))
-        res["model"].update(seq_length=spec.seq_length, n_bins=spec.n_bins, tracks=spec.heads[head_name].tracks,
-                            head=head_name, gelu=spec.gelu, gflop=sum(group_flops(spec).values()) / 1e9,
-                            group_gflop={g: f / 1e9 for g, f in group_flops(spec).items()})
-        nominal = sum(group_flops(spec).values())
-        is_basenji2 = (spec.seq_length, spec.n_bins, spec.heads[head_name].tracks) == (131072, 896, 5313)
-        del spec
-        if want_pth and not is_basenji2:
-            for p in peers:
-                if RUNTIMES[p]["reads"] != "h5":
-                    peer_why[p] = "basenji2-pytorch builds only the full-size Basenji2 (131,072 bp, 5,313 tracks)"
-        elif want_pth:
-            folder.mkdir(parents=True, exist_ok=True)
-            pth, onnx = folder / "basenji2_pytorch.pth", folder / "basenji2.onnx"
-            need_pth = not pth.exists()
-            need_onnx = want_onnx and not onnx.exists()
-            if need_pth or need_onnx:
-                log(f"writing the peers' files into {folder} (weights copy{' + ONNX export' if need_onnx else ''}) ...")
-                prep = _one_shot({"kind": "prep-peers", "model": peer_model if need_pth else None, "pth": str(pth),
-                                  "onnx": str(onnx) if need_onnx else None}, _env(opts.threads))
-                for k in ("pth_error", "onnx_error"):
-                    if k in prep:
-                        log(f"  {k}: {prep[k]}")
-                res["model"]["peer_files"] = prep
-            if pth.exists():
-                peer_files["pth"] = str(pth)
-            else:
-                for p in peers:
-                    if RUNTIMES[p]["reads"] in ("pth", "onnx"):
-                        peer_why.setdefault(p, "no basenji2-pytorch weights (torch and basenji2-pytorch needed "
-                                               "to copy them)")
-            if onnx.exists():
-                peer_files["onnx"] = str(onnx)
-            else:
-                for p in peers:
-                    if RUNTIMES[p]["reads"] == "onnx":
-                        peer_why.setdefault(p, "no ONNX export (torch, basenji2-pytorch and onnxscript needed "
-                                               "to make it)")
-        res["model"]["cache"] = str(folder)
+        model_path, res["model"], peer_files, peer_why = _prepare_files(opts, peers, log)
+        nominal = res["model"]["nominal_flops"]
         codes = tmp / "codes.npy"
         np.save(codes, random_codes(max(opts.batches), res["model"]["seq_length"], opts.seed + 1000))
 
