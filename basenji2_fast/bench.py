@@ -512,7 +512,7 @@ def _worker_groups(cfg: dict) -> None:
 def _worker_genome(cfg: dict) -> None:
     """predict-genome on a synthetic genome of ``windows`` windows (random bases, one
     chromosome), ``tracks`` tracks; the wall time of the call after loading."""
-    from .genome_tiling import predict_genome, tiling_of
+    from .workflows.genome_tiling import predict_genome, tiling_of
 
     model = _load_ours(cfg)
     tiling = tiling_of(model)

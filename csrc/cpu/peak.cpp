@@ -3,14 +3,14 @@
 // special flags and is chosen at run time like the kernels.
 #include "peak.h"
 
-#include <omp.h>
-
+#include <algorithm>
 #include <chrono>
-#include <cstring>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "basenji2_fast/kernels.h"
+#include "basenji2_fast/parallel.h"
 
 #if defined(B2F_HAVE_X86_KERNELS)
 #include <immintrin.h>
@@ -139,20 +139,20 @@ PeakResult measure_peak(const char* isa, const char* precision, int threads, dou
     }
     iters *= 4;
   }
-  double t0 = 0;
-  int used = 0;
-  float sink = 0;
-#pragma omp parallel num_threads(threads) reduction(+ : sink)
-  {
-#pragma omp barrier
-#pragma omp master
-    {
-      used = omp_get_num_threads();
-      t0 = now();
-    }
-    sink += loop.fn(iters, 1e-3f + 1e-6f * float(omp_get_thread_num()));
-  }
+  // The engine's own pool runs one loop per thread (its workers made and woken by a first
+  // short call, so that the timed call starts them all at once).
+  const int used = std::min(threads, kMaxThreads);
+  std::vector<float> sinks(size_t(used), 0.f);
+  parallel_for(used, used, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) sinks[size_t(i)] = loop.fn(1, 1e-3f);
+  });
+  const double t0 = now();
+  parallel_for(used, used, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) sinks[size_t(i)] = loop.fn(iters, 1e-3f + 1e-6f * float(i));
+  });
   const double t = now() - t0;
+  float sink = 0;
+  for (float v : sinks) sink += v;
   g_sink = sink;
   PeakResult r;
   r.seconds = t;
