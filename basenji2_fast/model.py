@@ -266,9 +266,24 @@ class Model:
             "n_params": self.spec.n_params(), "device": self.device, "precision": self.precision,
             "threads": self.threads, "isa": self._engine.isa, "stem_tower_tiles": self._engine.prefix_tiles,
             "weight_mb": round(self._engine.weight_bytes / 1e6, 1),
+            "flops_per_sequence": self.executed_flops(),
             "version": __version__,
             "source": self.spec.metadata.get("source"),
         }
+
+    def executed_flops(self) -> Optional[dict]:
+        """The arithmetic one sequence's forward pass executes here, in FLOPs (a multiply-add
+        counts 2), as the engine counts it: ``{"ops": [per op of spec.ops], "trunk": their
+        sum, "heads": {name: every track}}``. What a direct convolution would compute is
+        :func:`basenji2_fast.bench.op_flops`; this is what this engine's algorithm does (the
+        stem's table gather adds rows instead of multiplying). None where the engine does
+        not count (CUDA)."""
+        if not hasattr(self._engine, "pass_flops"):
+            return None
+        ops = [int(f) for f in self._engine.pass_flops]
+        heads = {name: int(self._engine.head_flops(self._head_index[name], self.spec.heads[name].tracks,
+                                                   self.n_bins)) for name in self.head_names}
+        return {"ops": ops, "trunk": sum(ops), "heads": heads}
 
     def __repr__(self) -> str:
         heads = ", ".join(f"{n}={h.tracks}" for n, h in self.spec.heads.items())

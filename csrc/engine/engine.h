@@ -113,6 +113,18 @@ class Engine {
   // activated: x already is the op's (activated) input; a bf16 op rounds it to bf16.
   void op_range(int i, const float* x, int64_t x0, int64_t x_rows, const float* res, int64_t p0, int64_t p1,
                 float* out, bool activated = false) const;
+  // The arithmetic the engine executes, in FLOPs (a multiply-add counts 2): the one place it
+  // is counted, so that benchmarks report work done next to the model's nominal work.
+  // op_flops: op i computing its output positions [p0, p1) (before pooling). A convolution
+  // is computed directly: 2 * k * cin * cout per position. The stem is a table gather: it
+  // adds k table rows per position, k * cout. A crop computes nothing.
+  int64_t op_flops(int i, int64_t p0, int64_t p1) const;
+  // pass_flops()[i]: op i in one forward pass of one sequence, over the ranges the executor
+  // computes (the tiled stem and tower recompute a few halo positions at tile edges).
+  std::vector<int64_t> pass_flops() const;
+  // A head's GEMM over `rows` trunk positions for `tracks` of its columns: 2 * channels *
+  // tracks per row (the softplus is not counted).
+  int64_t head_flops(int h, int tracks, int64_t rows) const;
   int op_in_channels(int i) const { return channels_.at(i); }
   int op_out_channels(int i) const { return channels_.at(i + 1); }
   int op_pool(int i) const { return ops_.at(i).type == OpDesc::Conv ? ops_.at(i).pool : 1; }
