@@ -18,7 +18,7 @@ import pytest
 import basenji2_fast as b2
 from basenji2_fast import reference
 from basenji2_fast.formats import load_spec
-from basenji2_fast.model import _pass_codes
+from basenji2_fast.dna import revcomp, shift_codes
 from basenji2_fast.spec import CropOp
 
 from conftest import fixture_path
@@ -28,6 +28,12 @@ L_SMALL, BINS_SMALL, TRACKS_SMALL = 16384, 96, 12
 REF_TOL = 1e-4
 # the issue's bound against torch autograd
 PEER_TOL = 1e-3
+
+
+def pass_codes(codes: np.ndarray, shift: int, flip: bool) -> np.ndarray:
+    """An ensemble member's input: shifted, then reverse complemented when ``flip``."""
+    c = shift_codes(codes, shift)
+    return revcomp(c) if flip else c
 
 
 def rel_err(got, want) -> float:
@@ -181,7 +187,7 @@ def test_ensembles_map_back_to_forward_coordinates(spec, codes):
         want = np.zeros((1, L_SMALL, 4))
         passes = [(s, False) for s in shifts] + ([(s, True) for s in shifts] if rc else [])
         for s, flip in passes:
-            c = _pass_codes(codes, s, flip)
+            c = pass_codes(codes, s, flip)
             g = reference.gradient(spec, onehot(c), tracks=tracks,
                                    bins=[BINS_SMALL - 1 - b for b in bins] if flip else bins)
             if flip:
@@ -345,3 +351,63 @@ def test_full_basenji2_matches_torch_autograd(tmp_path):
     assert np.median(per_pos) <= 1e-5
     assert beyond <= 0.01
     assert l2 <= 1e-2
+
+
+# ---------------------------------------------------------------------------------------------
+# random plans and wrong arguments (the strategies of test_fuzz_bindings.py)
+
+def _fuzz():
+    pytest.importorskip("hypothesis")
+    import test_fuzz_bindings as fz
+
+    return fz
+
+
+fz = _fuzz()
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@fz.FUZZ
+@given(spec=fz.specs(), data=st.data())
+def test_gradients_of_random_plans_agree_with_the_reference(spec, data):
+    # Any valid plan (pools anywhere, crops, residual pairs, convs without pre-activation, no
+    # final GELU, linear heads, every GELU variant), any kernel set, thread count and tiling.
+    model = b2.Model(spec, threads=data.draw(st.integers(1, 4), label="threads"),
+                     isa=data.draw(st.sampled_from(fz.ISAS), label="isa"),
+                     tile_mb=data.draw(st.sampled_from([None, 16.0, 1e-4]), label="tile_mb"))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    codes = rng.integers(0, 6, (data.draw(st.integers(1, 2), label="batch"), spec.seq_length)).astype(np.uint8)
+    uniform = data.draw(st.booleans(), label="N as 0.25")
+    head = data.draw(st.sampled_from(list(spec.heads)), label="head")
+    tracks = data.draw(st.none() | st.lists(st.integers(0, spec.heads[head].tracks - 1), min_size=1, max_size=5),
+                       label="tracks")
+    bins = data.draw(st.none() | st.lists(st.integers(0, spec.n_bins - 1), min_size=1, max_size=5), label="bins")
+    got = model.gradients(codes, head=head, tracks=tracks, bins=bins, n_encoding="uniform" if uniform else "zeros")
+    want = reference.gradient(spec, onehot(codes, uniform), head, tracks, bins)
+    np.testing.assert_allclose(got, want, rtol=0, atol=REF_TOL * max(float(np.abs(want).max()), 1e-6))
+
+
+VALID_CODES = st.integers(0, 2**32 - 1).map(
+    lambda seed: np.random.default_rng(seed).integers(0, 6, (2, 64)).astype(np.uint8))
+
+
+@fz.FUZZ
+@given(codes=fz.arrays((2, 64)) | VALID_CODES, data=st.data())
+def test_engine_gradient_with_any_arguments(codes, data):
+    e = fz.SMALL._engine
+    good_requests, good_bins = [(0, []), (0, [1, 6])] * 4, [[], [0, 31], [5, 5], np.array([1, 2])] * 2
+    request = data.draw(st.sampled_from(good_requests + [(1, []), (0, [7]), (0, [-1]), (0.5, []), (True, []),
+                                                         ("0", []), (0, [1.5]), (0,), 0, "00", (0, [1], 2)]),
+                        label="request")
+    bins = data.draw(st.sampled_from(good_bins + [[32], [-1], [1.5], "0", 3, [None]]), label="bins")
+    valid = (fz._valid_codes(codes) and request in [(0, []), (0, [1, 6])] and not isinstance(bins, (str, int))
+             and all(isinstance(b, (int, np.integer)) and 0 <= b < e.n_bins for b in bins))
+    if valid:
+        got = e.gradient(codes, request, bins)
+        want = reference.gradient(fz.SMALL_SPEC, onehot(np.ascontiguousarray(codes)), None, request[1] or None,
+                                  list(bins) or None) if len(codes) else np.zeros((0, 64, 4))
+        assert got.shape == (len(codes), 64, 4)
+        np.testing.assert_allclose(got, want, rtol=0, atol=REF_TOL * max(float(np.abs(want).max(initial=0)), 1e-6))
+    else:
+        fz.one_line_error(lambda: e.gradient(codes, request, bins))

@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "basenji2_fast/kernels.h"
+#include "basenji2_fast/parallel.h"
 
 namespace b2f {
 namespace cpu {
@@ -69,7 +70,8 @@ inline void epilogue_scalar(const Epilogue& e, float* tile, int rows, int64_t p,
   }
 }
 
-// Runs tile_fn(p, rows, panel) over [p0, p1) x panels, threads over tasks.
+// Runs tile_fn(p, rows, panel) over [p0, p1) x panels, threads over tasks (parallel_for:
+// static chunks of consecutive tasks, one per thread).
 // chunk == 0: a task is one panel over a block of positions, consecutive blocks of a panel
 //   on one thread, so the panel's weights stay in cache while positions stream past
 //   (weight-heavy layers).
@@ -81,24 +83,26 @@ inline void for_each_tile(int64_t p0, int64_t p1, int cout, int threads, int64_t
   const int panels = (cout + NR - 1) / NR;
   if (chunk > 0) {
     const int64_t ntasks = (p1 - p0 + chunk - 1) / chunk;
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && ntasks > 1)
-    for (int64_t task = 0; task < ntasks; ++task) {
-      const int64_t b0 = p0 + task * chunk, b1 = std::min(b0 + chunk, p1);
-      for (int panel = 0; panel < panels; ++panel)
-        for (int64_t p = b0; p < b1; p += MR) tile_fn(p, int(std::min<int64_t>(MR, b1 - p)), panel);
-    }
+    parallel_for(ntasks, threads, [&](int64_t t0, int64_t t1) {
+      for (int64_t task = t0; task < t1; ++task) {
+        const int64_t b0 = p0 + task * chunk, b1 = std::min(b0 + chunk, p1);
+        for (int panel = 0; panel < panels; ++panel)
+          for (int64_t p = b0; p < b1; p += MR) tile_fn(p, int(std::min<int64_t>(MR, b1 - p)), panel);
+      }
+    });
     return;
   }
   const int64_t block = int64_t(MR) * kTilesPerBlock;
   const int64_t nblocks = (p1 - p0 + block - 1) / block;
   const int64_t ntasks = nblocks * panels;
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && ntasks > 1)
-  for (int64_t task = 0; task < ntasks; ++task) {
-    const int panel = int(task / nblocks);
-    const int64_t b0 = p0 + (task % nblocks) * block;
-    const int64_t b1 = std::min(b0 + block, p1);
-    for (int64_t p = b0; p < b1; p += MR) tile_fn(p, int(std::min<int64_t>(MR, b1 - p)), panel);
-  }
+  parallel_for(ntasks, threads, [&](int64_t t0, int64_t t1) {
+    for (int64_t task = t0; task < t1; ++task) {
+      const int panel = int(task / nblocks);
+      const int64_t b0 = p0 + (task % nblocks) * block;
+      const int64_t b1 = std::min(b0 + block, p1);
+      for (int64_t p = b0; p < b1; p += MR) tile_fn(p, int(std::min<int64_t>(MR, b1 - p)), panel);
+    }
+  });
 }
 
 // The loop order for a conv (see for_each_tile): chunk-major when the layer's input

@@ -14,10 +14,12 @@
 // multiplies). The backward weights are packed per call, one op (or the tower's ops) at a
 // time, and released after use: they would otherwise double the weights' memory.
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <memory>
 #include <stdexcept>
 
+#include "basenji2_fast/parallel.h"
 #include "engine.h"
 
 #if defined(__unix__) || defined(__APPLE__)
@@ -115,8 +117,9 @@ void parallel_rows(int64_t a, int64_t b, int threads, F&& f) {
   if (b <= a) return;
   const int64_t block = std::max<int64_t>(16, (b - a + 4 * threads - 1) / (4 * std::max(1, threads)));
   const int64_t nblocks = (b - a + block - 1) / block;
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && nblocks > 1)
-  for (int64_t j = 0; j < nblocks; ++j) f(a + j * block, std::min(b, a + (j + 1) * block));
+  parallel_for(nblocks, threads, [&](int64_t j0, int64_t j1) {
+    for (int64_t j = j0; j < j1; ++j) f(a + j * block, std::min(b, a + (j + 1) * block));
+  });
 }
 
 template <typename F>
@@ -564,13 +567,17 @@ void Backward::tiled_backward(float* out) {
   for (int i = 1; i < P_; ++i) w[i] = transposed(i);
   const Packed ws = stem_transposed();
   const int64_t L0 = L(0), tiles = backward_tiles();
-  // Threads take whole tiles, each tile's steps single-threaded: one parallel region for the
-  // tower instead of a few per layer and tile (barriers that a descheduled thread stalls on a
-  // busy machine). Tiles do not change any value: the result is the same for any count.
+  // Threads take whole tiles, one at a time from a shared counter (tiles outside the chosen
+  // bins' reach take no time), each tile's steps single-threaded: one parallel section for
+  // the tower instead of a few per layer and tile (each a wait for the slowest thread, long
+  // on a busy machine). Tiles change no value: the result is the same for any count.
   const bool per_tile = threads_ > 1 && tiles > 1;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads_) if (per_tile)
-  for (int64_t tile = 0; tile < tiles; ++tile)
-    tile_backward(L0 * tile / tiles, L0 * (tile + 1) / tiles, w, ws, per_tile ? 1 : threads_, out);
+  const int team = per_tile ? threads_ : 1;
+  std::atomic<int64_t> next{0};
+  parallel_for(team, team, [&](int64_t, int64_t) {
+    for (int64_t tile; (tile = next.fetch_add(1, std::memory_order_relaxed)) < tiles;)
+      tile_backward(L0 * tile / tiles, L0 * (tile + 1) / tiles, w, ws, per_tile ? 1 : threads_, out);
+  });
 }
 
 void Backward::tile_backward(int64_t A, int64_t B, const std::vector<Packed>& w, const Packed& ws, int threads,
@@ -640,22 +647,23 @@ void Backward::tile_backward(int64_t A, int64_t B, const std::vector<Packed>& w,
   // gelu'(v) of the three values a one-hot entry takes: 0, 1 and 0.25
   const float g0 = float(gelu_grad(0.0, gelu_)), g1 = float(gelu_grad(1.0, gelu_)), gq = float(gelu_grad(0.25, gelu_));
   const int half = k0 / 2, dil = s0.dil;
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
-  for (int64_t q = A; q < B; ++q) {
-    float d[4] = {0.f, 0.f, 0.f, 0.f};
-    for (int tap = 0; tap < k0; ++tap) {
-      const int64_t p = q - int64_t(tap - half) * dil;  // the output row that read x[q] through this tap
-      if (p < 0 || p >= L0) continue;
-      const float* up = u.row(p) + tap * 4;
-      for (int ch = 0; ch < 4; ++ch) d[ch] += up[ch];
+  parallel_rows(A, B, threads, [&](int64_t q0, int64_t q1) {
+    for (int64_t q = q0; q < q1; ++q) {
+      float d[4] = {0.f, 0.f, 0.f, 0.f};
+      for (int tap = 0; tap < k0; ++tap) {
+        const int64_t p = q - int64_t(tap - half) * dil;  // the output row that read x[q] through this tap
+        if (p < 0 || p >= L0) continue;
+        const float* up = u.row(p) + tap * 4;
+        for (int ch = 0; ch < 4; ++ch) d[ch] += up[ch];
+      }
+      const uint8_t code = code0_[q];
+      const bool uniform = code == 5 || (code == 4 && n_uniform_);
+      for (int ch = 0; ch < 4; ++ch) {
+        const float gv = code < 4 ? (code == ch ? g1 : g0) : uniform ? gq : g0;
+        out[q * 4 + ch] = gv * d[ch];
+      }
     }
-    const uint8_t code = code0_[q];
-    const bool uniform = code == 5 || (code == 4 && n_uniform_);
-    for (int ch = 0; ch < 4; ++ch) {
-      const float gv = code < 4 ? (code == ch ? g1 : g0) : uniform ? gq : g0;
-      out[q * 4 + ch] = gv * d[ch];
-    }
-  }
+  });
 }
 
 void Backward::run(const uint8_t* codes, bool n_uniform, float* out) {

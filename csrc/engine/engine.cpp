@@ -16,7 +16,7 @@ std::unique_ptr<float[]> Engine::BufferPool::get(size_t n, size_t& capacity) {
   {
     // Best fit: the smallest free buffer that holds n floats. Tensors shrink along the
     // network, so a later, smaller tensor reuses the buffer of an earlier, larger one.
-    std::lock_guard<std::mutex> lock(mutex_);
+    std::lock_guard<ForkSafeMutex> lock(mutex_);
     auto it = free_.lower_bound(n);
     if (it != free_.end()) {
       capacity = it->first;
@@ -40,12 +40,12 @@ std::unique_ptr<float[]> Engine::BufferPool::get(size_t n, size_t& capacity) {
 }
 
 void Engine::BufferPool::put(std::unique_ptr<float[]> buf, size_t capacity) {
-  std::lock_guard<std::mutex> lock(mutex_);
+  std::lock_guard<ForkSafeMutex> lock(mutex_);
   free_.emplace(capacity, std::move(buf));
 }
 
 void Engine::BufferPool::clear() {
-  std::lock_guard<std::mutex> lock(mutex_);
+  std::lock_guard<ForkSafeMutex> lock(mutex_);
   free_.clear();
 }
 
@@ -180,7 +180,7 @@ const Engine::Packed& Engine::head_panel(const HeadRequest& r) const {
   // Only the requested tracks' columns are packed, so the GEMM computes only those.
   const Head& h = heads_.at(r.head);
   if (r.tracks.empty()) return h.all;
-  std::lock_guard<std::mutex> lock(cache_mutex_);
+  std::lock_guard<ForkSafeMutex> lock(cache_mutex_);
   auto key = std::make_pair(r.head, r.tracks);
   auto it = head_cache_.find(key);
   if (it != head_cache_.end()) return *it->second;
@@ -405,6 +405,38 @@ void Engine::op_range(int i, const float* x, int64_t x0, int64_t x_rows, const f
   }
   const void* in0 = op.bf16 ? static_cast<const void*>(buf16.data() + (h - p0) * c) : buf.data() + (h - p0) * c;
   conv_call(i, in0, res ? res - p0 * op.cout : nullptr, p0, p1, out - (p0 / op.pool) * op.cout, nullptr);
+}
+
+int64_t Engine::op_flops(int i, int64_t p0, int64_t p1) const {
+  const OpDesc& op = ops_.at(i);
+  if (op.type != OpDesc::Conv || p1 <= p0) return 0;
+  if (i == 0) return int64_t(op.k) * op.cout * (p1 - p0);  // stem_tiles: k table rows summed
+  return 2 * int64_t(op.k) * op.cin * op.cout * (p1 - p0);
+}
+
+std::vector<int64_t> Engine::pass_flops() const {
+  const int n = int(ops_.size());
+  std::vector<int64_t> f(n, 0);
+  int first = 0;
+  const int64_t tiles = prefix_tiles();
+  if (tiles > 1) {  // the ranges run_prefix_tiled computes, tile by tile
+    const int P = prefix_;
+    const int64_t lp = lengths_[P];
+    std::vector<int64_t> lo, hi, need_lo, need_hi;
+    for (int64_t t = 0; t < tiles; ++t) {
+      const int64_t a = lp * t / tiles, b = lp * (t + 1) / tiles;
+      if (a == b) continue;
+      prefix_ranges(a, b, lo, hi, need_lo, need_hi);
+      for (int i = 0; i < P; ++i) f[i] += op_flops(i, lo[i + 1] * ops_[i].pool, hi[i + 1] * ops_[i].pool);
+    }
+    first = P;
+  }
+  for (int i = first; i < n; ++i) f[i] = op_flops(i, 0, lengths_[i]);
+  return f;
+}
+
+int64_t Engine::head_flops(int h, int tracks, int64_t rows) const {
+  return 2 * int64_t(heads_.at(h).channels) * tracks * rows;
 }
 
 void Engine::trunk(const uint8_t* codes, int64_t batch, bool n_uniform, float* out) const {

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "basenji2_fast/kernels.h"
+#include "basenji2_fast/parallel.h"
 
 namespace b2f {
 
@@ -43,6 +44,7 @@ inline void plan_shapes(int64_t seq_length, const std::vector<OpDesc>& ops, std:
                         std::vector<int>& channels) {
   const auto fail = [](const std::string& msg) { throw std::invalid_argument(msg); };
   const int n = int(ops.size());
+  if (seq_length < 1) fail("seq_length must be >= 1");
   if (n == 0 || ops[0].type != OpDesc::Conv || ops[0].cin != 4)
     fail("the first op must be a convolution over the 4-channel one-hot input");
   lengths.assign(n + 1, 0);
@@ -55,6 +57,8 @@ inline void plan_shapes(int64_t seq_length, const std::vector<OpDesc>& ops, std:
     if (op.type == OpDesc::Conv) {
       if (op.cin != channels[i]) fail(at + "input channels do not chain");
       if (op.k % 2 != 1) fail(at + "even kernel sizes are not supported");
+      if (op.dil < 1) fail(at + "dilation must be >= 1");
+      if (op.cout < 1) fail(at + "no output channels");
       if (op.pool != 1 && op.pool != 2) fail(at + "only max-pool sizes 1 and 2 are supported");
       if (op.pool == 2 && lengths[i] % 2) fail(at + "odd length before a max-pool");
       if (!op.kernel || op.bias.size() != size_t(op.cout)) fail(at + "weight sizes do not match the shape");
@@ -118,6 +122,18 @@ class Engine {
   // activated: x already is the op's (activated) input; a bf16 op rounds it to bf16.
   void op_range(int i, const float* x, int64_t x0, int64_t x_rows, const float* res, int64_t p0, int64_t p1,
                 float* out, bool activated = false) const;
+  // The arithmetic the engine executes, in FLOPs (a multiply-add counts 2): the one place it
+  // is counted, so that benchmarks report work done next to the model's nominal work.
+  // op_flops: op i computing its output positions [p0, p1) (before pooling). A convolution
+  // is computed directly: 2 * k * cin * cout per position. The stem is a table gather: it
+  // adds k table rows per position, k * cout. A crop computes nothing.
+  int64_t op_flops(int i, int64_t p0, int64_t p1) const;
+  // pass_flops()[i]: op i in one forward pass of one sequence, over the ranges the executor
+  // computes (the tiled stem and tower recompute a few halo positions at tile edges).
+  std::vector<int64_t> pass_flops() const;
+  // A head's GEMM over `rows` trunk positions for `tracks` of its columns: 2 * channels *
+  // tracks per row (the softplus is not counted).
+  int64_t head_flops(int h, int tracks, int64_t rows) const;
   int op_in_channels(int i) const { return channels_.at(i); }
   int op_out_channels(int i) const { return channels_.at(i + 1); }
   int op_pool(int i) const { return ops_.at(i).type == OpDesc::Conv ? ops_.at(i).pool : 1; }
@@ -133,7 +149,7 @@ class Engine {
     void clear();
 
    private:
-    std::mutex mutex_;
+    ForkSafeMutex mutex_;  // never left locked in a forked child (parallel.h)
     std::multimap<size_t, std::unique_ptr<float[]>> free_;
   };
 
@@ -265,7 +281,7 @@ class Engine {
   std::vector<Head> heads_;
   mutable BufferPool pool_;
 
-  mutable std::mutex cache_mutex_;
+  mutable ForkSafeMutex cache_mutex_;
   mutable std::map<std::pair<int, std::vector<int>>, std::unique_ptr<Packed>> head_cache_;
 };
 
