@@ -415,6 +415,20 @@ class Model:
             return dict(zip(names, outs))
         return outs[0]
 
+    def _one_head(self, x: SequenceInput, head, tracks, n_encoding: str, strand_pair, what: str) -> tuple:
+        """The inputs of a computation on one head: (codes [B, L], n_uniform, head name, engine
+        head index, requested columns ([] = all), output tracks, strand pairs or None).
+        what: the computation, for the error when ``head`` names several heads."""
+        codes, zero_rows = self.encode(x)
+        n_uniform = self._n_uniform(n_encoding, zero_rows)
+        names = self._resolve_heads(head)
+        if len(names) != 1:
+            raise ValueError(f"{what} for one head at a time")
+        name = names[0]
+        head_index, idx = self._request(name, tracks)
+        n_out = len(idx) or self.spec.heads[name].tracks
+        return codes, n_uniform, name, head_index, idx, n_out, self._strand_pair(name, strand_pair, n_out)
+
     def _request(self, head: str, tracks) -> tuple:
         """(engine head index, head columns to compute, [] = all) with the columns checked."""
         idx = [] if tracks is None else [int(t) for t in np.asarray(list(tracks)).ravel()]
@@ -540,15 +554,8 @@ class Model:
         if self.precision != "fp32":
             raise ValueError(f"gradients are computed in fp32: load the model with precision='fp32' "
                              f"(this one is {self.precision})")
-        codes, zero_rows = self.encode(x)
-        n_uniform = self._n_uniform(n_encoding, zero_rows)
-        names = self._resolve_heads(head)
-        if len(names) != 1:
-            raise ValueError("gradients are taken for one head at a time")
-        name = names[0]
-        head_index, idx = self._request(name, tracks)
-        n_out = len(idx) or self.spec.heads[name].tracks
-        pair = self._strand_pair(name, strand_pair, n_out)
+        codes, n_uniform, _, head_index, idx, n_out, pair = self._one_head(x, head, tracks, n_encoding, strand_pair,
+                                                                           "gradients are taken")
         nb, L = self.n_bins, self.seq_length
         if bins is None:
             bin_list = []  # the engine's "all"
@@ -704,17 +711,10 @@ class SubstitutionScorer:
     """
 
     def __init__(self, model: Model, x, head, tracks, rc, shifts, n_encoding, strand_pair):
-        codes, zero_rows = model.encode(x)
+        codes, n_uniform, _, head_index, idx, self.n_tracks, self._pair = model._one_head(
+            x, head, tracks, n_encoding, strand_pair, "substitutions are scored")
         if codes.shape[0] != 1:
             raise ValueError(f"substitutions are scored on one sequence, got {codes.shape[0]}")
-        n_uniform = model._n_uniform(n_encoding, zero_rows)
-        names = model._resolve_heads(head)
-        if len(names) != 1:
-            raise ValueError("substitutions are scored for one head at a time")
-        name = names[0]
-        head_index, idx = model._request(name, tracks)
-        self.n_tracks = len(idx) or model.spec.heads[name].tracks
-        self._pair = model._strand_pair(name, strand_pair, self.n_tracks)
         self._request = [(head_index, idx)]
         self._engine, self._L, self._bins = model._engine, model.seq_length, model.n_bins
         self._passes = Ensemble(rc, shifts).passes()

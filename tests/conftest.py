@@ -22,6 +22,19 @@ def shared_path(*parts: str) -> Path:
     return path
 
 
+def import_peer():
+    """(torch, basenji2_pytorch) for the peer checks; skip (or, with $CI set, fail) without them."""
+    try:
+        import basenji2_pytorch
+        import torch
+    except ImportError as exc:
+        msg = f"the basenji2-pytorch peer checks need torch and basenji2_pytorch ({exc})"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return torch, basenji2_pytorch
+
+
 def fixture_path(*parts: str) -> Path:
     """``shared_path("fixtures", ...)``."""
     return shared_path("fixtures", *parts)

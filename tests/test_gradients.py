@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import os
 
 import numpy as np
 import pytest
@@ -21,7 +20,7 @@ from basenji2_fast.formats import load_spec
 from basenji2_fast.dna import revcomp, shift_codes
 from basenji2_fast.spec import CropOp
 
-from conftest import fixture_path
+from conftest import fixture_path, import_peer
 
 L_SMALL, BINS_SMALL, TRACKS_SMALL = 16384, 96, 12
 # |engine - float64 reference| relative to the largest gradient (fp32 sums over ~1e5 terms)
@@ -237,22 +236,10 @@ def test_errors(spec, codes):
 # ---------------------------------------------------------------------------------------------
 # torch autograd on basenji2-pytorch
 
-def _import_peer():
-    try:
-        import basenji2_pytorch
-        import torch
-    except ImportError as exc:
-        msg = f"the autograd peer needs torch and basenji2_pytorch ({exc})"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
-    return torch, basenji2_pytorch
-
-
 def _small_peer(dtype):
     """tf-small as basenji2-pytorch (the fixture's state dict), sigmoid GELU, eval mode,
     weights frozen (only the input's gradient is taken)."""
-    torch, basenji2_pytorch = _import_peer()
+    torch, basenji2_pytorch = import_peer()
     from basenji2_fast.peers import use_sigmoid_gelu
 
     params = json.loads(fixture_path("tf-small", "params.json").read_text())["model"]
@@ -323,7 +310,7 @@ def test_full_basenji2_matches_torch_autograd(tmp_path):
     # 8.9e-3), in clusters covering 0.3% of the positions (ours: 0.13%); away from them both
     # agree with float64 to ~1e-7. So: agreement at the typical position, flips confined to
     # few positions, and the L2 error bounded.
-    torch, _ = _import_peer()
+    torch, _ = import_peer()
     from basenji2_fast.peers import random_basenji2_pytorch, use_sigmoid_gelu
 
     peer = use_sigmoid_gelu(random_basenji2_pytorch(20201125))

@@ -14,13 +14,13 @@ set, where that is a failure.
 """
 from __future__ import annotations
 
-import os
 import time
 
 import numpy as np
 import pytest
 
 import basenji2_fast as b2
+from conftest import import_peer
 
 SEQ_LENGTH = 131072
 N_BINS = 896
@@ -38,21 +38,9 @@ def _version(dist: str) -> str:
         return "?"
 
 
-def _import_peer():
-    try:
-        import basenji2_pytorch
-        import torch
-    except ImportError as exc:
-        msg = f"basenji2-pytorch peer check needs torch and basenji2_pytorch ({exc})"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
-    return torch, basenji2_pytorch
-
-
 @pytest.mark.slow
 def test_full_basenji2_matches_basenji2_pytorch(tmp_path):
-    torch, basenji2_pytorch = _import_peer()
+    torch, basenji2_pytorch = import_peer()
     t_start = time.perf_counter()
 
     from basenji2_fast.peers import random_basenji2_pytorch
