@@ -16,6 +16,9 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <iterator>
+#include <map>
+#include <mutex>
 #include <memory>
 #include <stdexcept>
 
@@ -62,18 +65,75 @@ Block alloc_block(size_t n) {
   return Block(new float[std::max<size_t>(1, n)], FreeBlock{0});
 }
 
-// Rows [lo, hi) of a channels-last fp32 tensor, addressed in the tensor's own coordinates.
+// Blocks reused within one phase of a gradient call: its tiles and layers ask for the same
+// sizes again and again, and a fresh mapping's pages fault in on first touch (hundreds of
+// thousands of faults per sequence). A request takes the smallest free block that holds it
+// (at most twice its size); else a new one is mapped after the largest free block is
+// unmapped, so that the pool holds little more than the blocks in use. clear() unmaps all.
+class BlockPool {
+ public:
+  Block get(size_t n, size_t& capacity) {
+    Block dropped;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      auto it = free_.lower_bound(n);
+      if (it != free_.end() && it->first <= 2 * n) {
+        capacity = it->first;
+        Block b = std::move(it->second);
+        free_.erase(it);
+        return b;
+      }
+      if (!free_.empty()) {
+        auto last = std::prev(free_.end());
+        dropped = std::move(last->second);
+        free_.erase(last);
+      }
+    }
+    dropped.reset();
+    capacity = n;
+    return alloc_block(n);
+  }
+  void put(Block b, size_t capacity) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    free_.emplace(capacity, std::move(b));
+  }
+  void clear() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    free_.clear();
+  }
+
+ private:
+  std::mutex mutex_;
+  std::multimap<size_t, Block> free_;
+};
+
+// Rows [lo, hi) of a channels-last fp32 tensor, addressed in the tensor's own coordinates;
+// the memory from a pool (returned on release), or mapped for this tensor alone (null pool).
 struct Rows {
   Block buf;
+  BlockPool* pool = nullptr;
+  size_t capacity = 0;
   int64_t lo = 0, hi = 0;
   int ch = 0;
-  void alloc(int64_t l, int64_t h, int c) {
-    lo = l, hi = h, ch = c;
-    buf = alloc_block(size_t((h - l) * c));
+  Rows() = default;
+  Rows(Rows&& o) noexcept { *this = std::move(o); }
+  Rows& operator=(Rows&& o) noexcept {
+    release();
+    buf = std::move(o.buf), pool = o.pool, capacity = o.capacity, lo = o.lo, hi = o.hi, ch = o.ch;
+    o.pool = nullptr;
+    return *this;
   }
-  void zeros(int64_t l, int64_t h, int c) {
-    alloc(l, h, c);
-    if (!buf.get_deleter().mapped) std::memset(buf.get(), 0, size_t((h - l) * c) * sizeof(float));
+  ~Rows() { release(); }
+  void alloc(BlockPool* p, int64_t l, int64_t h, int c) {
+    release();
+    lo = l, hi = h, ch = c, pool = p;
+    const size_t n = size_t((h - l) * c);
+    if (p) buf = p->get(n, capacity);
+    else buf = alloc_block(n), capacity = n;
+  }
+  void zeros(BlockPool* p, int64_t l, int64_t h, int c) {
+    alloc(p, l, h, c);
+    std::memset(buf.get(), 0, size_t((h - l) * c) * sizeof(float));
   }
   // Zeroes the rows of [lo, hi) outside [a, b): the "same" padding beyond a tensor's ends.
   void zero_outside(int64_t a, int64_t b) {
@@ -84,7 +144,10 @@ struct Rows {
   float* row(int64_t q) const { return buf.get() + (q - lo) * ch; }
   float* origin() const { return buf.get() - lo * ch; }  // position-origin (kernels.h)
   bool empty() const { return !buf; }
-  void release() { buf.reset(); }
+  void release() {
+    if (buf && pool) pool->put(std::move(buf), capacity);
+    buf.reset();
+  }
 };
 
 // One bit per pooled element: whether a max-pool of size 2 took the odd row of its pair
@@ -151,7 +214,8 @@ class Backward {
   const uint8_t* code0_ = nullptr;
   bool n_uniform_ = false;
   int keep_from_ = 2;
-  std::vector<Rows> raw_, act_, grad_;
+  mutable BlockPool pool_;  // the buffers of one phase (tiles, layers), cleared between phases
+  std::vector<Rows> raw_, act_, grad_;  // after pool_: destroyed first, their blocks back to it
   std::vector<PoolChoice> odd_;
 
   int64_t L(int i) const { return e_.lengths_[i]; }
@@ -327,7 +391,10 @@ void Backward::pool_select(int i, const float* pre_raw, const float* pre_act, in
         const float* __restrict ea = pre_act + (2 * r - p0) * ch;
         const float* __restrict oa = ea + ch;
         float* __restrict ao = act_out + r * ch;
-        for (int c = 0; c < ch; ++c) ao[c] = o[c] > e[c] ? oa[c] : ea[c];
+        for (int c = 0; c < ch; ++c) {  // both loads unconditional, so that the loop vectorises
+          const float a = oa[c], b = ea[c];
+          ao[c] = o[c] > e[c] ? a : b;
+        }
       }
       if (!choice) continue;
       // The choices as bytes (0 or 1), then eight at a time into bits: the multiply moves
@@ -364,8 +431,8 @@ void Backward::record_op(int i, const float* in, const float* res, int64_t p0, i
   // Chunks of at most half a tile (raw and GELU rows together one tile), all at once untiled.
   const int64_t chunk = e_.tile_floats_ > 0 ? std::max<int64_t>(64, (e_.tile_floats_ / 2 / ch) / 2 * 2) : p1 - p0;
   Rows pre_raw, pre_act;
-  pre_raw.alloc(0, std::min(chunk, p1 - p0), ch);
-  if (act_out) pre_act.alloc(0, std::min(chunk, p1 - p0), ch);
+  pre_raw.alloc(&pool_, 0, std::min(chunk, p1 - p0), ch);
+  if (act_out) pre_act.alloc(&pool_, 0, std::min(chunk, p1 - p0), ch);
   for (int64_t a = p0; a < p1; a += chunk) {
     const int64_t b = std::min(p1, a + chunk);
     e_.conv_call(i, in, res, a, b, pre_raw.buf.get() - a * ch, act_out ? pre_act.buf.get() - a * ch : nullptr, 0, 1);
@@ -378,7 +445,7 @@ void Backward::record_forward() {
   raw_.clear(), act_.clear(), odd_.clear();
   raw_.resize(n + 1), act_.resize(n + 1), odd_.resize(n);
   for (int i = keep_from_; i <= n; ++i) {
-    raw_[i].alloc(-e_.halo_[i], L(i) + e_.halo_[i], C(i));
+    raw_[i].alloc(nullptr, -e_.halo_[i], L(i) + e_.halo_[i], C(i));
     raw_[i].zero_outside(0, L(i));
   }
   for (int i = 1; i < n; ++i)
@@ -387,7 +454,7 @@ void Backward::record_forward() {
   const auto need_act = [&](int i) { return i == n ? e_.final_gelu_ : bool(e_.need_act_[i]); };
   const auto whole_act = [&](int i) {
     if (!need_act(i)) return static_cast<float*>(nullptr);
-    act_[i].alloc(-e_.halo_[i], L(i) + e_.halo_[i], C(i));
+    act_[i].alloc(&pool_, -e_.halo_[i], L(i) + e_.halo_[i], C(i));
     act_[i].zero_outside(0, L(i));
     return act_[i].origin();
   };
@@ -405,7 +472,7 @@ void Backward::record_forward() {
     e_.prefix_ranges(a, b, lo, hi, need_lo, need_hi);
     // A tile buffer of tensor i's rows as op i reads them, zero beyond the tensor's ends.
     const auto tile_buf = [&](int i) {
-      in[i].alloc(need_lo[i], need_hi[i], C(i));
+      in[i].alloc(&pool_, need_lo[i], need_hi[i], C(i));
       in[i].zero_outside(lo[i], hi[i]);
       return in[i].origin();
     };
@@ -453,9 +520,9 @@ void Backward::head_backward(Rows& dh) {
   const int64_t nb = int64_t(bins_.size());
   const Rows& h = e_.final_gelu_ ? act_[n_] : raw_[n_];
   Rows hs, z, d;
-  hs.alloc(0, nb, Ch);
+  hs.alloc(&pool_, 0, nb, Ch);
   for (int64_t r = 0; r < nb; ++r) std::memcpy(hs.row(r), h.row(bins_[r]), sizeof(float) * size_t(Ch));
-  z.alloc(0, nb, T);
+  z.alloc(&pool_, 0, nb, T);
   conv(panel, 1, 1, Ch, T, hs.origin(), Ch, 0, nb, z.origin(), T, threads_);
   hs.release();
   if (head.act == OutAct::Softplus)
@@ -465,7 +532,7 @@ void Backward::head_backward(Rows& dh) {
   // s [nb][T] @ W^T [T][Ch], a 1x1 conv T -> Ch, in chunks of tracks so that the transposed
   // head is never packed whole (5,313 x 1,536 for Basenji2); each chunk adds to the last.
   const int nr = e_.kernels_->nr, chunk = 512;
-  d.alloc(0, nb, Ch);
+  d.alloc(&pool_, 0, nb, Ch);
   const std::vector<float> zero(size_t(Ch), 0.f);
   const Block wt = alloc_block(size_t(std::min(T, chunk)) * Ch);
   for (int j0 = 0; j0 < T; j0 += chunk) {
@@ -489,13 +556,13 @@ void Backward::whole_backward() {
   grad_.clear();
   grad_.resize(n + 1);
   Rows dh;
-  dh.zeros(0, L(n), C(n));
+  dh.zeros(&pool_, 0, L(n), C(n));
   head_backward(dh);
-  grad_[n].alloc(0, L(n), C(n));
+  grad_[n].alloc(&pool_, 0, L(n), C(n));
   combine(raw_[n].row(0), dh.row(0), grad_[n].row(0), L(n), C(n), e_.final_gelu_, false, threads_);
   dh.release();
   const auto grad_of = [&](int i) -> Rows& {
-    if (grad_[i].empty()) grad_[i].zeros(0, L(i), C(i));
+    if (grad_[i].empty()) grad_[i].zeros(&pool_, 0, L(i), C(i));
     return grad_[i];
   };
   for (int i = n - 1; i >= P_; --i) {
@@ -509,7 +576,7 @@ void Backward::whole_backward() {
     } else {
       const int64_t h = e_.halo_[i];
       Rows pre;  // the gradient of the conv's pre-pool output, with the conv's halo of zeros
-      pre.alloc(-h, L(i) + h, o.cout);
+      pre.alloc(&pool_, -h, L(i) + h, o.cout);
       route(i, g.origin(), o.cout, o.pool == 2 ? &odd_[i] : nullptr, 0, 0, L(i), pre, threads_);
       if (o.residual >= 0) {
         Rows& gr = grad_of(o.residual);
@@ -518,12 +585,12 @@ void Backward::whole_backward() {
         for (int64_t j = 0; j < m; ++j) gr.buf[j] += src[j];
       }
       Rows da;
-      da.alloc(0, L(i), o.cin);
+      da.alloc(&pool_, 0, L(i), o.cin);
       const Packed w = transposed(i);
       conv(w, o.k, o.dil, o.cout, o.cin, pre.origin(), o.cout, 0, L(i), da.origin(), o.cin, threads_);
       pre.release();
       const bool had = !grad_[i].empty();
-      if (!had) grad_[i].alloc(0, L(i), C(i));
+      if (!had) grad_[i].alloc(&pool_, 0, L(i), C(i));
       combine(raw_[i].row(0), da.row(0), grad_[i].row(0), L(i), C(i), o.gelu_in, had, threads_);
     }
     g.release();
@@ -607,10 +674,10 @@ void Backward::tile_backward(int64_t A, int64_t B, const std::vector<Packed>& w,
   {
     const int pool = s0.pool;
     Rows pre;
-    pre.alloc(s[1] * pool, t[1] * pool, c1);
+    pre.alloc(&pool_, s[1] * pool, t[1] * pool, c1);
     e_.stem_call(code0_, n_uniform_, s[1] * pool, t[1] * pool, pre.origin(), nullptr, c1, threads, 1);
     if (pool == 2) {
-      x1.alloc(s[1], t[1], c1);
+      x1.alloc(&pool_, s[1], t[1], c1);
       c0.init(t[1] - s[1], c1);
       pool_select(0, pre.buf.get(), nullptr, 2 * s[1], 2 * t[1], x1.origin(), nullptr, &c0, s[1], threads);
     } else {
@@ -624,12 +691,12 @@ void Backward::tile_backward(int64_t A, int64_t B, const std::vector<Packed>& w,
     const OpDesc& o = op(i);
     const int64_t h = e_.halo_[i];
     Rows pre, da, gi;
-    pre.alloc(s[i] - h, t[i] + h, o.cout);
+    pre.alloc(&pool_, s[i] - h, t[i] + h, o.cout);
     route(i, g_origin, o.cout, o.pool == 2 ? &odd_[i] : nullptr, 0, 0, L(i), pre, threads);
-    da.alloc(s[i], t[i], o.cin);
+    da.alloc(&pool_, s[i], t[i], o.cin);
     conv(w[i], o.k, o.dil, o.cout, o.cin, pre.origin(), o.cout, s[i], t[i], da.origin(), o.cin, threads);
     pre.release();
-    gi.alloc(s[i], t[i], o.cin);
+    gi.alloc(&pool_, s[i], t[i], o.cin);
     const float* x = i == 1 ? x1.row(s[1]) : raw_[i].row(s[i]);
     combine(x, da.row(s[i]), gi.row(s[i]), t[i] - s[i], o.cin, o.gelu_in, false, threads);
     g = std::move(gi);
@@ -638,10 +705,10 @@ void Backward::tile_backward(int64_t A, int64_t B, const std::vector<Packed>& w,
   // The stem: its pre-pool gradient rows [A - h0, B + h0), a 1x1 conv to [k][4] per row,
   // then each input row sums its k taps and takes GELU' of its one-hot value.
   Rows pre, u;
-  pre.alloc(A - h0, B + h0, c1);
+  pre.alloc(&pool_, A - h0, B + h0, c1);
   route(0, g_origin, c1, s0.pool == 2 ? &c0 : nullptr, s[1], 0, L0, pre, threads);
   const int64_t u0 = std::max<int64_t>(0, A - h0), u1 = std::min(L0, B + h0);
-  u.alloc(u0, u1, k0 * 4);
+  u.alloc(&pool_, u0, u1, k0 * 4);
   conv(ws, 1, 1, c1, k0 * 4, pre.origin(), c1, u0, u1, u.origin(), k0 * 4, threads);
   pre.release();
   // gelu'(v) of the three values a one-hot entry takes: 0, 1 and 0.25
@@ -676,9 +743,12 @@ void Backward::run(const uint8_t* codes, bool n_uniform, float* out) {
   code0_ = padded_.data() + sh;
   n_uniform_ = n_uniform;
   record_forward();
+  pool_.clear();
   whole_backward();
+  pool_.clear();
   tiled_backward(out);
   raw_.clear(), act_.clear(), grad_.clear(), odd_.clear();
+  pool_.clear();
 }
 
 void Engine::gradient(const uint8_t* codes, int64_t batch, bool n_uniform, const HeadRequest& req,
