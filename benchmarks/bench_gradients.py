@@ -18,7 +18,9 @@ its own), passes interleaved round by round with the order rotating:
 The weights are random (``peers.random_basenji2_pytorch``: every conv, dense and BatchNorm
 parameter and statistic from a seed), saved as a ``.pth`` for torch and converted once to
 our ``.safetensors`` (sigmoid GELU), so our workers never import torch. Reported: median and
-min seconds, the ratios (gradients / forward; torch / gradients), each worker's peak RSS
+min wall seconds and median CPU seconds (the worker process's, all threads: on a shared
+machine, where other processes stretch wall time, the steadier measure of work), the ratios
+(gradients / forward; torch / gradients) of both, each worker's peak RSS
 (``VmHWM``: load, warm-up and every pass), and how our gradient compares with torch's
 (max |delta| / max |grad|, the median position's, the share of positions beyond 1e-3, the
 relative L2 error; see tests/test_gradients.py for why fp32 max-pool near-ties make the
@@ -130,9 +132,9 @@ def child(args) -> None:
             return x.grad.numpy().transpose(0, 2, 1)  # [B, L, 4]
 
     def timed(_arg):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         last["out"] = run()
-        return {"t": time.perf_counter() - t}
+        return {"t": time.perf_counter() - t, "cpu": time.process_time() - c}
 
     def finish(_arg):
         if kind != "forward":
@@ -218,7 +220,7 @@ def main(argv=None) -> int:
                                                                          "st": str(st)})], env=env, check=True)
         print(f"random full-size Basenji2 -> .pth and .safetensors in {time.perf_counter() - t0:.1f} s", flush=True)
         np.save(codes_path, random_codes(1, SEQ_LENGTH, args.seed + 1000))
-        workers, times = {}, {e: [] for e in engines}
+        workers, times, cpus = {}, {e: [] for e in engines}, {e: [] for e in engines}
         try:
             for eng in engines:
                 cfg = {"engine": eng, "codes": str(codes_path), "pth": str(pth), "st": str(st), "threads": args.threads,
@@ -231,7 +233,9 @@ def main(argv=None) -> int:
                 order = engines[r % len(engines):] + engines[:r % len(engines)]
                 for eng in order:
                     time.sleep(IDLE_S)
-                    times[eng].append(workers[eng].ask("run")["t"])
+                    answer = workers[eng].ask("run")
+                    times[eng].append(answer["t"])
+                    cpus[eng].append(answer["cpu"])
                 print(f"  round {r + 1}/{args.repeats}: " + ", ".join(f"{NAMES[e]} {times[e][-1]:.2f} s" for e in engines),
                       flush=True)
             reports = {eng: workers[eng].finish() for eng in engines}
@@ -240,15 +244,17 @@ def main(argv=None) -> int:
                 w.kill()
         runs = {}
         for eng in engines:
-            runs[eng] = dict(reports[eng], times_s=times[eng], median_s=statistics.median(times[eng]),
-                             min_s=min(times[eng]))
+            runs[eng] = dict(reports[eng], times_s=times[eng], cpu_s=cpus[eng], median_s=statistics.median(times[eng]),
+                             min_s=min(times[eng]), median_cpu_s=statistics.median(cpus[eng]))
         g = runs.get("gradients")
         if g and "forward" in runs:
             g["ratio_to_forward"] = g["median_s"] / runs["forward"]["median_s"]
+            g["cpu_ratio_to_forward"] = g["median_cpu_s"] / runs["forward"]["median_cpu_s"]
             g["rss_ratio_to_forward"] = g["peak_rss_mb"] / runs["forward"]["peak_rss_mb"]
         for peer in ("torch", "torch-weights"):
             if g and peer in runs:
                 runs[peer]["slowdown_vs_gradients"] = runs[peer]["median_s"] / g["median_s"]
+                runs[peer]["cpu_slowdown_vs_gradients"] = runs[peer]["median_cpu_s"] / g["median_cpu_s"]
                 runs[peer]["agreement"] = compare(np.load(tmp / "gradients.npy"), np.load(tmp / f"{peer}.npy"))
         results["runs"] = runs
     results["load_average_after"] = list(os.getloadavg())
@@ -264,17 +270,24 @@ def print_table(results: dict, engines) -> None:
     print()
     print(f"{results['date']}  CPU: {m['cpu']}  threads: {m['threads']}  torch {results['versions']['torch']}  "
           f"tracks: {s['tracks']}  bins: {s['bins']}  repeats: {s['repeats']} (+1 warm-up)")
-    hdr = f"{'engine':<24} {'median s':>9} {'min s':>8} {'vs ours fwd':>11} {'vs ours grad':>12} {'peak RSS MB':>12}"
+    hdr = (f"{'engine':<24} {'median s':>9} {'min s':>8} {'vs ours fwd':>11} {'vs ours grad':>12} "
+           f"{'CPU s':>7} {'vs fwd':>7} {'vs grad':>8} {'peak RSS MB':>12}")
     print(hdr)
     print("-" * len(hdr))
     runs = results["runs"]
-    fwd = runs.get("forward", {}).get("median_s")
-    grad = runs.get("gradients", {}).get("median_s")
+    fwd, fwd_cpu = runs.get("forward", {}).get("median_s"), runs.get("forward", {}).get("median_cpu_s")
+    grad, grad_cpu = runs.get("gradients", {}).get("median_s"), runs.get("gradients", {}).get("median_cpu_s")
+
+    def ratio(a, b):
+        return f"{a / b:.2f}x" if b else "-"
+
     for eng in engines:
         r = runs[eng]
-        vf = f"{r['median_s'] / fwd:.2f}x" if fwd else "-"
-        vg = f"{r['median_s'] / grad:.2f}x" if grad else "-"
-        print(f"{NAMES[eng]:<24} {r['median_s']:>9.2f} {r['min_s']:>8.2f} {vf:>11} {vg:>12} {r['peak_rss_mb']:>12.0f}")
+        print(f"{NAMES[eng]:<24} {r['median_s']:>9.2f} {r['min_s']:>8.2f} {ratio(r['median_s'], fwd):>11} "
+              f"{ratio(r['median_s'], grad):>12} {r['median_cpu_s']:>7.2f} {ratio(r['median_cpu_s'], fwd_cpu):>7} "
+              f"{ratio(r['median_cpu_s'], grad_cpu):>8} {r['peak_rss_mb']:>12.0f}")
+    print("s: wall seconds per pass; CPU s: the process's CPU seconds per pass (all its threads, a spinning "
+          "thread's wait included), less affected by other processes than wall time")
     for peer in ("torch", "torch-weights"):
         a = runs.get(peer, {}).get("agreement")
         if a:
