@@ -14,8 +14,9 @@ import numpy as np
 
 from . import cuda_backend, dna
 from .formats import engine_format
-from .genome import as_fasta, centred_span, fetch, parse_interval
-from .spec import CODE_UNIFORM, PRECISIONS, ConvOp, Head, ModelSpec, check_n_encoding
+from .genome import as_fasta, centred_span, check_span, fetch, parse_interval
+from .spec import (CODE_UNIFORM, PRECISIONS, ConvOp, Head, ModelSpec, check_bool, check_int_sequence,
+                   check_n_encoding, check_positive_int, is_integer)
 from .version import __version__
 
 try:  # the package imports without the extension; compute says what is missing
@@ -121,6 +122,10 @@ class Ensemble:
     shifts : the members' shifts (``--shifts``); the prediction is the mean over all members
     n_encoding : how N enters the model: "zeros" or "uniform" (0.25 in each channel)
     batch_size : sequences per engine call (None: the model's default)
+
+    Checked here, for every entry point that takes these arguments: rc a bool, shifts a
+    non-empty sequence of integers, batch_size None or an integer >= 1 (TypeError /
+    ValueError naming the argument).
     """
 
     rc: bool = False
@@ -129,11 +134,10 @@ class Ensemble:
     batch_size: Optional[int] = None
 
     def __post_init__(self):
-        object.__setattr__(self, "rc", bool(self.rc))
-        object.__setattr__(self, "shifts", tuple(int(s) for s in self.shifts))
-        if not self.shifts:
-            raise ValueError("shifts must name at least one shift")
+        object.__setattr__(self, "rc", check_bool("rc", self.rc))
+        object.__setattr__(self, "shifts", check_int_sequence("shifts", self.shifts, "(-1, 0, 1)"))
         check_n_encoding(self.n_encoding)
+        object.__setattr__(self, "batch_size", check_positive_int("batch_size", self.batch_size, "the default"))
 
     def passes(self) -> List[Tuple[int, bool]]:
         """The members in basenji's order: (shift, reverse-complemented), forward strand first."""
@@ -144,18 +148,56 @@ class Ensemble:
         return {"rc": self.rc, "shifts": self.shifts, "n_encoding": self.n_encoding, "batch_size": self.batch_size}
 
 
-class TrackRequest(NamedTuple):
+class _TrackRequestFields(NamedTuple):
+    head: object = None
+    tracks: object = None
+    targets: object = None
+
+
+class TrackRequest(_TrackRequestFields):
     """What a user asked to predict, not yet resolved against a model (see
     :func:`basenji2_fast.windows.resolve_tracks` and :func:`~basenji2_fast.windows.plan_heads`).
 
     head : None (the default head), a head name, "both" / "all", "a,b" or a list of heads
     tracks : None (all), a selector, or for several heads a dict {head: selector}
     targets : None, a targets file (path or Targets), or a dict {head: targets}
+
+    The types are checked here (a TypeError / ValueError naming the argument); the values
+    against the model where they are resolved.
     """
 
-    head: object = None
-    tracks: object = None
-    targets: object = None
+    __slots__ = ()
+
+    def __new__(cls, head=None, tracks=None, targets=None):
+        _check_head_argument(head)
+        for h, t in (tracks.items() if isinstance(tracks, dict) else [(None, tracks)]):
+            _check_track_selector("tracks" if h is None else f"tracks[{h!r}]", t)
+        for h, t in (targets.items() if isinstance(targets, dict) else [(None, targets)]):
+            if not (t is None or isinstance(t, (str, os.PathLike)) or hasattr(t, "identifier")):
+                raise TypeError(f"{'targets' if h is None else f'targets[{h!r}]'}={t!r}: expected the path of a "
+                                "targets file or a Targets")
+        return super().__new__(cls, head, tracks, targets)
+
+
+def _check_head_argument(head) -> None:
+    """head: None, a name (or "both" / "all" / "a,b"), or a non-empty list of names."""
+    if head is None or (isinstance(head, str) and head.strip()):
+        return
+    if isinstance(head, (list, tuple)) and head and all(isinstance(h, str) and h for h in head):
+        return
+    raise TypeError(f"head={head!r}: expected a head name, 'both', or a list of head names")
+
+
+def _check_track_selector(name: str, tracks) -> None:
+    """A track selector: None (all), a non-empty selector string, a selection (an object with
+    ``columns``), or a non-empty sequence of integers."""
+    if tracks is None or hasattr(tracks, "columns"):
+        return
+    if isinstance(tracks, str):
+        if not tracks.strip():
+            raise ValueError(f"{name}={tracks!r}: an empty selector (None selects every track)")
+        return
+    check_int_sequence(name, tracks)
 
 
 def _pass_codes(codes: np.ndarray, shift: int, flip: bool) -> np.ndarray:
@@ -208,9 +250,8 @@ class Model:
         self.spec = spec.validate()
         self.device = "cpu" if kind == "cpu" else f"cuda:{index}"
         self.precision = precision
-        self.threads = int(threads) if threads else _default_threads()
-        if self.threads < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
+        self.threads = (_default_threads() if threads is None
+                        else check_positive_int("threads", threads, "every CPU this process may use"))
         bf16_ops, head_bf16 = bf16_plan(spec) if precision == "bf16" else (set(), False)
         ops = []
         for i, op in enumerate(spec.ops):
@@ -294,8 +335,10 @@ class Model:
     def encode(self, x: SequenceInput) -> tuple:
         """Any accepted input -> (codes uint8 [B, L], literal_zero_rows).
 
-        x: a DNA string, a list of strings, uint8 codes [B, L] / [L] (A,C,G,T,N = 0..4,
-        5 = uniform), or a float one-hot [B, L, 4] / [L, 4] in A,C,G,T order.
+        x: a DNA string, a list of strings, uint8 codes [B, L] / [L] (A,C,G,T,N = 0..4; 5 = an N
+        that is 0.25 in each channel whatever ``n_encoding`` says, as a uniform one-hot row
+        reads; any other code is an error), or a float one-hot [B, L, 4] / [L, 4] in A,C,G,T
+        order.
         """
         zero_rows = False
         if isinstance(x, (str, bytes)) or (isinstance(x, (list, tuple)) and x and isinstance(x[0], (str, bytes))):
@@ -326,6 +369,7 @@ class Model:
             return [self.head_names[0]]
         if head == "both" or head == "all":
             return list(self.head_names)
+        _check_head_argument(head)
         names = [head] if isinstance(head, str) else list(head)
         for n in names:
             if n not in self._head_index:
@@ -375,19 +419,20 @@ class Model:
         on_device = out == "cupy" or device_in
         if on_device and not self.device.startswith("cuda"):
             raise ValueError("GPU arrays in or out (cupy, out='cupy') need a model loaded with device='cuda'")
+        ensemble = self._ensemble(rc, shifts, n_encoding, batch_size)
         codes, zero_rows = (None, False) if device_in else self.encode(x)
         n_uniform = self._n_uniform(n_encoding, zero_rows)
         names = self._resolve_heads(head)
-        requests = [self._request(n, tracks.get(n) if isinstance(tracks, dict) else tracks) for n in names]
-        pairs = [self._strand_pair(n, strand_pair.get(n) if isinstance(strand_pair, dict) else strand_pair,
+        requests = [self._request(n, self._per_head("tracks", tracks, n, names)) for n in names]
+        pairs = [self._strand_pair(n, self._per_head("strand_pair", strand_pair, n, names),
                                    len(idx) or self.spec.heads[n].tracks) for n, (_, idx) in zip(names, requests)]
-        passes = Ensemble(rc, shifts).passes()
+        passes = ensemble.passes()
         if on_device:
             outs = cuda_backend.predict_on_device(self, x if device_in else codes, names, requests, pairs, passes,
                                                   n_uniform, batch_size, out)
             return self._by_head(head, names, outs)
         B = codes.shape[0]
-        bs = int(batch_size) if batch_size else max(1, min(B, self._default_batch))
+        bs = ensemble.batch_size or max(1, min(B, self._default_batch))
         outs = [np.empty((B, self.n_bins, len(r[1]) or self.spec.heads[n].tracks), np.float32)
                 for n, r in zip(names, requests)]
         for b0 in range(0, B, bs):
@@ -409,6 +454,26 @@ class Model:
                 o /= len(passes)
         return self._by_head(head, names, outs)
 
+    def _ensemble(self, rc, shifts, n_encoding, batch_size=None) -> Ensemble:
+        """The entry points' ensemble arguments, checked (:class:`Ensemble`; a shift must be
+        shorter than the sequence)."""
+        ensemble = Ensemble(rc, shifts, n_encoding, batch_size)
+        far = next((s for s in ensemble.shifts if abs(s) >= self.seq_length), None)
+        if far is not None:
+            raise ValueError(f"shifts: shift {far:,} moves the whole {self.seq_length:,}-bp sequence out of the window")
+        return ensemble
+
+    @staticmethod
+    def _per_head(what: str, value, head: str, names: List[str]):
+        """A per-head argument (``tracks``, ``strand_pair``): a dict {head: value} names only
+        predicted heads; a plain value applies to every head."""
+        if not isinstance(value, dict):
+            return value
+        stray = [k for k in value if k not in names]
+        if stray:
+            raise ValueError(f"{what} given for head {stray[0]!r}, which is not predicted (heads: {', '.join(names)})")
+        return value.get(head)
+
     @staticmethod
     def _by_head(head, names, outs):
         if head in ("both", "all") or (not isinstance(head, str) and head is not None):
@@ -417,7 +482,7 @@ class Model:
 
     def _request(self, head: str, tracks) -> tuple:
         """(engine head index, head columns to compute, [] = all) with the columns checked."""
-        idx = [] if tracks is None else [int(t) for t in np.asarray(list(tracks)).ravel()]
+        idx = [] if tracks is None else list(check_int_sequence("tracks", tracks))  # [] would mean every track
         n_tracks = self.spec.heads[head].tracks
         bad = [t for t in idx if not 0 <= t < n_tracks]
         if bad:
@@ -432,7 +497,7 @@ class Model:
         arr = np.asarray(list(pair))
         if arr.shape != (n_out,) or (arr.size and arr.dtype.kind not in "iu"):
             raise ValueError(f"strand_pair for head {head!r}: expected {n_out} integers (one per output track), "
-                             f"got shape {arr.shape}")
+                             f"got {arr.size} {arr.dtype} values")
         if arr.size and (arr.min() < 0 or arr.max() >= n_out):
             raise ValueError(f"strand_pair for head {head!r}: positions must lie in 0..{n_out - 1}")
         arr = arr.astype(np.intp)
@@ -485,7 +550,8 @@ class Model:
             ``predict.h5``); commas allowed. The window is ``seq_length`` bp centred on
             ``(start + end) // 2``, as ``basenji_predict_bed.py`` centres its regions, so an
             interval of exactly ``seq_length`` bp is itself the window. ``"chr1:1,065,536"``
-            (one position) centres the window on that base. Off-chromosome positions are N.
+            (one position) centres the window on that base. The interval must lie on the
+            chromosome (ValueError otherwise); the window's positions off it are N.
         head, tracks, rc, shifts, n_encoding, strand_pair : as :meth:`predict`
 
         Returns
@@ -497,8 +563,7 @@ class Model:
             raise ValueError("predict_interval predicts one head; call it once per head")
         chrom, start, end = parse_interval(interval)
         fa = as_fasta(fasta)
-        if chrom not in fa:
-            raise ValueError(f"interval {interval!r}: no sequence {chrom!r} in {getattr(fa, 'filename', fasta)}")
+        check_span(fa, chrom, start, end, f"interval {interval!r}")
         w0, w1 = centred_span(start, end, self.seq_length)  # centred as basenji_predict_bed.py
         codes = dna.encode(fetch(fa, chrom, w0, w1), what=f"{chrom}:{w0}-{w1}")
         return self.predict(codes[None], head=head, tracks=tracks, rc=rc, shifts=shifts, n_encoding=n_encoding,
@@ -516,10 +581,11 @@ class Model:
         ``rc`` / ``shifts``: the mean over the ensemble members of :meth:`predict` (a reverse
         complement's embeddings flipped back along the bins; channels have no strand to swap).
         """
+        ensemble = self._ensemble(rc, shifts, n_encoding, batch_size)
         codes, zero_rows = self.encode(x)
         n_uniform = self._n_uniform(n_encoding, zero_rows)
-        passes = Ensemble(rc, shifts).passes()
-        bs = int(batch_size) if batch_size else max(1, min(codes.shape[0], self._default_batch))
+        passes = ensemble.passes()
+        bs = ensemble.batch_size or max(1, min(codes.shape[0], self._default_batch))
         parts = []
         for b in range(0, codes.shape[0], bs):
             out = None
@@ -586,6 +652,7 @@ class SubstitutionScorer:
     """
 
     def __init__(self, model: Model, x, head, tracks, rc, shifts, n_encoding, strand_pair):
+        passes = model._ensemble(rc, shifts, n_encoding).passes()
         codes, zero_rows = model.encode(x)
         if codes.shape[0] != 1:
             raise ValueError(f"substitutions are scored on one sequence, got {codes.shape[0]}")
@@ -599,7 +666,7 @@ class SubstitutionScorer:
         self._pair = model._strand_pair(name, strand_pair, self.n_tracks)
         self._request = [(head_index, idx)]
         self._engine, self._L, self._bins = model._engine, model.seq_length, model.n_bins
-        self._passes = Ensemble(rc, shifts).passes()
+        self._passes = passes
         self.codes = codes[0]
         self._caches = []
         ref_sum = np.zeros((self._bins, self.n_tracks), np.float32)
@@ -622,8 +689,20 @@ class SubstitutionScorer:
     def alts(self, positions, alts) -> np.ndarray:
         """ALT predictions for substitutions (positions int [n], 0-based in the window; alts a
         string of n letters or uint8 codes [n]) -> float32 [n, n_bins, tracks]."""
-        pos = np.asarray(positions, np.int64).ravel()
-        alt = dna.encode(alts) if isinstance(alts, (str, bytes)) else np.asarray(alts, np.uint8).ravel()
+        pos = np.asarray(positions).ravel()
+        if pos.size and not (pos.dtype.kind in "iu" or all(is_integer(p) for p in pos)):
+            raise TypeError(f"positions: expected integers (0-based positions in the window), got {pos.dtype} values")
+        pos = pos.astype(np.int64)
+        if isinstance(alts, (str, bytes)):
+            alt = dna.encode(alts)
+        else:
+            alt = np.asarray(alts).ravel()
+            if alt.size and alt.dtype.kind not in "iu":
+                raise TypeError(f"alts: expected a string of bases or uint8 codes, got {alt.dtype} values")
+            if alt.size and (alt.min() < 0 or alt.max() > CODE_UNIFORM):
+                raise ValueError(f"alts: base code {int(alt.max() if alt.max() > CODE_UNIFORM else alt.min())} "
+                                 f"(expected 0..{CODE_UNIFORM})")
+            alt = alt.astype(np.uint8)
         if pos.shape != alt.shape:
             raise ValueError(f"{pos.size} positions but {alt.size} alternative bases")
         L = self._L
