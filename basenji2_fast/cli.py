@@ -14,7 +14,7 @@ from typing import List, Optional, Sequence, Union
 
 from . import runner
 from .bench import add_bench_subcommand
-from .cli_options import add_model_options, load_model, one_line_errors
+from .cli_options import OneLineParser, add_model_options, load_model, one_line_errors
 from .convert import add_convert_subcommand
 from .model import build_info
 from .plots import add_plot_subcommand, add_sat_plot_subcommand
@@ -74,7 +74,7 @@ def run_merge(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="basenji2-fast", description="Basenji2 on fused C++ kernels.")
+    parser = OneLineParser(prog="basenji2-fast", description="Basenji2 on fused C++ kernels.")
     sub = parser.add_subparsers(dest="command", required=True)
     add_convert_subcommand(sub)
     add_fetch_subcommand(sub)

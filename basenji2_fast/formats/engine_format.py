@@ -24,7 +24,7 @@ from typing import Dict
 
 import numpy as np
 
-from .._io import atomic_output
+from .._io import atomic_output, check_output
 from ..spec import PRECISIONS, ConvOp, CropOp, Head, ModelSpec
 from ..version import __version__
 from . import ENGINE, FormatError, checked
@@ -133,7 +133,7 @@ def save(spec: ModelSpec, path, precision: str = "fp32") -> None:
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     spec.validate()
-    path = Path(path)
+    path = check_output(path)
     tensors = _tensors(spec)
     metadata = {METADATA_KEY: _metadata_json(spec, precision)}
     with atomic_output(path) as tmp:

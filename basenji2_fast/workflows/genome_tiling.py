@@ -72,9 +72,9 @@ from tqdm import tqdm
 
 from .. import dna, runner
 from .._io import atomic_output, canonical_sha, job_lock, read_json, to_float16, write_json
-from ..cli_options import (add_distributed_options, add_ensemble_options, add_fasta_option, add_model_options,
-                           add_run_options, add_track_options, distributed_kwargs, load_model, one_line_errors,
-                           track_request)
+from ..cli_options import (add_batch_size_option, add_distributed_options, add_ensemble_options, add_fasta_option,
+                           add_model_options, add_run_options, add_track_options, distributed_kwargs, load_model,
+                           one_line_errors, track_request)
 from ..genome import fetch, open_fasta
 from ..formats import file_sha256
 from ..model import Ensemble, load
@@ -856,7 +856,7 @@ def add_predict_genome_subcommand(subparsers) -> argparse.ArgumentParser:
     add_track_options(p)
     add_ensemble_options(p)
     p.add_argument("--chroms", default=None, help="comma-separated chromosomes (default: all of the FASTA)")
-    p.add_argument("--batch-size", type=int, default=4, help="windows per engine call (default 4)")
+    add_batch_size_option(p, 4)
     add_run_options(p)
     p.add_argument("--overwrite", action="store_true", help="start over when OUT_DIR holds a job with other options")
     add_distributed_options(p)

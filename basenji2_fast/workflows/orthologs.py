@@ -85,9 +85,10 @@ from typing import List, NamedTuple, Optional, Sequence, Tuple
 import numpy as np
 from tqdm import tqdm
 
-from .._io import atomic_output
-from ..cli_options import add_ensemble_options, add_model_options, add_run_options, load_model, one_line_errors
-from ..genome import as_fasta, parse_strand, parse_stranded_interval
+from .._io import atomic_output, check_output
+from ..cli_options import (add_batch_size_option, add_ensemble_options, add_model_options, add_run_options, load_model,
+                           one_line_errors)
+from ..genome import as_fasta, check_span, parse_strand, parse_stranded_interval
 from ..model import Ensemble
 from ..plots.figure import output_format, save_figure
 from ..targets import Targets, TrackSelection, read_targets, select_tracks
@@ -425,6 +426,7 @@ def compare_orthologs(model, human_fasta, mouse_fasta, pairs, human_tracks=None,
             if iv[0] not in fa:
                 raise ValueError(f"{_where(p, i, source)}: no sequence {iv[0]!r} in the {species} FASTA "
                                  f"{getattr(fa, 'filename', '')}")
+            check_span(fa, *iv, f"{_where(p, i, source)}: {species} interval {_fmt(iv)}")
             try:
                 bins.append(interval_bins(model, iv, center_bins))
             except ValueError as e:
@@ -437,8 +439,8 @@ def compare_orthologs(model, human_fasta, mouse_fasta, pairs, human_tracks=None,
     if cross:
         res.human_on_mouse, res.mouse_on_human = np.zeros((P, len(msel))), np.zeros((P, len(hsel)))
     sels = {human_head: hsel, mouse_head: msel}
-    L, bs = model.seq_length, int(batch_size)
-    ensemble = Ensemble(rc, shifts, n_encoding, bs)
+    ensemble = Ensemble(rc, shifts, n_encoding, batch_size)
+    L, bs = model.seq_length, ensemble.batch_size
     # (sequence side, its FASTA, own head, other head, own result, cross result, bins)
     sides = ((lambda p: (p.human, p.human_strand), hfa, human_head, mouse_head, res.human, res.human_on_mouse, hb),
              (lambda p: (p.mouse, p.mouse_strand), mfa, mouse_head, human_head, res.mouse, res.mouse_on_human, mb))
@@ -590,7 +592,7 @@ def add_orthologs_subcommand(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--human-head", default="human", help="name of the human head (default human)")
     p.add_argument("--mouse-head", default="mouse", help="name of the mouse head (default mouse)")
     add_ensemble_options(p)
-    p.add_argument("--batch-size", type=int, default=4, help="pairs per engine call (default 4)")
+    add_batch_size_option(p, 4, "pairs per engine call")
     add_run_options(p)
     p.set_defaults(func=run_orthologs)
     return p
@@ -602,6 +604,10 @@ def run_orthologs(args: argparse.Namespace) -> int:
         if args.plot:
             output_format(args.plot)  # a bad extension fails before any work
         read_pairs(args.pairs)  # inputs first: a bad line fails before the model loads
+        inputs = [args.model, args.human_fasta, args.mouse_fasta, args.pairs, args.targets_human, args.targets_mouse,
+                  args.track_map]
+        for out in (Path(args.out),) + side_paths(Path(args.out)) + ((Path(args.plot),) if args.plot else ()):
+            check_output(out, inputs=inputs, parents=True)
         ht = read_targets(args.targets_human) if args.targets_human else None
         mt = read_targets(args.targets_mouse) if args.targets_mouse else None
         res = compare_orthologs(load_model(args), args.human_fasta, args.mouse_fasta, args.pairs,
