@@ -60,10 +60,14 @@ Where the 2021 basenji_sad.py is wrong, this module does what it meant to do:
    the metadata and misaligns every later row by one sequence).
 2. **Unscorable variants are skipped cleanly**: a REF that matches neither the genome nor an
    ALT, a REF or ALT with characters other than A/C/G/T/N (IUPAC codes), a symbolic ALT
-   (``<DEL>``, ``*``, breakends, missing ``.``), a chromosome missing from the FASTA, or a
-   position past the chromosome end: a warning (one each for the first 20, then one summary),
-   one line in ``OUTDIR/skipped.tsv`` (``line chrom pos id ref alt reason``; header only when
-   nothing was skipped), and no row.
+   (``<DEL>``, ``*``, breakends, missing ``.``), an ALT equal to REF, a chromosome missing
+   from the FASTA, a position past the chromosome end or a REF running past it, and a blank
+   line: a warning (one each for the first 20, then one summary), one line in
+   ``OUTDIR/skipped.tsv`` (``line chrom pos id ref alt reason``, ``.`` for a blank line's
+   fields; header only when nothing was skipped), and no row. A line that is not a VCF record
+   at all (fewer than 8 tab-separated columns, an empty CHROM/REF/ALT, a POS that is not an
+   integer, bytes that are not UTF-8, a damaged gzip stream) is an error naming ``file: line
+   N``, raised by the first pass, before anything is predicted or written.
    Later rows are never shifted (basenji silently pairs the wrong sequences, then crashes).
 3. **Chromosome ends**: the window is N-padded to its full length on either side (basenji
    pads the right end one base short, shifting even-length indels near the end by one, and
@@ -75,7 +79,8 @@ Where the 2021 basenji_sad.py is wrong, this module does what it meant to do:
 
 Kept as basenji: duplicate IDs are written as is; ID ``.`` becomes ``chr:pos``.
 
-The VCF is read with cyvcf2 (plain or bgzipped; any record order) in two streaming passes:
+The VCF is read line by line in Python (:func:`read_vcf`: plain, gzipped or bgzipped; any
+record order; only CHROM, POS, ID, REF and ALT are parsed), in two streaming passes:
 the first counts the rows and the longest strings (so the HDF5 datasets are preallocated,
 contiguous, as basenji's); the second predicts batch by batch and writes each batch into a
 temporary file renamed to ``sad.h5`` when complete. The ``_pct`` tables are computed at the
