@@ -10,11 +10,12 @@ import hashlib
 import json
 import os
 import secrets
+import stat
 import sys
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator, Tuple
+from typing import Iterable, Iterator, Tuple, Union
 
 import numpy as np
 
@@ -34,6 +35,26 @@ class OptionError(ValueError):
     def __init__(self, text: str, **options: Tuple[str, str]):
         super().__init__(text.format(**{k: api for k, (api, _) in options.items()}))
         self.cli = text.format(**{k: cli for k, (_, cli) in options.items()})
+
+
+def check_input_file(path: Union[str, os.PathLike], what: str, random_access: bool = False) -> Path:
+    """``path`` as a Path when it names a readable input, else a one-line error saying what it
+    is instead: missing (FileNotFoundError), a folder, or (with ``random_access``, for files
+    read by position) a pipe such as ``/dev/stdin``."""
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: {what} not found") from None
+    except OSError as e:
+        raise OSError(f"{path}: cannot read the {what} ({e.strerror or e})") from None
+    if stat.S_ISDIR(mode):
+        raise ValueError(f"{path}: a folder, not a {what}")
+    if random_access and not stat.S_ISREG(mode):
+        raise ValueError(f"{path}: not a regular file (a pipe?); the {what} is read by position, so give a file")
+    if not os.access(path, os.R_OK):
+        raise PermissionError(f"{path}: the {what} is not readable (permission denied)")
+    return path
 
 
 def _same_file(a: Path, b: Path) -> bool:

@@ -99,7 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out-dir", required=True, help="output folder")
     p.set_defaults(func=run_merge)
 
-    p = sub.add_parser("info", help="what this build runs, and a model's geometry")
+    p = sub.add_parser(
+        "info", help="what this build runs, and a model's geometry",
+        description="Print, as JSON, what this installation runs (version, compiled kernels and the instruction set "
+                    "chosen, compiler, thread pool, CUDA) and, with -m, the model's geometry (sequence length, bins, "
+                    "heads and their tracks, GELU variant, parameters, precision, weight memory).")
     add_model_options(p, required=False)
     p.set_defaults(func=run_info)
     return parser

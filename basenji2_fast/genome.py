@@ -23,11 +23,11 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import stat
 import warnings
 from pathlib import Path
 from typing import List, NamedTuple, Optional, Tuple, Union
 
+from ._io import check_input_file
 from .dna import first_invalid
 
 PathLike = Union[str, os.PathLike]
@@ -39,26 +39,6 @@ PathLike = Union[str, os.PathLike]
 def _cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "basenji2_fast" / "fai"
-
-
-def check_input_file(path: PathLike, what: str, random_access: bool = False) -> Path:
-    """``path`` as a Path when it names a readable input, else a one-line error saying what it
-    is instead: missing (FileNotFoundError), a folder, or (with ``random_access``, for files
-    read by position) a pipe such as ``/dev/stdin``."""
-    path = Path(path)
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: {what} not found") from None
-    except OSError as e:
-        raise OSError(f"{path}: cannot read the {what} ({e.strerror or e})") from None
-    if stat.S_ISDIR(mode):
-        raise ValueError(f"{path}: a folder, not a {what}")
-    if random_access and not stat.S_ISREG(mode):
-        raise ValueError(f"{path}: not a regular file (a pipe?); the {what} is read by position, so give a file")
-    if not os.access(path, os.R_OK):
-        raise PermissionError(f"{path}: the {what} is not readable (permission denied)")
-    return path
 
 
 def _check_fasta_text(path: Path) -> bool:
@@ -178,7 +158,9 @@ def open_fasta(path: PathLike) -> "pyfaidx.Fasta":
         if fai.exists():
             problem = None if compressed else index_problem(path, fai)
             if problem is None:
-                return _opened(pyfaidx.Fasta(str(path), rebuild=False, sequence_always_upper=True), path)
+                with warnings.catch_warnings():  # checked above: its time says nothing (a checkout resets it)
+                    warnings.filterwarnings("ignore", "Index file .* is older than FASTA", RuntimeWarning)
+                    return _opened(pyfaidx.Fasta(str(path), rebuild=False, sequence_always_upper=True), path)
             cache = _cached_index(path)
             if cache.exists() and index_problem(path, cache) is not None:
                 cache.unlink()

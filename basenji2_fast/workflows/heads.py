@@ -42,7 +42,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from .._io import check_output
+from .._io import OptionError, check_output
 from ..cli_options import (add_batch_size_option, add_fasta_option, add_model_options, add_run_options, load_model,
                            non_negative_float, one_line_errors, positive_int)
 from ..coverage import SUM_STATS, ObservedCoverage, TrackStats, coverage_tracks
@@ -202,7 +202,8 @@ def fit_head(model, fasta, regions, targets, loss: str = "poisson", l2: float = 
     if not (isinstance(cache_mb, (int, float, np.floating, np.integer)) and cache_mb >= 0):
         raise ValueError(f"cache_mb={cache_mb!r}: must be a number >= 0")
     if attach and name in model.head_names and not replace:
-        raise ValueError(f"this model already has a head {name!r}; choose another name (or replace=True)")
+        raise OptionError(f"this model already has a head {name!r}; choose another name, or {replace} to replace it",
+                          replace=("replace=True", "--replace"))
     regions, fa, source_name = prepare_regions(fasta, regions)
     if isinstance(targets, (str, os.PathLike)) and not str(targets).lower().endswith((".bw", ".bigwig")):
         targets = read_targets(targets)
