@@ -53,7 +53,7 @@ from typing import Callable, Dict, Iterable, Iterator, List, NamedTuple, Optiona
 import numpy as np
 from tqdm import tqdm
 
-from ._io import atomic_output, canonical_sha, read_json, write_json
+from ._io import OptionError, atomic_output, canonical_sha, read_json, write_json
 from .genome import open_fasta
 from .model import load
 from .spec import weights_sha256
@@ -219,8 +219,10 @@ class Placement(NamedTuple):
         """Several heads in one job run in one process (predict-bed), or without shards (sad,
         sat: each head is its own job in ``OUTDIR/<head>/``, which one merge cannot combine)."""
         if multi and (self.shard is not None if shard_only else self.distributed):
-            raise ValueError("--head both with " + ("--shard" if shard_only else "--workers/--scheduler/--shard")
-                             + ": run one head per job")
+            raise OptionError("{head} with {placement}: run one head per job",
+                              head=("several heads", "--head both"),
+                              placement=("shard=" if shard_only else "scheduler=/workers=/shard=",
+                                         "--shard" if shard_only else "--workers/--scheduler/--shard"))
 
 
 @contextmanager

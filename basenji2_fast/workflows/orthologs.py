@@ -85,11 +85,12 @@ from typing import List, NamedTuple, Optional, Sequence, Tuple
 import numpy as np
 from tqdm import tqdm
 
-from .._io import atomic_output, check_output
+from .._io import OptionError, atomic_output, check_output
 from ..cli_options import (add_batch_size_option, add_ensemble_options, add_model_options, add_run_options, load_model,
                            one_line_errors)
 from ..genome import as_fasta, check_span, parse_strand, parse_stranded_interval
 from ..model import Ensemble
+from ..spec import check_positive_int
 from ..plots.figure import output_format, save_figure
 from ..targets import Targets, TrackSelection, read_targets, select_tracks
 from ..windows import predict, resolve_tracks, window, window_codes
@@ -378,11 +379,11 @@ def compare_orthologs(model, human_fasta, mouse_fasta, pairs, human_tracks=None,
     """
     pairs, source = _as_pairs(pairs)
     if center_bins is not None:
-        center_bins = int(center_bins)
+        center_bins = check_positive_int("center_bins", center_bins)
         if not 1 <= center_bins <= model.n_bins:
-            raise ValueError(f"--center-bins {center_bins}: must lie in 1..{model.n_bins}")
-    if int(batch_size) < 1:
-        raise ValueError(f"batch size {batch_size}: must be at least 1")
+            raise OptionError(f"{{center_bins}} {center_bins}: must lie in 1..{model.n_bins}",
+                              center_bins=("center_bins", "--center-bins"))
+    check_positive_int("batch_size", batch_size)
     if human_head == mouse_head:
         raise ValueError(f"the human and mouse heads are both {human_head!r}")
     ht = read_targets(human_targets) if isinstance(human_targets, (str, os.PathLike)) else human_targets
@@ -410,14 +411,16 @@ def compare_orthologs(model, human_fasta, mouse_fasta, pairs, human_tracks=None,
             matched.append((hpos[a], mpos[b]))
     else:
         if ht is None or mt is None:
-            raise ValueError("matching tracks by description needs both targets files (--targets-human, "
-                             "--targets-mouse); or give a track map (--track-map)")
+            raise OptionError("matching tracks by description needs both targets files ({targets}); or give a "
+                              "track map ({track_map})", targets=("human_targets, mouse_targets",
+                                                                  "--targets-human, --targets-mouse"),
+                              track_map=("track_map", "--track-map"))
         _, hsel = resolve_tracks(model, human_head, human_tracks, ht)
         _, msel = resolve_tracks(model, mouse_head, mouse_tracks, mt)
         matched = match_by_description(hsel, msel)
         if not matched:
-            raise ValueError(f"no selected human track ({ht.path}) has the description of a selected mouse track "
-                             f"({mt.path}); give a track map (--track-map)")
+            raise OptionError(f"no selected human track ({ht.path}) has the description of a selected mouse track "
+                              f"({mt.path}); give a track map ({{track_map}})", track_map=("track_map", "--track-map"))
 
     hfa, mfa = as_fasta(human_fasta), as_fasta(mouse_fasta)
     hb, mb = [], []
