@@ -13,6 +13,7 @@ import sys
 from typing import List, Optional, Sequence, Union
 
 from . import runner
+from ._io import check_output
 from .bench import add_bench_subcommand
 from .cli_options import OneLineParser, add_model_options, load_model, one_line_errors
 from .convert import add_convert_subcommand
@@ -64,6 +65,7 @@ def merge_shards(shard_dirs: Sequence[Union[str, os.PathLike]], out_dir) -> dict
 
 def run_merge(args: argparse.Namespace) -> int:
     def work():
+        check_output(args.out_dir, folder=True)
         rec = merge_shards(args.shards, args.out_dir)
         if rec.get("call") is None:
             raise ValueError(f"{args.shards[0]}: shards written from Python; call the same function with "
