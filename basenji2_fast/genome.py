@@ -262,8 +262,12 @@ def read_bed(path) -> List[Region]:
     path = os.fspath(path)
     check_input_file(path, "BED file")
     regions = BedRegions([], path)
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for lineno, line in enumerate(fh, 1):
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ValueError(f"{path}: line {lineno}: not UTF-8 text") from None
             if not line.strip() or line.startswith(("#", "track", "browser")):
                 continue
             cols = line.rstrip("\r\n").split("\t")

@@ -225,6 +225,7 @@ BAD_REGIONS = [
     ("chrZ\t1\t100\tnocontig\n", "no sequence 'chrZ'"),
     ("chr1\t1e5\t2e5\tfloat\n", "must be integers"),
     ("chr1 100 200\n", "at least 3 tab-separated columns"),
+    ("chr1\t100\t200\tn\xe9\n".encode("latin-1").decode("utf-8", "surrogateescape"), "not UTF-8 text"),
 ]
 
 
@@ -232,7 +233,7 @@ BAD_REGIONS = [
 @pytest.mark.parametrize("line, words", BAD_REGIONS, ids=[w for _, w in BAD_REGIONS])
 def test_regions_off_their_contig(small, genome, tmp_path, capsys, command, line, words):
     bed = tmp_path / "r.bed"
-    bed.write_text("chr1\t100000\t100100\tok\n" + line)
+    bed.write_bytes(("chr1\t100000\t100100\tok\n" + line).encode("utf-8", "surrogateescape"))
     out = tmp_path / ("o.h5" if command == "embed" else "o")
     rc, err = cli(capsys, command, "-m", small, "-f", genome, bed, "-o", out, "-q")
     assert rc == 1 and one_line(err, f"basenji2-fast {command}: error: ", "r.bed: line 2", words)
@@ -473,7 +474,10 @@ def test_vcf_bytes_and_compression(small, genome, visible, tmp_path, capsys):
     gz.write_bytes(gzip.compress(b"BCF\x02\x02rest"))
     rc, err = cli(capsys, "sad", "-m", small, "-f", genome, gz, "-o", tmp_path / "o4", "-q")
     assert rc == 1 and one_line(err, "a BCF file")
-    assert all(left_behind(tmp_path / f"o{i}") == [] for i in range(1, 5))
+    gz.write_bytes(b"BCF\x02\x02rest")  # uncompressed BCF
+    rc, err = cli(capsys, "sad", "-m", small, "-f", genome, gz, "-o", tmp_path / "o5", "-q")
+    assert rc == 1 and one_line(err, "a BCF file")
+    assert all(left_behind(tmp_path / f"o{i}") == [] for i in range(1, 6))
 
 
 def test_a_trailing_newline_is_not_a_crash(small, genome, visible, tmp_path, capsys):

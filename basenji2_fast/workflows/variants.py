@@ -223,6 +223,8 @@ def _open_vcf(path: str):
     """The VCF as a binary line stream: plain, gzipped or bgzipped (both are gzip streams)."""
     with open(path, "rb") as raw:
         magic = raw.read(4)
+    if magic.startswith(b"BCF"):
+        raise ValueError(f"{path}: a BCF file; convert it to VCF (bcftools view -Oz) to score it")
     if magic[:2] != b"\x1f\x8b":
         return open(path, "rb")
     fh = gzip.open(path, "rb")
