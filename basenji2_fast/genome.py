@@ -354,8 +354,10 @@ def read_chrom_sizes(path) -> List[Tuple[str, int]]:
             cols = line.split()
             try:
                 sizes.append((cols[0], int(cols[1])))
+                if sizes[-1][1] < 1:
+                    raise ValueError
             except (IndexError, ValueError):
-                raise ValueError(f"{path}: line {n}: expected 'name<TAB>length'") from None
+                raise ValueError(f"{path}: line {n}: expected 'name<TAB>length' (a length >= 1)") from None
     return sizes
 
 

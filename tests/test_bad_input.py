@@ -255,6 +255,16 @@ def test_intervals_off_their_contig(model, genome, tmp_path, capsys):
     assert rc == 1 and one_line(err, "chr2") and not (tmp_path / "p.png").exists()
 
 
+def test_chrom_sizes_lines(small, genome, visible, tmp_path, capsys):
+    sizes = tmp_path / "chrom.sizes"
+    for text in ("chr1\t302420\nchr2\t-5\n", "chr1\t302420\nchr2\n", "chr1\t302420\nchr2\tlong\n"):
+        sizes.write_text(text)
+        rc, err = cli(capsys, "predict-bed", "-m", small, "-f", genome, visible / "regions.bed", "-o", tmp_path / "o",
+                      "-b", "0", "-g", sizes, "-q")
+        assert rc == 1 and one_line(err, "chrom.sizes: line 2: expected 'name<TAB>length'")
+        assert not (tmp_path / "o" / "predict.h5").exists()
+
+
 def test_bad_base_is_reported_at_its_genome_position(small, tmp_path, capsys):
     fa = tmp_path / "g.fa"
     fa.write_text(">chrA\n" + "ACGT" * 15 + "\n" + "ACGTX" + "A" * 55 + "\n")
