@@ -107,9 +107,9 @@ def index_problem(fasta: PathLike, fai: PathLike) -> Optional[str]:
             if (not words or offset - prev_end > _MAX_HEADER or header.count(b"\n") != 1
                     or not header.endswith(b"\n")):
                 return f"no header line of {name!r} ends at byte {offset:,}"
-            full, rest = divmod(length, line_bases) if length else (0, 0)
-            end = offset + full * line_bytes + rest if rest else offset + max(0, full - 1) * line_bytes + (
-                line_bases if length else 0)
+            # one past the last base: (length - 1) // line_bases whole lines before its line
+            line, column = divmod(length - 1, line_bases) if length else (0, -1)
+            end = offset + line * line_bytes + column + 1
             if end > size:
                 return f"{name}: the index says {length:,} bp, more than the FASTA holds"
             fh.seek(max(offset, end - 1))
