@@ -9,7 +9,7 @@ from typing import List, Optional
 from .bench import add_bench_subcommand
 from .convert import add_convert_subcommand
 from .formats import FormatError
-from .spec import GELU_VARIANTS
+from .spec import ALGORITHMS, GELU_VARIANTS, PRECISIONS
 
 
 def run_info(args) -> int:
@@ -18,7 +18,7 @@ def run_info(args) -> int:
     info = {"build": build_info()}
     if args.model:
         info["model"] = load(args.model, threads=args.threads, params=args.params, gelu=args.gelu,
-                             precision=args.precision).info()
+                             precision=args.precision, algorithm=args.algorithm).info()
     print(json.dumps(info, indent=2, default=str))
     return 0
 
@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", default=None)
     p.add_argument("--gelu", choices=GELU_VARIANTS, default=None)
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    p.add_argument("--algorithm", choices=ALGORITHMS, default="auto")
     p.set_defaults(func=run_info)
     return parser
 

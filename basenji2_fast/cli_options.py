@@ -8,11 +8,12 @@ import re
 import sys
 from typing import List
 
-from .spec import GELU_VARIANTS, N_ENCODINGS, PRECISIONS
+from .spec import ALGORITHMS, GELU_VARIANTS, N_ENCODINGS, PRECISIONS
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """``-m MODEL [--params P] [--gelu V] [--threads N] [--device D] [--precision P]``, read by :func:`load_model`."""
+    """``-m MODEL [--params P] [--gelu V] [--threads N] [--device D] [--precision P] [--algorithm A]``, read by
+    :func:`load_model`."""
     parser.add_argument("-m", "--model", required=True, help="model file (.safetensors, .h5 or .pth)")
     parser.add_argument("--params", default=None, help="basenji params JSON (for .pth files of non-published shapes)")
     parser.add_argument("--gelu", choices=GELU_VARIANTS, default=None, help="override the model's GELU variant")
@@ -21,8 +22,12 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                         help="cpu (default), cuda, cuda:N, or auto (the GPU when one is usable, else the CPU); "
                              "CUDA computes in bf16 with fp32 accumulation")
     parser.add_argument("--precision", choices=PRECISIONS, default=None,
-                        help="compute precision: fp32 (the CPU's default) or bf16 (bf16 weights and activations, "
-                             "fp32 sums; half the weight memory; the only precision on CUDA)")
+                        help="compute precision: fp32 (the CPU's default), bf16 (bf16 weights and activations, "
+                             "fp32 sums; the only precision on CUDA) or bf16-fast (fast convolutions with bf16 "
+                             "products too: faster on CPUs with avx512_bf16, less accurate)")
+    parser.add_argument("--algorithm", choices=ALGORITHMS, default="auto",
+                        help="convolutions: auto (Winograd fast convolution where it saves arithmetic; default), "
+                             "fast (wherever a layer's shape allows) or direct")
 
 
 def add_fasta_option(parser: argparse.ArgumentParser) -> None:
@@ -123,7 +128,8 @@ def load_model(args: argparse.Namespace):
     from .model import load
 
     return load(args.model, threads=args.threads, params=args.params, gelu=args.gelu,
-                device=getattr(args, "device", "cpu"), precision=getattr(args, "precision", None))
+                device=getattr(args, "device", "cpu"), precision=getattr(args, "precision", None),
+                algorithm=getattr(args, "algorithm", "auto"))
 
 
 def one_line_errors(command: str, work) -> int:

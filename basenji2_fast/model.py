@@ -12,7 +12,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Union
 import numpy as np
 
 from . import cuda_backend, dna
-from .spec import CODE_UNIFORM, N_ENCODINGS, PRECISIONS, ConvOp, ModelSpec
+from .spec import ALGORITHMS, CODE_UNIFORM, N_ENCODINGS, PRECISIONS, ConvOp, ModelSpec
 from .version import __version__
 
 try:  # the package imports without the extension; compute says what is missing
@@ -110,6 +110,64 @@ def bf16_plan(spec: ModelSpec) -> tuple:
     return ops, bool(spec.final_gelu)
 
 
+#: The Winograd tile size m of F(m, k) that fast convolutions use, per precision of the
+#: products ("fp32", or "bf16" under precision="bf16-fast") and kernel size. Chosen from the
+#: error measured in the engine (benchmarks/fast_conv_accuracy.py).
+FAST_TILES = {"fp32": {3: 4, 5: 4}, "bf16": {3: 2, 5: 2}}
+
+
+def fast_tile(op: ConvOp, length: int, products: str = "fp32", algorithm: str = "auto") -> int:
+    """The tile size m of Winograd F(m, k) for conv ``op`` over ``length`` input positions, or
+    0 for a direct convolution.
+
+    "fast": every conv whose shape allows it (kernel size 3 or 5, not both pooled and
+    dilated). "auto": those where the products fall to 80% of the direct convolution's or
+    less (a dilated layer much shorter than its tile blocks of m * dilation positions computes
+    mostly padding) and both channel counts are at least 8 (else the transforms cost about as
+    much as they save).
+    """
+    if algorithm == "direct":
+        return 0
+    m = FAST_TILES[products].get(op.k, 0)
+    if not m or (op.pool != 1 and op.dilation != 1):
+        return 0
+    if algorithm == "fast":
+        return m
+    n, block = m + op.k - 1, m * op.dilation
+    tiles = -(-length // block) * op.dilation
+    return m if n * tiles <= 0.8 * op.k * length and min(op.c_in, op.c_out) >= 8 else 0
+
+
+def compute_plan(spec: ModelSpec, precision: str = "fp32", algorithm: str = "auto") -> tuple:
+    """How each op of ``spec`` computes: ([{"bf16": bool, "fast_m": int} per op], heads in bf16).
+
+    ``fast_m``: Winograd F(m, k) tiles, or 0 for a direct convolution (:func:`fast_tile`).
+    fp32: nothing in bf16. bf16: the ops and heads of :func:`bf16_plan` in bf16, but a conv that
+    runs fast convolution stays fp32: fp32 Winograd products are cheaper than bf16 direct ones
+    (the tower: 74 instead of 185 GFLOP) and more accurate. bf16-fast: the fast convolutions
+    of the bf16 ops have bf16 products too (transformed weights and inputs rounded to bf16,
+    :data:`FAST_TILES` ``["bf16"]``).
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r} is not supported; use one of {PRECISIONS}")
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"algorithm={algorithm!r}; expected one of {ALGORITHMS}")
+    bf16_ops, head_bf16 = bf16_plan(spec) if precision != "fp32" else (set(), False)
+    plan, length = [], spec.seq_length
+    for i, op in enumerate(spec.ops):
+        if not isinstance(op, ConvOp):
+            plan.append({"bf16": False, "fast_m": 0})
+            length -= op.left + op.right
+            continue
+        bf16 = i in bf16_ops
+        m = fast_tile(op, length, "bf16" if bf16 and precision == "bf16-fast" else "fp32", algorithm) if i else 0
+        if m and precision == "bf16":
+            bf16 = False
+        plan.append({"bf16": bf16, "fast_m": m})
+        length //= op.pool
+    return plan, head_bf16
+
+
 # Complement of a base code (A<->T, C<->G; N and the uniform code stay).
 _COMPLEMENT = np.array([3, 2, 1, 0, 4, 5], np.uint8)
 
@@ -152,12 +210,19 @@ class Model:
         The model, as returned by :func:`basenji2_fast.load_spec`.
     device : "cpu" (default), "cuda", "cuda:N" or "auto" (the GPU when one is usable, else the CPU)
         "cuda" without a usable GPU or without the compiled CUDA module is a one-line RuntimeError.
-    precision : None (the device's: "fp32" on the CPU, "bf16" on CUDA), "fp32" or "bf16"
+    precision : None (the device's: "fp32" on the CPU, "bf16" on CUDA), "fp32", "bf16" or "bf16-fast"
         bf16: weights packed once as bfloat16, the activations that convs read stored as
         bfloat16 (rounded to nearest even), products accumulated in fp32 and the fused
-        epilogue (bias, residual, pool, GELU, softplus) in fp32 (see :func:`bf16_plan`).
-        Half the weight memory; on CPUs with avx512_bf16 the convs use vdpbf16ps. The CUDA
-        engine computes in bf16 only (tensor cores).
+        epilogue (bias, residual, pool, GELU, softplus) in fp32 (see :func:`bf16_plan`);
+        layers that run fast convolution stay fp32 (:func:`compute_plan`). On CPUs with
+        avx512_bf16 the convs use vdpbf16ps. bf16-fast (opt-in, less accurate): the fast
+        convolutions multiply in bf16 too. The CUDA engine computes in bf16 only (tensor cores).
+    algorithm : "auto" (default), "fast" or "direct"
+        Winograd fast convolution (fewer multiplies, a few times the rounding error of a
+        direct convolution) where a layer's shape allows it ("fast") or where it also saves
+        arithmetic ("auto"; :func:`fast_tile`), or direct convolution everywhere. Results of a
+        model do not depend on batch size, threads, tiling or incremental recomputation with
+        either. The CUDA engine runs direct convolution ("auto" means that there).
     threads : int, optional
         Threads for the kernels (default: the CPUs this process may use).
     isa : str, optional
@@ -175,28 +240,34 @@ class Model:
 
     def __init__(self, spec: ModelSpec, device: str = "cpu", precision: Optional[str] = None,
                  threads: Optional[int] = None, isa: Optional[str] = None, tile_mb: Optional[float] = 16.0,
-                 graphs: bool = False):
+                 graphs: bool = False, algorithm: str = "auto"):
         if precision is not None and precision not in PRECISIONS:
             raise ValueError(f"precision={precision!r} is not supported; use one of {PRECISIONS}")
+        if algorithm not in ALGORITHMS:
+            raise ValueError(f"algorithm={algorithm!r}; expected one of {ALGORITHMS}")
         kind, index = cuda_backend.resolve_device(device, precision)
         precision = precision or ("bf16" if kind == "cuda" else "fp32")
         if kind == "cuda" and precision != "bf16":
             raise ValueError(f"precision={precision!r}: the CUDA engine computes in bf16 (fp32 accumulation); "
                              "fp32 runs on device='cpu'")
+        if kind == "cuda" and algorithm == "fast":
+            raise ValueError("algorithm='fast': the CUDA engine runs direct convolution; use 'direct' or 'auto'")
         self.spec = spec.validate()
         self.device = "cpu" if kind == "cpu" else f"cuda:{index}"
         self.precision = precision
+        self.algorithm = algorithm
         self.threads = int(threads) if threads else _default_threads()
         if self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
-        bf16_ops, head_bf16 = bf16_plan(spec) if precision == "bf16" else (set(), False)
+        plan, head_bf16 = self._plan = compute_plan(spec, precision, "direct" if kind == "cuda" else algorithm)
         ops = []
         for i, op in enumerate(spec.ops):
             if isinstance(op, ConvOp):
                 ops.append({"type": "conv", "kernel": _engine_weight(op.kernel),
                             "bias": np.ascontiguousarray(op.bias, np.float32), "dilation": int(op.dilation),
                             "pool": int(op.pool), "gelu_in": bool(op.gelu_in),
-                            "residual": -1 if op.residual is None else int(op.residual), "bf16": i in bf16_ops})
+                            "residual": -1 if op.residual is None else int(op.residual), "bf16": plan[i]["bf16"],
+                            "fast_m": plan[i]["fast_m"]})
             else:
                 ops.append({"type": "crop", "left": int(op.left), "right": int(op.right)})
         if kind == "cuda":
@@ -236,17 +307,44 @@ class Model:
         return self.spec.bin_size
 
     def info(self) -> dict:
-        """Geometry, heads, GELU variant and the kernels that run."""
-        return {
+        """Geometry, heads, GELU variant, the kernels that run and the arithmetic they do.
+
+        ``layers`` (CPU): per conv op its algorithm ("stem" gather, "direct", or "F(m,k)"
+        Winograd tiles), precision of its products and GFLOP per sequence, for a direct
+        convolution and as executed. ``gflop`` / ``gflop_done``: the same over the trunk and
+        every track of the first head (a multiply-add counts 2).
+        """
+        info = {
             "seq_length": self.seq_length, "bin_size": self.bin_size, "n_bins": self.n_bins,
             "crop_bins": self.spec.crop_bins, "trunk_channels": self.spec.trunk_channels,
             "heads": {n: h.tracks for n, h in self.spec.heads.items()}, "gelu": self.spec.gelu,
             "n_params": self.spec.n_params(), "device": self.device, "precision": self.precision,
+            "algorithm": self.algorithm,
             "threads": self.threads, "isa": self._engine.isa, "stem_tower_tiles": self._engine.prefix_tiles,
             "weight_mb": round(self._engine.weight_bytes / 1e6, 1),
             "version": __version__,
             "source": self.spec.metadata.get("source"),
         }
+        if hasattr(self._engine, "op_flops"):
+            info.update(self.arithmetic())
+        return info
+
+    def arithmetic(self) -> dict:
+        """Per-op algorithm, precision and FLOPs of one sequence (see :meth:`info`). CPU only."""
+        plan, head_bf16 = self._plan
+        layers, direct, done = [], 0.0, 0.0
+        for i, op in enumerate(self.spec.ops):
+            if not isinstance(op, ConvOp):
+                continue
+            d, e = self._engine.op_flops(i)
+            layers.append({"op": i, "name": op.name, "algorithm": self._engine.op_algorithm(i),
+                           "precision": "bf16" if plan[i]["bf16"] else "fp32",
+                           "gflop": round(d / 1e9, 3), "gflop_done": round(e / 1e9, 3)})
+            direct, done = direct + d, done + e
+        head = next(iter(self.spec.heads.values()), None)
+        head_flops = 2.0 * self.spec.trunk_channels * head.tracks * self.n_bins if head is not None else 0.0
+        return {"layers": layers, "head_precision": "bf16" if head_bf16 else "fp32",
+                "gflop": round((direct + head_flops) / 1e9, 2), "gflop_done": round((done + head_flops) / 1e9, 2)}
 
     def __repr__(self) -> str:
         heads = ", ".join(f"{n}={h.tracks}" for n, h in self.spec.heads.items())
@@ -627,7 +725,7 @@ class SubstitutionScorer:
 
 def load(path: Union[str, os.PathLike], device: str = "cpu", precision: Optional[str] = None,
          threads: Optional[int] = None, params=None, gelu: Optional[str] = None, isa: Optional[str] = None,
-         tile_mb: Optional[float] = 16.0, graphs: bool = False) -> Model:
+         tile_mb: Optional[float] = 16.0, graphs: bool = False, algorithm: str = "auto") -> Model:
     """Load a model from Keras HDF5 (.h5), a basenji2-pytorch state dict (.pth) or the engine's
     own .safetensors file (conversion happens in memory). ``params``: a basenji params JSON
     for files that lack the geometry; ``gelu``: override the GELU variant; the other
@@ -639,11 +737,13 @@ def load(path: Union[str, os.PathLike], device: str = "cpu", precision: Optional
 
     if precision is not None and precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r} is not supported; use one of {PRECISIONS}")
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"algorithm={algorithm!r}; expected one of {ALGORITHMS}")
     # The device is resolved before the weights are read: "cuda" without a GPU fails at once.
     cuda_backend.resolve_device(device, precision)
     model = Model(load_spec(path, params=params, gelu=gelu, keep_bf16=True), device=device, precision=precision,
-                  threads=threads, isa=isa, tile_mb=tile_mb, graphs=graphs)
+                  threads=threads, isa=isa, tile_mb=tile_mb, graphs=graphs, algorithm=algorithm)
     # How to load it again: distributed workers (basenji2_fast.distributed) load their own copy.
     model.load_options = {"path": os.path.abspath(os.fspath(path)), "threads": threads, "params": params,
-                          "gelu": gelu, "isa": isa, "tile_mb": tile_mb}
+                          "gelu": gelu, "isa": isa, "tile_mb": tile_mb, "algorithm": algorithm}
     return model

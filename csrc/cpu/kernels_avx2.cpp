@@ -162,21 +162,20 @@ void epilogue(const Epilogue& e, float* tile, int rows, int64_t p, int col0, int
   }
 }
 
+// fp32 micro-kernel (tiles.h): 6 x 16 register block, 12 accumulators.
 template <int R>
-void conv_tile(const ConvArgs& a, int64_t p, int panel, float* tile) {
+void micro(const float* x, int64_t xs, int64_t ts, const float* w, int taps, int cin, float* out, int64_t ldt) {
   __m256 acc0[R], acc1[R];
 #pragma GCC unroll 6
   for (int i = 0; i < R; ++i) acc0[i] = acc1[i] = _mm256_setzero_ps();
-  const int64_t s = a.in_stride;
-  const float* wp = static_cast<const float*>(a.w) + int64_t(panel) * a.k * a.cin * NR;
-  for (int t = 0; t < a.k; ++t) {
-    const float* x = static_cast<const float*>(a.in) + (p + int64_t(t - a.k / 2) * a.dil) * s;
-    const float* w = wp + int64_t(t) * a.cin * NR;
-    for (int c = 0; c < a.cin; ++c, w += NR, ++x) {
-      const __m256 w0 = _mm256_loadu_ps(w), w1 = _mm256_loadu_ps(w + 8);
+  for (int t = 0; t < taps; ++t) {
+    const float* xt = x + t * ts;
+    const float* wt = w + int64_t(t) * cin * NR;
+    for (int c = 0; c < cin; ++c, wt += NR, ++xt) {
+      const __m256 w0 = _mm256_loadu_ps(wt), w1 = _mm256_loadu_ps(wt + 8);
 #pragma GCC unroll 6
       for (int i = 0; i < R; ++i) {
-        const __m256 xi = _mm256_broadcast_ss(x + i * s);
+        const __m256 xi = _mm256_broadcast_ss(xt + i * xs);
         acc0[i] = _mm256_fmadd_ps(xi, w0, acc0[i]);
         acc1[i] = _mm256_fmadd_ps(xi, w1, acc1[i]);
       }
@@ -184,8 +183,8 @@ void conv_tile(const ConvArgs& a, int64_t p, int panel, float* tile) {
   }
 #pragma GCC unroll 6
   for (int i = 0; i < R; ++i) {
-    _mm256_store_ps(tile + i * NR, acc0[i]);
-    _mm256_store_ps(tile + i * NR + 8, acc1[i]);
+    _mm256_store_ps(out + i * ldt, acc0[i]);
+    _mm256_store_ps(out + i * ldt + 8, acc1[i]);
   }
 }
 
@@ -195,26 +194,24 @@ void conv_tile(const ConvArgs& a, int64_t p, int panel, float* tile) {
 // kernel's order. Inputs are broadcast as whole pairs straight from memory; an odd cin's
 // last pair reads its one channel alone (the next element belongs to another row).
 template <int R>
-void conv_tile_bf16(const ConvArgs& a, int64_t p, int panel, float* tile) {
+void micro(const uint16_t* x, int64_t xs, int64_t ts, const uint16_t* w, int taps, int cin, float* out, int64_t ldt) {
   __m256 acc0[R], acc1[R];
 #pragma GCC unroll 6
   for (int i = 0; i < R; ++i) acc0[i] = acc1[i] = _mm256_setzero_ps();
   const __m256i hi = _mm256_set1_epi32(int(0xFFFF0000u));
-  const int64_t s = a.in_stride;
-  const int pairs = (a.cin + 1) / 2, full_pairs = a.cin / 2;
-  const uint16_t* wp = static_cast<const uint16_t*>(a.w) + int64_t(panel) * a.k * pairs * NR * 2;
-  for (int t = 0; t < a.k; ++t) {
-    const uint16_t* x = static_cast<const uint16_t*>(a.in) + (p + int64_t(t - a.k / 2) * a.dil) * s;
-    const uint16_t* w = wp + int64_t(t) * pairs * NR * 2;
-    for (int c2 = 0; c2 < full_pairs; ++c2, w += NR * 2, x += 2) {
-      const __m256i r0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));
-      const __m256i r1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 16));
+  const int pairs = (cin + 1) / 2, full_pairs = cin / 2;
+  for (int t = 0; t < taps; ++t) {
+    const uint16_t* xt = x + t * ts;
+    const uint16_t* wt = w + int64_t(t) * pairs * NR * 2;
+    for (int c2 = 0; c2 < full_pairs; ++c2, wt += NR * 2, xt += 2) {
+      const __m256i r0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wt));
+      const __m256i r1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wt + 16));
       {
         const __m256 w0 = _mm256_castsi256_ps(_mm256_slli_epi32(r0, 16));
         const __m256 w1 = _mm256_castsi256_ps(_mm256_slli_epi32(r1, 16));
 #pragma GCC unroll 6
         for (int i = 0; i < R; ++i) {
-          const __m256 xi = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_set1_epi32(int(load_pair(x + i * s))), 16));
+          const __m256 xi = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_set1_epi32(int(load_pair(xt + i * xs))), 16));
           acc0[i] = _mm256_fmadd_ps(xi, w0, acc0[i]);
           acc1[i] = _mm256_fmadd_ps(xi, w1, acc1[i]);
         }
@@ -222,22 +219,22 @@ void conv_tile_bf16(const ConvArgs& a, int64_t p, int panel, float* tile) {
       {
         const __m256 w0 = _mm256_castsi256_ps(_mm256_and_si256(r0, hi));
         const __m256 w1 = _mm256_castsi256_ps(_mm256_and_si256(r1, hi));
-        const uint16_t* xh = reload(x);
+        const uint16_t* xh = reload(xt);
 #pragma GCC unroll 6
         for (int i = 0; i < R; ++i) {
-          const __m256 xi = _mm256_castsi256_ps(_mm256_and_si256(_mm256_set1_epi32(int(load_pair(xh + i * s))), hi));
+          const __m256 xi = _mm256_castsi256_ps(_mm256_and_si256(_mm256_set1_epi32(int(load_pair(xh + i * xs))), hi));
           acc0[i] = _mm256_fmadd_ps(xi, w0, acc0[i]);
           acc1[i] = _mm256_fmadd_ps(xi, w1, acc1[i]);
         }
       }
     }
     if (pairs > full_pairs) {  // odd cin: the last channel, its partner weight zero
-      const __m256 w0 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w)), 16));
+      const __m256 w0 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(wt)), 16));
       const __m256 w1 =
-          _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 16)), 16));
+          _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(wt + 16)), 16));
 #pragma GCC unroll 6
       for (int i = 0; i < R; ++i) {
-        const __m256 xi = _mm256_castsi256_ps(_mm256_set1_epi32(int(uint32_t(x[i * s]) << 16)));
+        const __m256 xi = _mm256_castsi256_ps(_mm256_set1_epi32(int(uint32_t(xt[i * xs]) << 16)));
         acc0[i] = _mm256_fmadd_ps(xi, w0, acc0[i]);
         acc1[i] = _mm256_fmadd_ps(xi, w1, acc1[i]);
       }
@@ -245,17 +242,9 @@ void conv_tile_bf16(const ConvArgs& a, int64_t p, int panel, float* tile) {
   }
 #pragma GCC unroll 6
   for (int i = 0; i < R; ++i) {
-    _mm256_store_ps(tile + i * NR, acc0[i]);
-    _mm256_store_ps(tile + i * NR + 8, acc1[i]);
+    _mm256_store_ps(out + i * ldt, acc0[i]);
+    _mm256_store_ps(out + i * ldt + 8, acc1[i]);
   }
-}
-
-void conv(const ConvArgs& a) {
-  const auto epi = [](const Epilogue& e, float* t, int r, int64_t p, int c0, int nc) { epilogue(e, t, r, p, c0, nc); };
-  if (a.bf16)
-    conv_tiles<MR, NR>(a, [&](auto rows, int64_t p, int panel, float* tile) { conv_tile_bf16<decltype(rows)::value>(a, p, panel, tile); }, epi);
-  else
-    conv_tiles<MR, NR>(a, [&](auto rows, int64_t p, int panel, float* tile) { conv_tile<decltype(rows)::value>(a, p, panel, tile); }, epi);
 }
 
 void sum_rows(const float* const* rows, int k, float* out) {
@@ -268,11 +257,18 @@ void sum_rows(const float* const* rows, int k, float* out) {
   _mm256_store_ps(out + 8, acc1);
 }
 
-// Lambdas, not function references, so that the compiler inlines them into the tile loop.
-void stem(const StemArgs& a) {
-  stem_tiles<MR, NR>(a, [](const float* const* rows, int k, float* out) { sum_rows(rows, k, out); },
-                     [](const Epilogue& e, float* t, int r, int64_t p, int c0, int nc) { epilogue(e, t, r, p, c0, nc); });
-}
+struct Kernels {
+  static constexpr int MR = avx2::MR, NR = avx2::NR;
+  template <int R, typename T>
+  static void micro(const T* x, int64_t xs, int64_t ts, const T* w, int taps, int cin, float* out, int64_t ldt) {
+    avx2::micro<R>(x, xs, ts, w, taps, cin, out, ldt);
+  }
+  static void epilogue(const Epilogue& e, float* t, int r, int64_t p, int c0, int nc) { avx2::epilogue(e, t, r, p, c0, nc); }
+  static void sum_rows(const float* const* rows, int k, float* out) { avx2::sum_rows(rows, k, out); }
+};
+
+void conv(const ConvArgs& a) { run_conv<Kernels>(a); }
+void stem(const StemArgs& a) { run_stem<Kernels>(a); }
 
 }  // namespace
 }  // namespace avx2

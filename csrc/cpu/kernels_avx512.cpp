@@ -150,30 +150,29 @@ void epilogue(const Epilogue& e, float* tile, int rows, int64_t p, int col0, int
   }
 }
 
-template <int MR>
-void conv_tile(const ConvArgs& a, int64_t p, int panel, float* tile) {
-  __m512 acc0[MR], acc1[MR];
+// fp32 micro-kernel (tiles.h): 14 x 32 register block, 28 accumulators.
+template <int R>
+void micro(const float* x, int64_t xs, int64_t ts, const float* w, int taps, int cin, float* out, int64_t ldt) {
+  __m512 acc0[R], acc1[R];
 #pragma GCC unroll 14
-  for (int i = 0; i < MR; ++i) acc0[i] = acc1[i] = _mm512_setzero_ps();
-  const int64_t s = a.in_stride;
-  const float* wp = static_cast<const float*>(a.w) + int64_t(panel) * a.k * a.cin * NR;
-  for (int t = 0; t < a.k; ++t) {
-    const float* x = static_cast<const float*>(a.in) + (p + int64_t(t - a.k / 2) * a.dil) * s;
-    const float* w = wp + int64_t(t) * a.cin * NR;
-    for (int c = 0; c < a.cin; ++c, w += NR, ++x) {
-      const __m512 w0 = _mm512_loadu_ps(w), w1 = _mm512_loadu_ps(w + 16);
+  for (int i = 0; i < R; ++i) acc0[i] = acc1[i] = _mm512_setzero_ps();
+  for (int t = 0; t < taps; ++t) {
+    const float* xt = x + t * ts;
+    const float* wt = w + int64_t(t) * cin * NR;
+    for (int c = 0; c < cin; ++c, wt += NR, ++xt) {
+      const __m512 w0 = _mm512_loadu_ps(wt), w1 = _mm512_loadu_ps(wt + 16);
 #pragma GCC unroll 14
-      for (int i = 0; i < MR; ++i) {
-        const __m512 xi = _mm512_set1_ps(x[i * s]);
+      for (int i = 0; i < R; ++i) {
+        const __m512 xi = _mm512_set1_ps(xt[i * xs]);
         acc0[i] = _mm512_fmadd_ps(xi, w0, acc0[i]);
         acc1[i] = _mm512_fmadd_ps(xi, w1, acc1[i]);
       }
     }
   }
 #pragma GCC unroll 14
-  for (int i = 0; i < MR; ++i) {
-    _mm512_store_ps(tile + i * NR, acc0[i]);
-    _mm512_store_ps(tile + i * NR + 16, acc1[i]);
+  for (int i = 0; i < R; ++i) {
+    _mm512_store_ps(out + i * ldt, acc0[i]);
+    _mm512_store_ps(out + i * ldt + 16, acc1[i]);
   }
 }
 
@@ -181,34 +180,32 @@ void conv_tile(const ConvArgs& a, int64_t p, int panel, float* tile) {
 // of one output column; inputs are broadcast as whole pairs straight from memory, and an
 // odd cin's last pair reads its one channel alone (its partner weight is zero, and the
 // input's next element belongs to another row).
-template <int MR>
-void conv_tile_bf16(const ConvArgs& a, int64_t p, int panel, float* tile) {
-  __m512 acc0[MR], acc1[MR];
+template <int R>
+void micro(const uint16_t* x, int64_t xs, int64_t ts, const uint16_t* w, int taps, int cin, float* out, int64_t ldt) {
+  __m512 acc0[R], acc1[R];
 #pragma GCC unroll 14
-  for (int i = 0; i < MR; ++i) acc0[i] = acc1[i] = _mm512_setzero_ps();
-  const int64_t s = a.in_stride;
-  const int pairs = (a.cin + 1) / 2, full_pairs = a.cin / 2;
-  const uint16_t* wp = static_cast<const uint16_t*>(a.w) + int64_t(panel) * a.k * pairs * NR * 2;
-  for (int t = 0; t < a.k; ++t) {
-    const uint16_t* x = static_cast<const uint16_t*>(a.in) + (p + int64_t(t - a.k / 2) * a.dil) * s;
-    const uint16_t* w = wp + int64_t(t) * pairs * NR * 2;
-    for (int c2 = 0; c2 < pairs; ++c2, w += NR * 2, x += 2) {
-      const __m512i r0 = _mm512_loadu_si512(w), r1 = _mm512_loadu_si512(w + 32);
+  for (int i = 0; i < R; ++i) acc0[i] = acc1[i] = _mm512_setzero_ps();
+  const int pairs = (cin + 1) / 2, full_pairs = cin / 2;
+  for (int t = 0; t < taps; ++t) {
+    const uint16_t* xt = x + t * ts;
+    const uint16_t* wt = w + int64_t(t) * pairs * NR * 2;
+    for (int c2 = 0; c2 < pairs; ++c2, wt += NR * 2, xt += 2) {
+      const __m512i r0 = _mm512_loadu_si512(wt), r1 = _mm512_loadu_si512(wt + 32);
       const bool two = c2 < full_pairs;
 #if defined(B2F_USE_DPBF16)
       // vdpbf16ps: acc += x[c] w[c] + x[c+1] w[c+1] per column, products exact in fp32.
       const __m512bh w0 = (__m512bh)r0, w1 = (__m512bh)r1;
       if (two) {
 #pragma GCC unroll 14
-        for (int i = 0; i < MR; ++i) {
-          const __m512bh xi = (__m512bh)_mm512_set1_epi32(int(load_pair(x + i * s)));
+        for (int i = 0; i < R; ++i) {
+          const __m512bh xi = (__m512bh)_mm512_set1_epi32(int(load_pair(xt + i * xs)));
           acc0[i] = _mm512_dpbf16_ps(acc0[i], xi, w0);
           acc1[i] = _mm512_dpbf16_ps(acc1[i], xi, w1);
         }
       } else {
 #pragma GCC unroll 14
-        for (int i = 0; i < MR; ++i) {
-          const __m512bh xi = (__m512bh)_mm512_set1_epi32(int(uint32_t(x[i * s])));
+        for (int i = 0; i < R; ++i) {
+          const __m512bh xi = (__m512bh)_mm512_set1_epi32(int(uint32_t(xt[i * xs])));
           acc0[i] = _mm512_dpbf16_ps(acc0[i], xi, w0);
           acc1[i] = _mm512_dpbf16_ps(acc1[i], xi, w1);
         }
@@ -222,15 +219,15 @@ void conv_tile_bf16(const ConvArgs& a, int64_t p, int panel, float* tile) {
         const __m512 w1 = _mm512_castsi512_ps(_mm512_slli_epi32(r1, 16));
         if (two) {
 #pragma GCC unroll 14
-          for (int i = 0; i < MR; ++i) {
-            const __m512 xi = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_set1_epi32(int(load_pair(x + i * s))), 16));
+          for (int i = 0; i < R; ++i) {
+            const __m512 xi = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_set1_epi32(int(load_pair(xt + i * xs))), 16));
             acc0[i] = _mm512_fmadd_ps(xi, w0, acc0[i]);
             acc1[i] = _mm512_fmadd_ps(xi, w1, acc1[i]);
           }
         } else {
 #pragma GCC unroll 14
-          for (int i = 0; i < MR; ++i) {
-            const __m512 xi = _mm512_castsi512_ps(_mm512_set1_epi32(int(uint32_t(x[i * s]) << 16)));
+          for (int i = 0; i < R; ++i) {
+            const __m512 xi = _mm512_castsi512_ps(_mm512_set1_epi32(int(uint32_t(xt[i * xs]) << 16)));
             acc0[i] = _mm512_fmadd_ps(xi, w0, acc0[i]);
             acc1[i] = _mm512_fmadd_ps(xi, w1, acc1[i]);
           }
@@ -239,10 +236,10 @@ void conv_tile_bf16(const ConvArgs& a, int64_t p, int panel, float* tile) {
       if (two) {
         const __m512 w0 = _mm512_castsi512_ps(_mm512_and_si512(r0, hi));
         const __m512 w1 = _mm512_castsi512_ps(_mm512_and_si512(r1, hi));
-        const uint16_t* xh = reload(x);
+        const uint16_t* xh = reload(xt);
 #pragma GCC unroll 14
-        for (int i = 0; i < MR; ++i) {
-          const __m512 xi = _mm512_castsi512_ps(_mm512_and_si512(_mm512_set1_epi32(int(load_pair(xh + i * s))), hi));
+        for (int i = 0; i < R; ++i) {
+          const __m512 xi = _mm512_castsi512_ps(_mm512_and_si512(_mm512_set1_epi32(int(load_pair(xh + i * xs))), hi));
           acc0[i] = _mm512_fmadd_ps(xi, w0, acc0[i]);
           acc1[i] = _mm512_fmadd_ps(xi, w1, acc1[i]);
         }
@@ -251,18 +248,10 @@ void conv_tile_bf16(const ConvArgs& a, int64_t p, int panel, float* tile) {
     }
   }
 #pragma GCC unroll 14
-  for (int i = 0; i < MR; ++i) {
-    _mm512_store_ps(tile + i * NR, acc0[i]);
-    _mm512_store_ps(tile + i * NR + 16, acc1[i]);
+  for (int i = 0; i < R; ++i) {
+    _mm512_store_ps(out + i * ldt, acc0[i]);
+    _mm512_store_ps(out + i * ldt + 16, acc1[i]);
   }
-}
-
-void conv(const ConvArgs& a) {
-  const auto epi = [](const Epilogue& e, float* t, int r, int64_t p, int c0, int nc) { epilogue(e, t, r, p, c0, nc); };
-  if (a.bf16)
-    conv_tiles<MR, NR>(a, [&](auto rows, int64_t p, int panel, float* tile) { conv_tile_bf16<decltype(rows)::value>(a, p, panel, tile); }, epi);
-  else
-    conv_tiles<MR, NR>(a, [&](auto rows, int64_t p, int panel, float* tile) { conv_tile<decltype(rows)::value>(a, p, panel, tile); }, epi);
 }
 
 void sum_rows(const float* const* rows, int k, float* out) {
@@ -275,11 +264,20 @@ void sum_rows(const float* const* rows, int k, float* out) {
   _mm512_store_ps(out + 16, acc1);
 }
 
-// Lambdas, not function references, so that the compiler inlines them into the tile loop.
-void stem(const StemArgs& a) {
-  stem_tiles<MR, NR>(a, [](const float* const* rows, int k, float* out) { sum_rows(rows, k, out); },
-                     [](const Epilogue& e, float* t, int r, int64_t p, int c0, int nc) { epilogue(e, t, r, p, c0, nc); });
-}
+struct Kernels {
+  static constexpr int MR = B2F_ISA_NS::MR, NR = B2F_ISA_NS::NR;
+  template <int R, typename T>
+  static void micro(const T* x, int64_t xs, int64_t ts, const T* w, int taps, int cin, float* out, int64_t ldt) {
+    B2F_ISA_NS::micro<R>(x, xs, ts, w, taps, cin, out, ldt);
+  }
+  static void epilogue(const Epilogue& e, float* t, int r, int64_t p, int c0, int nc) {
+    B2F_ISA_NS::epilogue(e, t, r, p, c0, nc);
+  }
+  static void sum_rows(const float* const* rows, int k, float* out) { B2F_ISA_NS::sum_rows(rows, k, out); }
+};
+
+void conv(const ConvArgs& a) { run_conv<Kernels>(a); }
+void stem(const StemArgs& a) { run_stem<Kernels>(a); }
 
 }  // namespace
 }  // namespace B2F_ISA_NS

@@ -1,9 +1,22 @@
 // Portable tile loops shared by every CPU instruction set. Included by each ISA's
 // translation unit, so the same source is compiled (and auto-vectorised) with that
-// unit's flags; an ISA replaces only the pieces it hand-writes.
+// unit's flags. An ISA supplies a traits class K with its register tile and hand-written
+// pieces:
+//   K::MR, K::NR                 register tile: MR rows (positions or tiles) x NR columns
+//   K::micro<R>(x, xs, ts, w, taps, cin, out, ldt)
+//       out[i][0..NR) (row stride ldt) = sum_{t < taps} sum_{c < cin} x[i xs + t ts + c] w[t][c][0..NR)
+//       for rows i < R, fp32 (float x, w [taps][cin][NR]) or bf16 (uint16_t x, w as bf16
+//       pairs [taps][(cin + 1) / 2][NR][2]), accumulated in fp32 in channel order
+//   K::epilogue(e, tile, rows, p, col0, ncols)   bias, residual, pool, outputs of a tile
+//   K::sum_rows(rows, k, out)                    the stem's gathered-row sum
+// and the drivers here (run_conv, run_stem) do the rest.
 #pragma once
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
+#include <memory>
+#include <new>
+#include <type_traits>
 #include <utility>
 
 #include "basenji2_fast/kernels.h"
@@ -69,6 +82,14 @@ inline void epilogue_scalar(const Epilogue& e, float* tile, int rows, int64_t p,
   }
 }
 
+// Runs fn(task) for task in [0, ntasks) on up to `threads` threads, statically scheduled:
+// every parallel loop of the kernels goes through here.
+template <typename Fn>
+inline void parallel_tasks(int64_t ntasks, int threads, Fn&& fn) {
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && ntasks > 1)
+  for (int64_t task = 0; task < ntasks; ++task) fn(task);
+}
+
 // Runs tile_fn(p, rows, panel) over [p0, p1) x panels, threads over tasks.
 // chunk == 0: a task is one panel over a block of positions, consecutive blocks of a panel
 //   on one thread, so the panel's weights stay in cache while positions stream past
@@ -81,24 +102,21 @@ inline void for_each_tile(int64_t p0, int64_t p1, int cout, int threads, int64_t
   const int panels = (cout + NR - 1) / NR;
   if (chunk > 0) {
     const int64_t ntasks = (p1 - p0 + chunk - 1) / chunk;
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && ntasks > 1)
-    for (int64_t task = 0; task < ntasks; ++task) {
+    parallel_tasks(ntasks, threads, [&](int64_t task) {
       const int64_t b0 = p0 + task * chunk, b1 = std::min(b0 + chunk, p1);
       for (int panel = 0; panel < panels; ++panel)
         for (int64_t p = b0; p < b1; p += MR) tile_fn(p, int(std::min<int64_t>(MR, b1 - p)), panel);
-    }
+    });
     return;
   }
   const int64_t block = int64_t(MR) * kTilesPerBlock;
   const int64_t nblocks = (p1 - p0 + block - 1) / block;
-  const int64_t ntasks = nblocks * panels;
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && ntasks > 1)
-  for (int64_t task = 0; task < ntasks; ++task) {
+  parallel_tasks(nblocks * panels, threads, [&](int64_t task) {
     const int panel = int(task / nblocks);
     const int64_t b0 = p0 + (task % nblocks) * block;
     const int64_t b1 = std::min(b0 + block, p1);
     for (int64_t p = b0; p < b1; p += MR) tile_fn(p, int(std::min<int64_t>(MR, b1 - p)), panel);
-  }
+  });
 }
 
 // The loop order for a conv (see for_each_tile): chunk-major when the layer's input
@@ -119,37 +137,207 @@ template <int MR, typename F, int... Rs>
 inline void dispatch_rows(int rows, F&& f, std::integer_sequence<int, Rs...>) {
   ((rows == Rs + 1 ? f(std::integral_constant<int, Rs + 1>{}) : void()), ...);
 }
+template <int MR, typename F>
+inline void with_rows(int rows, F&& f) {
+  dispatch_rows<MR>(rows, f, std::make_integer_sequence<int, MR>{});
+}
 
-// The conv driver every ISA shares. tile_at(rows_constant, p, panel, tile) fills a tile
-// [rows][NR] of accumulators with the ISA's micro-kernel; epilogue finishes and stores it.
-template <int MR, int NR, typename TileAt, typename Epi>
-inline void conv_tiles(const ConvArgs& a, TileAt&& tile_at, Epi&& epilogue) {
+// Elements of one tap (or transform point) of a packed weight panel: [cin][NR] floats, or
+// bf16 pairs [(cin + 1) / 2][NR][2].
+template <int NR>
+inline int64_t tap_elems(int cin, bool bf16) {
+  return bf16 ? int64_t((cin + 1) / 2) * NR * 2 : int64_t(cin) * NR;
+}
+
+// R rows of K's micro-kernel in the ConvArgs' precision: x and w are fp32, or bf16 when bf16.
+template <class K, int R>
+inline void micro_any(bool bf16, const void* x, int64_t xs, int64_t ts, const void* w, int taps, int cin, float* out,
+                      int64_t ldt) {
+  if (bf16)
+    K::template micro<R>(static_cast<const uint16_t*>(x), xs, ts, static_cast<const uint16_t*>(w), taps, cin, out, ldt);
+  else
+    K::template micro<R>(static_cast<const float*>(x), xs, ts, static_cast<const float*>(w), taps, cin, out, ldt);
+}
+
+// Direct convolution: per register tile of MR positions x NR output channels, all k taps.
+template <class K>
+inline void conv_direct(const ConvArgs& a) {
+  constexpr int MR = K::MR, NR = K::NR;
+  const int64_t es = a.bf16 ? 2 : 4;
+  const char* in = static_cast<const char*>(a.in);
+  const char* w = static_cast<const char*>(a.w);
+  const int64_t panel_bytes = a.k * tap_elems<NR>(a.cin, a.bf16) * es;
   for_each_tile<MR, NR>(a.p0, a.p1, a.cout, a.threads, conv_chunk<MR>(a), [&](int64_t p, int rows, int panel) {
-    alignas(64) float tile[MR * NR];
-    dispatch_rows<MR>(rows, [&](auto r) { tile_at(r, p, panel, tile); }, std::make_integer_sequence<int, MR>{});
+    alignas(64) float tile[K::MR * K::NR];  // K::, not a local constexpr: GCC 12 fails on the latter
+    const char* x = in + (p - int64_t(a.k / 2) * a.dil) * a.in_stride * es;
+    with_rows<MR>(rows, [&](auto r) {
+      micro_any<K, decltype(r)::value>(a.bf16, x, a.in_stride, int64_t(a.dil) * a.in_stride, w + panel * panel_bytes,
+                                       a.k, a.cin, tile, NR);
+    });
     const int col0 = panel * NR;
-    epilogue(a.epi, tile, rows, p, col0, std::min(NR, a.cout - col0));
+    K::epilogue(a.epi, tile, rows, p, col0, std::min(NR, a.cout - col0));
   });
 }
 
+// Growing 64-byte aligned scratch memory (kept per thread between calls: the sizes recur).
+class Scratch {
+ public:
+  template <typename T>
+  T* get(size_t n) {
+    const size_t bytes = (n * sizeof(T) + 63) / 64 * 64;
+    if (bytes > cap_) {
+      buf_.reset(static_cast<char*>(std::aligned_alloc(64, bytes)));
+      if (!buf_) throw std::bad_alloc();
+      cap_ = bytes;
+    }
+    return reinterpret_cast<T*>(buf_.get());
+  }
+
+ private:
+  struct Free {
+    void operator()(char* p) const { std::free(p); }
+  };
+  std::unique_ptr<char, Free> buf_;
+  size_t cap_ = 0;
+};
+
+// Bytes of transformed input (one transform point) a fast conv's task keeps for its tiles:
+// with every output panel's GEMM reading them again, they should stay in L2.
+constexpr int64_t kFastPointBytes = 128 * 1024;
+
+// Input transform of `tiles` consecutive tiles from block b0 on (tile t: block b0 + t / d,
+// phase t % d): v[j][t][c] = sum_s bt[j][s] x[row s of tile t][c], summed in fp32 in the
+// order of s, zero coefficients skipped; In/Out: float, or uint16_t (bf16, widened / rounded
+// to nearest even).
+template <typename In, typename Out>
+inline void fast_input_transform(const ConvArgs& a, int64_t b0, int tiles, Out* v, float* acc) {
+  const int n = a.fast.n, d = a.dil, cin = a.cin;
+  const int64_t md = int64_t(a.fast.m) * d, h = int64_t(a.k / 2) * d;
+  const In* in = static_cast<const In*>(a.in);
+  const auto widen = [](In x) -> float {
+    if constexpr (sizeof(In) == 2) return bf16_to_f32(x);
+    else return x;
+  };
+  for (int t = 0; t < tiles; ++t) {
+    const int64_t first = (b0 + t / d) * md + t % d - h;  // the tile's first input row
+    for (int j = 0; j < n; ++j) {
+      const float* bt = a.fast.bt + j * n;
+      float* s_acc = std::is_same<Out, float>::value ? reinterpret_cast<float*>(v + (int64_t(j) * tiles + t) * cin) : acc;
+      bool started = false;
+      for (int s = 0; s < n; ++s) {
+        const float c = bt[s];
+        if (c == 0.f) continue;
+        const In* x = in + (first + int64_t(s) * d) * a.in_stride;
+        if (!started)
+          for (int ch = 0; ch < cin; ++ch) s_acc[ch] = c * widen(x[ch]);
+        else
+          for (int ch = 0; ch < cin; ++ch) s_acc[ch] += c * widen(x[ch]);
+        started = true;
+      }
+      if constexpr (!std::is_same<Out, float>::value) {
+        Out* o = v + (int64_t(j) * tiles + t) * cin;
+        for (int ch = 0; ch < cin; ++ch) o[ch] = f32_to_bf16(acc[ch]);
+      }
+    }
+  }
+}
+
+// Fast convolution: Winograd F(m, k) tiles (winograd.h) over the blocks of m * dil positions
+// that cover [p0, p1). A task takes consecutive blocks: their input transform, then per
+// transform point j and output panel one GEMM over the task's tiles (K's micro-kernel on the
+// transformed weights U_j), then per block and panel the output transform into the block's
+// rows in position order and K's epilogue on the rows inside [p0, p1).
+template <class K>
+inline void conv_fast(const ConvArgs& a) {
+  constexpr int MR = K::MR, NR = K::NR;
+  const int m = a.fast.m, n = a.fast.n, d = a.dil, cin = a.cin;
+  const int64_t md = int64_t(m) * d;
+  const int64_t b0 = floor_to(a.p0, md) / md, b1 = ceil_to(a.p1, md) / md;
+  const int64_t nb = b1 - b0;
+  const int panels = (a.cout + NR - 1) / NR, coutp = panels * NR;
+  const int64_t es = a.bf16 ? 2 : 4;
+  // Blocks per task: a transform point's inputs of a task fill kFastPointBytes, and every
+  // thread gets the same number of tasks.
+  int64_t per = std::max<int64_t>(1, std::max<int64_t>(2 * MR, kFastPointBytes / (es * cin)) / d);
+  int64_t ntasks = (nb + per - 1) / per;
+  if (a.threads > 1) {
+    ntasks = std::min(nb, (std::max<int64_t>(ntasks, 1) + a.threads - 1) / a.threads * a.threads);
+    per = (nb + ntasks - 1) / ntasks;
+    ntasks = (nb + per - 1) / per;
+  }
+  const int64_t point_elems = tap_elems<NR>(cin, a.bf16);
+  const char* u = static_cast<const char*>(a.w);
+  parallel_tasks(ntasks, a.threads, [&](int64_t task) {
+    thread_local Scratch v_buf, m_buf, y_buf, acc_buf;
+    const int64_t tb0 = b0 + task * per, tb1 = std::min(b1, tb0 + per);
+    const int tiles = int((tb1 - tb0) * d);
+    void* v = v_buf.get<char>(size_t(n) * tiles * cin * es);
+    float* mt = m_buf.get<float>(size_t(tiles) * n * coutp);  // [tile][point][coutp]
+    float* y = y_buf.get<float>(size_t(md) * NR);            // one block's rows of one panel
+    float* acc = acc_buf.get<float>(size_t(cin));
+    if (a.bf16) fast_input_transform<uint16_t, uint16_t>(a, tb0, tiles, static_cast<uint16_t*>(v), acc);
+    else fast_input_transform<float, float>(a, tb0, tiles, static_cast<float*>(v), acc);
+    for (int j = 0; j < n; ++j)
+      for (int panel = 0; panel < panels; ++panel) {
+        const char* uj = u + (int64_t(panel) * n + j) * point_elems * es;
+        for (int g = 0; g < tiles; g += MR) {
+          const char* x = static_cast<const char*>(v) + (int64_t(j) * tiles + g) * cin * es;
+          float* out = mt + (int64_t(g) * n + j) * coutp + panel * NR;
+          with_rows<MR>(std::min(MR, tiles - g), [&](auto r) {
+            micro_any<K, decltype(r)::value>(a.bf16, x, cin, 0, uj, 1, cin, out, int64_t(n) * coutp);
+          });
+        }
+      }
+    for (int64_t b = tb0; b < tb1; ++b) {
+      const int64_t lo = std::max(a.p0, b * md), hi = std::min(a.p1, (b + 1) * md);
+      if (lo >= hi) continue;
+      for (int panel = 0; panel < panels; ++panel) {
+        for (int phase = 0; phase < d; ++phase) {
+          const float* mj = mt + ((b - tb0) * d + phase) * n * coutp + panel * NR;
+          for (int i = 0; i < m; ++i) {
+            const float* at = a.fast.at + i * n;
+            float* yi = y + (phase + int64_t(d) * i) * NR;
+            for (int c = 0; c < NR; ++c) yi[c] = at[0] * mj[c];
+            for (int j = 1; j < n; ++j) {
+              const float cf = at[j];
+              if (cf == 0.f) continue;
+              const float* mrow = mj + int64_t(j) * coutp;
+              for (int c = 0; c < NR; ++c) yi[c] += cf * mrow[c];
+            }
+          }
+        }
+        const int col0 = panel * NR;
+        K::epilogue(a.epi, y + (lo - b * md) * NR, int(hi - lo), lo, col0, std::min(NR, a.cout - col0));
+      }
+    }
+  });
+}
+
+template <class K>
+inline void run_conv(const ConvArgs& a) {
+  if (a.fast.m > 0) conv_fast<K>(a);
+  else conv_direct<K>(a);
+}
+
 // The one-hot stem: per position, the sum of one table row per tap (no multiplies).
-// sum_rows(rows, k, out) adds k rows of NR floats into out[NR] with the ISA's vectors
+// K::sum_rows(rows, k, out) adds k rows of NR floats into out[NR] with the ISA's vectors
 // (compilers do not vectorise the portable loop well across the gathered rows).
-template <int MR, int NR, typename SumRows, typename Epi>
-inline void stem_tiles(const StemArgs& a, SumRows&& sum_rows, Epi&& epilogue) {
+template <class K>
+inline void run_stem(const StemArgs& a) {
+  constexpr int MR = K::MR, NR = K::NR;
   const int64_t padded = ((a.cout + NR - 1) / NR) * NR;
   const int half = a.k / 2;
   for_each_tile<MR, NR>(a.p0, a.p1, a.cout, a.threads, 0, [&](int64_t p, int rows, int panel) {
-    alignas(64) float tile[MR * NR];
+    alignas(64) float tile[K::MR * K::NR];  // K::, not a local constexpr: GCC 12 fails on the latter
     const float* taps[64];  // kernel sizes up to 64 taps
     const int col0 = panel * NR;
     for (int i = 0; i < rows; ++i) {
       const uint8_t* codes = a.codes + p + i - int64_t(half) * a.dil;
       for (int t = 0; t < a.k; ++t)
         taps[t] = a.table + (int64_t(t) * kStemCodes + codes[int64_t(t) * a.dil]) * padded + col0;
-      sum_rows(taps, a.k, tile + i * NR);
+      K::sum_rows(taps, a.k, tile + i * NR);
     }
-    epilogue(a.epi, tile, rows, p, col0, std::min(NR, a.cout - col0));
+    K::epilogue(a.epi, tile, rows, p, col0, std::min(NR, a.cout - col0));
   });
 }
 

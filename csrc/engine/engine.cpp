@@ -68,7 +68,11 @@ Engine::Engine(int64_t seq_length, Gelu gelu, bool final_gelu, std::vector<OpDes
     const OpDesc& op = ops_[i];
     if (op.type == OpDesc::Conv) {
       (op.gelu_in ? need_act_ : need_raw_)[i] = 1;
-      halo_[i] = conv_halo(op.k, op.dil);
+      // Zero rows each side: the halo, and for a fast conv the rows its last tile block
+      // reads beyond the layer's end.
+      int64_t lo, hi;
+      op_reads(i, 0, lengths_[i], lo, hi);
+      halo_[i] = std::max(-lo, hi - lengths_[i]);
       if (op.residual >= 0) {
         need_raw_[op.residual] = 1;
         last_use_[op.residual] = std::max(last_use_[op.residual], i);
@@ -102,7 +106,28 @@ Engine::Engine(int64_t seq_length, Gelu gelu, bool final_gelu, std::vector<OpDes
   for (int i = 1; i < n; ++i)
     if (ops_[i].type == OpDesc::Conv) {
       const OpDesc& op = ops_[i];
-      packed_[i] = pack(op.kernel, op.kernel_bf16, op.bias.data(), op.k, op.cin, op.cout, op.bf16);
+      if (op.fast_m) {
+        // The transformed weights U[j][c][o] = sum_t G[j][t] w[t][c][o], summed in float64,
+        // packed as a conv with one tap per transform point.
+        Winograd wg = make_winograd(op.fast_m, op.k);
+        std::vector<float> u(size_t(wg.n) * op.cin * op.cout);
+        std::vector<double> acc(size_t(op.cout));
+        for (int j = 0; j < wg.n; ++j)
+          for (int c = 0; c < op.cin; ++c) {
+            std::fill(acc.begin(), acc.end(), 0.0);
+            for (int t = 0; t < op.k; ++t) {
+              const double g = wg.g[size_t(j) * op.k + t];
+              if (g == 0.0) continue;
+              const size_t row = (size_t(t) * op.cin + c) * op.cout;
+              for (int o = 0; o < op.cout; ++o) acc[o] += g * weight_at(op.kernel, op.kernel_bf16, row + o);
+            }
+            std::copy(acc.begin(), acc.end(), u.begin() + (size_t(j) * op.cin + c) * op.cout);
+          }
+        packed_[i] = pack(u.data(), false, op.bias.data(), wg.n, op.cin, op.cout, op.bf16);
+        packed_[i].wino = std::move(wg);
+      } else {
+        packed_[i] = pack(op.kernel, op.kernel_bf16, op.bias.data(), op.k, op.cin, op.cout, op.bf16);
+      }
       if (packed) packed(i);
     }
   // The stem is a table gather (stem_table): only its bias is packed.
@@ -232,6 +257,8 @@ void Engine::conv_call(int i, const void* in, const float* res, int64_t p0, int6
   a.bf16 = packed_[i].bf16;
   a.k = op.k, a.dil = op.dil, a.cin = op.cin, a.cout = op.cout;
   a.p0 = p0, a.p1 = p1, a.threads = threads ? threads : threads_;
+  const Winograd& wg = packed_[i].wino;
+  if (wg.fast()) a.fast.m = wg.m, a.fast.n = wg.n, a.fast.at = wg.at.data(), a.fast.bt = wg.bt.data();
   a.epi.bias = packed_[i].bias.data();
   a.epi.pool = op.pool;
   a.epi.gelu = gelu_;
@@ -265,8 +292,7 @@ void Engine::prefix_ranges(int64_t a, int64_t b, std::vector<int64_t>& lo, std::
   lo.assign(P + 1, 0), hi.assign(P + 1, 0), need_lo.assign(P + 1, 0), need_hi.assign(P + 1, 0);
   lo[P] = a, hi[P] = b;
   for (int i = P - 1; i >= 0; --i) {
-    need_lo[i] = lo[i + 1] * ops_[i].pool - halo_[i];
-    need_hi[i] = hi[i + 1] * ops_[i].pool + halo_[i];
+    op_reads(i, lo[i + 1] * ops_[i].pool, hi[i + 1] * ops_[i].pool, need_lo[i], need_hi[i]);
     lo[i] = std::max<int64_t>(0, need_lo[i]);
     hi[i] = std::min(lengths_[i], need_hi[i]);
   }
@@ -383,26 +409,72 @@ void Engine::op_range(int i, const float* x, int64_t x0, int64_t x_rows, const f
   if (i < 1 || i >= int(ops_.size()) || ops_[i].type != OpDesc::Conv) fail("op_range: op " + std::to_string(i) +
                                                                            " is not a convolution after the stem");
   const OpDesc& op = ops_[i];
-  const int64_t L = lengths_[i], h = conv_halo(op.k, op.dil);
+  const int64_t L = lengths_[i];
   if (p0 < 0 || p1 > L || p0 >= p1 || (op.pool == 2 && (p0 % 2 || p1 % 2)))
     fail("op_range: bad output range [" + std::to_string(p0) + ", " + std::to_string(p1) + ")");
-  const int64_t need0 = std::max<int64_t>(0, p0 - h), need1 = std::min(L, p1 + h);
-  if (x0 > need0 || x0 + x_rows < need1) fail("op_range: the input rows do not cover the range plus its halo");
+  int64_t r0, r1;  // the rows the op reads, of which those inside the layer must be given
+  op_reads(i, p0, p1, r0, r1);
+  const int64_t need0 = std::max<int64_t>(0, r0), need1 = std::min(L, r1);
+  if (x0 > need0 || x0 + x_rows < need1)
+    fail("op_range: the input rows do not cover the range plus its halo (rows [" + std::to_string(need0) + ", " +
+         std::to_string(need1) + ") are read)");
   if (op.residual >= 0 && !res) fail("op_range: this op needs its residual rows");
-  // Activated input rows [p0 - h, p1 + h), zero outside the layer ("same" padding), in
-  // the op's input type.
+  // Activated input rows [r0, r1), zero outside the layer ("same" padding), in the op's
+  // input type.
   const int c = op.cin;
-  std::vector<float> buf(size_t(p1 - p0 + 2 * h) * c, 0.f);
+  std::vector<float> buf(size_t(r1 - r0) * c, 0.f);
   std::vector<uint16_t> buf16(op.bf16 ? buf.size() : 0, 0);
   for (int64_t q = need0; q < need1; ++q) {
     const float* src = x + (q - x0) * c;
-    const size_t d = size_t(q - (p0 - h)) * c;
+    const size_t d = size_t(q - r0) * c;
     for (int j = 0; j < c; ++j) buf[d + j] = op.gelu_in && !activated ? gelu(src[j], gelu_) : src[j];
     if (op.bf16)
       for (int j = 0; j < c; ++j) buf16[d + j] = cpu::f32_to_bf16(buf[d + j]);
   }
-  const void* in0 = op.bf16 ? static_cast<const void*>(buf16.data() + (h - p0) * c) : buf.data() + (h - p0) * c;
+  const void* in0 = op.bf16 ? static_cast<const void*>(buf16.data() - r0 * c) : buf.data() - r0 * c;
   conv_call(i, in0, res ? res - p0 * op.cout : nullptr, p0, p1, out - (p0 / op.pool) * op.cout, nullptr);
+}
+
+void Engine::op_reads(int i, int64_t p0, int64_t p1, int64_t& lo, int64_t& hi) const {
+  const OpDesc& op = ops_.at(i);
+  if (op.type != OpDesc::Conv) fail("op " + std::to_string(i) + " is not a convolution");
+  conv_reads(p0, p1, fast_block(op.fast_m, op.dil), conv_halo(op.k, op.dil), lo, hi);
+}
+
+void Engine::op_reached(int i, int64_t lo, int64_t hi, int64_t& o0, int64_t& o1) const {
+  const OpDesc& op = ops_.at(i);
+  if (op.type != OpDesc::Conv) fail("op " + std::to_string(i) + " is not a convolution");
+  conv_reached(lo, hi, fast_block(op.fast_m, op.dil), conv_halo(op.k, op.dil), lengths_[i], o0, o1);
+}
+
+std::string Engine::op_algorithm(int i) const {
+  const OpDesc& op = ops_.at(i);
+  if (op.type == OpDesc::Crop) return "crop";
+  if (i == 0) return "stem";
+  if (op.fast_m) return "F(" + std::to_string(op.fast_m) + "," + std::to_string(op.k) + ")";
+  return "direct";
+}
+
+Engine::OpFlops Engine::op_flops(int i) const {
+  OpFlops f;
+  const OpDesc& op = ops_.at(i);
+  if (op.type != OpDesc::Conv) return f;
+  const double L = double(lengths_[i]);
+  f.direct = 2.0 * op.k * op.cin * op.cout * L;
+  if (i == 0) {  // the gather: k - 1 additions per output, then the bias
+    f.done = double(op.k) * op.cout * L;
+  } else if (op.fast_m) {
+    // Per tile: n GEMM products per (cin, cout), the input transform's nonzero coefficients
+    // per input channel and the output transform's per output channel.
+    const Winograd& wg = packed_[i].wino;
+    const int64_t blk = fast_block(op.fast_m, op.dil);
+    const double tiles = double(ceil_to(lengths_[i], blk) / blk) * op.dil;
+    const auto nnz = [](const std::vector<float>& v) { return double(std::count_if(v.begin(), v.end(), [](float x) { return x != 0.f; })); };
+    f.done = tiles * (2.0 * wg.n * op.cin * op.cout + 2.0 * nnz(wg.bt) * op.cin + 2.0 * nnz(wg.at) * op.cout);
+  } else {
+    f.done = f.direct;
+  }
+  return f;
 }
 
 void Engine::trunk(const uint8_t* codes, int64_t batch, bool n_uniform, float* out) const {

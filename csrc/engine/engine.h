@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "basenji2_fast/kernels.h"
+#include "basenji2_fast/winograd.h"
 
 namespace b2f {
 
@@ -30,6 +31,9 @@ struct OpDesc {
   // the op before, fp32 accumulation and epilogue. Needs gelu_in (the raw, pre-activation
   // tensors that residuals add stay fp32). Ignored for the stem, a table gather in fp32.
   bool bf16 = false;
+  // Fast convolution: Winograd F(fast_m, k) tiles (winograd.h), 0 = direct. The weights are
+  // transformed once while packing (with bf16, the transformed weights and inputs are bf16).
+  int fast_m = 0;
   std::vector<float> bias;
   // Crop
   int left = 0, right = 0;
@@ -63,6 +67,11 @@ inline void plan_shapes(int64_t seq_length, const std::vector<OpDesc>& ops, std:
         fail(at + "residual shape does not match");
       if (op.residual == 0) fail(at + "a residual from the one-hot input is not supported");
       if (op.bf16 && i > 0 && !op.gelu_in) fail(at + "bf16 needs an activated input (gelu_in); run this op in fp32");
+      if (op.fast_m != 0) {
+        if (i == 0) fail(at + "the stem is a table gather; it has no fast convolution");
+        const std::string why = fast_unsupported(op.fast_m, op.k, op.pool, op.dil);
+        if (!why.empty()) fail(at + why);
+      }
       lengths[i + 1] = lengths[i] / op.pool;
       channels[i + 1] = op.cout;
     } else {
@@ -109,6 +118,20 @@ class Engine {
   // activated: x already is the op's (activated) input; a bf16 op rounds it to bf16.
   void op_range(int i, const float* x, int64_t x0, int64_t x_rows, const float* res, int64_t p0, int64_t p1,
                 float* out, bool activated = false) const;
+  // Input rows [lo, hi) op i reads to produce its outputs [p0, p1) (pre-pool positions): the
+  // range plus the halo, for a fast conv rounded out to whole tile blocks first.
+  void op_reads(int i, int64_t p0, int64_t p1, int64_t& lo, int64_t& hi) const;
+  // Outputs [o0, o1) of op i whose computation reads any of its input rows [lo, hi).
+  void op_reached(int i, int64_t lo, int64_t hi, int64_t& o0, int64_t& o1) const;
+  // How op i computes: "stem" (table gather), "direct", "F(m,k)" (Winograd tiles) or "crop".
+  std::string op_algorithm(int i) const;
+  // Op i's arithmetic over one sequence in FLOPs (a multiply-add is 2): what a direct
+  // convolution needs, and what its algorithm executes (transforms included; the stem's
+  // gather executes additions only).
+  struct OpFlops {
+    double direct = 0, done = 0;
+  };
+  OpFlops op_flops(int i) const;
   int op_in_channels(int i) const { return channels_.at(i); }
   int op_out_channels(int i) const { return channels_.at(i + 1); }
   int op_pool(int i) const { return ops_.at(i).type == OpDesc::Conv ? ops_.at(i).pool : 1; }
@@ -200,6 +223,7 @@ class Engine {
     std::vector<float> w, bias;  // panels of kernels_->nr output channels, zero-padded
     std::vector<uint16_t> wb;    // bf16: weight pairs (bf16_weight_index) instead of w
     bool bf16 = false;
+    Winograd wino;  // a fast conv's transforms (w, wb then hold the transformed weights)
     const void* weights() const { return bf16 ? static_cast<const void*>(wb.data()) : w.data(); }
   };
   struct Head {

@@ -131,18 +131,23 @@ void Engine::predict_substitutions(const TrunkCache& c, const int64_t* pos, cons
         out.lo = out.hi = 0, out.raw.clear(), out.act.clear();
         continue;
       }
-      // Outputs whose taps reach the changed input rows, widened to whole pool groups.
-      const int64_t h = halo_[i];
-      int64_t o0 = std::max<int64_t>(0, in.lo - h), o1 = std::min(lengths_[i], in.hi + h);
+      // Outputs whose computation reads the changed input rows (for a fast conv, whole tile
+      // blocks: every output of a block reads all of the block's inputs), widened to whole
+      // pool groups.
+      int64_t o0 = 0, o1 = 0;
+      if (in.hi > in.lo) op_reached(i, in.lo, in.hi, o0, o1);
+      else o0 = lengths_[i], o1 = 0;
       if (res_changed) {  // the residual's own changed rows change these outputs too
         o0 = std::min(o0, patch[op.residual].lo), o1 = std::max(o1, patch[op.residual].hi);
       }
       o0 = o0 / op.pool * op.pool, o1 = std::min(lengths_[i], (o1 + op.pool - 1) / op.pool * op.pool);
       const int cin = op.cin;
       const int in_es = op.gelu_in ? act_es(i) : 4;
-      in_buf.resize(floats_for((o1 - o0 + 2 * h) * cin, in_es));
+      int64_t r0, r1;  // the input rows the op reads for them
+      op_reads(i, o0, o1, r0, r1);
+      in_buf.resize(floats_for((r1 - r0) * cin, in_es));
       char* in_bytes = reinterpret_cast<char*>(in_buf.data());
-      gather(i, op.gelu_in, in, o0 - h, o1 + h, in_bytes);
+      gather(i, op.gelu_in, in, r0, r1, in_bytes);
       const float* res = nullptr;
       if (op.residual >= 0) {
         res_buf.resize(size_t((o1 - o0) * op.cout));
@@ -153,7 +158,7 @@ void Engine::predict_substitutions(const TrunkCache& c, const int64_t* pos, cons
       const int out_es = act_es(i + 1);
       out.raw.assign(need_raw_[i + 1] ? size_t((out.hi - out.lo) * ch_out) : 0, 0.f);
       out.act.assign(need_act_[i + 1] ? floats_for((out.hi - out.lo) * ch_out, out_es) : 0, 0.f);
-      conv_call(i, in_bytes - (o0 - h) * cin * in_es, res, o0, o1,
+      conv_call(i, in_bytes - r0 * cin * in_es, res, o0, o1,
                 out.raw.empty() ? nullptr : out.raw.data() - out.lo * ch_out,
                 out.act.empty() ? nullptr : out.act_bytes() - out.lo * ch_out * out_es, kt);
     }

@@ -61,6 +61,7 @@ inline OpDesc parse_op(const py::dict& d, std::vector<py::array>& keep) {
   op.gelu_in = d["gelu_in"].cast<bool>();
   op.residual = d["residual"].cast<int>();
   op.bf16 = d.contains("bf16") && d["bf16"].cast<bool>();
+  op.fast_m = d.contains("fast_m") ? d["fast_m"].cast<int>() : 0;
   op.kernel = kernel.data();
   op.kernel_bf16 = kernel_bf16;
   op.bias.assign(bias.data(), bias.data() + bias.size());

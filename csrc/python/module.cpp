@@ -104,6 +104,32 @@ PYBIND11_MODULE(_engine, m) {
            py::arg("activated") = false,
            "One conv op over output positions [p0, p1) from its pre-activation input rows [x0, x0 + len(x)) "
            "(activated=True: x is the op's input after its GELU).")
+      .def("op_reads",
+           [](const Engine& e, int i, int64_t p0, int64_t p1) {
+             CHECK_ARG(i >= 0 && i < e.n_ops(), "op index out of range");
+             int64_t lo, hi;
+             try {
+               e.op_reads(i, p0, p1, lo, hi);
+             } catch (const std::invalid_argument& ex) {
+               throw py::value_error(ex.what());
+             }
+             return py::make_tuple(lo, hi);
+           },
+           py::arg("op"), py::arg("p0"), py::arg("p1"),
+           "Input rows (lo, hi) op i reads for its outputs [p0, p1): the halo, and for a fast conv whole tile blocks.")
+      .def("op_algorithm",
+           [](const Engine& e, int i) {
+             CHECK_ARG(i >= 0 && i < e.n_ops(), "op index out of range");
+             return e.op_algorithm(i);
+           },
+           "How op i computes: 'stem', 'direct', 'F(m,k)' (Winograd tiles) or 'crop'.")
+      .def("op_flops",
+           [](const Engine& e, int i) {
+             CHECK_ARG(i >= 0 && i < e.n_ops(), "op index out of range");
+             const auto f = e.op_flops(i);
+             return py::make_tuple(f.direct, f.done);
+           },
+           "(direct, done): op i's FLOPs over one sequence for a direct convolution and for its algorithm.")
       .def("cache_trunk",
            [](const Engine& e, U8 codes, bool n_uniform) {
              CHECK_ARG(codes.ndim() == 1 && codes.shape(0) == e.seq_length(), "codes must be uint8 [seq_length]");
