@@ -309,10 +309,11 @@ class Model:
     def info(self) -> dict:
         """Geometry, heads, GELU variant, the kernels that run and the arithmetic they do.
 
-        ``layers`` (CPU): per conv op its algorithm ("stem" gather, "direct", or "F(m,k)"
-        Winograd tiles), precision of its products and GFLOP per sequence, for a direct
-        convolution and as executed. ``gflop`` / ``gflop_done``: the same over the trunk and
-        every track of the first head (a multiply-add counts 2).
+        ``flops_per_sequence``: :meth:`executed_flops`. ``layers`` (CPU): per conv op its
+        algorithm ("stem" gather, "direct", or "F(m,k)" Winograd tiles), the precision of its
+        products, and GFLOP per sequence for a direct convolution (``gflop_nominal``) and as
+        executed (``gflop_executed``); ``gflop_nominal`` / ``gflop_executed``: the same over
+        the trunk and every track of the first head (a multiply-add counts 2).
         """
         info = {
             "seq_length": self.seq_length, "bin_size": self.bin_size, "n_bins": self.n_bins,
@@ -322,29 +323,46 @@ class Model:
             "algorithm": self.algorithm,
             "threads": self.threads, "isa": self._engine.isa, "stem_tower_tiles": self._engine.prefix_tiles,
             "weight_mb": round(self._engine.weight_bytes / 1e6, 1),
+            "flops_per_sequence": self.executed_flops(),
             "version": __version__,
             "source": self.spec.metadata.get("source"),
         }
-        if hasattr(self._engine, "op_flops"):
-            info.update(self.arithmetic())
+        if info["flops_per_sequence"] is not None:
+            info.update(self._layers(info["flops_per_sequence"]))
         return info
 
-    def arithmetic(self) -> dict:
-        """Per-op algorithm, precision and FLOPs of one sequence (see :meth:`info`). CPU only."""
+    def _layers(self, executed: dict) -> dict:
+        """Per conv op: algorithm, precision and GFLOP, nominal and executed (see :meth:`info`)."""
         plan, head_bf16 = self._plan
-        layers, direct, done = [], 0.0, 0.0
+        layers, nominal, length = [], 0, self.seq_length
         for i, op in enumerate(self.spec.ops):
             if not isinstance(op, ConvOp):
+                length -= op.left + op.right
                 continue
-            d, e = self._engine.op_flops(i)
+            f = int(self._engine.op_flops(i, 0, length, True))
             layers.append({"op": i, "name": op.name, "algorithm": self._engine.op_algorithm(i),
                            "precision": "bf16" if plan[i]["bf16"] else "fp32",
-                           "gflop": round(d / 1e9, 3), "gflop_done": round(e / 1e9, 3)})
-            direct, done = direct + d, done + e
-        head = next(iter(self.spec.heads.values()), None)
-        head_flops = 2.0 * self.spec.trunk_channels * head.tracks * self.n_bins if head is not None else 0.0
+                           "gflop_nominal": round(f / 1e9, 3), "gflop_executed": round(executed["ops"][i] / 1e9, 3)})
+            nominal += f
+            length //= op.pool
+        head = executed["heads"].get(self.head_names[0], 0) if self.head_names else 0
         return {"layers": layers, "head_precision": "bf16" if head_bf16 else "fp32",
-                "gflop": round((direct + head_flops) / 1e9, 2), "gflop_done": round((done + head_flops) / 1e9, 2)}
+                "gflop_nominal": round((nominal + head) / 1e9, 2),
+                "gflop_executed": round((executed["trunk"] + head) / 1e9, 2)}
+
+    def executed_flops(self) -> Optional[dict]:
+        """The arithmetic one sequence's forward pass executes here, in FLOPs (a multiply-add
+        counts 2), as the engine counts it: ``{"ops": [per op of spec.ops], "trunk": their
+        sum, "heads": {name: every track}}``. What a direct convolution would compute is
+        :func:`basenji2_fast.bench.op_flops`; this is what this engine's algorithm does (the
+        stem's table gather adds rows instead of multiplying). None where the engine does
+        not count (CUDA)."""
+        if not hasattr(self._engine, "pass_flops"):
+            return None
+        ops = [int(f) for f in self._engine.pass_flops]
+        heads = {name: int(self._engine.head_flops(self._head_index[name], self.spec.heads[name].tracks,
+                                                   self.n_bins)) for name in self.head_names}
+        return {"ops": ops, "trunk": sum(ops), "heads": heads}
 
     def __repr__(self) -> str:
         heads = ", ".join(f"{n}={h.tracks}" for n, h in self.spec.heads.items())

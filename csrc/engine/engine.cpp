@@ -455,26 +455,41 @@ std::string Engine::op_algorithm(int i) const {
   return "direct";
 }
 
-Engine::OpFlops Engine::op_flops(int i) const {
-  OpFlops f;
+int64_t Engine::op_flops(int i, int64_t p0, int64_t p1, bool nominal) const {
   const OpDesc& op = ops_.at(i);
-  if (op.type != OpDesc::Conv) return f;
-  const double L = double(lengths_[i]);
-  f.direct = 2.0 * op.k * op.cin * op.cout * L;
-  if (i == 0) {  // the gather: k - 1 additions per output, then the bias
-    f.done = double(op.k) * op.cout * L;
-  } else if (op.fast_m) {
-    // Per tile: n GEMM products per (cin, cout), the input transform's nonzero coefficients
-    // per input channel and the output transform's per output channel.
-    const Winograd& wg = packed_[i].wino;
-    const int64_t blk = fast_block(op.fast_m, op.dil);
-    const double tiles = double(ceil_to(lengths_[i], blk) / blk) * op.dil;
-    const auto nnz = [](const std::vector<float>& v) { return double(std::count_if(v.begin(), v.end(), [](float x) { return x != 0.f; })); };
-    f.done = tiles * (2.0 * wg.n * op.cin * op.cout + 2.0 * nnz(wg.bt) * op.cin + 2.0 * nnz(wg.at) * op.cout);
-  } else {
-    f.done = f.direct;
+  if (op.type != OpDesc::Conv || p1 <= p0) return 0;
+  if (nominal || (i > 0 && !op.fast_m)) return 2 * int64_t(op.k) * op.cin * op.cout * (p1 - p0);
+  if (i == 0) return int64_t(op.k) * op.cout * (p1 - p0);  // run_stem: k table rows summed
+  const Winograd& wg = packed_[i].wino;
+  const int64_t blk = fast_block(op.fast_m, op.dil);
+  const int64_t tiles = (ceil_to(p1, blk) - floor_to(p0, blk)) / blk * op.dil;
+  const auto nnz = [](const std::vector<float>& v) { return int64_t(std::count_if(v.begin(), v.end(), [](float x) { return x != 0.f; })); };
+  return tiles * (2 * int64_t(wg.n) * op.cin * op.cout + 2 * nnz(wg.bt) * op.cin + 2 * nnz(wg.at) * op.cout);
+}
+
+std::vector<int64_t> Engine::pass_flops() const {
+  const int n = int(ops_.size());
+  std::vector<int64_t> f(n, 0);
+  int first = 0;
+  const int64_t tiles = prefix_tiles();
+  if (tiles > 1) {  // the ranges run_prefix_tiled computes, tile by tile
+    const int P = prefix_;
+    const int64_t lp = lengths_[P];
+    std::vector<int64_t> lo, hi, need_lo, need_hi;
+    for (int64_t t = 0; t < tiles; ++t) {
+      const int64_t a = lp * t / tiles, b = lp * (t + 1) / tiles;
+      if (a == b) continue;
+      prefix_ranges(a, b, lo, hi, need_lo, need_hi);
+      for (int i = 0; i < P; ++i) f[i] += op_flops(i, lo[i + 1] * ops_[i].pool, hi[i + 1] * ops_[i].pool);
+    }
+    first = P;
   }
+  for (int i = first; i < n; ++i) f[i] = op_flops(i, 0, lengths_[i]);
   return f;
+}
+
+int64_t Engine::head_flops(int h, int tracks, int64_t rows) const {
+  return 2 * int64_t(heads_.at(h).channels) * tracks * rows;
 }
 
 void Engine::trunk(const uint8_t* codes, int64_t batch, bool n_uniform, float* out) const {

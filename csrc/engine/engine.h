@@ -125,13 +125,21 @@ class Engine {
   void op_reached(int i, int64_t lo, int64_t hi, int64_t& o0, int64_t& o1) const;
   // How op i computes: "stem" (table gather), "direct", "F(m,k)" (Winograd tiles) or "crop".
   std::string op_algorithm(int i) const;
-  // Op i's arithmetic over one sequence in FLOPs (a multiply-add is 2): what a direct
-  // convolution needs, and what its algorithm executes (transforms included; the stem's
-  // gather executes additions only).
-  struct OpFlops {
-    double direct = 0, done = 0;
-  };
-  OpFlops op_flops(int i) const;
+  // The arithmetic the engine executes, in FLOPs (a multiply-add counts 2): the one place it
+  // is counted, so that benchmarks report work done next to the model's nominal work.
+  // op_flops: op i computing its output positions [p0, p1) (before pooling). A direct
+  // convolution: 2 * k * cin * cout per position. A fast one computes the whole tile blocks
+  // covering the range: per tile n GEMM products per (cin, cout) and its transforms' nonzero
+  // coefficients per input and output channel. The stem is a table gather: it adds k table
+  // rows per position, k * cout. A crop computes nothing. nominal: what a direct convolution
+  // (the stem's included) computes instead.
+  int64_t op_flops(int i, int64_t p0, int64_t p1, bool nominal = false) const;
+  // pass_flops()[i]: op i in one forward pass of one sequence, over the ranges the executor
+  // computes (the tiled stem and tower recompute a few halo positions at tile edges).
+  std::vector<int64_t> pass_flops() const;
+  // A head's GEMM over `rows` trunk positions for `tracks` of its columns: 2 * channels *
+  // tracks per row (the softplus is not counted).
+  int64_t head_flops(int h, int tracks, int64_t rows) const;
   int op_in_channels(int i) const { return channels_.at(i); }
   int op_out_channels(int i) const { return channels_.at(i + 1); }
   int op_pool(int i) const { return ops_.at(i).type == OpDesc::Conv ? ops_.at(i).pool : 1; }

@@ -8,6 +8,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "cpu/peak.h"
 #include "python/args.h"
 
 namespace py = pybind11;
@@ -18,6 +19,24 @@ PYBIND11_MODULE(_engine, m) {
   m.doc() = "basenji2-fast compiled engine (CPU kernels)";
   m.def("compiled_isas", [] { return std::string(b2f::cpu::compiled_isas()); },
         "Kernel sets in this build that this CPU can run, best first.");
+  m.def(
+      "measure_peak",
+      [](const std::string& isa, const std::string& precision, int threads, double seconds) {
+        b2f::cpu::PeakResult r;
+        try {
+          py::gil_scoped_release nogil;
+          r = b2f::cpu::measure_peak(isa.c_str(), precision.c_str(), threads, seconds);
+        } catch (const std::invalid_argument& e) {
+          throw py::value_error(e.what());
+        }
+        py::dict d;
+        d["gflops"] = r.gflops, d["seconds"] = r.seconds, d["threads"] = r.threads;
+        d["instruction"] = std::string(r.instruction);
+        return d;
+      },
+      py::arg("isa"), py::arg("precision"), py::arg("threads"), py::arg("seconds") = 0.2,
+      "The CPU's multiply-add limit for one kernel set and precision, measured with a register-only loop "
+      "on `threads` threads for about `seconds`: {gflops, seconds, threads, instruction}.");
   m.def("build_info", [] {
     py::dict d;
 #if defined(__VERSION__)
@@ -123,13 +142,13 @@ PYBIND11_MODULE(_engine, m) {
              return e.op_algorithm(i);
            },
            "How op i computes: 'stem', 'direct', 'F(m,k)' (Winograd tiles) or 'crop'.")
-      .def("op_flops",
-           [](const Engine& e, int i) {
-             CHECK_ARG(i >= 0 && i < e.n_ops(), "op index out of range");
-             const auto f = e.op_flops(i);
-             return py::make_tuple(f.direct, f.done);
-           },
-           "(direct, done): op i's FLOPs over one sequence for a direct convolution and for its algorithm.")
+      .def("op_flops", &Engine::op_flops, py::arg("op"), py::arg("p0"), py::arg("p1"), py::arg("nominal") = false,
+           "FLOPs op `op` executes for its output positions [p0, p1) (before pooling); nominal: what a direct "
+           "convolution computes instead.")
+      .def_property_readonly("pass_flops", &Engine::pass_flops,
+                             "FLOPs of each op in one forward pass of one sequence, as executed (tile halos included).")
+      .def("head_flops", &Engine::head_flops, py::arg("head"), py::arg("tracks"), py::arg("rows"),
+           "FLOPs of head `head` over `rows` trunk positions for `tracks` of its columns.")
       .def("cache_trunk",
            [](const Engine& e, U8 codes, bool n_uniform) {
              CHECK_ARG(codes.ndim() == 1 && codes.shape(0) == e.seq_length(), "codes must be uint8 [seq_length]");
