@@ -168,6 +168,11 @@ def compute_plan(spec: ModelSpec, precision: str = "fp32", algorithm: str = "aut
     return plan, head_bf16
 
 
+def _gflop(flops: float) -> float:
+    """FLOPs as GFLOP to 5 significant digits (info() of small and full-size models alike)."""
+    return float(f"{flops / 1e9:.5g}")
+
+
 # Complement of a base code (A<->T, C<->G; N and the uniform code stay).
 _COMPLEMENT = np.array([3, 2, 1, 0, 4, 5], np.uint8)
 
@@ -342,13 +347,12 @@ class Model:
             f = int(self._engine.op_flops(i, 0, length, True))
             layers.append({"op": i, "name": op.name, "algorithm": self._engine.op_algorithm(i),
                            "precision": "bf16" if plan[i]["bf16"] else "fp32",
-                           "gflop_nominal": round(f / 1e9, 3), "gflop_executed": round(executed["ops"][i] / 1e9, 3)})
+                           "gflop_nominal": _gflop(f), "gflop_executed": _gflop(executed["ops"][i])})
             nominal += f
             length //= op.pool
         head = executed["heads"].get(self.head_names[0], 0) if self.head_names else 0
         return {"layers": layers, "head_precision": "bf16" if head_bf16 else "fp32",
-                "gflop_nominal": round((nominal + head) / 1e9, 2),
-                "gflop_executed": round((executed["trunk"] + head) / 1e9, 2)}
+                "gflop_nominal": _gflop(nominal + head), "gflop_executed": _gflop(executed["trunk"] + head)}
 
     def executed_flops(self) -> Optional[dict]:
         """The arithmetic one sequence's forward pass executes here, in FLOPs (a multiply-add

@@ -55,7 +55,7 @@ def test_bf16_conv_kernel_vs_float64(isa, k, cin, cout, dil, pool, residual):
     ops.append(rand_conv(rng, 1, cout, 3))  # the last conv stays fp32 (bf16_plan); test the one before
     spec = trunk_only(L, ops)
     assert i in bf16_plan(spec)[0]
-    model = Model(spec, threads=2, isa=isa, precision="bf16")
+    model = Model(spec, threads=2, isa=isa, precision="bf16", algorithm="direct")  # the bf16 direct kernels
     x = bf16_values(rng, (L, cin))
     res = rng.standard_normal((L, cout)).astype(np.float32) if residual else None
     # float64 reference: the same bf16 input (already activated) and bf16 weights
@@ -156,8 +156,8 @@ def test_bf16_halves_the_packed_weights():
     rng = np.random.default_rng(22)
     spec = trunk_only(64, [rand_conv(rng, 15, 4, 64), rand_conv(rng, 5, 64, 256), rand_conv(rng, 1, 256, 256),
                            rand_conv(rng, 1, 256, 2)])  # the last conv stays fp32
-    fp32 = Model(spec, threads=1)._engine.weight_bytes
-    bf16 = Model(spec, threads=1, precision="bf16")._engine.weight_bytes
+    fp32 = Model(spec, threads=1, algorithm="direct")._engine.weight_bytes
+    bf16 = Model(spec, threads=1, precision="bf16", algorithm="direct")._engine.weight_bytes
     assert bf16 < 0.62 * fp32
 
 
