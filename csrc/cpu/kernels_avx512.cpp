@@ -10,6 +10,7 @@
 #define B2F_KERNELS_FN kernels_avx512
 #define B2F_KERNELS_NAME "avx512"
 #endif
+#define B2F_VEC_BYTES 64  // zmm
 #include "tiles.h"
 
 namespace b2f {

@@ -1,5 +1,6 @@
 // Portable C++ kernels: the fallback for any CPU and the baseline the others must equal.
 #define B2F_ISA_NS generic
+#define B2F_VEC_BYTES 16  // SSE2, the x86-64 baseline (also fine elsewhere)
 #include "tiles.h"
 
 namespace b2f {

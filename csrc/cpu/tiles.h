@@ -45,6 +45,15 @@ inline const uint16_t* reload(const uint16_t* x) {
   return x;
 }
 
+// fp32 from an fp32 or bf16 (uint16_t) element, and back (bf16: rounded to nearest even).
+inline float to_f32(float x) { return x; }
+inline float to_f32(uint16_t x) { return bf16_to_f32(x); }
+template <typename T>
+inline T from_f32(float x) {
+  if constexpr (std::is_same<T, float>::value) return x;
+  else return f32_to_bf16(x);
+}
+
 // Scalar epilogue over a tile [rows][NR] of accumulators for positions p.., panel columns.
 template <int NR>
 inline void epilogue_scalar(const Epilogue& e, float* tile, int rows, int64_t p, int col0, int ncols) {
@@ -205,48 +214,145 @@ class Scratch {
 // with every output panel's GEMM reading them again, they should stay in L2.
 constexpr int64_t kFastPointBytes = 128 * 1024;
 
+// A vector of the translation unit's width (B2F_VEC_BYTES: 32 for AVX2, 64 for AVX-512; the
+// portable unit's 32 compile to pairs of SSE registers), as GCC / Clang vector extensions:
+// arithmetic on it compiles to that instruction set's vector instructions, and a * b + c to
+// its fused multiply-add where the unit has one (-ffp-contract=fast, the GNU default).
+#ifndef B2F_VEC_BYTES
+#define B2F_VEC_BYTES 32
+#endif
+typedef float vf32 __attribute__((vector_size(B2F_VEC_BYTES)));
+typedef uint32_t vu32 __attribute__((vector_size(B2F_VEC_BYTES)));
+typedef uint16_t vu16 __attribute__((vector_size(B2F_VEC_BYTES / 2)));
+constexpr int kLanes = B2F_VEC_BYTES / 4;
+
+inline vf32 vload(const float* p) {
+  vf32 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline vf32 vload(const uint16_t* p) {  // bf16 widened exactly
+  vu16 h;
+  std::memcpy(&h, p, sizeof h);
+  return reinterpret_cast<vf32>(__builtin_convertvector(h, vu32) << 16);
+}
+inline void vstore(float* p, vf32 v) { std::memcpy(p, &v, sizeof v); }
+inline void vstore(uint16_t* p, vf32 v) {  // rounded to nearest even (finite values)
+  const vu32 u = reinterpret_cast<vu32>(v);
+  const vu16 h = __builtin_convertvector((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16, vu16);
+  std::memcpy(p, &h, sizeof h);
+}
+
 // Input transform of `tiles` consecutive tiles from block b0 on (tile t: block b0 + t / d,
-// phase t % d): v[j][t][c] = sum_s bt[j][s] x[row s of tile t][c], summed in fp32 in the
+// phase t % d): v[j * point_stride + t * cin + c] = sum_s bt[j][s] x[row s of tile t][c], summed in fp32 in the
 // order of s, zero coefficients skipped; In/Out: float, or uint16_t (bf16, widened / rounded
-// to nearest even).
+// to nearest even). Per vector of channels every point is accumulated in a register from the
+// tile's rows (in L1 while the points are computed); the last cin % kLanes channels take the
+// same steps one by one.
 template <typename In, typename Out>
-inline void fast_input_transform(const ConvArgs& a, int64_t b0, int tiles, Out* v, float* acc) {
+inline void fast_input_transform_into(const ConvArgs& a, int64_t b0, int tiles, Out* v, int64_t point_stride) {
   const int n = a.fast.n, d = a.dil, cin = a.cin;
   const int64_t md = int64_t(a.fast.m) * d, h = int64_t(a.k / 2) * d;
   const In* in = static_cast<const In*>(a.in);
-  const auto widen = [](In x) -> float {
-    if constexpr (sizeof(In) == 2) return bf16_to_f32(x);
-    else return x;
-  };
+  // The nonzero coefficients of each point, in the order of s.
+  int terms[kMaxFastPoints + 1], tap[kMaxFastPoints + 1][kMaxFastPoints + 1];
+  float coef[kMaxFastPoints + 1][kMaxFastPoints + 1];
+  for (int j = 0; j < n; ++j) {
+    terms[j] = 0;
+    for (int s = 0; s < n; ++s)
+      if (a.fast.bt[j * n + s] != 0.f) tap[j][terms[j]] = s, coef[j][terms[j]++] = a.fast.bt[j * n + s];
+  }
+  const int vec_end = cin / kLanes * kLanes;
   for (int t = 0; t < tiles; ++t) {
+    const In* rows[kMaxFastPoints + 1];
     const int64_t first = (b0 + t / d) * md + t % d - h;  // the tile's first input row
-    for (int j = 0; j < n; ++j) {
-      const float* bt = a.fast.bt + j * n;
-      float* s_acc = std::is_same<Out, float>::value ? reinterpret_cast<float*>(v + (int64_t(j) * tiles + t) * cin) : acc;
-      bool started = false;
-      for (int s = 0; s < n; ++s) {
-        const float c = bt[s];
-        if (c == 0.f) continue;
-        const In* x = in + (first + int64_t(s) * d) * a.in_stride;
-        if (!started)
-          for (int ch = 0; ch < cin; ++ch) s_acc[ch] = c * widen(x[ch]);
-        else
-          for (int ch = 0; ch < cin; ++ch) s_acc[ch] += c * widen(x[ch]);
-        started = true;
+    for (int s = 0; s < n; ++s) rows[s] = in + (first + int64_t(s) * d) * a.in_stride;
+    Out* out = v + int64_t(t) * cin;
+    for (int c = 0; c < vec_end; c += kLanes)
+      for (int j = 0; j < n; ++j) {
+        vf32 acc = coef[j][0] * vload(rows[tap[j][0]] + c);
+        for (int e = 1; e < terms[j]; ++e) acc = coef[j][e] * vload(rows[tap[j][e]] + c) + acc;
+        vstore(out + j * point_stride + c, acc);
       }
-      if constexpr (!std::is_same<Out, float>::value) {
-        Out* o = v + (int64_t(j) * tiles + t) * cin;
-        for (int ch = 0; ch < cin; ++ch) o[ch] = f32_to_bf16(acc[ch]);
+    for (int c = vec_end; c < cin; ++c)
+      for (int j = 0; j < n; ++j) {
+        float acc = coef[j][0] * to_f32(rows[tap[j][0]][c]);
+        for (int e = 1; e < terms[j]; ++e) acc = coef[j][e] * to_f32(rows[tap[j][e]][c]) + acc;
+        out[j * point_stride + c] = from_f32<Out>(acc);
       }
+  }
+}
+
+// Output transform of one tile and panel: y[i * y_stride + c] = sum_j at[i][j] m[j * m_stride + c]
+// for the m outputs i and NR columns c, summed in the order of j.
+template <int NR>
+inline void fast_output_transform(const FastConv& f, const float* mt, int64_t m_stride, float* y, int64_t y_stride) {
+  static_assert(NR % kLanes == 0, "panels are whole vectors");
+  const int n = f.n;
+  for (int c = 0; c < NR; c += kLanes) {
+    vf32 mv[kMaxFastPoints + 1];
+    for (int j = 0; j < n; ++j) mv[j] = vload(mt + j * m_stride + c);
+    for (int i = 0; i < f.m; ++i) {
+      const float* at = f.at + i * n;
+      vf32 acc = at[0] * mv[0];
+      for (int j = 1; j < n; ++j) acc = at[j] * mv[j] + acc;
+      vstore(y + i * y_stride + c, acc);
     }
   }
 }
 
+// The GEMMs, output transform and epilogue of a fast conv for the tile blocks [tb0, tb1) and
+// output panels [q0, q1): v holds the blocks' transformed inputs [n][tiles][cin] (tiles =
+// (tb1 - tb0) d), mt is scratch for the products [tiles][n][(q1 - q0) NR], y for one block's
+// rows of one panel [m d][NR]. Per transform point j and panel one GEMM over the tiles (K's
+// micro-kernel on the transformed weights U_j); then per block and panel the output transform
+// into the block's rows in position order, and K's epilogue on the rows inside [p0, p1).
+template <class K>
+inline void fast_blocks(const ConvArgs& a, const void* v, int64_t tb0, int64_t tb1, int q0, int q1, float* mt,
+                        float* y) {
+  constexpr int MR = K::MR, NR = K::NR;
+  const int n = a.fast.n, d = a.dil, cin = a.cin;
+  const int64_t md = int64_t(a.fast.m) * d, es = a.bf16 ? 2 : 4;
+  const int tiles = int((tb1 - tb0) * d), width = (q1 - q0) * NR;
+  const int64_t point_bytes = tap_elems<NR>(cin, a.bf16) * es;
+  const char* u = static_cast<const char*>(a.w);
+  for (int j = 0; j < n; ++j)
+    for (int panel = q0; panel < q1; ++panel) {
+      const char* uj = u + (int64_t(panel) * n + j) * point_bytes;
+      for (int g = 0; g < tiles; g += MR) {
+        const char* x = static_cast<const char*>(v) + (int64_t(j) * tiles + g) * cin * es;
+        float* out = mt + (int64_t(g) * n + j) * width + (panel - q0) * NR;
+        with_rows<MR>(std::min(MR, tiles - g), [&](auto r) {
+          micro_any<K, decltype(r)::value>(a.bf16, x, cin, 0, uj, 1, cin, out, int64_t(n) * width);
+        });
+      }
+    }
+  for (int64_t b = tb0; b < tb1; ++b) {
+    const int64_t lo = std::max(a.p0, b * md), hi = std::min(a.p1, (b + 1) * md);
+    if (lo >= hi) continue;
+    for (int panel = q0; panel < q1; ++panel) {
+      for (int phase = 0; phase < d; ++phase)
+        fast_output_transform<NR>(a.fast, mt + ((b - tb0) * d + phase) * n * width + (panel - q0) * NR, width,
+                                  y + phase * NR, int64_t(d) * NR);
+      const int col0 = panel * NR;
+      K::epilogue(a.epi, y + (lo - b * md) * NR, int(hi - lo), lo, col0, std::min(NR, a.cout - col0));
+    }
+  }
+}
+
+// The largest transformed input of a whole range that a fast conv keeps to read its weights
+// once (panel-major, below).
+constexpr int64_t kFastShareBytes = 16 << 20;
+
 // Fast convolution: Winograd F(m, k) tiles (winograd.h) over the blocks of m * dil positions
-// that cover [p0, p1). A task takes consecutive blocks: their input transform, then per
-// transform point j and output panel one GEMM over the task's tiles (K's micro-kernel on the
-// transformed weights U_j), then per block and panel the output transform into the block's
-// rows in position order and K's epilogue on the rows inside [p0, p1).
+// that cover [p0, p1). Like the direct convolution's loop orders (for_each_tile), two ways to
+// share the work, by which data is larger:
+// - tile-major (the transformed inputs V outweigh the transformed weights U): a task takes
+//   consecutive blocks whose V per transform point fill kFastPointBytes, transforms them and
+//   runs every panel over them; every task streams all of U once.
+// - panel-major (U outweighs V, as in short tiles of the last tower layers and the dilated
+//   layers): the whole range's V is transformed first (tasks over blocks), then a task is one
+//   panel over every tile: each weight is read once, V once per panel.
 template <class K>
 inline void conv_fast(const ConvArgs& a) {
   constexpr int MR = K::MR, NR = K::NR;
@@ -256,6 +362,28 @@ inline void conv_fast(const ConvArgs& a) {
   const int64_t nb = b1 - b0;
   const int panels = (a.cout + NR - 1) / NR, coutp = panels * NR;
   const int64_t es = a.bf16 ? 2 : 4;
+  const int64_t v_bytes = n * nb * d * cin * es, u_bytes = n * cin * coutp * es;
+  if (v_bytes < u_bytes && v_bytes <= kFastShareBytes) {
+    thread_local Scratch v_buf;  // the calling thread's; the tasks read it
+    void* v = v_buf.get<char>(size_t(v_bytes));
+    const int64_t per = std::max<int64_t>(1, (nb + a.threads - 1) / a.threads);
+    parallel_tasks((nb + per - 1) / per, a.threads, [&](int64_t task) {
+      const int64_t tb0 = b0 + task * per, tb1 = std::min(b1, tb0 + per);
+      const int64_t skip = (tb0 - b0) * d * cin;  // this task's first tile in each point's rows
+      const int tiles = int((tb1 - tb0) * d);
+      if (a.bf16)
+        fast_input_transform_into<uint16_t, uint16_t>(a, tb0, tiles, static_cast<uint16_t*>(v) + skip, nb * d * cin);
+      else
+        fast_input_transform_into<float, float>(a, tb0, tiles, static_cast<float*>(v) + skip, nb * d * cin);
+    });
+    parallel_tasks(panels, a.threads, [&](int64_t panel) {
+      thread_local Scratch m_buf, y_buf;
+      float* mt = m_buf.get<float>(size_t(nb * d) * n * NR);
+      float* y = y_buf.get<float>(size_t(md) * NR);
+      fast_blocks<K>(a, v, b0, b1, int(panel), int(panel) + 1, mt, y);
+    });
+    return;
+  }
   // Blocks per task: a transform point's inputs of a task fill kFastPointBytes, and every
   // thread gets the same number of tasks.
   int64_t per = std::max<int64_t>(1, std::max<int64_t>(2 * MR, kFastPointBytes / (es * cin)) / d);
@@ -265,51 +393,18 @@ inline void conv_fast(const ConvArgs& a) {
     per = (nb + ntasks - 1) / ntasks;
     ntasks = (nb + per - 1) / per;
   }
-  const int64_t point_elems = tap_elems<NR>(cin, a.bf16);
-  const char* u = static_cast<const char*>(a.w);
   parallel_tasks(ntasks, a.threads, [&](int64_t task) {
-    thread_local Scratch v_buf, m_buf, y_buf, acc_buf;
+    thread_local Scratch v_buf, m_buf, y_buf;
     const int64_t tb0 = b0 + task * per, tb1 = std::min(b1, tb0 + per);
     const int tiles = int((tb1 - tb0) * d);
     void* v = v_buf.get<char>(size_t(n) * tiles * cin * es);
-    float* mt = m_buf.get<float>(size_t(tiles) * n * coutp);  // [tile][point][coutp]
-    float* y = y_buf.get<float>(size_t(md) * NR);            // one block's rows of one panel
-    float* acc = acc_buf.get<float>(size_t(cin));
-    if (a.bf16) fast_input_transform<uint16_t, uint16_t>(a, tb0, tiles, static_cast<uint16_t*>(v), acc);
-    else fast_input_transform<float, float>(a, tb0, tiles, static_cast<float*>(v), acc);
-    for (int j = 0; j < n; ++j)
-      for (int panel = 0; panel < panels; ++panel) {
-        const char* uj = u + (int64_t(panel) * n + j) * point_elems * es;
-        for (int g = 0; g < tiles; g += MR) {
-          const char* x = static_cast<const char*>(v) + (int64_t(j) * tiles + g) * cin * es;
-          float* out = mt + (int64_t(g) * n + j) * coutp + panel * NR;
-          with_rows<MR>(std::min(MR, tiles - g), [&](auto r) {
-            micro_any<K, decltype(r)::value>(a.bf16, x, cin, 0, uj, 1, cin, out, int64_t(n) * coutp);
-          });
-        }
-      }
-    for (int64_t b = tb0; b < tb1; ++b) {
-      const int64_t lo = std::max(a.p0, b * md), hi = std::min(a.p1, (b + 1) * md);
-      if (lo >= hi) continue;
-      for (int panel = 0; panel < panels; ++panel) {
-        for (int phase = 0; phase < d; ++phase) {
-          const float* mj = mt + ((b - tb0) * d + phase) * n * coutp + panel * NR;
-          for (int i = 0; i < m; ++i) {
-            const float* at = a.fast.at + i * n;
-            float* yi = y + (phase + int64_t(d) * i) * NR;
-            for (int c = 0; c < NR; ++c) yi[c] = at[0] * mj[c];
-            for (int j = 1; j < n; ++j) {
-              const float cf = at[j];
-              if (cf == 0.f) continue;
-              const float* mrow = mj + int64_t(j) * coutp;
-              for (int c = 0; c < NR; ++c) yi[c] += cf * mrow[c];
-            }
-          }
-        }
-        const int col0 = panel * NR;
-        K::epilogue(a.epi, y + (lo - b * md) * NR, int(hi - lo), lo, col0, std::min(NR, a.cout - col0));
-      }
-    }
+    float* mt = m_buf.get<float>(size_t(tiles) * n * coutp);
+    float* y = y_buf.get<float>(size_t(md) * NR);
+    if (a.bf16)
+      fast_input_transform_into<uint16_t, uint16_t>(a, tb0, tiles, static_cast<uint16_t*>(v), int64_t(tiles) * cin);
+    else
+      fast_input_transform_into<float, float>(a, tb0, tiles, static_cast<float*>(v), int64_t(tiles) * cin);
+    fast_blocks<K>(a, v, tb0, tb1, 0, panels, mt, y);
   });
 }
 

@@ -1,6 +1,8 @@
 #include "engine.h"
 
 #include <algorithm>
+#include <chrono>
+#include <ctime>
 #include <cstring>
 #include <iterator>
 #include <stdexcept>
@@ -298,8 +300,28 @@ void Engine::prefix_ranges(int64_t a, int64_t b, std::vector<int64_t>& lo, std::
   }
 }
 
-void Engine::run_prefix_tiled(const uint8_t* codes, bool n_uniform, int64_t tiles, float* out_raw,
-                              void* out_act) const {
+namespace {
+double process_cpu_seconds() {
+  timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+}
+
+// Runs f(), adding its wall seconds to (*seconds)[i] and the CPU seconds of every thread of
+// the process to (*seconds)[size / 2 + i] when seconds is given.
+template <typename F>
+void timed(std::vector<double>* seconds, int i, F&& f) {
+  if (!seconds) return f();
+  const auto t0 = std::chrono::steady_clock::now();
+  const double c0 = process_cpu_seconds();
+  f();
+  (*seconds)[i] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  (*seconds)[seconds->size() / 2 + i] += process_cpu_seconds() - c0;
+}
+}  // namespace
+
+void Engine::run_prefix_tiled(const uint8_t* codes, bool n_uniform, int64_t tiles, float* out_raw, void* out_act,
+                              std::vector<double>* seconds) const {
   // Stem and tower tile by tile along the sequence: no full-resolution activation is ever
   // held, only one tile of each (plus halos, recomputed at tile edges: a few percent).
   const int P = prefix_;
@@ -337,17 +359,18 @@ void Engine::run_prefix_tiled(const uint8_t* codes, bool n_uniform, int64_t tile
     void* ac;
     if (P > 1) alloc(1);
     outputs(0, r, ac);
-    stem_call(codes, n_uniform, lo[1] * ops_[0].pool, hi[1] * ops_[0].pool, r, ac, channels_[1]);
+    timed(seconds, 0, [&] { stem_call(codes, n_uniform, lo[1] * ops_[0].pool, hi[1] * ops_[0].pool, r, ac, channels_[1]); });
     for (int i = 1; i < P; ++i) {
       if (i + 1 < P) alloc(i + 1);
       outputs(i, r, ac);
-      conv_call(i, origin[i], nullptr, lo[i + 1] * ops_[i].pool, hi[i + 1] * ops_[i].pool, r, ac);
+      timed(seconds, i, [&] { conv_call(i, origin[i], nullptr, lo[i + 1] * ops_[i].pool, hi[i + 1] * ops_[i].pool, r, ac); });
       buf[i].release();
     }
   }
 }
 
-void Engine::run_trunk(const uint8_t* codes, bool n_uniform, Tensor& trunk_out, TrunkCache* keep) const {
+void Engine::run_trunk(const uint8_t* codes, bool n_uniform, Tensor& trunk_out, TrunkCache* keep,
+                       std::vector<double>* seconds) const {
   const int n = int(ops_.size());
   std::vector<Tensor> raw(n + 1), act(n + 1);
   const auto ensure = [&](int i) {
@@ -369,25 +392,27 @@ void Engine::run_trunk(const uint8_t* codes, bool n_uniform, Tensor& trunk_out, 
   const int64_t tiles = keep ? 1 : prefix_tiles();  // a cache keeps every tensor whole
   if (tiles > 1) {
     ensure(prefix_);
-    run_prefix_tiled(code0, n_uniform, tiles, row0(raw[prefix_]), row0v(act[prefix_]));
+    run_prefix_tiled(code0, n_uniform, tiles, row0(raw[prefix_]), row0v(act[prefix_]), seconds);
     first = prefix_;
   } else {
     ensure(1);
-    stem_call(code0, n_uniform, 0, seq_length_, row0(raw[1]), row0v(act[1]), channels_[1]);
+    timed(seconds, 0, [&] { stem_call(code0, n_uniform, 0, seq_length_, row0(raw[1]), row0v(act[1]), channels_[1]); });
   }
   for (int i = first; i < n; ++i) {
     const OpDesc& op = ops_[i];
     ensure(i + 1);
-    if (op.type == OpDesc::Crop) {
-      for (auto* t : {&raw, &act})
-        if (!(*t)[i + 1].empty()) {
-          const int64_t row = int64_t(channels_[i]) * (*t)[i].esize;  // bytes
-          std::memcpy((*t)[i + 1].row0(), (*t)[i].row0() + op.left * row, size_t(lengths_[i + 1] * row));
-        }
-    } else {
-      conv_call(i, (op.gelu_in ? act[i] : raw[i]).row0(), op.residual >= 0 ? row0(raw[op.residual]) : nullptr, 0,
-                lengths_[i], row0(raw[i + 1]), row0v(act[i + 1]));
-    }
+    timed(seconds, i, [&] {
+      if (op.type == OpDesc::Crop) {
+        for (auto* t : {&raw, &act})
+          if (!(*t)[i + 1].empty()) {
+            const int64_t row = int64_t(channels_[i]) * (*t)[i].esize;  // bytes
+            std::memcpy((*t)[i + 1].row0(), (*t)[i].row0() + op.left * row, size_t(lengths_[i + 1] * row));
+          }
+      } else {
+        conv_call(i, (op.gelu_in ? act[i] : raw[i]).row0(), op.residual >= 0 ? row0(raw[op.residual]) : nullptr, 0,
+                  lengths_[i], row0(raw[i + 1]), row0v(act[i + 1]));
+      }
+    });
     if (!keep)
       for (int j = 0; j <= i; ++j)
         if (last_use_[j] == i) raw[j].release(), act[j].release();
@@ -464,7 +489,8 @@ int64_t Engine::op_flops(int i, int64_t p0, int64_t p1, bool nominal) const {
   const int64_t blk = fast_block(op.fast_m, op.dil);
   const int64_t tiles = (ceil_to(p1, blk) - floor_to(p0, blk)) / blk * op.dil;
   const auto nnz = [](const std::vector<float>& v) { return int64_t(std::count_if(v.begin(), v.end(), [](float x) { return x != 0.f; })); };
-  return tiles * (2 * int64_t(wg.n) * op.cin * op.cout + 2 * nnz(wg.bt) * op.cin + 2 * nnz(wg.at) * op.cout);
+  // (the output transform runs every coefficient: its zeros cost nothing extra in vectors)
+  return tiles * (2 * int64_t(wg.n) * op.cin * op.cout + 2 * nnz(wg.bt) * op.cin + 2 * int64_t(wg.at.size()) * op.cout);
 }
 
 std::vector<int64_t> Engine::pass_flops() const {
@@ -490,6 +516,21 @@ std::vector<int64_t> Engine::pass_flops() const {
 
 int64_t Engine::head_flops(int h, int tracks, int64_t rows) const {
   return 2 * int64_t(heads_.at(h).channels) * tracks * rows;
+}
+
+std::vector<double> Engine::profile(const uint8_t* codes, bool n_uniform, const std::vector<HeadRequest>& reqs) const {
+  const int n = int(ops_.size());
+  std::vector<double> seconds(2 * (n + 1), 0.0);
+  Tensor t;
+  run_trunk(codes, n_uniform, t, nullptr, &seconds);
+  std::vector<float> out;
+  for (const auto& r : reqs) {
+    if (r.head < 0 || r.head >= n_heads()) fail("no head " + std::to_string(r.head));
+    const Packed& panel = head_panel(r);
+    out.resize(size_t(n_bins()) * (r.tracks.empty() ? heads_[r.head].tracks : r.tracks.size()));
+    timed(&seconds, n, [&] { run_head(t.row0(), n_bins(), r, panel, out.data()); });
+  }
+  return seconds;
 }
 
 void Engine::trunk(const uint8_t* codes, int64_t batch, bool n_uniform, float* out) const {

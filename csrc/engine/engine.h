@@ -129,8 +129,8 @@ class Engine {
   // is counted, so that benchmarks report work done next to the model's nominal work.
   // op_flops: op i computing its output positions [p0, p1) (before pooling). A direct
   // convolution: 2 * k * cin * cout per position. A fast one computes the whole tile blocks
-  // covering the range: per tile n GEMM products per (cin, cout) and its transforms' nonzero
-  // coefficients per input and output channel. The stem is a table gather: it adds k table
+  // covering the range: per tile n GEMM products per (cin, cout), the input transform's
+  // nonzero coefficients per input channel and the output transform's m n per output channel. The stem is a table gather: it adds k table
   // rows per position, k * cout. A crop computes nothing. nominal: what a direct convolution
   // (the stem's included) computes instead.
   int64_t op_flops(int i, int64_t p0, int64_t p1, bool nominal = false) const;
@@ -211,6 +211,11 @@ class Engine {
                              const std::vector<HeadRequest>& reqs, const std::vector<float*>& ref_outs,
                              const std::vector<float*>& alt_outs, bool ref_ready = false) const;
 
+  // One trunk pass of codes [seq_length] (as trunk(), output discarded), timed: per op (crops
+  // included; the tiled stem and tower summed over their tiles), then the heads of `reqs`
+  // (run_head over the trunk output) as a last entry, the wall seconds ([0, n_ops]) and then
+  // the CPU seconds of all the process's threads ([n_ops + 1, 2 n_ops + 1]).
+  std::vector<double> profile(const uint8_t* codes, bool n_uniform, const std::vector<HeadRequest>& reqs) const;
   // How many tiles the stem and tower (the prefix, ops [0, prefix_)) run in; 1 = untiled.
   int64_t prefix_tiles() const;
   // Frees the activation buffers kept between calls.
@@ -248,7 +253,9 @@ class Engine {
   std::vector<float> stem_table(bool n_uniform) const;
   // Runs the trunk on one sequence; returns the trunk output rows (activated if final_gelu)
   // in the heads' input type (bf16 when head_bf16), the tensor itself (no copy).
-  void run_trunk(const uint8_t* codes, bool n_uniform, Tensor& trunk_out, TrunkCache* keep = nullptr) const;
+  // seconds: when given, the wall and CPU seconds spent in each op are added to it (profile).
+  void run_trunk(const uint8_t* codes, bool n_uniform, Tensor& trunk_out, TrunkCache* keep = nullptr,
+                 std::vector<double>* seconds = nullptr) const;
   // The head over rows [0, rows) of a trunk output: out [rows][tracks].
   void run_head(const void* trunk, int64_t rows, const HeadRequest& r, const Packed& panel, float* out,
                 int threads = 0) const;
@@ -263,7 +270,8 @@ class Engine {
   // The prefix's row ranges for a tile, and its run.
   void prefix_ranges(int64_t a, int64_t b, std::vector<int64_t>& lo, std::vector<int64_t>& hi,
                      std::vector<int64_t>& need_lo, std::vector<int64_t>& need_hi) const;
-  void run_prefix_tiled(const uint8_t* codes, bool n_uniform, int64_t tiles, float* out_raw, void* out_act) const;
+  void run_prefix_tiled(const uint8_t* codes, bool n_uniform, int64_t tiles, float* out_raw, void* out_act,
+                        std::vector<double>* seconds) const;
 
   int64_t seq_length_;
   Gelu gelu_;

@@ -149,6 +149,18 @@ PYBIND11_MODULE(_engine, m) {
                              "FLOPs of each op in one forward pass of one sequence, as executed (tile halos included).")
       .def("head_flops", &Engine::head_flops, py::arg("head"), py::arg("tracks"), py::arg("rows"),
            "FLOPs of head `head` over `rows` trunk positions for `tracks` of its columns.")
+      .def("profile",
+           [](const Engine& e, U8 codes, const Requests& requests, bool n_uniform) {
+             CHECK_ARG(codes.ndim() == 1 && codes.shape(0) == e.seq_length(), "codes must be uint8 [seq_length]");
+             const std::vector<b2f::HeadRequest> reqs = parse_requests(e, requests);
+             const uint8_t* c = codes.data();
+             py::gil_scoped_release nogil;
+             return e.profile(c, n_uniform, reqs);
+           },
+           py::arg("codes"), py::arg("requests"), py::arg("n_uniform") = false,
+           "One forward pass of one sequence, timed: wall seconds per op (crops included, the tiled stem "
+           "and tower summed over tiles) and the heads of `requests` as a last entry, then the same as CPU "
+           "seconds of all the process's threads: [2 * (n_ops + 1)].")
       .def("cache_trunk",
            [](const Engine& e, U8 codes, bool n_uniform) {
              CHECK_ARG(codes.ndim() == 1 && codes.shape(0) == e.seq_length(), "codes must be uint8 [seq_length]");
