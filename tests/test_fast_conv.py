@@ -114,7 +114,7 @@ def test_info_reports_algorithms_and_arithmetic():
     for f, d in zip(fast["layers"], direct["layers"]):
         assert f["gflop_nominal"] == d["gflop_nominal"]
         if f["algorithm"].startswith("F("):
-            assert f["gflop_executed"] < 0.75 * f["gflop_nominal"]
+            assert f["gflop_executed"] < 0.9 * f["gflop_nominal"]  # auto: products <= 80%, plus transforms
 
 
 def test_bad_tile_sizes_are_clear_errors():
