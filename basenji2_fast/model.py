@@ -121,6 +121,14 @@ def bf16_plan(spec: ModelSpec) -> tuple:
 FAST_TILES = {"fp32": {3: (4, 6), 5: (4, 6)}, "bf16": {3: (2,), 5: (2,)}}
 
 
+#: algorithm="auto" uses tile blocks of at most this many positions (m * dilation): a
+#: single-base substitution recomputes every block its cone touches, so long blocks widen the
+#: cones of predict_substitutions at each layer. On Basenji2 (tf-full, CPU seconds, same run)
+#: fast dilated layers save 1-5% of a full pass but double the cost per substitution (0.37 s
+#: instead of 0.18; F(2,3) only: 0.29): auto keeps the tower and the undilated first block.
+FAST_AUTO_MAX_BLOCK = 6
+
+
 def fast_tile(op: ConvOp, length: int, products: str = "fp32", algorithm: str = "auto") -> int:
     """The tile size m of Winograd F(m, k) for conv ``op`` over ``length`` input positions, or
     0 for a direct convolution.
@@ -129,12 +137,15 @@ def fast_tile(op: ConvOp, length: int, products: str = "fp32", algorithm: str = 
     tile, tiles of m outputs per dilation phase in whole blocks of m * dilation positions
     (a short, strongly dilated layer computes a partial last block of padding). "fast": every
     conv whose shape allows it (kernel size 3 or 5, not both pooled and dilated). "auto":
-    those where the products fall to 80% of the direct convolution's or less and both channel
-    counts are at least 8 (else the transforms cost about as much as they save).
+    blocks of at most :data:`FAST_AUTO_MAX_BLOCK` positions, and only where the products fall
+    to 80% of the direct convolution's or less and both channel counts are at least 8 (else
+    the transforms cost about as much as they save).
     """
     if algorithm == "direct":
         return 0
     sizes = FAST_TILES[products].get(op.k, ())
+    if algorithm == "auto":
+        sizes = tuple(m for m in sizes if m * op.dilation <= FAST_AUTO_MAX_BLOCK)
     if not sizes or (op.pool != 1 and op.dilation != 1):
         return 0
 
@@ -153,9 +164,9 @@ def compute_plan(spec: ModelSpec, precision: str = "fp32", algorithm: str = "aut
     ``fast_m``: Winograd F(m, k) tiles, or 0 for a direct convolution (:func:`fast_tile`).
     fp32: nothing in bf16. bf16: the ops and heads of :func:`bf16_plan` in bf16, but a conv that
     runs fast convolution stays fp32: fp32 Winograd products are cheaper than bf16 direct ones
-    (the tower: 74 instead of 185 GFLOP) and more accurate. bf16-fast: the fast convolutions
-    of the bf16 ops have bf16 products too (transformed weights and inputs rounded to bf16,
-    :data:`FAST_TILES` ``["bf16"]``).
+    (the tower: 67 instead of 185 GFLOP) and more accurate. bf16-fast: the bf16 ops whose kernel
+    size has a bf16 tile in :data:`FAST_TILES` run Winograd with bf16 products (transformed
+    weights and inputs rounded to bf16, fp32 sums); the others as under bf16.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r} is not supported; use one of {PRECISIONS}")
@@ -168,10 +179,12 @@ def compute_plan(spec: ModelSpec, precision: str = "fp32", algorithm: str = "aut
             plan.append({"bf16": False, "fast_m": 0})
             length -= op.left + op.right
             continue
-        bf16 = i in bf16_ops
-        m = fast_tile(op, length, "bf16" if bf16 and precision == "bf16-fast" else "fp32", algorithm) if i else 0
-        if m and precision == "bf16":
-            bf16 = False
+        bf16, m = i in bf16_ops, 0
+        if i and bf16 and precision == "bf16-fast":
+            m = fast_tile(op, length, "bf16", algorithm)
+        if i and not m:
+            m = fast_tile(op, length, "fp32", algorithm)
+            bf16 = bf16 and not m
         plan.append({"bf16": bf16, "fast_m": m})
         length //= op.pool
     return plan, head_bf16

@@ -107,10 +107,10 @@ def test_info_reports_algorithms_and_arithmetic():
     spec = small_model(rng)
     fast, direct = Model(spec, threads=1).info(), Model(spec, threads=1, algorithm="direct").info()
     assert fast["algorithm"] == "auto" and direct["algorithm"] == "direct"
-    assert {l["algorithm"] for l in fast["layers"]} == {"stem", "F(6,5)", "F(4,3)", "F(6,3)", "direct"}
+    assert {l["algorithm"] for l in fast["layers"]} == {"stem", "F(6,5)", "F(6,3)", "direct"}
     assert {l["algorithm"] for l in direct["layers"]} == {"stem", "direct"}
     assert fast["gflop_nominal"] == direct["gflop_nominal"]
-    assert fast["gflop_executed"] < 0.7 * direct["gflop_executed"]
+    assert fast["gflop_executed"] < 0.8 * direct["gflop_executed"]
     for f, d in zip(fast["layers"], direct["layers"]):
         assert f["gflop_nominal"] == d["gflop_nominal"]
         if f["algorithm"].startswith("F("):
@@ -144,10 +144,11 @@ def test_bf16_precision_runs_fast_layers_in_fp32():
     rng = np.random.default_rng(6)
     spec = small_model(rng)
     last = max(i for i, op in enumerate(spec.ops) if isinstance(op, ConvOp))  # stays fp32 (bf16_plan)
-    layers = {l["op"]: l for l in Model(spec, threads=1, precision="bf16").info()["layers"]}
-    assert all(l["precision"] == ("fp32" if l["algorithm"].startswith("F(") or l["op"] in (0, last) else "bf16")
-               for l in layers.values()), layers
-    assert sum(l["algorithm"].startswith("F(") for l in layers.values()) == 6
+    for algorithm, fast_layers in (("auto", 3), ("fast", 6)):  # auto: the tower and the undilated block
+        layers = {l["op"]: l for l in Model(spec, threads=1, precision="bf16", algorithm=algorithm).info()["layers"]}
+        assert all(l["precision"] == ("fp32" if l["algorithm"].startswith("F(") or l["op"] in (0, last) else "bf16")
+                   for l in layers.values()), layers
+        assert sum(l["algorithm"].startswith("F(") for l in layers.values()) == fast_layers
     fast16 = {l["op"]: l for l in Model(spec, threads=1, precision="bf16-fast").info()["layers"]}
     assert all(l["precision"] == "bf16" for i, l in fast16.items() if 0 < i < last), fast16
     assert {l["algorithm"] for l in fast16.values()} >= {"F(2,5)", "F(2,3)"}

@@ -1,15 +1,11 @@
-// Portable tile loops shared by every CPU instruction set. Included by each ISA's
-// translation unit, so the same source is compiled (and auto-vectorised) with that
-// unit's flags. An ISA supplies a traits class K with its register tile and hand-written
-// pieces:
-//   K::MR, K::NR                 register tile: MR rows (positions or tiles) x NR columns
-//   K::micro<R>(x, xs, ts, w, taps, cin, out, ldt)
-//       out[i][0..NR) (row stride ldt) = sum_{t < taps} sum_{c < cin} x[i xs + t ts + c] w[t][c][0..NR)
-//       for rows i < R, fp32 (float x, w [taps][cin][NR]) or bf16 (uint16_t x, w as bf16
-//       pairs [taps][(cin + 1) / 2][NR][2]), accumulated in fp32 in channel order
-//   K::epilogue(e, tile, rows, p, col0, ncols)   bias, residual, pool, outputs of a tile
-//   K::sum_rows(rows, k, out)                    the stem's gathered-row sum
-// and the drivers here (run_conv, run_stem) do the rest.
+// The CPU kernels, written once: every instruction set's translation unit includes this
+// file with its own compiler flags and namespace (B2F_ISA_NS) and instantiates the drivers
+// run_conv / run_stem with a bundle K = KernelsOf<V, MR, NR> of
+//   V                 its vector traits (vec.h)
+//   MR x NR           its register tile: MR rows (positions, or Winograd tiles) x NR output
+//                     columns (a panel; NR a multiple of V::lanes, MR even so that a tile
+//                     never splits a max-pool pair)
+// from which the micro-kernels, the epilogue and the stem's row sums below are made.
 #pragma once
 #include <algorithm>
 #include <cstdlib>
@@ -20,22 +16,15 @@
 #include <utility>
 
 #include "basenji2_fast/kernels.h"
+#include "vec.h"
+#include "vmath.h"
 
 namespace b2f {
 namespace cpu {
 namespace B2F_ISA_NS {
 
-// Tiles per block of positions. Each ISA picks its register tile MR x NR; MR is even, so
-// a tile never splits a max-pool pair.
+// Register tiles per block of positions (panel-major direct convolution, for_each_tile).
 constexpr int kTilesPerBlock = 8;
-
-// Two bf16 channels (c, c + 1) of one input row as one 32-bit lane, for the bf16 kernels'
-// pair broadcasts.
-inline uint32_t load_pair(const uint16_t* x) {
-  uint32_t v;
-  std::memcpy(&v, x, 4);
-  return v;
-}
 
 // The same pointer, opaque to the optimiser: the high-channel pass broadcasts each input
 // pair again from memory (a load, free) instead of the compiler keeping every row's
@@ -54,42 +43,188 @@ inline T from_f32(float x) {
   else return f32_to_bf16(x);
 }
 
-// Scalar epilogue over a tile [rows][NR] of accumulators for positions p.., panel columns.
-template <int NR>
-inline void epilogue_scalar(const Epilogue& e, float* tile, int rows, int64_t p, int col0, int ncols) {
-  for (int i = 0; i < rows; ++i) {
-    float* t = tile + i * NR;
-    for (int j = 0; j < ncols; ++j) t[j] += e.bias[col0 + j];
-    if (e.res) {
-      const float* r = e.res + (p + i) * e.res_stride + col0;
-      for (int j = 0; j < ncols; ++j) t[j] += r[j];
-    }
-  }
-  int out_rows = rows;
-  if (e.pool == 2) {
-    out_rows = rows / 2;
-    for (int i = 0; i < out_rows; ++i)
-      for (int j = 0; j < ncols; ++j) tile[i * NR + j] = std::max(tile[2 * i * NR + j], tile[(2 * i + 1) * NR + j]);
-  }
-  const int64_t j0 = p / e.pool;
-  for (int i = 0; i < out_rows; ++i) {
-    const float* t = tile + i * NR;
-    if (e.out) {
-      float* o = e.out + (j0 + i) * e.out_stride + col0;
-      if (e.out_act == OutAct::Softplus)
-        for (int j = 0; j < ncols; ++j) o[j] = softplus(t[j]);
-      else
-        std::memcpy(o, t, sizeof(float) * ncols);
-    }
-    if (e.act && e.act_bf16) {
-      uint16_t* o = static_cast<uint16_t*>(e.act) + (j0 + i) * e.act_stride + col0;
-      for (int j = 0; j < ncols; ++j) o[j] = f32_to_bf16(gelu(t[j], e.gelu));
-    } else if (e.act) {
-      float* o = static_cast<float*>(e.act) + (j0 + i) * e.act_stride + col0;
-      for (int j = 0; j < ncols; ++j) o[j] = gelu(t[j], e.gelu);
+// The epilogue of a register tile [rows][NR] of accumulators (row stride NR) for positions
+// p.. and panel columns [col0, col0 + ncols): bias, residual, max-pool, then the raw output
+// (softplus for heads) and / or the GELU-activated one (fp32 or bf16).
+template <class V, int NR>
+inline void epilogue(const Epilogue& e, const float* tile, int rows, int64_t p, int col0, int ncols) {
+  using R = typename V::reg;
+  constexpr int L = V::lanes;
+  const int step = e.pool;
+  for (int i = 0; i < rows; i += step) {
+    const int64_t j = (p + i) / step;
+    for (int h = 0; h < NR / L; ++h) {
+      const int c = col0 + h * L, n = ncols - h * L;  // columns of this vector that exist
+      if (n <= 0) break;
+      const bool full = n >= L;
+      const R b = V::load(e.bias + c);  // zero-padded to whole panels
+      const auto res = [&](int64_t q) {
+        const float* r = e.res + q * e.res_stride + c;
+        return full ? V::load(r) : V::load_n(r, n);
+      };
+      R v = V::add(V::load(tile + i * NR + h * L), b);
+      if (e.res) v = V::add(v, res(p + i));
+      if (step == 2) {
+        R v2 = V::add(V::load(tile + (i + 1) * NR + h * L), b);
+        if (e.res) v2 = V::add(v2, res(p + i + 1));
+        v = V::max(v, v2);
+      }
+      if (e.out) {
+        const R o = e.out_act == OutAct::Softplus ? vsoftplus<V>(v) : v;
+        float* dst = e.out + j * e.out_stride + c;
+        if (full) V::store(dst, o);
+        else V::store_n(dst, o, n);
+      }
+      if (e.act) {
+        const R g = vgelu<V>(v, e.gelu);
+        if (e.act_bf16) {
+          V::store_bf16(static_cast<uint16_t*>(e.act) + j * e.act_stride + c, g, full ? L : n);
+        } else {
+          float* dst = static_cast<float*>(e.act) + j * e.act_stride + c;
+          if (full) V::store(dst, g);
+          else V::store_n(dst, g, n);
+        }
+      }
     }
   }
 }
+
+// fp32 micro-kernel: out[i][0..NR) (row stride ldt) = sum_{t < taps} sum_{c < cin}
+// x[i xs + t ts + c] w[t][c][0..NR) for rows i < R, summed in fp32 in the order of (t, c):
+// R x NR / lanes accumulators in registers, NR / lanes weight vectors, one broadcast.
+template <class V, int NR, int R>
+inline void micro(const float* x, int64_t xs, int64_t ts, const float* w, int taps, int cin, float* out, int64_t ldt) {
+  constexpr int L = V::lanes, C = NR / L;
+  typename V::reg acc[R][C];
+#pragma GCC unroll 16
+  for (int i = 0; i < R; ++i)
+#pragma GCC unroll 8
+    for (int h = 0; h < C; ++h) acc[i][h] = V::zero();
+  for (int t = 0; t < taps; ++t) {
+    const float* xt = x + t * ts;
+    const float* wt = w + int64_t(t) * cin * NR;
+    for (int c = 0; c < cin; ++c, wt += NR, ++xt) {
+      typename V::reg wv[C];
+#pragma GCC unroll 8
+      for (int h = 0; h < C; ++h) wv[h] = V::load(wt + h * L);
+#pragma GCC unroll 16
+      for (int i = 0; i < R; ++i) {
+        const typename V::reg xi = V::broadcast(xt + i * xs);
+#pragma GCC unroll 8
+        for (int h = 0; h < C; ++h) acc[i][h] = V::fmadd(xi, wv[h], acc[i][h]);
+      }
+    }
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < R; ++i)
+#pragma GCC unroll 8
+    for (int h = 0; h < C; ++h) V::store(out + i * ldt + h * L, acc[i][h]);
+}
+
+// bf16 micro-kernel: x bf16 rows, w bf16 channel pairs [taps][(cin + 1) / 2][NR][2]
+// (bf16_weight_index), fp32 sums. A 32-bit lane holds channels (c, c + 1) of one column.
+// Where V has a bf16 dot product (vdpbf16ps) each pair is one instruction; elsewhere pairs are
+// widened in registers (channel c shifted into the high half, channel c + 1 with the low half
+// masked off) and channel c's multiply-adds run before channel c + 1's, the fp32 kernel's
+// order. Inputs are broadcast as whole pairs straight from memory; an odd cin's last pair
+// reads its one channel alone (its partner weight is zero, the next element another row's).
+template <class V, int NR, int R>
+inline void micro(const uint16_t* x, int64_t xs, int64_t ts, const uint16_t* w, int taps, int cin, float* out,
+                  int64_t ldt) {
+  using F = typename V::reg;
+  using P = typename V::preg;
+  constexpr int L = V::lanes, C = NR / L;
+  F acc[R][C];
+#pragma GCC unroll 16
+  for (int i = 0; i < R; ++i)
+#pragma GCC unroll 8
+    for (int h = 0; h < C; ++h) acc[i][h] = V::zero();
+  const int pairs = (cin + 1) / 2, full_pairs = cin / 2;
+  for (int t = 0; t < taps; ++t) {
+    const uint16_t* xt = x + t * ts;
+    const uint16_t* wt = w + int64_t(t) * pairs * NR * 2;
+    for (int c2 = 0; c2 < full_pairs; ++c2, wt += NR * 2, xt += 2) {
+      P wp[C];
+#pragma GCC unroll 8
+      for (int h = 0; h < C; ++h) wp[h] = V::load_pairs(wt + h * L * 2);
+      if constexpr (V::kDotBf16) {
+#pragma GCC unroll 16
+        for (int i = 0; i < R; ++i) {
+          const P xi = V::broadcast_pair(xt + i * xs);
+#pragma GCC unroll 8
+          for (int h = 0; h < C; ++h) acc[i][h] = V::dot_bf16(acc[i][h], xi, wp[h]);
+        }
+      } else {
+        {
+          F wl[C];
+#pragma GCC unroll 8
+          for (int h = 0; h < C; ++h) wl[h] = V::pair_lo(wp[h]);
+#pragma GCC unroll 16
+          for (int i = 0; i < R; ++i) {
+            const F xi = V::pair_lo(V::broadcast_pair(xt + i * xs));
+#pragma GCC unroll 8
+            for (int h = 0; h < C; ++h) acc[i][h] = V::fmadd(xi, wl[h], acc[i][h]);
+          }
+        }
+        F wh[C];
+#pragma GCC unroll 8
+        for (int h = 0; h < C; ++h) wh[h] = V::pair_hi(wp[h]);
+        const uint16_t* xh = reload(xt);
+#pragma GCC unroll 16
+        for (int i = 0; i < R; ++i) {
+          const F xi = V::pair_hi(V::broadcast_pair(xh + i * xs));
+#pragma GCC unroll 8
+          for (int h = 0; h < C; ++h) acc[i][h] = V::fmadd(xi, wh[h], acc[i][h]);
+        }
+      }
+    }
+    if (pairs > full_pairs) {  // odd cin: the last channel, its partner weight zero
+      P wp[C];
+#pragma GCC unroll 8
+      for (int h = 0; h < C; ++h) wp[h] = V::load_pairs(wt + h * L * 2);
+#pragma GCC unroll 16
+      for (int i = 0; i < R; ++i) {
+        const P xi = V::broadcast_half(xt + i * xs);
+#pragma GCC unroll 8
+        for (int h = 0; h < C; ++h) {
+          if constexpr (V::kDotBf16) acc[i][h] = V::dot_bf16(acc[i][h], xi, wp[h]);
+          else acc[i][h] = V::fmadd(V::pair_lo(xi), V::pair_lo(wp[h]), acc[i][h]);
+        }
+      }
+    }
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < R; ++i)
+#pragma GCC unroll 8
+    for (int h = 0; h < C; ++h) V::store(out + i * ldt + h * L, acc[i][h]);
+}
+
+// The stem's gathered rows: out[0..NR) = sum of the k rows of NR floats.
+template <class V, int NR>
+inline void sum_rows(const float* const* rows, int k, float* out) {
+  constexpr int L = V::lanes, C = NR / L;
+  typename V::reg acc[C];
+  for (int h = 0; h < C; ++h) acc[h] = V::zero();
+  for (int t = 0; t < k; ++t)
+    for (int h = 0; h < C; ++h) acc[h] = V::add(acc[h], V::load(rows[t] + h * L));
+  for (int h = 0; h < C; ++h) V::store(out + h * L, acc[h]);
+}
+
+// An instruction set's kernels: vector traits V, register tile MR x NR.
+template <class V, int MR_, int NR_>
+struct KernelsOf {
+  using Vec = V;
+  static constexpr int MR = MR_, NR = NR_;
+  static_assert(NR % V::lanes == 0 && MR % 2 == 0, "NR whole vectors, MR even");
+  template <int R, typename T>
+  static void micro(const T* x, int64_t xs, int64_t ts, const T* w, int taps, int cin, float* out, int64_t ldt) {
+    B2F_ISA_NS::micro<V, NR, R>(x, xs, ts, w, taps, cin, out, ldt);
+  }
+  static void epilogue(const Epilogue& e, const float* t, int r, int64_t p, int c0, int nc) {
+    B2F_ISA_NS::epilogue<V, NR>(e, t, r, p, c0, nc);
+  }
+  static void sum_rows(const float* const* rows, int k, float* out) { B2F_ISA_NS::sum_rows<V, NR>(rows, k, out); }
+};
 
 // Runs fn(task) for task in [0, ntasks) on up to `threads` threads, statically scheduled:
 // every parallel loop of the kernels goes through here.
@@ -214,43 +349,34 @@ class Scratch {
 // with every output panel's GEMM reading them again, they should stay in L2.
 constexpr int64_t kFastPointBytes = 128 * 1024;
 
-// A vector of the translation unit's width (B2F_VEC_BYTES: 32 for AVX2, 64 for AVX-512; the
-// portable unit's 32 compile to pairs of SSE registers), as GCC / Clang vector extensions:
-// arithmetic on it compiles to that instruction set's vector instructions, and a * b + c to
-// its fused multiply-add where the unit has one (-ffp-contract=fast, the GNU default).
-#ifndef B2F_VEC_BYTES
-#define B2F_VEC_BYTES 32
-#endif
-typedef float vf32 __attribute__((vector_size(B2F_VEC_BYTES)));
-typedef uint32_t vu32 __attribute__((vector_size(B2F_VEC_BYTES)));
-typedef uint16_t vu16 __attribute__((vector_size(B2F_VEC_BYTES / 2)));
-constexpr int kLanes = B2F_VEC_BYTES / 4;
-
-inline vf32 vload(const float* p) {
-  vf32 v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
+// Full vectors of fp32 or bf16 (widened exactly / rounded to nearest even) elements.
+template <class V>
+inline typename V::reg vload(const float* p) {
+  return V::load(p);
 }
-inline vf32 vload(const uint16_t* p) {  // bf16 widened exactly
-  vu16 h;
-  std::memcpy(&h, p, sizeof h);
-  return reinterpret_cast<vf32>(__builtin_convertvector(h, vu32) << 16);
+template <class V>
+inline typename V::reg vload(const uint16_t* p) {
+  return V::load_bf16(p);
 }
-inline void vstore(float* p, vf32 v) { std::memcpy(p, &v, sizeof v); }
-inline void vstore(uint16_t* p, vf32 v) {  // rounded to nearest even (finite values)
-  const vu32 u = reinterpret_cast<vu32>(v);
-  const vu16 h = __builtin_convertvector((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16, vu16);
-  std::memcpy(p, &h, sizeof h);
+template <class V>
+inline void vstore(float* p, typename V::reg v) {
+  V::store(p, v);
+}
+template <class V>
+inline void vstore(uint16_t* p, typename V::reg v) {
+  V::store_bf16(p, v);
 }
 
 // Input transform of `tiles` consecutive tiles from block b0 on (tile t: block b0 + t / d,
-// phase t % d): v[j * point_stride + t * cin + c] = sum_s bt[j][s] x[row s of tile t][c], summed in fp32 in the
-// order of s, zero coefficients skipped; In/Out: float, or uint16_t (bf16, widened / rounded
-// to nearest even). Per vector of channels every point is accumulated in a register from the
-// tile's rows (in L1 while the points are computed); the last cin % kLanes channels take the
-// same steps one by one.
-template <typename In, typename Out>
+// phase t % d): v[j * point_stride + t * cin + c] = sum_s bt[j][s] x[row s of tile t][c],
+// summed in fp32 in the order of s, zero coefficients skipped; In/Out: float, or uint16_t
+// (bf16, widened / rounded to nearest even). Per vector of channels every point is
+// accumulated in a register from the tile's rows (in L1 while the points are computed); the
+// last cin % lanes channels take the same steps one by one.
+template <class V, typename In, typename Out>
 inline void fast_input_transform_into(const ConvArgs& a, int64_t b0, int tiles, Out* v, int64_t point_stride) {
+  using R = typename V::reg;
+  constexpr int L = V::lanes;
   const int n = a.fast.n, d = a.dil, cin = a.cin;
   const int64_t md = int64_t(a.fast.m) * d, h = int64_t(a.k / 2) * d;
   const In* in = static_cast<const In*>(a.in);
@@ -262,41 +388,59 @@ inline void fast_input_transform_into(const ConvArgs& a, int64_t b0, int tiles, 
     for (int s = 0; s < n; ++s)
       if (a.fast.bt[j * n + s] != 0.f) tap[j][terms[j]] = s, coef[j][terms[j]++] = a.fast.bt[j * n + s];
   }
-  const int vec_end = cin / kLanes * kLanes;
+  const int vec_end = cin / L * L;
   for (int t = 0; t < tiles; ++t) {
     const In* rows[kMaxFastPoints + 1];
     const int64_t first = (b0 + t / d) * md + t % d - h;  // the tile's first input row
     for (int s = 0; s < n; ++s) rows[s] = in + (first + int64_t(s) * d) * a.in_stride;
     Out* out = v + int64_t(t) * cin;
-    for (int c = 0; c < vec_end; c += kLanes)
+    for (int c = 0; c < vec_end; c += L)
       for (int j = 0; j < n; ++j) {
-        vf32 acc = coef[j][0] * vload(rows[tap[j][0]] + c);
-        for (int e = 1; e < terms[j]; ++e) acc = coef[j][e] * vload(rows[tap[j][e]] + c) + acc;
-        vstore(out + j * point_stride + c, acc);
+        R acc = V::mul(V::set1(coef[j][0]), vload<V>(rows[tap[j][0]] + c));
+        for (int e = 1; e < terms[j]; ++e) acc = V::fmadd(V::set1(coef[j][e]), vload<V>(rows[tap[j][e]] + c), acc);
+        vstore<V>(out + j * point_stride + c, acc);
       }
     for (int c = vec_end; c < cin; ++c)
       for (int j = 0; j < n; ++j) {
-        float acc = coef[j][0] * to_f32(rows[tap[j][0]][c]);
-        for (int e = 1; e < terms[j]; ++e) acc = coef[j][e] * to_f32(rows[tap[j][e]][c]) + acc;
-        out[j * point_stride + c] = from_f32<Out>(acc);
+        R acc = V::mul(V::set1(coef[j][0]), V::set1(to_f32(rows[tap[j][0]][c])));
+        for (int e = 1; e < terms[j]; ++e)
+          acc = V::fmadd(V::set1(coef[j][e]), V::set1(to_f32(rows[tap[j][e]][c])), acc);
+        float r[L];
+        V::store(r, acc);
+        out[j * point_stride + c] = from_f32<Out>(r[0]);
       }
   }
 }
 
+// fast_input_transform_into in the ConvArgs' types: input fp32 or bf16 (in_bf16), V fp32 or
+// bf16 (bf16 products).
+template <class V>
+inline void fast_input_transform(const ConvArgs& a, int64_t b0, int tiles, void* v, int64_t point_stride) {
+  if (a.bf16 && a.in_bf16)
+    fast_input_transform_into<V, uint16_t, uint16_t>(a, b0, tiles, static_cast<uint16_t*>(v), point_stride);
+  else if (a.bf16)
+    fast_input_transform_into<V, float, uint16_t>(a, b0, tiles, static_cast<uint16_t*>(v), point_stride);
+  else if (a.in_bf16)
+    fast_input_transform_into<V, uint16_t, float>(a, b0, tiles, static_cast<float*>(v), point_stride);
+  else
+    fast_input_transform_into<V, float, float>(a, b0, tiles, static_cast<float*>(v), point_stride);
+}
+
 // Output transform of one tile and panel: y[i * y_stride + c] = sum_j at[i][j] m[j * m_stride + c]
 // for the m outputs i and NR columns c, summed in the order of j.
-template <int NR>
+template <class V, int NR>
 inline void fast_output_transform(const FastConv& f, const float* mt, int64_t m_stride, float* y, int64_t y_stride) {
-  static_assert(NR % kLanes == 0, "panels are whole vectors");
+  using R = typename V::reg;
+  constexpr int L = V::lanes;
   const int n = f.n;
-  for (int c = 0; c < NR; c += kLanes) {
-    vf32 mv[kMaxFastPoints + 1];
-    for (int j = 0; j < n; ++j) mv[j] = vload(mt + j * m_stride + c);
+  for (int c = 0; c < NR; c += L) {
+    R mv[kMaxFastPoints + 1];
+    for (int j = 0; j < n; ++j) mv[j] = V::load(mt + j * m_stride + c);
     for (int i = 0; i < f.m; ++i) {
       const float* at = f.at + i * n;
-      vf32 acc = at[0] * mv[0];
-      for (int j = 1; j < n; ++j) acc = at[j] * mv[j] + acc;
-      vstore(y + i * y_stride + c, acc);
+      R acc = V::mul(V::set1(at[0]), mv[0]);
+      for (int j = 1; j < n; ++j) acc = V::fmadd(V::set1(at[j]), mv[j], acc);
+      V::store(y + i * y_stride + c, acc);
     }
   }
 }
@@ -332,7 +476,7 @@ inline void fast_blocks(const ConvArgs& a, const void* v, int64_t tb0, int64_t t
     if (lo >= hi) continue;
     for (int panel = q0; panel < q1; ++panel) {
       for (int phase = 0; phase < d; ++phase)
-        fast_output_transform<NR>(a.fast, mt + ((b - tb0) * d + phase) * n * width + (panel - q0) * NR, width,
+        fast_output_transform<typename K::Vec, NR>(a.fast, mt + ((b - tb0) * d + phase) * n * width + (panel - q0) * NR, width,
                                   y + phase * NR, int64_t(d) * NR);
       const int col0 = panel * NR;
       K::epilogue(a.epi, y + (lo - b * md) * NR, int(hi - lo), lo, col0, std::min(NR, a.cout - col0));
@@ -371,10 +515,7 @@ inline void conv_fast(const ConvArgs& a) {
       const int64_t tb0 = b0 + task * per, tb1 = std::min(b1, tb0 + per);
       const int64_t skip = (tb0 - b0) * d * cin;  // this task's first tile in each point's rows
       const int tiles = int((tb1 - tb0) * d);
-      if (a.bf16)
-        fast_input_transform_into<uint16_t, uint16_t>(a, tb0, tiles, static_cast<uint16_t*>(v) + skip, nb * d * cin);
-      else
-        fast_input_transform_into<float, float>(a, tb0, tiles, static_cast<float*>(v) + skip, nb * d * cin);
+      fast_input_transform<typename K::Vec>(a, tb0, tiles, static_cast<char*>(v) + skip * es, nb * d * cin);
     });
     parallel_tasks(panels, a.threads, [&](int64_t panel) {
       thread_local Scratch m_buf, y_buf;
@@ -400,10 +541,7 @@ inline void conv_fast(const ConvArgs& a) {
     void* v = v_buf.get<char>(size_t(n) * tiles * cin * es);
     float* mt = m_buf.get<float>(size_t(tiles) * n * coutp);
     float* y = y_buf.get<float>(size_t(md) * NR);
-    if (a.bf16)
-      fast_input_transform_into<uint16_t, uint16_t>(a, tb0, tiles, static_cast<uint16_t*>(v), int64_t(tiles) * cin);
-    else
-      fast_input_transform_into<float, float>(a, tb0, tiles, static_cast<float*>(v), int64_t(tiles) * cin);
+    fast_input_transform<typename K::Vec>(a, tb0, tiles, v, int64_t(tiles) * cin);
     fast_blocks<K>(a, v, tb0, tb1, 0, panels, mt, y);
   });
 }

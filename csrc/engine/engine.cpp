@@ -89,8 +89,10 @@ Engine::Engine(int64_t seq_length, Gelu gelu, bool final_gelu, std::vector<OpDes
   if (head_bf16_ && !final_gelu_) fail("bf16 heads need the activated trunk output (final_gelu)");
   act_bf16_.assign(n + 1, 0);
   act_bf16_[n] = head_bf16_;
+  // A fast conv with bf16 products reads fp32 and rounds its transformed inputs instead.
   for (int i = n - 1; i >= 1; --i)
-    act_bf16_[i] = ops_[i].type == OpDesc::Conv ? (ops_[i].gelu_in && ops_[i].bf16) : act_bf16_[i + 1];
+    act_bf16_[i] = ops_[i].type == OpDesc::Conv ? (ops_[i].gelu_in && ops_[i].bf16 && !ops_[i].fast_m)
+                                                : act_bf16_[i + 1];
   // The prefix run tile by tile: leading convs without residuals, whose tensors (but the
   // last, P) no later op reads and which are read in one form only.
   prefix_ = 0;
@@ -257,6 +259,7 @@ void Engine::conv_call(int i, const void* in, const float* res, int64_t p0, int6
   a.in_stride = op.cin;
   a.w = packed_[i].weights();
   a.bf16 = packed_[i].bf16;
+  a.in_bf16 = op.gelu_in && act_bf16_[i];
   a.k = op.k, a.dil = op.dil, a.cin = op.cin, a.cout = op.cout;
   a.p0 = p0, a.p1 = p1, a.threads = threads ? threads : threads_;
   const Winograd& wg = packed_[i].wino;
@@ -448,15 +451,16 @@ void Engine::op_range(int i, const float* x, int64_t x0, int64_t x_rows, const f
   // input type.
   const int c = op.cin;
   std::vector<float> buf(size_t(r1 - r0) * c, 0.f);
-  std::vector<uint16_t> buf16(op.bf16 ? buf.size() : 0, 0);
+  const bool in16 = op.gelu_in && act_bf16_[i];  // a bf16 op's input, but a fast one's (conv_call)
+  std::vector<uint16_t> buf16(in16 ? buf.size() : 0, 0);
   for (int64_t q = need0; q < need1; ++q) {
     const float* src = x + (q - x0) * c;
     const size_t d = size_t(q - r0) * c;
     for (int j = 0; j < c; ++j) buf[d + j] = op.gelu_in && !activated ? gelu(src[j], gelu_) : src[j];
-    if (op.bf16)
+    if (in16)
       for (int j = 0; j < c; ++j) buf16[d + j] = cpu::f32_to_bf16(buf[d + j]);
   }
-  const void* in0 = op.bf16 ? static_cast<const void*>(buf16.data() - r0 * c) : buf.data() - r0 * c;
+  const void* in0 = in16 ? static_cast<const void*>(buf16.data() - r0 * c) : buf.data() - r0 * c;
   conv_call(i, in0, res ? res - p0 * op.cout : nullptr, p0, p1, out - (p0 / op.pool) * op.cout, nullptr);
 }
 

@@ -60,9 +60,11 @@ struct ConvArgs {
   // fp32: packed [panels][k][cin][nr] floats. bf16: bf16 pairs (bf16_weight_index), the
   // input bf16 too; products accumulate in fp32 and the epilogue runs in fp32.
   // Fast (fast.m > 0): the transformed weights U packed the same way as a conv of n taps,
-  // one tap per transform point; bf16 then also rounds the transformed inputs V to bf16.
+  // one tap per transform point; bf16 then rounds the transformed inputs V to bf16, and the
+  // input itself is fp32 (one rounding, of V, instead of two) unless in_bf16.
   const void* w = nullptr;
   bool bf16 = false;
+  bool in_bf16 = false;  // a fast conv's input rows are bf16 (a direct bf16 conv's always are)
   int k = 1, dil = 1, cin = 0, cout = 0;
   // Outputs [p0, p1). A fast conv computes the whole tile blocks of m * dil positions that
   // cover them (storing only [p0, p1)), so it reads input rows [floor(p0) - halo,
