@@ -1,4 +1,4 @@
-"""Build: the C++ engine (pybind11, OpenMP, one translation unit per instruction set,
+"""Build: the C++ engine (pybind11, its own thread pool, one translation unit per instruction set,
 each with its own flags), the Cython DNA module and, when nvcc is found, the CUDA engine
 (a separate module, basenji2_fast._cuda). Metadata lives in pyproject.toml.
 
@@ -95,17 +95,17 @@ class BuildExt(build_ext):
         ext.extra_objects = objects
 
 
-common = ["-O3", "-fopenmp", "-fno-math-errno"]
+common = ["-O3", "-fno-math-errno"]
 engine = Pybind11Extension(
     "basenji2_fast._engine",
-    sources=["csrc/python/module.cpp", "csrc/engine/engine.cpp", "csrc/engine/incremental.cpp", "csrc/cpu/dispatch.cpp",
-             "csrc/cpu/kernels_generic.cpp", "csrc/cpu/peak.cpp"],
+    sources=["csrc/python/module.cpp", "csrc/engine/engine.cpp", "csrc/engine/incremental.cpp", "csrc/engine/parallel.cpp",
+             "csrc/cpu/dispatch.cpp", "csrc/cpu/kernels_generic.cpp", "csrc/cpu/peak.cpp"],
     include_dirs=["csrc/include", "csrc"],
     # every source and header, so that a change in any (the ISA units included) relinks
     depends=sorted(glob.glob("csrc/**/*.h", recursive=True) + glob.glob("csrc/**/*.cpp", recursive=True)),
     define_macros=[("B2F_HAVE_X86_KERNELS", "1")] if X86 else [],
     extra_compile_args=common,
-    extra_link_args=["-fopenmp"],
+    extra_link_args=["-pthread"],
     cxx_std=17,
 )
 

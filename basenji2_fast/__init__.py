@@ -16,19 +16,22 @@ from .formats import FormatError, load_spec
 from .convert import convert
 from .model import Model, load, build_info
 from .targets import read_targets, select_tracks
+from . import _moved
+
+_moved.install()  # the module paths of earlier versions (basenji2_fast.regions, ...) still import
 
 # Public names whose modules import file-format libraries: resolved on first use.
 _LAZY = {
-    "predict_regions": ".regions",
-    "predict_genome": ".genome_tiling",
-    "score_variants": ".variants",
-    "write_sad": ".variants",
-    "saturation_mutagenesis": ".ism",
-    "embed_bed": ".embed",
-    "embed_regions": ".embed",
-    "fit_head": ".heads",
-    "evaluate": ".evaluate",
-    "merge_shards": ".distributed",
+    "predict_regions": ".workflows.regions",
+    "predict_genome": ".workflows.genome_tiling",
+    "score_variants": ".workflows.variants",
+    "write_sad": ".workflows.variants",
+    "saturation_mutagenesis": ".workflows.ism",
+    "embed_bed": ".workflows.embed",
+    "embed_regions": ".workflows.embed",
+    "fit_head": ".workflows.heads",
+    "evaluate": ".workflows.evaluate",
+    "merge_shards": ".cli",
 }
 
 

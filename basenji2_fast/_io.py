@@ -1,5 +1,7 @@
-"""Atomic output files: written under a temporary name beside the target, renamed when
-complete, so an interrupted run never leaves a partial file under the real name."""
+"""What the package writes: output files under a temporary name beside the target, renamed
+when complete (an interrupted run never leaves a partial file under the real name), float16
+saturated; the records of resumable jobs; and a bad input's one-line error (the one place a
+command turns an exception into ``basenji2-fast COMMAND: error: ...``)."""
 from __future__ import annotations
 
 import fcntl
@@ -7,9 +9,19 @@ import hashlib
 import json
 import os
 import secrets
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+
+import numpy as np
+
+#: What a bad input raises anywhere in the package (a weight file's FormatError is a ValueError):
+#: a command prints it as one line and exits with status 1.
+ERRORS = (ValueError, KeyError, OSError, ImportError, RuntimeError)
+
+#: The largest float16; output files that store float16 saturate at it (a plain cast gives inf).
+FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 
 def _umask() -> int:
@@ -33,6 +45,11 @@ def atomic_output(path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def to_float16(values: np.ndarray) -> np.ndarray:
+    """float values -> float16 for an output file, clipped to +-:data:`FLOAT16_MAX`."""
+    return np.clip(values, -FLOAT16_MAX, FLOAT16_MAX).astype(np.float16)
 
 
 # Resumable jobs (predict-genome, sad): one run per output folder, JSON records of what was
@@ -74,3 +91,15 @@ def job_lock(out_dir: Path, lock_name: str, what: str) -> Iterator[None]:
             if ok:
                 lock.unlink(missing_ok=True)
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def one_line_errors(command: str, work) -> int:
+    """Run ``work()``: 0, or for a bad input (:data:`ERRORS`) its message as one line on
+    stderr, ``basenji2-fast COMMAND: error: ...``, and 1."""
+    try:
+        work()
+    except ERRORS as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"basenji2-fast {command}: error: {' '.join(str(msg).split())}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,40 +1,78 @@
-"""``basenji2-fast``: one subcommand per workflow, each a thin call into the package."""
+"""``basenji2-fast``: one subcommand per workflow, each a thin call into the package.
+
+Each module registers its own subcommand (``add_<name>_subcommand(subparsers)``, options from
+:mod:`basenji2_fast.cli_options`); this module lists them, and holds the two commands that
+belong to no workflow: ``info`` and ``merge`` (shards of any distributed workflow).
+"""
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-from typing import List, Optional
+from typing import List, Optional, Sequence, Union
 
+from . import runner
 from .bench import add_bench_subcommand
+from .cli_options import add_model_options, load_model, one_line_errors
 from .convert import add_convert_subcommand
-from .formats import FormatError
-from .spec import ALGORITHMS, GELU_VARIANTS, PRECISIONS
+from .model import build_info
+from .plots import add_plot_subcommand, add_sat_plot_subcommand
+from .workflows.embed import add_embed_subcommand
+from .workflows.evaluate import add_test_subcommand
+from .workflows.genome_tiling import add_predict_genome_subcommand
+from .workflows.heads import add_fit_head_subcommand
+from .workflows.ism import add_sat_subcommand
+from .workflows.orthologs import add_orthologs_subcommand
+from .workflows.regions import add_predict_bed_subcommand
+from .workflows.variants import add_sad_subcommand
 
 
 def run_info(args) -> int:
-    from .model import build_info, load
+    def work():
+        info = {"build": build_info()}
+        if args.model:
+            info["model"] = load_model(args).info()
+        print(json.dumps(info, indent=2, default=str))
 
-    info = {"build": build_info()}
-    if args.model:
-        info["model"] = load(args.model, threads=args.threads, params=args.params, gelu=args.gelu,
-                             precision=args.precision, algorithm=args.algorithm).info()
-    print(json.dumps(info, indent=2, default=str))
-    return 0
+    return one_line_errors("info", work)
+
+
+def merge_shards(shard_dirs: Sequence[Union[str, os.PathLike]], out_dir) -> dict:
+    """Combine shard folders into ``out_dir``'s final output (the same files as a run without
+    shards). Shards written by the command line are finished by rerunning it with ``-o
+    out_dir`` in merge mode; for shards written from Python, call the same function with the
+    same arguments, ``out_dir`` and ``shard="merge"`` after this. Returns the shard record."""
+    rec = runner.gather_shards(shard_dirs, out_dir)
+    call = rec.get("call")
+    if call is None:
+        return rec
+    args = build_parser().parse_args(call["argv"])
+    args.out_dir = os.path.abspath(os.fspath(out_dir))
+    args.shard, args.scheduler, args.workers = runner.MERGE, None, None
+    old = os.getcwd()
+    os.chdir(call["cwd"])  # the shards' relative paths
+    try:
+        status = args.func(args)
+    finally:
+        os.chdir(old)
+    if status != 0:
+        raise RuntimeError(f"merging into {out_dir} failed (the message above)")
+    return rec
+
+
+def run_merge(args: argparse.Namespace) -> int:
+    def work():
+        rec = merge_shards(args.shards, args.out_dir)
+        if rec.get("call") is None:
+            raise ValueError(f"{args.shards[0]}: shards written from Python; call the same function with "
+                             f"out_dir={args.out_dir!r} and shard='merge' to finish (the tasks are gathered)")
+        print(f"merged {rec['shard'][1]} shards ({rec['n_tasks']} tasks) into {args.out_dir}")
+
+    return one_line_errors("merge", work)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .genome_tiling import add_predict_genome_subcommand
-    from .plots import add_plot_subcommand, add_sat_plot_subcommand
-    from .regions import add_predict_bed_subcommand
-    from .variants import add_sad_subcommand
-    from .ism import add_sat_subcommand
-    from .orthologs import add_orthologs_subcommand
-    from .embed import add_embed_subcommand
-    from .heads import add_fit_head_subcommand
-    from .evaluate import add_test_subcommand
-    from .distributed import add_merge_subcommand
-
     parser = argparse.ArgumentParser(prog="basenji2-fast", description="Basenji2 on fused C++ kernels.")
     sub = parser.add_subparsers(dest="command", required=True)
     add_convert_subcommand(sub)
@@ -49,30 +87,33 @@ def build_parser() -> argparse.ArgumentParser:
     add_fit_head_subcommand(sub)
     add_test_subcommand(sub)
     add_bench_subcommand(sub)
-    add_merge_subcommand(sub)
+
+    p = sub.add_parser(
+        "merge", help="combine --shard outputs into the final output",
+        description="Check that the shard folders hold every shard 0..N-1 of one job exactly once and every task "
+                    "once, then write the output a run without --shard writes (bigWigs, predict.h5, sad.h5, "
+                    "scores.h5) into OUT_DIR.")
+    p.add_argument("shards", nargs="+", help="shard folders (the -o of each --shard I/N run)")
+    p.add_argument("-o", "--out-dir", required=True, help="output folder")
+    p.set_defaults(func=run_merge)
 
     p = sub.add_parser("info", help="what this build runs, and a model's geometry")
-    p.add_argument("-m", "--model", default=None)
-    p.add_argument("--params", default=None)
-    p.add_argument("--gelu", choices=GELU_VARIANTS, default=None)
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32")
-    p.add_argument("--algorithm", choices=ALGORITHMS, default="auto")
+    add_model_options(p, required=False)
     p.set_defaults(func=run_info)
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    from .distributed import cli_call
+    status = 1
 
-    try:
-        with cli_call(sys.argv[1:] if argv is None else argv):  # recorded by --shard runs, for merge
-            return args.func(args)
-    except (FormatError, ValueError, KeyError, OSError, ImportError, RuntimeError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"basenji2-fast {args.command}: error: {msg}", file=sys.stderr)
-        return 1
+    def work():
+        nonlocal status
+        with runner.cli_call(sys.argv[1:] if argv is None else argv):  # recorded by --shard runs, for merge
+            status = args.func(args)
+
+    one_line_errors(args.command, work)
+    return status
 
 
 if __name__ == "__main__":

@@ -1,20 +1,24 @@
-"""Command-line options shared by the workflow subcommands (each module adds its own
-subcommand; the options that mean the same everywhere are defined once here)."""
+"""Command-line options shared by the subcommands (each module adds its own subcommand; the
+options that mean the same everywhere are defined once here). A bad input becomes a one-line
+error in :func:`basenji2_fast._io.one_line_errors`, which every subcommand uses."""
 from __future__ import annotations
 
 import argparse
 import os
 import re
-import sys
 from typing import List
 
+from ._io import one_line_errors  # noqa: F401  (re-exported: the error block every subcommand uses)
+from .model import TrackRequest, load
 from .spec import ALGORITHMS, GELU_VARIANTS, N_ENCODINGS, PRECISIONS
+from .targets import read_targets
 
 
-def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """``-m MODEL [--params P] [--gelu V] [--threads N] [--device D] [--precision P] [--algorithm A]``, read by
-    :func:`load_model`."""
-    parser.add_argument("-m", "--model", required=True, help="model file (.safetensors, .h5 or .pth)")
+def add_model_options(parser: argparse.ArgumentParser, required: bool = True, model_group=None) -> None:
+    """``-m MODEL [--params P] [--gelu V] [--threads N] [--device D] [--precision P] [--algorithm A]``,
+    read by :func:`load_model`. ``model_group``: where ``-m`` goes (e.g. a mutually exclusive group)."""
+    (model_group or parser).add_argument("-m", "--model", required=required,
+                                         help="model file (.safetensors, .h5 or .pth)")
     parser.add_argument("--params", default=None, help="basenji params JSON (for .pth files of non-published shapes)")
     parser.add_argument("--gelu", choices=GELU_VARIANTS, default=None, help="override the model's GELU variant")
     parser.add_argument("--threads", type=int, default=None, help="compute threads (default: all CPUs)")
@@ -26,13 +30,14 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                              "fp32 sums; the only precision on CUDA) or bf16-fast (fast convolutions with bf16 "
                              "products too: faster on CPUs with avx512_bf16, less accurate)")
     parser.add_argument("--algorithm", choices=ALGORITHMS, default="auto",
-                        help="convolutions: auto (Winograd fast convolution where it saves arithmetic; default), "
-                             "fast (wherever a layer's shape allows) or direct")
+                        help="convolutions: auto (Winograd fast convolution where it saves arithmetic and keeps "
+                             "mutation cones short; default), fast (wherever a layer's shape allows: fastest for "
+                             "whole-sequence predictions) or direct")
 
 
-def add_fasta_option(parser: argparse.ArgumentParser) -> None:
+def add_fasta_option(parser: argparse.ArgumentParser, required: bool = True) -> None:
     """``-f FASTA``: the genome the windows are read from."""
-    parser.add_argument("-f", "--fasta", required=True, help="genome FASTA (indexed with pyfaidx)")
+    parser.add_argument("-f", "--fasta", required=required, help="genome FASTA (indexed with pyfaidx)")
 
 
 def add_run_options(parser: argparse.ArgumentParser, n_encoding: bool = True) -> None:
@@ -89,12 +94,11 @@ def add_track_options(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(targets_by_head=None, tracks_by_head=None)
 
 
-def track_request(args: argparse.Namespace) -> tuple:
-    """(head, tracks, targets) for the workflow functions from :func:`add_track_options`'
-    options; targets files are read here, so a bad line fails before the model loads.
-    tracks / targets are plain values, or dicts {head: value} (``None``: the plain one)."""
-    from .targets import read_targets
-
+def track_request(args: argparse.Namespace) -> TrackRequest:
+    """The :class:`~basenji2_fast.model.TrackRequest` (head, tracks, targets) of
+    :func:`add_track_options`' options; targets files are read here, so a bad line fails
+    before the model loads. tracks / targets are plain values, or dicts {head: value}
+    (``None``: the plain one)."""
     def merged(plain, by_head, read=lambda v: v):
         if not by_head:
             return None if plain is None else read(plain)
@@ -103,8 +107,8 @@ def track_request(args: argparse.Namespace) -> tuple:
             out[None] = read(plain)
         return out
 
-    return (args.head, merged(args.tracks, getattr(args, "tracks_by_head", None)),
-            merged(args.targets, getattr(args, "targets_by_head", None), read_targets))
+    return TrackRequest(args.head, merged(args.tracks, getattr(args, "tracks_by_head", None)),
+                        merged(args.targets, getattr(args, "targets_by_head", None), read_targets))
 
 
 def add_ensemble_options(parser: argparse.ArgumentParser) -> None:
@@ -125,21 +129,25 @@ def accept_negative_lists(parser: argparse.ArgumentParser) -> None:
 
 def load_model(args: argparse.Namespace):
     """The model named by :func:`add_model_options`' options."""
-    from .model import load
-
     return load(args.model, threads=args.threads, params=args.params, gelu=args.gelu,
                 device=getattr(args, "device", "cpu"), precision=getattr(args, "precision", None),
                 algorithm=getattr(args, "algorithm", "auto"))
 
 
-def one_line_errors(command: str, work) -> int:
-    """Run ``work()``; a bad input's error becomes one line on stderr and exit status 1."""
-    from .formats import FormatError
+def add_distributed_options(parser: argparse.ArgumentParser) -> None:
+    """``[--scheduler ADDRESS | --workers N] [--shard I/N]``: where the tasks run
+    (:class:`basenji2_fast.runner.Placement`; read by :func:`distributed_kwargs`)."""
+    g = parser.add_argument_group("distributed runs (pip install 'basenji2-fast[distributed]')")
+    g.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="run the tasks on this Dask scheduler (tcp://host:8786, or a scheduler file *.json)")
+    g.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="run the tasks on a local Dask cluster of N worker processes (the CPUs split between them)")
+    g.add_argument("--shard", default=None, metavar="I/N",
+                   help="run only shard I of N (0-based) into OUT_DIR; combine with 'basenji2-fast merge'")
 
-    try:
-        work()
-    except (FormatError, ValueError, KeyError, OSError, ImportError, RuntimeError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"basenji2-fast {command}: error: {msg}", file=sys.stderr)
-        return 1
-    return 0
+
+def distributed_kwargs(args: argparse.Namespace) -> dict:
+    """``scheduler``, ``workers``, ``shard`` of :func:`add_distributed_options`' options, as
+    the workflow functions take them."""
+    return {"scheduler": getattr(args, "scheduler", None), "workers": getattr(args, "workers", None),
+            "shard": getattr(args, "shard", None)}

@@ -13,6 +13,7 @@ from typing import List, Optional
 
 import numpy as np
 
+from ._io import one_line_errors
 from .formats import FormatError, load_spec
 from .formats import engine_format
 from .formats.params import parse_head_names, rename_heads
@@ -127,17 +128,15 @@ def add_convert_subcommand(subparsers) -> argparse.ArgumentParser:
 
 def run_convert(args: argparse.Namespace) -> int:
     """The ``convert`` subcommand; prints a one-line summary, or the error (exit status 1)."""
-    try:
+    def work():
         spec = convert(args.src, args.output, mouse=args.src2, params=args.params,
                        precision=args.precision, head_names=args.head_names, gelu=args.gelu)
-    except (FormatError, OSError, ValueError) as e:
-        print(f"basenji2-fast convert: error: {e}", file=sys.stderr)
-        return 1
-    heads = ", ".join(f"{name} ({h.tracks} tracks)" for name, h in spec.heads.items())
-    print(f"wrote {args.output}: {spec.n_params():,} parameters, {len(spec.ops)} ops, "
-          f"{spec.seq_length} bp -> {spec.n_bins} bins x {spec.bin_size} bp, heads {heads}, "
-          f"{args.precision}, GELU {spec.gelu}")
-    return 0
+        heads = ", ".join(f"{name} ({h.tracks} tracks)" for name, h in spec.heads.items())
+        print(f"wrote {args.output}: {spec.n_params():,} parameters, {len(spec.ops)} ops, "
+              f"{spec.seq_length} bp -> {spec.n_bins} bins x {spec.bin_size} bp, heads {heads}, "
+              f"{args.precision}, GELU {spec.gelu}")
+
+    return one_line_errors("convert", work)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -14,7 +14,10 @@ For each track and each output bin of a window (``bin_size`` bp):
    evaluation (``test``) and new heads (``fit_head``) compare with and fit exactly them. A
    column the file lacks does nothing; a plain list of bigWigs gets steps 1-2 only.
 
-One place reads coverage for both :mod:`basenji2_fast.evaluate` and :mod:`basenji2_fast.heads`.
+One place reads coverage for the workflows that compare with it (``test``:
+:mod:`basenji2_fast.workflows.evaluate`; ``fit-head``: :mod:`basenji2_fast.workflows.heads`),
+and accumulates how predictions compare with it (:class:`TrackStats`). bigWig files are opened
+here (:func:`open_bigwig`), also for pictures (:func:`binned_means`).
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ from typing import List, Optional, Sequence, Union
 import numpy as np
 
 from .targets import Targets, read_targets
+from .windows import output_window
 
 SUM_STATS = ("sum", "mean", "avg", "median", "max")
 
@@ -123,6 +127,48 @@ def coverage_tracks(source: Union[str, os.PathLike, Targets, Sequence[Union[str,
     return [CoverageTrack(Path(p), sum_stat or "sum", where=str(p)) for p in paths]
 
 
+def open_bigwig(path: Path):
+    """An open pyBigWig file; a one-line ValueError when it is missing or no bigWig."""
+    import pyBigWig
+
+    if not path.is_file():
+        raise ValueError(f"{path}: bigWig file not found")
+    try:
+        bw = pyBigWig.open(str(path))
+    except RuntimeError:
+        bw = None
+    if bw is None or not bw.isBigWig():
+        raise ValueError(f"{path}: not a bigWig file")
+    return bw
+
+
+def binned_means(intervals, edges: np.ndarray) -> np.ndarray:
+    """Coverage-weighted mean of bigWig ``intervals`` [(start, end, value), ...] (sorted, not
+    overlapping, as a bigWig holds them) in each bin [edges[i], edges[i+1]); NaN where no
+    interval covers any of the bin."""
+    n = len(edges) - 1
+    out = np.full(n, np.nan)
+    if not intervals:
+        return out
+    arr = np.asarray(intervals, np.float64).reshape(-1, 3)
+    arr = arr[np.isfinite(arr[:, 2])]
+    if not len(arr):
+        return out
+    arr = arr[np.argsort(arr[:, 0], kind="stable")]
+    s, e, v = arr[:, 0], arr[:, 1], arr[:, 2]
+    # Integrals from the left of value and of coverage: piecewise linear between interval ends.
+    xp = np.stack([s, e], axis=1).ravel()
+    area, cover = v * (e - s), e - s
+    f_val = np.stack([np.cumsum(area) - area, np.cumsum(area)], axis=1).ravel()
+    f_cov = np.stack([np.cumsum(cover) - cover, np.cumsum(cover)], axis=1).ravel()
+    x = np.asarray(edges, np.float64)
+    tot = np.diff(np.interp(x, xp, f_val))
+    cov = np.diff(np.interp(x, xp, f_cov))
+    ok = cov > 0.5
+    out[ok] = tot[ok] / cov[ok]
+    return out
+
+
 class ObservedCoverage:
     """Open bigWigs, read window by window into bins.
 
@@ -133,14 +179,12 @@ class ObservedCoverage:
     """
 
     def __init__(self, tracks: List[CoverageTrack]):
-        from .plots import _open_bigwig
-
         self.tracks = list(tracks)
         self._bw = []
         try:
             for t in self.tracks:
                 try:
-                    self._bw.append(_open_bigwig(Path(t.path)))
+                    self._bw.append(open_bigwig(Path(t.path)))
                 except ValueError as e:
                     raise ValueError(f"{t.where}: {e}" if t.where != str(t.path) else str(e)) from None
         except BaseException:
@@ -208,8 +252,6 @@ class ObservedCoverage:
     def read_window(self, region, model) -> np.ndarray:
         """The coverage of the output bins of the model window centred on ``region`` (a
         (chrom, start, end) tuple or Region): float32 [n_bins, tracks]."""
-        from .regions import output_window
-
         start, _ = output_window(region, model)
         return self.read(region[0], start, model.n_bins, model.bin_size)
 
@@ -217,3 +259,46 @@ class ObservedCoverage:
 def open_coverage(source, rows: Optional[Sequence[int]] = None, sum_stat: Optional[str] = None) -> ObservedCoverage:
     """:class:`ObservedCoverage` of :func:`coverage_tracks` (same arguments)."""
     return ObservedCoverage(coverage_tracks(source, rows=rows, sum_stat=sum_stat))
+
+
+class TrackStats:
+    """Streaming Pearson R and R^2 per track: float64 count, means, M2 and co-moment."""
+
+    def __init__(self, n_tracks: int):
+        z = lambda: np.zeros(n_tracks)  # noqa: E731
+        self.n = 0
+        self.mean_x, self.mean_y, self.m2x, self.m2y, self.cxy = z(), z(), z(), z(), z()
+
+    def update(self, pred: np.ndarray, obs: np.ndarray) -> None:
+        """Add bins: pred, obs [n, tracks] (predicted, observed)."""
+        x = np.asarray(pred, np.float64).reshape(-1, self.mean_x.size)
+        y = np.asarray(obs, np.float64).reshape(-1, self.mean_x.size)
+        nb = x.shape[0]
+        if nb == 0:
+            return
+        mx, my = x.mean(axis=0), y.mean(axis=0)
+        dx, dy = x - mx, y - my
+        m2x, m2y, cxy = (dx * dx).sum(axis=0), (dy * dy).sum(axis=0), (dx * dy).sum(axis=0)
+        na, n = self.n, self.n + nb
+        ddx, ddy = mx - self.mean_x, my - self.mean_y
+        f = na * nb / n
+        self.m2x += m2x + ddx * ddx * f
+        self.m2y += m2y + ddy * ddy * f
+        self.cxy += cxy + ddx * ddy * f
+        self.mean_x += ddx * nb / n
+        self.mean_y += ddy * nb / n
+        self.n = n
+
+    def pearsonr(self) -> np.ndarray:
+        """float64 [tracks]; NaN where either side is constant."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return self.cxy / np.sqrt(self.m2x * self.m2y)
+
+    def r2(self) -> np.ndarray:
+        """1 - SS_res / SS_tot, float64 [tracks]; NaN where the observed values are constant.
+
+        SS_res = sum ((y - my) - (x - mx) + (my - mx))^2 = M2y + M2x - 2 Cxy + n (my - mx)^2.
+        """
+        ss_res = self.m2y + self.m2x - 2.0 * self.cxy + self.n * (self.mean_y - self.mean_x) ** 2
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return 1.0 - np.maximum(ss_res, 0.0) / self.m2y

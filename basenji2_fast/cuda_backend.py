@@ -18,6 +18,8 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from . import dna
+
 # The compiled module, imported on first use so that CPU-only processes never load it
 # (absent when the package was built without nvcc; tests may set it to _cuda_emu).
 _cuda = None
@@ -181,20 +183,6 @@ def _device_ptr(a, dtype, ndim: int) -> int:
     return int(cai["data"][0])
 
 
-def _shift_codes_device(cp, codes, shift: int):
-    """Model's ensemble shift on a device array (see model._shift_codes)."""
-    from .spec import CODE_UNIFORM
-
-    if shift == 0:
-        return codes
-    out = cp.full_like(codes, CODE_UNIFORM)
-    if shift > 0:
-        out[:, shift:] = codes[:, :-shift]
-    else:
-        out[:, :shift] = codes[:, -shift:]
-    return out
-
-
 def predict_on_device(model, x, names: Sequence[str], requests, pairs, passes, n_uniform: bool,
                       batch_size: Optional[int], out: str):
     """Model.predict for device arrays in or out: codes stay on the GPU, outputs are written by
@@ -203,8 +191,6 @@ def predict_on_device(model, x, names: Sequence[str], requests, pairs, passes, n
     x: uint8 codes [B, L] or [L] with ``__cuda_array_interface__``, or host input (encoded on
     the host, then uploaded). Returns [float32 [B, bins, tracks] per name], cupy or numpy.
     """
-    from .model import _COMPLEMENT  # noqa: PLC0415
-
     cp = _cupy()
     if is_device_array(x):
         codes = cp.asarray(x)
@@ -224,13 +210,13 @@ def predict_on_device(model, x, names: Sequence[str], requests, pairs, passes, n
     B, bins = codes.shape[0], model.n_bins
     widths = [len(idx) or model.spec.heads[n].tracks for n, (_, idx) in zip(names, requests)]
     outs = [cp.zeros((B, bins, w), cp.float32) for w in widths]
-    comp = cp.asarray(_COMPLEMENT)
+    comp = cp.asarray(dna.COMPLEMENT)
     bs = int(batch_size) if batch_size else max(1, min(B, DEFAULT_BATCH))
     for b0 in range(0, B, bs):
         chunk = codes[b0:b0 + bs]
         nb = chunk.shape[0]
         for shift, flip in passes:
-            c = _shift_codes_device(cp, chunk, shift)
+            c = dna.shift_codes(chunk, shift, xp=cp)
             if flip:
                 c = comp[c[:, ::-1].astype(cp.intp)]
             c = cp.ascontiguousarray(c)

@@ -27,7 +27,12 @@ _impl = _compiled if _compiled is not None else _dna_py
 
 SeqLike = Union[str, bytes]
 
-__all__ = ["encode", "encode_batch", "revcomp", "decode", "onehot_to_codes", "is_available"]
+__all__ = ["encode", "encode_batch", "revcomp", "decode", "onehot_to_codes", "is_available", "shift_codes",
+           "COMPLEMENT"]
+
+#: code -> the code of the complementary base (A<->T, C<->G; N, uniform and any other value
+#: unchanged): uint8 [256], the table both DNA modules use.
+COMPLEMENT = _dna_py.COMPLEMENT_TABLE
 
 
 def is_available() -> bool:
@@ -255,3 +260,18 @@ def onehot_to_codes(x: np.ndarray) -> Tuple[np.ndarray, bool]:
         codes[zero] = CODE_N
     codes[uniform] = CODE_UNIFORM
     return codes, literal_zero_rows
+
+
+def shift_codes(codes, shift: int, xp=np):
+    """basenji's ensemble shift: ``shift > 0`` prepends ``shift`` uniform (0.25) columns and
+    drops the last ``shift`` bases; ``shift < 0`` the reverse. codes: uint8 [B, L] -> [B, L]
+    (the same array for shift 0). ``xp``: the array module of ``codes`` (numpy, or cupy for
+    device arrays)."""
+    if shift == 0:
+        return codes
+    out = xp.full_like(codes, CODE_UNIFORM)
+    if shift > 0:
+        out[:, shift:] = codes[:, :-shift]
+    else:
+        out[:, :shift] = codes[:, -shift:]
+    return out

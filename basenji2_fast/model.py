@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import mmap
 import os
-from typing import Dict, Iterable, List, Optional, Sequence, Union
+from dataclasses import dataclass
+from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from . import cuda_backend, dna
-from .spec import ALGORITHMS, CODE_UNIFORM, N_ENCODINGS, PRECISIONS, ConvOp, ModelSpec
+from .formats import engine_format
+from .genome import as_fasta, centred_span, fetch, parse_interval
+from .spec import ALGORITHMS, CODE_UNIFORM, PRECISIONS, ConvOp, Head, ModelSpec, check_n_encoding
 from .version import __version__
 
 try:  # the package imports without the extension; compute says what is missing
@@ -34,7 +37,7 @@ def _require_engine():
 
 
 def build_info() -> dict:
-    """What this installation can run: version, compiled kernels, compiler, OpenMP, DNA module."""
+    """What this installation can run: version, compiled kernels, compiler, thread pool, DNA module."""
     cuda = cuda_backend.build_info()
     info = {"version": __version__, "engine": _engine is not None, "cython_dna": dna.is_available(),
             "devices": ["cpu"] + (["cuda"] if cuda["devices"] else [])}
@@ -195,36 +198,55 @@ def _gflop(flops: float) -> float:
     return float(f"{flops / 1e9:.5g}")
 
 
-# Complement of a base code (A<->T, C<->G; N and the uniform code stay).
-_COMPLEMENT = np.array([3, 2, 1, 0, 4, 5], np.uint8)
+@dataclass(frozen=True)
+class Ensemble:
+    """basenji's test-time ensemble, and how sequences go through the engine.
+
+    rc : also predict the reverse complement of every member, flipped back (``--rc``)
+    shifts : the members' shifts (``--shifts``); the prediction is the mean over all members
+    n_encoding : how N enters the model: "zeros" or "uniform" (0.25 in each channel)
+    batch_size : sequences per engine call (None: the model's default)
+    """
+
+    rc: bool = False
+    shifts: Tuple[int, ...] = (0,)
+    n_encoding: str = "zeros"
+    batch_size: Optional[int] = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "rc", bool(self.rc))
+        object.__setattr__(self, "shifts", tuple(int(s) for s in self.shifts))
+        if not self.shifts:
+            raise ValueError("shifts must name at least one shift")
+        check_n_encoding(self.n_encoding)
+
+    def passes(self) -> List[Tuple[int, bool]]:
+        """The members in basenji's order: (shift, reverse-complemented), forward strand first."""
+        return [(s, False) for s in self.shifts] + ([(s, True) for s in self.shifts] if self.rc else [])
+
+    def options(self) -> dict:
+        """The ensemble as :meth:`Model.predict`'s keywords (``rc, shifts, n_encoding, batch_size``)."""
+        return {"rc": self.rc, "shifts": self.shifts, "n_encoding": self.n_encoding, "batch_size": self.batch_size}
 
 
-def _ensemble_passes(shifts: Sequence[int], rc: bool) -> List[tuple]:
-    """basenji's ensemble members, in order: (shift, reverse-complemented) for every shift,
-    forward strand first."""
-    passes = [(int(s), False) for s in shifts] + ([(int(s), True) for s in shifts] if rc else [])
-    if not passes:
-        raise ValueError("shifts must name at least one shift")
-    return passes
+class TrackRequest(NamedTuple):
+    """What a user asked to predict, not yet resolved against a model (see
+    :func:`basenji2_fast.windows.resolve_tracks` and :func:`~basenji2_fast.windows.plan_heads`).
 
+    head : None (the default head), a head name, "both" / "all", "a,b" or a list of heads
+    tracks : None (all), a selector, or for several heads a dict {head: selector}
+    targets : None, a targets file (path or Targets), or a dict {head: targets}
+    """
 
-def _shift_codes(codes: np.ndarray, shift: int) -> np.ndarray:
-    """basenji's ensemble shift: s > 0 prepends s uniform (0.25) columns and drops the last
-    s bases; s < 0 the reverse. codes: [B, L] -> [B, L]."""
-    if shift == 0:
-        return codes
-    out = np.full_like(codes, CODE_UNIFORM)
-    if shift > 0:
-        out[:, shift:] = codes[:, :-shift]
-    else:
-        out[:, :shift] = codes[:, -shift:]
-    return out
+    head: object = None
+    tracks: object = None
+    targets: object = None
 
 
 def _pass_codes(codes: np.ndarray, shift: int, flip: bool) -> np.ndarray:
-    """The input of one ensemble member (:func:`_ensemble_passes`): shifted, then reverse
+    """The input of one ensemble member (:meth:`Ensemble.passes`): shifted, then reverse
     complemented when ``flip``. codes: uint8 [B, L] -> C-contiguous [B, L]."""
-    c = _shift_codes(codes, shift)
+    c = dna.shift_codes(codes, shift)
     return np.ascontiguousarray(dna.revcomp(c)) if flip else c
 
 
@@ -422,8 +444,7 @@ class Model:
         return np.ascontiguousarray(codes, np.uint8), zero_rows
 
     def _n_uniform(self, n_encoding: str, zero_rows: bool) -> bool:
-        if n_encoding not in N_ENCODINGS:
-            raise ValueError(f"n_encoding={n_encoding!r}; expected one of {N_ENCODINGS}")
+        check_n_encoding(n_encoding)
         # A float one-hot's all-zero rows are literal zeros, whatever n_encoding says.
         return n_encoding == "uniform" and not zero_rows
 
@@ -487,7 +508,7 @@ class Model:
         requests = [self._request(n, tracks.get(n) if isinstance(tracks, dict) else tracks) for n in names]
         pairs = [self._strand_pair(n, strand_pair.get(n) if isinstance(strand_pair, dict) else strand_pair,
                                    len(idx) or self.spec.heads[n].tracks) for n, (_, idx) in zip(names, requests)]
-        passes = _ensemble_passes(shifts, rc)
+        passes = Ensemble(rc, shifts).passes()
         if on_device:
             outs = cuda_backend.predict_on_device(self, x if device_in else codes, names, requests, pairs, passes,
                                                   n_uniform, batch_size, out)
@@ -599,17 +620,14 @@ class Model:
         float32 [n_bins, tracks]; output bin ``b`` covers
         ``window_start + (crop_bins + b) * bin_size`` onwards (``crop_bins`` of the model).
         """
-        from .genome import fetch, open_fasta
-        from .regions import parse_interval
-
         if head in ("both", "all") or (head is not None and not isinstance(head, str)):
             raise ValueError("predict_interval predicts one head; call it once per head")
         chrom, start, end = parse_interval(interval)
-        fa = open_fasta(fasta) if isinstance(fasta, (str, bytes, os.PathLike)) else fasta
+        fa = as_fasta(fasta)
         if chrom not in fa:
             raise ValueError(f"interval {interval!r}: no sequence {chrom!r} in {getattr(fa, 'filename', fasta)}")
-        w0 = (start + end) // 2 - self.seq_length // 2  # centred as basenji_predict_bed.py
-        codes = dna.encode(fetch(fa, chrom, w0, w0 + self.seq_length), what=f"{chrom}:{w0}-{w0 + self.seq_length}")
+        w0, w1 = centred_span(start, end, self.seq_length)  # centred as basenji_predict_bed.py
+        codes = dna.encode(fetch(fa, chrom, w0, w1), what=f"{chrom}:{w0}-{w1}")
         return self.predict(codes[None], head=head, tracks=tracks, rc=rc, shifts=shifts, n_encoding=n_encoding,
                             strand_pair=strand_pair)[0]
 
@@ -627,7 +645,7 @@ class Model:
         """
         codes, zero_rows = self.encode(x)
         n_uniform = self._n_uniform(n_encoding, zero_rows)
-        passes = _ensemble_passes(shifts, rc)
+        passes = Ensemble(rc, shifts).passes()
         bs = int(batch_size) if batch_size else max(1, min(codes.shape[0], self._default_batch))
         parts = []
         for b in range(0, codes.shape[0], bs):
@@ -660,8 +678,6 @@ class Model:
 
         The head joins :attr:`spec`, so :meth:`save` writes it with the model.
         """
-        from .spec import Head
-
         if not isinstance(name, str) or not name or name in ("both", "all"):
             raise ValueError(f"head name {name!r}: expected a non-empty name other than 'both' / 'all'")
         if name in self._head_index and not replace:
@@ -684,8 +700,6 @@ class Model:
     def save(self, path: Union[str, os.PathLike], precision: str = "fp32") -> None:
         """Write the model, every head included (:meth:`add_head`'s too), as the engine's
         ``.safetensors`` file (atomically; see :func:`basenji2_fast.formats.engine_format.save`)."""
-        from .formats import engine_format
-
         engine_format.save(self.spec, path, precision=precision)
 
 
@@ -712,7 +726,7 @@ class SubstitutionScorer:
         self._pair = model._strand_pair(name, strand_pair, self.n_tracks)
         self._request = [(head_index, idx)]
         self._engine, self._L, self._bins = model._engine, model.seq_length, model.n_bins
-        self._passes = _ensemble_passes(shifts, rc)
+        self._passes = Ensemble(rc, shifts).passes()
         self.codes = codes[0]
         self._caches = []
         ref_sum = np.zeros((self._bins, self.n_tracks), np.float32)
@@ -748,7 +762,7 @@ class SubstitutionScorer:
             inside = (p >= 0) & (p < L)  # a base shifted out of the window changes nothing
             a = alt[inside]
             if flip:
-                p, a = L - 1 - p, _COMPLEMENT[a]
+                p, a = L - 1 - p, dna.COMPLEMENT[a]
             refs, alts_ = self._engine.predict_substitutions(cache, p[inside], np.ascontiguousarray(a),
                                                              self._request, pass_ref)
             contrib = self._unflip(alts_[0], flip)
@@ -787,7 +801,7 @@ def load(path: Union[str, os.PathLike], device: str = "cpu", precision: Optional
     cuda_backend.resolve_device(device, precision)
     model = Model(load_spec(path, params=params, gelu=gelu, keep_bf16=True), device=device, precision=precision,
                   threads=threads, isa=isa, tile_mb=tile_mb, graphs=graphs, algorithm=algorithm)
-    # How to load it again: distributed workers (basenji2_fast.distributed) load their own copy.
+    # How to load it again: distributed workers (basenji2_fast.runner) load their own copy.
     model.load_options = {"path": os.path.abspath(os.fspath(path)), "threads": threads, "params": params,
                           "gelu": gelu, "isa": isa, "tile_mb": tile_mb, "algorithm": algorithm}
     return model

@@ -15,6 +15,7 @@ identity otherwise, and BatchNorm has been folded into ``kernel`` and ``bias``.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
@@ -37,6 +38,13 @@ ALGORITHMS = ("direct", "fast", "auto")
 
 #: How N enters the model: all-zero one-hot columns, or 0.25 in each channel.
 N_ENCODINGS = ("zeros", "uniform")
+
+
+def check_n_encoding(n_encoding: str) -> str:
+    """``n_encoding`` when it is one of :data:`N_ENCODINGS`, else a one-line ValueError."""
+    if n_encoding not in N_ENCODINGS:
+        raise ValueError(f"n_encoding={n_encoding!r}; expected one of {N_ENCODINGS}")
+    return n_encoding
 
 # Keras BatchNormalization default, used by every basenji model.
 BN_EPSILON = 1e-3
@@ -208,3 +216,30 @@ def dilation_schedule(repeat: int, rate_mult: float, round_rates: bool = True) -
         if round_rates:
             r = float(np.round(r))
     return rates
+
+
+def weights_sha256(spec) -> str:
+    """sha256 over everything that changes a model's outputs (arrays, wiring, GELU, heads):
+    the identity of a job's model even when it was loaded from memory or converted."""
+    h = hashlib.sha256()
+
+    def add(*items):
+        for it in items:
+            if isinstance(it, np.ndarray):
+                if it.dtype == np.uint16:  # bf16 bit patterns (a bf16 file): hash their float32 values
+                    it = (it.astype(np.uint32) << 16).view(np.float32)
+                a = np.ascontiguousarray(it, np.float32)
+                h.update(repr(a.shape).encode())
+                h.update(a.tobytes())
+            else:
+                h.update(repr(it).encode())
+
+    add(spec.seq_length, spec.gelu, spec.final_gelu)
+    for op in spec.ops:
+        if isinstance(op, ConvOp):
+            add("conv", op.kernel, op.bias, op.dilation, op.gelu_in, op.pool, op.residual)
+        elif isinstance(op, CropOp):
+            add("crop", op.left, op.right)
+    for name, head in spec.heads.items():
+        add("head", name, head.weight, head.bias, head.activation)
+    return h.hexdigest()

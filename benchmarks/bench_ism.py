@@ -19,7 +19,7 @@ import numpy as np
 
 import basenji2_fast as b2
 from basenji2_fast.spec import ALGORITHMS
-from basenji2_fast.ism import _mutants, saturation_mutagenesis
+from basenji2_fast.workflows.ism import _mutants, saturation_mutagenesis
 
 DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "tf-full" / "model_human.h5"
 

@@ -32,7 +32,7 @@ def write_bigwig(path, sizes, model, regions: Sequence[tuple], values: np.ndarra
     at every base (so the bin's mean is values / divisor, its sum bin_size times that)."""
     import pyBigWig
 
-    from basenji2_fast.regions import output_window
+    from basenji2_fast.windows import output_window
 
     order = {c: i for i, (c, _) in enumerate(sizes)}
     entries = []

@@ -84,6 +84,6 @@ def test_bad_rows_and_chromosomes(bigwig, tmp_path):
         with pytest.raises(ValueError, match="no chromosome 'chr2'"):
             cov.read("chr2", 0, 1, 10)
         with pytest.raises(ValueError, match=r"bed: line 4: no chromosome 'chr2' in the bigWig"):
-            from basenji2_fast.regions import Region
+            from basenji2_fast.genome import Region
 
             cov.check_chroms([Region("chr1", 0, 1, "a", line=3), Region("chr2", 0, 1, "b", line=4)], "x.bed")

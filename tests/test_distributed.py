@@ -21,10 +21,10 @@ distributed = pytest.importorskip("distributed")
 
 from basenji2_fast import load  # noqa: E402
 from basenji2_fast.cli import main  # noqa: E402
-from basenji2_fast.genome_tiling import predict_genome  # noqa: E402
-from basenji2_fast.ism import sat_bed  # noqa: E402
-from basenji2_fast.regions import predict_bed  # noqa: E402
-from basenji2_fast.variants import write_sad  # noqa: E402
+from basenji2_fast.workflows.genome_tiling import predict_genome  # noqa: E402
+from basenji2_fast.workflows.ism import sat_bed  # noqa: E402
+from basenji2_fast.workflows.regions import predict_bed  # noqa: E402
+from basenji2_fast.workflows.variants import write_sad  # noqa: E402
 
 from conftest import fixture_path  # noqa: E402
 
@@ -282,7 +282,7 @@ def test_shard_option_errors(small, visible, tmp_path):
 def test_python_api_shards_then_merge(small, visible, tmp_path):
     """Shards written from Python: merge_shards gathers them, the same call with shard="merge"
     writes the output without computing."""
-    from basenji2_fast.distributed import merge_shards
+    from basenji2_fast.cli import merge_shards
 
     kw = dict(mut_len=3, stats=("sum",), progress=False)
     args = (small, visible / "genome.fa", visible / "regions.bed")

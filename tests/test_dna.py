@@ -414,3 +414,26 @@ def test_every_byte_agrees():
                     m.encode(data)
                 msgs.append(str(err.value))
             assert msgs[0] == msgs[1] and "at position 2 " in msgs[0]
+
+
+def test_ensemble_shift_and_complement_table():
+    """One ensemble shift (dna.shift_codes, host and device arrays alike) and one complement table."""
+    from basenji2_fast.spec import CODE_UNIFORM
+
+    codes = np.array([[0, 1, 2, 3, 4]], np.uint8)
+    U = CODE_UNIFORM
+    assert dna.shift_codes(codes, 0) is codes
+    np.testing.assert_array_equal(dna.shift_codes(codes, 2), [[U, U, 0, 1, 2]])
+    np.testing.assert_array_equal(dna.shift_codes(codes, -1), [[1, 2, 3, 4, U]])
+    used = []
+
+    class DeviceModule:  # what cupy offers: full_like on its own arrays
+        @staticmethod
+        def full_like(a, v):
+            used.append(v)
+            return np.full_like(a, v)
+
+    np.testing.assert_array_equal(dna.shift_codes(codes, 1, xp=DeviceModule), [[U, 0, 1, 2, 3]])
+    assert used == [U]
+    np.testing.assert_array_equal(dna.COMPLEMENT[:6], [3, 2, 1, 0, 4, U])
+    np.testing.assert_array_equal(dna.revcomp(codes)[0], dna.COMPLEMENT[codes[0, ::-1]])

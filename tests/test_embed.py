@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from basenji2_fast import dna
-from basenji2_fast.embed import add_embed_subcommand, embed_bed, embed_regions, pooled_bins
+from basenji2_fast.workflows.embed import add_embed_subcommand, embed_bed, embed_regions, pooled_bins
 from basenji2_fast.genome import fetch, open_fasta
-from basenji2_fast.regions import read_bed, window
+from basenji2_fast.genome import read_bed
+from basenji2_fast.windows import window
 from conftest import fixture_path
 
 

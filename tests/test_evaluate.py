@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from basenji2_fast import dna
-from basenji2_fast.evaluate import TrackStats, add_test_subcommand, evaluate
+from basenji2_fast.workflows.evaluate import TrackStats, add_test_subcommand, evaluate
 from basenji2_fast.genome import fetch, open_fasta
-from basenji2_fast.regions import window
+from basenji2_fast.windows import window
 from conftest import fixture_path
 from synthetic_coverage import chrom_sizes, tiling_regions, write_bigwig, write_targets
 

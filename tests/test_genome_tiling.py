@@ -1,4 +1,4 @@
-"""Whole-genome tiling into bigWigs (basenji2_fast.genome_tiling): window placement, values
+"""Whole-genome tiling into bigWigs (basenji2_fast.workflows.genome_tiling): window placement, values
 against direct Model.predict, gaps, short and all-N chromosomes, resume after a kill, no-op
 reruns, option conflicts, read-only FASTA folders, and the command line.
 
@@ -20,10 +20,10 @@ import pytest
 
 import basenji2_fast as b2
 from basenji2_fast import genome as genome_mod
-from basenji2_fast import genome_tiling as gt
+from basenji2_fast.workflows import genome_tiling as gt
 from basenji2_fast.dna import encode, revcomp
 from basenji2_fast.genome import fetch, open_fasta
-from basenji2_fast.genome_tiling import Tiling, predict_genome
+from basenji2_fast.workflows.genome_tiling import Tiling, predict_genome
 
 from conftest import fixture_path
 
@@ -287,7 +287,7 @@ def test_parallel_assembly_writes_the_same_files(demo_model, tiny_genome, tmp_pa
 KILLER = """
 import os, signal, sys
 import basenji2_fast as b2
-from basenji2_fast import genome_tiling as gt
+from basenji2_fast.workflows import genome_tiling as gt
 gt.CHECKPOINT_SECONDS = 0.0
 model = b2.load(sys.argv[1])
 real, calls = model.predict, [0]
@@ -355,7 +355,7 @@ def test_bad_inputs_leave_nothing(demo_model, tmp_path):
         predict_genome(demo_model, DEMO / "demo.fa", out, chroms=["chrDemo1", "chrZ"], progress=False)
     with pytest.raises(ValueError, match="out of range"):
         predict_genome(demo_model, DEMO / "demo.fa", out, tracks=[12], progress=False)
-    with pytest.raises(ValueError, match="more than once"):
+    with pytest.raises(ValueError, match="selected twice"):
         predict_genome(demo_model, DEMO / "demo.fa", out, tracks=[1, 1], progress=False)
     with pytest.raises(ValueError, match="no head"):
         predict_genome(demo_model, DEMO / "demo.fa", out, head="mouse", progress=False)

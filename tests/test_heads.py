@@ -9,8 +9,8 @@ import basenji2_fast as b2
 from basenji2_fast import dna
 from basenji2_fast.coverage import open_coverage
 from basenji2_fast.genome import fetch, open_fasta
-from basenji2_fast.heads import _poisson_terms, add_fit_head_subcommand, fit_head
-from basenji2_fast.regions import window
+from basenji2_fast.workflows.heads import _poisson_terms, add_fit_head_subcommand, fit_head
+from basenji2_fast.windows import window
 from conftest import fixture_path
 from synthetic_coverage import chrom_sizes, tiling_regions, write_bigwig, write_targets
 

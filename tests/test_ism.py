@@ -8,7 +8,7 @@ import pytest
 
 from basenji2_fast import dna
 from basenji2_fast.genome import fetch, open_fasta
-from basenji2_fast.ism import _stat, add_sat_subcommand, mutation_range, saturation_mutagenesis
+from basenji2_fast.workflows.ism import _stat, add_sat_subcommand, mutation_range, saturation_mutagenesis
 from conftest import fixture_path
 
 # run -> our options, as in each out/sat_*/cmd.txt (-f genome.fa ... sat.bed)

@@ -11,7 +11,7 @@ import pytest
 
 import basenji2_fast as b2
 from basenji2_fast.cli import build_parser, main
-from basenji2_fast.multihead import plan_heads
+from basenji2_fast.windows import plan_heads
 
 from conftest import fixture_path
 
@@ -179,7 +179,7 @@ def _bw_values(path):
 
 
 def test_predict_genome_both(merged_path, tmp_path, capsys, monkeypatch):
-    from basenji2_fast import genome_tiling as gt
+    from basenji2_fast.workflows import genome_tiling as gt
 
     vis = fixture_path("basenji-cli", "visible")
     base = ["predict-genome", "-m", str(merged_path), "-f", str(vis / "genome.fa"), "--chroms", "chr2,chrX", "-q",
@@ -244,7 +244,7 @@ def test_sad_both_equals_single_head_runs(merged_path, mouse_targets, tmp_path, 
                             "--tracks", "human=1,4"]) == 0
     assert capsys.readouterr().out.count("nothing to do") == 2
     # the API: {head: path}
-    res = b2.variants.write_sad(b2.load(merged_path), vis / "genome.fa", vis / "variants.vcf", tmp_path / "both",
+    res = b2.write_sad(b2.load(merged_path), vis / "genome.fa", vis / "variants.vcf", tmp_path / "both",
                                 head="both", targets={"mouse": mouse_targets}, tracks={"human": "1,4"},
                                 stats=("SAD", "REF"), rc=True, batch_size=16, progress=False)
     assert res == {"human": tmp_path / "both" / "human" / "sad.h5", "mouse": tmp_path / "both" / "mouse" / "sad.h5"}

@@ -10,7 +10,7 @@ import pytest
 
 import basenji2_fast as b2
 from basenji2_fast.cli import main
-from basenji2_fast.orthologs import compare_orthologs, read_pairs, read_track_map, side_paths, write_orthologs
+from basenji2_fast.workflows.orthologs import compare_orthologs, read_pairs, read_track_map, side_paths, write_orthologs
 from basenji2_fast.targets import read_targets
 
 from conftest import fixture_path

@@ -81,7 +81,7 @@ def test_region_checks_against_the_genome(model, tmp_path):
 # From the model
 
 def test_model_window_is_predicts_window():
-    from basenji2_fast.regions import Region, window
+    from basenji2_fast.workflows.regions import Region, window
 
     for start, end in [(30_000, 30_500), (100, 900), (19_000, 23_000), (5, 6)]:
         starts, out0 = plots.model_windows(16_384, 2_048, 12_288, GenomicRegion("c", start, end))
@@ -303,3 +303,34 @@ def test_cli_plot_needs_one_source(tmp_path, capsys):
     assert rc == 1 and "needs -f/--fasta" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         plots.main(["plot", "--region", "chrDemo1:1-100", "-o", str(tmp_path / "x.png")])
+
+
+def test_cli_plot_takes_the_shared_options(model, tmp_path, capsys):
+    """plot's options are the shared ones: --shifts -1,0,1, --rc, --device, --precision."""
+    from basenji2_fast.cli import main
+
+    region = "chrDemo1:30,001-30,500"
+    base = ["plot", "-m", str(MODEL), "-f", str(FASTA), "--region", region, "--tracks", "0,1", "--threads", "2"]
+    assert main(base + ["--shifts", "-1,0,1", "--rc", "--device", "cpu", "--precision", "fp32",
+                        "-o", str(tmp_path / "a.png")]) == 0
+    plots.plot_region_from_model(model, FASTA, region, tracks="0,1", rc=True, shifts=(-1, 0, 1),
+                                 out_path=tmp_path / "b.png")
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+    assert main(base + ["--precision", "bf16", "-o", str(tmp_path / "c.png")]) == 0
+    assert main(base + ["--head", "both", "-o", str(tmp_path / "d.png")]) == 1
+    assert "no head 'both'" in capsys.readouterr().err
+
+
+def test_predicted_tracks_are_predict_beds(model, tmp_path):
+    """The picture of a region shows predict-bed's numbers for the same window, ensemble and
+    strand pairs (the reverse-complement passes swap paired tracks)."""
+    from basenji2_fast.workflows.regions import predict_regions
+
+    pairs = [1, 0] + list(range(2, 12))
+    (tmp_path / "t.txt").write_text("index\tidentifier\tdescription\tstrand_pair\n" + "".join(
+        f"{i}\tt{i}\tCAGE:{i}\t{p}\n" for i, p in enumerate(pairs)))
+    kw = dict(tracks="0,1,5", targets=tmp_path / "t.txt", rc=True, shifts=(0, 1))
+    r = plots.predict_region(model, FASTA, "chrDemo1:30,001-30,500", **kw)
+    p = predict_regions(model, FASTA, [("chrDemo1", 30_000, 30_500)], **kw)
+    assert r.meta["windows"] == 1
+    np.testing.assert_array_equal(r.values.astype(np.float32), p[0])

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from basenji2_fast import dna
-from basenji2_fast.genome import fetch, open_fasta
-from basenji2_fast.regions import (add_predict_bed_subcommand, parse_interval, predict_regions, read_bed,
-                                   site_bins, window)
+from basenji2_fast.genome import fetch, open_fasta, parse_interval, read_bed
+from basenji2_fast.windows import site_bins, window
+from basenji2_fast.workflows.regions import add_predict_bed_subcommand, predict_regions
 from basenji2_fast.targets import read_targets, select_tracks
 from conftest import fixture_path
 
@@ -241,7 +241,7 @@ def test_targets_file_picks_the_head_it_fits(visible, tmp_path):
     from basenji2_fast.convert import merge_heads
     from basenji2_fast.formats import load_spec
     from basenji2_fast.model import Model
-    from basenji2_fast.regions import resolve_tracks
+    from basenji2_fast.windows import resolve_tracks
 
     both = Model(merge_heads(load_spec(fixture_path("tf-small", "model.h5")),
                              load_spec(fixture_path("tf-small", "model_mouse.h5"))), threads=2)

@@ -1,4 +1,4 @@
-"""``sad`` (basenji2_fast.variants) against basenji_sad.py's files on the tf-small model, and the
+"""``sad`` (basenji2_fast.workflows.variants) against basenji_sad.py's files on the tf-small model, and the
 documented corrections of its bugs (multi-allelic rows, skipped variants, chromosome ends)."""
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from conftest import fixture_path
 from basenji2_fast import load
 from basenji2_fast.dna import encode
 from basenji2_fast.genome import fetch, open_fasta
-from basenji2_fast.variants import (PERCENTILES, add_sad_subcommand, compute_stats,
+from basenji2_fast.windows import engine_tracks
+from basenji2_fast.workflows.variants import (PERCENTILES, add_sad_subcommand, compute_stats,
                                     score_variants, write_sad)
 
 # the sad_* runs on variants_sadsafe.vcf (README.txt section 8: the comparable ones)
@@ -361,15 +362,16 @@ def test_snps_take_the_incremental_path_with_identical_results(visible, model, m
     assert sum(calls) > 0
     monkeypatch.setattr(model_module.Model, "predict_substitutions",
                         lambda *a, **k: (_ for _ in ()).throw(AssertionError("not expected")))
-    monkeypatch.setattr("basenji2_fast.variants._predict_alleles", _full_passes)
+    monkeypatch.setattr("basenji2_fast.workflows.variants._predict_alleles", _full_passes)
     slow = score_variants(model, visible / "genome.fa", visible / "variants_sadsafe.vcf", stats=("SAD", "REF", "ALT"))
     for key in ("SAD", "REF", "ALT"):
         np.testing.assert_array_equal(fast[key], slow[key])
 
 
-def _full_passes(model, ref_codes, alt_codes, head, tracks, rc, shifts, strand_pair, batch_size):
-    p = model.predict(np.concatenate([ref_codes, alt_codes]), head=head, tracks=tracks, rc=rc, shifts=shifts,
-                      n_encoding="uniform", strand_pair=strand_pair if rc else None, batch_size=batch_size)
+def _full_passes(model, ref_codes, alt_codes, head, sel, ensemble):
+    tracks, pair = engine_tracks(model, head, sel, ensemble.rc)
+    p = model.predict(np.concatenate([ref_codes, alt_codes]), head=head, tracks=tracks, strand_pair=pair,
+                      **ensemble.options())
     return p[:len(ref_codes)], p[len(ref_codes):]
 
 
@@ -382,7 +384,7 @@ class _Killed(Exception):
 
 def _counting_predict(monkeypatch, fail_after=None):
     """Patch the prediction function: count calls (one per batch), raise after ``fail_after``."""
-    import basenji2_fast.variants as variants
+    import basenji2_fast.workflows.variants as variants
 
     real = variants._predict_alleles
     calls = []
@@ -509,7 +511,7 @@ def test_interrupted_job_with_other_options_refused(visible, model, tmp_path, mo
 def test_killed_after_finishing(visible, model, tmp_path, monkeypatch):
     """Killed after sad.h5 and its record were written but before the partials were removed:
     the rerun predicts nothing, leaves sad.h5 alone and removes the partials."""
-    import basenji2_fast.variants as variants
+    import basenji2_fast.workflows.variants as variants
 
     vcf = visible / "edge_probe.vcf"
     out = tmp_path / "out"
@@ -532,7 +534,7 @@ def test_killed_after_finishing(visible, model, tmp_path, monkeypatch):
 def test_skip_warnings_are_capped(visible, model, tmp_path, monkeypatch):
     """A VCF with many unusable alleles: the first SKIP_WARNINGS warn one by one, then one
     summary; skipped.tsv still lists every one."""
-    from basenji2_fast import variants
+    from basenji2_fast.workflows import variants
 
     monkeypatch.setattr(variants, "SKIP_WARNINGS", 2)
     vcf = write_vcf(tmp_path / "v.vcf", [("chr1", 20074 + i, f"iupac{i}", "R", "A") for i in range(5)]

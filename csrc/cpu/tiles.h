@@ -16,6 +16,7 @@
 #include <utility>
 
 #include "basenji2_fast/kernels.h"
+#include "basenji2_fast/parallel.h"
 #include "vec.h"
 #include "vmath.h"
 
@@ -226,12 +227,14 @@ struct KernelsOf {
   static void sum_rows(const float* const* rows, int k, float* out) { B2F_ISA_NS::sum_rows<V, NR>(rows, k, out); }
 };
 
-// Runs fn(task) for task in [0, ntasks) on up to `threads` threads, statically scheduled:
-// every parallel loop of the kernels goes through here.
+// Runs fn(task) for task in [0, ntasks) on up to `threads` threads (parallel_for: static
+// chunks of consecutive tasks, one per thread): every parallel loop of the kernels goes
+// through here.
 template <typename Fn>
 inline void parallel_tasks(int64_t ntasks, int threads, Fn&& fn) {
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && ntasks > 1)
-  for (int64_t task = 0; task < ntasks; ++task) fn(task);
+  parallel_for(ntasks, threads, [&](int64_t t0, int64_t t1) {
+    for (int64_t task = t0; task < t1; ++task) fn(task);
+  });
 }
 
 // Runs tile_fn(p, rows, panel) over [p0, p1) x panels, threads over tasks.

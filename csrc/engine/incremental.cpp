@@ -7,9 +7,11 @@
 // so the result equals a full forward pass of the mutated sequence bit for bit: every output
 // row is computed by the same instructions from the same inputs.
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <stdexcept>
 
+#include "basenji2_fast/parallel.h"
 #include "engine.h"
 
 namespace b2f {
@@ -179,14 +181,17 @@ void Engine::predict_substitutions(const TrunkCache& c, const int64_t* pos, cons
       fail("substitution position " + std::to_string(pos[j]) + " outside the sequence");
     if (alt[j] > 5) fail("base code " + std::to_string(alt[j]) + " (expected 0..5)");
   }
-#pragma omp parallel num_threads(threads_) if (per_mutation)
-  {
+  // One task per thread, each with its own buffers, taking mutations one at a time from a
+  // shared counter (their cones differ in size); each mutation's outputs are its own, so
+  // which thread computes it does not change a bit.
+  std::atomic<int64_t> next{0};
+  const int team = per_mutation ? threads_ : 1;
+  parallel_for(team, team, [&](int64_t, int64_t) {
     std::vector<Patch> patch(nops + 1);
     std::vector<uint8_t> codes(c.padded);
     std::vector<float> in_buf, res_buf;
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t j = 0; j < n; ++j) substitute(j, patch, codes, in_buf, res_buf);
-  }
+    for (int64_t j; (j = next.fetch_add(1, std::memory_order_relaxed)) < n;) substitute(j, patch, codes, in_buf, res_buf);
+  });
 }
 
 }  // namespace b2f

@@ -5,9 +5,15 @@
 #include <pybind11/functional.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
+#include <mutex>
 #include <stdexcept>
 #include <string>
+#include <thread>
+#include <tuple>
+#include <vector>
 
+#include "basenji2_fast/parallel.h"
 #include "cpu/peak.h"
 #include "python/args.h"
 
@@ -42,16 +48,44 @@ PYBIND11_MODULE(_engine, m) {
 #if defined(__VERSION__)
     d["compiler"] = std::string(__VERSION__);
 #endif
-#if defined(_OPENMP)
-    d["openmp"] = int(_OPENMP);
-#else
-    d["openmp"] = py::none();
-#endif
+    d["threads"] = "b2f::parallel_for (own pool, fork-safe)";
     d["isas"] = std::string(b2f::cpu::compiled_isas());
     d["default_isa"] = std::string(b2f::cpu::select_kernels().name);
     d["cuda"] = false;
     return d;
   });
+
+  m.def(
+      "_parallel_probe",
+      [](int64_t n, int threads, bool nested, int64_t throw_at) {
+        // The contract of b2f::parallel_for, for tests: the chunks it ran as (begin, end,
+        // thread: 0 the calling thread, then in order of first appearance; chunks a nested call
+        // inside this chunk ran).
+        const std::thread::id caller = std::this_thread::get_id();
+        std::mutex m;
+        std::vector<std::tuple<int64_t, int64_t, std::thread::id, int>> chunks;
+        {
+          py::gil_scoped_release nogil;
+          b2f::parallel_for(n, threads, [&](int64_t b, int64_t e) {
+            if (throw_at >= b && throw_at < e) throw std::runtime_error("chunk " + std::to_string(b) + " failed");
+            int inner = 0;
+            if (nested) b2f::parallel_for(8, threads, [&](int64_t, int64_t) { ++inner; });
+            std::lock_guard<std::mutex> lock(m);
+            chunks.emplace_back(b, e, std::this_thread::get_id(), inner);
+          });
+        }
+        std::vector<std::thread::id> ids{caller};
+        py::list out;
+        std::sort(chunks.begin(), chunks.end(), [](const auto& a, const auto& b) { return std::get<0>(a) < std::get<0>(b); });
+        for (const auto& c : chunks) {
+          auto it = std::find(ids.begin(), ids.end(), std::get<2>(c));
+          if (it == ids.end()) it = ids.insert(ids.end(), std::get<2>(c));
+          out.append(py::make_tuple(std::get<0>(c), std::get<1>(c), int(it - ids.begin()), std::get<3>(c)));
+        }
+        return out;
+      },
+      py::arg("n"), py::arg("threads"), py::arg("nested") = false, py::arg("throw_at") = -1,
+      "Test hook: run b2f::parallel_for over [0, n) and return its chunks as (begin, end, thread, nested chunks).");
 
   py::class_<Engine::TrunkCache, std::shared_ptr<Engine::TrunkCache>>(m, "TrunkCache",
                                                                      "Every tensor of one sequence's forward pass.");

@@ -34,55 +34,15 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from ._io import atomic_output
-from .cli_options import (add_ensemble_options, add_fasta_option, add_model_options, add_run_options,
-                          add_track_options, load_model, one_line_errors)
-from .coverage import ObservedCoverage, coverage_tracks
-from .regions import _iter_predictions, prepare_regions, read_bed, resolve_tracks
-from .targets import Targets, read_targets, select_tracks
-
-
-class TrackStats:
-    """Streaming Pearson R and R^2 per track: float64 count, means, M2 and co-moment."""
-
-    def __init__(self, n_tracks: int):
-        z = lambda: np.zeros(n_tracks)  # noqa: E731
-        self.n = 0
-        self.mean_x, self.mean_y, self.m2x, self.m2y, self.cxy = z(), z(), z(), z(), z()
-
-    def update(self, pred: np.ndarray, obs: np.ndarray) -> None:
-        """Add bins: pred, obs [n, tracks] (predicted, observed)."""
-        x = np.asarray(pred, np.float64).reshape(-1, self.mean_x.size)
-        y = np.asarray(obs, np.float64).reshape(-1, self.mean_x.size)
-        nb = x.shape[0]
-        if nb == 0:
-            return
-        mx, my = x.mean(axis=0), y.mean(axis=0)
-        dx, dy = x - mx, y - my
-        m2x, m2y, cxy = (dx * dx).sum(axis=0), (dy * dy).sum(axis=0), (dx * dy).sum(axis=0)
-        na, n = self.n, self.n + nb
-        ddx, ddy = mx - self.mean_x, my - self.mean_y
-        f = na * nb / n
-        self.m2x += m2x + ddx * ddx * f
-        self.m2y += m2y + ddy * ddy * f
-        self.cxy += cxy + ddx * ddy * f
-        self.mean_x += ddx * nb / n
-        self.mean_y += ddy * nb / n
-        self.n = n
-
-    def pearsonr(self) -> np.ndarray:
-        """float64 [tracks]; NaN where either side is constant."""
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return self.cxy / np.sqrt(self.m2x * self.m2y)
-
-    def r2(self) -> np.ndarray:
-        """1 - SS_res / SS_tot, float64 [tracks]; NaN where the observed values are constant.
-
-        SS_res = sum ((y - my) - (x - mx) + (my - mx))^2 = M2y + M2x - 2 Cxy + n (my - mx)^2.
-        """
-        ss_res = self.m2y + self.m2x - 2.0 * self.cxy + self.n * (self.mean_y - self.mean_x) ** 2
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return 1.0 - np.maximum(ss_res, 0.0) / self.m2y
+from .._io import atomic_output
+from ..cli_options import (add_ensemble_options, add_fasta_option, add_model_options, add_run_options,
+                           add_track_options, load_model, one_line_errors)
+from ..coverage import ObservedCoverage, TrackStats, coverage_tracks
+from ..genome import prepare_regions, read_bed
+from ..model import Ensemble
+from ..plots.figure import save_figure
+from ..targets import Targets, read_targets, select_tracks
+from ..windows import iter_predictions, resolve_tracks
 
 
 class _Reservoir:
@@ -146,8 +106,6 @@ def density_plot(pred: np.ndarray, obs: np.ndarray, out_path, title: str = "", r
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from .plots import _save
-
     x = np.log10(1.0 + np.maximum(np.asarray(pred, np.float64), 0.0))
     y = np.log10(1.0 + np.maximum(np.asarray(obs, np.float64), 0.0))
     fig = Figure(figsize=(4.6, 4.2), dpi=110)
@@ -168,7 +126,7 @@ def density_plot(pred: np.ndarray, obs: np.ndarray, out_path, title: str = "", r
     ax.set_title((title[:60] + ("\n" if stats else "")) + "  ".join(stats), fontsize=9, loc="left")
     ax.tick_params(labelsize=8)
     fig.tight_layout()
-    _save(fig, out_path)
+    save_figure(fig, out_path)
     return Path(out_path)
 
 
@@ -221,7 +179,9 @@ def evaluate(model, fasta, regions, targets, head: Optional[str] = None, tracks=
     sample = _Reservoir(max_plot_points, len(plot_pos)) if plot_pos else None
     with ObservedCoverage(coverage_tracks(targets, rows=sel.rows)) as cov:
         cov.check_chroms(regions, source)
-        for b0, p in _iter_predictions(model, fa, regions, head, sel, rc, shifts, batch_size, n_encoding, progress):
+        for b0, ps in iter_predictions(model, fa, regions, {head: sel}, Ensemble(rc, shifts, n_encoding, batch_size),
+                                       progress):
+            p = ps[head]
             obs = np.stack([cov.read_window(r, model) for r in regions[b0:b0 + len(p)]])
             stats.update(p.reshape(-1, len(sel)), obs.reshape(-1, len(sel)))
             if sample is not None:

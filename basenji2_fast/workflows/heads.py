@@ -42,11 +42,11 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from .cli_options import add_fasta_option, add_model_options, add_run_options, load_model, one_line_errors
-from .coverage import SUM_STATS, coverage_tracks, ObservedCoverage
-from .evaluate import TrackStats
-from .regions import iter_windows, prepare_regions, read_bed
-from .targets import Targets, read_targets
+from ..cli_options import add_fasta_option, add_model_options, add_run_options, load_model, one_line_errors
+from ..coverage import SUM_STATS, ObservedCoverage, TrackStats, coverage_tracks
+from ..genome import prepare_regions, read_bed
+from ..targets import Targets, read_targets
+from ..windows import iter_windows
 
 LOSSES = ("poisson",)
 

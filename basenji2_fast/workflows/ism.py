@@ -38,26 +38,27 @@ run of that head; the heads run one after the other (the incremental path predic
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import h5py
 import numpy as np
 from tqdm import tqdm
 
-from . import distributed
-from ._io import atomic_output
-from .dna import encode, revcomp
-from .genome import fetch, open_fasta
-from .regions import (Region, _as_regions, _check_contigs, parse_interval,
-                      read_bed, resolve_tracks, window)
-from .cli_options import (add_ensemble_options, add_fasta_option, add_model_options, add_run_options,
-                          add_track_options, load_model, one_line_errors, track_request)
-from .multihead import plan_heads
+from .. import runner
+from .._io import atomic_output, to_float16
+from ..cli_options import (add_distributed_options, add_ensemble_options, add_fasta_option, add_model_options,
+                           add_run_options, add_track_options, distributed_kwargs, load_model, one_line_errors,
+                           track_request)
+from ..genome import Region, as_fasta, as_regions, check_contigs, fasta_identity, fasta_path, parse_interval, read_bed
+from ..model import Ensemble
+from ..spec import weights_sha256
+from ..targets import TrackSelection
+from ..windows import engine_tracks, plan_heads, resolve_tracks, window, window_codes
 
 STATS = ("sum", "center", "scd")
-FLOAT16_MAX = float(np.finfo(np.float16).max)
+#: The task folder of a distributed run, in OUT_DIR (one file per region).
+TASKS = ".sat_partial"
 # Bound on the float32 ALT predictions held at once (mutants x bins x tracks): mutants are
 # scored in chunks of this size from one kept REF pass (Model.substitution_scorer).
 ALT_BUDGET_BYTES = 96 << 20
@@ -125,19 +126,28 @@ def _stat(name: str, P: np.ndarray, ref: np.ndarray) -> np.ndarray:
     return out
 
 
-def _score_window(model, codes: np.ndarray, first: int, n: int, stats: Sequence[str], head: str,
-                  cols: Optional[List[int]], rc: bool, shifts: Sequence[int], n_encoding: str,
-                  strand_pair) -> Dict[str, np.ndarray]:
-    """One window (codes uint8 [L], model orientation) -> {stat: float32 [n, 4, tracks]}.
+class Stretch(NamedTuple):
+    """What is mutated in each window: ``length`` bases from position ``first``, scored by ``stats``."""
+
+    first: int
+    length: int
+    stats: Tuple[str, ...]
+
+
+def _score_window(model, codes: np.ndarray, stretch: Stretch, head: str, sel: TrackSelection,
+                  ensemble: Ensemble) -> Dict[str, np.ndarray]:
+    """One window (codes uint8 [L], model orientation) -> {stat: float32 [length, 4, tracks]}.
 
     One REF pass per ensemble member is kept; the mutants are scored from it in chunks."""
-    stretch = codes[first:first + n]
-    ks, bs = _mutants(stretch)
+    first, n, stats = stretch
+    bases = codes[first:first + n]
+    ks, bs = _mutants(bases)
+    cols, pair = engine_tracks(model, head, sel, ensemble.rc)
     n_out = len(cols) if cols else model.spec.heads[head].tracks
     per = max(1, ALT_BUDGET_BYTES // (model.n_bins * n_out * 4))
     raw = {s: np.zeros((n, 4, n_out), np.float32) for s in stats}
-    scorer = model.substitution_scorer(codes, head=head, tracks=cols, rc=rc, shifts=shifts, n_encoding=n_encoding,
-                                       strand_pair=strand_pair)
+    scorer = model.substitution_scorer(codes, head=head, tracks=cols, rc=ensemble.rc, shifts=ensemble.shifts,
+                                       n_encoding=ensemble.n_encoding, strand_pair=pair)
     ref = scorer.ref
     for c0 in range(0, len(ks), per):
         k, b = ks[c0:c0 + per], bs[c0:c0 + per]
@@ -145,19 +155,13 @@ def _score_window(model, codes: np.ndarray, first: int, n: int, stats: Sequence[
         for s in stats:
             raw[s][k, b] = _stat(s, alt, ref)
         del alt
-    known = stretch < 4
+    known = bases < 4
     kk = np.nonzero(known)[0]
     for s in stats:
         if len(kk):
-            raw[s][kk, stretch[kk]] = _stat(s, ref, ref)
+            raw[s][kk, bases[kk]] = _stat(s, ref, ref)
         raw[s] -= raw[s].mean(axis=1, keepdims=True)
     return raw
-
-
-def _window_codes(fa, r: Region, L: int) -> np.ndarray:
-    w0, w1 = window(r, L)
-    codes = encode(fetch(fa, r.chrom, w0, w1), what=f"{r.chrom}:{r.start}-{r.end}")
-    return revcomp(codes) if r.strand == "-" else codes
 
 
 def _stretch_coords(r: Region, L: int, first: int, n: int) -> Tuple[int, int]:
@@ -190,7 +194,7 @@ def saturation_mutagenesis(model, seq_or_interval, fasta=None, mut_start: Option
         basenji's ``-l``)
     mut_len : bases to mutate
     stats : any of "sum", "center", "scd"
-    head, tracks, targets : as :func:`basenji2_fast.regions.resolve_tracks`
+    head, tracks, targets : as :func:`basenji2_fast.windows.resolve_tracks`
     rc, shifts : basenji's ``--rc`` / ``--shifts`` ensemble (strand pairs swapped in the
         reverse-complement passes when ``targets`` has a ``strand_pair`` column)
     strand : "+" or "-" (only for an interval)
@@ -210,7 +214,7 @@ def saturation_mutagenesis(model, seq_or_interval, fasta=None, mut_start: Option
         return {h: saturation_mutagenesis(model, seq_or_interval, fasta=fasta, mut_start=mut_start, mut_len=mut_len,
                                           stats=stats, head=h, tracks=sel, rc=rc, shifts=shifts, strand=strand,
                                           n_encoding=n_encoding) for h, sel in sels}
-    head, targets, tracks = reqs[0]
+    head, tracks, targets = reqs[0]
     stats = _parse_stats(stats)
     L = model.seq_length
     out: Dict[str, object] = {}
@@ -218,11 +222,11 @@ def saturation_mutagenesis(model, seq_or_interval, fasta=None, mut_start: Option
         chrom, start, end = parse_interval(seq_or_interval)
         if strand not in ("+", "-"):
             raise ValueError(f"strand {strand!r}: expected '+' or '-'")
-        fa = open_fasta(fasta) if isinstance(fasta, (str, bytes, os.PathLike)) else fasta
+        fa = as_fasta(fasta)
         if chrom not in fa:
             raise ValueError(f"interval {seq_or_interval!r}: no sequence {chrom!r} in {fa.filename}")
         r = Region(chrom, start, end, seq_or_interval, strand)
-        codes = _window_codes(fa, r, L)
+        codes = window_codes(fa, r, L, r.strand)
     else:
         r = None
         codes, _ = model.encode(seq_or_interval)
@@ -236,9 +240,7 @@ def saturation_mutagenesis(model, seq_or_interval, fasta=None, mut_start: Option
         if n <= 0 or first < 0 or first + n > L:
             raise ValueError(f"mutated stretch [{first}, {first + n}) does not fit in the {L:,}-bp window")
     head, sel = resolve_tracks(model, head, tracks, targets)
-    cols = None if sel.is_all(model.spec.heads[head].tracks) else sel.columns
-    out.update(_score_window(model, codes, first, n, stats, head, cols, rc, shifts, n_encoding,
-                             sel.strand_pair if rc else None))
+    out.update(_score_window(model, codes, Stretch(first, n, stats), head, sel, Ensemble(rc, shifts, n_encoding)))
     out["seqs"] = _onehot(codes[first:first + n])
     out["mut_start"] = first
     if r is not None:
@@ -247,15 +249,14 @@ def saturation_mutagenesis(model, seq_or_interval, fasta=None, mut_start: Option
     return out
 
 
-def _sat_region(model, fa, r: Region, first: int, n: int, stats: Sequence[str], head: str,
-                cols: Optional[List[int]], rc: bool, shifts: Sequence[int], n_encoding: str,
-                strand_pair) -> Tuple[np.ndarray, Dict[str, np.ndarray]]:
+def _sat_region(model, fa, r: Region, stretch: Stretch, head: str, sel: TrackSelection,
+                ensemble: Ensemble) -> Tuple[np.ndarray, Dict[str, np.ndarray]]:
     """One region -> (its ``seqs`` row bool [n, 4], {stat: float16 [n, 4, tracks]}): the unit of
     work of the single-process loop and of a distributed task."""
-    codes = _window_codes(fa, r, model.seq_length)
-    raw = _score_window(model, codes, first, n, stats, head, cols, rc, shifts, n_encoding, strand_pair)
-    return _onehot(codes[first:first + n]), {s: np.clip(raw[s], -FLOAT16_MAX, FLOAT16_MAX).astype(np.float16)
-                                             for s in stats}
+    codes = window_codes(fa, r, model.seq_length, r.strand)
+    raw = _score_window(model, codes, stretch, head, sel, ensemble)
+    first, n, stats = stretch
+    return _onehot(codes[first:first + n]), {s: to_float16(raw[s]) for s in stats}
 
 
 def sat_bed(model, fasta_path, bed_path, out_dir, mut_len: Optional[int] = None, mut_up: Optional[int] = None,
@@ -267,7 +268,7 @@ def sat_bed(model, fasta_path, bed_path, out_dir, mut_len: Optional[int] = None,
     file; see the module docstring). Regions without a strand column are scored as ``+``.
     Written under a temporary name and renamed when complete. ``scheduler`` / ``workers`` /
     ``shard``: one task per region on a Dask cluster, or one shard's
-    (:mod:`basenji2_fast.distributed`); scores.h5 is byte-identical to a single-process run's,
+    (:mod:`basenji2_fast.runner`); scores.h5 is byte-identical to a single-process run's,
     and an interrupted distributed run resumes from its committed regions. Returns the path
     of scores.h5 (a shard: its ``shard.json``).
 
@@ -277,37 +278,38 @@ def sat_bed(model, fasta_path, bed_path, out_dir, mut_len: Optional[int] = None,
     substitution path predicts one head at a time), each on the cluster when ``scheduler`` /
     ``workers`` are given (not with ``shard``); returns {head: path}."""
     multi, reqs = plan_heads(model, head, tracks, targets)
+    placement = runner.Placement(scheduler, workers, shard)
     if multi:
-        distributed.one_head_only(multi, shard=shard, shard_only=True)
+        placement.refuse_heads(multi, shard_only=True)
         sels = [resolve_tracks(model, r.head, r.tracks, r.targets) for r in reqs]  # all checked first
         return {h: sat_bed(model, fasta_path, bed_path, Path(out_dir) / h, mut_len=mut_len, mut_up=mut_up,
                            mut_down=mut_down, stats=stats, head=h, tracks=sel, rc=rc, shifts=shifts,
                            n_encoding=n_encoding, progress=progress, scheduler=scheduler, workers=workers)
                 for h, sel in sels}
-    head, targets, tracks = reqs[0]
+    head, tracks, targets = reqs[0]
     stats = _parse_stats(stats)
-    regions, source = _as_regions(bed_path)
+    regions, source = as_regions(bed_path)
     if not regions:
         raise ValueError(f"{source}: no regions")
     L = model.seq_length
     first, n = mutation_range(L, mut_len, mut_up, mut_down)
-    fa = open_fasta(fasta_path) if isinstance(fasta_path, (str, bytes, os.PathLike)) else fasta_path
-    _check_contigs(fa, regions, source)
+    stretch = Stretch(first, n, stats)
+    fa = as_fasta(fasta_path)
+    check_contigs(fa, regions, source)
     head, sel = resolve_tracks(model, head, tracks, targets)
-    cols = None if sel.is_all(model.spec.heads[head].tracks) else sel.columns
+    ensemble = Ensemble(rc, shifts, n_encoding)
     T = len(sel)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     N = len(regions)
-    pair = sel.strand_pair if rc else None
-    if distributed.wanted(scheduler, workers, shard):
+    if placement.distributed:
         # Every region committed by the tasks first; then scores.h5 is written exactly as below.
-        results, done = distributed.run_sat(model, fasta_path, fa, regions, first, n, stats, head, cols, rc,
-                                            shifts, n_encoding, pair, out_dir, scheduler, workers, shard, progress)
-        if done is not None:
-            return done
+        results = _run_tasks(model, fasta_path, fa, regions, stretch, head, sel, ensemble, out_dir, placement,
+                             progress)
+        if isinstance(results, Path):
+            return results  # a shard: its task files and shard.json
     else:
-        results = (_sat_region(model, fa, r, first, n, stats, head, cols, rc, shifts, n_encoding, pair)
+        results = (_sat_region(model, fa, r, stretch, head, sel, ensemble)
                    for r in tqdm(regions, unit="region", disable=not progress, desc="sat"))
     with atomic_output(out_dir / "scores.h5") as tmp, h5py.File(tmp, "w") as h5:
         seqs = h5.create_dataset("seqs", (N, n, 4), dtype="bool")
@@ -322,9 +324,44 @@ def sat_bed(model, fasta_path, bed_path, out_dir, mut_len: Optional[int] = None,
             seqs[i] = row
             for s in stats:
                 ds[s][i] = scores[s]
-    if distributed.wanted(scheduler, workers, shard):
-        distributed.finish_regions(out_dir, distributed.SAT_TASKS)
+    if placement.distributed:
+        runner.finish(out_dir / TASKS)
     return out_dir / "scores.h5"
+
+
+# --------------------------------------------------------------------------------------
+# Distributed runs: one task per region (runner)
+
+def region_task(model, path: Path, fasta: str, region: Region, stretch: Stretch, head: str, sel: TrackSelection,
+                ensemble: Ensemble) -> None:
+    """One region -> ``path``: ``seqs`` (bool [n, 4]) and ``stat_<name>`` (float16 [n, 4, tracks])."""
+    row, scores = _sat_region(model, runner.worker_fasta(fasta), region, stretch, head, sel, ensemble)
+    runner.save_task(path, seqs=row, **{f"stat_{s}": v for s, v in scores.items()})
+
+
+def _run_tasks(model, fasta_arg, fa, regions: List[Region], stretch: Stretch, head: str, sel: TrackSelection,
+               ensemble: Ensemble, out_dir: Path, placement: runner.Placement, progress: bool):
+    """The regions as tasks. Returns an iterator of (seqs row, {stat: scores}) in region order,
+    or the shard.json path of a shard."""
+    fasta = fasta_path(fasta_arg)
+    cols, pair = engine_tracks(model, head, sel, ensemble.rc)
+    job = {"command": "sat", "model": weights_sha256(model.spec), "fasta": fasta_identity(fasta, fa),
+           "regions": [list(r[:5]) for r in regions], "head": head, "columns": None if cols is None else list(cols),
+           "strand_pair": None if pair is None else list(pair), "rc": ensemble.rc,
+           "shifts": list(ensemble.shifts), "n_encoding": ensemble.n_encoding, "first": int(stretch.first),
+           "n": int(stretch.length), "stats": list(stretch.stats)}
+    task_dir = out_dir / TASKS
+    tasks = (runner.Task(f"{i}.npz", region_task, (fasta, r, stretch, head, sel, ensemble))
+             for i, r in enumerate(regions))
+    shard = runner.run_tasks("sat", model, placement, task_dir, job, tasks, len(regions), "region", progress)
+    if shard is not None:
+        return shard
+
+    def results():
+        for i in range(len(regions)):
+            with np.load(task_dir / f"{i}.npz") as z:
+                yield z["seqs"], {s: z[f"stat_{s}"] for s in stretch.stats}
+    return results()
 
 
 # --------------------------------------------------------------------------------------
@@ -352,7 +389,7 @@ def add_sat_subcommand(subparsers) -> argparse.ArgumentParser:
     add_track_options(p)
     add_ensemble_options(p)
     add_run_options(p)
-    distributed.add_distributed_options(p)
+    add_distributed_options(p)
     p.set_defaults(func=run_sat)
     return p
 
@@ -370,7 +407,7 @@ def run_sat(args: argparse.Namespace) -> int:
         path = sat_bed(load_model(args), args.fasta, args.bed, args.out_dir, mut_len=args.mut_len,
                        mut_up=args.mut_up, mut_down=args.mut_down, stats=stats, head=head, tracks=tracks,
                        targets=targets, rc=args.rc, shifts=args.shifts, n_encoding=args.n_encoding,
-                       progress=not args.quiet, **distributed.distributed_kwargs(args))
+                       progress=not args.quiet, **distributed_kwargs(args))
         if isinstance(path, dict):
             print(f"wrote {', '.join(map(str, path.values()))}")
         else:

@@ -1,7 +1,7 @@
 """Trunk embeddings of BED regions (``basenji2-fast embed``), streamed into an HDF5 file.
 
 Each region gets the model window centred on it exactly as ``predict-bed``
-(:func:`basenji2_fast.regions.window`: ``mid = (start + end) // 2``, N off the chromosome,
+(:func:`basenji2_fast.windows.window`: ``mid = (start + end) // 2``, N off the chromosome,
 strand ignored); its embedding is the trunk output after the final GELU,
 :meth:`basenji2_fast.Model.embed`, float32 [n_bins, trunk_channels] (896 x 1536 for Basenji2).
 
@@ -45,11 +45,13 @@ from typing import Optional, Sequence, Tuple
 import h5py
 import numpy as np
 
-from ._io import atomic_output
-from .cli_options import (add_ensemble_options, add_fasta_option, add_model_options, add_run_options, load_model,
-                          one_line_errors)
-from .regions import iter_windows, output_window, prepare_regions, read_bed
-from .version import __version__
+from .._io import atomic_output
+from ..cli_options import (add_ensemble_options, add_fasta_option, add_model_options, add_run_options, load_model,
+                           one_line_errors)
+from ..genome import prepare_regions, read_bed
+from ..model import Ensemble
+from ..version import __version__
+from ..windows import iter_windows, output_window
 
 POOLS = ("mean", "none", "center")
 DTYPES = ("float32", "float16")
@@ -72,10 +74,11 @@ def pool_embeddings(emb: np.ndarray, pool: str) -> np.ndarray:
     return emb[:, b0:b1].mean(axis=1, dtype=np.float64).astype(np.float32)
 
 
-def _iter_embeddings(model, fa, regions, pool, batch_size, n_encoding, rc, shifts, progress):
-    for b0, codes in iter_windows(fa, regions, model.seq_length, batch_size, progress, desc="embed"):
-        yield b0, pool_embeddings(model.embed(codes, batch_size=batch_size, n_encoding=n_encoding, rc=rc,
-                                              shifts=shifts), pool)
+def _iter_embeddings(model, fa, regions, pool: str, ensemble: Ensemble, progress: bool):
+    """Yield ``(first region, pooled embeddings)`` batch by batch, in order."""
+    for b0, codes in iter_windows(fa, regions, model.seq_length, ensemble.batch_size, progress, desc="embed"):
+        yield b0, pool_embeddings(model.embed(codes, batch_size=ensemble.batch_size, n_encoding=ensemble.n_encoding,
+                                              rc=ensemble.rc, shifts=ensemble.shifts), pool)
 
 
 def embed_regions(model, fasta, regions, pool: str = "mean", batch_size: int = 4, n_encoding: str = "zeros",
@@ -99,7 +102,7 @@ def embed_regions(model, fasta, regions, pool: str = "mean", batch_size: int = 4
     pooled_bins(model.n_bins, pool)
     C = model.spec.trunk_channels
     out = np.empty((len(regions), model.n_bins, C) if pool == "none" else (len(regions), C), np.float32)
-    for b0, e in _iter_embeddings(model, fa, regions, pool, batch_size, n_encoding, rc, shifts, progress):
+    for b0, e in _iter_embeddings(model, fa, regions, pool, Ensemble(rc, shifts, n_encoding, batch_size), progress):
         out[b0:b0 + len(e)] = e
     return out
 
@@ -154,7 +157,8 @@ def embed_bed(model, fasta, regions, out_path, pool: str = "mean", batch_size: i
                  "version": __version__}
         for k, v in attrs.items():
             h5.attrs[k] = v
-        for i0, e in _iter_embeddings(model, fa, regions, pool, batch_size, n_encoding, rc, shifts, progress):
+        for i0, e in _iter_embeddings(model, fa, regions, pool, Ensemble(rc, shifts, n_encoding, batch_size),
+                                      progress):
             ds[i0:i0 + len(e)] = e.astype(dtype, copy=False)
     return out_path
 

@@ -85,12 +85,13 @@ from typing import List, NamedTuple, Optional, Sequence, Tuple
 import numpy as np
 from tqdm import tqdm
 
-from ._io import atomic_output
-from .cli_options import add_ensemble_options, add_model_options, add_run_options, load_model, one_line_errors
-from .dna import encode, revcomp
-from .genome import fetch, open_fasta
-from .regions import parse_interval, window
-from .targets import Targets, TrackSelection, read_targets, select_tracks
+from .._io import atomic_output
+from ..cli_options import add_ensemble_options, add_model_options, add_run_options, load_model, one_line_errors
+from ..genome import as_fasta, parse_strand, parse_stranded_interval
+from ..model import Ensemble
+from ..plots.figure import output_format, save_figure
+from ..targets import Targets, TrackSelection, read_targets, select_tracks
+from ..windows import predict, resolve_tracks, window, window_codes
 
 
 class Pair(NamedTuple):
@@ -109,30 +110,6 @@ def _fmt(iv: Tuple[str, int, int], strand: str = "+") -> str:
     return f"{iv[0]}:{iv[1]}-{iv[2]}" + (":-" if strand == "-" else "")
 
 
-# ``chr:start-end:STRAND`` / ``chr:pos:STRAND`` (no digit in STRAND: ``chr:a-b`` stays an interval)
-_STRANDED = re.compile(r"^(.*:[\d,]+(?:-[\d,]+)?):([^:\d]+)$")
-
-
-def _strand(text: str) -> str:
-    """``+``, ``-`` or ``.`` (= ``+``) -> ``"+"`` / ``"-"``; ValueError otherwise."""
-    t = text.strip()
-    if t not in ("+", "-", "."):
-        raise ValueError(f"bad strand {text!r} (expected +, - or .)")
-    return "-" if t == "-" else "+"
-
-
-def _interval(text: str) -> Tuple[Tuple[str, int, int], str]:
-    """``chr:start-end[:STRAND]`` -> ((chrom, start, end), strand)."""
-    m = _STRANDED.match(text.strip()) if isinstance(text, str) else None
-    if m:
-        iv = parse_interval(m.group(1))
-        try:
-            return iv, _strand(m.group(2))
-        except ValueError as e:
-            raise ValueError(f"interval {text!r}: {e}") from None
-    return parse_interval(text), "+"
-
-
 def _coords(chrom: str, start: str, end: str) -> Tuple[str, int, int]:
     try:
         s, e = int(start), int(end)
@@ -145,7 +122,7 @@ def _coords(chrom: str, start: str, end: str) -> Tuple[str, int, int]:
 
 def _named_strand(who: str, text: str) -> str:
     try:
-        return _strand(text)
+        return parse_strand(text)
     except ValueError as e:
         raise ValueError(f"{who} {e}") from None
 
@@ -173,8 +150,8 @@ def read_pairs(path) -> List[Pair]:
             if len(cols) in (2, 3):
                 h = m = None
                 try:
-                    h, hs = _interval(cols[0])
-                    m, ms = _interval(cols[1])
+                    h, hs = parse_stranded_interval(cols[0])
+                    m, ms = parse_stranded_interval(cols[1])
                 except ValueError as e:
                     raise ValueError(f"{'mouse' if h else 'human'} {e}") from None
                 name = cols[2] if len(cols) == 3 else ""
@@ -205,8 +182,8 @@ def _as_pairs(pairs) -> Tuple[List[Pair], str]:
             out.append(p)
             continue
         try:
-            h, hs = _interval(p[0]) if isinstance(p[0], str) else _tuple_interval(p[0])
-            m, ms = _interval(p[1]) if isinstance(p[1], str) else _tuple_interval(p[1])
+            h, hs = parse_stranded_interval(p[0]) if isinstance(p[0], str) else _tuple_interval(p[0])
+            m, ms = parse_stranded_interval(p[1]) if isinstance(p[1], str) else _tuple_interval(p[1])
         except (ValueError, TypeError, IndexError) as e:
             raise ValueError(f"pair {i}: {e}") from None
         out.append(Pair(str(p[2]) if len(p) > 2 else _fmt(h), h, m, 0, hs, ms))
@@ -219,7 +196,7 @@ def _tuple_interval(t) -> Tuple[Tuple[str, int, int], str]:
     """(chrom, start, end[, strand]) -> ((chrom, start, end), strand)."""
     if len(t) not in (3, 4):
         raise ValueError(f"interval {t!r}: expected (chrom, start, end[, strand])")
-    return _coords(*map(str, t[:3])), _strand(str(t[3])) if len(t) == 4 else "+"
+    return _coords(*map(str, t[:3])), parse_strand(str(t[3])) if len(t) == 4 else "+"
 
 
 def _where(p: Pair, i: int, source: str) -> str:
@@ -369,13 +346,6 @@ def interval_bins(model, iv: Tuple[str, int, int], center_bins: Optional[int] = 
     return b0, b1
 
 
-def _selection(model, head: str, targets, tracks) -> TrackSelection:
-    if head not in model.spec.heads:
-        raise ValueError(f"no head {head!r}; this model has {model.head_names} (orthologs needs a model with a "
-                         "human and a mouse head: basenji2-fast convert model_human.h5 model_mouse.h5)")
-    return select_tracks(targets, tracks, model.spec.heads[head].tracks)
-
-
 def compare_orthologs(model, human_fasta, mouse_fasta, pairs, human_tracks=None, mouse_tracks=None,
                       human_targets=None, mouse_targets=None, track_map=None, cross: bool = False,
                       center_bins: Optional[int] = None, rc: bool = False, shifts: Sequence[int] = (0,),
@@ -424,10 +394,10 @@ def compare_orthologs(model, human_fasta, mouse_fasta, pairs, human_tracks=None,
     if track_map is not None:
         rows = (read_track_map(track_map, ht, mt, n_h, n_m) if isinstance(track_map, (str, os.PathLike))
                 else [(int(a), int(b)) for a, b in track_map])
-        hsel = _selection(model, human_head, ht, human_tracks if human_tracks is not None
-                          else list(dict.fromkeys(r for r, _ in rows)))
-        msel = _selection(model, mouse_head, mt, mouse_tracks if mouse_tracks is not None
-                          else list(dict.fromkeys(r for _, r in rows)))
+        _, hsel = resolve_tracks(model, human_head, human_tracks if human_tracks is not None
+                                 else list(dict.fromkeys(r for r, _ in rows)), ht)
+        _, msel = resolve_tracks(model, mouse_head, mouse_tracks if mouse_tracks is not None
+                                 else list(dict.fromkeys(r for _, r in rows)), mt)
         hpos = {r: i for i, r in enumerate(hsel.rows)}
         mpos = {r: i for i, r in enumerate(msel.rows)}
         matched = []
@@ -441,15 +411,14 @@ def compare_orthologs(model, human_fasta, mouse_fasta, pairs, human_tracks=None,
         if ht is None or mt is None:
             raise ValueError("matching tracks by description needs both targets files (--targets-human, "
                              "--targets-mouse); or give a track map (--track-map)")
-        hsel = _selection(model, human_head, ht, human_tracks)
-        msel = _selection(model, mouse_head, mt, mouse_tracks)
+        _, hsel = resolve_tracks(model, human_head, human_tracks, ht)
+        _, msel = resolve_tracks(model, mouse_head, mouse_tracks, mt)
         matched = match_by_description(hsel, msel)
         if not matched:
             raise ValueError(f"no selected human track ({ht.path}) has the description of a selected mouse track "
                              f"({mt.path}); give a track map (--track-map)")
 
-    hfa = open_fasta(human_fasta) if isinstance(human_fasta, (str, bytes, os.PathLike)) else human_fasta
-    mfa = open_fasta(mouse_fasta) if isinstance(mouse_fasta, (str, bytes, os.PathLike)) else mouse_fasta
+    hfa, mfa = as_fasta(human_fasta), as_fasta(mouse_fasta)
     hb, mb = [], []
     for i, p in enumerate(pairs):  # every input checked before any prediction
         for iv, fa, bins, species in ((p.human, hfa, hb, "human"), (p.mouse, mfa, mb, "mouse")):
@@ -467,10 +436,9 @@ def compare_orthologs(model, human_fasta, mouse_fasta, pairs, human_tracks=None,
                          (human_head, mouse_head))
     if cross:
         res.human_on_mouse, res.mouse_on_human = np.zeros((P, len(msel))), np.zeros((P, len(hsel)))
-    cols = {human_head: None if hsel.is_all(n_h) else hsel.columns,
-            mouse_head: None if msel.is_all(n_m) else msel.columns}
-    pairs_sp = {human_head: hsel.strand_pair if rc else None, mouse_head: msel.strand_pair if rc else None}
+    sels = {human_head: hsel, mouse_head: msel}
     L, bs = model.seq_length, int(batch_size)
+    ensemble = Ensemble(rc, shifts, n_encoding, bs)
     # (sequence side, its FASTA, own head, other head, own result, cross result, bins)
     sides = ((lambda p: (p.human, p.human_strand), hfa, human_head, mouse_head, res.human, res.human_on_mouse, hb),
              (lambda p: (p.mouse, p.mouse_strand), mfa, mouse_head, human_head, res.mouse, res.mouse_on_human, mb))
@@ -478,16 +446,10 @@ def compare_orthologs(model, human_fasta, mouse_fasta, pairs, human_tracks=None,
         for b0 in range(0, P, bs):
             chunk = pairs[b0:b0 + bs]
             for get, fa, own, other, out, cross_out, bins in sides:
-                codes = np.stack([encode(fetch(fa, get(p)[0][0], *window(get(p)[0], L)), what=_fmt(*get(p)))
-                                  for p in chunk])
+                # a - interval: the window read on its strand (the transcript's orientation)
+                codes = np.stack([window_codes(fa, get(p)[0], L, get(p)[1], what=_fmt(*get(p))) for p in chunk])
                 minus = np.array([get(p)[1] == "-" for p in chunk])
-                if any(minus):
-                    # a - interval: the window read on its strand (the transcript's orientation)
-                    codes[minus] = revcomp(codes[minus])
-                heads = [own, other] if cross else [own]
-                pred = model.predict(codes, head=heads, tracks={h: cols[h] for h in heads}, rc=rc, shifts=shifts,
-                                     n_encoding=n_encoding, batch_size=bs,
-                                     strand_pair={h: pairs_sp[h] for h in heads})
+                pred = predict(model, codes, {h: sels[h] for h in ([own, other] if cross else [own])}, ensemble)
                 for j in range(len(chunk)):
                     s0, s1 = bins[b0 + j]
                     for h, dest in ((own, out), (other, cross_out)) if cross else ((own, out),):
@@ -575,8 +537,6 @@ def plot_orthologs(res: OrthologResult, path, which: int = 0) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from .plots import _save
-
     h, m = res.matched[which]
     x, y = res.human[:, h], res.mouse[:, m]
     fig = Figure(figsize=(6, 6), dpi=120)
@@ -595,7 +555,7 @@ def plot_orthologs(res: OrthologResult, path, which: int = 0) -> None:
     ax.set_title(f"{len(res.pairs)} orthologous pairs; Pearson r of the sums = "
                  f"{'nan' if math.isnan(r) else f'{r:.3f}'}")
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------------------
@@ -640,8 +600,7 @@ def run_orthologs(args: argparse.Namespace) -> int:
     """The ``orthologs`` subcommand; prints what it wrote, or a one-line error (exit status 1)."""
     def work():
         if args.plot:
-            from .plots import _output_format
-            _output_format(args.plot)  # a bad extension fails before any work
+            output_format(args.plot)  # a bad extension fails before any work
         read_pairs(args.pairs)  # inputs first: a bad line fails before the model loads
         ht = read_targets(args.targets_human) if args.targets_human else None
         mt = read_targets(args.targets_mouse) if args.targets_mouse else None

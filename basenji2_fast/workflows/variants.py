@@ -107,7 +107,6 @@ import hashlib
 import os
 import re
 import shutil
-import sys
 import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -118,17 +117,17 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
-from . import distributed
-from ._io import atomic_output, canonical_sha, job_lock, read_json, write_json
-from .dna import encode
-from .genome import fetch, open_fasta
-from .regions import resolve_tracks
-from .cli_options import (add_ensemble_options, add_fasta_option, add_model_options, add_run_options,
-                          add_track_options, load_model, track_request)
-from .multihead import plan_heads
-from .targets import TrackSelection, read_targets
-
-FLOAT16_MAX = float(np.finfo(np.float16).max)
+from .. import runner
+from .._io import atomic_output, canonical_sha, job_lock, read_json, to_float16, write_json
+from ..cli_options import (add_distributed_options, add_ensemble_options, add_fasta_option, add_model_options,
+                           add_run_options, add_track_options, distributed_kwargs, load_model, one_line_errors,
+                           track_request)
+from ..dna import encode
+from ..genome import as_fasta, fasta_path, fetch
+from ..model import Ensemble, TrackRequest
+from ..spec import weights_sha256
+from ..targets import TrackSelection, read_targets
+from ..windows import engine_tracks, plan_heads, resolve_tracks
 
 #: basenji_sad.py (2021) statistics, then the newer basenji/baskerville ones.
 STATS_2021 = ("SAD", "SAX", "SADR", "SAXR", "SAR", "REF", "ALT")
@@ -332,14 +331,15 @@ def allele_sequences(fasta, allele: Allele, L: int, basenji_edge: bool = False) 
 # --------------------------------------------------------------------------------------
 # Prediction and statistics
 
-def _predict_alleles(model, ref_codes: np.ndarray, alt_codes: np.ndarray, head: str,
-                     tracks: Optional[List[int]], rc: bool, shifts: Sequence[int],
-                     strand_pair: Optional[List[int]], batch_size: int) -> Tuple[np.ndarray, np.ndarray]:
+def _predict_alleles(model, ref_codes: np.ndarray, alt_codes: np.ndarray, head: str, sel: TrackSelection,
+                     ensemble: Ensemble) -> Tuple[np.ndarray, np.ndarray]:
     """REF and ALT predictions of a batch: uint8 codes [B, L] each -> float32 [B, bins, T] each.
 
-    The one place predictions come from. N is 0.25. Identical REF windows in the batch (e.g.
-    the ALTs of one multi-allelic record) are predicted once.
+    The one place predictions come from (N is 0.25: ``ensemble.n_encoding`` is "uniform").
+    Identical REF windows in the batch (e.g. the ALTs of one multi-allelic record) are
+    predicted once.
     """
+    tracks, pair = engine_tracks(model, head, sel, ensemble.rc)
     B = len(ref_codes)
     keys: Dict[bytes, int] = {}
     ref_idx = np.empty(B, np.intp)
@@ -361,13 +361,12 @@ def _predict_alleles(model, ref_codes: np.ndarray, alt_codes: np.ndarray, head: 
         diff = np.flatnonzero(ref_codes[i] != alt_codes[i])
         if diff.size == 1:
             snps.setdefault(int(ref_idx[i]), []).append((i, int(diff[0])))
-    pair = strand_pair if rc else None
     for j, items in snps.items():
         rows = [i for i, _ in items]
         pos = np.array([q for _, q in items], np.int64)
         ref, alts = model.predict_substitutions(ref_codes[uniq[j]], pos, alt_codes[rows, pos], head=head,
-                                                tracks=tracks, rc=rc, shifts=shifts, n_encoding="uniform",
-                                                strand_pair=pair)
+                                                tracks=tracks, rc=ensemble.rc, shifts=ensemble.shifts,
+                                                n_encoding=ensemble.n_encoding, strand_pair=pair)
         out_ref[j] = ref
         for k, i in enumerate(rows):
             out_alt[i] = alts[k]
@@ -375,8 +374,7 @@ def _predict_alleles(model, ref_codes: np.ndarray, alt_codes: np.ndarray, head: 
     need_alt = [i for i in range(B) if out_alt[i] is None]
     if need_ref or need_alt:
         codes = np.concatenate([ref_codes[[uniq[j] for j in need_ref]], alt_codes[need_alt]])
-        p = model.predict(codes, head=head, tracks=tracks, rc=rc, shifts=shifts, n_encoding="uniform",
-                          strand_pair=pair, batch_size=batch_size)
+        p = model.predict(codes, head=head, tracks=tracks, strand_pair=pair, **ensemble.options())
         for k, j in enumerate(need_ref):
             out_ref[j] = p[k]
         for k, i in enumerate(need_alt):
@@ -434,10 +432,6 @@ def compute_stats(ref: np.ndarray, alt: np.ndarray, stats: Sequence[str], pseudo
     return out
 
 
-def _to_f16(x: np.ndarray) -> np.ndarray:
-    return np.clip(x, -FLOAT16_MAX, FLOAT16_MAX).astype(np.float16)
-
-
 def _parse_stats(stats) -> Tuple[str, ...]:
     if isinstance(stats, str):
         stats = [s.strip() for s in stats.split(",") if s.strip()]
@@ -455,25 +449,38 @@ def _parse_stats(stats) -> Tuple[str, ...]:
 # --------------------------------------------------------------------------------------
 # The scoring loop
 
+class Scoring(NamedTuple):
+    """How alleles are scored: the ensemble (``n_encoding`` "uniform": N is 0.25, as
+    basenji_sad.py; ``batch_size`` alleles per batch), the pseudocount of SADR/SAXR/SAR, and
+    basenji 2021's one-short edge padding (only to compare with its files)."""
+
+    ensemble: Ensemble
+    pseudo: float = 1.0
+    basenji_edge: bool = False
+
+    @classmethod
+    def of(cls, rc=False, shifts=(0,), batch_size: int = 8, pseudo: float = 1.0,
+           basenji_edge: bool = False) -> "Scoring":
+        return cls(Ensemble(rc, shifts, "uniform", int(batch_size)), float(pseudo), bool(basenji_edge))
+
+
 @dataclass
 class _Setup:
     fasta: object
     head: str
     sel: TrackSelection
-    cols: Optional[List[int]]
     stats: Tuple[str, ...]
     labels: List[str]
 
 
 def _setup(model, fasta, head, tracks, targets, stats) -> _Setup:
-    fa = open_fasta(fasta) if isinstance(fasta, (str, bytes, os.PathLike)) else fasta
+    fa = as_fasta(fasta)
     stats = _parse_stats(stats)
     if targets is not None and not hasattr(targets, "identifier"):
         targets = read_targets(targets)
     head, sel = resolve_tracks(model, head, tracks, targets)
-    cols = None if sel.is_all(model.spec.heads[head].tracks) else sel.columns
     labels = list(sel.labels) if targets is not None else [""] * len(sel)
-    return _Setup(fa, head, sel, cols, stats, labels)
+    return _Setup(fa, head, sel, stats, labels)
 
 
 def _allele_batches(su: _Setup, vcf, L: int, batch_size: int,
@@ -496,26 +503,24 @@ def _allele_batches(su: _Setup, vcf, L: int, batch_size: int,
         yield batch
 
 
-def _score_batch(model, su: _Setup, batch: List[Allele], rc, shifts, pseudo, batch_size: int,
-                 basenji_edge: bool = False) -> Dict[str, np.ndarray]:
+def _score_batch(model, su: _Setup, batch: List[Allele], scoring: Scoring) -> Dict[str, np.ndarray]:
     """Predict one batch of alleles: {stat: float64 array}."""
     L = model.seq_length
     refs, alts = [], []
     for a in batch:
-        r, x = allele_sequences(su.fasta, a, L, basenji_edge)
+        r, x = allele_sequences(su.fasta, a, L, scoring.basenji_edge)
         what = f"{a.chrom}:{a.pos} {a.id}"
         refs.append(encode(r, what=what))
         alts.append(encode(x, what=what))
-    rp, ap = _predict_alleles(model, np.stack(refs), np.stack(alts), su.head, su.cols, rc, shifts,
-                              su.sel.strand_pair, batch_size)
-    return compute_stats(rp, ap, su.stats, pseudo)
+    rp, ap = _predict_alleles(model, np.stack(refs), np.stack(alts), su.head, su.sel, scoring.ensemble)
+    return compute_stats(rp, ap, su.stats, scoring.pseudo)
 
 
-def _batches(model, su: _Setup, vcf, rc, shifts, pseudo, batch_size, on_skip: Callable[[Skipped], None],
-             basenji_edge: bool = False) -> Iterator[Tuple[List[Allele], Dict[str, np.ndarray]]]:
+def _batches(model, su: _Setup, vcf, scoring: Scoring,
+             on_skip: Callable[[Skipped], None]) -> Iterator[Tuple[List[Allele], Dict[str, np.ndarray]]]:
     """Score the VCF batch by batch: yields (alleles, {stat: float64 array})."""
-    for batch in _allele_batches(su, vcf, model.seq_length, batch_size, on_skip):
-        yield batch, _score_batch(model, su, batch, rc, shifts, pseudo, batch_size, basenji_edge)
+    for batch in _allele_batches(su, vcf, model.seq_length, scoring.ensemble.batch_size, on_skip):
+        yield batch, _score_batch(model, su, batch, scoring)
 
 
 #: Skipped alleles warned about one by one; after that one summary warning (a large VCF may
@@ -567,8 +572,9 @@ def score_variants(model, fasta, vcf, head: Optional[str] = None, tracks=None, t
         return {r.head: score_variants(model, fasta, vcf, head=r.head, tracks=r.tracks, targets=r.targets,
                                        stats=stats, rc=rc, shifts=shifts, pseudo=pseudo, batch_size=batch_size,
                                        progress=progress, basenji_edge=basenji_edge) for r in reqs}
-    head, targets, tracks = reqs[0]
+    head, tracks, targets = reqs[0]
     su = _setup(model, fasta, head, tracks, targets, stats)
+    scoring = Scoring.of(rc, shifts, batch_size, pseudo, basenji_edge)
     skipped: List[Skipped] = []
 
     def on_skip(s):
@@ -578,7 +584,7 @@ def score_variants(model, fasta, vcf, head: Optional[str] = None, tracks=None, t
     meta = {k: [] for k in ("snp", "chr", "pos", "ref_allele", "alt_allele")}
     parts: Dict[str, list] = {s: [] for s in su.stats}
     with tqdm(unit="variant", disable=not progress, desc="sad") as bar:
-        for batch, st in _batches(model, su, vcf, rc, shifts, pseudo, batch_size, on_skip, basenji_edge):
+        for batch, st in _batches(model, su, vcf, scoring, on_skip):
             for a in batch:
                 meta["snp"].append(a.id)
                 meta["chr"].append(a.chrom)
@@ -655,12 +661,10 @@ def _file_identity(path) -> dict:
     return {"path": str(p), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256_first_mib": h.hexdigest()}
 
 
-def _sad_job(model, fasta, vcf, su: _Setup, rc, shifts, pseudo, batch_size: int, fmt: str,
-             basenji_edge: bool) -> dict:
+def _sad_job(model, fasta, vcf, su: _Setup, scoring: Scoring, fmt: str) -> dict:
     """Everything that changes the output files' bytes (the batch size too: it sets which
     windows are predicted together, and the batches the partials hold)."""
-    from .genome_tiling import weights_sha256
-
+    rc, shifts = scoring.ensemble.rc, scoring.ensemble.shifts
     fpath = fasta if isinstance(fasta, (str, bytes, os.PathLike)) else getattr(su.fasta, "filename", None)
     fa_id: dict = {"chromosomes": [[n, len(su.fasta[n])] for n in su.fasta.keys()]}
     if fpath is not None:
@@ -676,8 +680,9 @@ def _sad_job(model, fasta, vcf, su: _Setup, rc, shifts, pseudo, batch_size: int,
         "tracks": {"columns": [int(c) for c in sel.columns], "identifiers": list(sel.identifiers),
                    "labels": list(su.labels),
                    "strand_pair": [int(c) for c in sel.strand_pair] if rc and sel.strand_pair is not None else None},
-        "stats": list(su.stats), "rc": bool(rc), "shifts": [int(x) for x in shifts], "pseudo": float(pseudo),
-        "output_format": fmt, "basenji_edge_padding": bool(basenji_edge), "batch_size": int(batch_size),
+        "stats": list(su.stats), "rc": bool(rc), "shifts": [int(x) for x in shifts], "pseudo": float(scoring.pseudo),
+        "output_format": fmt, "basenji_edge_padding": scoring.basenji_edge,
+        "batch_size": int(scoring.ensemble.batch_size),
     }
 
 
@@ -689,24 +694,22 @@ def _partial_arrays(batch: List[Allele], st: Dict[str, np.ndarray], stats: Seque
            "pos": np.array([a.pos for a in batch], np.int64)}
     for s in stats:
         if fmt == "h5":
-            out[f"stat_{s}"] = _to_f16(st[s])
+            out[f"stat_{s}"] = to_float16(st[s])
         else:
             out[f"stat_{s}"] = (st[s].sum(axis=1) if s in PROFILE_STATS else st[s]).astype(np.float32)
     return out
 
 
-def _commit_batch(model, part: Path, su: _Setup, batch: List[Allele], rc, shifts, pseudo, batch_size: int,
-                  basenji_edge: bool, fmt: str) -> None:
+def _commit_batch(model, part: Path, su: _Setup, batch: List[Allele], scoring: Scoring, fmt: str) -> None:
     """Score one batch and commit ``part``: the unit of work of the single-process loop and of
     a distributed task."""
-    st = _score_batch(model, su, batch, rc, shifts, pseudo, batch_size, basenji_edge)
-    _commit_partial(part, _partial_arrays(batch, st, su.stats, fmt))
+    runner.save_task(part, **_partial_arrays(batch, _score_batch(model, su, batch, scoring), su.stats, fmt))
 
 
-def _commit_partial(path: Path, arrays: dict) -> None:
-    with atomic_output(path) as tmp:
-        with open(tmp, "wb") as fh:  # a file object: np.savez would append .npz to a name
-            np.savez(fh, **arrays)
+def batch_task(model, path: Path, fasta: str, head: str, sel: TrackSelection, stats: Tuple[str, ...],
+               batch: List[Allele], scoring: Scoring, fmt: str) -> None:
+    """One batch of alleles -> ``path`` (a distributed task: the file a single-process run commits)."""
+    _commit_batch(model, path, _setup(model, runner.worker_fasta(fasta), head, sel, None, stats), batch, scoring, fmt)
 
 
 def _assemble_h5(path: Path, partial: Path, su: _Setup, n_batches: int, n_rows: int, widths: Dict[str, int],
@@ -770,8 +773,7 @@ def write_sad(model, fasta, vcf, out_dir, head: Optional[str] = None, tracks=Non
     Returns the path of sad.h5 / sad.tsv (a shard: its ``shard.json``).
 
     ``scheduler`` / ``workers`` / ``shard``: the batches as tasks on a Dask cluster or one
-    shard's (:mod:`basenji2_fast.distributed`; the files are identical to a single-process
-    run's).
+    shard's (:mod:`basenji2_fast.runner`; the files are identical to a single-process run's).
 
     Several heads (``head="both"``; tracks/targets per head as
     :func:`basenji2_fast.predict_regions`): each head is a job of its own in
@@ -780,39 +782,48 @@ def write_sad(model, fasta, vcf, out_dir, head: Optional[str] = None, tracks=Non
     each on the cluster when ``scheduler`` / ``workers`` are given (not with ``shard``);
     returns {head: path}.
     """
-    runs = _write_sad_heads(model, fasta, vcf, out_dir, head=head, tracks=tracks, targets=targets, stats=stats,
-                            rc=rc, shifts=shifts, pseudo=pseudo, batch_size=batch_size, fmt=fmt, progress=progress,
-                            basenji_edge=basenji_edge, overwrite=overwrite, scheduler=scheduler, workers=workers,
-                            shard=shard)
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size {int(batch_size)}: must be at least 1")
+    job = SadJob(stats, Scoring.of(rc, shifts, batch_size, pseudo, basenji_edge), fmt, overwrite, progress)
+    runs = _write_sad_heads(model, fasta, vcf, out_dir, TrackRequest(head, tracks, targets), job,
+                            runner.Placement(scheduler, workers, shard))
     paths = {h: path for h, path, _ in runs}
     return paths if len(runs) > 1 or runs[0][0] is not None else runs[0][1]
 
 
-def _write_sad_heads(model, fasta, vcf, out_dir, head=None, tracks=None, targets=None, **kw) -> list:
+class SadJob(NamedTuple):
+    """What a sad run computes and writes, beside its inputs: statistics, scoring, output
+    format ("h5" or "tsv"), and whether an OUTDIR holding another job is overwritten."""
+
+    stats: Sequence[str]
+    scoring: Scoring
+    fmt: str = "h5"
+    overwrite: bool = False
+    progress: bool = True
+
+
+def _write_sad_heads(model, fasta, vcf, out_dir, request: TrackRequest, sad: SadJob,
+                     placement: runner.Placement) -> list:
     """[(head or None for a single-head job in out_dir, path, status)]: one job per head."""
-    multi, reqs = plan_heads(model, head, tracks, targets)
+    multi, reqs = plan_heads(model, *request)
     if not multi:
-        return [(None,) + _write_sad(model, fasta, vcf, out_dir, head=reqs[0].head, tracks=reqs[0].tracks,
-                                     targets=reqs[0].targets, **kw)]
-    distributed.one_head_only(multi, shard=kw.get("shard"), shard_only=True)
-    return [(r.head,) + _write_sad(model, fasta, vcf, Path(out_dir) / r.head, head=r.head, tracks=r.tracks,
-                                   targets=r.targets, **kw) for r in reqs]
+        return [(None,) + _write_sad(model, fasta, vcf, out_dir, reqs[0], sad, placement)]
+    placement.refuse_heads(multi, shard_only=True)
+    return [(r.head,) + _write_sad(model, fasta, vcf, Path(out_dir) / r.head, r, sad, placement) for r in reqs]
 
 
-def _write_sad(model, fasta, vcf, out_dir, head=None, tracks=None, targets=None, stats=("SAD",), rc=False,
-               shifts=(0,), pseudo=1.0, batch_size=8, fmt="h5", progress=True, basenji_edge=False,
-               overwrite=False, scheduler=None, workers=None, shard=None) -> Tuple[Path, str]:
-    """:func:`write_sad`, returning (path, "written" | "up-to-date" | "shard")."""
+def _write_sad(model, fasta, vcf, out_dir, request: TrackRequest, sad: SadJob,
+               placement: runner.Placement) -> Tuple[Path, str]:
+    """:func:`write_sad` of one head, returning (path, "written" | "up-to-date" | "shard")."""
+    stats, scoring, fmt, overwrite, progress = sad
     if fmt not in ("h5", "tsv"):
         raise ValueError(f"format {fmt!r}: expected h5 or tsv")
-    batch_size = int(batch_size)
-    if batch_size < 1:
-        raise ValueError(f"batch_size {batch_size}: must be at least 1")
-    su = _setup(model, fasta, head, tracks, targets, stats)
+    batch_size = scoring.ensemble.batch_size
+    su = _setup(model, fasta, *request, stats)
     L, nb, T = model.seq_length, model.n_bins, len(su.sel)
     if not os.path.isfile(os.fspath(vcf)):
         raise FileNotFoundError(f"{os.fspath(vcf)}: VCF file not found")
-    job = _sad_job(model, fasta, vcf, su, rc, shifts, pseudo, batch_size, fmt, basenji_edge)
+    job = _sad_job(model, fasta, vcf, su, scoring, fmt)
     key = canonical_sha(job)
     out_dir = Path(out_dir)
     path = out_dir / ("sad.h5" if fmt == "h5" else "sad.tsv")
@@ -857,14 +868,13 @@ def _write_sad(model, fasta, vcf, out_dir, head=None, tracks=None, targets=None,
             tmp.unlink(missing_ok=True)  # temporaries of a killed run
         done = {i for i in range(n_batches) if (partial / f"{i}.npz").is_file()}
         done_rows = sum(min(batch_size, n_rows - i * batch_size) for i in done)
-        dist = distributed.wanted(scheduler, workers, shard)
-        run = distributed.Runner("sad", model, scheduler, workers, shard, progress=progress) if dist else None
+        dist = placement.distributed
+        run = runner.Runner("sad", model, placement, progress=progress) if dist else None
         with (run or nullcontext()), tqdm(total=n_rows, initial=done_rows, unit="variant",
                                           disable=not progress or dist, desc="sad") as bar:
             if run is not None:
-                run.open(partial, key, job, n_rows, "variant")
-                fasta_path = os.path.abspath(os.fspath(fasta if isinstance(fasta, (str, bytes, os.PathLike))
-                                                       else su.fasta.filename))
+                run.open(partial, job, n_rows, "variant")
+                fasta_file = fasta_path(fasta if isinstance(fasta, (str, bytes, os.PathLike)) else su.fasta)
             i = -1
             for i, batch in enumerate(_allele_batches(su, vcf, L, batch_size, on_skip)):
                 if i >= n_batches:
@@ -879,21 +889,20 @@ def _write_sad(model, fasta, vcf, out_dir, head=None, tracks=None, targets=None,
                         raise RuntimeError(f"{part}: the committed batch does not match the VCF's variants; "
                                            "rerun with --overwrite")
                 if run is not None:
-                    run.add(part.name, distributed.sad_task, (fasta_path, su.head, su.sel, su.stats, batch, rc,
-                                                              list(shifts), pseudo, batch_size, basenji_edge, fmt),
-                            units=len(batch))
+                    run.add(runner.Task(part.name, batch_task, (fasta_file, su.head, su.sel, su.stats, batch, scoring,
+                                                                fmt), len(batch)))
                     continue
                 if i in done:
                     continue
-                _commit_batch(model, part, su, batch, rc, shifts, pseudo, batch_size, basenji_edge, fmt)
+                _commit_batch(model, part, su, batch, scoring, fmt)
                 bar.update(len(batch))
             if i + 1 != n_batches:
                 raise RuntimeError("the VCF changed while it was read (fewer variants than counted)")
             if run is not None:
                 run.wait()
                 if run.is_shard:
-                    run.write_shard(out_dir, SAD_PARTIAL)
-                    return out_dir / distributed.SHARD_RECORD, "shard"
+                    run.write_shard(out_dir)
+                    return out_dir / runner.SHARD_RECORD, "shard"
         if fmt == "h5":
             _assemble_h5(path, partial, su, n_batches, n_rows, widths, nb, T)
         else:
@@ -938,39 +947,32 @@ def add_sad_subcommand(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="start over when OUT_DIR holds a sad job (finished or interrupted) with other options")
     add_run_options(p, n_encoding=False)
-    distributed.add_distributed_options(p)
+    add_distributed_options(p)
     p.set_defaults(func=run_sad)
     return p
 
 
 def run_sad(args: argparse.Namespace) -> int:
     """The ``sad`` subcommand; prints where it wrote, or a one-line error (exit status 1)."""
-    from .formats import FormatError
-
-    command = getattr(args, "command", None) or "sad"
-    try:
+    def work():
         if args.batch_size < 1:
             raise ValueError(f"--batch-size {args.batch_size}: must be at least 1")
         stats = _parse_stats(args.stats)
         if not os.path.isfile(args.vcf):
             raise FileNotFoundError(f"{args.vcf}: VCF file not found")
-        head, tracks, targets = track_request(args)
+        request = track_request(args)
         model = load_model(args)
-        runs = _write_sad_heads(model, args.fasta, args.vcf, args.out_dir, head=head, tracks=tracks,
-                                targets=targets, stats=stats, rc=args.rc, shifts=args.shifts, pseudo=args.pseudo,
-                                batch_size=args.batch_size, fmt=args.fmt, progress=not args.quiet,
-                                basenji_edge=args.basenji_edge_padding, overwrite=getattr(args, "overwrite", False),
-                                **distributed.distributed_kwargs(args))
-    except (FormatError, ValueError, KeyError, OSError, ImportError, RuntimeError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"basenji2-fast {command}: error: {msg}", file=sys.stderr)
-        return 1
-    for h, path, status in runs:
-        if status == "shard":
-            print(f"wrote {path}; combine the shards with basenji2-fast merge")
-        elif status == "up-to-date":
-            where = args.out_dir if h is None else os.path.join(args.out_dir, h)
-            print(f"{where} already holds this finished job ({SAD_OPTIONS}); nothing to do")
-        else:
-            print(f"wrote {path}")
-    return 0
+        job = SadJob(stats, Scoring.of(args.rc, args.shifts, args.batch_size, args.pseudo, args.basenji_edge_padding),
+                     args.fmt, getattr(args, "overwrite", False), not args.quiet)
+        runs = _write_sad_heads(model, args.fasta, args.vcf, args.out_dir, request, job,
+                                runner.Placement(**distributed_kwargs(args)))
+        for h, path, status in runs:
+            if status == "shard":
+                print(f"wrote {path}; combine the shards with basenji2-fast merge")
+            elif status == "up-to-date":
+                where = args.out_dir if h is None else os.path.join(args.out_dir, h)
+                print(f"{where} already holds this finished job ({SAD_OPTIONS}); nothing to do")
+            else:
+                print(f"wrote {path}")
+
+    return one_line_errors(getattr(args, "command", None) or "sad", work)

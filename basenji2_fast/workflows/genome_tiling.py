@@ -65,19 +65,23 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from tqdm import tqdm
 
-from . import distributed, dna
-from ._io import atomic_output, canonical_sha, job_lock, read_json, write_json
-from .cli_options import (add_ensemble_options, add_fasta_option, add_model_options, add_run_options,
-                          add_track_options, load_model)
-from .genome import fetch, open_fasta
-from .multihead import head_names
-from .spec import CODE_N, N_ENCODINGS, ConvOp, CropOp
-from .version import __version__
+from .. import dna, runner
+from .._io import atomic_output, canonical_sha, job_lock, read_json, to_float16, write_json
+from ..cli_options import (add_distributed_options, add_ensemble_options, add_fasta_option, add_model_options,
+                           add_run_options, add_track_options, distributed_kwargs, load_model, one_line_errors,
+                           track_request)
+from ..genome import fetch, open_fasta
+from ..formats import file_sha256
+from ..model import Ensemble, load
+from ..spec import CODE_N, weights_sha256
+from ..targets import TrackSelection
+from ..version import __version__
+from ..windows import head_names, plan_heads, predict, resolve_tracks
 
 PathLike = Union[str, os.PathLike]
 
@@ -87,7 +91,6 @@ FLOAT32_PARTIAL_LIMIT = 1 << 30
 CHECKPOINT_SECONDS = 60.0
 #: Jobs of more values (tracks x bins) than this write their bigWigs in parallel processes.
 PARALLEL_ASSEMBLY_VALUES = 10_000_000
-FLOAT16_MAX = float(np.finfo(np.float16).max)
 MANIFEST = "manifest.json"
 PARTIAL = ".partial"
 JOB_FORMAT = "basenji2-fast predict-genome"
@@ -148,92 +151,88 @@ def tiling_of(model) -> Tiling:
 # ----------------------------------------------------------------------------------------------
 # Tracks
 # ----------------------------------------------------------------------------------------------
-@dataclass
-class _Tracks:
-    columns: List[int]
-    identifiers: List[str]
-    labels: List[str]
-    strand_pair: Optional[List[int]]
-    files: List[str]
-
-
 def _sanitize(text: str) -> str:
     """A file-name-safe version of an identifier (letters, digits, ``._+-``)."""
     s = re.sub(r"[^A-Za-z0-9._+-]+", "_", str(text)).strip("._")
     return s[:100] or "track"
 
 
-def _resolve_tracks(tracks, track_names, n_outputs: int) -> _Tracks:
-    """Accept None (every column), a list of head columns, or a TrackSelection-like object
-    (``columns``, ``identifiers``, ``labels``, ``strand_pair``)."""
-    strand_pair = None
-    labels = None
-    if tracks is None:
-        columns = list(range(n_outputs))
-        identifiers = None
-    elif hasattr(tracks, "columns"):
-        columns = [int(c) for c in tracks.columns]
-        identifiers = list(getattr(tracks, "identifiers", None) or []) or None
-        labels = list(getattr(tracks, "labels", None) or []) or None
-        sp = getattr(tracks, "strand_pair", None)
-        strand_pair = None if sp is None else [int(c) for c in sp]
-    else:
-        columns = [int(c) for c in np.asarray(list(tracks)).ravel()]
-        identifiers = None
-    if track_names is not None:
-        identifiers = [str(n) for n in track_names]
-    if not columns:
-        raise ValueError("no tracks selected")
-    bad = [c for c in columns if not 0 <= c < n_outputs]
-    if bad:
-        raise ValueError(f"track column {bad[0]} out of range for a head with {n_outputs} tracks")
-    if len(set(columns)) != len(columns):
-        seen = set()
-        dup = next(c for c in columns if c in seen or seen.add(c))
-        raise ValueError(f"track column {dup} selected more than once (one bigWig per track)")
-    identifiers = identifiers or [f"t{c}" for c in columns]  # basenji's default target ids
-    labels = labels or [""] * len(columns)
-    for what, seq in (("identifiers", identifiers), ("labels", labels), ("strand_pair", strand_pair)):
-        if seq is not None and len(seq) != len(columns):
-            raise ValueError(f"{len(seq)} track {what} for {len(columns)} tracks")
-    if strand_pair is not None:
-        bad = [p for p in strand_pair if not 0 <= p < len(columns)]
-        if bad:
-            raise ValueError(f"strand_pair position {bad[0]} out of range for {len(columns)} selected tracks")
-    files = [f"{c}_{_sanitize(i)}.bw" for c, i in zip(columns, identifiers)]
+@dataclass
+class GenomeTracks:
+    """The tracks a job writes, one bigWig and one partial row each, in this order.
+
+    ``heads``: [(head, TrackSelection)], one for a single-head job; with several heads their
+    tracks lie side by side in head order. ``identifiers`` / ``labels`` / ``files``: per track
+    (files as ``<head>/<file>`` for several heads).
+    """
+
+    heads: List[Tuple[str, TrackSelection]]
+    identifiers: List[str]
+    labels: List[str]
+    files: List[str]
+    multi: bool = False
+
+    @property
+    def columns(self) -> List[int]:
+        return [c for _, sel in self.heads for c in sel.columns]
+
+    @property
+    def strand_pair(self) -> Optional[List[int]]:
+        """Each track's strand partner among all the job's tracks (None when no head has pairs)."""
+        if all(sel.strand_pair is None for _, sel in self.heads):
+            return None
+        out, offset = [], 0
+        for _, sel in self.heads:
+            out += [offset + int(p) for p in (sel.strand_pair or range(len(sel)))]
+            offset += len(sel)
+        return out
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def by_head(self):
+        """(head, columns, identifiers, files) of each head, in order."""
+        k = 0
+        for h, sel in self.heads:
+            yield h, list(sel.columns), self.identifiers[k:k + len(sel)], self.files[k:k + len(sel)]
+            k += len(sel)
+
+
+def _head_tracks(model, head: str, tracks, track_names) -> Tuple[TrackSelection, List[str], List[str], List[str]]:
+    """One head's (selection, identifiers, labels, bigWig files). ``tracks``: None (every
+    column), head columns, or a TrackSelection (its identifiers, labels and strand pairs);
+    ``track_names``: identifiers for the files and the manifest (default ``t<column>``, or the
+    selection's)."""
+    plain = not hasattr(tracks, "columns")
+    if plain and tracks is not None:
+        tracks = [int(c) for c in np.asarray(list(tracks)).ravel()]
+    _, sel = resolve_tracks(model, head, tracks)
+    identifiers = [str(n) for n in track_names] if track_names is not None else list(sel.identifiers)
+    labels = [""] * len(sel) if plain else list(sel.labels)  # no targets file: no descriptions
+    if len(identifiers) != len(sel):
+        raise ValueError(f"{len(identifiers)} track identifiers for {len(sel)} tracks")
+    files = [f"{c}_{_sanitize(i)}.bw" for c, i in zip(sel.columns, identifiers)]
     if len(set(files)) != len(files):
         raise ValueError("two tracks map to the same bigWig file name")
-    return _Tracks(columns, identifiers, labels, strand_pair, files)
+    return sel, identifiers, labels, files
 
 
-# ----------------------------------------------------------------------------------------------
-# Job identity
-# ----------------------------------------------------------------------------------------------
-def weights_sha256(spec) -> str:
-    """sha256 over everything that changes a model's outputs (arrays, wiring, GELU, heads):
-    the identity of a job's model even when it was loaded from memory or converted."""
-    h = hashlib.sha256()
+def genome_tracks(model, head, tracks=None, track_names=None) -> Tuple[object, GenomeTracks]:
+    """(head as the job records it, GenomeTracks) for :func:`predict_genome`'s arguments."""
+    names, multi = head_names(model, head, [k for k in (tracks if isinstance(tracks, dict) else ()) if k])
+    if not multi:
+        names = [names[0] or model.head_names[0]]
 
-    def add(*items):
-        for it in items:
-            if isinstance(it, np.ndarray):
-                if it.dtype == np.uint16:  # bf16 bit patterns (a bf16 file): hash their float32 values
-                    it = (it.astype(np.uint32) << 16).view(np.float32)
-                a = np.ascontiguousarray(it, np.float32)
-                h.update(repr(a.shape).encode())
-                h.update(a.tobytes())
-            else:
-                h.update(repr(it).encode())
-
-    add(spec.seq_length, spec.gelu, spec.final_gelu)
-    for op in spec.ops:
-        if isinstance(op, ConvOp):
-            add("conv", op.kernel, op.bias, op.dilation, op.gelu_in, op.pool, op.residual)
-        elif isinstance(op, CropOp):
-            add("crop", op.left, op.right)
-    for name, head in spec.heads.items():
-        add("head", name, head.weight, head.bias, head.activation)
-    return h.hexdigest()
+    def of(value, h):
+        return value.get(h) if isinstance(value, dict) else value
+    heads, ids, labels, files = [], [], [], []
+    for h in names:
+        sel, i, lb, f = _head_tracks(model, h, of(tracks, h), of(track_names, h))
+        heads.append((h, sel))
+        ids += i
+        labels += lb
+        files += [f"{h}/{x}" for x in f] if multi else f
+    return (names if multi else names[0]), GenomeTracks(heads, ids, labels, files, multi)
 
 
 class _PartialArray:
@@ -283,47 +282,48 @@ def _read_row(path: Path, shape, dtype: np.dtype, t: int, b0: int, b1: int) -> n
 # ----------------------------------------------------------------------------------------------
 # Prediction of one batch
 # ----------------------------------------------------------------------------------------------
-def _predict_batch(model, codes: np.ndarray, head, tr: _Tracks, all_columns: bool, rc: bool,
-                   shifts: Sequence[int], batch_size: int, n_encoding: str) -> np.ndarray:
-    """codes uint8 [B, L] -> float32 [B, n_bins, tracks]; with ``rc``, strand-paired tracks
-    swap their reverse-complement predictions (basenji's ``SwitchReverse``, done by
-    ``Model.predict(strand_pair=...)``).
+class Chrom(NamedTuple):
+    """A chromosome of the job: its position in the FASTA (which names its partial), name, length."""
 
-    ``head``: a head name, or for several heads a list of (name, _Tracks, all_columns): every
-    head from one trunk pass, their tracks side by side in list order (``tr`` is then the
-    concatenation and ``all_columns`` unused)."""
-    if not isinstance(head, str):
-        ps = model.predict(codes, head=[h for h, _, _ in head], rc=rc, shifts=tuple(shifts), batch_size=batch_size,
-                           tracks={h: None if a else t.columns for h, t, a in head}, n_encoding=n_encoding,
-                           strand_pair={h: t.strand_pair if rc else None for h, t, _ in head})
-        return np.concatenate([ps[h] for h, _, _ in head], axis=-1)
-    return model.predict(codes, head=head, tracks=None if all_columns else tr.columns, rc=rc, shifts=tuple(shifts),
-                         batch_size=batch_size, n_encoding=n_encoding, strand_pair=tr.strand_pair if rc else None)
+    index: int
+    name: str
+    length: int
 
 
-def _window_codes(fa, tiling: Tiling, name: str, size: int, k: int) -> Optional[np.ndarray]:
+class GenomeJob(NamedTuple):
+    """What every chromosome of one job shares: the window placement, the tracks, the
+    ensemble (``batch_size`` windows per engine call), the job's key and its partials' folder."""
+
+    tiling: Tiling
+    tracks: GenomeTracks
+    ensemble: Ensemble
+    key: str
+    partial: Path
+
+
+def _window_codes(fa, tiling: Tiling, chrom: Chrom, k: int) -> Optional[np.ndarray]:
     """Window k's codes uint8 [L], or None when its output region is all N (not predicted)."""
     s, e = tiling.window(k)
-    codes = dna.encode(fetch(fa, name, s, e), what=f"{name}:{s}-{e}")
-    o0, o1 = tiling.output(k, size)
+    codes = dna.encode(fetch(fa, chrom.name, s, e), what=f"{chrom.name}:{s}-{e}")
+    o0, o1 = tiling.output(k, chrom.length)
     if np.all(codes[tiling.crop:tiling.crop + (o1 - o0)] == CODE_N):
         return None  # gap or telomere: no entries for these bins
     return codes
 
 
-def _predict_windows(model, tiling: Tiling, size: int, ks: Sequence[int], codes: Sequence[np.ndarray], head: str,
-                     tr: _Tracks, all_columns: bool, rc: bool, shifts, batch_size: int, n_encoding: str,
+def _predict_windows(model, job: GenomeJob, chrom: Chrom, ks: Sequence[int], codes: Sequence[np.ndarray],
                      dtype: np.dtype) -> List[Tuple[int, np.ndarray]]:
     """One engine call for windows ``ks`` -> [(first bin, values [bins, tracks] in the partial's
-    dtype)]: the unit of work of the single-process loop and of a distributed task."""
-    pred = _predict_batch(model, np.stack(codes), head, tr, all_columns, rc, shifts, batch_size, n_encoding)
+    dtype)]: the unit of work of the single-process loop and of a distributed task. Every head
+    from one trunk pass, their tracks side by side; with ``rc``, strand-paired tracks swap their
+    reverse-complement predictions (basenji's ``SwitchReverse``)."""
+    ps = predict(model, np.stack(codes), dict(job.tracks.heads), job.ensemble)
+    pred = np.concatenate([ps[h] for h, _ in job.tracks.heads], axis=-1) if job.tracks.multi else next(iter(ps.values()))
     out = []
     for j, k in enumerate(ks):
-        b0, b1 = tiling.bins(k, size)
+        b0, b1 = job.tiling.bins(k, chrom.length)
         vals = pred[j, :b1 - b0]
-        if dtype == np.float16:
-            vals = np.clip(vals, -FLOAT16_MAX, FLOAT16_MAX)
-        out.append((b0, vals.astype(dtype)))
+        out.append((b0, to_float16(vals) if dtype == np.float16 else vals.astype(dtype)))
     return out
 
 
@@ -378,7 +378,7 @@ def predict_genome(model, fasta: PathLike, out_dir: PathLike, head: Optional[str
     assembly_workers : int, optional
         Processes writing bigWigs once the predictions are done (default: the model's
         threads); used only for jobs of more than :data:`PARALLEL_ASSEMBLY_VALUES` values.
-    scheduler, workers, shard : distributed runs (:mod:`basenji2_fast.distributed`): a Dask
+    scheduler, workers, shard : distributed runs (:mod:`basenji2_fast.runner`): a Dask
         scheduler address / Client, or N local worker processes; tasks of ``batch_size``
         windows. ``shard="I/N"`` computes only shard I's tasks into ``out_dir`` (no bigWigs;
         ``basenji2-fast merge`` combines shards). The bigWigs are byte-identical to a
@@ -397,47 +397,15 @@ def predict_genome(model, fasta: PathLike, out_dir: PathLike, head: Optional[str
         A chromosome not in the FASTA, a bad track / head / option, or an OUTDIR holding a
         job with other options. Inputs are checked before anything is written.
     """
-    from .formats import file_sha256
-    from .model import load
-
     t_run = time.time()
     if not hasattr(model, "predict"):
         model_file = model if model_file is None else model_file
         model = load(model)
     # Check every input before touching OUTDIR, so bad inputs leave nothing behind.
     tiling = tiling_of(model)
-    names, multi = head_names(model, head, [k for k in (tracks if isinstance(tracks, dict) else ()) if k])
-    per_head = None
-    if multi:
-        # Several heads: one partial row per track of every head, files under <head>/.
-        def of(value, h):
-            return value.get(h) if isinstance(value, dict) else value
-        per_head = []
-        for h in names:
-            t = _resolve_tracks(of(tracks, h), of(track_names, h), model.spec.heads[h].tracks)
-            per_head.append((h, t, t.columns == list(range(model.spec.heads[h].tracks))))
-        offsets = np.cumsum([0] + [len(t.columns) for _, t, _ in per_head])
-        paired = any(t.strand_pair is not None for _, t, _ in per_head)
-        tr = _Tracks([c for _, t, _ in per_head for c in t.columns],
-                     [i for _, t, _ in per_head for i in t.identifiers],
-                     [lb for _, t, _ in per_head for lb in t.labels],
-                     [int(o) + p for (_, t, _), o in zip(per_head, offsets) for p in (t.strand_pair or
-                                                                                      range(len(t.columns)))]
-                     if paired else None,
-                     [f"{h}/{f}" for h, t, _ in per_head for f in t.files])
-        head, all_columns = names, False
-    else:
-        head = names[0] or model.head_names[0]
-        n_outputs = model.spec.heads[head].tracks
-        tr = _resolve_tracks(tracks.get(head) if isinstance(tracks, dict) else tracks,
-                             track_names.get(head) if isinstance(track_names, dict) else track_names, n_outputs)
-        all_columns = tr.columns == list(range(n_outputs))
-    shifts = [int(s) for s in shifts]
-    if not shifts:
-        raise ValueError("shifts must name at least one shift")
-    if n_encoding not in N_ENCODINGS:
-        raise ValueError(f"n_encoding={n_encoding!r}; expected one of {N_ENCODINGS}")
+    head, tr = genome_tracks(model, head, tracks, track_names)
     batch_size = int(batch_size)
+    ensemble = Ensemble(rc, shifts, n_encoding, batch_size)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     fa = open_fasta(fasta)
@@ -451,9 +419,9 @@ def predict_genome(model, fasta: PathLike, out_dir: PathLike, head: Optional[str
                 raise ValueError(f"{fasta}: no chromosome {c!r} (have {', '.join(n for n, _ in sizes[:10])}"
                                  f"{', ...' if len(sizes) > 10 else ''})")
         wanted = set(chroms)
-        todo = [(i, n, s) for i, (n, s) in enumerate(sizes) if n in wanted]
+        todo = [Chrom(i, n, s) for i, (n, s) in enumerate(sizes) if n in wanted]
     else:
-        todo = [(i, n, s) for i, (n, s) in enumerate(sizes)]
+        todo = [Chrom(i, n, s) for i, (n, s) in enumerate(sizes)]
     if not todo:
         raise ValueError(f"{fasta}: no chromosomes to predict")
 
@@ -473,7 +441,8 @@ def predict_genome(model, fasta: PathLike, out_dir: PathLike, head: Optional[str
         "head": head,
         "tracks": {"columns": tr.columns, "identifiers": tr.identifiers, "labels": tr.labels,
                    "strand_pair": tr.strand_pair if rc else None, "files": tr.files},
-        "chroms": [n for _, n, _ in todo], "rc": bool(rc), "shifts": shifts, "n_encoding": n_encoding,
+        "chroms": [c.name for c in todo], "rc": ensemble.rc, "shifts": list(ensemble.shifts),
+        "n_encoding": n_encoding,
     }
     key = canonical_sha(job)
 
@@ -503,29 +472,28 @@ def predict_genome(model, fasta: PathLike, out_dir: PathLike, head: Optional[str
         partial.mkdir(exist_ok=True)
         if not (partial / "job.json").exists():
             write_json(partial / "job.json", {"job_key": key, "job": job})
-        state = [_chrom_state(partial, i, n, s, tiling, len(tr.columns), key) for i, n, s in todo]
-        total = sum(tiling.n_windows(s) for _, _, s in todo)
+        gj = GenomeJob(tiling, tr, ensemble, key, partial)
+        state = [_chrom_state(gj, c) for c in todo]
+        total = sum(tiling.n_windows(c.length) for c in todo)
         done0 = sum(st["next_window"] for st in state)
-        if distributed.wanted(scheduler, workers, shard):
+        placement = runner.Placement(scheduler, workers, shard)
+        if placement.distributed:
             # Several heads: each task runs the trunk once per window for all of them.
-            shard_record = distributed.run_genome(model, fasta, partial, todo, state, tiling, tr, all_columns,
-                                                  per_head if multi else head, rc, shifts, batch_size, n_encoding,
-                                                  key, job, scheduler, workers, shard, progress)
+            shard_record = _run_tasks(model, fasta, gj, todo, state, job, placement, progress)
             if shard_record is not None:
                 return shard_record  # a shard: its task files only, no bigWigs
         else:
             with tqdm(total=total, initial=done0, unit="window", desc="predict-genome", disable=not progress,
                       dynamic_ncols=True) as bar:
-                for (i, name, size), st in zip(todo, state):
+                for c, st in zip(todo, state):
                     if st["done"]:
                         continue
-                    bar.set_postfix_str(name, refresh=False)
-                    _run_chromosome(model, fa, partial, i, name, size, tiling, tr, all_columns,
-                                    per_head if multi else head, rc, shifts, batch_size, n_encoding, key, st, bar)
+                    bar.set_postfix_str(c.name, refresh=False)
+                    _run_chromosome(model, fa, gj, c, st, bar)
         t_asm = time.time()
-        for h in (names if multi else ()):
+        for h, _ in (tr.heads if tr.multi else ()):
             (out_dir / h).mkdir(exist_ok=True)
-        records = [read_json(partial / f"{i}.json") for i, _, _ in todo]
+        records = [read_json(partial / f"{c.index}.json") for c in todo]
         asm_workers = _assemble(out_dir, partial, sizes, todo, records, tiling, tr,
                                 assembly_workers or getattr(model, "threads", None) or 1)
         asm_seconds = time.time() - t_asm
@@ -538,12 +506,12 @@ def predict_genome(model, fasta: PathLike, out_dir: PathLike, head: Optional[str
             "model": model_info,
             "genome": {"fasta": str(Path(fasta).resolve()), "fasta_bytes": job["genome"]["fasta_bytes"],
                        "chromosomes": [[n, s] for n, s in sizes]},
-            "options": {"head": head, "rc": bool(rc), "shifts": shifts, "n_encoding": n_encoding,
+            "options": {"head": head, "rc": ensemble.rc, "shifts": list(ensemble.shifts), "n_encoding": n_encoding,
                         "batch_size": batch_size, "threads": getattr(model, "threads", None)},
             "tracks": {"columns": tr.columns, "identifiers": tr.identifiers, "labels": tr.labels,
                        "strand_pair": tr.strand_pair if rc else None, "files": tr.files},
-            **({"heads": {h: {"dir": h, "columns": t.columns, "identifiers": t.identifiers,
-                              "files": [f"{h}/{f}" for f in t.files]} for h, t, _ in per_head}} if multi else {}),
+            **({"heads": {h: {"dir": h, "columns": cols, "identifiers": ids, "files": files}
+                          for h, cols, ids, files in tr.by_head()}} if tr.multi else {}),
             "tiling": {**asdict(tiling), "stride": tiling.stride,
                        "first_window_start": -tiling.crop, "skip": "windows whose output region is all N"},
             "chromosomes": [{"name": n, "length": s, "windows": r["windows"], "skipped_windows": r["skipped"],
@@ -572,32 +540,46 @@ def _partial_dtype(n_tracks: int, n_bins: int) -> np.dtype:
     return np.dtype(np.float32 if n_tracks * n_bins * 4 <= FLOAT32_PARTIAL_LIMIT else np.float16)
 
 
-def _chrom_state(partial: Path, i: int, name: str, size: int, tiling: Tiling, n_tracks: int, key: str) -> dict:
-    """Where chromosome i stands: committed, checkpointed at some window, or not started."""
-    shape = [n_tracks, tiling.n_chrom_bins(size)]
-    dtype = _partial_dtype(*shape).str
+def _partial_shape(job: GenomeJob, chrom: Chrom) -> Tuple[Tuple[int, int], np.dtype]:
+    """((tracks, bins), dtype) of a chromosome's partial."""
+    shape = (len(job.tracks), job.tiling.n_chrom_bins(chrom.length))
+    return shape, _partial_dtype(*shape)
+
+
+def _chrom_state(job: GenomeJob, chrom: Chrom) -> dict:
+    """Where a chromosome stands: committed, checkpointed at some window, or not started."""
+    partial, i, key = job.partial, chrom.index, job.key
+    shape, dtype = _partial_shape(job, chrom)
     rec = read_json(partial / f"{i}.json")
-    if (rec is not None and rec.get("job_key") == key and rec.get("name") == name
+    if (rec is not None and rec.get("job_key") == key and rec.get("name") == chrom.name
             and (partial / f"{i}.npy").is_file()):
         return {"done": True, "next_window": rec["windows"]}
     prog = read_json(partial / f"{i}.progress.json")
     inprog = partial / f"{i}.npy.inprogress"
-    if (prog is not None and prog.get("job_key") == key and prog.get("shape") == shape
-            and prog.get("dtype") == dtype and inprog.is_file()):
+    if (prog is not None and prog.get("job_key") == key and prog.get("shape") == list(shape)
+            and prog.get("dtype") == dtype.str and inprog.is_file()):
         return {"done": False, "next_window": int(prog["next_window"]), "skipped": list(prog["skipped"]),
                 "seconds": float(prog["seconds"])}
     return {"done": False, "next_window": 0, "skipped": [], "seconds": 0.0}
 
 
-def _run_chromosome(model, fa, partial: Path, i: int, name: str, size: int, tiling: Tiling, tr: _Tracks,
-                    all_columns: bool, head: str, rc: bool, shifts, batch_size: int, n_encoding: str, key: str,
-                    st: dict, bar) -> None:
+def _commit(job: GenomeJob, chrom: Chrom, skipped: List[int], seconds: float) -> None:
+    """A filled ``<i>.npy.inprogress`` becomes ``<i>.npy``, committed by ``<i>.json`` (written last)."""
+    partial, i = job.partial, chrom.index
+    shape, dtype = _partial_shape(job, chrom)
+    os.replace(partial / f"{i}.npy.inprogress", partial / f"{i}.npy")
+    write_json(partial / f"{i}.json", {"job_key": job.key, "name": chrom.name, "length": chrom.length,
+                                         "windows": job.tiling.n_windows(chrom.length), "skipped": skipped,
+                                         "dtype": dtype.str, "shape": list(shape), "seconds": seconds})
+    (partial / f"{i}.progress.json").unlink(missing_ok=True)
+
+
+def _run_chromosome(model, fa, job: GenomeJob, chrom: Chrom, st: dict, bar) -> None:
     """Fill ``<i>.npy.inprogress`` ([tracks, bins]) window by window, checkpoint, commit."""
-    n_win = tiling.n_windows(size)
-    shape = (len(tr.columns), tiling.n_chrom_bins(size))
-    dtype = _partial_dtype(*shape)
-    inprog = partial / f"{i}.npy.inprogress"
-    progress_path = partial / f"{i}.progress.json"
+    n_win = job.tiling.n_windows(chrom.length)
+    shape, dtype = _partial_shape(job, chrom)
+    inprog = job.partial / f"{chrom.index}.npy.inprogress"
+    progress_path = job.partial / f"{chrom.index}.progress.json"
     if st["next_window"] == 0:
         progress_path.unlink(missing_ok=True)
     arr = _PartialArray(inprog, shape, dtype, create=st["next_window"] == 0)
@@ -608,28 +590,27 @@ def _run_chromosome(model, fa, partial: Path, i: int, name: str, size: int, tili
 
     def checkpoint(next_window: int) -> None:
         arr.sync()  # the data first: the record promises these windows are on disk
-        write_json(progress_path, {"job_key": key, "name": name, "shape": list(shape), "dtype": dtype.str,
+        write_json(progress_path, {"job_key": job.key, "name": chrom.name, "shape": list(shape), "dtype": dtype.str,
                                     "next_window": next_window, "skipped": skipped,
                                     "seconds": seconds + time.time() - t0})
 
     pending: List[Tuple[int, np.ndarray]] = []
 
     def flush_batch() -> None:
-        for b0, vals in _predict_windows(model, tiling, size, [k for k, _ in pending], [c for _, c in pending],
-                                         head, tr, all_columns, rc, shifts, batch_size, n_encoding, dtype):
+        for b0, vals in _predict_windows(model, job, chrom, [k for k, _ in pending], [c for _, c in pending], dtype):
             arr.write(b0, vals)
         bar.update(len(pending))
         pending.clear()
 
     try:
         for k in range(st["next_window"], n_win):
-            codes = _window_codes(fa, tiling, name, size, k)
+            codes = _window_codes(fa, job.tiling, chrom, k)
             if codes is None:
                 skipped.append(k)  # gap or telomere: no entries for these bins
                 bar.update(1)
             else:
                 pending.append((k, codes))
-            if len(pending) >= batch_size or (k == n_win - 1 and pending):
+            if len(pending) >= job.ensemble.batch_size or (k == n_win - 1 and pending):
                 flush_batch()
                 if time.time() - last_ckpt >= CHECKPOINT_SECONDS and k < n_win - 1:
                     checkpoint(k + 1)
@@ -637,12 +618,88 @@ def _run_chromosome(model, fa, partial: Path, i: int, name: str, size: int, tili
         arr.sync()
     finally:
         arr.close()
-    seconds += time.time() - t0
-    os.replace(inprog, partial / f"{i}.npy")
-    write_json(partial / f"{i}.json", {"job_key": key, "name": name, "length": size, "windows": n_win,
-                                         "skipped": skipped, "dtype": dtype.str, "shape": list(shape),
-                                         "seconds": seconds})
-    progress_path.unlink(missing_ok=True)
+    _commit(job, chrom, skipped, seconds + time.time() - t0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Distributed runs: tasks of batch_size windows of one chromosome (runner)
+# ----------------------------------------------------------------------------------------------
+def windows_task(model, path: Path, fasta: str, job: GenomeJob, chrom: Chrom, dtype: str, k0: int, k1: int) -> None:
+    """Windows [k0, k1) of one chromosome -> ``path``: ``b0`` (first bin of each predicted
+    window), ``values`` [bins, tracks] (their bins, concatenated, in the partial's dtype),
+    ``skipped`` (all-N windows), ``seconds``."""
+    t0 = time.time()
+    fa = runner.worker_fasta(fasta)
+    ks, codes, skipped = [], [], []
+    for k in range(k0, k1):
+        c = _window_codes(fa, job.tiling, chrom, k)
+        if c is None:
+            skipped.append(k)
+        else:
+            ks.append(k)
+            codes.append(c)
+    parts = _predict_windows(model, job, chrom, ks, codes, np.dtype(dtype)) if ks else []
+    runner.save_task(path, b0=np.array([b for b, _ in parts], np.int64),
+                     n=np.array([len(v) for _, v in parts], np.int64),
+                     values=np.concatenate([v for _, v in parts]) if parts else np.zeros((0, len(job.tracks)), dtype),
+                     skipped=np.array(skipped, np.int64), seconds=np.float64(time.time() - t0))
+
+
+def _run_tasks(model, fasta, job: GenomeJob, todo: List[Chrom], state: List[dict], record: dict,
+               placement: runner.Placement, progress: bool) -> Optional[dict]:
+    """The chromosomes not yet committed, as tasks; each chromosome's task files are merged into
+    its partial (``<i>.npy`` + ``<i>.json``, as a single-process run commits them) as soon as
+    all are in. Returns the shard record for a shard, else None."""
+    fasta = os.path.abspath(os.fspath(fasta))
+    tiling, bs, partial = job.tiling, job.ensemble.batch_size, job.partial
+    left: Dict[int, set] = {}
+
+    def files(c: Chrom) -> List[str]:
+        return [f"t{c.index}_{k0}.npz" for k0 in range(0, tiling.n_windows(c.length), bs)]
+
+    def commit(c: Chrom) -> None:
+        shape, dtype = _partial_shape(job, c)
+        arr = _PartialArray(partial / f"{c.index}.npy.inprogress", shape, dtype, create=True)
+        skipped, seconds = [], 0.0
+        try:
+            for f in files(c):
+                with np.load(partial / f) as z:
+                    values, r = z["values"], 0
+                    for b0, n in zip(z["b0"], z["n"]):
+                        arr.write(int(b0), values[r:r + n])
+                        r += n
+                    skipped += [int(k) for k in z["skipped"]]
+                    seconds += float(z["seconds"])
+            arr.sync()
+        finally:
+            arr.close()
+        _commit(job, c, sorted(skipped), seconds)
+        for f in files(c):
+            (partial / f).unlink()
+
+    with runner.Runner("predict-genome", model, placement, progress=progress) as run:
+        total = sum(tiling.n_windows(c.length) for c in todo)
+        done = sum(tiling.n_windows(c.length) for c, st in zip(todo, state) if st["done"])
+        run.open(partial, record, total - done, "window")
+        chroms = {c.index: c for c, st in zip(todo, state) if not st["done"]}
+        left = {i: set(files(c)) for i, c in chroms.items()}
+
+        def on_done(task: str) -> None:
+            i = int(task[1:].split("_")[0])
+            left[i].discard(task)
+            if not left[i] and not run.is_shard:
+                commit(chroms[i])
+
+        for i, c in chroms.items():
+            dtype = _partial_shape(job, c)[1].str
+            n_win = tiling.n_windows(c.length)
+            for k0 in range(0, n_win, bs):
+                k1 = min(n_win, k0 + bs)
+                run.add(runner.Task(f"t{i}_{k0}.npz", windows_task, (fasta, job, c, dtype, k0, k1), k1 - k0, on_done))
+        run.wait()
+        if run.is_shard:
+            return run.write_shard(partial.parent)
+    return None
 
 
 def _runs(n_windows: int, skipped: Sequence[int]) -> List[Tuple[int, int]]:
@@ -702,7 +759,7 @@ def _assembly_worker(spec_path: str) -> None:
                   [tuple(x) for x in spec["jobs"]])
 
 
-def _assemble(out_dir: Path, partial: Path, sizes, todo, records, tiling: Tiling, tr: _Tracks,
+def _assemble(out_dir: Path, partial: Path, sizes, todo, records, tiling: Tiling, tr: GenomeTracks,
               workers: int) -> int:
     """Write every track's bigWig; returns the number of processes used.
 
@@ -723,9 +780,9 @@ def _assemble(out_dir: Path, partial: Path, sizes, todo, records, tiling: Tiling
         _write_tracks(out_dir, partial, sizes, todo, records, tiling, jobs)
         return 1
     env = dict(os.environ)
-    package_root = str(Path(__file__).resolve().parents[1])  # the child imports this very package
+    package_root = str(Path(__file__).resolve().parents[2])  # the child imports this very package
     env["PYTHONPATH"] = os.pathsep.join([package_root] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-    code = "import sys; from basenji2_fast.genome_tiling import _assembly_worker; _assembly_worker(sys.argv[1])"
+    code = "import sys; from basenji2_fast.workflows.genome_tiling import _assembly_worker; _assembly_worker(sys.argv[1])"
     procs = []
     try:
         for w in range(workers):
@@ -752,39 +809,37 @@ def _assemble(out_dir: Path, partial: Path, sizes, todo, records, tiling: Tiling
 # ----------------------------------------------------------------------------------------------
 
 def run_predict_genome(args) -> int:
-    """``basenji2-fast predict-genome``."""
-    from .cli_options import track_request
-    from .multihead import plan_heads
-    from .regions import resolve_tracks
+    """``basenji2-fast predict-genome``; prints what it wrote, or a one-line error (exit status 1)."""
+    def work():
+        head, tracks, targets = track_request(args)
+        model = load_model(args)
+        multi, reqs = plan_heads(model, head, tracks, targets)
+        sels = {}
+        for r in reqs:
+            if r.targets is not None or r.tracks is not None:
+                h, sel = resolve_tracks(model, r.head, r.tracks, r.targets)
+            else:
+                h, sel = r.head or model.head_names[0], None
+            sels[h] = sel
+        head, tracks = (list(sels), sels) if multi else next(iter(sels.items()))
+        chroms = [c.strip() for c in args.chroms.split(",") if c.strip()] if args.chroms else None
+        manifest = predict_genome(model, args.fasta, args.out_dir, head=head, tracks=tracks, chroms=chroms,
+                                  rc=args.rc, shifts=args.shifts, batch_size=args.batch_size,
+                                  n_encoding=args.n_encoding, progress=not args.quiet, overwrite=args.overwrite,
+                                  model_file=args.model, **distributed_kwargs(args))
+        if manifest.get("status") == "shard":
+            print(f"wrote shard {manifest['shard'][0]}/{manifest['shard'][1]} ({len(manifest['tasks'])} tasks) to "
+                  f"{args.out_dir}; combine the shards with basenji2-fast merge")
+            return
+        w = manifest["windows"]
+        if manifest.get("status") == "up-to-date":
+            print(f"{args.out_dir} already holds this finished job (manifest.json); nothing to do")
+            return
+        dirs = f" ({', '.join(f'{h}/' for h in manifest['heads'])})" if "heads" in manifest else ""
+        print(f"wrote {len(manifest['tracks']['files'])} bigWigs{dirs} and {MANIFEST} to {args.out_dir} "
+              f"({w['predicted']:,} windows predicted, {w['skipped']:,} all-N windows skipped)")
 
-    head, tracks, targets = track_request(args)
-    model = load_model(args)
-    multi, reqs = plan_heads(model, head, tracks, targets)
-    sels = {}
-    for r in reqs:
-        if r.targets is not None or r.tracks is not None:
-            h, sel = resolve_tracks(model, r.head, r.tracks, r.targets)
-        else:
-            h, sel = r.head or model.head_names[0], None
-        sels[h] = sel
-    head, tracks = (list(sels), sels) if multi else next(iter(sels.items()))
-    chroms = [c.strip() for c in args.chroms.split(",") if c.strip()] if args.chroms else None
-    manifest = predict_genome(model, args.fasta, args.out_dir, head=head, tracks=tracks, chroms=chroms, rc=args.rc,
-                              shifts=args.shifts, batch_size=args.batch_size, n_encoding=args.n_encoding,
-                              progress=not args.quiet, overwrite=args.overwrite, model_file=args.model,
-                              **distributed.distributed_kwargs(args))
-    if manifest.get("status") == "shard":
-        print(f"wrote shard {manifest['shard'][0]}/{manifest['shard'][1]} ({len(manifest['tasks'])} tasks) to "
-              f"{args.out_dir}; combine the shards with basenji2-fast merge")
-        return 0
-    w = manifest["windows"]
-    if manifest.get("status") == "up-to-date":
-        print(f"{args.out_dir} already holds this finished job (manifest.json); nothing to do")
-        return 0
-    dirs = f" ({', '.join(f'{h}/' for h in manifest['heads'])})" if "heads" in manifest else ""
-    print(f"wrote {len(manifest['tracks']['files'])} bigWigs{dirs} and {MANIFEST} to {args.out_dir} "
-          f"({w['predicted']:,} windows predicted, {w['skipped']:,} all-N windows skipped)")
-    return 0
+    return one_line_errors(getattr(args, "command", None) or "predict-genome", work)
 
 
 def add_predict_genome_subcommand(subparsers) -> argparse.ArgumentParser:
@@ -804,6 +859,6 @@ def add_predict_genome_subcommand(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=4, help="windows per engine call (default 4)")
     add_run_options(p)
     p.add_argument("--overwrite", action="store_true", help="start over when OUT_DIR holds a job with other options")
-    distributed.add_distributed_options(p)
+    add_distributed_options(p)
     p.set_defaults(func=run_predict_genome)
     return p
