@@ -57,34 +57,13 @@ Engine::Engine(int64_t seq_length, Gelu gelu, bool final_gelu, std::vector<OpDes
       tile_floats_(tile_floats), kernels_(&cpu::select_kernels(isa.c_str())), ops_(std::move(ops)),
       head_bf16_(head_bf16) {
   const int n = int(ops_.size());
-  plan_shapes(seq_length, ops_, lengths_, channels_);
-  // Which forms of each tensor are read, with what halo, and when last. Walk backwards so
-  // that a crop passes on the needs of the tensor it produces.
-  need_raw_.assign(n + 1, 0);
-  need_act_.assign(n + 1, 0);
-  halo_.assign(n + 1, 0);
-  last_use_.assign(n + 1, -1);
-  (final_gelu_ ? need_act_ : need_raw_)[n] = 1;
-  last_use_[n] = n;
-  for (int i = n - 1; i >= 0; --i) {
-    const OpDesc& op = ops_[i];
-    if (op.type == OpDesc::Conv) {
-      (op.gelu_in ? need_act_ : need_raw_)[i] = 1;
-      // Zero rows each side: the halo, and for a fast conv the rows its last tile block
-      // reads beyond the layer's end.
-      int64_t lo, hi;
-      op_reads(i, 0, lengths_[i], lo, hi);
-      halo_[i] = std::max(-lo, hi - lengths_[i]);
-      if (op.residual >= 0) {
-        need_raw_[op.residual] = 1;
-        last_use_[op.residual] = std::max(last_use_[op.residual], i);
-      }
-    } else {
-      need_raw_[i] = need_raw_[i] || need_raw_[i + 1];
-      need_act_[i] = need_act_[i] || need_act_[i + 1];
-    }
-    last_use_[i] = std::max(last_use_[i], i);
-  }
+  // Which forms of each tensor are read, with what halo, and when last (one fp32 form for
+  // both kinds of pre-activation reader).
+  TensorPlan plan = plan_tensors(seq_length, ops_, final_gelu_);
+  lengths_ = std::move(plan.lengths), channels_ = std::move(plan.channels);
+  need_act_ = std::move(plan.act), need_raw_ = std::move(plan.raw);
+  for (int i = 0; i <= n; ++i) need_raw_[i] = need_raw_[i] || plan.residual[i];
+  halo_ = std::move(plan.halo), last_use_ = std::move(plan.last_use);
   // Activated tensors are stored in the type of the op (or head) that reads them.
   if (head_bf16_ && !final_gelu_) fail("bf16 heads need the activated trunk output (final_gelu)");
   act_bf16_.assign(n + 1, 0);

@@ -3,6 +3,7 @@
 // arithmetic is in the kernel sets (csrc/cpu/).
 #pragma once
 #include <cstdint>
+#include <algorithm>
 #include <cstring>
 #include <functional>
 #include <map>
@@ -81,6 +82,50 @@ inline void plan_shapes(int64_t seq_length, const std::vector<OpDesc>& ops, std:
       if (op.left < 0 || op.right < 0 || lengths[i + 1] <= 0) fail(at + "bad crop");
     }
   }
+}
+
+// The tensors of a plan and what reads them: the one analysis of tensor lifetimes that every
+// engine allocates by and the incremental path patches. Tensor i is op i's input (tensor 0 the
+// one-hot input; tensor n = ops.size() the trunk output, read by the heads and returned as the
+// embeddings, activated when final_gelu). Walking backwards, a crop passes on the readers of
+// the tensor it produces.
+struct TensorPlan {
+  std::vector<int64_t> lengths;  // rows (plan_shapes)
+  std::vector<int> channels;
+  std::vector<char> act;       // read activated: by a conv with gelu_in, or by the heads (final_gelu)
+  std::vector<char> raw;       // read pre-activation: by a conv without gelu_in, or by the heads
+  std::vector<char> residual;  // read pre-activation by a residual add (always fp32)
+  std::vector<int64_t> halo;   // zero rows each side that its conv reader reads beyond the layer
+  std::vector<int> last_use;   // the last op that reads it (n: the heads)
+};
+
+// plan_shapes, then the readers. halo: conv_halo, and for a fast conv also the rows its last
+// tile block reads beyond the layer's end (conv_reads).
+inline TensorPlan plan_tensors(int64_t seq_length, const std::vector<OpDesc>& ops, bool final_gelu) {
+  TensorPlan t;
+  plan_shapes(seq_length, ops, t.lengths, t.channels);
+  const int n = int(ops.size());
+  t.act.assign(n + 1, 0), t.raw.assign(n + 1, 0), t.residual.assign(n + 1, 0);
+  t.halo.assign(n + 1, 0), t.last_use.assign(n + 1, -1);
+  (final_gelu ? t.act : t.raw)[n] = 1;
+  t.last_use[n] = n;
+  for (int i = n - 1; i >= 0; --i) {
+    const OpDesc& op = ops[i];
+    if (op.type == OpDesc::Conv) {
+      (op.gelu_in ? t.act : t.raw)[i] = 1;
+      int64_t lo, hi;
+      conv_reads(0, t.lengths[i], fast_block(op.fast_m, op.dil), conv_halo(op.k, op.dil), lo, hi);
+      t.halo[i] = std::max(-lo, hi - t.lengths[i]);
+      if (op.residual >= 0) {
+        t.residual[op.residual] = 1;
+        t.last_use[op.residual] = std::max(t.last_use[op.residual], i);
+      }
+    } else {
+      t.act[i] |= t.act[i + 1], t.raw[i] |= t.raw[i + 1], t.residual[i] |= t.residual[i + 1];
+    }
+    t.last_use[i] = std::max(t.last_use[i], i);
+  }
+  return t;
 }
 
 struct HeadRequest {
