@@ -267,15 +267,20 @@ inline void for_each_tile(int64_t p0, int64_t p1, int cout, int threads, int64_t
 }
 
 // The loop order for a conv (see for_each_tile): chunk-major when the layer's input
-// outweighs its weights, with chunks whose input rows fill about half an L2.
+// outweighs its weights, with chunks whose input rows fill about half an L2, as many as a
+// multiple of the threads (else the last round of chunks leaves threads idle: a 1x1 layer of
+// 1,024 rows made 9 chunks for 2 threads).
 template <int MR>
 inline int64_t conv_chunk(const ConvArgs& a) {
   const int64_t es = a.bf16 ? 2 : 4;  // bytes per input element and weight
-  const int64_t in_bytes = (a.p1 - a.p0) * int64_t(a.cin) * es;
+  const int64_t len = a.p1 - a.p0;
+  const int64_t in_bytes = len * int64_t(a.cin) * es;
   const int64_t w_bytes = int64_t(a.k) * a.cin * a.cout * es;
   if (in_bytes <= w_bytes) return 0;
-  const int64_t rows = (192 * 1024) / (es * int64_t(a.cin));
-  return std::max<int64_t>(4 * MR, rows / MR * MR);
+  const int64_t rows = std::max<int64_t>(4 * MR, (192 * 1024) / (es * int64_t(a.cin)) / MR * MR);
+  const int64_t t = std::max(1, a.threads);
+  const int64_t chunks = ((len + rows - 1) / rows + t - 1) / t * t;
+  return std::max<int64_t>(4 * MR, ((len + chunks - 1) / chunks + MR - 1) / MR * MR);
 }
 
 // Calls f(std::integral_constant<int, rows>) for rows in 1..MR: full tiles use the widest
