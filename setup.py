@@ -7,6 +7,12 @@ fail) | 0 (skip it). BASENJI2_FAST_CUDA_EMULATOR=1|0 (default 1) also builds bas
 own source compiled for the CPU emulator of csrc/cuda/emulator.h (host compiler only), which
 the tests run where no GPU is. BASENJI2_FAST_CUDA_ARCHS="80,90" picks the GPU architectures (cubins for
 each, plus PTX of the newest for later GPUs). nvcc: $CUDA_HOME/bin/nvcc, else the one on PATH.
+
+BASENJI2_FAST_SANITIZE=1 builds the engine and the CUDA emulator module with AddressSanitizer +
+UndefinedBehaviorSanitizer (-O1, frame pointers, any finding aborts); the CUDA module is then
+skipped unless BASENJI2_FAST_CUDA=1. For tests only: build it into a separate folder
+(`python setup.py build_ext -f -b DIR -t DIR/build`) and run Python with the ASan runtime
+preloaded, as .ci/run does.
 """
 import glob
 import os
@@ -30,6 +36,8 @@ X86 = os.uname().machine in ("x86_64", "AMD64", "i686")
 CUDA_MODE = os.environ.get("BASENJI2_FAST_CUDA", "auto").strip().lower()
 if CUDA_MODE not in ("auto", "1", "0"):
     raise SystemExit(f"BASENJI2_FAST_CUDA={CUDA_MODE!r}: expected auto, 1 or 0")
+SANITIZE = os.environ.get("BASENJI2_FAST_SANITIZE", "0").strip() == "1"
+SANITIZE_FLAGS = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-g"]
 CUDA_ARCHS = [a.strip() for a in os.environ.get("BASENJI2_FAST_CUDA_ARCHS", "80,90").split(",") if a.strip()]
 CUDA_SOURCES = ["csrc/cuda/cuda_engine.cu"]
 
@@ -95,7 +103,7 @@ class BuildExt(build_ext):
         ext.extra_objects = objects
 
 
-common = ["-O3", "-fno-math-errno"]
+common = ["-O3", "-fno-math-errno"] + (SANITIZE_FLAGS + ["-O1"] if SANITIZE else [])
 engine = Pybind11Extension(
     "basenji2_fast._engine",
     sources=["csrc/python/module.cpp", "csrc/engine/engine.cpp", "csrc/engine/incremental.cpp", "csrc/engine/parallel.cpp",
@@ -105,13 +113,15 @@ engine = Pybind11Extension(
     depends=sorted(glob.glob("csrc/**/*.h", recursive=True) + glob.glob("csrc/**/*.cpp", recursive=True)),
     define_macros=[("B2F_HAVE_X86_KERNELS", "1")] if X86 else [],
     extra_compile_args=common,
-    extra_link_args=["-pthread"],
+    extra_link_args=["-pthread"] + (SANITIZE_FLAGS if SANITIZE else []),
     cxx_std=17,
 )
 
 
 def cuda_extension():
     """basenji2_fast._cuda, or None when this build skips CUDA."""
+    if SANITIZE and CUDA_MODE != "1":
+        return None  # its host code would not be sanitized; the emulator module is
     nvcc = find_nvcc() if CUDA_MODE != "0" else None
     if nvcc is None:
         if CUDA_MODE == "1":
@@ -146,7 +156,9 @@ def cuda_emulator_extension():
                        ["csrc/python/args.h", "csrc/engine/engine.h"]),
         define_macros=[("B2F_CUDA_EMULATOR", "1"), ("B2F_CUDA_MODULE_NAME", "_cuda_emu"),
                        ("B2F_CUDA_ARCHS", '"emulator"')],
-        extra_compile_args=["-O2", "-Wno-unknown-pragmas", "-fno-strict-aliasing"],  # CUDA-style vector casts
+        extra_compile_args=["-O2", "-Wno-unknown-pragmas", "-fno-strict-aliasing"]  # CUDA-style vector casts
+        + (SANITIZE_FLAGS + ["-O1"] if SANITIZE else []),
+        extra_link_args=SANITIZE_FLAGS if SANITIZE else [],
         cxx_std=17,
     )
 

@@ -1,44 +1,69 @@
-"""``basenji2-fast bench``: seconds per sequence, GFLOP/s and share of the machine's FMA
-peak per layer group, and peak RSS, per precision and kernel set, next to basenji2-pytorch
-in the same run.
+"""``basenji2-fast bench``: this engine next to every framework that runs Basenji2, in the same
+run, on the machine's measured limit.
 
-Every engine configuration runs in its own long-lived worker process (``python -m
-basenji2_fast.bench --_worker CONFIG``), so peak memory is per engine and load from other
-processes on the machine hits all engines alike: after one warm-up pass each, round ``r``
-runs one pass of every worker, the order rotating. Peak RSS comes from separate short
-processes that load the model and predict one sequence. The parent never imports torch
-nor builds the model (on Linux a child's ``ru_maxrss`` starts at its parent's RSS).
+* **The limit.** At the start and the end of the run the engine's register-only multiply-add
+  loops (``_engine.measure_peak``) measure the machine's fp32 and bf16 peak for every kernel
+  set this CPU runs, on the benchmark's thread count (best of a few short trials). Every
+  "% of peak" is of that measured number.
+* **Two kinds of FLOPs.** *Nominal*: what a direct convolution of the model computes
+  (:func:`op_flops`: 2·k·c_in·c_out per output position of each conv before pooling,
+  2·channels·tracks per bin for the head; 233.3 GFLOP per Basenji2 sequence). *Effective
+  GFLOP/s* = nominal / time, comparable across engines. *Executed*: what our engine's
+  algorithm actually does, as the engine counts it (``Model.executed_flops``: tile halos,
+  the stem's table gather, a fast convolution's transforms); our % of peak is executed / time
+  / peak. A framework's executed arithmetic is unknown: its % of peak is of the nominal.
+* **The engines.** Ours (per precision, and per convolution algorithm when the engine has a
+  choice) and the framework peers of :mod:`basenji2_fast.peers` (TensorFlow on the Keras
+  file, basenji2-pytorch eager / torch.compile / bf16 autocast, ONNX Runtime and OpenVINO
+  LATENCY / THROUGHPUT on its ONNX export), every one in its own long-lived worker process,
+  so peak memory is per engine. After a warm-up pass each, ``rounds`` rounds run
+  ``passes`` timed passes of every engine, the order rotating from round to round, so that
+  load from other processes hits all engines alike; medians and minima per sequence.
+  The parent never imports a framework (on Linux a child's ``ru_maxrss`` starts at its
+  parent's RSS).
+* **Fidelity.** Each engine's output for the same sequence is compared with ours in fp32
+  (direct convolution) computing the same GELU (the Keras model's sigmoid form for
+  TensorFlow, basenji2-pytorch's erf for the torch family and its export): max |Δ| and the
+  per-track Pearson r over the bins (median and minimum over the tracks whose reference
+  varies, std >= 0.01), flagged when out of bounds (:data:`FIDELITY`).
+* **Throughput.** Batch sizes beyond 1 for a subset of the engines (fresh workers per batch),
+  and ``predict-genome`` windows per second in bf16 on a small synthetic genome.
 
-The FLOP count (:func:`op_flops`) is the one place FLOPs are defined: 2·k·c_in·c_out per
-output position of each convolution (before pooling) and 2·channels·tracks per bin for a
-head; GELU, bias, residual adds and pooling are not counted.
+The weights copy into basenji2-pytorch and its ONNX export are made once into a cache folder.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import datetime as _dt
+import hashlib
+import inspect
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from .peers import MAGIC, RUNTIMES, peak_rss_mb, reply, serve  # serve: also benchmarks/bench_vs_pytorch.py
 from .spec import PRECISIONS, ConvOp, CropOp, Head, ModelSpec
 
 GROUPS = ("stem", "tower", "dilated", "head")
 GROUP_TITLES = {"stem": "stem", "tower": "conv tower", "dilated": "dilated residual tower",
                 "head": "final 1x1 + head"}
-MAGIC = "@@b2bench "
-IDLE_S = 0.3  # pause before each timed pass: the previous worker's OpenMP threads spin briefly
+IDLE_S = 0.3  # pause before each timed pass: the previous worker's threads spin briefly
+#: Fidelity bounds against our fp32 output with the same GELU: an fp32 engine within max |Δ|
+#: 1e-3 (the tolerance our fp32 keeps against TensorFlow on the full-size fixture); a bf16
+#: engine with per-track r >= 0.99 on every track that varies (bf16 frameworks reach 0.995+).
+FIDELITY = {"fp32_max_abs": 1e-3, "bf16_r_min": 0.99, "min_std": 0.01}
+#: The batch sweep's engines unless --batch-engines says otherwise (memory: every engine of
+#: a batch runs at once).
+DEFAULT_BATCH_ENGINES = ("ours", "torch", "ov", "ov-tput")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -62,7 +87,7 @@ def op_groups(spec: ModelSpec) -> List[str]:
 
 
 def op_flops(spec: ModelSpec, head: Optional[str] = None, tracks: Optional[int] = None) -> List[dict]:
-    """FLOPs of one sequence, per op and for the head.
+    """Nominal FLOPs of one sequence (a direct convolution's), per op and for the head.
 
     Returns one dict per conv op (``index``, ``name``, ``group``, ``length``: output positions
     before pooling = the op's input length, ``flops`` = 2·k·c_in·c_out·length) and a last
@@ -88,7 +113,7 @@ def op_flops(spec: ModelSpec, head: Optional[str] = None, tracks: Optional[int] 
 
 
 def group_flops(spec: ModelSpec, head: Optional[str] = None) -> Dict[str, int]:
-    """{group: FLOPs of one sequence} in :data:`GROUPS` order (from :func:`op_flops`)."""
+    """{group: nominal FLOPs of one sequence} in :data:`GROUPS` order (from :func:`op_flops`)."""
     total = dict.fromkeys(GROUPS, 0)
     for e in op_flops(spec, head):
         total[e["group"]] += e["flops"]
@@ -131,35 +156,32 @@ def cpu_info(path: str = "/proc/cpuinfo") -> dict:
     return info
 
 
-def fma_peak(flags, ghz: float, cores: int, vendor: str = "", family: Optional[int] = None) -> dict:
-    """FMA-limited peak GFLOP/s of ``cores`` cores at ``ghz``, for fp32 and bf16.
+def measure_peaks(threads: int, trials: int = 5, seconds: float = 0.2, isas: Optional[Sequence[str]] = None) -> dict:
+    """The machine's multiply-add limit per kernel set and precision, measured by the
+    engine's register-only loops on ``threads`` threads: ``{isa: {"fp32"|"bf16": {"gflops":
+    best trial, "trials": [...], "instruction": ...}}}``. The best of ``trials`` short runs:
+    other processes only ever slow a trial down. Where bf16 runs the fp32 loop (no bf16
+    arithmetic), both precisions get the best of all its trials."""
+    from . import _engine
 
-    Assumptions (stated in the result): two FMA pipes per core (AMD Zen 2-5, most Intel
-    server cores); an FMA is 2 FLOPs per lane. AVX2+FMA: 2 x 8 lanes x 2 = 32 fp32
-    FLOP/cycle. AVX-512: 2 x 16 x 2 = 64, except on AMD family 25 (Zen 4), whose 512-bit
-    instructions run as two 256-bit halves (32). bf16: with ``avx512_bf16`` the dot-product
-    instruction (vdpbf16ps) does twice the fp32 rate; without it bf16 is computed with
-    fp32 FMAs (the fp32 peak). AMX is not modelled.
-    """
-    flags = set(flags)
-    if "avx512f" in flags:
-        zen4 = vendor == "AuthenticAMD" and family == 25
-        per, isa = (32, "AVX-512 (Zen 4: 256-bit datapath)") if zen4 else (64, "AVX-512")
-    elif "avx2" in flags and "fma" in flags:
-        per, isa = 32, "AVX2+FMA"
-    elif "avx" in flags:
-        per, isa = 16, "AVX (no FMA: 1 mul + 1 add pipe)"
-    else:
-        per, isa = 8, "SSE"
-    bf16 = "avx512_bf16" in flags
-    per_bf16 = 2 * per if bf16 else per
-    return {
-        "fp32": per * ghz * cores, "bf16": per_bf16 * ghz * cores, "ghz": ghz, "cores": cores,
-        "flop_per_cycle_core": {"fp32": per, "bf16": per_bf16},
-        "assumption": (f"{isa}: 2 FMA pipes/core, {per} fp32 FLOP/cycle/core"
-                       + (f", bf16 {per_bf16} (vdpbf16ps = 2x fp32)" if bf16 else ", bf16 = fp32 rate (no avx512_bf16)")
-                       + f"; x {ghz:.2f} GHz x {cores} core(s)"),
-    }
+    out = {}
+    for isa in isas or available_isas():
+        out[isa] = {}
+        for prec in ("fp32", "bf16"):
+            runs = [_engine.measure_peak(isa, prec, threads, seconds) for _ in range(trials)]
+            out[isa][prec] = {"gflops": max(r["gflops"] for r in runs), "trials": [r["gflops"] for r in runs],
+                              "instruction": runs[0]["instruction"], "threads": runs[0]["threads"]}
+        f, b = out[isa]["fp32"], out[isa]["bf16"]
+        if f["instruction"] == b["instruction"]:
+            f["gflops"] = b["gflops"] = max(f["gflops"], b["gflops"])
+    return out
+
+
+def available_isas() -> List[str]:
+    """Kernel sets this build holds and this CPU runs, best first."""
+    from .model import build_info
+
+    return [s for s in str(build_info().get("isas", "")).split(",") if s]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -170,25 +192,6 @@ def default_threads() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
         return os.cpu_count() or 1
-
-
-def ru_maxrss_mb() -> float:
-    """getrusage(RUSAGE_SELF).ru_maxrss in MB (Linux reports KiB, macOS bytes)."""
-    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return kb / 1024.0 if sys.platform != "darwin" else kb / 2**20
-
-
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process since it exec'd, in MB: ``VmHWM`` (Linux's
-    ``ru_maxrss`` of a child starts at its parent's RSS at fork time), else ru_maxrss."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return ru_maxrss_mb()
 
 
 def random_codes(batch: int, length: int, seed: int) -> np.ndarray:
@@ -213,8 +216,6 @@ def dist_version(name: str) -> str:
 
 def engine_binary() -> dict:
     """The compiled extension this process imported: file name, sha256, mtime."""
-    import hashlib
-
     try:
         from . import _engine
 
@@ -249,34 +250,10 @@ def build_provenance() -> dict:
     return info
 
 
-def reply(obj) -> None:
-    """A worker's answer to its parent: one marked JSON line on stdout."""
-    sys.stdout.write(MAGIC + json.dumps(obj) + "\n")
-    sys.stdout.flush()
-
-
-def serve(handlers: dict, report: dict) -> None:
-    """A worker's loop: say ``ready`` (with ``report``), then answer each stdin line
-    ``COMMAND [ARG]`` with ``handlers[COMMAND](ARG)``; ``finish`` adds the peak RSS to
-    ``report``, answers it and returns."""
-    reply({"ready": True, **report})
-    for line in sys.stdin:
-        cmd, _, arg = line.strip().partition(" ")
-        if cmd == "finish":
-            if "finish" in handlers:
-                handlers["finish"](arg)
-            report.update(peak_rss_mb=peak_rss_mb(), ru_maxrss_mb=ru_maxrss_mb(),
-                          torch_imported="torch" in sys.modules)
-            reply(report)
-            return
-        try:
-            reply(handlers[cmd](arg))
-        except Exception as e:  # noqa: BLE001  (the parent reports it and goes on)
-            reply({"error": f"{type(e).__name__}: {e}"})
-
-
 class Worker:
-    """One engine in its own long-lived process, driven line by line (see :func:`serve`)."""
+    """One engine in its own long-lived process, driven line by line (see :func:`serve`).
+    ``report`` is its first answer: ``ready`` with its description, or ``not_installed`` /
+    ``unsupported`` when it cannot run (the process has then ended)."""
 
     def __init__(self, name: str, cmd: List[str], env: dict):
         self.name = name
@@ -348,7 +325,9 @@ def _prepare_weights(seed: int, pth: Optional[Path], st: Path) -> dict:
 
         from .peers import random_basenji2_pytorch
 
-        torch.save(random_basenji2_pytorch(seed).state_dict(), pth)
+        tmp = Path(str(pth) + ".tmp")
+        torch.save(random_basenji2_pytorch(seed).state_dict(), tmp)
+        os.replace(tmp, pth)
         convert(pth, st, gelu="erf")
         return {"source": "basenji2-pytorch random (peers.random_basenji2_pytorch)", "gelu": "erf"}
     from .formats import engine_format
@@ -358,11 +337,42 @@ def _prepare_weights(seed: int, pth: Optional[Path], st: Path) -> dict:
     return {"source": "random_spec(published Basenji2 params)", "gelu": "sigmoid"}
 
 
-# ---------------------------------------------------------------------------------------------
-# layer-group timing (in an engine worker)
+def _prepare_peer_files(model: Optional[str], pth: Path, onnx: Optional[Path]) -> dict:
+    """(Worker body) The files the torch family and the ONNX runtimes read: ``pth``, a
+    basenji2-pytorch state dict with ``model``'s weights (None: ``pth`` exists already), and
+    ``onnx``, its export (None: not wanted). Each step says what failed instead of raising."""
+    out = {}
+    if model is not None:
+        try:
+            import torch
 
-def time_layer_groups(model, repeats: int, seed: int = 0) -> dict:
-    """Median seconds per layer group of one sequence, on ``model``'s precision and kernels.
+            from .formats import load_spec
+            from .formats.torch_pth import state_dict_from_spec
+
+            sd = state_dict_from_spec(load_spec(model, keep_bf16=True))
+            tmp = Path(str(pth) + ".tmp")
+            torch.save({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in sd.items()}, tmp)
+            os.replace(tmp, pth)
+        except Exception as e:  # noqa: BLE001  (reported as the peers' reason not to run)
+            out["pth_error"] = f"{type(e).__name__}: {e}"
+            return out
+    out["pth"] = str(pth)
+    if onnx is not None:
+        from .peers import export_onnx
+
+        try:
+            out.update(export_onnx(str(pth), str(onnx)))
+        except Exception as e:  # noqa: BLE001
+            out["onnx_error"] = f"{type(e).__name__}: {e}".splitlines()[0]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# our engine's workers
+
+def time_layer_groups(model, repeats: int, seed: int = 0, options: Optional[dict] = None) -> dict:
+    """Median seconds per layer group of one sequence, on ``model``'s precision and kernels,
+    with the nominal FLOPs (:func:`op_flops`) and the FLOPs the engine executes for each.
 
     * stem: the stem alone over the whole sequence (a copy of the model cut after the stem,
       plus a crop to two positions so almost nothing is copied out), through ``embed``;
@@ -375,13 +385,14 @@ def time_layer_groups(model, repeats: int, seed: int = 0) -> dict:
       (a 1x1 table-gather stem, < 0.1% of the time), through ``predict``.
 
     Not timed here: GELU epilogues, crops, tile halos, buffer management (the difference
-    between the whole pass and the sum of the groups). Returns {"ops": [...], "groups":
-    {group: {"s", "flops"}}}.
+    between the whole pass and the sum of the groups). ``options``: further arguments of
+    :class:`Model` the cut models are built with (e.g. the convolution algorithm). Returns
+    {"ops": [...], "groups": {group: {"s", "flops", "executed_flops"}}}.
     """
     from .model import Model
 
     spec = model.spec
-    kw = dict(precision=model.precision, threads=model.threads, isa=model.info()["isa"])
+    kw = dict(precision=model.precision, threads=model.threads, isa=model.info()["isa"], **(options or {}))
     rng = np.random.default_rng(seed)
     entries = op_flops(spec)
     lengths, chans = [], []
@@ -402,7 +413,7 @@ def time_layer_groups(model, repeats: int, seed: int = 0) -> dict:
             ts.append(time.perf_counter() - t0)
         return statistics.median(ts)
 
-    times = {}
+    times, executed = {}, {}
     stem = spec.ops[0]
     ls = spec.seq_length // stem.pool
     cut = ModelSpec(spec.seq_length, [stem, CropOp("bench_crop", ls // 2 - 1, ls - ls // 2 - 1)], {},
@@ -410,11 +421,13 @@ def time_layer_groups(model, repeats: int, seed: int = 0) -> dict:
     stem_model = Model(cut, **kw)
     codes = random_codes(1, spec.seq_length, seed)
     times[0] = median_time(lambda: stem_model.embed(codes))
+    executed[0] = stem_model.executed_flops()["ops"][0]
     stem_model = None  # its buffers go before the next model's
 
     twin = dataclasses.replace(spec, ops=[dataclasses.replace(op, gelu_in=False) if i and isinstance(op, ConvOp)
                                           else op for i, op in enumerate(spec.ops)])
     twin_model = Model(twin, **kw)
+    engine = twin_model._engine
     for e in entries:
         i = e["index"]
         if not i:
@@ -422,8 +435,9 @@ def time_layer_groups(model, repeats: int, seed: int = 0) -> dict:
         op = spec.ops[i]
         x = rng.standard_normal((lengths[i], op.c_in), np.float32)
         res = rng.standard_normal((lengths[i], op.c_out), np.float32) if op.residual is not None else None
-        times[i] = median_time(lambda: twin_model._engine.op_range(i, x, 0, res, 0, lengths[i]))  # noqa: B023
-    twin_model = None
+        times[i] = median_time(lambda: engine.op_range(i, x, 0, res, 0, lengths[i]))  # noqa: B023
+        executed[i] = engine.op_flops(i, 0, lengths[i])
+    twin_model = engine = None
 
     name = next(iter(spec.heads), None)
     if name is not None:
@@ -433,141 +447,200 @@ def time_layer_groups(model, repeats: int, seed: int = 0) -> dict:
         head_model = Model(ModelSpec(n, [feed], {name: h}, final_gelu=True, gelu=spec.gelu), **kw)
         hcodes = random_codes(1, n, seed + 1)
         times[None] = median_time(lambda: head_model.predict(hcodes))
+        executed[None] = head_model.executed_flops()["heads"][name]
 
-    groups = {g: {"s": 0.0, "flops": 0} for g in GROUPS}
+    groups = {g: {"s": 0.0, "flops": 0, "executed_flops": 0} for g in GROUPS}
     ops = []
     for e in entries:
-        s = times[e["index"]]
-        ops.append(dict(e, s=s))
+        s, x = times[e["index"]], executed[e["index"]]
+        ops.append(dict(e, s=s, executed_flops=x))
         groups[e["group"]]["s"] += s
         groups[e["group"]]["flops"] += e["flops"]
+        groups[e["group"]]["executed_flops"] += x
     return {"ops": ops, "groups": groups, "repeats": repeats}
 
 
-# ---------------------------------------------------------------------------------------------
-# workers
+def engine_accepts_algorithm() -> bool:
+    """Whether this engine takes a convolution algorithm (``load(..., algorithm=...)``)."""
+    from .model import load
+
+    return "algorithm" in inspect.signature(load).parameters
+
+
+def _ours_options(cfg: dict) -> dict:
+    """Our engine's options beyond precision and threads: the convolution algorithm, if any."""
+    return {"algorithm": cfg["algorithm"]} if cfg.get("algorithm") else {}
+
+
+def _load_ours(cfg: dict):
+    from .model import load
+
+    return load(cfg["model"], precision=cfg["precision"], threads=cfg["threads"], gelu=cfg.get("gelu"),
+                **_ours_options(cfg))
+
 
 def _worker_ours(cfg: dict) -> None:
-    from . import load
-
     t0 = time.perf_counter()
-    model = load(cfg["model"], precision=cfg["precision"], threads=cfg["threads"], gelu=cfg.get("gelu"))
+    model = _load_ours(cfg)
     load_s = time.perf_counter() - t0
     codes = np.load(cfg["codes"])
     info = model.info()
+    flops = info.get("flops_per_sequence")
 
     def run(arg):
         b = int(arg or 1)
         t = time.perf_counter()
         model.predict(codes[:b], batch_size=b)
-        return {"t": time.perf_counter() - t}
-
-    def groups(arg):
-        return time_layer_groups(model, int(arg or 1))
+        return {"t": time.perf_counter() - t, "n": b}
 
     def save(path):
         np.save(path, model.predict(codes[:1]))
         return {"saved": path}
 
-    serve({"run": run, "groups": groups, "save": save},
-          {"engine": "basenji2-fast", "precision": model.precision, "isa": info["isa"], "threads": info["threads"],
-           "load_s": load_s, **engine_binary()})
-
-
-def _worker_torch(cfg: dict) -> None:
-    import torch
-    from basenji2_pytorch import Basenji2, basenji2_params
-
-    torch.set_num_threads(cfg["threads"])
-    t0 = time.perf_counter()
-    if cfg.get("pth"):
-        model = Basenji2(copy.deepcopy(basenji2_params["model"]))
-        model.load_state_dict(torch.load(cfg["pth"], map_location="cpu", weights_only=True))
-    else:
-        from .peers import random_basenji2_pytorch
-
-        model = random_basenji2_pytorch(cfg.get("seed", 0))
-    model.eval()
-    load_s = time.perf_counter() - t0
-    x = torch.from_numpy(codes_to_onehot_ncl(np.load(cfg["codes"])))
-    bf16 = cfg["precision"] == "bf16"
-
-    def forward(b):
-        with torch.inference_mode():
-            if bf16:
-                with torch.autocast("cpu", dtype=torch.bfloat16):
-                    return model(x[:b])
-            return model(x[:b])
-
-    def run(arg):
-        b = int(arg or 1)
-        t = time.perf_counter()
-        forward(b)
-        return {"t": time.perf_counter() - t}
-
-    def save(path):
-        np.save(path, forward(1).float().numpy())
-        return {"saved": path}
-
     serve({"run": run, "save": save},
-          {"engine": "basenji2-pytorch", "precision": "bf16 autocast" if bf16 else "fp32", "load_s": load_s,
-           "torch_version": torch.__version__, "threads": torch.get_num_threads()})
+          {"engine": "basenji2-fast", "precision": model.precision, "isa": info["isa"], "threads": info["threads"],
+           "algorithm": cfg.get("algorithm"), "load_s": load_s,
+           "executed_flops": None if flops is None else flops["trunk"] + next(iter(flops["heads"].values())),
+           **engine_binary()})
 
 
-def _worker_rss(cfg: dict) -> None:
-    """Load the model and predict one sequence; report this process's peak RSS."""
-    codes = np.load(cfg["codes"])[:1]
-    try:
-        if cfg["engine"] == "torch":
-            import torch
+def _worker_groups(cfg: dict) -> None:
+    model = _load_ours(cfg)
+    reply({"isa": model.info()["isa"], **time_layer_groups(model, cfg["repeats"], cfg["seed"], _ours_options(cfg))})
 
-            torch.set_num_threads(cfg["threads"])
-            from basenji2_pytorch import Basenji2, basenji2_params
 
-            model = Basenji2(copy.deepcopy(basenji2_params["model"]))
-            model.load_state_dict(torch.load(cfg["pth"], map_location="cpu", weights_only=True))
-            model.eval()
-            t0 = time.perf_counter()
-            with torch.inference_mode():
-                x = torch.from_numpy(codes_to_onehot_ncl(codes))
-                if cfg["precision"] == "bf16":
-                    with torch.autocast("cpu", dtype=torch.bfloat16):
-                        model(x)
-                else:
-                    model(x)
-        else:
-            from . import load
+def _worker_genome(cfg: dict) -> None:
+    """predict-genome on a synthetic genome of ``windows`` windows (random bases, one
+    chromosome), ``tracks`` tracks; the wall time of the call after loading."""
+    from .workflows.genome_tiling import predict_genome, tiling_of
 
-            model = load(cfg["model"], precision=cfg["precision"], threads=cfg["threads"], gelu=cfg.get("gelu"))
-            t0 = time.perf_counter()
-            model.predict(codes)
-    except ValueError as e:  # a precision or kernel set this build does not run
-        reply({"unsupported": str(e)})
-        return
-    reply({"peak_rss_mb": peak_rss_mb(), "ru_maxrss_mb": ru_maxrss_mb(), "torch_imported": "torch" in sys.modules,
-           "first_pass_s": time.perf_counter() - t0})
+    model = _load_ours(cfg)
+    tiling = tiling_of(model)
+    length = cfg["windows"] * tiling.stride
+    with tempfile.TemporaryDirectory(prefix="b2genome-") as tmp:
+        fa = Path(tmp) / "synthetic.fa"
+        bases = np.frombuffer(b"ACGT", np.uint8)[random_codes(1, length, cfg["seed"])[0]]
+        with open(fa, "wb") as f:
+            f.write(b">chrSynthetic\n")
+            for i in range(0, length, 80):
+                f.write(bases[i:i + 80].tobytes() + b"\n")
+        t = time.perf_counter()
+        man = predict_genome(model, fa, Path(tmp) / "out", tracks=list(range(cfg["tracks"])), progress=False)
+        wall = time.perf_counter() - t
+    n = man["windows"]["predicted"]
+    reply({"windows": n, "length_bp": length, "tracks": cfg["tracks"], "wall_s": wall, "windows_per_s": n / wall,
+           "precision": model.precision, "isa": model.info()["isa"], "manifest_timing": man.get("timing")})
 
 
 def _worker_main(cfg: dict) -> int:
     kind = cfg["kind"]
-    if kind == "prep":
-        reply(_prepare_weights(cfg["seed"], Path(cfg["pth"]) if cfg.get("pth") else None, Path(cfg["st"])))
-    elif kind == "ours":
-        try:
+    try:
+        if kind == "convert":
+            from .convert import convert
+
+            convert(cfg["model"], cfg["st"])  # written atomically
+            reply({"st": cfg["st"]})
+        elif kind == "prep-random":
+            reply(_prepare_weights(cfg["seed"], Path(cfg["pth"]) if cfg.get("pth") else None, Path(cfg["st"])))
+        elif kind == "prep-peers":
+            reply(_prepare_peer_files(cfg.get("model"), Path(cfg["pth"]), Path(cfg["onnx"]) if cfg.get("onnx") else None))
+        elif kind == "ours":
             _worker_ours(cfg)
-        except ValueError as e:  # precision / ISA this build does not run: the parent reports it
-            reply({"unsupported": str(e)})
-    elif kind == "torch":
-        _worker_torch(cfg)
-    elif kind == "rss":
-        _worker_rss(cfg)
-    else:
-        raise SystemExit(f"unknown worker kind {kind!r}")
+        elif kind == "groups":
+            _worker_groups(cfg)
+        elif kind == "genome":
+            _worker_genome(cfg)
+        else:
+            raise SystemExit(f"unknown worker kind {kind!r}")
+    except ValueError as e:  # a precision / kernel set / option this build does not run
+        reply({"unsupported": str(e)})
+    except ImportError as e:  # an optional package (torch) the step needs
+        reply({"error": f"{type(e).__name__}: {e}"})
     return 0
 
 
 # ---------------------------------------------------------------------------------------------
-# parent
+# fidelity
+
+def compare_outputs(y: np.ndarray, ref: np.ndarray, min_std: float = FIDELITY["min_std"]) -> dict:
+    """An engine's output vs the reference (both [..., tracks], same shape): max |Δ|, the
+    reference's max |value|, and the per-track Pearson r over the other axes (the bins):
+    median and minimum over the tracks whose reference varies (std >= ``min_std``), and
+    the minimum over all. A track whose output is constant while the reference varies gets
+    r = 0."""
+    if y.shape != ref.shape:
+        raise ValueError(f"output shape {y.shape} differs from the reference's {ref.shape}")
+    t = ref.shape[-1]
+    y, ref = y.astype(np.float64).reshape(-1, t), ref.astype(np.float64).reshape(-1, t)
+    yc, rc = y - y.mean(0), ref - ref.mean(0)
+    den = np.sqrt((yc ** 2).sum(0) * (rc ** 2).sum(0))
+    r = np.divide((yc * rc).sum(0), den, out=np.zeros(t), where=den > 0)
+    live = ref.std(0) >= min_std
+    rl = r[live] if live.any() else r
+    return {"max_abs_diff": float(np.abs(y - ref).max()), "max_abs_ref": float(np.abs(ref).max()),
+            "r_median": float(np.median(rl)), "r_min": float(rl.min()), "r_min_all": float(r.min()),
+            "live_tracks": int(live.sum()), "tracks": int(t)}
+
+
+def fidelity_flag(precision: str, cmp: dict) -> str:
+    """"" when the comparison is within :data:`FIDELITY` for the precision, else why not."""
+    if precision == "fp32":
+        if cmp["max_abs_diff"] > FIDELITY["fp32_max_abs"]:
+            return f"WRONG: max|d| {cmp['max_abs_diff']:.2g} > {FIDELITY['fp32_max_abs']:g}"
+    elif cmp["r_min"] < FIDELITY["bf16_r_min"]:
+        return f"WRONG: r min {cmp['r_min']:.4f} < {FIDELITY['bf16_r_min']}"
+    return ""
+
+
+# ---------------------------------------------------------------------------------------------
+# the run
+
+@dataclasses.dataclass
+class BenchOptions:
+    """What ``basenji2-fast bench`` runs (the command's options)."""
+
+    model: Optional[str] = None  # None: random full-size Basenji2 weights (no TensorFlow peer then)
+    precisions: Sequence[str] = PRECISIONS
+    algorithms: Optional[Sequence[str]] = None  # None: "direct" and "fast" when the engine has a choice
+    isas: Optional[Sequence[str]] = None  # None: the best kernel set this CPU runs
+    peers: Optional[Sequence[str]] = None  # None: every runtime (torch bf16 only with native bf16)
+    threads: int = dataclasses.field(default_factory=default_threads)
+    rounds: int = 2
+    passes: int = 5
+    batches: Sequence[int] = (1, 2, 4, 8)
+    batch_engines: Sequence[str] = DEFAULT_BATCH_ENGINES
+    batch_rounds: int = 2
+    genome_windows: int = 4  # 0: no predict-genome measurement
+    genome_tracks: int = 10
+    group_repeats: int = 3
+    peak_trials: int = 5
+    seed: int = 0
+    cache_dir: Optional[str] = None
+    peer_python: Dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class Entry:
+    """One engine configuration of the table."""
+
+    key: str  # "ours fp32 avx2", "ours bf16 fast avx2", or a RUNTIMES name
+    label: str
+    precision: str  # fp32 | bf16 | bf16-fast
+    gelu: Optional[str]  # the GELU it computes: which reference it is compared with
+    cmd: List[str]
+    env: dict
+    isa: Optional[str] = None
+    select: tuple = ()  # names --batch-engines may give it
+
+    @property
+    def ours(self) -> bool:
+        return self.key.startswith("ours")
+
+    @property
+    def family(self) -> str:
+        """The precision whose peak applies."""
+        return "fp32" if self.precision == "fp32" else "bf16"
+
 
 def _env(threads: int, isa: Optional[str] = None) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
@@ -592,36 +665,232 @@ def _one_shot(cfg: dict, env: dict) -> dict:
     raise RuntimeError(f"{cfg['kind']} worker failed (status {r.returncode}): {r.stderr.strip()[-2000:]}")
 
 
-def available_isas() -> List[str]:
-    """Kernel sets this build holds and this CPU runs, best first."""
-    from .model import build_info
-
-    return [s for s in str(build_info().get("isas", "")).split(",") if s]
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "basenji2-fast" / "bench"
 
 
-def _peer_available() -> Optional[str]:
-    """None when torch and basenji2-pytorch import, else why not (checked in a child so the
-    parent stays small)."""
-    r = subprocess.run([sys.executable, "-c", "import torch, basenji2_pytorch"], capture_output=True, text=True)
-    return None if r.returncode == 0 else (r.stderr.strip().splitlines() or ["import failed"])[-1]
+def _file_key(path: str) -> str:
+    from .formats import file_sha256
+
+    return file_sha256(path)[:16]
 
 
-def _tf_available() -> Optional[str]:
-    import importlib.util
-
-    return None if importlib.util.find_spec("tensorflow") else "tensorflow is not installed"
+def _native_bf16(flags) -> bool:
+    return bool({"avx512_bf16", "amx_bf16"} & set(flags))
 
 
-def run_bench(model: Optional[str], precisions, isas, threads: int, repeats: int, batches, peer: bool, seed: int,
-              ghz: Optional[float], group_repeats: Optional[int] = None, peer_precisions=None, log=print) -> dict:
-    """Run the benchmark; returns the results (see :func:`format_table`)."""
+def _peer_python(opts: BenchOptions, rt: str) -> str:
+    """The interpreter of runtime ``rt``: --peer-python by runtime name or family, else ours."""
+    family = rt.split("-")[0]
+    return opts.peer_python.get(rt) or opts.peer_python.get(family) or sys.executable
+
+
+class _Run:
+    """One benchmark run's state (see :func:`run_bench`)."""
+
+    def __init__(self, opts: BenchOptions, log):
+        self.opts, self.log = opts, log
+        self.notes: List[str] = []
+        self.status: Dict[str, str] = {}  # entry key -> why it has no row of numbers
+        self.reports: Dict[str, dict] = {}  # entry key -> its worker's final report (batch 1)
+
+    # -- one phase: every entry in its own worker, rounds of passes, order rotating ----------
+    def phase(self, entries: List[Entry], batch: int, rounds: int, passes: int, codes: Path,
+              save_dir: Optional[Path] = None) -> Dict[str, dict]:
+        """Times ``entries`` at ``batch``; returns {key: {"times": [s/seq], "report", "output"}}."""
+        workers: Dict[str, Worker] = {}
+        out: Dict[str, dict] = {}
+
+        def drop(key, why):
+            self.log(f"  {key}: {why}")
+            if batch == 1:
+                self.status.setdefault(key, why)
+            out.pop(key, None)
+            w = workers.pop(key, None)
+            if w is not None:
+                w.kill()
+
+        try:
+            for e in entries:
+                self.log(f"batch {batch}: loading {e.label} ... ", end="")
+                try:
+                    w = Worker(e.key, e.cmd, e.env)
+                except RuntimeError as ex:
+                    self.log("")
+                    drop(e.key, f"failed to start: {ex}")
+                    continue
+                rep = w.report
+                if not rep.get("ready"):
+                    why = rep.get("not_installed") and f"not installed ({rep['not_installed']})" or \
+                        rep.get("unsupported") and f"not supported here ({rep['unsupported']})" or \
+                        f"failed ({rep.get('error', rep)})"
+                    self.log("")
+                    w.kill()
+                    drop(e.key, why)
+                    continue
+                workers[e.key] = w
+                out[e.key] = {"times": [], "report": rep}
+                try:
+                    time.sleep(IDLE_S)
+                    warm = w.ask(f"run {batch}")
+                    if "error" in warm:
+                        raise RuntimeError(warm["error"])
+                    self.log(f"{rep.get('load_s', 0):.1f} s; warm-up {warm['t']:.2f} s")
+                except RuntimeError as ex:
+                    self.log("")
+                    drop(e.key, f"failed in its warm-up pass: {ex}")
+            for r in range(rounds):
+                keys = list(workers)
+                order = keys[r % len(keys):] + keys[:r % len(keys)] if keys else []
+                for k in order:
+                    for _ in range(passes):
+                        time.sleep(IDLE_S)
+                        try:
+                            a = workers[k].ask(f"run {batch}")
+                            if "error" in a:
+                                raise RuntimeError(a["error"])
+                        except RuntimeError as ex:
+                            drop(k, f"failed: {ex}")
+                            break
+                        out[k]["times"].append(a["t"] / a["n"])
+                        out[k]["n_per_pass"] = a["n"]
+                self.log(f"batch {batch} round {r + 1}/{rounds}: " + ", ".join(
+                    f"{k} {statistics.median(out[k]['times'][-passes:]):.2f}" for k in workers) + " s/seq")
+            for k in list(workers):
+                try:
+                    if save_dir is not None:
+                        path = save_dir / f"out_{len(out)}_{hashlib.md5(k.encode()).hexdigest()[:8]}.npy"
+                        a = workers[k].ask(f"save {path}")
+                        if "error" in a:
+                            raise RuntimeError(a["error"])
+                        out[k]["output"] = path
+                    out[k]["report"] = workers.pop(k).finish()
+                except RuntimeError as ex:
+                    drop(k, f"failed: {ex}")
+        finally:
+            for w in workers.values():
+                w.kill()
+        return out
+
+
+def _ours_entries(opts: BenchOptions, model_path: str, codes: Path, isas: List[str]) -> List[Entry]:
+    """Our configurations: per kernel set, precision and (when the engine has a choice)
+    convolution algorithm."""
+    algos: List[Optional[str]] = [None]
+    if opts.algorithms is not None:
+        algos = list(opts.algorithms)
+    elif engine_accepts_algorithm():
+        algos = ["direct", "fast"]
+    entries = []
+    for isa in isas:
+        for prec in opts.precisions:
+            # a precision beyond fp32/bf16 (bf16-fast) brings its own algorithm
+            for algo in (algos if prec in ("fp32", "bf16") else [None]):
+                name = " ".join(x for x in ("ours", prec, algo, isa) if x)
+                cfg = {"kind": "ours", "precision": prec, "algorithm": algo, "threads": opts.threads,
+                       "codes": str(codes), "model": model_path}
+                entries.append(Entry(name, "basenji2-fast " + " ".join(x for x in (prec, algo, isa) if x), prec,
+                                     None, _worker_cmd(cfg), _env(opts.threads, isa), isa, ("ours", f"ours-{prec}")))
+    return entries
+
+
+def _prepare_files(opts: BenchOptions, peers: List[str], log) -> tuple:
+    """The model our engine loads (a cached ``.safetensors`` conversion of ``opts.model``, or
+    random full-size weights) and the files the peers read (the Keras ``h5`` itself; a
+    basenji2-pytorch ``pth`` with the same weights and its ``onnx`` export, made once into
+    the cache folder). Returns (model path, the model's description, {kind: path or None},
+    {runtime: why it cannot run})."""
     from .formats import load_spec
+
+    cache = Path(opts.cache_dir) if opts.cache_dir else default_cache_dir()
+    want_pth = any(RUNTIMES[p]["reads"] in ("pth", "onnx") for p in peers)
+    want_onnx = any(RUNTIMES[p]["reads"] == "onnx" for p in peers)
+    peer_files: Dict[str, Optional[str]] = {"h5": None, "pth": None, "onnx": None}
+    peer_why: Dict[str, str] = {}
+    if opts.model is None:
+        folder = cache / f"random-seed{opts.seed}"
+        folder.mkdir(parents=True, exist_ok=True)
+        st, pth = folder / "basenji2_random.safetensors", folder / "basenji2_pytorch.pth"
+        if not st.exists() or (want_pth and not pth.exists()):
+            log(f"building a random full-size Basenji2 in {folder} ...")
+            prep = _one_shot({"kind": "prep-random", "seed": opts.seed, "pth": str(pth) if want_pth else None,
+                              "st": str(st)}, _env(opts.threads))
+            if "unsupported" in prep or "error" in prep:
+                prep = _one_shot({"kind": "prep-random", "seed": opts.seed, "pth": None, "st": str(st)},
+                                 _env(opts.threads))
+        model_path = str(st)
+        info = {"path": None, "source": f"random weights (seed {opts.seed}), cached in {folder}"}
+        peer_why["tf"] = "needs a Keras .h5 model (-m model_human.h5)"
+        peer_model = None
+        if pth.exists():
+            peer_files["pth"] = str(pth)
+    else:
+        model_path = str(opts.model)
+        info = {"path": model_path, "source": "file"}
+        if model_path.endswith(".h5"):
+            peer_files["h5"] = model_path  # TensorFlow reads the Keras file itself
+        else:
+            peer_why["tf"] = "needs a Keras .h5 model"
+        folder = cache / _file_key(model_path)
+        peer_model = model_path
+        if not model_path.endswith(".safetensors"):
+            # ours runs from its own format, as deployed (memory-mapped weights)
+            st = folder / "model.safetensors"
+            if not st.exists():
+                folder.mkdir(parents=True, exist_ok=True)
+                log(f"converting {model_path} to {st} ...")
+                _one_shot({"kind": "convert", "model": model_path, "st": str(st)}, _env(opts.threads))
+            model_path = str(st)
+            info["engine_file"] = model_path
+    spec = load_spec(model_path)
+    head_name = next(iter(spec.heads))
+    groups = group_flops(spec)
+    info.update(seq_length=spec.seq_length, n_bins=spec.n_bins, tracks=spec.heads[head_name].tracks,
+                head=head_name, gelu=spec.gelu, nominal_flops=sum(groups.values()), gflop=sum(groups.values()) / 1e9,
+                group_gflop={g: f / 1e9 for g, f in groups.items()})
+    is_basenji2 = (spec.seq_length, spec.n_bins, spec.heads[head_name].tracks) == (131072, 896, 5313)
+    del spec
+    if want_pth and not is_basenji2:
+        for p in peers:
+            if RUNTIMES[p]["reads"] != "h5":
+                peer_why[p] = "basenji2-pytorch builds only the full-size Basenji2 (131,072 bp, 5,313 tracks)"
+    elif want_pth:
+        folder.mkdir(parents=True, exist_ok=True)
+        pth, onnx = folder / "basenji2_pytorch.pth", folder / "basenji2.onnx"
+        need_pth = not pth.exists()
+        need_onnx = want_onnx and not onnx.exists()
+        if need_pth or need_onnx:
+            log(f"writing the peers' files into {folder} (weights copy{' + ONNX export' if need_onnx else ''}) ...")
+            prep = _one_shot({"kind": "prep-peers", "model": peer_model if need_pth else None, "pth": str(pth),
+                              "onnx": str(onnx) if need_onnx else None}, _env(opts.threads))
+            for k in ("pth_error", "onnx_error"):
+                if k in prep:
+                    log(f"  {k}: {prep[k]}")
+            info["peer_files"] = prep
+        if pth.exists():
+            peer_files["pth"] = str(pth)
+        else:
+            for p in peers:
+                if RUNTIMES[p]["reads"] in ("pth", "onnx"):
+                    peer_why.setdefault(p, "no basenji2-pytorch weights (torch and basenji2-pytorch needed "
+                                           "to copy them)")
+        if onnx.exists():
+            peer_files["onnx"] = str(onnx)
+        else:
+            for p in peers:
+                if RUNTIMES[p]["reads"] == "onnx":
+                    peer_why.setdefault(p, "no ONNX export (torch, basenji2-pytorch and onnxscript needed "
+                                           "to make it)")
+    info["cache"] = str(folder)
+    return model_path, info, peer_files, peer_why
+
+
+def run_bench(opts: BenchOptions, log=print) -> dict:
+    """Run the benchmark; returns the results (see :func:`format_table`)."""
     from .version import __version__
 
     cpu = cpu_info()
-    ghz = ghz or ((cpu["mhz"] or 0) / 1000.0) or None
-    cores = min(threads, cpu["cores"])
-    peak = fma_peak(cpu["flags"], ghz, cores, cpu["vendor"], cpu["family"]) if ghz else None
     res = {
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": {"cpu": cpu["model"], "vendor": cpu["vendor"], "family": cpu["family"],
@@ -629,256 +898,291 @@ def run_bench(model: Optional[str], precisions, isas, threads: int, repeats: int
                     "flags": [f for f in cpu["flags"] if f.startswith(("avx", "fma", "amx"))],
                     "platform": platform.platform(), "python": platform.python_version(),
                     "load_average_before": list(os.getloadavg())},
-        "peak": peak,
-        "settings": {"threads": threads, "repeats": repeats, "warmup": 1, "batches": list(batches), "seed": seed,
-                     "group_repeats": group_repeats or repeats},
+        "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(opts).items()},
         "versions": {"basenji2_fast": __version__, "numpy": np.__version__},
-        "build": build_provenance(),
-        "engines": [], "groups": [], "notes": [],
+        "build": build_provenance(), "fidelity_bounds": FIDELITY,
+        "engines": [], "groups": [], "batches": [], "notes": [],
     }
-    isas = list(isas or available_isas())
-    peer_why = None if peer else "--no-peer"
-    if peer and peer_why is None:
-        peer_why = _peer_available()
-    tf_why = _tf_available() if peer else "--no-peer"
+    run = _Run(opts, log)
+    all_isas = available_isas()
+    isas = list(opts.isas or all_isas[:1])
+    log(f"measuring the peak ({opts.peak_trials} trials per kernel set and precision, {opts.threads} threads) ...")
+    peaks_start = measure_peaks(opts.threads, opts.peak_trials)
+    peers = list(RUNTIMES) if opts.peers is None else list(opts.peers)
+    for p in peers:
+        if p not in RUNTIMES:
+            raise ValueError(f"--peers: {p!r} is not one of {', '.join(RUNTIMES)}")
+    if not peers:
+        run.notes.append("framework peers: not run (--no-peer)")
     with tempfile.TemporaryDirectory(prefix="b2bench-") as tmp:
         tmp = Path(tmp)
-        pth = None
-        if model is None:
-            st = tmp / "basenji2_random.safetensors"
-            if peer_why is None:
-                pth = tmp / "basenji2_random.pth"
-            log(f"building a random full-size Basenji2 ({'basenji2-pytorch weights' if pth else 'no torch'}) ...")
-            prep = _one_shot({"kind": "prep", "seed": seed, "pth": str(pth) if pth else None, "st": str(st)},
-                             _env(threads))
-            model_path, gelu = str(st), None
-            res["model"] = {"path": None, **prep}
-        else:
-            model_path, gelu = str(model), None
-            res["model"] = {"path": model_path, "source": "file"}
-            if model_path.endswith(".pth") and peer_why is None:
-                pth, gelu = Path(model_path), "erf"  # basenji2-pytorch's own file and GELU: same maths
-        spec = load_spec(model_path, gelu=gelu)
-        flops = group_flops(spec)
-        total = sum(flops.values())
-        head_name = next(iter(spec.heads))
-        res["model"].update(seq_length=spec.seq_length, n_bins=spec.n_bins, tracks=spec.heads[head_name].tracks,
-                            head=head_name, gelu=spec.gelu, gflop=total / 1e9,
-                            group_gflop={g: f / 1e9 for g, f in flops.items()})
-        is_basenji2 = (spec.seq_length, spec.n_bins, spec.heads[head_name].tracks) == (131072, 896, 5313)
-        same_weights = pth is not None and is_basenji2
-        if peer_why is None and not is_basenji2:
-            peer_why = "the model is not the full-size Basenji2 (basenji2-pytorch builds only that)"
-        if peer_why is None and not same_weights:
-            # the peer loads a file too (its RSS then counts a load, as ours does)
-            res["notes"].append("basenji2-pytorch runs its own random weights (same architecture): "
-                                "timings compare, outputs do not")
-            pth = tmp / "peer_random.pth"
-            _one_shot({"kind": "prep", "seed": seed, "pth": str(pth), "st": str(tmp / "peer_unused.safetensors")},
-                      _env(threads))
-        del spec
-        codes_path = tmp / "codes.npy"
-        np.save(codes_path, random_codes(max(batches), res["model"]["seq_length"], seed + 1000))
+        model_path, res["model"], peer_files, peer_why = _prepare_files(opts, peers, log)
+        nominal = res["model"]["nominal_flops"]
+        codes = tmp / "codes.npy"
+        np.save(codes, random_codes(max(opts.batches), res["model"]["seq_length"], opts.seed + 1000))
 
-        # Peak RSS: one process per configuration that loads and predicts one sequence
-        # (ours with the first kernel set only: memory hardly depends on it).
-        configs = [("ours", p, i) for p in precisions for i in isas]
-        rss, unsupported = {}, {}
-
-        def measure_rss(eng, prec, isa):
-            cfg = {"kind": "rss", "engine": eng, "precision": prec, "threads": threads, "codes": str(codes_path),
-                   "model": model_path, "gelu": gelu, "pth": str(pth) if pth else None, "seed": seed}
-            log(f"peak RSS: {eng} {prec} ... ", end="")
-            r = _one_shot(cfg, _env(threads, isa))
-            if "unsupported" in r:
-                unsupported[(eng, prec)] = r["unsupported"]
-                log(f"not supported by this build ({r['unsupported']})")
-            else:
-                rss[(eng, prec)] = r
-                log(f"{r['peak_rss_mb']:.0f} MB")
-
-        for prec in precisions:
-            measure_rss("ours", prec, isas[0])
-        if peer_why is None:
-            native_bf16 = bool({"avx512_bf16", "amx_bf16"} & set(cpu["flags"]))
-            for prec in peer_precisions or precisions:
-                if peer_precisions is None and prec == "bf16":
-                    # A ratio needs our bf16 row; and without bf16 instructions torch's bf16
-                    # autocast falls back to kernels that take minutes per sequence.
-                    if ("ours", "bf16") in unsupported:
-                        res["notes"].append("basenji2-pytorch bf16 autocast: not run (no basenji2-fast bf16 to "
-                                            "compare; --peer-precisions fp32,bf16 runs it)")
-                        continue
-                    if not native_bf16:
-                        res["notes"].append("basenji2-pytorch bf16 autocast: not run (this CPU has no avx512_bf16/"
-                                            "amx_bf16: torch's bf16 path takes minutes per sequence; "
-                                            "--peer-precisions fp32,bf16 runs it)")
-                        continue
-                configs.append(("torch", prec, None))
-                measure_rss("torch", prec, None)
-
-        workers: Dict[tuple, Worker] = {}
-        rows: Dict[tuple, dict] = {}
-        try:
-            for eng, prec, isa in configs:
-                key = (eng, prec, isa)
-                if (eng, prec) in unsupported:
-                    rows[key] = {"unsupported": unsupported[(eng, prec)]}
-                    continue
-                cfg = {"kind": eng, "precision": prec, "threads": threads, "codes": str(codes_path),
-                       "model": model_path, "gelu": gelu, "pth": str(pth) if pth else None, "seed": seed}
-                name = f"{eng} {prec} {isa or ''}".strip()
-                log(f"loading {name} ... ", end="")
-                w = Worker(name, _worker_cmd(cfg), _env(threads, isa))
-                if "unsupported" in w.report:
-                    rows[key] = {"unsupported": w.report["unsupported"]}
-                    log(f"not supported ({w.report['unsupported']})")
-                    w.kill()
-                    continue
-                workers[key] = w
-                time.sleep(IDLE_S)
-                warm = w.ask(f"run {max(batches)}")
-                log(f"{w.report['load_s']:.1f} s; warm-up {warm['t']:.2f} s")
-            keys = list(workers)
-            times = {(k, b): [] for k in keys for b in batches}
-            for b in batches:
-                for r in range(repeats):
-                    order = keys[r % len(keys):] + keys[:r % len(keys)] if keys else []
-                    for k in order:
-                        time.sleep(IDLE_S)
-                        times[(k, b)].append(workers[k].ask(f"run {b}")["t"] / b)
-                    log(f"batch {b} round {r + 1}/{repeats}: " + ", ".join(
-                        f"{workers[k].name} {times[(k, b)][-1]:.2f}" for k in keys) + " s/seq")
-            outs = {}
-            for k in keys:
-                out = tmp / f"out_{'_'.join(str(x) for x in k)}.npy"
-                workers[k].ask(f"save {out}")
-                outs[k] = out
-            for k in keys:
-                if k[0] == "ours":
-                    log(f"layer groups: {workers[k].name} ... ", end="")
-                    g = workers[k].ask(f"groups {group_repeats or repeats}")
-                    if "error" in g:
-                        log(g["error"])
-                        res["groups"].append({"precision": k[1], "isa": k[2], "error": g["error"]})
-                        continue
-                    log("done")
-                    res["groups"].append({"precision": k[1], "isa": workers[k].report["isa"], **g})
-            for k in keys:
-                rows[k] = dict(workers[k].finish(), times_s_per_seq={str(b): times[(k, b)] for b in batches})
-        finally:
-            for w in workers.values():
-                w.kill()
-
-        ref_key = ("torch", "fp32", None)
-        ref = np.load(outs[ref_key]) if same_weights and ref_key in outs else None
-        for eng, prec, isa in configs:
-            row = {"engine": "basenji2-fast" if eng == "ours" else "basenji2-pytorch", "precision": prec,
-                   "isa": isa, **rows.get((eng, prec, isa), {})}
-            if eng == "torch":
-                row["precision"] = "bf16 autocast" if prec == "bf16" else "fp32"
-            if (eng, prec) in rss:
-                row["peak_rss_mb"] = rss[(eng, prec)]["peak_rss_mb"]
-                row["ru_maxrss_mb"] = rss[(eng, prec)]["ru_maxrss_mb"]
-            if "times_s_per_seq" in row:
-                row["batches"] = {}
-                for b in batches:
-                    ts = row["times_s_per_seq"][str(b)]
-                    med = statistics.median(ts)
-                    row["batches"][str(b)] = {"median_s_per_seq": med, "min_s_per_seq": min(ts),
-                                              "gflop_per_s": total / 1e9 / med,
-                                              "pct_peak": (100 * total / 1e9 / med / peak[prec]) if peak else None}
-                if ref is not None and (eng, prec, isa) != ref_key:
-                    row["max_abs_diff_vs_torch_fp32"] = float(np.abs(np.load(outs[(eng, prec, isa)]).astype(
-                        np.float64) - ref).max())
-            res["engines"].append(row)
-        if ref is not None:
-            res["model"]["max_abs_output"] = float(np.abs(ref).max())
-        # ratios: a peer's median over ours, same batch (same-precision peer and fp32 peer)
-        meds = {(r["engine"], r["precision"].split()[0], r["isa"]): r["batches"] for r in res["engines"]
-                if "batches" in r}
-        for r in res["engines"]:
-            if r["engine"] != "basenji2-fast" or "batches" not in r:
+        # -- the entries -------------------------------------------------------------------------
+        entries = _ours_entries(opts, model_path, codes, isas)
+        native_bf16 = _native_bf16(cpu["flags"])
+        for p in peers:
+            rt = RUNTIMES[p]
+            if p in peer_why:
+                run.status[p] = f"not run: {peer_why[p]}"
                 continue
-            for b, stats in r["batches"].items():
-                for peer_prec in PRECISIONS:
-                    pb = meds.get(("basenji2-pytorch", peer_prec, None))
-                    if pb:
-                        stats[f"speedup_vs_torch_{peer_prec}"] = pb[b]["median_s_per_seq"] / stats["median_s_per_seq"]
+            if opts.peers is None and rt["precision"] == "bf16" and p.startswith("torch") and not native_bf16:
+                run.status[p] = ("not run: this CPU has no avx512_bf16/amx_bf16, where torch's bf16 autocast takes "
+                                 "minutes per sequence (--peers names it to run it anyway)")
+                continue
+            cfg = {"runtime": p, "threads": opts.threads, "codes": str(codes), **peer_files}
+            cmd = [_peer_python(opts, p), str(Path(__file__).with_name("peers.py")), json.dumps(cfg)]
+            entries.append(Entry(p, rt["title"], rt["precision"], rt["gelu"], cmd, _env(opts.threads), None, (p,)))
+        for e in entries:
+            if e.ours:
+                e.gelu = res["model"]["gelu"]
+        order = [e.key for e in entries]
+
+        # -- batch 1: every engine, outputs saved ------------------------------------------------
+        main = run.phase(entries, 1, opts.rounds, opts.passes, codes, save_dir=tmp)
+        # -- the references: ours, fp32, direct convolution, with each GELU compared ---------------
+        refs = {}
+        for gelu in sorted({e.gelu for e in entries if e.key in main and "output" in main[e.key]}):
+            cfg = {"kind": "ours", "precision": "fp32", "threads": opts.threads, "codes": str(codes),
+                   "model": model_path, "gelu": gelu,
+                   "algorithm": "direct" if engine_accepts_algorithm() else None}
+            log(f"reference: ours fp32 with the {gelu} GELU ... ", end="")
+            path = tmp / f"ref_{gelu}.npy"
+            w = Worker(f"reference {gelu}", _worker_cmd(cfg), _env(opts.threads))
+            try:
+                a = w.ask(f"save {path}") if w.report.get("ready") else w.report
+                if "saved" not in a:
+                    raise RuntimeError(str(a))
+                w.finish()
+                refs[gelu] = np.load(path)
+                log("done")
+            except RuntimeError as ex:
+                log(f"failed ({ex}): no fidelity for the {gelu} GELU's engines")
+            finally:
+                w.kill()
+        # -- layer groups of our configurations ---------------------------------------------------
+        for e in entries:
+            if e.ours and e.key in main:
+                cfg = json.loads(e.cmd[-1])
+                log(f"layer groups: {e.label} ... ", end="")
+                g = _one_shot(dict(cfg, kind="groups", repeats=opts.group_repeats, seed=opts.seed), e.env)
+                log("done" if "groups" in g else g.get("unsupported", g.get("error")))
+                res["groups"].append({"key": e.key, "label": e.label, "precision": e.precision, "isa": e.isa, **g})
+        # -- the batch sweep ------------------------------------------------------------------------
+        sweep = [e for e in entries if e.key in main and set(e.select) & set(opts.batch_engines)]
+        for b in [b for b in opts.batches if b != 1]:
+            got = run.phase(sweep, b, opts.batch_rounds, 1, codes)
+            for e in sweep:
+                row = {"key": e.key, "label": e.label, "batch": b}
+                if e.key in got and got[e.key]["times"]:
+                    ts = got[e.key]["times"]
+                    row.update(median_s_per_seq=statistics.median(ts), min_s_per_seq=min(ts), times=ts,
+                               n_per_pass=got[e.key].get("n_per_pass"),
+                               peak_rss_mb=got[e.key]["report"].get("peak_rss_mb"))
+                else:
+                    row["status"] = "failed"
+                res["batches"].append(row)
+        # -- predict-genome windows per second, bf16 ----------------------------------------------
+        if opts.genome_windows > 0:
+            prec = "bf16" if "bf16" in PRECISIONS else "fp32"
+            cfg = {"kind": "genome", "precision": prec, "threads": opts.threads, "model": model_path,
+                   "windows": opts.genome_windows, "tracks": min(opts.genome_tracks, res["model"]["tracks"]),
+                   "seed": opts.seed}
+            log(f"predict-genome: {opts.genome_windows} windows, {prec} ... ", end="")
+            g = _one_shot(cfg, _env(opts.threads, isas[0]))
+            log(f"{g.get('windows_per_s', 0):.3f} windows/s" if "windows" in g else str(g))
+            res["genome"] = g
+
+        # -- rows -----------------------------------------------------------------------------------
+        peaks_end = measure_peaks(opts.threads, opts.peak_trials)
+        peaks = {isa: {p: dict(peaks_start[isa][p], start=peaks_start[isa][p]["gflops"],
+                               end=peaks_end[isa][p]["gflops"],
+                               gflops=max(peaks_start[isa][p]["gflops"], peaks_end[isa][p]["gflops"]))
+                       for p in ("fp32", "bf16")} for isa in peaks_start}
+        res["peak"] = peaks
+        best = all_isas[0]
+        by_key = {e.key: e for e in entries}
+        for key in order:
+            e = by_key[key]
+            row = {"key": key, "label": e.label, "precision": e.precision, "isa": e.isa, "gelu": e.gelu,
+                   "ours": e.ours}
+            if key not in main or not main[key]["times"]:
+                row["status"] = run.status.get(key, "failed")
+                res["engines"].append(row)
+                continue
+            m = main[key]
+            rep = m["report"]
+            ts = m["times"]
+            med = statistics.median(ts)
+            peak = peaks[e.isa or best][e.family]["gflops"]
+            executed = rep.get("executed_flops") if e.ours else None
+            row.update(times_s_per_seq=ts, median_s_per_seq=med, min_s_per_seq=min(ts),
+                       n_per_pass=m.get("n_per_pass"), effective_gflop_per_s=nominal / 1e9 / med,
+                       executed_gflop_per_s=None if executed is None else executed / 1e9 / med,
+                       pct_peak=100 * (executed if executed is not None else nominal) / 1e9 / med / peak,
+                       peak_gflops=peak, peak_rss_mb=rep.get("peak_rss_mb"), report=rep)
+            if "output" in m and e.gelu in refs:
+                cmp = compare_outputs(np.load(m["output"]), refs[e.gelu])
+                row["fidelity"] = dict(cmp, vs=f"ours fp32 direct, {e.gelu} GELU",
+                                       flag=fidelity_flag(e.family, cmp))
+            res["engines"].append(row)
+        for p in peers:
+            if p not in by_key:
+                res["engines"].append({"key": p, "label": RUNTIMES[p]["title"], "precision": RUNTIMES[p]["precision"],
+                                       "ours": False, "status": run.status.get(p, "not run")})
     for g in res["groups"]:
-        for name, v in g.get("groups", {}).items():
+        isa = g.get("isa") or best
+        peak = peaks.get(isa, peaks[best])["fp32" if g["precision"] == "fp32" else "bf16"]["gflops"]
+        for v in g.get("groups", {}).values():
             v["gflop_per_s"] = v["flops"] / 1e9 / v["s"] if v["s"] else None
-            v["pct_peak"] = 100 * v["gflop_per_s"] / peak[g["precision"]] if peak and v["gflop_per_s"] else None
-    res["peer_skipped"] = peer_why
-    res["tensorflow"] = tf_why or "importable, but this command does not drive it yet"
+            v["executed_gflop_per_s"] = v["executed_flops"] / 1e9 / v["s"] if v["s"] else None
+            v["pct_peak"] = 100 * v["executed_gflop_per_s"] / peak if v["s"] else None
+    res["targets"] = _targets(res["engines"])
+    res["notes"] += run.notes
     res["machine"]["load_average_after"] = list(os.getloadavg())
     res["parent_peak_rss_mb"] = peak_rss_mb()
     return res
 
 
+def _targets(rows: List[dict]) -> List[dict]:
+    """Ours vs the best peer configuration of the same precision (same run, batch 1):
+    the ratio of median times (ours / theirs; < 1: ours is faster)."""
+    med = {r["key"]: r["median_s_per_seq"] for r in rows if "median_s_per_seq" in r}
+    out = []
+    for prec, peer_prec, peers in (("fp32", "fp32", ("ov", "ov-tput")), ("bf16", "bf16", ("ov-bf16", "ov-tput-bf16")),
+                                   ("bf16-fast", "bf16", ("ov-bf16", "ov-tput-bf16")),
+                                   ("fp32", "fp32", ("torch",)), ("bf16", "bf16", ("torch-bf16",))):
+        mine = [r for r in rows if r.get("ours") and r["precision"] == prec and "median_s_per_seq" in r]
+        theirs = [k for k in peers if k in med]
+        if not mine or not theirs:
+            continue
+        fastest = min(mine, key=lambda r: r["median_s_per_seq"])
+        peer = min(theirs, key=lambda k: med[k])
+        out.append({"ours": fastest["key"], "peer": peer, "ratio": fastest["median_s_per_seq"] / med[peer]})
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# the report
+
 def _f(v, fmt: str, width: int) -> str:
     return f"{'-':>{width}}" if v is None else f"{v:>{width}{fmt}}"
 
 
+def _versions(rep: dict) -> str:
+    bits = [f"{k} {rep[k]}" for k in ("version",) if rep.get(k)]
+    for k in ("config", "hint", "precision", "streams", "requests", "threads", "cpu_capability"):
+        if rep.get(k) not in (None, ""):
+            bits.append(f"{k} {rep[k]}")
+    return ", ".join(bits)
+
+
 def format_table(res: dict) -> str:
-    """The results as text: machine, peak, the whole-model table, the layer-group table."""
-    m, pk, md = res["machine"], res["peak"], res["model"]
+    """The results as text: machine and measured peak, the same-run table at batch 1 with
+    fidelity, the layer groups of our configurations, the batch sweep, predict-genome."""
+    m, md = res["machine"], res["model"]
     lines = [f"basenji2-fast bench  {res['date']}  CPU: {m['cpu']} (family {m['family']} model {m['cpu_model']}), "
              f"{m['cores']} cores; SIMD flags: {' '.join(m['flags']) or '-'}",
-             f"threads {res['settings']['threads']}; repeats {res['settings']['repeats']} after 1 warm-up, "
-             f"engines interleaved; load average {m['load_average_before'][0]:.2f} before, "
-             f"{m['load_average_after'][0]:.2f} after"]
-    if pk:
-        lines.append(f"FMA peak: fp32 {pk['fp32']:.1f} GFLOP/s, bf16 {pk['bf16']:.1f} GFLOP/s  [{pk['assumption']}]")
-    else:
-        lines.append("FMA peak: unknown (no clock in /proc/cpuinfo; pass --ghz)")
+             f"threads {res['settings']['threads']}; {res['settings']['rounds']} rounds x {res['settings']['passes']} "
+             f"passes after 1 warm-up, engines in their own processes, order rotating; load average "
+             f"{m['load_average_before'][0]:.2f} before, {m['load_average_after'][0]:.2f} after"]
+    for isa, pk in res["peak"].items():
+        lines.append(f"measured peak, {isa}: fp32 {pk['fp32']['gflops']:.1f} GFLOP/s ({pk['fp32']['instruction']}), "
+                     f"bf16 {pk['bf16']['gflops']:.1f} GFLOP/s ({pk['bf16']['instruction']}); best of "
+                     f"{len(pk['fp32']['trials'])} trials at start ({pk['fp32']['start']:.1f} / "
+                     f"{pk['bf16']['start']:.1f}) and end ({pk['fp32']['end']:.1f} / {pk['bf16']['end']:.1f})")
     src = md.get("path") or md.get("source")
     lines.append(f"model: {src}; {md['seq_length']:,} bp -> {md['n_bins']} bins x {md['tracks']} tracks; "
-                 f"{md['gflop']:.4g} GFLOP/sequence (" + ", ".join(
+                 f"{md['gflop']:.4g} GFLOP/sequence nominal (" + ", ".join(
                      f"{GROUP_TITLES[g]} {v:.4g}" for g, v in md["group_gflop"].items()) + ")")
     lines.append("")
-    batches = res["settings"]["batches"]
-    hdr = (f"{'engine':<17} {'precision':<13} {'isa':<8} {'batch':>5} {'med s/seq':>9} {'min s/seq':>9} "
-           f"{'GFLOP/s':>8} {'%peak':>6} {'x torch32':>9} {'x torch16':>9} {'RSS MB':>7} {'max|d| t32':>10}")
+    ref32 = next((r for r in res["engines"] if r.get("ours") and r["precision"] == "fp32" and "median_s_per_seq" in r),
+                 None)
+    hdr = (f"{'engine':<44} {'prec':<9} {'med s/seq':>9} {'min s/seq':>9} {'eff GF/s':>8} {'exec GF/s':>9} "
+           f"{'%peak':>6} {'/ours32':>7} {'RSS MB':>7} {'max|d|':>8} {'r med':>8} {'r min':>8}  flag")
     lines += [hdr, "-" * len(hdr)]
     for r in res["engines"]:
-        head = f"{r['engine']:<17} {r['precision']:<13} {r['isa'] or '-':<8}"
-        if "unsupported" in r:
-            lines.append(f"{head} {r['precision'].split()[0]}: not supported by this build")
+        label = r["label"]
+        if not r.get("ours") and r.get("report", {}).get("version"):
+            label = f"{label} {r['report']['version'].split('+')[0]}"
+        if "median_s_per_seq" not in r:
+            lines.append(f"{label:<44} {r['precision']:<9} {r.get('status', 'not run')}")
             continue
-        for b in batches:
-            s = r["batches"][str(b)]
-            lines.append(f"{head} {b:>5} {s['median_s_per_seq']:>9.3f} {s['min_s_per_seq']:>9.3f} "
-                         f"{s['gflop_per_s']:>8.1f} {_f(s['pct_peak'], '.1f', 6)} "
-                         f"{_f(s.get('speedup_vs_torch_fp32'), '.2f', 8)}{'x' if 'speedup_vs_torch_fp32' in s else ' '} "
-                         f"{_f(s.get('speedup_vs_torch_bf16'), '.2f', 8)}{'x' if 'speedup_vs_torch_bf16' in s else ' '} "
-                         f"{_f(r.get('peak_rss_mb'), '.0f', 7)} {_f(r.get('max_abs_diff_vs_torch_fp32'), '.1e', 10)}")
-    if res.get("peer_skipped"):
-        lines.append(f"basenji2-pytorch: not run ({res['peer_skipped']})")
-    lines.append(f"TensorFlow basenji: {res['tensorflow']}")
+        fid = r.get("fidelity", {})
+        rel = r["median_s_per_seq"] / ref32["median_s_per_seq"] if ref32 else None
+        lines.append(f"{label:<44} {r['precision']:<9} {r['median_s_per_seq']:>9.3f} {r['min_s_per_seq']:>9.3f} "
+                     f"{r['effective_gflop_per_s']:>8.1f} {_f(r.get('executed_gflop_per_s'), '.1f', 9)} "
+                     f"{r['pct_peak']:>5.1f}{'' if r.get('executed_gflop_per_s') else '*'}{' ' if r.get('executed_gflop_per_s') else ''}"
+                     f"{_f(rel, '.2f', 7)} {_f(r.get('peak_rss_mb'), '.0f', 7)} "
+                     f"{_f(fid.get('max_abs_diff'), '.1e', 8)} {_f(fid.get('r_median'), '.5f', 8)} "
+                     f"{_f(fid.get('r_min'), '.5f', 8)}  {fid.get('flag', '')}")
+    lines.append("")
+    lines.append("eff GF/s: nominal GFLOP (a direct convolution's) / median time; exec GF/s: the arithmetic our engine "
+                 "executes / median time; %peak: exec (ours) or nominal (* frameworks: their executed arithmetic is "
+                 "unknown) GFLOP/s over the measured peak of the row's precision and kernel set; /ours32: median over "
+                 "ours fp32's; RSS: the worker's peak (VmHWM) over its life; max|d| and per-track Pearson r (median "
+                 f"and min over the tracks whose reference varies, std >= {FIDELITY['min_std']}) of sequence 0 vs ours "
+                 "fp32 direct with the same GELU (sigmoid for TensorFlow and ours on a Keras file, erf for the torch "
+                 f"family and its ONNX export); WRONG: fp32 max|d| > {FIDELITY['fp32_max_abs']:g} or bf16 r min < "
+                 f"{FIDELITY['bf16_r_min']}")
+    for r in res["engines"]:
+        rep = r.get("report")
+        if rep and not r.get("ours"):
+            lines.append(f"  {r['key']}: {_versions(rep)}")
+    for t in res.get("targets", []):
+        lines.append(f"{t['ours']} / {t['peer']} (median s/seq): {t['ratio']:.2f}")
     for n in res["notes"]:
         lines.append("note: " + n)
-    lines.append("x torchNN = basenji2-pytorch median (fp32 / bf16 autocast) / this median, same batch; %peak of "
-                 "this machine's FMA peak for the row's precision; RSS = peak of a process that loads the model "
-                 "and predicts one sequence (VmHWM)")
     for g in res["groups"]:
         lines.append("")
-        if "error" in g:
-            lines.append(f"layer groups {g['precision']} {g['isa']}: {g['error']}")
+        if "groups" not in g:
+            lines.append(f"layer groups {g['label']}: {g.get('unsupported') or g.get('error')}")
             continue
-        lines.append(f"layer groups, {g['precision']} {g['isa']} (median of {g['repeats']}; stem via embed of the "
-                     "stem alone, convs via op_range, head via a head-only model):")
-        hdr = f"  {'group':<24} {'GFLOP':>8} {'median ms':>10} {'GFLOP/s':>8} {'%peak':>6}"
+        lines.append(f"layer groups, {g['label']} (median of {g['repeats']}; stem via embed of the stem alone, convs "
+                     "via op_range, head via a head-only model):")
+        hdr = (f"  {'group':<24} {'nominal GF':>10} {'exec GF':>8} {'median ms':>10} {'eff GF/s':>8} "
+               f"{'exec GF/s':>9} {'%peak':>6}")
         lines += [hdr, "  " + "-" * (len(hdr) - 2)]
-        tot_s = tot_f = 0.0
+        tot_s = tot_f = tot_x = 0.0
         for name in GROUPS:
             v = g["groups"][name]
-            tot_s += v["s"]
-            tot_f += v["flops"]
-            lines.append(f"  {GROUP_TITLES[name]:<24} {v['flops'] / 1e9:>8.4g} {1e3 * v['s']:>10.1f} "
-                         f"{_f(v['gflop_per_s'], '.1f', 8)} {_f(v['pct_peak'], '.1f', 6)}")
-        lines.append(f"  {'sum of groups':<24} {tot_f / 1e9:>8.4g} {1e3 * tot_s:>10.1f} "
-                     f"{tot_f / 1e9 / tot_s if tot_s else 0:>8.1f}")
+            tot_s, tot_f, tot_x = tot_s + v["s"], tot_f + v["flops"], tot_x + v["executed_flops"]
+            lines.append(f"  {GROUP_TITLES[name]:<24} {v['flops'] / 1e9:>10.4g} {v['executed_flops'] / 1e9:>8.4g} "
+                         f"{1e3 * v['s']:>10.1f} {_f(v['gflop_per_s'], '.1f', 8)} "
+                         f"{_f(v['executed_gflop_per_s'], '.1f', 9)} {_f(v['pct_peak'], '.1f', 6)}")
+        lines.append(f"  {'sum of groups':<24} {tot_f / 1e9:>10.4g} {tot_x / 1e9:>8.4g} {1e3 * tot_s:>10.1f} "
+                     f"{tot_f / 1e9 / tot_s if tot_s else 0:>8.1f} {tot_x / 1e9 / tot_s if tot_s else 0:>9.1f}")
+    if res["batches"]:
+        lines.append("")
+        lines.append(f"batch sweep ({res['settings']['batch_rounds']} rounds x 1 pass, fresh workers per batch): "
+                     "median s/sequence (sequences/s), peak RSS MB")
+        keys = list(dict.fromkeys(b["key"] for b in res["batches"]))
+        batches = sorted({b["batch"] for b in res["batches"]})
+        one = {r["key"]: r for r in res["engines"] if "median_s_per_seq" in r}
+        lines.append(f"  {'engine':<44} " + " ".join(f"{'batch ' + str(b):>22}" for b in [1] + batches))
+        for k in keys:
+            cells = []
+            r1 = one.get(k)
+            cells.append(f"{r1['median_s_per_seq']:.3f} ({1 / r1['median_s_per_seq']:.2f}) {r1.get('peak_rss_mb') or 0:.0f}"
+                         if r1 else "-")
+            for b in batches:
+                row = next((x for x in res["batches"] if x["key"] == k and x["batch"] == b), None)
+                cells.append(f"{row['median_s_per_seq']:.3f} ({1 / row['median_s_per_seq']:.2f}) "
+                             f"{row.get('peak_rss_mb') or 0:.0f}" if row and "median_s_per_seq" in row else "failed")
+            label = next(b["label"] for b in res["batches"] if b["key"] == k)
+            lines.append(f"  {label:<44} " + " ".join(f"{c:>22}" for c in cells))
+    g = res.get("genome")
+    if g:
+        lines.append("")
+        if "windows" in g:
+            lines.append(f"predict-genome, {g['precision']} {g['isa']}: {g['windows']} windows ({g['length_bp']:,} bp "
+                         f"synthetic genome, {g['tracks']} tracks written as bigWigs) in {g['wall_s']:.1f} s = "
+                         f"{g['windows_per_s']:.3f} windows/s ({g['wall_s'] / g['windows']:.2f} s per window)")
+        else:
+            lines.append(f"predict-genome: {g.get('unsupported') or g.get('error') or g}")
     lines.append("")
     b = res["build"]
     if b.get("engine_so_sha256"):
@@ -886,6 +1190,9 @@ def format_table(res: dict) -> str:
                      f"{' + local changes' if b.get('git_dirty') else ''}")
     return "\n".join(lines)
 
+
+# ---------------------------------------------------------------------------------------------
+# the command
 
 def _csv(value: str, what: str, allowed=None) -> List[str]:
     items = [s.strip() for s in value.split(",") if s.strip()]
@@ -898,16 +1205,43 @@ def _csv(value: str, what: str, allowed=None) -> List[str]:
     return items
 
 
+def options_from_args(args) -> BenchOptions:
+    """The command line's options, checked (one-line ValueError naming the option)."""
+    isas = available_isas()
+    peer_python = {}
+    for item in args.peer_python or []:
+        name, sep, path = item.partition("=")
+        if not sep or not path or name not in set(RUNTIMES) | {r.split("-")[0] for r in RUNTIMES}:
+            raise ValueError(f"--peer-python {item!r}: expected RUNTIME=PYTHON, RUNTIME one of "
+                             f"{', '.join(sorted(set(RUNTIMES) | {r.split('-')[0] for r in RUNTIMES}))}")
+        peer_python[name] = path
+    opts = BenchOptions(
+        model=args.model,
+        precisions=_csv(args.precisions, "--precisions", PRECISIONS) if args.precisions else PRECISIONS,
+        algorithms=_csv(args.algorithms, "--algorithms") if args.algorithms else None,
+        isas=(isas if args.isas == "all" else _csv(args.isas, "--isas", isas)) if args.isas else None,
+        peers=[] if args.no_peer else (None if args.peers in (None, "all") else _csv(args.peers, "--peers", RUNTIMES)),
+        threads=args.threads, rounds=args.rounds, passes=args.passes,
+        batches=[int(b) for b in _csv(args.batch, "--batch")],
+        batch_engines=_csv(args.batch_engines, "--batch-engines"), batch_rounds=args.batch_rounds,
+        genome_windows=args.genome_windows, genome_tracks=args.genome_tracks, group_repeats=args.group_repeats,
+        peak_trials=args.peak_trials, seed=args.seed, cache_dir=args.cache_dir, peer_python=peer_python)
+    if opts.algorithms is not None and not engine_accepts_algorithm():
+        raise ValueError("--algorithms: this engine has one convolution algorithm")
+    for name, v in (("--threads", opts.threads), ("--rounds", opts.rounds), ("--passes", opts.passes),
+                    ("--batch-rounds", opts.batch_rounds), ("--group-repeats", opts.group_repeats),
+                    ("--peak-trials", opts.peak_trials), ("--batch", min(opts.batches)),
+                    ("--genome-tracks", opts.genome_tracks)):
+        if v < 1:
+            raise ValueError(f"{name} must be >= 1")
+    if opts.genome_windows < 0:
+        raise ValueError("--genome-windows must be >= 0")
+    return opts
+
+
 def run_bench_command(args) -> int:
-    precisions = _csv(args.precisions, "--precisions", PRECISIONS)
-    isas = _csv(args.isas, "--isas", available_isas()) if args.isas else None
-    batches = [int(b) for b in _csv(args.batch, "--batch")]
-    if args.threads < 1 or args.repeats < 1 or min(batches) < 1:
-        raise ValueError("--threads, --repeats and --batch must be >= 1")
-    res = run_bench(args.model, precisions, isas, args.threads, args.repeats, batches, not args.no_peer, args.seed,
-                    args.ghz, args.group_repeats,
-                    _csv(args.peer_precisions, "--peer-precisions", PRECISIONS) if args.peer_precisions else None,
-                    log=(lambda *a, **k: print(*a, file=sys.stderr, flush=True, **k)))
+    opts = options_from_args(args)
+    res = run_bench(opts, log=(lambda *a, **k: print(*a, file=sys.stderr, flush=True, **k)))
     print(format_table(res))
     if args.json:
         from ._io import write_json
@@ -917,24 +1251,42 @@ def run_bench_command(args) -> int:
 
 
 def add_bench_subcommand(sub) -> None:
-    p = sub.add_parser("bench", help="speed (per layer group, vs basenji2-pytorch) and peak memory on this machine",
-                       description="Seconds per sequence, GFLOP/s and % of this machine's FMA peak per layer "
-                                   "group, and peak RSS, per precision and kernel set, next to basenji2-pytorch "
-                                   "(fp32 and bf16 autocast) in the same run, engines interleaved.")
+    p = sub.add_parser("bench", help="speed, % of the measured peak, memory and fidelity vs every framework",
+                       description="This engine next to TensorFlow, torch, torch.compile, ONNX Runtime and "
+                                   "OpenVINO in the same run (each in its own process, rounds alternating): "
+                                   "s/sequence, effective and executed GFLOP/s, % of the measured peak, peak RSS, "
+                                   "max |d| and per-track r against our fp32 output; layer groups; batch sweep; "
+                                   "predict-genome windows/s. Peers need pip install 'basenji2-fast[peers]'.")
     p.add_argument("-m", "--model", default=None,
-                   help="model file (.safetensors/.h5/.pth); default: a random full-size Basenji2 "
-                        "(basenji2-pytorch's weights when torch is installed, so every engine runs the same)")
-    p.add_argument("--repeats", type=int, default=5, help="timed passes per engine after one warm-up (default 5)")
-    p.add_argument("--group-repeats", type=int, default=None, help="timed runs per layer (default: --repeats)")
+                   help="model file (.h5/.pth/.safetensors); a Keras .h5 also runs on TensorFlow. Default: random "
+                        "full-size Basenji2 weights (cached), no TensorFlow")
+    p.add_argument("--rounds", type=int, default=2, help="rounds over all engines (default 2)")
+    p.add_argument("--passes", type=int, default=5, help="timed passes per engine per round (default 5)")
+    p.add_argument("--group-repeats", type=int, default=3, help="timed runs per layer (default 3)")
     p.add_argument("--threads", type=int, default=default_threads(), help="threads for every engine (default: all)")
-    p.add_argument("--precisions", default="fp32,bf16", help="comma-separated, of fp32,bf16 (default both)")
-    p.add_argument("--isas", default=None, help="our kernel sets, comma-separated (default: all this CPU runs)")
-    p.add_argument("--batch", default="1", help="batch sizes, comma-separated (default 1)")
-    p.add_argument("--no-peer", action="store_true", help="skip basenji2-pytorch")
-    p.add_argument("--peer-precisions", default=None,
-                   help="basenji2-pytorch precisions, of fp32,bf16 (default: fp32, and bf16 autocast when "
-                        "basenji2-fast runs bf16 and the CPU has bf16 instructions)")
-    p.add_argument("--ghz", type=float, default=None, help="clock for the FMA peak (default: cpu MHz of /proc/cpuinfo)")
+    p.add_argument("--precisions", default=None, help=f"ours, comma-separated, of {','.join(PRECISIONS)} (default all)")
+    p.add_argument("--algorithms", default=None,
+                   help="ours, comma-separated convolution algorithms (default: direct,fast when the engine has them)")
+    p.add_argument("--isas", default=None, help="our kernel sets, comma-separated, or 'all' (default: the best)")
+    p.add_argument("--peers", default=None,
+                   help=f"framework runtimes, comma-separated, of {','.join(RUNTIMES)} or 'all' (default all; torch "
+                        "bf16 only on CPUs with native bf16 unless named)")
+    p.add_argument("--no-peer", action="store_true", help="ours only")
+    p.add_argument("--peer-python", action="append", metavar="RUNTIME=PYTHON",
+                   help="run a runtime (or family: tf, torch, ort, ov) in another interpreter, e.g. "
+                        "tf=/opt/tf/bin/python (repeatable; it needs numpy and the framework only)")
+    p.add_argument("--batch", default="1,2,4,8", help="batch sizes, comma-separated (default 1,2,4,8); "
+                                                      "1 is the main table")
+    p.add_argument("--batch-engines", default=",".join(DEFAULT_BATCH_ENGINES),
+                   help="engines of the batch sweep: ours, ours-fp32, ours-bf16, ... and runtime names "
+                        f"(default {','.join(DEFAULT_BATCH_ENGINES)})")
+    p.add_argument("--batch-rounds", type=int, default=2, help="rounds of one pass per batch size > 1 (default 2)")
+    p.add_argument("--genome-windows", type=int, default=4,
+                   help="predict-genome windows of a synthetic genome, bf16 (default 4; 0: skip)")
+    p.add_argument("--genome-tracks", type=int, default=10, help="tracks predict-genome writes (default 10)")
+    p.add_argument("--peak-trials", type=int, default=5, help="trials of the peak loops, best kept (default 5)")
+    p.add_argument("--cache-dir", default=None,
+                   help="where the weights copy and the ONNX export are kept (default ~/.cache/basenji2-fast/bench)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON")
     p.set_defaults(func=run_bench_command)

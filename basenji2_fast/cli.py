@@ -26,6 +26,7 @@ from .workflows.ism import add_sat_subcommand
 from .workflows.orthologs import add_orthologs_subcommand
 from .workflows.regions import add_predict_bed_subcommand
 from .workflows.variants import add_sad_subcommand
+from .fetch import add_fetch_subcommand
 
 
 def run_info(args) -> int:
@@ -76,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="basenji2-fast", description="Basenji2 on fused C++ kernels.")
     sub = parser.add_subparsers(dest="command", required=True)
     add_convert_subcommand(sub)
+    add_fetch_subcommand(sub)
     add_predict_genome_subcommand(sub)
     add_predict_bed_subcommand(sub)
     add_sad_subcommand(sub)

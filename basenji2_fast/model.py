@@ -789,12 +789,15 @@ def load(path: Union[str, os.PathLike], device: str = "cpu", precision: Optional
          threads: Optional[int] = None, params=None, gelu: Optional[str] = None, isa: Optional[str] = None,
          tile_mb: Optional[float] = 16.0, graphs: bool = False, algorithm: str = "auto") -> Model:
     """Load a model from Keras HDF5 (.h5), a basenji2-pytorch state dict (.pth) or the engine's
-    own .safetensors file (conversion happens in memory). ``params``: a basenji params JSON
+    own .safetensors file (conversion happens in memory), or the published Basenji2 by name:
+    "basenji2" (= "basenji2-human"), "basenji2-mouse", "basenji2-both" (both heads on one
+    trunk) or "basenji2-pth", downloaded and checked on first use (:mod:`basenji2_fast.fetch`). ``params``: a basenji params JSON
     for files that lack the geometry; ``gelu``: override the GELU variant; the other
     arguments are :class:`Model`'s. Any file runs in either precision: an fp32 file is
     rounded to bf16 while packing, a bf16 file (``convert --precision bf16``) widened
     exactly for fp32. A ``.safetensors`` file's weights are packed straight from its
     mapping, one tensor at a time, so the model is never in memory twice."""
+    from .fetch import is_published_name, published_spec  # pooch and the checks: only for names
     from .formats import load_spec
 
     if precision is not None and precision not in PRECISIONS:
@@ -803,9 +806,13 @@ def load(path: Union[str, os.PathLike], device: str = "cpu", precision: Optional
         raise ValueError(f"algorithm={algorithm!r}; expected one of {ALGORITHMS}")
     # The device is resolved before the weights are read: "cuda" without a GPU fails at once.
     cuda_backend.resolve_device(device, precision)
-    model = Model(load_spec(path, params=params, gelu=gelu, keep_bf16=True), device=device, precision=precision,
-                  threads=threads, isa=isa, tile_mb=tile_mb, graphs=graphs, algorithm=algorithm)
+    named = is_published_name(path)  # "basenji2", "basenji2-both", ...: fetched into the cache
+    spec = (published_spec(path, params=params, gelu=gelu, keep_bf16=True) if named
+            else load_spec(path, params=params, gelu=gelu, keep_bf16=True))
+    model = Model(spec, device=device, precision=precision, threads=threads, isa=isa, tile_mb=tile_mb, graphs=graphs,
+                  algorithm=algorithm)
     # How to load it again: distributed workers (basenji2_fast.runner) load their own copy.
-    model.load_options = {"path": os.path.abspath(os.fspath(path)), "threads": threads, "params": params,
-                          "gelu": gelu, "isa": isa, "tile_mb": tile_mb, "algorithm": algorithm}
+    model.load_options = {"path": path if named else os.path.abspath(os.fspath(path)), "threads": threads,
+                          "params": params, "gelu": gelu, "isa": isa, "tile_mb": tile_mb,
+                          "algorithm": algorithm}
     return model

@@ -149,7 +149,12 @@ def one_line(e: BaseException) -> str:
 
 
 def file_sha256(path: PathLike) -> str:
-    h = hashlib.sha256()
+    return file_digest(path, "sha256")
+
+
+def file_digest(path: PathLike, algorithm: str) -> str:
+    """Hex digest of a file with a hashlib ``algorithm`` ("sha256", "md5", ...)."""
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 22), b""):
             h.update(chunk)

@@ -169,3 +169,55 @@ def read(path, params=None, head_names=None) -> ModelSpec:
                               f"[{str(e).split(': ', 1)[-1]}]") from None
     spec.metadata.update({"source": [source_entry(path, TORCH_PTH)], "params": where})
     return checked(spec, path)
+
+
+def state_dict_from_spec(spec: ModelSpec, params_model: Optional[dict] = None) -> Dict[str, np.ndarray]:
+    """A ModelSpec -> a basenji2-pytorch state dict (NumPy arrays; ``torch.save`` it after
+    ``torch.from_numpy``), so that basenji2-pytorch, and an ONNX export of it, run the same
+    weights as the engine (benchmarks of framework peers).
+
+    The spec's BatchNorm is already folded into its convolutions, so each conv gets the
+    folded kernel and each BatchNorm1d the identity with the folded bias as its shift
+    (gamma 1, mean 0, variance 1 - eps: var + eps is exactly 1 in float32). The first head
+    becomes the nn.Linear of ``params_model``'s first head (default: the published
+    Basenji2, the only architecture basenji2-pytorch builds). Inverse of
+    :func:`spec_from_state_dict` up to the float32 rounding of the fold; raises
+    FormatError when the spec's shapes are not those of ``params_model``.
+    """
+    model = params_model if params_model is not None else BASENJI2_PARAMS["model"]
+    plan = expand_params(model, "params")
+    ops = [op for op in spec.ops]
+    if len(ops) != len(plan.ops):
+        raise FormatError(f"the model has {len(ops)} ops, the basenji2-pytorch architecture {len(plan.ops)}")
+    one = np.float32(1)
+    var = one - np.float32(TORCH_BN_EPSILON)
+    sd: Dict[str, np.ndarray] = {}
+    for i, (op, p) in enumerate(zip(ops, plan.ops)):
+        if not isinstance(p, ConvPlan):
+            if not isinstance(op, CropOp) or (op.left, op.right) != (p.left, p.right):
+                raise FormatError(f"op {i} ({op.name}): expected the crop {p.left}/{p.right} of {p.name}")
+            continue
+        shape = (p.kernel_size, p.c_in, p.c_out)
+        if not isinstance(op, ConvOp) or op.kernel.shape != shape or (op.dilation, op.pool, op.residual) != (
+                p.dilation, p.pool, p.residual):
+            raise FormatError(f"op {i} ({op.name}): expected a convolution {shape} as {p.torch_prefix}")
+        conv, bn = f"{p.torch_prefix}.1", f"{p.torch_prefix}.2"
+        kernel = np.asarray(op.kernel)
+        if kernel.dtype == np.uint16:  # bf16 bit patterns (a bf16 file), widened exactly
+            kernel = (kernel.astype(np.uint32) << 16).view(np.float32)
+        sd[f"{conv}.weight"] = np.ascontiguousarray(kernel.astype(np.float32).transpose(2, 1, 0))
+        sd[f"{bn}.weight"] = np.ones(p.c_out, np.float32)
+        sd[f"{bn}.bias"] = np.asarray(op.bias, np.float32).copy()
+        sd[f"{bn}.running_mean"] = np.zeros(p.c_out, np.float32)
+        sd[f"{bn}.running_var"] = np.full(p.c_out, var, np.float32)
+        sd[f"{bn}.num_batches_tracked"] = np.zeros((), np.int64)
+    hp = plan.heads[0]
+    head = next(iter(spec.heads.values()))
+    weight = np.asarray(head.weight)
+    if weight.dtype == np.uint16:
+        weight = (weight.astype(np.uint32) << 16).view(np.float32)
+    if weight.shape != (plan.trunk_channels, hp.units) or head.activation != hp.activation:
+        raise FormatError(f"head {head.name!r}: expected [{plan.trunk_channels}, {hp.units}] with {hp.activation}")
+    sd[f"{hp.torch_prefix}.weight"] = np.ascontiguousarray(weight.astype(np.float32).T)
+    sd[f"{hp.torch_prefix}.bias"] = np.asarray(head.bias, np.float32).copy()
+    return sd

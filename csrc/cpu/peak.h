@@ -15,10 +15,11 @@ struct PeakResult {
 };
 
 // Runs the loop of kernel set `isa` ("avx512bf16", "avx512", "avx2", "generic": one of
-// compiled_isas()) for `precision` "fp32" or "bf16" on `threads` OpenMP threads for about
-// `seconds`. bf16 is vdpbf16ps on avx512bf16; the other sets compute bf16 convolutions with
-// fp32 multiply-adds, so their bf16 limit is their fp32 loop. Throws std::invalid_argument
-// for an ISA this build or CPU cannot run or an unknown precision.
+// compiled_isas()) for `precision` "fp32" or "bf16" on `threads` threads of the engine's
+// pool (parallel.h) for about `seconds`. bf16 is vdpbf16ps on avx512bf16; the other sets
+// compute bf16 convolutions with fp32 multiply-adds, so their bf16 limit is their fp32
+// loop. Throws std::invalid_argument for an ISA this build or CPU cannot run or an unknown
+// precision.
 PeakResult measure_peak(const char* isa, const char* precision, int threads, double seconds);
 
 }  // namespace cpu

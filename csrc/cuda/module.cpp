@@ -45,6 +45,9 @@ PYBIND11_MODULE(B2F_CUDA_MODULE_NAME, m) {
     d["compiled"] = true;
     d["archs"] = split_archs(b2f::cuda::compiled_archs());
     d["nvcc"] = std::string(b2f::cuda::nvcc_version());
+#if defined(__SANITIZE_ADDRESS__)
+    d["sanitizers"] = "address,undefined";  // BASENJI2_FAST_SANITIZE=1 (setup.py)
+#endif
     return d;
   });
   m.def("device_status", [] {
@@ -84,8 +87,9 @@ PYBIND11_MODULE(B2F_CUDA_MODULE_NAME, m) {
 
   // module_local: _cuda and _cuda_emu bind the same C++ type name and may be loaded together.
   py::class_<CudaEngine>(m, "Engine", py::module_local())
-      .def(py::init([](int64_t seq_length, const std::string& gelu, bool final_gelu, const py::list& ops, int device,
+      .def(py::init([](int64_t seq_length, const std::string& gelu, bool final_gelu, const py::object& ops, int device,
                        bool graphs) {
+             check_engine_args(seq_length, 1);
              std::vector<py::array> keep;
              std::vector<b2f::OpDesc> descs = parse_ops(ops, keep);
              return new CudaEngine(seq_length, parse_gelu(gelu), final_gelu, std::move(descs), device, graphs);
@@ -101,14 +105,14 @@ PYBIND11_MODULE(B2F_CUDA_MODULE_NAME, m) {
                                act == "softplus" ? b2f::OutAct::Softplus : b2f::OutAct::None);
            })
       .def("predict",
-           [](CudaEngine& e, U8 codes, const Requests& requests, bool n_uniform, py::object into) {
+           [](CudaEngine& e, py::object codes, py::object requests, bool n_uniform, py::object into) {
              return predict_host(e, codes, requests, n_uniform, into);
            },
            py::arg("codes"), py::arg("requests"), py::arg("n_uniform") = false, py::arg("out") = py::none(),
            "codes uint8 [B, L] (host); requests [(head, [tracks] or [])] -> list of float32 [B, bins, tracks] "
            "(written into `out`, one array per request, when given)")
       .def("predict_device",
-           [](CudaEngine& e, uintptr_t codes, int64_t batch, const Requests& requests, bool n_uniform,
+           [](CudaEngine& e, uintptr_t codes, int64_t batch, py::object requests, bool n_uniform,
               const std::vector<uintptr_t>& outs) {
              CHECK_ARG(batch >= 0, "batch must be >= 0");
              std::vector<b2f::HeadRequest> reqs = parse_requests(e, requests);
@@ -120,7 +124,7 @@ PYBIND11_MODULE(B2F_CUDA_MODULE_NAME, m) {
            },
            py::arg("codes_ptr"), py::arg("batch"), py::arg("requests"), py::arg("n_uniform"), py::arg("out_ptrs"),
            "Device pointers: codes uint8 [batch, L] in, float32 [batch, bins, tracks] per request out (C order).")
-      .def("trunk", [](CudaEngine& e, U8 codes, bool n_uniform) { return trunk_host(e, codes, n_uniform); },
+      .def("trunk", [](CudaEngine& e, py::object codes, bool n_uniform) { return trunk_host(e, codes, n_uniform); },
            py::arg("codes"), py::arg("n_uniform") = false, "codes uint8 [B, L] -> trunk output float32 [B, bins, C]")
       .def("op_forward",
            [](CudaEngine& e, int i, F32 x, py::object res) {
@@ -149,8 +153,8 @@ PYBIND11_MODULE(B2F_CUDA_MODULE_NAME, m) {
            "One conv op over whole layers: x float32 [B, rows, cin] (pre-activation) -> (raw fp32, "
            "gelu(raw) as stored in bf16) [B, rows / pool, cout]")
       .def("stem_forward",
-           [](CudaEngine& e, U8 codes, bool n_uniform) {
-             check_codes(codes, e);
+           [](CudaEngine& e, py::object codes_obj, bool n_uniform) {
+             const U8 codes = codes_arg(codes_obj, e);
              const int64_t batch = codes.shape(0), rows = e.op_in_rows(1);
              py::array_t<float> raw = new_array({batch, rows, int64_t(e.op_in_channels(1))});
              py::array_t<float> act = new_array({batch, rows, int64_t(e.op_in_channels(1))});
@@ -166,7 +170,7 @@ PYBIND11_MODULE(B2F_CUDA_MODULE_NAME, m) {
       .def("head_forward",
            [](CudaEngine& e, F32 x, int head, std::vector<int> tracks) {
              CHECK_ARG(x.ndim() == 3 && x.shape(2) == e.trunk_channels(), "x must be [batch, rows, trunk channels]");
-             std::vector<b2f::HeadRequest> reqs = parse_requests(e, Requests{{head, tracks}});
+             std::vector<b2f::HeadRequest> reqs = parse_requests(e, py::make_tuple(py::make_tuple(head, tracks)));
              const int64_t batch = x.shape(0), rows = x.shape(1);
              py::array_t<float> out = new_array({batch, rows, int64_t(request_tracks(e, reqs[0]))});
              const float* xp = x.data();

@@ -18,7 +18,7 @@ std::unique_ptr<float[]> Engine::BufferPool::get(size_t n, size_t& capacity) {
   {
     // Best fit: the smallest free buffer that holds n floats. Tensors shrink along the
     // network, so a later, smaller tensor reuses the buffer of an earlier, larger one.
-    std::lock_guard<std::mutex> lock(mutex_);
+    std::lock_guard<ForkSafeMutex> lock(mutex_);
     auto it = free_.lower_bound(n);
     if (it != free_.end()) {
       capacity = it->first;
@@ -42,12 +42,12 @@ std::unique_ptr<float[]> Engine::BufferPool::get(size_t n, size_t& capacity) {
 }
 
 void Engine::BufferPool::put(std::unique_ptr<float[]> buf, size_t capacity) {
-  std::lock_guard<std::mutex> lock(mutex_);
+  std::lock_guard<ForkSafeMutex> lock(mutex_);
   free_.emplace(capacity, std::move(buf));
 }
 
 void Engine::BufferPool::clear() {
-  std::lock_guard<std::mutex> lock(mutex_);
+  std::lock_guard<ForkSafeMutex> lock(mutex_);
   free_.clear();
 }
 
@@ -186,7 +186,7 @@ const Engine::Packed& Engine::head_panel(const HeadRequest& r) const {
   // Only the requested tracks' columns are packed, so the GEMM computes only those.
   const Head& h = heads_.at(r.head);
   if (r.tracks.empty()) return h.all;
-  std::lock_guard<std::mutex> lock(cache_mutex_);
+  std::lock_guard<ForkSafeMutex> lock(cache_mutex_);
   auto key = std::make_pair(r.head, r.tracks);
   auto it = head_cache_.find(key);
   if (it != head_cache_.end()) return *it->second;

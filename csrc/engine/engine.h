@@ -15,6 +15,7 @@
 
 #include "basenji2_fast/kernels.h"
 #include "basenji2_fast/winograd.h"
+#include "basenji2_fast/parallel.h"
 
 namespace b2f {
 
@@ -48,6 +49,7 @@ inline void plan_shapes(int64_t seq_length, const std::vector<OpDesc>& ops, std:
                         std::vector<int>& channels) {
   const auto fail = [](const std::string& msg) { throw std::invalid_argument(msg); };
   const int n = int(ops.size());
+  if (seq_length < 1) fail("seq_length must be >= 1");
   if (n == 0 || ops[0].type != OpDesc::Conv || ops[0].cin != 4)
     fail("the first op must be a convolution over the 4-channel one-hot input");
   lengths.assign(n + 1, 0);
@@ -60,6 +62,8 @@ inline void plan_shapes(int64_t seq_length, const std::vector<OpDesc>& ops, std:
     if (op.type == OpDesc::Conv) {
       if (op.cin != channels[i]) fail(at + "input channels do not chain");
       if (op.k % 2 != 1) fail(at + "even kernel sizes are not supported");
+      if (op.dil < 1) fail(at + "dilation must be >= 1");
+      if (op.cout < 1) fail(at + "no output channels");
       if (op.pool != 1 && op.pool != 2) fail(at + "only max-pool sizes 1 and 2 are supported");
       if (op.pool == 2 && lengths[i] % 2) fail(at + "odd length before a max-pool");
       if (!op.kernel || op.bias.size() != size_t(op.cout)) fail(at + "weight sizes do not match the shape");
@@ -175,9 +179,9 @@ class Engine {
   // op_flops: op i computing its output positions [p0, p1) (before pooling). A direct
   // convolution: 2 * k * cin * cout per position. A fast one computes the whole tile blocks
   // covering the range: per tile n GEMM products per (cin, cout), the input transform's
-  // nonzero coefficients per input channel and the output transform's m n per output channel. The stem is a table gather: it adds k table
-  // rows per position, k * cout. A crop computes nothing. nominal: what a direct convolution
-  // (the stem's included) computes instead.
+  // nonzero coefficients per input channel and the output transform's m n per output channel.
+  // The stem is a table gather: it adds k table rows per position, k * cout. A crop computes
+  // nothing. nominal: what a direct convolution (the stem's included) computes instead.
   int64_t op_flops(int i, int64_t p0, int64_t p1, bool nominal = false) const;
   // pass_flops()[i]: op i in one forward pass of one sequence, over the ranges the executor
   // computes (the tiled stem and tower recompute a few halo positions at tile edges).
@@ -200,7 +204,7 @@ class Engine {
     void clear();
 
    private:
-    std::mutex mutex_;
+    ForkSafeMutex mutex_;  // never left locked in a forked child (parallel.h)
     std::multimap<size_t, std::unique_ptr<float[]>> free_;
   };
 
@@ -338,7 +342,7 @@ class Engine {
   std::vector<Head> heads_;
   mutable BufferPool pool_;
 
-  mutable std::mutex cache_mutex_;
+  mutable ForkSafeMutex cache_mutex_;
   mutable std::map<std::pair<int, std::vector<int>>, std::unique_ptr<Packed>> head_cache_;
 };
 

@@ -11,7 +11,8 @@
 //
 // Fork: the child has only the forking thread. The atfork child handler bumps a generation
 // number; a pool made in an older generation is leaked, never locked or joined, and the
-// thread's next parallel_for builds a fresh one.
+// thread's next parallel_for builds a fresh one. The same handlers hold every ForkSafeMutex
+// across the fork.
 #include "basenji2_fast/parallel.h"
 
 #include <pthread.h>
@@ -34,8 +35,10 @@ namespace {
 std::atomic<unsigned> g_generation{0};  // bumped in every child after a fork
 thread_local bool t_inside = false;
 
-void after_fork_in_child() { g_generation.fetch_add(1, std::memory_order_relaxed); }
-const int g_atfork_registered = pthread_atfork(nullptr, nullptr, after_fork_in_child);
+void before_fork();
+void after_fork_in_parent();
+void after_fork_in_child();
+const int g_atfork_registered = pthread_atfork(before_fork, after_fork_in_parent, after_fork_in_child);
 
 // How long a waiting thread spins before it sleeps.
 // Long enough to bridge the gaps between the back-to-back calls of a forward pass (a
@@ -170,6 +173,50 @@ struct Inside {
   ~Inside() { t_inside = false; }
 };
 
+}  // namespace
+}  // namespace parallel_detail
+
+// Every live ForkSafeMutex, in a list under its own lock; the fork handlers hold them all.
+struct ForkRegistry {
+  static std::mutex& lock() {
+    static std::mutex m;
+    return m;
+  }
+  static ForkSafeMutex*& head() {
+    static ForkSafeMutex* h = nullptr;
+    return h;
+  }
+  static void lock_all() {
+    lock().lock();
+    for (ForkSafeMutex* m = head(); m; m = m->next_) m->m_.lock();
+  }
+  static void unlock_all() {
+    for (ForkSafeMutex* m = head(); m; m = m->next_) m->m_.unlock();
+    lock().unlock();
+  }
+};
+
+ForkSafeMutex::ForkSafeMutex() {
+  std::lock_guard<std::mutex> g(ForkRegistry::lock());
+  next_ = ForkRegistry::head();
+  if (next_) next_->prev_ = this;
+  ForkRegistry::head() = this;
+}
+
+ForkSafeMutex::~ForkSafeMutex() {
+  std::lock_guard<std::mutex> g(ForkRegistry::lock());
+  (prev_ ? prev_->next_ : ForkRegistry::head()) = next_;
+  if (next_) next_->prev_ = prev_;
+}
+
+namespace parallel_detail {
+namespace {
+void before_fork() { ForkRegistry::lock_all(); }
+void after_fork_in_parent() { ForkRegistry::unlock_all(); }
+void after_fork_in_child() {
+  g_generation.fetch_add(1, std::memory_order_relaxed);
+  ForkRegistry::unlock_all();  // the forking thread, the child's only one, holds them
+}
 }  // namespace
 
 bool inside() { return t_inside; }

@@ -49,6 +49,11 @@ PYBIND11_MODULE(_engine, m) {
     d["compiler"] = std::string(__VERSION__);
 #endif
     d["threads"] = "b2f::parallel_for (own pool, fork-safe)";
+#if defined(__SANITIZE_ADDRESS__)
+    d["sanitizers"] = "address,undefined";  // BASENJI2_FAST_SANITIZE=1 (setup.py)
+#else
+    d["sanitizers"] = py::none();
+#endif
     d["isas"] = std::string(b2f::cpu::compiled_isas());
     d["default_isa"] = std::string(b2f::cpu::select_kernels().name);
     d["cuda"] = false;
@@ -91,8 +96,10 @@ PYBIND11_MODULE(_engine, m) {
                                                                      "Every tensor of one sequence's forward pass.");
 
   py::class_<Engine>(m, "Engine")
-      .def(py::init([](int64_t seq_length, const std::string& gelu, bool final_gelu, const py::list& ops, int threads,
+      .def(py::init([](int64_t seq_length, const std::string& gelu, bool final_gelu, const py::object& ops, int threads,
                        const std::string& isa, int64_t tile_floats, bool head_bf16, py::object packed) {
+             check_engine_args(seq_length, threads);
+             CHECK_ARG(tile_floats >= 0, "tile_floats must be >= 0 (0: whole tensors)");
              std::vector<py::array> keep;
              std::vector<b2f::OpDesc> descs = parse_ops(ops, keep);
              std::function<void(int)> cb;
@@ -110,10 +117,12 @@ PYBIND11_MODULE(_engine, m) {
            "ops: dicts (conv: kernel float32 [k, in, out] or uint16 bf16 bits, bias, dilation, pool, gelu_in, "
            "residual, bf16; crop: left, right). packed(i) is called once op i's weights are packed.")
       .def("add_head",
-           [](Engine& e, py::object weight_obj, F32 bias, const std::string& act) {
-             auto [weight, weight_bf16] = weight_array(weight_obj);
-             CHECK_ARG(weight && weight.ndim() == 2 && bias.ndim() == 1 && bias.shape(0) == weight.shape(1),
-                       "head weight must be [channels, tracks] and bias [tracks]");
+           [](Engine& e, py::object weight_obj, py::object bias_obj, const std::string& act) {
+             const std::string form = "head weight must be [channels, tracks] and bias [tracks], tracks >= 1";
+             auto [weight, weight_bf16] = weight_array(weight_obj, form);
+             F32 bias = f32_arg(bias_obj, form);
+             CHECK_ARG(weight.ndim() == 2 && bias.ndim() == 1 && bias.shape(0) == weight.shape(1) && weight.shape(1) >= 1,
+                       form);
              CHECK_ARG(act == "softplus" || act == "linear", "head activation must be softplus or linear");
              try {
                return e.add_head(weight.data(), weight_bf16, bias.data(), int(weight.shape(0)), int(weight.shape(1)),
@@ -122,22 +131,25 @@ PYBIND11_MODULE(_engine, m) {
                throw py::value_error(ex.what());
              }
            })
-      .def("trunk", [](const Engine& e, U8 codes, bool n_uniform) { return trunk_host(e, codes, n_uniform); },
+      .def("trunk", [](const Engine& e, py::object codes, bool n_uniform) { return trunk_host(e, codes, n_uniform); },
            py::arg("codes"), py::arg("n_uniform") = false, "codes uint8 [B, L] -> trunk output float32 [B, bins, C]")
       .def("predict",
-           [](const Engine& e, U8 codes, const Requests& requests, bool n_uniform, py::object into) {
+           [](const Engine& e, py::object codes, py::object requests, bool n_uniform, py::object into) {
              return predict_host(e, codes, requests, n_uniform, into);
            },
            py::arg("codes"), py::arg("requests"), py::arg("n_uniform") = false, py::arg("out") = py::none(),
            "codes uint8 [B, L]; requests [(head, [tracks] or [])] -> list of float32 [B, bins, tracks] "
            "(written into `out`, one array per request, when given)")
       .def("op_range",
-           [](const Engine& e, int i, F32 x, int64_t x0, py::object res, int64_t p0, int64_t p1, bool activated) {
+           [](const Engine& e, int i, py::object x_obj, int64_t x0, py::object res, int64_t p0, int64_t p1,
+              bool activated) {
              CHECK_ARG(i >= 1 && i < e.n_ops(), "op index out of range");
+             F32 x = f32_arg(x_obj, "x must be float32 [rows, input channels]");
              CHECK_ARG(x.ndim() == 2 && x.shape(1) == e.op_in_channels(i), "x must be [rows, input channels]");
+             CHECK_ARG(p0 < p1, "op_range: empty output range [" + std::to_string(p0) + ", " + std::to_string(p1) + ")");
              F32 r;
              if (!res.is_none()) {
-               r = res.cast<F32>();
+               r = f32_arg(res, "residual must be float32 [p1 - p0, out channels]");
                CHECK_ARG(r.ndim() == 2 && r.shape(0) == p1 - p0 && r.shape(1) == e.op_out_channels(i),
                          "residual must be [p1 - p0, out channels]");
              }
@@ -184,8 +196,8 @@ PYBIND11_MODULE(_engine, m) {
       .def("head_flops", &Engine::head_flops, py::arg("head"), py::arg("tracks"), py::arg("rows"),
            "FLOPs of head `head` over `rows` trunk positions for `tracks` of its columns.")
       .def("profile",
-           [](const Engine& e, U8 codes, const Requests& requests, bool n_uniform) {
-             CHECK_ARG(codes.ndim() == 1 && codes.shape(0) == e.seq_length(), "codes must be uint8 [seq_length]");
+           [](const Engine& e, py::object codes_obj, py::object requests, bool n_uniform) {
+             const U8 codes = codes_arg(codes_obj, e, 1);
              const std::vector<b2f::HeadRequest> reqs = parse_requests(e, requests);
              const uint8_t* c = codes.data();
              py::gil_scoped_release nogil;
@@ -196,8 +208,8 @@ PYBIND11_MODULE(_engine, m) {
            "and tower summed over tiles) and the heads of `requests` as a last entry, then the same as CPU "
            "seconds of all the process's threads: [2 * (n_ops + 1)].")
       .def("cache_trunk",
-           [](const Engine& e, U8 codes, bool n_uniform) {
-             CHECK_ARG(codes.ndim() == 1 && codes.shape(0) == e.seq_length(), "codes must be uint8 [seq_length]");
+           [](const Engine& e, py::object codes_obj, bool n_uniform) {
+             const U8 codes = codes_arg(codes_obj, e, 1);
              const uint8_t* c = codes.data();
              py::gil_scoped_release nogil;
              return std::shared_ptr<Engine::TrunkCache>(e.cache_trunk(c, n_uniform));
@@ -205,10 +217,11 @@ PYBIND11_MODULE(_engine, m) {
            py::arg("codes"), py::arg("n_uniform") = false, py::keep_alive<0, 1>(),
            "Run one sequence and keep every tensor, for predict_substitutions.")
       .def("predict_substitutions",
-           [](const Engine& e, const Engine::TrunkCache& cache, py::array_t<int64_t, py::array::c_style | py::array::forcecast> pos,
-              U8 alt, const Requests& requests, py::object given_refs) {
-             CHECK_ARG(pos.ndim() == 1 && alt.ndim() == 1 && pos.shape(0) == alt.shape(0),
-                       "positions and alt codes must be [n] each");
+           [](const Engine& e, const Engine::TrunkCache& cache, py::object pos_obj, py::object alt_obj,
+              py::object requests, py::object given_refs) {
+             const auto pos = int64_arg(pos_obj, 1, "positions must be integers [n]");
+             const U8 alt = u8_arg(alt_obj, 1, "alt codes must be uint8 [n]");
+             CHECK_ARG(pos.shape(0) == alt.shape(0), "positions and alt codes must be [n] each");
              std::vector<b2f::HeadRequest> reqs = parse_requests(e, requests);
              std::vector<float*> ref_outs, alt_outs;
              py::list refs, alts;
@@ -218,7 +231,9 @@ PYBIND11_MODULE(_engine, m) {
                const auto& r = reqs[k];
                py::array_t<float> ref;
                if (ref_ready) {
-                 ref = given_refs[py::int_(k)].cast<py::array_t<float>>();
+                 py::object given = given_refs[py::int_(k)];
+                 CHECK_ARG(py::isinstance<py::array_t<float>>(given), "REF arrays must be float32, from an earlier call");
+                 ref = given.cast<py::array_t<float>>();
                  CHECK_ARG(ref.ndim() == 2 && ref.shape(0) == e.n_bins() && ref.shape(1) == request_tracks(e, r) &&
                                (ref.flags() & py::array::c_style),
                            "REF arrays must be C-contiguous float32 [bins, tracks] from an earlier call");

@@ -25,9 +25,16 @@
 //
 // Idle workers spin briefly (~50 us) before sleeping on a condition variable, so the
 // back-to-back calls of one forward pass do not pay a wake-up each.
+//
+// b2f::ForkSafeMutex: a std::mutex that fork never leaves locked in the child. Every live one
+// is locked by a pthread_atfork prepare handler and unlocked again in parent and child, so a
+// fork waits for other threads' critical sections to end (a model shared with a forked child
+// would otherwise deadlock on a lock that a thread of the parent held at the fork). For
+// short critical sections that wait for nothing else; a thread must not fork while holding one.
 #pragma once
 #include <algorithm>
 #include <cstdint>
+#include <mutex>
 
 namespace b2f {
 
@@ -40,6 +47,23 @@ void run(int nchunks, void (*fn)(void*, int), void* ctx);
 // True on a worker thread, and on a calling thread while its parallel_for runs.
 bool inside();
 }  // namespace parallel_detail
+
+class ForkSafeMutex {
+ public:
+  ForkSafeMutex();  // registers it for the fork handlers
+  ~ForkSafeMutex();
+  ForkSafeMutex(const ForkSafeMutex&) = delete;
+  ForkSafeMutex& operator=(const ForkSafeMutex&) = delete;
+  void lock() { m_.lock(); }
+  void unlock() { m_.unlock(); }
+  bool try_lock() { return m_.try_lock(); }
+
+ private:
+  friend struct ForkRegistry;
+  std::mutex m_;
+  ForkSafeMutex* prev_ = nullptr;
+  ForkSafeMutex* next_ = nullptr;
+};
 
 template <typename Body>
 void parallel_for(int64_t n, int threads, Body&& body) {
