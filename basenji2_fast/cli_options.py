@@ -10,13 +10,13 @@ from typing import List
 
 from ._io import one_line_errors  # noqa: F401  (re-exported: the error block every subcommand uses)
 from .model import TrackRequest, load
-from .spec import GELU_VARIANTS, N_ENCODINGS, PRECISIONS
+from .spec import ALGORITHMS, GELU_VARIANTS, N_ENCODINGS, PRECISIONS
 from .targets import read_targets
 
 
 def add_model_options(parser: argparse.ArgumentParser, required: bool = True, model_group=None) -> None:
-    """``-m MODEL [--params P] [--gelu V] [--threads N] [--device D] [--precision P]``, read by
-    :func:`load_model`. ``model_group``: where ``-m`` goes (e.g. a mutually exclusive group)."""
+    """``-m MODEL [--params P] [--gelu V] [--threads N] [--device D] [--precision P] [--algorithm A]``,
+    read by :func:`load_model`. ``model_group``: where ``-m`` goes (e.g. a mutually exclusive group)."""
     (model_group or parser).add_argument("-m", "--model", required=required,
                                          help="model file (.safetensors, .h5 or .pth)")
     parser.add_argument("--params", default=None, help="basenji params JSON (for .pth files of non-published shapes)")
@@ -27,8 +27,13 @@ def add_model_options(parser: argparse.ArgumentParser, required: bool = True, mo
                         help="cpu (default), cuda, cuda:N, or auto (the GPU when one is usable, else the CPU); "
                              "CUDA computes in bf16 with fp32 accumulation")
     parser.add_argument("--precision", choices=PRECISIONS, default=None,
-                        help="compute precision: fp32 (the CPU's default) or bf16 (bf16 weights and activations, "
-                             "fp32 sums; half the weight memory; the only precision on CUDA)")
+                        help="compute precision: fp32 (the CPU's default), bf16 (bf16 weights and activations, "
+                             "fp32 sums; the only precision on CUDA) or bf16-fast (fast convolutions with bf16 "
+                             "products too: faster on CPUs with avx512_bf16, less accurate)")
+    parser.add_argument("--algorithm", choices=ALGORITHMS, default="auto",
+                        help="convolutions: auto (Winograd fast convolution where it saves arithmetic and keeps "
+                             "mutation cones short; default), fast (wherever a layer's shape allows: fastest for "
+                             "whole-sequence predictions) or direct")
 
 
 def add_fasta_option(parser: argparse.ArgumentParser, required: bool = True) -> None:
@@ -169,7 +174,8 @@ def accept_negative_lists(parser: argparse.ArgumentParser) -> None:
 def load_model(args: argparse.Namespace):
     """The model named by :func:`add_model_options`' options."""
     return load(args.model, threads=args.threads, params=args.params, gelu=args.gelu,
-                device=getattr(args, "device", "cpu"), precision=getattr(args, "precision", None))
+                device=getattr(args, "device", "cpu"), precision=getattr(args, "precision", None),
+                algorithm=getattr(args, "algorithm", "auto"))
 
 
 def add_distributed_options(parser: argparse.ArgumentParser) -> None:

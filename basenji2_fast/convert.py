@@ -18,7 +18,7 @@ from ._io import check_output, one_line_errors
 from .formats import FormatError, load_spec
 from .formats import engine_format
 from .formats.params import parse_head_names, rename_heads
-from .spec import GELU_VARIANTS, ConvOp, ModelSpec
+from .spec import FILE_PRECISIONS, GELU_VARIANTS, ConvOp, ModelSpec
 
 
 def _trunk_difference(a: ModelSpec, b: ModelSpec) -> Optional[str]:
@@ -121,7 +121,7 @@ def add_convert_subcommand(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--params", default=None,
                    help="basenji params JSON (needed for .pth files of non-published shapes)")
     p.add_argument("--head-names", default=None, help="comma-separated head names (default human,mouse)")
-    p.add_argument("--precision", choices=engine_format.PRECISIONS, default="fp32",
+    p.add_argument("--precision", choices=FILE_PRECISIONS, default="fp32",
                    help="stored precision (default fp32)")
     p.add_argument("--gelu", choices=GELU_VARIANTS, default=None,
                    help="override the GELU variant (erf reproduces basenji2-pytorch)")

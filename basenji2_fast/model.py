@@ -15,8 +15,8 @@ import numpy as np
 from . import cuda_backend, dna
 from .formats import engine_format
 from .genome import as_fasta, centred_span, check_span, fetch, parse_interval
-from .spec import (CODE_UNIFORM, PRECISIONS, ConvOp, Head, ModelSpec, check_bool, check_int_sequence,
-                   check_n_encoding, check_positive_int, is_integer)
+from .spec import (ALGORITHMS, CODE_UNIFORM, PRECISIONS, ConvOp, Head, ModelSpec, check_bool,
+                   check_int_sequence, check_n_encoding, check_positive_int, is_integer)
 from .version import __version__
 
 try:  # the package imports without the extension; compute says what is missing
@@ -112,6 +112,95 @@ def bf16_plan(spec: ModelSpec) -> tuple:
     if len(convs) > 1:
         ops.discard(convs[-1])
     return ops, bool(spec.final_gelu)
+
+
+#: The Winograd tile sizes m of F(m, k) that fast convolutions may use, per precision of the
+#: products ("fp32", or "bf16" under precision="bf16-fast") and kernel size; each layer takes
+#: the one that executes the fewest products (:func:`fast_tile`). The largest is chosen from
+#: the error measured in the engine on the TensorFlow golden files (max |delta| of fp32, every
+#: fast layer on; bounds tf-small 1e-4, tf-full 1e-3 and 1e-4 of the largest output):
+#: direct 3.8e-6 / 7.2e-5 (4.5e-6); F(4,5)+F(4,3) 3.6e-6 / 6.7e-5 (4.2e-6); F(6,5)+F(6,3)
+#: 7.2e-6 / 1.1e-4 (6.7e-6); F(8,5)+F(8,3) 2.2e-5 / 2.4e-4 (1.5e-5). F(6, k) keeps a tenfold
+#: margin to the bounds for weights other than the fixtures'; F(8, k) would save ~5% more.
+#: bf16 products (precision="bf16-fast"; benchmarks/bf16_accuracy.py --fast-variants): per-track
+#: r against fp32 over tf-full's tracks that vary, median / min, bound 0.997 / 0.9966:
+#: F(2,5)+F(2,3) 0.99901 / 0.99779; F(4,5)+F(4,3) 0.99874 / 0.99717; F(6, k) is far below
+#: (one layer's error grows ~5x from F(4, k), FAST_CONV.md).
+FAST_TILES = {"fp32": {3: (4, 6), 5: (4, 6)}, "bf16": {3: (2, 4), 5: (2, 4)}}
+
+
+#: algorithm="auto" uses tile blocks of at most this many positions (m * dilation): a
+#: single-base substitution recomputes every block its cone touches, so long blocks widen the
+#: cones of predict_substitutions at each layer. On Basenji2 (tf-full, CPU seconds, same run)
+#: fast dilated layers save 1-5% of a full pass but double the cost per substitution (0.37 s
+#: instead of 0.18; F(2,3) only: 0.29): auto keeps the tower and the undilated first block.
+FAST_AUTO_MAX_BLOCK = 6
+
+
+def fast_tile(op: ConvOp, length: int, products: str = "fp32", algorithm: str = "auto") -> int:
+    """The tile size m of Winograd F(m, k) for conv ``op`` over ``length`` input positions, or
+    0 for a direct convolution.
+
+    Of :data:`FAST_TILES`, the m whose tiles execute the fewest products: n = m + k - 1 per
+    tile, tiles of m outputs per dilation phase in whole blocks of m * dilation positions
+    (a short, strongly dilated layer computes a partial last block of padding). "fast": every
+    conv whose shape allows it (kernel size 3 or 5, not both pooled and dilated). "auto":
+    blocks of at most :data:`FAST_AUTO_MAX_BLOCK` positions, and only where the products fall
+    to 80% of the direct convolution's or less and both channel counts are at least 8 (else
+    the transforms cost about as much as they save).
+    """
+    if algorithm == "direct":
+        return 0
+    sizes = FAST_TILES[products].get(op.k, ())
+    if algorithm == "auto":
+        sizes = tuple(m for m in sizes if m * op.dilation <= FAST_AUTO_MAX_BLOCK)
+    if not sizes or (op.pool != 1 and op.dilation != 1):
+        return 0
+
+    def products_of(m):  # per input and output channel
+        return (m + op.k - 1) * -(-length // (m * op.dilation)) * op.dilation
+
+    m = min(sizes, key=lambda m: (products_of(m), m))
+    if algorithm == "fast":
+        return m
+    return m if products_of(m) <= 0.8 * op.k * length and min(op.c_in, op.c_out) >= 8 else 0
+
+
+def compute_plan(spec: ModelSpec, precision: str = "fp32", algorithm: str = "auto") -> tuple:
+    """How each op of ``spec`` computes: ([{"bf16": bool, "fast_m": int} per op], heads in bf16).
+
+    ``fast_m``: Winograd F(m, k) tiles, or 0 for a direct convolution (:func:`fast_tile`).
+    fp32: nothing in bf16. bf16: the ops and heads of :func:`bf16_plan` in bf16, but a conv that
+    runs fast convolution stays fp32: fp32 Winograd products are cheaper than bf16 direct ones
+    (the tower: 67 instead of 185 GFLOP) and more accurate. bf16-fast: the bf16 ops whose kernel
+    size has a bf16 tile in :data:`FAST_TILES` run Winograd with bf16 products (transformed
+    weights and inputs rounded to bf16, fp32 sums); the others as under bf16.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r} is not supported; use one of {PRECISIONS}")
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"algorithm={algorithm!r}; expected one of {ALGORITHMS}")
+    bf16_ops, head_bf16 = bf16_plan(spec) if precision != "fp32" else (set(), False)
+    plan, length = [], spec.seq_length
+    for i, op in enumerate(spec.ops):
+        if not isinstance(op, ConvOp):
+            plan.append({"bf16": False, "fast_m": 0})
+            length -= op.left + op.right
+            continue
+        bf16, m = i in bf16_ops, 0
+        if i and bf16 and precision == "bf16-fast":
+            m = fast_tile(op, length, "bf16", algorithm)
+        if i and not m:
+            m = fast_tile(op, length, "fp32", algorithm)
+            bf16 = bf16 and not m
+        plan.append({"bf16": bf16, "fast_m": m})
+        length //= op.pool
+    return plan, head_bf16
+
+
+def _gflop(flops: float) -> float:
+    """FLOPs as GFLOP to 5 significant digits (info() of small and full-size models alike)."""
+    return float(f"{flops / 1e9:.5g}")
 
 
 @dataclass(frozen=True)
@@ -216,12 +305,19 @@ class Model:
         The model, as returned by :func:`basenji2_fast.load_spec`.
     device : "cpu" (default), "cuda", "cuda:N" or "auto" (the GPU when one is usable, else the CPU)
         "cuda" without a usable GPU or without the compiled CUDA module is a one-line RuntimeError.
-    precision : None (the device's: "fp32" on the CPU, "bf16" on CUDA), "fp32" or "bf16"
+    precision : None (the device's: "fp32" on the CPU, "bf16" on CUDA), "fp32", "bf16" or "bf16-fast"
         bf16: weights packed once as bfloat16, the activations that convs read stored as
         bfloat16 (rounded to nearest even), products accumulated in fp32 and the fused
-        epilogue (bias, residual, pool, GELU, softplus) in fp32 (see :func:`bf16_plan`).
-        Half the weight memory; on CPUs with avx512_bf16 the convs use vdpbf16ps. The CUDA
-        engine computes in bf16 only (tensor cores).
+        epilogue (bias, residual, pool, GELU, softplus) in fp32 (see :func:`bf16_plan`);
+        layers that run fast convolution stay fp32 (:func:`compute_plan`). On CPUs with
+        avx512_bf16 the convs use vdpbf16ps. bf16-fast (opt-in, less accurate): the fast
+        convolutions multiply in bf16 too. The CUDA engine computes in bf16 only (tensor cores).
+    algorithm : "auto" (default), "fast" or "direct"
+        Winograd fast convolution (fewer multiplies, a few times the rounding error of a
+        direct convolution) where a layer's shape allows it ("fast") or where it also saves
+        arithmetic ("auto"; :func:`fast_tile`), or direct convolution everywhere. Results of a
+        model do not depend on batch size, threads, tiling or incremental recomputation with
+        either. The CUDA engine runs direct convolution ("auto" means that there).
     threads : int, optional
         Threads for the kernels (default: the CPUs this process may use).
     isa : str, optional
@@ -239,27 +335,33 @@ class Model:
 
     def __init__(self, spec: ModelSpec, device: str = "cpu", precision: Optional[str] = None,
                  threads: Optional[int] = None, isa: Optional[str] = None, tile_mb: Optional[float] = 16.0,
-                 graphs: bool = False):
+                 graphs: bool = False, algorithm: str = "auto"):
         if precision is not None and precision not in PRECISIONS:
             raise ValueError(f"precision={precision!r} is not supported; use one of {PRECISIONS}")
+        if algorithm not in ALGORITHMS:
+            raise ValueError(f"algorithm={algorithm!r}; expected one of {ALGORITHMS}")
         kind, index = cuda_backend.resolve_device(device, precision)
         precision = precision or ("bf16" if kind == "cuda" else "fp32")
         if kind == "cuda" and precision != "bf16":
             raise ValueError(f"precision={precision!r}: the CUDA engine computes in bf16 (fp32 accumulation); "
                              "fp32 runs on device='cpu'")
+        if kind == "cuda" and algorithm == "fast":
+            raise ValueError("algorithm='fast': the CUDA engine runs direct convolution; use 'direct' or 'auto'")
         self.spec = spec.validate()
         self.device = "cpu" if kind == "cpu" else f"cuda:{index}"
         self.precision = precision
+        self.algorithm = algorithm
         self.threads = (_default_threads() if threads is None
                         else check_positive_int("threads", threads, "every CPU this process may use"))
-        bf16_ops, head_bf16 = bf16_plan(spec) if precision == "bf16" else (set(), False)
+        plan, head_bf16 = self._plan = compute_plan(spec, precision, "direct" if kind == "cuda" else algorithm)
         ops = []
         for i, op in enumerate(spec.ops):
             if isinstance(op, ConvOp):
                 ops.append({"type": "conv", "kernel": _engine_weight(op.kernel),
                             "bias": np.ascontiguousarray(op.bias, np.float32), "dilation": int(op.dilation),
                             "pool": int(op.pool), "gelu_in": bool(op.gelu_in),
-                            "residual": -1 if op.residual is None else int(op.residual), "bf16": i in bf16_ops})
+                            "residual": -1 if op.residual is None else int(op.residual), "bf16": plan[i]["bf16"],
+                            "fast_m": plan[i]["fast_m"]})
             else:
                 ops.append({"type": "crop", "left": int(op.left), "right": int(op.right)})
         if kind == "cuda":
@@ -299,18 +401,47 @@ class Model:
         return self.spec.bin_size
 
     def info(self) -> dict:
-        """Geometry, heads, GELU variant and the kernels that run."""
-        return {
+        """Geometry, heads, GELU variant, the kernels that run and the arithmetic they do.
+
+        ``flops_per_sequence``: :meth:`executed_flops`. ``layers`` (CPU): per conv op its
+        algorithm ("stem" gather, "direct", or "F(m,k)" Winograd tiles), the precision of its
+        products, and GFLOP per sequence for a direct convolution (``gflop_nominal``) and as
+        executed (``gflop_executed``); ``gflop_nominal`` / ``gflop_executed``: the same over
+        the trunk and every track of the first head (a multiply-add counts 2).
+        """
+        info = {
             "seq_length": self.seq_length, "bin_size": self.bin_size, "n_bins": self.n_bins,
             "crop_bins": self.spec.crop_bins, "trunk_channels": self.spec.trunk_channels,
             "heads": {n: h.tracks for n, h in self.spec.heads.items()}, "gelu": self.spec.gelu,
             "n_params": self.spec.n_params(), "device": self.device, "precision": self.precision,
+            "algorithm": self.algorithm,
             "threads": self.threads, "isa": self._engine.isa, "stem_tower_tiles": self._engine.prefix_tiles,
             "weight_mb": round(self._engine.weight_bytes / 1e6, 1),
             "flops_per_sequence": self.executed_flops(),
             "version": __version__,
             "source": self.spec.metadata.get("source"),
         }
+        if info["flops_per_sequence"] is not None:
+            info.update(self._layers(info["flops_per_sequence"]))
+        return info
+
+    def _layers(self, executed: dict) -> dict:
+        """Per conv op: algorithm, precision and GFLOP, nominal and executed (see :meth:`info`)."""
+        plan, head_bf16 = self._plan
+        layers, nominal, length = [], 0, self.seq_length
+        for i, op in enumerate(self.spec.ops):
+            if not isinstance(op, ConvOp):
+                length -= op.left + op.right
+                continue
+            f = int(self._engine.op_flops(i, 0, length, True))
+            layers.append({"op": i, "name": op.name, "algorithm": self._engine.op_algorithm(i),
+                           "precision": "bf16" if plan[i]["bf16"] else "fp32",
+                           "gflop_nominal": _gflop(f), "gflop_executed": _gflop(executed["ops"][i])})
+            nominal += f
+            length //= op.pool
+        head = executed["heads"].get(self.head_names[0], 0) if self.head_names else 0
+        return {"layers": layers, "head_precision": "bf16" if head_bf16 else "fp32",
+                "gflop_nominal": _gflop(nominal + head), "gflop_executed": _gflop(executed["trunk"] + head)}
 
     def executed_flops(self) -> Optional[dict]:
         """The arithmetic one sequence's forward pass executes here, in FLOPs (a multiply-add
@@ -735,7 +866,7 @@ class SubstitutionScorer:
 
 def load(path: Union[str, os.PathLike], device: str = "cpu", precision: Optional[str] = None,
          threads: Optional[int] = None, params=None, gelu: Optional[str] = None, isa: Optional[str] = None,
-         tile_mb: Optional[float] = 16.0, graphs: bool = False) -> Model:
+         tile_mb: Optional[float] = 16.0, graphs: bool = False, algorithm: str = "auto") -> Model:
     """Load a model from Keras HDF5 (.h5), a basenji2-pytorch state dict (.pth) or the engine's
     own .safetensors file (conversion happens in memory), or the published Basenji2 by name:
     "basenji2" (= "basenji2-human"), "basenji2-mouse", "basenji2-both" (both heads on one
@@ -750,13 +881,17 @@ def load(path: Union[str, os.PathLike], device: str = "cpu", precision: Optional
 
     if precision is not None and precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r} is not supported; use one of {PRECISIONS}")
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"algorithm={algorithm!r}; expected one of {ALGORITHMS}")
     # The device is resolved before the weights are read: "cuda" without a GPU fails at once.
     cuda_backend.resolve_device(device, precision)
     named = is_published_name(path)  # "basenji2", "basenji2-both", ...: fetched into the cache
     spec = (published_spec(path, params=params, gelu=gelu, keep_bf16=True) if named
             else load_spec(path, params=params, gelu=gelu, keep_bf16=True))
-    model = Model(spec, device=device, precision=precision, threads=threads, isa=isa, tile_mb=tile_mb, graphs=graphs)
+    model = Model(spec, device=device, precision=precision, threads=threads, isa=isa, tile_mb=tile_mb, graphs=graphs,
+                  algorithm=algorithm)
     # How to load it again: distributed workers (basenji2_fast.runner) load their own copy.
     model.load_options = {"path": path if named else os.path.abspath(os.fspath(path)), "threads": threads,
-                          "params": params, "gelu": gelu, "isa": isa, "tile_mb": tile_mb}
+                          "params": params, "gelu": gelu, "isa": isa, "tile_mb": tile_mb,
+                          "algorithm": algorithm}
     return model

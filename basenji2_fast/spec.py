@@ -24,9 +24,18 @@ import numpy as np
 
 GELU_VARIANTS = ("sigmoid", "erf", "tanh")
 
-#: Compute precisions: fp32, or bf16 weights and activations with fp32 sums (the only one
-#: on CUDA). The engine's file stores weights in either.
-PRECISIONS = ("fp32", "bf16")
+#: Compute precisions: fp32; bf16 (bf16 weights and activations with fp32 sums, the only one
+#: on CUDA; the layers that run fast convolution stay fp32, more accurate and cheaper there);
+#: bf16-fast (opt-in: fast convolutions with bf16 products too, less accurate). See
+#: :func:`basenji2_fast.model.compute_plan`.
+PRECISIONS = ("fp32", "bf16", "bf16-fast")
+
+#: Weight storage of the engine's file (any file runs in any compute precision).
+FILE_PRECISIONS = ("fp32", "bf16")
+
+#: How convolutions compute: "direct", "fast" (Winograd tiles wherever a layer's shape allows)
+#: or "auto" (fast where it does less arithmetic; the default).
+ALGORITHMS = ("direct", "fast", "auto")
 
 #: How N enters the model: all-zero one-hot columns, or 0.25 in each channel.
 N_ENCODINGS = ("zeros", "uniform")

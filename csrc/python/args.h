@@ -128,6 +128,7 @@ inline OpDesc parse_op(const py::handle& h, const std::string& at, std::vector<p
   op.gelu_in = need("gelu_in").cast<bool>();
   op.residual = integer("residual");
   op.bf16 = d.contains("bf16") && py::object(d["bf16"]).cast<bool>();
+  op.fast_m = d.contains("fast_m") ? int_arg(py::object(d["fast_m"]), at + "'fast_m' must be an integer") : 0;
   op.kernel = kernel.data();
   op.kernel_bf16 = kernel_bf16;
   op.bias.assign(bias.data(), bias.data() + bias.size());
