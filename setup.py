@@ -113,8 +113,7 @@ common = ["-O3", "-fno-math-errno"] + (SANITIZE_FLAGS + ["-O1"] if SANITIZE else
 engine = Pybind11Extension(
     "basenji2_fast._engine",
     sources=["csrc/python/module.cpp", "csrc/engine/engine.cpp", "csrc/engine/incremental.cpp", "csrc/engine/parallel.cpp",
-             "csrc/cpu/dispatch.cpp",
-             "csrc/cpu/kernels_generic.cpp", "csrc/cpu/peak.cpp"],
+             "csrc/cpu/dispatch.cpp", "csrc/cpu/kernels_generic.cpp", "csrc/cpu/peak.cpp"],
     include_dirs=["csrc/include", "csrc"],
     # every source and header, so that a change in any (the ISA units included) relinks
     depends=sorted(glob.glob("csrc/**/*.h", recursive=True) + glob.glob("csrc/**/*.cpp", recursive=True)),

@@ -6,7 +6,7 @@
 
 The file readers and converters are pure Python; compute needs the compiled extension.
 Importing the package loads NumPy and the engine only: the workflow modules (and the
-file-format libraries they use: h5py, pyfaidx, pyBigWig, cyvcf2, tqdm, matplotlib) load
+file-format libraries they use: h5py, pyfaidx, pyBigWig, tqdm, matplotlib) load
 the first time one of their names is used.
 """
 from importlib import import_module as _import_module

@@ -1241,6 +1241,10 @@ def options_from_args(args) -> BenchOptions:
 
 def run_bench_command(args) -> int:
     opts = options_from_args(args)
+    if args.json:
+        from ._io import check_output
+
+        check_output(args.json, inputs=[args.model])  # before the minutes of measuring
     res = run_bench(opts, log=(lambda *a, **k: print(*a, file=sys.stderr, flush=True, **k)))
     print(format_table(res))
     if args.json:

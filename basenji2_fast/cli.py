@@ -13,8 +13,9 @@ import sys
 from typing import List, Optional, Sequence, Union
 
 from . import runner
+from ._io import check_output
 from .bench import add_bench_subcommand
-from .cli_options import add_model_options, load_model, one_line_errors
+from .cli_options import OneLineParser, add_model_options, load_model, one_line_errors
 from .convert import add_convert_subcommand
 from .model import build_info
 from .plots import add_plot_subcommand, add_sat_plot_subcommand
@@ -64,6 +65,7 @@ def merge_shards(shard_dirs: Sequence[Union[str, os.PathLike]], out_dir) -> dict
 
 def run_merge(args: argparse.Namespace) -> int:
     def work():
+        check_output(args.out_dir, folder=True)
         rec = merge_shards(args.shards, args.out_dir)
         if rec.get("call") is None:
             raise ValueError(f"{args.shards[0]}: shards written from Python; call the same function with "
@@ -74,7 +76,7 @@ def run_merge(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="basenji2-fast", description="Basenji2 on fused C++ kernels.")
+    parser = OneLineParser(prog="basenji2-fast", description="Basenji2 on fused C++ kernels.")
     sub = parser.add_subparsers(dest="command", required=True)
     add_convert_subcommand(sub)
     add_fetch_subcommand(sub)
@@ -99,7 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out-dir", required=True, help="output folder")
     p.set_defaults(func=run_merge)
 
-    p = sub.add_parser("info", help="what this build runs, and a model's geometry")
+    p = sub.add_parser(
+        "info", help="what this build runs, and a model's geometry",
+        description="Print, as JSON, what this installation runs (version, compiled kernels and the instruction set "
+                    "chosen, compiler, thread pool, CUDA) and, with -m, the model's geometry (sequence length, bins, "
+                    "heads and their tracks, GELU variant, parameters, precision, weight memory).")
     add_model_options(p, required=False)
     p.set_defaults(func=run_info)
     return parser

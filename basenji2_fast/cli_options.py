@@ -10,24 +10,30 @@ from typing import List
 
 from ._io import one_line_errors  # noqa: F401  (re-exported: the error block every subcommand uses)
 from .model import TrackRequest, load
-from .spec import GELU_VARIANTS, N_ENCODINGS, PRECISIONS
+from .spec import ALGORITHMS, GELU_VARIANTS, N_ENCODINGS, PRECISIONS
 from .targets import read_targets
 
 
 def add_model_options(parser: argparse.ArgumentParser, required: bool = True, model_group=None) -> None:
-    """``-m MODEL [--params P] [--gelu V] [--threads N] [--device D] [--precision P]``, read by
-    :func:`load_model`. ``model_group``: where ``-m`` goes (e.g. a mutually exclusive group)."""
+    """``-m MODEL [--params P] [--gelu V] [--threads N] [--device D] [--precision P] [--algorithm A]``,
+    read by :func:`load_model`. ``model_group``: where ``-m`` goes (e.g. a mutually exclusive group)."""
     (model_group or parser).add_argument("-m", "--model", required=required,
                                          help="model file (.safetensors, .h5 or .pth)")
     parser.add_argument("--params", default=None, help="basenji params JSON (for .pth files of non-published shapes)")
     parser.add_argument("--gelu", choices=GELU_VARIANTS, default=None, help="override the model's GELU variant")
-    parser.add_argument("--threads", type=int, default=None, help="compute threads (default: all CPUs)")
+    parser.add_argument("--threads", type=positive_int, default=None,
+                        help="compute threads (default: every CPU this process may use)")
     parser.add_argument("--device", default="cpu",
                         help="cpu (default), cuda, cuda:N, or auto (the GPU when one is usable, else the CPU); "
                              "CUDA computes in bf16 with fp32 accumulation")
     parser.add_argument("--precision", choices=PRECISIONS, default=None,
-                        help="compute precision: fp32 (the CPU's default) or bf16 (bf16 weights and activations, "
-                             "fp32 sums; half the weight memory; the only precision on CUDA)")
+                        help="compute precision: fp32 (the CPU's default), bf16 (bf16 weights and activations, "
+                             "fp32 sums; the only precision on CUDA) or bf16-fast (fast convolutions with bf16 "
+                             "products too: faster on CPUs with avx512_bf16, less accurate)")
+    parser.add_argument("--algorithm", choices=ALGORITHMS, default="auto",
+                        help="convolutions: auto (Winograd fast convolution where it saves arithmetic and keeps "
+                             "mutation cones short; default), fast (wherever a layer's shape allows: fastest for "
+                             "whole-sequence predictions) or direct")
 
 
 def add_fasta_option(parser: argparse.ArgumentParser, required: bool = True) -> None:
@@ -40,6 +46,49 @@ def add_run_options(parser: argparse.ArgumentParser, n_encoding: bool = True) ->
     if n_encoding:
         parser.add_argument("--n-encoding", choices=N_ENCODINGS, default="zeros", help="how N is encoded")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line, as every other error of the command:
+    ``basenji2-fast COMMAND: error: MESSAGE (see basenji2-fast COMMAND --help)``, exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (``--batch-size``, ``--threads``, ``--workers``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite number >= 0 (``--l2``, ``--cache-mb``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0 (a figure's ``--width``)."""
+    value = non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+    return value
+
+
+def add_batch_size_option(parser: argparse.ArgumentParser, default: int, unit: str = "windows per engine call") -> None:
+    """``--batch-size N``: how many windows (or variants, ...) go through the engine together."""
+    parser.add_argument("--batch-size", type=positive_int, default=default, help=f"{unit} (default {default})")
 
 
 def int_list(text: str) -> List[int]:
@@ -125,7 +174,8 @@ def accept_negative_lists(parser: argparse.ArgumentParser) -> None:
 def load_model(args: argparse.Namespace):
     """The model named by :func:`add_model_options`' options."""
     return load(args.model, threads=args.threads, params=args.params, gelu=args.gelu,
-                device=getattr(args, "device", "cpu"), precision=getattr(args, "precision", None))
+                device=getattr(args, "device", "cpu"), precision=getattr(args, "precision", None),
+                algorithm=getattr(args, "algorithm", "auto"))
 
 
 def add_distributed_options(parser: argparse.ArgumentParser) -> None:
@@ -134,7 +184,7 @@ def add_distributed_options(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("distributed runs (pip install 'basenji2-fast[distributed]')")
     g.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="run the tasks on this Dask scheduler (tcp://host:8786, or a scheduler file *.json)")
-    g.add_argument("--workers", type=int, default=None, metavar="N",
+    g.add_argument("--workers", type=positive_int, default=None, metavar="N",
                    help="run the tasks on a local Dask cluster of N worker processes (the CPUs split between them)")
     g.add_argument("--shard", default=None, metavar="I/N",
                    help="run only shard I of N (0-based) into OUT_DIR; combine with 'basenji2-fast merge'")

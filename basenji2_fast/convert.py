@@ -8,16 +8,17 @@ one file with two heads that runs the trunk once for both species.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import List, Optional
 
 import numpy as np
 
-from ._io import one_line_errors
+from ._io import check_output, one_line_errors
 from .formats import FormatError, load_spec
 from .formats import engine_format
 from .formats.params import parse_head_names, rename_heads
-from .spec import GELU_VARIANTS, ConvOp, ModelSpec
+from .spec import FILE_PRECISIONS, GELU_VARIANTS, ConvOp, ModelSpec
 
 
 def _trunk_difference(a: ModelSpec, b: ModelSpec) -> Optional[str]:
@@ -89,6 +90,8 @@ def convert(src, dst, mouse=None, params=None, precision: str = "fp32", head_nam
     ModelSpec
         What was written (fp32 arrays; ``metadata["precision"]`` says how it was stored).
     """
+    # The output first: a bad -o fails before the weights are read, and never replaces an input.
+    check_output(dst, inputs=[src, mouse, params if isinstance(params, (str, os.PathLike)) else None])
     if mouse is None:
         spec = load_spec(src, params=params, gelu=gelu, head_names=head_names)
     else:
@@ -118,7 +121,7 @@ def add_convert_subcommand(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--params", default=None,
                    help="basenji params JSON (needed for .pth files of non-published shapes)")
     p.add_argument("--head-names", default=None, help="comma-separated head names (default human,mouse)")
-    p.add_argument("--precision", choices=engine_format.PRECISIONS, default="fp32",
+    p.add_argument("--precision", choices=FILE_PRECISIONS, default="fp32",
                    help="stored precision (default fp32)")
     p.add_argument("--gelu", choices=GELU_VARIANTS, default=None,
                    help="override the GELU variant (erf reproduces basenji2-pytorch)")

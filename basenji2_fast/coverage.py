@@ -17,7 +17,8 @@ For each track and each output bin of a window (``bin_size`` bp):
 One place reads coverage for the workflows that compare with it (``test``:
 :mod:`basenji2_fast.workflows.evaluate`; ``fit-head``: :mod:`basenji2_fast.workflows.heads`),
 and accumulates how predictions compare with it (:class:`TrackStats`). bigWig files are opened
-here (:func:`open_bigwig`), also for pictures (:func:`binned_means`).
+here (:func:`open_bigwig`), also for pictures (:func:`binned_means`); a bigWig of a
+predict-genome job that has not finished is refused (:func:`unfinished_genome_job`).
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from typing import List, Optional, Sequence, Union
 
 import numpy as np
 
+from ._io import read_json
 from .targets import Targets, read_targets
 from .windows import output_window
 
@@ -127,10 +129,40 @@ def coverage_tracks(source: Union[str, os.PathLike, Targets, Sequence[Union[str,
     return [CoverageTrack(Path(p), sum_stat or "sum", where=str(p)) for p in paths]
 
 
+#: predict-genome's output folder (:mod:`basenji2_fast.workflows.genome_tiling`): its record,
+#: written last, once every bigWig is in place; the folder of its partial results while it has
+#: not finished (holding ``job.json``, whose job names the format below).
+GENOME_MANIFEST = "manifest.json"
+GENOME_PARTIAL = ".partial"
+GENOME_JOB_FORMAT = "basenji2-fast predict-genome"
+
+
+def unfinished_genome_job(folder) -> bool:
+    """Whether ``folder`` holds a predict-genome job that has not finished (its partial
+    results are there, its manifest is not): its bigWigs may be missing, or left from an
+    earlier job, so readers refuse them."""
+    folder = Path(folder)
+    if (folder / GENOME_MANIFEST).is_file():
+        return False
+    rec = read_json(folder / GENOME_PARTIAL / "job.json")
+    return isinstance(rec, dict) and (rec.get("job") or {}).get("format") == GENOME_JOB_FORMAT
+
+
+def check_finished(folder) -> None:
+    """A one-line ValueError when ``folder`` holds an unfinished predict-genome job."""
+    if unfinished_genome_job(folder):
+        raise ValueError(f"{folder}: an unfinished predict-genome job (no {GENOME_MANIFEST} yet); rerun the same "
+                         "predict-genome command to finish it")
+
+
 def open_bigwig(path: Path):
-    """An open pyBigWig file; a one-line ValueError when it is missing or no bigWig."""
+    """An open pyBigWig file; a one-line ValueError when it is missing, no bigWig, or in the
+    folder of an unfinished predict-genome job (its own, or its head folder's parent)."""
     import pyBigWig
 
+    path = Path(path)
+    for folder in (path.parent, path.parent.parent):
+        check_finished(folder)
     if not path.is_file():
         raise ValueError(f"{path}: bigWig file not found")
     try:

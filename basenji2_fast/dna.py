@@ -10,7 +10,7 @@ same errors, otherwise.  :func:`is_available` says which is in use.
 from __future__ import annotations
 
 import warnings
-from typing import Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -28,11 +28,31 @@ _impl = _compiled if _compiled is not None else _dna_py
 SeqLike = Union[str, bytes]
 
 __all__ = ["encode", "encode_batch", "revcomp", "decode", "onehot_to_codes", "is_available", "shift_codes",
-           "COMPLEMENT"]
+           "COMPLEMENT", "VALID_LETTERS", "first_invalid"]
 
 #: code -> the code of the complementary base (A<->T, C<->G; N, uniform and any other value
 #: unchanged): uint8 [256], the table both DNA modules use.
 COMPLEMENT = _dna_py.COMPLEMENT_TABLE
+
+
+#: Every byte :func:`encode` reads as a base: A, C, G, T, N and the IUPAC ambiguity codes, in
+#: either case.
+VALID_LETTERS = bytes(i for i in range(256) if not _dna_py.ENCODE_TABLE[i] & _dna_py.INVALID_FLAG)
+
+
+def first_invalid(seq: SeqLike) -> Optional[int]:
+    """The 0-based index of the first character of ``seq`` that :func:`encode` refuses, or
+    None when every one is a base (fast: one C-level pass over an ASCII text)."""
+    if isinstance(seq, str):
+        try:
+            raw = seq.encode("ascii")
+        except UnicodeEncodeError:
+            return next(i for i, ch in enumerate(seq) if ord(ch) > 127 or ch.encode() not in VALID_LETTERS)
+    else:
+        raw = bytes(seq)
+    if not raw.translate(None, VALID_LETTERS):
+        return None
+    return next(i for i, b in enumerate(raw) if b not in VALID_LETTERS)
 
 
 def is_available() -> bool:

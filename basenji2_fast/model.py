@@ -14,8 +14,9 @@ import numpy as np
 
 from . import cuda_backend, dna
 from .formats import engine_format
-from .genome import as_fasta, centred_span, fetch, parse_interval
-from .spec import CODE_UNIFORM, PRECISIONS, ConvOp, Head, ModelSpec, check_n_encoding
+from .genome import as_fasta, centred_span, check_span, fetch, parse_interval
+from .spec import (ALGORITHMS, CODE_UNIFORM, PRECISIONS, ConvOp, Head, ModelSpec, check_bool,
+                   check_int_sequence, check_n_encoding, check_positive_int, is_integer)
 from .version import __version__
 
 try:  # the package imports without the extension; compute says what is missing
@@ -113,6 +114,95 @@ def bf16_plan(spec: ModelSpec) -> tuple:
     return ops, bool(spec.final_gelu)
 
 
+#: The Winograd tile sizes m of F(m, k) that fast convolutions may use, per precision of the
+#: products ("fp32", or "bf16" under precision="bf16-fast") and kernel size; each layer takes
+#: the one that executes the fewest products (:func:`fast_tile`). The largest is chosen from
+#: the error measured in the engine on the TensorFlow golden files (max |delta| of fp32, every
+#: fast layer on; bounds tf-small 1e-4, tf-full 1e-3 and 1e-4 of the largest output):
+#: direct 3.8e-6 / 7.2e-5 (4.5e-6); F(4,5)+F(4,3) 3.6e-6 / 6.7e-5 (4.2e-6); F(6,5)+F(6,3)
+#: 7.2e-6 / 1.1e-4 (6.7e-6); F(8,5)+F(8,3) 2.2e-5 / 2.4e-4 (1.5e-5). F(6, k) keeps a tenfold
+#: margin to the bounds for weights other than the fixtures'; F(8, k) would save ~5% more.
+#: bf16 products (precision="bf16-fast"; benchmarks/bf16_accuracy.py --fast-variants): per-track
+#: r against fp32 over tf-full's tracks that vary, median / min, bound 0.997 / 0.9966:
+#: F(2,5)+F(2,3) 0.99901 / 0.99779; F(4,5)+F(4,3) 0.99874 / 0.99717; F(6, k) is far below
+#: (one layer's error grows ~5x from F(4, k), FAST_CONV.md).
+FAST_TILES = {"fp32": {3: (4, 6), 5: (4, 6)}, "bf16": {3: (2, 4), 5: (2, 4)}}
+
+
+#: algorithm="auto" uses tile blocks of at most this many positions (m * dilation): a
+#: single-base substitution recomputes every block its cone touches, so long blocks widen the
+#: cones of predict_substitutions at each layer. On Basenji2 (tf-full, CPU seconds, same run)
+#: fast dilated layers save 1-5% of a full pass but double the cost per substitution (0.37 s
+#: instead of 0.18; F(2,3) only: 0.29): auto keeps the tower and the undilated first block.
+FAST_AUTO_MAX_BLOCK = 6
+
+
+def fast_tile(op: ConvOp, length: int, products: str = "fp32", algorithm: str = "auto") -> int:
+    """The tile size m of Winograd F(m, k) for conv ``op`` over ``length`` input positions, or
+    0 for a direct convolution.
+
+    Of :data:`FAST_TILES`, the m whose tiles execute the fewest products: n = m + k - 1 per
+    tile, tiles of m outputs per dilation phase in whole blocks of m * dilation positions
+    (a short, strongly dilated layer computes a partial last block of padding). "fast": every
+    conv whose shape allows it (kernel size 3 or 5, not both pooled and dilated). "auto":
+    blocks of at most :data:`FAST_AUTO_MAX_BLOCK` positions, and only where the products fall
+    to 80% of the direct convolution's or less and both channel counts are at least 8 (else
+    the transforms cost about as much as they save).
+    """
+    if algorithm == "direct":
+        return 0
+    sizes = FAST_TILES[products].get(op.k, ())
+    if algorithm == "auto":
+        sizes = tuple(m for m in sizes if m * op.dilation <= FAST_AUTO_MAX_BLOCK)
+    if not sizes or (op.pool != 1 and op.dilation != 1):
+        return 0
+
+    def products_of(m):  # per input and output channel
+        return (m + op.k - 1) * -(-length // (m * op.dilation)) * op.dilation
+
+    m = min(sizes, key=lambda m: (products_of(m), m))
+    if algorithm == "fast":
+        return m
+    return m if products_of(m) <= 0.8 * op.k * length and min(op.c_in, op.c_out) >= 8 else 0
+
+
+def compute_plan(spec: ModelSpec, precision: str = "fp32", algorithm: str = "auto") -> tuple:
+    """How each op of ``spec`` computes: ([{"bf16": bool, "fast_m": int} per op], heads in bf16).
+
+    ``fast_m``: Winograd F(m, k) tiles, or 0 for a direct convolution (:func:`fast_tile`).
+    fp32: nothing in bf16. bf16: the ops and heads of :func:`bf16_plan` in bf16, but a conv that
+    runs fast convolution stays fp32: fp32 Winograd products are cheaper than bf16 direct ones
+    (the tower: 67 instead of 185 GFLOP) and more accurate. bf16-fast: the bf16 ops whose kernel
+    size has a bf16 tile in :data:`FAST_TILES` run Winograd with bf16 products (transformed
+    weights and inputs rounded to bf16, fp32 sums); the others as under bf16.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r} is not supported; use one of {PRECISIONS}")
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"algorithm={algorithm!r}; expected one of {ALGORITHMS}")
+    bf16_ops, head_bf16 = bf16_plan(spec) if precision != "fp32" else (set(), False)
+    plan, length = [], spec.seq_length
+    for i, op in enumerate(spec.ops):
+        if not isinstance(op, ConvOp):
+            plan.append({"bf16": False, "fast_m": 0})
+            length -= op.left + op.right
+            continue
+        bf16, m = i in bf16_ops, 0
+        if i and bf16 and precision == "bf16-fast":
+            m = fast_tile(op, length, "bf16", algorithm)
+        if i and not m:
+            m = fast_tile(op, length, "fp32", algorithm)
+            bf16 = bf16 and not m
+        plan.append({"bf16": bf16, "fast_m": m})
+        length //= op.pool
+    return plan, head_bf16
+
+
+def _gflop(flops: float) -> float:
+    """FLOPs as GFLOP to 5 significant digits (info() of small and full-size models alike)."""
+    return float(f"{flops / 1e9:.5g}")
+
+
 @dataclass(frozen=True)
 class Ensemble:
     """basenji's test-time ensemble, and how sequences go through the engine.
@@ -121,6 +211,10 @@ class Ensemble:
     shifts : the members' shifts (``--shifts``); the prediction is the mean over all members
     n_encoding : how N enters the model: "zeros" or "uniform" (0.25 in each channel)
     batch_size : sequences per engine call (None: the model's default)
+
+    Checked here, for every entry point that takes these arguments: rc a bool, shifts a
+    non-empty sequence of integers, batch_size None or an integer >= 1 (TypeError /
+    ValueError naming the argument).
     """
 
     rc: bool = False
@@ -129,11 +223,10 @@ class Ensemble:
     batch_size: Optional[int] = None
 
     def __post_init__(self):
-        object.__setattr__(self, "rc", bool(self.rc))
-        object.__setattr__(self, "shifts", tuple(int(s) for s in self.shifts))
-        if not self.shifts:
-            raise ValueError("shifts must name at least one shift")
+        object.__setattr__(self, "rc", check_bool("rc", self.rc))
+        object.__setattr__(self, "shifts", check_int_sequence("shifts", self.shifts, "(-1, 0, 1)"))
         check_n_encoding(self.n_encoding)
+        object.__setattr__(self, "batch_size", check_positive_int("batch_size", self.batch_size, "the default"))
 
     def passes(self) -> List[Tuple[int, bool]]:
         """The members in basenji's order: (shift, reverse-complemented), forward strand first."""
@@ -144,18 +237,56 @@ class Ensemble:
         return {"rc": self.rc, "shifts": self.shifts, "n_encoding": self.n_encoding, "batch_size": self.batch_size}
 
 
-class TrackRequest(NamedTuple):
+class _TrackRequestFields(NamedTuple):
+    head: object = None
+    tracks: object = None
+    targets: object = None
+
+
+class TrackRequest(_TrackRequestFields):
     """What a user asked to predict, not yet resolved against a model (see
     :func:`basenji2_fast.windows.resolve_tracks` and :func:`~basenji2_fast.windows.plan_heads`).
 
     head : None (the default head), a head name, "both" / "all", "a,b" or a list of heads
     tracks : None (all), a selector, or for several heads a dict {head: selector}
     targets : None, a targets file (path or Targets), or a dict {head: targets}
+
+    The types are checked here (a TypeError / ValueError naming the argument); the values
+    against the model where they are resolved.
     """
 
-    head: object = None
-    tracks: object = None
-    targets: object = None
+    __slots__ = ()
+
+    def __new__(cls, head=None, tracks=None, targets=None):
+        _check_head_argument(head)
+        for h, t in (tracks.items() if isinstance(tracks, dict) else [(None, tracks)]):
+            _check_track_selector("tracks" if h is None else f"tracks[{h!r}]", t)
+        for h, t in (targets.items() if isinstance(targets, dict) else [(None, targets)]):
+            if not (t is None or isinstance(t, (str, os.PathLike)) or hasattr(t, "identifier")):
+                raise TypeError(f"{'targets' if h is None else f'targets[{h!r}]'}={t!r}: expected the path of a "
+                                "targets file or a Targets")
+        return super().__new__(cls, head, tracks, targets)
+
+
+def _check_head_argument(head) -> None:
+    """head: None, a name (or "both" / "all" / "a,b"), or a non-empty list of names."""
+    if head is None or (isinstance(head, str) and head.strip()):
+        return
+    if isinstance(head, (list, tuple)) and head and all(isinstance(h, str) and h for h in head):
+        return
+    raise TypeError(f"head={head!r}: expected a head name, 'both', or a list of head names")
+
+
+def _check_track_selector(name: str, tracks) -> None:
+    """A track selector: None (all), a non-empty selector string, a selection (an object with
+    ``columns``), or a non-empty sequence of integers."""
+    if tracks is None or hasattr(tracks, "columns"):
+        return
+    if isinstance(tracks, str):
+        if not tracks.strip():
+            raise ValueError(f"{name}={tracks!r}: an empty selector (None selects every track)")
+        return
+    check_int_sequence(name, tracks)
 
 
 def _pass_codes(codes: np.ndarray, shift: int, flip: bool) -> np.ndarray:
@@ -174,12 +305,19 @@ class Model:
         The model, as returned by :func:`basenji2_fast.load_spec`.
     device : "cpu" (default), "cuda", "cuda:N" or "auto" (the GPU when one is usable, else the CPU)
         "cuda" without a usable GPU or without the compiled CUDA module is a one-line RuntimeError.
-    precision : None (the device's: "fp32" on the CPU, "bf16" on CUDA), "fp32" or "bf16"
+    precision : None (the device's: "fp32" on the CPU, "bf16" on CUDA), "fp32", "bf16" or "bf16-fast"
         bf16: weights packed once as bfloat16, the activations that convs read stored as
         bfloat16 (rounded to nearest even), products accumulated in fp32 and the fused
-        epilogue (bias, residual, pool, GELU, softplus) in fp32 (see :func:`bf16_plan`).
-        Half the weight memory; on CPUs with avx512_bf16 the convs use vdpbf16ps. The CUDA
-        engine computes in bf16 only (tensor cores).
+        epilogue (bias, residual, pool, GELU, softplus) in fp32 (see :func:`bf16_plan`);
+        layers that run fast convolution stay fp32 (:func:`compute_plan`). On CPUs with
+        avx512_bf16 the convs use vdpbf16ps. bf16-fast (opt-in, less accurate): the fast
+        convolutions multiply in bf16 too. The CUDA engine computes in bf16 only (tensor cores).
+    algorithm : "auto" (default), "fast" or "direct"
+        Winograd fast convolution (fewer multiplies, a few times the rounding error of a
+        direct convolution) where a layer's shape allows it ("fast") or where it also saves
+        arithmetic ("auto"; :func:`fast_tile`), or direct convolution everywhere. Results of a
+        model do not depend on batch size, threads, tiling or incremental recomputation with
+        either. The CUDA engine runs direct convolution ("auto" means that there).
     threads : int, optional
         Threads for the kernels (default: the CPUs this process may use).
     isa : str, optional
@@ -197,28 +335,33 @@ class Model:
 
     def __init__(self, spec: ModelSpec, device: str = "cpu", precision: Optional[str] = None,
                  threads: Optional[int] = None, isa: Optional[str] = None, tile_mb: Optional[float] = 16.0,
-                 graphs: bool = False):
+                 graphs: bool = False, algorithm: str = "auto"):
         if precision is not None and precision not in PRECISIONS:
             raise ValueError(f"precision={precision!r} is not supported; use one of {PRECISIONS}")
+        if algorithm not in ALGORITHMS:
+            raise ValueError(f"algorithm={algorithm!r}; expected one of {ALGORITHMS}")
         kind, index = cuda_backend.resolve_device(device, precision)
         precision = precision or ("bf16" if kind == "cuda" else "fp32")
         if kind == "cuda" and precision != "bf16":
             raise ValueError(f"precision={precision!r}: the CUDA engine computes in bf16 (fp32 accumulation); "
                              "fp32 runs on device='cpu'")
+        if kind == "cuda" and algorithm == "fast":
+            raise ValueError("algorithm='fast': the CUDA engine runs direct convolution; use 'direct' or 'auto'")
         self.spec = spec.validate()
         self.device = "cpu" if kind == "cpu" else f"cuda:{index}"
         self.precision = precision
-        self.threads = int(threads) if threads else _default_threads()
-        if self.threads < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
-        bf16_ops, head_bf16 = bf16_plan(spec) if precision == "bf16" else (set(), False)
+        self.algorithm = algorithm
+        self.threads = (_default_threads() if threads is None
+                        else check_positive_int("threads", threads, "every CPU this process may use"))
+        plan, head_bf16 = self._plan = compute_plan(spec, precision, "direct" if kind == "cuda" else algorithm)
         ops = []
         for i, op in enumerate(spec.ops):
             if isinstance(op, ConvOp):
                 ops.append({"type": "conv", "kernel": _engine_weight(op.kernel),
                             "bias": np.ascontiguousarray(op.bias, np.float32), "dilation": int(op.dilation),
                             "pool": int(op.pool), "gelu_in": bool(op.gelu_in),
-                            "residual": -1 if op.residual is None else int(op.residual), "bf16": i in bf16_ops})
+                            "residual": -1 if op.residual is None else int(op.residual), "bf16": plan[i]["bf16"],
+                            "fast_m": plan[i]["fast_m"]})
             else:
                 ops.append({"type": "crop", "left": int(op.left), "right": int(op.right)})
         if kind == "cuda":
@@ -258,18 +401,47 @@ class Model:
         return self.spec.bin_size
 
     def info(self) -> dict:
-        """Geometry, heads, GELU variant and the kernels that run."""
-        return {
+        """Geometry, heads, GELU variant, the kernels that run and the arithmetic they do.
+
+        ``flops_per_sequence``: :meth:`executed_flops`. ``layers`` (CPU): per conv op its
+        algorithm ("stem" gather, "direct", or "F(m,k)" Winograd tiles), the precision of its
+        products, and GFLOP per sequence for a direct convolution (``gflop_nominal``) and as
+        executed (``gflop_executed``); ``gflop_nominal`` / ``gflop_executed``: the same over
+        the trunk and every track of the first head (a multiply-add counts 2).
+        """
+        info = {
             "seq_length": self.seq_length, "bin_size": self.bin_size, "n_bins": self.n_bins,
             "crop_bins": self.spec.crop_bins, "trunk_channels": self.spec.trunk_channels,
             "heads": {n: h.tracks for n, h in self.spec.heads.items()}, "gelu": self.spec.gelu,
             "n_params": self.spec.n_params(), "device": self.device, "precision": self.precision,
+            "algorithm": self.algorithm,
             "threads": self.threads, "isa": self._engine.isa, "stem_tower_tiles": self._engine.prefix_tiles,
             "weight_mb": round(self._engine.weight_bytes / 1e6, 1),
             "flops_per_sequence": self.executed_flops(),
             "version": __version__,
             "source": self.spec.metadata.get("source"),
         }
+        if info["flops_per_sequence"] is not None:
+            info.update(self._layers(info["flops_per_sequence"]))
+        return info
+
+    def _layers(self, executed: dict) -> dict:
+        """Per conv op: algorithm, precision and GFLOP, nominal and executed (see :meth:`info`)."""
+        plan, head_bf16 = self._plan
+        layers, nominal, length = [], 0, self.seq_length
+        for i, op in enumerate(self.spec.ops):
+            if not isinstance(op, ConvOp):
+                length -= op.left + op.right
+                continue
+            f = int(self._engine.op_flops(i, 0, length, True))
+            layers.append({"op": i, "name": op.name, "algorithm": self._engine.op_algorithm(i),
+                           "precision": "bf16" if plan[i]["bf16"] else "fp32",
+                           "gflop_nominal": _gflop(f), "gflop_executed": _gflop(executed["ops"][i])})
+            nominal += f
+            length //= op.pool
+        head = executed["heads"].get(self.head_names[0], 0) if self.head_names else 0
+        return {"layers": layers, "head_precision": "bf16" if head_bf16 else "fp32",
+                "gflop_nominal": _gflop(nominal + head), "gflop_executed": _gflop(executed["trunk"] + head)}
 
     def executed_flops(self) -> Optional[dict]:
         """The arithmetic one sequence's forward pass executes here, in FLOPs (a multiply-add
@@ -294,8 +466,10 @@ class Model:
     def encode(self, x: SequenceInput) -> tuple:
         """Any accepted input -> (codes uint8 [B, L], literal_zero_rows).
 
-        x: a DNA string, a list of strings, uint8 codes [B, L] / [L] (A,C,G,T,N = 0..4,
-        5 = uniform), or a float one-hot [B, L, 4] / [L, 4] in A,C,G,T order.
+        x: a DNA string, a list of strings, uint8 codes [B, L] / [L] (A,C,G,T,N = 0..4; 5 = an N
+        that is 0.25 in each channel whatever ``n_encoding`` says, as a uniform one-hot row
+        reads; any other code is an error), or a float one-hot [B, L, 4] / [L, 4] in A,C,G,T
+        order.
         """
         zero_rows = False
         if isinstance(x, (str, bytes)) or (isinstance(x, (list, tuple)) and x and isinstance(x[0], (str, bytes))):
@@ -326,6 +500,7 @@ class Model:
             return [self.head_names[0]]
         if head == "both" or head == "all":
             return list(self.head_names)
+        _check_head_argument(head)
         names = [head] if isinstance(head, str) else list(head)
         for n in names:
             if n not in self._head_index:
@@ -375,19 +550,20 @@ class Model:
         on_device = out == "cupy" or device_in
         if on_device and not self.device.startswith("cuda"):
             raise ValueError("GPU arrays in or out (cupy, out='cupy') need a model loaded with device='cuda'")
+        ensemble = self._ensemble(rc, shifts, n_encoding, batch_size)
         codes, zero_rows = (None, False) if device_in else self.encode(x)
         n_uniform = self._n_uniform(n_encoding, zero_rows)
         names = self._resolve_heads(head)
-        requests = [self._request(n, tracks.get(n) if isinstance(tracks, dict) else tracks) for n in names]
-        pairs = [self._strand_pair(n, strand_pair.get(n) if isinstance(strand_pair, dict) else strand_pair,
+        requests = [self._request(n, self._per_head("tracks", tracks, n, names)) for n in names]
+        pairs = [self._strand_pair(n, self._per_head("strand_pair", strand_pair, n, names),
                                    len(idx) or self.spec.heads[n].tracks) for n, (_, idx) in zip(names, requests)]
-        passes = Ensemble(rc, shifts).passes()
+        passes = ensemble.passes()
         if on_device:
             outs = cuda_backend.predict_on_device(self, x if device_in else codes, names, requests, pairs, passes,
                                                   n_uniform, batch_size, out)
             return self._by_head(head, names, outs)
         B = codes.shape[0]
-        bs = int(batch_size) if batch_size else max(1, min(B, self._default_batch))
+        bs = ensemble.batch_size or max(1, min(B, self._default_batch))
         outs = [np.empty((B, self.n_bins, len(r[1]) or self.spec.heads[n].tracks), np.float32)
                 for n, r in zip(names, requests)]
         for b0 in range(0, B, bs):
@@ -408,6 +584,26 @@ class Model:
             for o in outs:
                 o /= len(passes)
         return self._by_head(head, names, outs)
+
+    def _ensemble(self, rc, shifts, n_encoding, batch_size=None) -> Ensemble:
+        """The entry points' ensemble arguments, checked (:class:`Ensemble`; a shift must be
+        shorter than the sequence)."""
+        ensemble = Ensemble(rc, shifts, n_encoding, batch_size)
+        far = next((s for s in ensemble.shifts if abs(s) >= self.seq_length), None)
+        if far is not None:
+            raise ValueError(f"shifts: shift {far:,} moves the whole {self.seq_length:,}-bp sequence out of the window")
+        return ensemble
+
+    @staticmethod
+    def _per_head(what: str, value, head: str, names: List[str]):
+        """A per-head argument (``tracks``, ``strand_pair``): a dict {head: value} names only
+        predicted heads; a plain value applies to every head."""
+        if not isinstance(value, dict):
+            return value
+        stray = [k for k in value if k not in names]
+        if stray:
+            raise ValueError(f"{what} given for head {stray[0]!r}, which is not predicted (heads: {', '.join(names)})")
+        return value.get(head)
 
     @staticmethod
     def _by_head(head, names, outs):
@@ -431,7 +627,7 @@ class Model:
 
     def _request(self, head: str, tracks) -> tuple:
         """(engine head index, head columns to compute, [] = all) with the columns checked."""
-        idx = [] if tracks is None else [int(t) for t in np.asarray(list(tracks)).ravel()]
+        idx = [] if tracks is None else list(check_int_sequence("tracks", tracks))  # [] would mean every track
         n_tracks = self.spec.heads[head].tracks
         bad = [t for t in idx if not 0 <= t < n_tracks]
         if bad:
@@ -446,7 +642,7 @@ class Model:
         arr = np.asarray(list(pair))
         if arr.shape != (n_out,) or (arr.size and arr.dtype.kind not in "iu"):
             raise ValueError(f"strand_pair for head {head!r}: expected {n_out} integers (one per output track), "
-                             f"got shape {arr.shape}")
+                             f"got {arr.size} {arr.dtype} values")
         if arr.size and (arr.min() < 0 or arr.max() >= n_out):
             raise ValueError(f"strand_pair for head {head!r}: positions must lie in 0..{n_out - 1}")
         arr = arr.astype(np.intp)
@@ -499,7 +695,8 @@ class Model:
             ``predict.h5``); commas allowed. The window is ``seq_length`` bp centred on
             ``(start + end) // 2``, as ``basenji_predict_bed.py`` centres its regions, so an
             interval of exactly ``seq_length`` bp is itself the window. ``"chr1:1,065,536"``
-            (one position) centres the window on that base. Off-chromosome positions are N.
+            (one position) centres the window on that base. The interval must lie on the
+            chromosome (ValueError otherwise); the window's positions off it are N.
         head, tracks, rc, shifts, n_encoding, strand_pair : as :meth:`predict`
 
         Returns
@@ -511,8 +708,7 @@ class Model:
             raise ValueError("predict_interval predicts one head; call it once per head")
         chrom, start, end = parse_interval(interval)
         fa = as_fasta(fasta)
-        if chrom not in fa:
-            raise ValueError(f"interval {interval!r}: no sequence {chrom!r} in {getattr(fa, 'filename', fasta)}")
+        check_span(fa, chrom, start, end, f"interval {interval!r}")
         w0, w1 = centred_span(start, end, self.seq_length)  # centred as basenji_predict_bed.py
         codes = dna.encode(fetch(fa, chrom, w0, w1), what=f"{chrom}:{w0}-{w1}")
         return self.predict(codes[None], head=head, tracks=tracks, rc=rc, shifts=shifts, n_encoding=n_encoding,
@@ -554,6 +750,7 @@ class Model:
         if self.precision != "fp32":
             raise ValueError(f"gradients are computed in fp32: load the model with precision='fp32' "
                              f"(this one is {self.precision})")
+        ensemble = self._ensemble(rc, shifts, n_encoding, batch_size)
         codes, n_uniform, _, head_index, idx, n_out, pair = self._one_head(x, head, tracks, n_encoding, strand_pair,
                                                                            "gradients are taken")
         nb, L = self.n_bins, self.seq_length
@@ -569,17 +766,18 @@ class Model:
             if bad.size:
                 raise ValueError(f"bin {int(bad[0])} out of range (0..{nb - 1})")
             bin_list = [int(b) for b in arr]
-        passes = Ensemble(rc, shifts).passes()
-        for s, _ in passes:
-            if abs(s) >= L:
-                raise ValueError(f"shift {s} is not smaller than the sequence length {L}")
+        passes = ensemble.passes()
+        # The fast (Winograd) ops' packings hold transformed weights: their kernels are lent per call.
+        plan = self._plan[0]
+        kernels = [_engine_weight(op.kernel) if isinstance(op, ConvOp) and plan[i]["fast_m"] else None
+                   for i, op in enumerate(self.spec.ops)]
         # What a reverse-complement pass sums: the same bins counted from the other end, and
         # for forward track j the column its reversed input predicts it in (strand pairs).
         cols = idx or list(range(n_out))
         rc_cols = cols if pair is None else [cols[int(p)] for p in pair]
         rc_bins = [nb - 1 - b for b in bin_list]
         B = codes.shape[0]
-        bs = int(batch_size) if batch_size else max(1, min(B, self._default_batch))
+        bs = ensemble.batch_size or max(1, min(B, self._default_batch))
         out = np.zeros((B, L, 4), np.float32)
         for b0 in range(0, B, bs):
             chunk = codes[b0:b0 + bs]
@@ -587,7 +785,7 @@ class Model:
             for shift, flip in passes:
                 c = _pass_codes(chunk, shift, flip)
                 req = (head_index, rc_cols if flip and pair is not None else idx)
-                g = self._engine.gradient(c, req, rc_bins if flip else bin_list, n_uniform)
+                g = self._engine.gradient(c, req, rc_bins if flip else bin_list, n_uniform, kernels)
                 if flip:  # back to forward coordinates: positions reversed, A<->T, C<->G (channels reversed)
                     g = g[:, ::-1, ::-1]
                 # the pass read x[p] at position p + shift of its input
@@ -641,10 +839,11 @@ class Model:
         ``rc`` / ``shifts``: the mean over the ensemble members of :meth:`predict` (a reverse
         complement's embeddings flipped back along the bins; channels have no strand to swap).
         """
+        ensemble = self._ensemble(rc, shifts, n_encoding, batch_size)
         codes, zero_rows = self.encode(x)
         n_uniform = self._n_uniform(n_encoding, zero_rows)
-        passes = Ensemble(rc, shifts).passes()
-        bs = int(batch_size) if batch_size else max(1, min(codes.shape[0], self._default_batch))
+        passes = ensemble.passes()
+        bs = ensemble.batch_size or max(1, min(codes.shape[0], self._default_batch))
         parts = []
         for b in range(0, codes.shape[0], bs):
             out = None
@@ -711,13 +910,14 @@ class SubstitutionScorer:
     """
 
     def __init__(self, model: Model, x, head, tracks, rc, shifts, n_encoding, strand_pair):
+        passes = model._ensemble(rc, shifts, n_encoding).passes()
         codes, n_uniform, _, head_index, idx, self.n_tracks, self._pair = model._one_head(
             x, head, tracks, n_encoding, strand_pair, "substitutions are scored")
         if codes.shape[0] != 1:
             raise ValueError(f"substitutions are scored on one sequence, got {codes.shape[0]}")
         self._request = [(head_index, idx)]
         self._engine, self._L, self._bins = model._engine, model.seq_length, model.n_bins
-        self._passes = Ensemble(rc, shifts).passes()
+        self._passes = passes
         self.codes = codes[0]
         self._caches = []
         ref_sum = np.zeros((self._bins, self.n_tracks), np.float32)
@@ -740,8 +940,20 @@ class SubstitutionScorer:
     def alts(self, positions, alts) -> np.ndarray:
         """ALT predictions for substitutions (positions int [n], 0-based in the window; alts a
         string of n letters or uint8 codes [n]) -> float32 [n, n_bins, tracks]."""
-        pos = np.asarray(positions, np.int64).ravel()
-        alt = dna.encode(alts) if isinstance(alts, (str, bytes)) else np.asarray(alts, np.uint8).ravel()
+        pos = np.asarray(positions).ravel()
+        if pos.size and not (pos.dtype.kind in "iu" or all(is_integer(p) for p in pos)):
+            raise TypeError(f"positions: expected integers (0-based positions in the window), got {pos.dtype} values")
+        pos = pos.astype(np.int64)
+        if isinstance(alts, (str, bytes)):
+            alt = dna.encode(alts)
+        else:
+            alt = np.asarray(alts).ravel()
+            if alt.size and alt.dtype.kind not in "iu":
+                raise TypeError(f"alts: expected a string of bases or uint8 codes, got {alt.dtype} values")
+            if alt.size and (alt.min() < 0 or alt.max() > CODE_UNIFORM):
+                raise ValueError(f"alts: base code {int(alt.max() if alt.max() > CODE_UNIFORM else alt.min())} "
+                                 f"(expected 0..{CODE_UNIFORM})")
+            alt = alt.astype(np.uint8)
         if pos.shape != alt.shape:
             raise ValueError(f"{pos.size} positions but {alt.size} alternative bases")
         L = self._L
@@ -774,7 +986,7 @@ class SubstitutionScorer:
 
 def load(path: Union[str, os.PathLike], device: str = "cpu", precision: Optional[str] = None,
          threads: Optional[int] = None, params=None, gelu: Optional[str] = None, isa: Optional[str] = None,
-         tile_mb: Optional[float] = 16.0, graphs: bool = False) -> Model:
+         tile_mb: Optional[float] = 16.0, graphs: bool = False, algorithm: str = "auto") -> Model:
     """Load a model from Keras HDF5 (.h5), a basenji2-pytorch state dict (.pth) or the engine's
     own .safetensors file (conversion happens in memory), or the published Basenji2 by name:
     "basenji2" (= "basenji2-human"), "basenji2-mouse", "basenji2-both" (both heads on one
@@ -789,13 +1001,17 @@ def load(path: Union[str, os.PathLike], device: str = "cpu", precision: Optional
 
     if precision is not None and precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r} is not supported; use one of {PRECISIONS}")
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"algorithm={algorithm!r}; expected one of {ALGORITHMS}")
     # The device is resolved before the weights are read: "cuda" without a GPU fails at once.
     cuda_backend.resolve_device(device, precision)
     named = is_published_name(path)  # "basenji2", "basenji2-both", ...: fetched into the cache
     spec = (published_spec(path, params=params, gelu=gelu, keep_bf16=True) if named
             else load_spec(path, params=params, gelu=gelu, keep_bf16=True))
-    model = Model(spec, device=device, precision=precision, threads=threads, isa=isa, tile_mb=tile_mb, graphs=graphs)
+    model = Model(spec, device=device, precision=precision, threads=threads, isa=isa, tile_mb=tile_mb, graphs=graphs,
+                  algorithm=algorithm)
     # How to load it again: distributed workers (basenji2_fast.runner) load their own copy.
     model.load_options = {"path": path if named else os.path.abspath(os.fspath(path)), "threads": threads,
-                          "params": params, "gelu": gelu, "isa": isa, "tile_mb": tile_mb}
+                          "params": params, "gelu": gelu, "isa": isa, "tile_mb": tile_mb,
+                          "algorithm": algorithm}
     return model

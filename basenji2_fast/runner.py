@@ -53,7 +53,7 @@ from typing import Callable, Dict, Iterable, Iterator, List, NamedTuple, Optiona
 import numpy as np
 from tqdm import tqdm
 
-from ._io import atomic_output, canonical_sha, read_json, write_json
+from ._io import OptionError, atomic_output, canonical_sha, read_json, write_json
 from .genome import open_fasta
 from .model import load
 from .spec import weights_sha256
@@ -106,6 +106,7 @@ class ModelRef:
     tile_mb: Optional[float] = 16.0
     weights_sha256: Optional[str] = None
     precision: Optional[str] = None  # the driver's compute precision (bf16 results differ from fp32)
+    algorithm: str = "auto"  # the driver's convolution algorithm (fast and direct results differ)
 
     @classmethod
     def of(cls, model, workers: Optional[int]) -> "ModelRef":
@@ -118,7 +119,7 @@ class ModelRef:
                              "loads its own copy")
         return cls(opts["path"], local_threads(workers, opts.get("threads")), opts["params"], opts["gelu"],
                    opts.get("isa"), opts.get("tile_mb", 16.0), weights_sha256(model.spec),
-                   getattr(model, "precision", None))
+                   getattr(model, "precision", None), getattr(model, "algorithm", "auto"))
 
 
 _models: Dict[tuple, object] = {}
@@ -131,12 +132,12 @@ def worker_model(ref: ModelRef):
     """The model of ``ref``, loaded once per process (a cache keyed by file and options)."""
     st = os.stat(ref.path)
     key = (ref.path, st.st_size, st.st_mtime_ns, ref.threads, repr(ref.params), ref.gelu, ref.isa, ref.tile_mb,
-           ref.precision)
+           ref.precision, ref.algorithm)
     with _models_lock:
         model = _models.get(key)
         if model is None:
             model = load(ref.path, threads=ref.threads, params=ref.params, gelu=ref.gelu, isa=ref.isa,
-                         tile_mb=ref.tile_mb, precision=ref.precision)
+                         tile_mb=ref.tile_mb, precision=ref.precision, algorithm=ref.algorithm)
             if ref.weights_sha256 is not None and weights_sha256(model.spec) != ref.weights_sha256:
                 raise RuntimeError(f"{ref.path}: the worker's copy of the model differs from the driver's "
                                    "(another file at this path?)")
@@ -219,8 +220,10 @@ class Placement(NamedTuple):
         """Several heads in one job run in one process (predict-bed), or without shards (sad,
         sat: each head is its own job in ``OUTDIR/<head>/``, which one merge cannot combine)."""
         if multi and (self.shard is not None if shard_only else self.distributed):
-            raise ValueError("--head both with " + ("--shard" if shard_only else "--workers/--scheduler/--shard")
-                             + ": run one head per job")
+            raise OptionError("{head} with {placement}: run one head per job",
+                              head=("several heads", "--head both"),
+                              placement=("shard=" if shard_only else "scheduler=/workers=/shard=",
+                                         "--shard" if shard_only else "--workers/--scheduler/--shard"))
 
 
 @contextmanager

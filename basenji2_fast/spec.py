@@ -16,6 +16,7 @@ identity otherwise, and BatchNorm has been folded into ``kernel`` and ``bias``.
 from __future__ import annotations
 
 import hashlib
+import numbers
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
@@ -23,9 +24,18 @@ import numpy as np
 
 GELU_VARIANTS = ("sigmoid", "erf", "tanh")
 
-#: Compute precisions: fp32, or bf16 weights and activations with fp32 sums (the only one
-#: on CUDA). The engine's file stores weights in either.
-PRECISIONS = ("fp32", "bf16")
+#: Compute precisions: fp32; bf16 (bf16 weights and activations with fp32 sums, the only one
+#: on CUDA; the layers that run fast convolution stay fp32, more accurate and cheaper there);
+#: bf16-fast (opt-in: fast convolutions with bf16 products too, less accurate). See
+#: :func:`basenji2_fast.model.compute_plan`.
+PRECISIONS = ("fp32", "bf16", "bf16-fast")
+
+#: Weight storage of the engine's file (any file runs in any compute precision).
+FILE_PRECISIONS = ("fp32", "bf16")
+
+#: How convolutions compute: "direct", "fast" (Winograd tiles wherever a layer's shape allows)
+#: or "auto" (fast where it does less arithmetic; the default).
+ALGORITHMS = ("direct", "fast", "auto")
 
 #: How N enters the model: all-zero one-hot columns, or 0.25 in each channel.
 N_ENCODINGS = ("zeros", "uniform")
@@ -33,9 +43,58 @@ N_ENCODINGS = ("zeros", "uniform")
 
 def check_n_encoding(n_encoding: str) -> str:
     """``n_encoding`` when it is one of :data:`N_ENCODINGS`, else a one-line ValueError."""
-    if n_encoding not in N_ENCODINGS:
+    if not isinstance(n_encoding, str) or n_encoding not in N_ENCODINGS:
         raise ValueError(f"n_encoding={n_encoding!r}; expected one of {N_ENCODINGS}")
     return n_encoding
+
+
+# Argument checks shared by the API's entry points (the value objects of basenji2_fast.model
+# and Model's methods use them): a wrong type is a TypeError, a value out of range a
+# ValueError, each one line naming the argument. A bool is not an integer here (True would
+# otherwise be track 1), nor is a float with an integral value (1.7 would become 1).
+
+def is_integer(value) -> bool:
+    """A Python or NumPy integer, not a bool."""
+    return isinstance(value, (numbers.Integral, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def check_positive_int(name: str, value, none_means: Optional[str] = None) -> Optional[int]:
+    """``value`` as an int >= 1. ``none_means``: what None stands for (None is then
+    allowed and returned; the messages say it)."""
+    if value is None and none_means is not None:
+        return None
+    alt = f", or None for {none_means}" if none_means is not None else ""
+    if not is_integer(value):
+        raise TypeError(f"{name}={value!r}: expected a positive integer{alt}")
+    if value < 1:
+        raise ValueError(f"{name}={int(value)}: must be at least 1{alt}")
+    return int(value)
+
+
+def check_bool(name: str, value) -> bool:
+    """``value`` when it is a bool (Python or NumPy): ``rc="no"`` must not mean True."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}={value!r}: expected True or False")
+    return bool(value)
+
+
+def check_int_sequence(name: str, value, example: str = "[0, 3, 7]") -> tuple:
+    """A non-empty sequence of integers (a list, tuple, range or integer array) -> tuple of
+    int. A string, a single number or an empty sequence is an error: ``tracks=[]`` must not
+    read as "every track", nor ``tracks="10"`` as tracks 1 and 0."""
+    if isinstance(value, (str, bytes)) or is_integer(value) or not hasattr(value, "__iter__"):
+        raise TypeError(f"{name}={value!r}: expected a sequence of integers, e.g. {example}")
+    if isinstance(value, np.ndarray) and value.dtype.kind in "iu":
+        items = [int(v) for v in value.ravel()]
+    else:
+        items = list(value)
+        bad = next((v for v in items if not is_integer(v)), None)
+        if bad is not None:
+            raise TypeError(f"{name}: {bad!r} is not an integer (expected a sequence of integers, e.g. {example})")
+        items = [int(v) for v in items]
+    if not items:
+        raise ValueError(f"{name} is empty: name at least one, e.g. {example}")
+    return tuple(items)
 
 # Keras BatchNormalization default, used by every basenji model.
 BN_EPSILON = 1e-3

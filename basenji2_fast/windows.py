@@ -37,6 +37,7 @@ from tqdm import tqdm
 from .dna import encode, revcomp
 from .genome import Region, centred_span, fetch
 from .model import Ensemble, TrackRequest
+from .spec import check_positive_int
 from .targets import Targets, TrackSelection, read_targets, select_tracks
 
 
@@ -249,8 +250,7 @@ def iter_windows(fasta, regions: List[Region], seq_length: int, batch_size: int,
                  desc: str = "predict") -> Iterator[Tuple[int, np.ndarray]]:
     """Yield ``(first region, uint8 codes [batch, seq_length])``: the window centred on each
     region (:func:`window`, N off the chromosome), ``batch_size`` regions at a time, in order."""
-    if batch_size < 1:
-        raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    batch_size = check_positive_int("batch_size", batch_size)
     with tqdm(total=len(regions), unit="region", disable=not progress, desc=desc) as bar:
         for b0 in range(0, len(regions), batch_size):
             batch = regions[b0:b0 + batch_size]

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 import basenji2_fast as b2
+from basenji2_fast.spec import ALGORITHMS
 from basenji2_fast.workflows.ism import _mutants, saturation_mutagenesis
 
 DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "tf-full" / "model_human.h5"
@@ -30,9 +31,10 @@ def main(argv=None) -> int:
     ap.add_argument("--naive", type=int, default=4, help="naive full passes to time")
     ap.add_argument("--repeats", type=int, default=2, help="incremental runs (interleaved with the naive passes)")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--algorithm", choices=ALGORITHMS, default="auto", help="convolutions (both paths)")
     ap.add_argument("--tracks", type=int, default=None, help="compute only the first N tracks (default: all)")
     args = ap.parse_args(argv)
-    model = b2.load(args.model, threads=args.threads)
+    model = b2.load(args.model, threads=args.threads, algorithm=args.algorithm)
     rng = np.random.default_rng(0)
     L = model.seq_length
     codes = rng.integers(0, 4, L).astype(np.uint8)
@@ -63,7 +65,7 @@ def main(argv=None) -> int:
     per_naive, t_sub = min(naive), min(inc)
     print(f"model {args.model}: {L:,} bp, {model.n_bins} bins, "
           f"{len(tracks) if tracks else model.spec.heads[model.head_names[0]].tracks} tracks, "
-          f"isa {model.info()['isa']}, threads {model.threads}")
+          f"isa {model.info()['isa']}, threads {model.threads}, algorithm {args.algorithm}")
     print(f"{args.len}-bp stretch = {n_mut} mutants (+ 1 reference)")
     print(f"naive full pass per mutant: min {per_naive:.3f} s of {len(naive)} (median {statistics.median(naive):.3f}); "
           f"{n_mut} mutants + ref extrapolated: {per_naive * (n_mut + 1):.1f} s")

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 import basenji2_fast as b2
+from basenji2_fast.spec import ALGORITHMS
 
 DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "tf-full" / "model_human.h5"
 
@@ -24,8 +25,9 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default=str(DEFAULT))
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--algorithm", choices=ALGORITHMS, default="auto", help="convolutions (both paths)")
     args = ap.parse_args(argv)
-    model = b2.load(args.model, threads=args.threads)
+    model = b2.load(args.model, threads=args.threads, algorithm=args.algorithm)
     rng = np.random.default_rng(0)
     L = model.seq_length
     codes = rng.integers(0, 4, L).astype(np.uint8)
@@ -51,7 +53,7 @@ def main(argv=None) -> int:
     t = time.perf_counter()
     model.predict_substitutions(codes, pos_k, alt_k)
     shared = time.perf_counter() - t
-    print(f"model {args.model}: {L:,} bp, {model.n_bins} bins, isa {model.info()['isa']}, threads {model.threads}")
+    print(f"model {args.model}: {L:,} bp, {model.n_bins} bins, isa {model.info()['isa']}, threads {model.threads}, algorithm {args.algorithm}")
     print(f"two full passes per SNP: median {statistics.median(full):.3f} s (min {min(full):.3f})")
     print(f"incremental per SNP:     median {statistics.median(inc):.3f} s (min {min(inc):.3f})")
     print(f"speed-up: {statistics.median(full) / statistics.median(inc):.2f}x  (identical outputs: {exact})")

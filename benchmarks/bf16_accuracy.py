@@ -10,9 +10,13 @@ For the fixture's sequences (inputs.npy [B, 131072, 4]) it reports, as JSON:
   weights (the folded kernels written into its state dict, its GELU set to the model's
   sigmoid GELU) -- the bound bf16 must meet;
 * the same for variants of the bf16 plan (``--variants``): the last conv in bf16 too, the
-  head in fp32 too, to show what keeping a sensitive layer in fp32 buys.
+  head in fp32 too, to show what keeping a sensitive layer in fp32 buys;
+* precision="bf16-fast" (Winograd with bf16 products), and with ``--fast-variants`` other
+  choices of its bf16 tiles (``FAST_TILES["bf16"]``), the measurements behind the choice;
+* every Pearson r also over the tracks whose fp32 values vary (std >= --std-min, 0.01: the
+  bound bf16-fast is held to; constant tracks make r noise).
 
-    python benchmarks/bf16_accuracy.py --ref-cache /tmp/ref64 [--peer] [--variants]
+    python benchmarks/bf16_accuracy.py --ref-cache /tmp/ref64 [--peer] [--variants] [--fast-variants]
 """
 from __future__ import annotations
 
@@ -115,6 +119,9 @@ def main(argv=None) -> dict:
     p.add_argument("--peer", action="store_true", help="also basenji2-pytorch under bf16 autocast")
     p.add_argument("--peer-only", action="store_true", help="only basenji2-pytorch (with fp32 for the Pearson r)")
     p.add_argument("--variants", action="store_true", help="also bf16 with the head / final conv in fp32")
+    p.add_argument("--fast-variants", action="store_true", help="also bf16-fast with other bf16 tiles")
+    p.add_argument("--std-min", type=float, default=0.01, help="tracks that vary: fp32 std at least this")
+    p.add_argument("--no-ref", action="store_true", help="skip the float64 reference (minutes per sequence)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("-o", "--output", default=None, help="write the JSON here too")
     args = p.parse_args(argv)
@@ -124,48 +131,73 @@ def main(argv=None) -> dict:
 
     spec = load_spec(args.model)
     x = np.load(args.inputs)
-    ref = float64_reference(spec, x, Path(args.ref_cache) if args.ref_cache else None)
-    result = {"model": args.model, "sequences": int(x.shape[0]), "max_abs_output": float(np.abs(ref).max())}
+    ref = None if args.no_ref else float64_reference(spec, x, Path(args.ref_cache) if args.ref_cache else None)
+    result = {"model": args.model, "sequences": int(x.shape[0])}
+    if ref is not None:
+        result["max_abs_output"] = float(np.abs(ref).max())
 
     import sys
 
     def note(name):  # progress on stderr: the float64 reference and the peer take minutes
         print(f"{name}: {json.dumps(result[name])}", file=sys.stderr, flush=True)
 
-    def run(precision, plan=None):
-        saved = M.bf16_plan
+    def run(precision, plan=None, bf16_tiles=None):
+        saved, saved_tiles = M.bf16_plan, dict(M.FAST_TILES["bf16"])
         if plan is not None:
             M.bf16_plan = plan
+        if bf16_tiles is not None:
+            M.FAST_TILES["bf16"].clear()
+            M.FAST_TILES["bf16"].update(bf16_tiles)
         try:
             m = M.Model(spec, precision=precision, threads=args.threads)
             t = time.perf_counter()
             y = m.predict(x, batch_size=1)
-            return y, m.info()["isa"], (time.perf_counter() - t) / x.shape[0]
+            layers = sorted({f"{l['algorithm']} {l['precision']}" for l in m.info()["layers"]})
+            return y, m.info()["isa"], (time.perf_counter() - t) / x.shape[0], layers
         finally:
             M.bf16_plan = saved
+            M.FAST_TILES["bf16"].clear()
+            M.FAST_TILES["bf16"].update(saved_tiles)
 
-    fp32, isa, _ = run("fp32")
+    fp32, isa, _, _ = run("fp32")
     result["isa"] = isa
-    result["fp32"] = {"max_abs_err_vs_float64": float(np.abs(fp32 - ref).max())}
-    note("fp32")
-    variants = {} if args.peer_only else {"bf16": None}
+    flat = fp32.reshape(-1, fp32.shape[-1]).astype(np.float64)
+    varying = flat.std(0) >= args.std_min
+    result["tracks_varying"] = {"std_min": args.std_min, "count": int(varying.sum()), "of": int(varying.size)}
+
+    def scores(y):
+        r = pearson_per_track(y, fp32)
+        out = {"pearson_vs_fp32_median": float(np.median(r)), "pearson_vs_fp32_min": float(r.min()),
+               "varying_pearson_vs_fp32_median": float(np.median(r[varying])),
+               "varying_pearson_vs_fp32_min": float(r[varying].min()),
+               "max_abs_err_vs_fp32": float(np.abs(y - fp32).max())}
+        if ref is not None:
+            out["max_abs_err_vs_float64"] = float(np.abs(y - ref).max())
+        return out
+
+    if ref is not None:
+        result["fp32"] = {"max_abs_err_vs_float64": float(np.abs(fp32 - ref).max())}
+        note("fp32")
+    # name: (precision, bf16 plan or None, bf16 tiles or None)
+    variants = {} if args.peer_only else {"bf16": ("bf16", None, None), "bf16-fast": ("bf16-fast", None, None)}
     if args.variants:
         final = max(i for i, op in enumerate(spec.ops) if isinstance(op, M.ConvOp))
         default = M.bf16_plan
-        variants["bf16, final conv bf16 too"] = lambda s: (default(s)[0] | {final}, True)
-        variants["bf16, head fp32 too"] = lambda s: (default(s)[0], False)
-    for name, plan in variants.items():
-        y, _, _ = run("bf16", plan)
-        r = pearson_per_track(y, fp32)
-        result[name] = {"pearson_vs_fp32_median": float(np.median(r)), "pearson_vs_fp32_min": float(r.min()),
-                        "max_abs_err_vs_float64": float(np.abs(y - ref).max())}
+        variants["bf16, final conv bf16 too"] = ("bf16", lambda s: (default(s)[0] | {final}, True), None)
+        variants["bf16, head fp32 too"] = ("bf16", lambda s: (default(s)[0], False), None)
+    if args.fast_variants:
+        for tiles in ({5: (2,), 3: (2,)}, {5: (4,), 3: (2,)}, {5: (2,)}, {3: (2,)}, {5: (4,), 3: (4,)},
+                      {5: (2, 4), 3: (2, 4)}):
+            name = "bf16-fast, bf16 tiles " + " + ".join(f"F({','.join(map(str, v))},{k})" for k, v in tiles.items())
+            variants[name] = ("bf16-fast", None, tiles)
+    for name, (prec, plan, tiles) in variants.items():
+        y, _, secs, layers = run(prec, plan, tiles)
+        result[name] = dict(scores(y), layers=layers, seconds_per_sequence=secs)
         note(name)
     if args.peer or args.peer_only:
         for name, ac in (("basenji2-pytorch fp32", False), ("basenji2-pytorch bf16 autocast", True)):
             y = torch_peer_autocast(spec, x, ac)
-            r = pearson_per_track(y, fp32)
-            result[name] = {"pearson_vs_fp32_median": float(np.median(r)), "pearson_vs_fp32_min": float(r.min()),
-                            "max_abs_err_vs_float64": float(np.abs(y - ref).max())}
+            result[name] = scores(y)
             note(name)
     text = json.dumps(result, indent=1)
     print(text)

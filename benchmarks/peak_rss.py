@@ -1,6 +1,6 @@
 """Peak resident memory of a process that loads a converted model and predicts one sequence.
 
-    python benchmarks/peak_rss.py weights/basenji2.safetensors [--precision bf16] [--threads 2]
+    python benchmarks/peak_rss.py weights/basenji2.safetensors [--precision bf16] [--algorithm direct] [--threads 2]
 
 A fresh child process imports basenji2_fast, loads MODEL and predicts one random sequence
 of the model's length (all of its first head's tracks); its peak RSS is read by
@@ -54,7 +54,7 @@ def child(args) -> None:
     import numpy as np
 
     steps["import"] = _rss_mb()
-    model = load(args.model, precision=args.precision, threads=args.threads)
+    model = load(args.model, precision=args.precision, threads=args.threads, algorithm=args.algorithm)
     steps["load"] = _rss_mb()
     steps["load_peak"] = _peak_mb()
     codes = np.random.default_rng(0).integers(0, 4, (1, model.seq_length)).astype(np.uint8)
@@ -63,12 +63,15 @@ def child(args) -> None:
     info = model.info()
     print(json.dumps({"child": {k: round(v, 1) for k, v in steps.items()}, "peak_mb_self": round(_peak_mb(), 1),
                       "weight_mb": info["weight_mb"], "isa": info["isa"], "precision": info["precision"],
+                      "algorithm": info["algorithm"],
                       "stem_tower_tiles": info["stem_tower_tiles"], "output_shape": list(pred.shape)}))
 
 
-def measure(model: str, precision: str = "fp32", threads: int | None = None, bare_import: bool = False) -> dict:
+def measure(model: str, precision: str = "fp32", threads: int | None = None, bare_import: bool = False,
+            algorithm: str = "auto") -> dict:
     """Run the child once; returns its report with ``peak_rss_mb`` (what /usr/bin/time -v says)."""
-    cmd = [sys.executable, os.path.abspath(__file__), model, "--child", "--precision", precision]
+    cmd = [sys.executable, os.path.abspath(__file__), model, "--child", "--precision", precision,
+           "--algorithm", algorithm]
     if threads:
         cmd += ["--threads", str(threads)]
     if bare_import:
@@ -91,7 +94,9 @@ def measure(model: str, precision: str = "fp32", threads: int | None = None, bar
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("model", help="a converted .safetensors model (basenji2-fast convert)")
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    # no choices: importing basenji2_fast.spec here would defeat --bare-import (load checks them)
+    p.add_argument("--precision", default="fp32", help="fp32, bf16 or bf16-fast")
+    p.add_argument("--algorithm", default="auto", help="auto, fast or direct")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--bare-import", action="store_true", help="import only what load + predict need")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -99,7 +104,7 @@ def main(argv=None) -> None:
     if args.child:
         child(args)
         return
-    print(json.dumps(measure(args.model, args.precision, args.threads, args.bare_import), indent=1))
+    print(json.dumps(measure(args.model, args.precision, args.threads, args.bare_import, args.algorithm), indent=1))
 
 
 if __name__ == "__main__":

@@ -103,10 +103,11 @@ def test_full_basenji2_nominal_flops():
 
 
 def test_executed_flops_equal_a_hand_count_untiled():
-    """Whole tensors: every conv executes its nominal count; the stem, a table gather, adds
-    k rows of cout values per position; the head 2 * channels * tracks per bin."""
+    """Whole tensors, direct convolution: every conv executes its nominal count; the stem, a
+    table gather, adds k rows of cout values per position; the head 2 * channels * tracks per
+    bin. (Fast convolutions' counts: test_fast_conv.py.)"""
     spec = load_spec(fixture_path("tf-small", "model.h5"))
-    model = Model(spec, threads=1, tile_mb=None)
+    model = Model(spec, threads=1, tile_mb=None, algorithm="direct")
     got = model.info()["flops_per_sequence"]
     assert got == model.executed_flops()
     stem = spec.ops[0]
@@ -133,8 +134,8 @@ def test_executed_flops_count_the_tile_halos():
     ops = [ConvOp("stem", rng.standard_normal((3, 4, c)).astype(np.float32), np.zeros(c, np.float32), pool=2),
            ConvOp("conv", rng.standard_normal((5, c, c)).astype(np.float32), np.zeros(c, np.float32))]
     spec = ModelSpec(L, ops, {}, final_gelu=True)
-    whole = Model(spec, threads=1, tile_mb=None)
-    tiled = Model(spec, threads=1, tile_mb=24 * c * 4 / 2**20)  # room for 24 rows of the stem's output
+    whole = Model(spec, threads=1, tile_mb=None, algorithm="direct")
+    tiled = Model(spec, threads=1, tile_mb=24 * c * 4 / 2**20, algorithm="direct")  # room for 24 rows of the stem's output
     tiles = tiled.info()["stem_tower_tiles"]
     assert tiles == 2 and whole.info()["stem_tower_tiles"] == 1
     w, t = whole.executed_flops()["ops"], tiled.executed_flops()["ops"]
@@ -228,7 +229,9 @@ def test_bench_reports_a_peer_that_cannot_be_imported(tmp_path, monkeypatch, cap
 def test_bench_command_on_a_small_model(tmp_path, capsys):
     out = tmp_path / "bench.json"
     model = fixture_path("tf-small", "model.h5")
+    # fp32 and bf16, direct convolution (the fast path's counts and rows: test_fast_conv.py and below)
     assert cli.main(["bench", "-m", str(model), "--rounds", "1", "--passes", "2", "--batch", "1,2", "--no-peer",
+                     "--precisions", "fp32,bf16", "--algorithms", "direct",
                      "--genome-windows", "1", "--genome-tracks", "3", "--group-repeats", "1", "--peak-trials", "1",
                      "--cache-dir", str(tmp_path / "cache"), "--json", str(out)]) == 0
     text = capsys.readouterr().out
@@ -245,7 +248,7 @@ def test_bench_command_on_a_small_model(tmp_path, capsys):
     params = small_params()
     nominal = sum(independent_flops(params).values())
     spec = load_spec(model)
-    executed = Model(spec, threads=1).executed_flops()
+    executed = Model(spec, threads=1, algorithm="direct").executed_flops()
     for r in rows:
         assert len(r["times_s_per_seq"]) == 2 and r["peak_rss_mb"] > 0
         med = r["median_s_per_seq"]
@@ -271,7 +274,8 @@ def test_bench_command_on_a_small_model(tmp_path, capsys):
         assert ex["tower"] == expect["tower"] and ex["dilated"] == expect["dilated"]
         assert all(v["s"] > 0 and v["pct_peak"] > 0 for v in g["groups"].values())
     # the batch sweep (batch 2, ours) and predict-genome
-    assert [(b["key"], b["batch"]) for b in res["batches"]] == [(f"ours fp32 {isa}", 2), (f"ours bf16 {isa}", 2)]
+    assert [(b["key"], b["batch"]) for b in res["batches"]] == [(f"ours fp32 direct {isa}", 2),
+                                                                 (f"ours bf16 direct {isa}", 2)]
     assert all(b["median_s_per_seq"] > 0 for b in res["batches"])
     g = res["genome"]
     assert g["windows"] == 1 and g["tracks"] == 3 and g["windows_per_s"] > 0 and g["precision"] == "bf16"

@@ -356,14 +356,14 @@ def test_sad_and_sat_both_heads_run_each_head_on_the_cluster(client, both, visib
 def test_both_heads_refused_where_one_job_per_head_is_needed(both, both_path, visible, tmp_path, capsys):
     """predict-bed runs several heads in one process only; sad and sat shards are per head."""
     g = visible / "genome.fa"
-    with pytest.raises(ValueError, match=r"^--head both with --workers/--scheduler/--shard: run one head per job$"):
+    with pytest.raises(ValueError, match=r"^several heads with scheduler=/workers=/shard=: run one head per job$"):
         predict_bed(both, g, visible / "regions.bed", tmp_path / "bed", head="both", workers=2)
-    with pytest.raises(ValueError, match=r"^--head both with --shard: run one head per job$"):
+    with pytest.raises(ValueError, match=r"^several heads with shard=: run one head per job$"):
         write_sad(both, g, visible / "variants.vcf", tmp_path / "sad", head="both", shard="0/2", progress=False)
-    with pytest.raises(ValueError, match=r"^--head both with --shard: run one head per job$"):
+    with pytest.raises(ValueError, match=r"^several heads with shard=: run one head per job$"):
         sat_bed(both, g, visible / "sat.bed", tmp_path / "sat", head="both", mut_len=2, shard="0/2")
     assert main(["predict-bed", "-m", both_path, "-q", "-f", str(g), str(visible / "regions.bed"), "--head", "both",
                  "-o", str(tmp_path / "cli"), "--shard", "0/2"]) == 1
     err = capsys.readouterr().err.strip()
-    assert "run one head per job" in err and "\n" not in err
+    assert "--head both with --workers/--scheduler/--shard: run one head per job" in err and "\n" not in err
     assert not any(p.exists() for p in (tmp_path / "bed", tmp_path / "sad", tmp_path / "sat", tmp_path / "cli"))

@@ -126,6 +126,6 @@ def test_bad_input(visible, tmp_path, capsys):
 def test_bad_api_arguments(model, visible, tmp_path):
     with pytest.raises(ValueError, match="dtype"):
         embed_bed(model, visible / "genome.fa", visible / "regions.bed", tmp_path / "e.h5", dtype="int8")
-    with pytest.raises(ValueError, match="batch size"):
+    with pytest.raises(ValueError, match="batch_size=0"):
         embed_regions(model, visible / "genome.fa", visible / "regions.bed", batch_size=0)
     assert not (tmp_path / "e.h5").exists()

@@ -46,43 +46,49 @@ def isa(request):
     return request.param
 
 
+ALGORITHMS = ["direct", "fast"]
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.parametrize("dilation", dilation_schedule(11, 1.5))
-def test_dilated_residual_block_every_rate(isa, dilation):
+def test_dilated_residual_block_every_rate(isa, dilation, algorithm):
     rng = np.random.default_rng(dilation)
     L = 400  # shorter than 2 * 72 * ... so padding at both ends matters for large rates
     ops = [rand_conv(rng, 15, 4, 24, pool=2), rand_conv(rng, 3, 24, 19, dil=dilation),
            rand_conv(rng, 1, 19, 24, residual=1)]
     spec = trunk_only(L, ops)
     codes = random_codes(rng, 2, L)
-    got = Model(spec, threads=2, isa=isa).embed(codes)
+    got = Model(spec, threads=2, isa=isa, algorithm=algorithm).embed(codes)
     want = R.trunk(spec, onehot(codes))
     assert got.shape == want.shape == (2, L // 2, 24)
     np.testing.assert_allclose(got, want, atol=TOL, rtol=0)
 
 
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.parametrize("length", [301, 302, 17])
 @pytest.mark.parametrize("k", [1, 3, 5, 15])
-def test_conv_odd_even_lengths_ragged_channels(isa, length, k):
+def test_conv_odd_even_lengths_ragged_channels(isa, length, k, algorithm):
     rng = np.random.default_rng(length * 100 + k)
     ops = [rand_conv(rng, 15, 4, 37), rand_conv(rng, k, 37, 53, dil=2), rand_conv(rng, k, 53, 7)]
     spec = trunk_only(length, ops, final_gelu=True)
     codes = random_codes(rng, 1, length)
-    np.testing.assert_allclose(Model(spec, threads=2, isa=isa).embed(codes), R.trunk(spec, onehot(codes)),
-                               atol=TOL, rtol=0)
+    np.testing.assert_allclose(Model(spec, threads=2, isa=isa, algorithm=algorithm).embed(codes),
+                               R.trunk(spec, onehot(codes)), atol=TOL, rtol=0)
 
 
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.parametrize("pool", [1, 2])
 @pytest.mark.parametrize("residual", [False, True])
 @pytest.mark.parametrize("gelu", ["sigmoid", "erf", "tanh"])
-def test_pool_residual_gelu_variants(isa, pool, residual, gelu):
+def test_pool_residual_gelu_variants(isa, pool, residual, gelu, algorithm):
     rng = np.random.default_rng(pool * 10 + residual)
     L = 256
     ops = [rand_conv(rng, 15, 4, 33, pool=2), rand_conv(rng, 5, 33, 33),
            rand_conv(rng, 3, 33, 33, dil=3, pool=pool, residual=1 if residual else None)]
     spec = trunk_only(L, ops, gelu=gelu, final_gelu=True)
     codes = random_codes(rng, 2, L)
-    np.testing.assert_allclose(Model(spec, threads=2, isa=isa).embed(codes), R.trunk(spec, onehot(codes)),
-                               atol=TOL, rtol=0)
+    np.testing.assert_allclose(Model(spec, threads=2, isa=isa, algorithm=algorithm).embed(codes),
+                               R.trunk(spec, onehot(codes)), atol=TOL, rtol=0)
 
 
 def test_conv_without_preactivation(isa):
@@ -219,38 +225,45 @@ def test_bad_inputs_give_clear_errors():
     np.testing.assert_array_equal(out, model.predict("N" + "A" * (L - 1)))
 
 
+@pytest.mark.parametrize("algorithm", ["direct", "fast"])
 @pytest.mark.parametrize("op_index", [1, 2, 3, 4])
-def test_any_layer_over_any_subrange(isa, op_index):
-    """A conv op over a sub-range of its outputs, from just the rows it needs, equals the
-    same rows of the whole layer (the primitive for tiling and for mutation cones)."""
+def test_any_layer_over_any_subrange(isa, op_index, algorithm):
+    """A conv op over a sub-range of its outputs, from just the rows it reads (op_reads: the
+    halo, and for a fast conv whole tile blocks), equals the same rows of the whole layer,
+    bit for bit (the primitive for tiling and for mutation cones)."""
     rng = np.random.default_rng(20 + op_index)
     L = 600
     ops = [rand_conv(rng, 15, 4, 24, pool=2), rand_conv(rng, 5, 24, 20, pool=2),
            rand_conv(rng, 3, 20, 11, dil=21), rand_conv(rng, 1, 11, 20, residual=2),
            rand_conv(rng, 3, 20, 20, dil=4, gelu_in=False)]
     spec = trunk_only(L, ops)
-    model = Model(spec, threads=2, isa=isa)
+    model = Model(spec, threads=2, isa=isa, algorithm=algorithm)
     op = ops[op_index]
+    assert (model._engine.op_algorithm(op_index) == "direct") == (algorithm == "direct" or op.k == 1)
     length = L // 2 if op_index == 1 else L // 4
     x = rng.standard_normal((length, op.c_in)).astype(np.float32)
     res = rng.standard_normal((length, op.c_out)).astype(np.float32) if op.residual is not None else None
     full = R.conv_op(op, x.astype(np.float64), res, spec.gelu)
+    whole = model._engine.op_range(op_index, x, 0, res, 0, length)
     for p0, p1 in [(0, length), (0, 2), (length - 6, length), (40, 74), (12, 14)]:
-        lo, hi = max(0, p0 - op.halo), min(length, p1 + op.halo)
+        lo, hi = model._engine.op_reads(op_index, p0, p1)
+        lo, hi = max(0, lo), min(length, hi)
         got = model._engine.op_range(op_index, x[lo:hi], lo, None if res is None else res[p0:p1], p0, p1)
         np.testing.assert_allclose(got, full[p0 // op.pool:p1 // op.pool], atol=TOL, rtol=0)
+        np.testing.assert_array_equal(got, whole[p0 // op.pool:p1 // op.pool])
     with pytest.raises(ValueError, match="halo"):
         model._engine.op_range(op_index, x[21:29], 21, None if res is None else res[20:30], 20, 30)
 
 
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.parametrize("tile_mb", [0.002, 0.01, 0.05])
-def test_tiled_stem_and_tower_equal_whole_tensors(isa, tile_mb):
+def test_tiled_stem_and_tower_equal_whole_tensors(isa, tile_mb, algorithm):
     """Tiling the stem and tower along the sequence changes no bit of the result."""
     rng = np.random.default_rng(30)
     spec = small_model(rng, L=2048)
     codes = random_codes(rng, 2, spec.seq_length)
-    whole = Model(spec, threads=2, isa=isa, tile_mb=None)
-    tiled = Model(spec, threads=2, isa=isa, tile_mb=tile_mb)
+    whole = Model(spec, threads=2, isa=isa, tile_mb=None, algorithm=algorithm)
+    tiled = Model(spec, threads=2, isa=isa, tile_mb=tile_mb, algorithm=algorithm)
     assert whole.info()["stem_tower_tiles"] == 1 and tiled.info()["stem_tower_tiles"] > 1
     np.testing.assert_array_equal(tiled.predict(codes, n_encoding="uniform"), whole.predict(codes, n_encoding="uniform"))
     np.testing.assert_allclose(tiled.predict(codes), R.predict(spec, onehot(codes)), atol=TOL, rtol=1e-5)

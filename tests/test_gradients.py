@@ -53,7 +53,13 @@ def spec():
 
 @pytest.fixture(scope="module")
 def codes():
-    """Two random sequences with N positions at both window edges and inside."""
+    """Two random sequences with N positions at both window edges and inside.
+
+    An N run gives the max-pools exact ties (equal neighbours), and a tie's gradient goes
+    where the forward's pool took it. Fast (Winograd) convolution computes equal inputs a few
+    ulps apart, so its pools may break a tie the other way than the float64 reference: the
+    tests against the reference at N runs use ``algorithm="direct"``, and
+    test_fast_convolution_matches_reference checks the fast paths on N-free sequences."""
     rng = np.random.default_rng(16)
     c = rng.integers(0, 4, size=(2, L_SMALL), dtype=np.uint8)
     c[0, :5] = 4
@@ -127,7 +133,7 @@ def test_window_edges_and_n_positions(spec, codes):
     # tf-small's crop leaves ~500 bp at each end outside every bin's receptive field; without
     # the crop the first and last bins reach the window's ends (and the N runs there).
     uncropped = dataclasses.replace(spec, ops=[op for op in spec.ops if not isinstance(op, CropOp)]).validate()
-    model = b2.Model(uncropped, threads=2)
+    model = b2.Model(uncropped, threads=2, algorithm="direct")  # N runs at the edges: exact ties
     last = model.n_bins - 1
     for n_encoding, uniform in (("zeros", False), ("uniform", True)):
         got = model.gradients(codes, bins=[0, last], n_encoding=n_encoding)
@@ -177,9 +183,29 @@ def test_subsets_sum_and_receptive_field(spec, codes):
     assert np.abs(g[: L_SMALL // 4]).max() > 0 and not g[L_SMALL // 2:].any()
 
 
+@pytest.mark.parametrize("algorithm", ["auto", "fast"])
+def test_fast_convolution_matches_reference(spec, algorithm):
+    # The fast (Winograd) ops: the backward flips and transposes their untransformed kernels,
+    # which the model lends per call (the engine packs only the transformed ones). N-free
+    # sequences (no exact pool ties), cropped and uncropped (gradients at the window's edges).
+    uncropped = dataclasses.replace(spec, ops=[op for op in spec.ops if not isinstance(op, CropOp)]).validate()
+    c = np.random.default_rng(21).integers(0, 4, size=(2, L_SMALL), dtype=np.uint8)
+    for s in (spec, uncropped):
+        model = b2.Model(s, threads=2, algorithm=algorithm)
+        fast = [layer["op"] for layer in model.info()["layers"] if layer["algorithm"].startswith("F(")]
+        assert len(fast) >= (7 if algorithm == "auto" else 8), model.info()["layers"]  # fast: dilated ones too
+        bins = [0, model.n_bins // 2, model.n_bins - 1]
+        got = model.gradients(c, tracks=[1, 6], bins=bins)
+        want = reference.gradient(s, onehot(c), tracks=[1, 6], bins=bins)
+        assert rel_err(got, want) <= REF_TOL, (algorithm, rel_err(got, want))
+    # without the lent kernels the engine refuses rather than differentiate transformed weights
+    with pytest.raises(ValueError, match=f"op {fast[0]} runs fast convolution"):
+        model._engine.gradient(c, (0, []), [], False)
+
+
 def test_ensembles_map_back_to_forward_coordinates(spec, codes):
     # rc / shifts: the mean of each pass's gradient, mapped back by hand from the reference
-    model = b2.Model(spec, threads=2)
+    model = b2.Model(spec, threads=2, algorithm="direct")  # a shift pads with an N run
     tracks, bins, codes = [3, 5], [10, 50, 50], codes[:1]
     for shifts, rc in (((0,), True), ((-5, 2), True)):
         got = model.gradients(codes, tracks=tracks, bins=bins, rc=rc, shifts=shifts)
@@ -219,7 +245,7 @@ def test_errors(spec, codes):
         model.gradients(codes, tracks=[12])
     with pytest.raises(ValueError, match="one head at a time"):
         model.gradients(codes, head=["human", "human"])
-    with pytest.raises(ValueError, match="shift 16384"):
+    with pytest.raises(ValueError, match="shift 16,384 moves"):
         model.gradients(codes, shifts=(L_SMALL,))
     with pytest.raises(ValueError, match="precision='fp32'"):
         b2.Model(spec, precision="bf16").gradients(codes)

@@ -13,7 +13,7 @@ import numpy as np
 from conftest import fixture_path
 
 ROOT = Path(__file__).resolve().parents[1]
-HEAVY = ("h5py", "pyfaidx", "tqdm", "matplotlib", "torch", "cyvcf2", "pyBigWig", "scipy", "dask", "distributed")
+HEAVY = ("h5py", "pyfaidx", "tqdm", "matplotlib", "torch", "pyBigWig", "scipy", "dask", "distributed")
 
 
 def _run(code: str) -> dict:

@@ -21,6 +21,8 @@ import re
 from pathlib import Path
 from typing import Optional, Union
 
+from .._io import check_input_file
+
 PathLike = Union[str, "os.PathLike[str]"]
 
 
@@ -101,9 +103,7 @@ def load_spec(path: PathLike, params=None, gelu: Optional[str] = None, head_name
     FormatError
         The file is not a supported model, or is corrupt; the message names the file.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
+    path = check_input_file(path, "model file", random_access=True)
     kind = sniff_format(path)
     if kind is None:
         expected = _EXTENSIONS.get(path.suffix.lower())

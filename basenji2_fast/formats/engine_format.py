@@ -24,8 +24,8 @@ from typing import Dict
 
 import numpy as np
 
-from .._io import atomic_output
-from ..spec import PRECISIONS, ConvOp, CropOp, Head, ModelSpec
+from .._io import atomic_output, check_output
+from ..spec import FILE_PRECISIONS, ConvOp, CropOp, Head, ModelSpec
 from ..version import __version__
 from . import ENGINE, FormatError, checked
 
@@ -130,10 +130,10 @@ def save(spec: ModelSpec, path, precision: str = "fp32") -> None:
     precision : {"fp32", "bf16"}
         bf16 rounds every tensor to nearest even (halves the file; ~3 significant digits).
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision not in FILE_PRECISIONS:
+        raise ValueError(f"precision must be one of {FILE_PRECISIONS}, got {precision!r}")
     spec.validate()
-    path = Path(path)
+    path = check_output(path)
     tensors = _tensors(spec)
     metadata = {METADATA_KEY: _metadata_json(spec, precision)}
     with atomic_output(path) as tmp:

@@ -22,6 +22,16 @@ DPI = 150
 LABEL_CHARS_PER_INCH = 11
 
 
+def check_figure_size(width: float = FIG_WIDTH, dpi: int = DPI, panel_height: float = 1.0) -> None:
+    """A figure's width and panel height (inches: finite, > 0) and resolution (an integer >= 1),
+    else a one-line ValueError naming the argument (matplotlib would fail later, obscurely)."""
+    for name, value in (("width", width), ("panel_height", panel_height)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+            raise ValueError(f"{name}={value!r}: must be a positive number of inches")
+    if isinstance(dpi, bool) or not isinstance(dpi, int) or dpi < 1:
+        raise ValueError(f"dpi={dpi!r}: must be a positive integer")
+
+
 def shorten(label: str, n: int) -> str:
     """``label`` on one line, cut to ``n`` characters with an ellipsis."""
     label = " ".join(str(label).split())

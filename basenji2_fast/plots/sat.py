@@ -12,9 +12,11 @@ from typing import List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
-from ..cli_options import one_line_errors
+from .._io import check_output
+from ..cli_options import one_line_errors, positive_int
 from ..targets import Targets, TrackSelection, read_targets, select_tracks
-from .figure import DPI, FIG_WIDTH, LABEL_CHARS_PER_INCH, PathLike, output_format, panel_titles, save_figure, shorten
+from .figure import (DPI, FIG_WIDTH, LABEL_CHARS_PER_INCH, PathLike, check_figure_size, output_format, panel_titles,
+                     save_figure, shorten)
 
 #: At most this many (region, track) logo + heatmap pairs in one picture.
 MAX_SAT_PANELS = 16
@@ -242,6 +244,7 @@ def plot_sat(scores_h5: PathLike, out_path: Optional[PathLike] = None, stat: str
 
     if heatmap not in ("effect", "score"):
         raise ValueError(f"heatmap must be 'effect' or 'score', got {heatmap!r}")
+    check_figure_size(dpi=dpi)
     if out_path is not None:
         output_format(out_path)
     sat = read_sat(scores_h5, stat, regions, tracks, labels)
@@ -358,7 +361,7 @@ def add_sat_plot_subcommand(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--heatmap", choices=("effect", "score"), default="effect",
                    help="effect: alt - ref (default); score: the stored scores")
     p.add_argument("--title", default=None, help="figure title")
-    p.add_argument("--dpi", type=int, default=DPI, help=f"pixels per inch of a PNG (default {DPI})")
+    p.add_argument("--dpi", type=positive_int, default=DPI, help=f"pixels per inch of a PNG (default {DPI})")
     p.set_defaults(func=run_sat_plot)
     return p
 
@@ -367,6 +370,8 @@ def run_sat_plot(args: argparse.Namespace) -> int:
     """The ``sat-plot`` subcommand: writes the picture and prints ``wrote PATH``; on an error,
     prints ``basenji2-fast sat-plot: error: ...`` (one line) and returns 1."""
     def work():
+        output_format(args.output)
+        check_output(args.output, inputs=[args.scores_h5, args.targets], parents=True)
         plot_sat(args.scores_h5, args.output, stat=args.stat, regions=args.regions, tracks=args.tracks,
                  labels=args.targets, heatmap=args.heatmap, title=args.title, dpi=args.dpi)
         print(f"wrote {args.output}")

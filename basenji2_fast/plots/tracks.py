@@ -26,15 +26,17 @@ from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .._io import check_output
 from ..cli_options import (add_ensemble_options, add_fasta_option, add_model_options, add_track_options,
-                           load_model, one_line_errors, track_request)
-from ..coverage import binned_means, open_bigwig
+                           load_model, one_line_errors, positive_float, positive_int, track_request)
+from ..coverage import binned_means, check_finished, open_bigwig
 from ..dna import encode
 from ..genome import GenomicRegion, as_fasta, as_genomic_region, centred_span, fetch, parse_region
 from ..model import Ensemble, load
 from ..targets import read_targets, select_tracks
 from ..windows import predict, resolve_tracks as resolve_model_tracks
-from .figure import DPI, FIG_WIDTH, LABEL_CHARS_PER_INCH, PathLike, output_format, panel_titles, save_figure, shorten
+from .figure import (DPI, FIG_WIDTH, LABEL_CHARS_PER_INCH, PathLike, check_figure_size, output_format, panel_titles,
+                     save_figure, shorten)
 
 #: Figure geometry (inches): height of one track panel, room for the title and x axis.
 PANEL_HEIGHT = 1.0
@@ -110,6 +112,7 @@ def _draw(values: np.ndarray, edges: np.ndarray, chrom: str, labels: Sequence[st
     from matplotlib.ticker import AutoMinorLocator, MaxNLocator
 
     n_bins, n_tracks = values.shape
+    check_figure_size(width, dpi, panel_height)
     fig = Figure(figsize=figure_size(n_tracks, width, panel_height), dpi=dpi)
     FigureCanvasAgg(fig)
     axes = fig.subplots(n_tracks, 1, sharex=True, squeeze=False)[:, 0]
@@ -413,8 +416,9 @@ def _manifest_tracks(manifest: dict, folder: Path) -> List[BigWigTrack]:
     out = []
     for t in records:
         col, ident = t.get("column"), t.get("identifier")
-        name = t.get("file") or t.get("path") or f"{col}_{ident}.bw"
-        path = Path(name) if Path(name).is_absolute() else folder / Path(name).name
+        name = Path(t.get("file") or t.get("path") or f"{col}_{ident}.bw")
+        # <head>/<file> for a job of several heads; nothing outside the folder
+        path = name if name.is_absolute() else folder / (Path(name.name) if ".." in name.parts else name)
         out.append(BigWigTrack(path, str(t.get("label") or ""), None if col is None else int(col),
                                None if ident is None else str(ident)))
     return out
@@ -429,6 +433,7 @@ def bigwig_tracks(source) -> Tuple[List[BigWigTrack], dict]:
     """
     if isinstance(source, (str, os.PathLike)) and Path(source).is_dir():
         folder = Path(source)
+        check_finished(folder)
         manifest_path = folder / "manifest.json"
         if manifest_path.is_file():
             try:
@@ -602,8 +607,9 @@ def add_plot_subcommand(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--region-only", action="store_true",
                    help="with -m: draw only the bins over the region (default: the whole predicted window)")
     add_ensemble_options(p)
-    p.add_argument("--dpi", type=int, default=DPI, help=f"pixels per inch of a PNG (default {DPI})")
-    p.add_argument("--width", type=float, default=FIG_WIDTH, help=f"figure width in inches (default {FIG_WIDTH:g})")
+    p.add_argument("--dpi", type=positive_int, default=DPI, help=f"pixels per inch of a PNG (default {DPI})")
+    p.add_argument("--width", type=positive_float, default=FIG_WIDTH,
+                   help=f"figure width in inches (default {FIG_WIDTH:g})")
     p.set_defaults(func=run_plot)
     return p
 
@@ -614,6 +620,8 @@ def run_plot(args: argparse.Namespace) -> int:
     def work():
         region = parse_region(args.region)
         output_format(args.output)
+        check_figure_size(args.width, args.dpi)
+        check_output(args.output, inputs=[args.model, args.fasta, args.bigwigs], parents=True)
         head, tracks, targets = track_request(args)
         if isinstance(tracks, dict) or isinstance(targets, dict):
             raise ValueError("plot draws one head: give -t / --tracks without HEAD=")

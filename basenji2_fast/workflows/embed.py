@@ -45,10 +45,10 @@ from typing import Optional, Sequence, Tuple
 import h5py
 import numpy as np
 
-from .._io import atomic_output
-from ..cli_options import (add_ensemble_options, add_fasta_option, add_model_options, add_run_options, load_model,
-                           one_line_errors)
-from ..genome import prepare_regions, read_bed
+from .._io import atomic_output, check_output
+from ..cli_options import (add_batch_size_option, add_ensemble_options, add_fasta_option, add_model_options,
+                           add_run_options, load_model, one_line_errors)
+from ..genome import fasta_path, prepare_regions, read_bed
 from ..model import Ensemble
 from ..version import __version__
 from ..windows import iter_windows, output_window
@@ -132,10 +132,11 @@ def embed_bed(model, fasta, regions, out_path, pool: str = "mean", batch_size: i
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
     b0, b1 = pooled_bins(model.n_bins, pool)
-    regions, fa, _ = prepare_regions(fasta, regions)
+    ensemble = Ensemble(rc, shifts, n_encoding, batch_size)
+    regions, fa, source_name = prepare_regions(fasta, regions)
     out_path = Path(out_path)
-    if out_path.parent and not out_path.parent.exists():
-        out_path.parent.mkdir(parents=True, exist_ok=True)
+    check_output(out_path, inputs=[fasta_path(fasta), source_name], parents=True)  # missing folders are created
+    out_path.parent.mkdir(parents=True, exist_ok=True)
     n, C, bs = len(regions), model.spec.trunk_channels, model.bin_size
     source = model.spec.metadata.get("source") or []
     if model_name is None:
@@ -157,8 +158,7 @@ def embed_bed(model, fasta, regions, out_path, pool: str = "mean", batch_size: i
                  "version": __version__}
         for k, v in attrs.items():
             h5.attrs[k] = v
-        for i0, e in _iter_embeddings(model, fa, regions, pool, Ensemble(rc, shifts, n_encoding, batch_size),
-                                      progress):
+        for i0, e in _iter_embeddings(model, fa, regions, pool, ensemble, progress):
             ds[i0:i0 + len(e)] = e.astype(dtype, copy=False)
     return out_path
 
@@ -181,7 +181,7 @@ def add_embed_subcommand(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--pool", choices=POOLS, default="mean", help="pooling over the output bins (default mean)")
     p.add_argument("--dtype", choices=DTYPES, default="float32", help="stored dtype (default float32)")
     add_ensemble_options(p)
-    p.add_argument("--batch-size", type=int, default=4)
+    add_batch_size_option(p, 4)
     add_run_options(p)
     p.set_defaults(func=run_embed)
     return p
@@ -190,9 +190,10 @@ def add_embed_subcommand(subparsers) -> argparse.ArgumentParser:
 def run_embed(args: argparse.Namespace) -> int:
     def work():
         # Inputs first: a bad BED line fails before the model is loaded.
-        if not read_bed(args.bed):
+        regions = read_bed(args.bed)
+        if not regions:
             raise ValueError(f"{args.bed}: no regions")
-        path = embed_bed(load_model(args), args.fasta, args.bed, args.out, pool=args.pool,
+        path = embed_bed(load_model(args), args.fasta, regions, args.out, pool=args.pool,
                          batch_size=args.batch_size, n_encoding=args.n_encoding, rc=args.rc, shifts=args.shifts,
                          dtype=args.dtype, model_name=os.path.basename(args.model), progress=not args.quiet)
         print(f"wrote {path}")

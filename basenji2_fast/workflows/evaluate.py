@@ -34,9 +34,9 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from .._io import atomic_output
-from ..cli_options import (add_ensemble_options, add_fasta_option, add_model_options, add_run_options,
-                           add_track_options, load_model, one_line_errors)
+from .._io import atomic_output, check_output
+from ..cli_options import (add_batch_size_option, add_ensemble_options, add_fasta_option, add_model_options,
+                           add_run_options, add_track_options, load_model, one_line_errors, positive_int)
 from ..coverage import ObservedCoverage, TrackStats, coverage_tracks
 from ..genome import prepare_regions, read_bed
 from ..model import Ensemble
@@ -218,8 +218,8 @@ def add_test_subcommand(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--plot-tracks", default=None,
                    help="tracks to draw as predicted-vs-observed density plots (selector as --tracks)")
     p.add_argument("--plot-dir", default=None, help="folder for the plots (default: beside the TSV)")
-    p.add_argument("--plot-points", type=int, default=100_000, help="bins sampled per plot (default 100000)")
-    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--plot-points", type=positive_int, default=100_000, help="bins sampled per plot (default 100000)")
+    add_batch_size_option(p, 4)
     add_run_options(p)
     p.set_defaults(func=run_test)
     return p
@@ -229,11 +229,16 @@ def run_test(args: argparse.Namespace) -> int:
     def work():
         if not args.targets:
             raise ValueError("--targets is required: a targets file whose 'file' column names the observed bigWigs")
-        if not read_bed(args.bed):
+        regions = read_bed(args.bed)
+        if not regions:
             raise ValueError(f"{args.bed}: no regions")
         targets = read_targets(args.targets)
         plot_dir = args.plot_dir or (os.path.dirname(os.path.abspath(args.out)) if args.plot_tracks else None)
-        acc = evaluate(load_model(args), args.fasta, args.bed, targets, head=args.head, tracks=args.tracks,
+        # The outputs before the predictions: a bad -o must not waste them.
+        check_output(args.out, inputs=[args.model, args.fasta, args.bed, args.targets])
+        if plot_dir is not None:
+            check_output(plot_dir, folder=True)
+        acc = evaluate(load_model(args), args.fasta, regions, targets, head=args.head, tracks=args.tracks,
                        rc=args.rc, shifts=args.shifts, batch_size=args.batch_size, n_encoding=args.n_encoding,
                        plot_tracks=args.plot_tracks, plot_dir=plot_dir, max_plot_points=args.plot_points,
                        progress=not args.quiet)

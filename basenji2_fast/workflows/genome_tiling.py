@@ -34,9 +34,13 @@ contiguous, so the assembly reads each track's row once. While a chromosome runs
 how many windows are complete (checkpointed every :data:`CHECKPOINT_SECONDS`); an interrupted
 run resumes from the last checkpoint. A finished chromosome is renamed to ``<i>.npy`` and
 committed by ``<i>.json`` (written atomically, last). When every requested chromosome is
-committed, each bigWig is written under a temporary name and renamed, then ``manifest.json``
-is written and ``.partial`` removed. Rerunning a finished job with the same options is a
-no-op; other options on an existing OUTDIR are an error unless ``overwrite=True``.
+committed, the bigWigs are written into ``.partial/staged/`` and, once all are complete, moved
+into OUTDIR in one sweep of renames; then ``manifest.json`` is written and ``.partial``
+removed. The manifest is the job's commit: a folder with ``.partial`` and no manifest is an
+unfinished job, whose bigWigs readers (``plot --bigwigs``, ``test``) refuse
+(:func:`basenji2_fast.coverage.unfinished_genome_job`). Rerunning a finished job with the same
+options is a no-op; other options on an existing OUTDIR are an error unless ``overwrite=True``;
+a ``manifest.json`` that is not predict-genome's is never replaced.
 
 Memory
 ------
@@ -71,14 +75,15 @@ import numpy as np
 from tqdm import tqdm
 
 from .. import dna, runner
-from .._io import atomic_output, canonical_sha, job_lock, read_json, to_float16, write_json
-from ..cli_options import (add_distributed_options, add_ensemble_options, add_fasta_option, add_model_options,
-                           add_run_options, add_track_options, distributed_kwargs, load_model, one_line_errors,
-                           track_request)
+from .._io import OptionError, atomic_output, canonical_sha, check_output, job_lock, read_json, to_float16, write_json
+from ..cli_options import (add_batch_size_option, add_distributed_options, add_ensemble_options, add_fasta_option,
+                           add_model_options, add_run_options, add_track_options, distributed_kwargs, load_model,
+                           one_line_errors, track_request)
+from ..coverage import GENOME_JOB_FORMAT, GENOME_MANIFEST, GENOME_PARTIAL
 from ..genome import fetch, open_fasta
 from ..formats import file_sha256
 from ..model import Ensemble, load
-from ..spec import CODE_N, weights_sha256
+from ..spec import CODE_N, check_positive_int, weights_sha256
 from ..targets import TrackSelection
 from ..version import __version__
 from ..windows import head_names, plan_heads, predict, resolve_tracks
@@ -91,9 +96,11 @@ FLOAT32_PARTIAL_LIMIT = 1 << 30
 CHECKPOINT_SECONDS = 60.0
 #: Jobs of more values (tracks x bins) than this write their bigWigs in parallel processes.
 PARALLEL_ASSEMBLY_VALUES = 10_000_000
-MANIFEST = "manifest.json"
-PARTIAL = ".partial"
-JOB_FORMAT = "basenji2-fast predict-genome"
+MANIFEST = GENOME_MANIFEST
+PARTIAL = GENOME_PARTIAL
+JOB_FORMAT = GENOME_JOB_FORMAT
+#: Where the bigWigs are written, in the partials' folder, before they all move into OUTDIR.
+STAGED = "staged"
 JOB_FORMAT_VERSION = 1
 
 
@@ -404,10 +411,8 @@ def predict_genome(model, fasta: PathLike, out_dir: PathLike, head: Optional[str
     # Check every input before touching OUTDIR, so bad inputs leave nothing behind.
     tiling = tiling_of(model)
     head, tr = genome_tracks(model, head, tracks, track_names)
-    batch_size = int(batch_size)
-    ensemble = Ensemble(rc, shifts, n_encoding, batch_size)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    ensemble = Ensemble(rc, shifts, n_encoding, check_positive_int("batch_size", batch_size))
+    batch_size = ensemble.batch_size
     fa = open_fasta(fasta)
     sizes = [(name, len(fa[name])) for name in fa.keys()]
     sizes = [(n, s) for n, s in sizes if s > 0]  # an empty record has no bins and no bigWig line
@@ -446,10 +451,13 @@ def predict_genome(model, fasta: PathLike, out_dir: PathLike, head: Optional[str
     }
     key = canonical_sha(job)
 
-    out_dir = Path(out_dir)
+    out_dir = check_output(out_dir, folder=True)
     manifest_path = out_dir / MANIFEST
     partial = out_dir / PARTIAL
     old = read_json(manifest_path) if manifest_path.exists() else None
+    if manifest_path.exists() and (not isinstance(old, dict) or old.get("format") != JOB_FORMAT):
+        # Someone else's manifest.json: not ours to replace, even with overwrite.
+        raise ValueError(f"{manifest_path}: not a predict-genome manifest; write the job to another output folder")
     if old is not None and old.get("job_key") == key:
         if all((out_dir / f).is_file() for f in tr.files):
             return {**old, "status": "up-to-date"}  # finished with the same options: nothing to do
@@ -458,8 +466,9 @@ def predict_genome(model, fasta: PathLike, out_dir: PathLike, head: Optional[str
                 or (old_partial is not None and old_partial.get("job_key") != key)
                 or (manifest_path.exists() and old is None))
     if conflict and not overwrite:
-        raise ValueError(f"{out_dir} holds a predict-genome job with other options (model, genome, tracks, "
-                         "chromosomes or ensemble); use another output folder, or overwrite=True (--overwrite)")
+        raise OptionError(f"{out_dir} holds a predict-genome job with other options (model, genome, tracks, "
+                          "chromosomes or ensemble); use another output folder, or {overwrite} to start over",
+                          overwrite=("overwrite=True", "--overwrite"))
     out_dir.mkdir(parents=True, exist_ok=True)
     with job_lock(out_dir, ".predict-genome.lock", "predict-genome"):
         if conflict or old is not None:
@@ -761,7 +770,23 @@ def _assembly_worker(spec_path: str) -> None:
 
 def _assemble(out_dir: Path, partial: Path, sizes, todo, records, tiling: Tiling, tr: GenomeTracks,
               workers: int) -> int:
-    """Write every track's bigWig; returns the number of processes used.
+    """Write every track's bigWig into ``partial/staged/``, then move them all into
+    ``out_dir`` together (the manifest follows): an interrupted assembly leaves no bigWig under
+    its final name. Returns the number of processes used."""
+    staged = partial / STAGED
+    for f in tr.files:
+        (staged / f).parent.mkdir(parents=True, exist_ok=True)
+        for tmp in (out_dir / f).parent.glob(f".{glob.escape(Path(f).name)}.*.tmp"):
+            tmp.unlink(missing_ok=True)  # written by earlier versions straight into out_dir
+    used = _write_bigwigs(staged, partial, sizes, todo, records, tiling, tr, workers)
+    for f in tr.files:  # all written: into place in one sweep of renames, then the manifest
+        os.replace(staged / f, out_dir / _inside(f))
+    return used
+
+
+def _write_bigwigs(out_dir: Path, partial: Path, sizes, todo, records, tiling: Tiling, tr: GenomeTracks,
+                   workers: int) -> int:
+    """Write every track's bigWig into ``out_dir``; returns the number of processes used.
 
     pyBigWig compresses ~1.5 M values/s on one core and holds the GIL, so a job of many tracks
     (hg38 at 5,313 tracks is 1.3e11 values, about a day on one core) writes its tracks (independent
@@ -856,7 +881,7 @@ def add_predict_genome_subcommand(subparsers) -> argparse.ArgumentParser:
     add_track_options(p)
     add_ensemble_options(p)
     p.add_argument("--chroms", default=None, help="comma-separated chromosomes (default: all of the FASTA)")
-    p.add_argument("--batch-size", type=int, default=4, help="windows per engine call (default 4)")
+    add_batch_size_option(p, 4)
     add_run_options(p)
     p.add_argument("--overwrite", action="store_true", help="start over when OUT_DIR holds a job with other options")
     add_distributed_options(p)

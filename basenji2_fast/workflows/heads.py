@@ -42,9 +42,12 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from ..cli_options import add_fasta_option, add_model_options, add_run_options, load_model, one_line_errors
+from .._io import OptionError, check_output
+from ..cli_options import (add_batch_size_option, add_fasta_option, add_model_options, add_run_options, load_model,
+                           non_negative_float, one_line_errors, positive_int)
 from ..coverage import SUM_STATS, ObservedCoverage, TrackStats, coverage_tracks
 from ..genome import prepare_regions, read_bed
+from ..spec import check_positive_int
 from ..targets import Targets, read_targets
 from ..windows import iter_windows
 
@@ -192,10 +195,15 @@ def fit_head(model, fasta, regions, targets, loss: str = "poisson", l2: float = 
     opt = _require_scipy()
     if loss not in LOSSES:
         raise ValueError(f"loss {loss!r}: only {', '.join(LOSSES)} is supported")
-    if not (np.isfinite(l2) and l2 >= 0):
-        raise ValueError(f"l2 must be a finite number >= 0, got {l2}")
+    if not (isinstance(l2, (int, float, np.floating, np.integer)) and np.isfinite(l2) and l2 >= 0):
+        raise ValueError(f"l2={l2!r}: must be a finite number >= 0")
+    batch_size = check_positive_int("batch_size", batch_size)
+    max_iter = check_positive_int("max_iter", max_iter)
+    if not (isinstance(cache_mb, (int, float, np.floating, np.integer)) and cache_mb >= 0):
+        raise ValueError(f"cache_mb={cache_mb!r}: must be a number >= 0")
     if attach and name in model.head_names and not replace:
-        raise ValueError(f"this model already has a head {name!r}; choose another name (or replace=True)")
+        raise OptionError(f"this model already has a head {name!r}; choose another name, or {replace} to replace it",
+                          replace=("replace=True", "--replace"))
     regions, fa, source_name = prepare_regions(fasta, regions)
     if isinstance(targets, (str, os.PathLike)) and not str(targets).lower().endswith((".bw", ".bigwig")):
         targets = read_targets(targets)
@@ -299,14 +307,14 @@ def add_fit_head_subcommand(subparsers) -> argparse.ArgumentParser:
     src.add_argument("--bigwigs", help="comma-separated bigWig files (pooled by --sum-stat)")
     p.add_argument("-o", "--out", required=True, help="output model (.safetensors) with every head plus the new one")
     p.add_argument("--name", default="new", help="the new head's name (default 'new')")
-    p.add_argument("--l2", type=float, default=1e-6, help="L2 penalty on the weights (default 1e-6)")
+    p.add_argument("--l2", type=non_negative_float, default=1e-6, help="L2 penalty on the weights (default 1e-6)")
     p.add_argument("--sum-stat", choices=SUM_STATS, default=None,
                    help="pool bases into bins by this (default: the targets file's sum_stat; sum for --bigwigs)")
-    p.add_argument("--max-iter", type=int, default=1000, help="L-BFGS iterations at most (default 1000)")
+    p.add_argument("--max-iter", type=positive_int, default=1000, help="L-BFGS iterations at most (default 1000)")
     p.add_argument("--replace", action="store_true", help="replace an existing head of that name")
-    p.add_argument("--cache-mb", type=float, default=1024.0,
+    p.add_argument("--cache-mb", type=non_negative_float, default=1024.0,
                    help="embedding cache kept in memory, MB; a larger one goes to a temporary file (default 1024)")
-    p.add_argument("--batch-size", type=int, default=4)
+    add_batch_size_option(p, 4)
     add_run_options(p)
     p.set_defaults(func=run_fit_head)
     return p
@@ -316,12 +324,16 @@ def run_fit_head(args: argparse.Namespace) -> int:
     def work():
         if not str(args.out).endswith(".safetensors"):
             raise ValueError(f"{args.out}: the output model must be a .safetensors file")
-        if not read_bed(args.bed):
+        regions = read_bed(args.bed)
+        if not regions:
             raise ValueError(f"{args.bed}: no regions")
         targets = read_targets(args.targets) if args.targets else [p for p in args.bigwigs.split(",") if p]
         coverage_tracks(targets, sum_stat=args.sum_stat)  # a bad targets row fails before the model loads
+        # The output before the fit: a bad -o must not waste it.
+        check_output(args.out, inputs=[args.model, args.fasta, args.bed, args.targets]
+                     + ([] if args.targets else targets))
         model = load_model(args)
-        fit = fit_head(model, args.fasta, args.bed, targets, l2=args.l2, name=args.name, sum_stat=args.sum_stat,
+        fit = fit_head(model, args.fasta, regions, targets, l2=args.l2, name=args.name, sum_stat=args.sum_stat,
                        batch_size=args.batch_size, n_encoding=args.n_encoding, max_iter=args.max_iter,
                        cache_mb=args.cache_mb, replace=args.replace, progress=not args.quiet)
         model.save(args.out)

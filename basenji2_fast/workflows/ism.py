@@ -46,11 +46,12 @@ import numpy as np
 from tqdm import tqdm
 
 from .. import runner
-from .._io import atomic_output, to_float16
+from .._io import atomic_output, check_output, to_float16
 from ..cli_options import (add_distributed_options, add_ensemble_options, add_fasta_option, add_model_options,
                            add_run_options, add_track_options, distributed_kwargs, load_model, one_line_errors,
                            track_request)
-from ..genome import Region, as_fasta, as_regions, check_contigs, fasta_identity, fasta_path, parse_interval, read_bed
+from ..genome import (Region, as_fasta, as_regions, check_contigs, check_span, fasta_identity, fasta_path,
+                      parse_interval, read_bed)
 from ..model import Ensemble
 from ..spec import weights_sha256
 from ..targets import TrackSelection
@@ -223,8 +224,7 @@ def saturation_mutagenesis(model, seq_or_interval, fasta=None, mut_start: Option
         if strand not in ("+", "-"):
             raise ValueError(f"strand {strand!r}: expected '+' or '-'")
         fa = as_fasta(fasta)
-        if chrom not in fa:
-            raise ValueError(f"interval {seq_or_interval!r}: no sequence {chrom!r} in {fa.filename}")
+        check_span(fa, chrom, start, end, f"interval {seq_or_interval!r}")
         r = Region(chrom, start, end, seq_or_interval, strand)
         codes = window_codes(fa, r, L, r.strand)
     else:
@@ -299,7 +299,7 @@ def sat_bed(model, fasta_path, bed_path, out_dir, mut_len: Optional[int] = None,
     head, sel = resolve_tracks(model, head, tracks, targets)
     ensemble = Ensemble(rc, shifts, n_encoding)
     T = len(sel)
-    out_dir = Path(out_dir)
+    out_dir = check_output(out_dir, folder=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     N = len(regions)
     if placement.distributed:
@@ -401,10 +401,11 @@ def run_sat(args: argparse.Namespace) -> int:
             raise ValueError("give either -l or -u/-d, not both")
         stats = _parse_stats(args.stats)
         # Inputs first: a bad BED or targets line fails before the model is loaded.
-        if not read_bed(args.bed):
+        regions = read_bed(args.bed)
+        if not regions:
             raise ValueError(f"{args.bed}: no regions")
         head, tracks, targets = track_request(args)
-        path = sat_bed(load_model(args), args.fasta, args.bed, args.out_dir, mut_len=args.mut_len,
+        path = sat_bed(load_model(args), args.fasta, regions, args.out_dir, mut_len=args.mut_len,
                        mut_up=args.mut_up, mut_down=args.mut_down, stats=stats, head=head, tracks=tracks,
                        targets=targets, rc=args.rc, shifts=args.shifts, n_encoding=args.n_encoding,
                        progress=not args.quiet, **distributed_kwargs(args))

@@ -85,10 +85,12 @@ from typing import List, NamedTuple, Optional, Sequence, Tuple
 import numpy as np
 from tqdm import tqdm
 
-from .._io import atomic_output
-from ..cli_options import add_ensemble_options, add_model_options, add_run_options, load_model, one_line_errors
-from ..genome import as_fasta, parse_strand, parse_stranded_interval
+from .._io import OptionError, atomic_output, check_output
+from ..cli_options import (add_batch_size_option, add_ensemble_options, add_model_options, add_run_options, load_model,
+                           one_line_errors)
+from ..genome import as_fasta, check_span, parse_strand, parse_stranded_interval
 from ..model import Ensemble
+from ..spec import check_positive_int
 from ..plots.figure import output_format, save_figure
 from ..targets import Targets, TrackSelection, read_targets, select_tracks
 from ..windows import predict, resolve_tracks, window, window_codes
@@ -377,11 +379,11 @@ def compare_orthologs(model, human_fasta, mouse_fasta, pairs, human_tracks=None,
     """
     pairs, source = _as_pairs(pairs)
     if center_bins is not None:
-        center_bins = int(center_bins)
+        center_bins = check_positive_int("center_bins", center_bins)
         if not 1 <= center_bins <= model.n_bins:
-            raise ValueError(f"--center-bins {center_bins}: must lie in 1..{model.n_bins}")
-    if int(batch_size) < 1:
-        raise ValueError(f"batch size {batch_size}: must be at least 1")
+            raise OptionError(f"{{center_bins}} {center_bins}: must lie in 1..{model.n_bins}",
+                              center_bins=("center_bins", "--center-bins"))
+    check_positive_int("batch_size", batch_size)
     if human_head == mouse_head:
         raise ValueError(f"the human and mouse heads are both {human_head!r}")
     ht = read_targets(human_targets) if isinstance(human_targets, (str, os.PathLike)) else human_targets
@@ -409,14 +411,16 @@ def compare_orthologs(model, human_fasta, mouse_fasta, pairs, human_tracks=None,
             matched.append((hpos[a], mpos[b]))
     else:
         if ht is None or mt is None:
-            raise ValueError("matching tracks by description needs both targets files (--targets-human, "
-                             "--targets-mouse); or give a track map (--track-map)")
+            raise OptionError("matching tracks by description needs both targets files ({targets}); or give a "
+                              "track map ({track_map})", targets=("human_targets, mouse_targets",
+                                                                  "--targets-human, --targets-mouse"),
+                              track_map=("track_map", "--track-map"))
         _, hsel = resolve_tracks(model, human_head, human_tracks, ht)
         _, msel = resolve_tracks(model, mouse_head, mouse_tracks, mt)
         matched = match_by_description(hsel, msel)
         if not matched:
-            raise ValueError(f"no selected human track ({ht.path}) has the description of a selected mouse track "
-                             f"({mt.path}); give a track map (--track-map)")
+            raise OptionError(f"no selected human track ({ht.path}) has the description of a selected mouse track "
+                              f"({mt.path}); give a track map ({{track_map}})", track_map=("track_map", "--track-map"))
 
     hfa, mfa = as_fasta(human_fasta), as_fasta(mouse_fasta)
     hb, mb = [], []
@@ -425,6 +429,7 @@ def compare_orthologs(model, human_fasta, mouse_fasta, pairs, human_tracks=None,
             if iv[0] not in fa:
                 raise ValueError(f"{_where(p, i, source)}: no sequence {iv[0]!r} in the {species} FASTA "
                                  f"{getattr(fa, 'filename', '')}")
+            check_span(fa, *iv, f"{_where(p, i, source)}: {species} interval {_fmt(iv)}")
             try:
                 bins.append(interval_bins(model, iv, center_bins))
             except ValueError as e:
@@ -437,8 +442,8 @@ def compare_orthologs(model, human_fasta, mouse_fasta, pairs, human_tracks=None,
     if cross:
         res.human_on_mouse, res.mouse_on_human = np.zeros((P, len(msel))), np.zeros((P, len(hsel)))
     sels = {human_head: hsel, mouse_head: msel}
-    L, bs = model.seq_length, int(batch_size)
-    ensemble = Ensemble(rc, shifts, n_encoding, bs)
+    ensemble = Ensemble(rc, shifts, n_encoding, batch_size)
+    L, bs = model.seq_length, ensemble.batch_size
     # (sequence side, its FASTA, own head, other head, own result, cross result, bins)
     sides = ((lambda p: (p.human, p.human_strand), hfa, human_head, mouse_head, res.human, res.human_on_mouse, hb),
              (lambda p: (p.mouse, p.mouse_strand), mfa, mouse_head, human_head, res.mouse, res.mouse_on_human, mb))
@@ -590,7 +595,7 @@ def add_orthologs_subcommand(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--human-head", default="human", help="name of the human head (default human)")
     p.add_argument("--mouse-head", default="mouse", help="name of the mouse head (default mouse)")
     add_ensemble_options(p)
-    p.add_argument("--batch-size", type=int, default=4, help="pairs per engine call (default 4)")
+    add_batch_size_option(p, 4, "pairs per engine call")
     add_run_options(p)
     p.set_defaults(func=run_orthologs)
     return p
@@ -602,6 +607,10 @@ def run_orthologs(args: argparse.Namespace) -> int:
         if args.plot:
             output_format(args.plot)  # a bad extension fails before any work
         read_pairs(args.pairs)  # inputs first: a bad line fails before the model loads
+        inputs = [args.model, args.human_fasta, args.mouse_fasta, args.pairs, args.targets_human, args.targets_mouse,
+                  args.track_map]
+        for out in (Path(args.out),) + side_paths(Path(args.out)) + ((Path(args.plot),) if args.plot else ()):
+            check_output(out, inputs=inputs, parents=True)
         ht = read_targets(args.targets_human) if args.targets_human else None
         mt = read_targets(args.targets_mouse) if args.targets_mouse else None
         res = compare_orthologs(load_model(args), args.human_fasta, args.mouse_fasta, args.pairs,

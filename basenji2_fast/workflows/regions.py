@@ -35,10 +35,10 @@ import h5py
 import numpy as np
 
 from .. import runner
-from .._io import atomic_output, to_float16
-from ..cli_options import (add_distributed_options, add_ensemble_options, add_fasta_option, add_model_options,
-                           add_run_options, add_track_options, distributed_kwargs, int_list, load_model,
-                           one_line_errors, track_request)
+from .._io import atomic_output, check_output, to_float16
+from ..cli_options import (add_batch_size_option, add_distributed_options, add_ensemble_options, add_fasta_option,
+                           add_model_options, add_run_options, add_track_options, distributed_kwargs, int_list,
+                           load_model, one_line_errors, track_request)
 from ..genome import Region, describe, fasta_identity, fasta_path, prepare_regions, read_bed, read_chrom_sizes
 from ..model import Ensemble
 from ..spec import weights_sha256
@@ -209,7 +209,7 @@ def predict_bed(model, fasta_path, bed_path, out_dir, head: Optional[str] = None
     placement = runner.Placement(scheduler, workers, shard)
     placement.refuse_heads(multi)
     ensemble = Ensemble(rc, shifts, n_encoding, batch_size)
-    out_dir = Path(out_dir)
+    out_dir = check_output(out_dir, folder=True)
     dirs = {h: out_dir / h if multi else out_dir for h in sels}
     header = None
     if bigwig_tracks:
@@ -337,7 +337,7 @@ def add_predict_bed_subcommand(subparsers) -> argparse.ArgumentParser:
                    help="chromosome sizes for the bigWig headers (default: the FASTA's sequences)")
     p.add_argument("--target-names", action="store_true",
                    help="also store target_ids / target_labels (as in basenji_sad.py's sad.h5)")
-    p.add_argument("--batch-size", type=int, default=4)
+    add_batch_size_option(p, 4)
     add_run_options(p)
     add_distributed_options(p)
     p.set_defaults(func=run_predict_bed)
@@ -348,10 +348,11 @@ def run_predict_bed(args: argparse.Namespace) -> int:
     """The ``predict-bed`` subcommand; prints where it wrote, or a one-line error (exit status 1)."""
     def work():
         # Inputs first: a bad BED or targets line fails before the model is loaded.
-        if not read_bed(args.bed):
+        regions = read_bed(args.bed)
+        if not regions:
             raise ValueError(f"{args.bed}: no regions")
         head, tracks, targets = track_request(args)
-        path = predict_bed(load_model(args), args.fasta, args.bed, args.out_dir, head=head, tracks=tracks,
+        path = predict_bed(load_model(args), args.fasta, regions, args.out_dir, head=head, tracks=tracks,
                            rc=args.rc, shifts=args.shifts, batch_size=args.batch_size, n_encoding=args.n_encoding,
                            progress=not args.quiet, targets=targets, site_length=args.site_length,
                            site_sum=args.site_sum, bigwig_tracks=args.bigwig_tracks,

@@ -60,10 +60,14 @@ Where the 2021 basenji_sad.py is wrong, this module does what it meant to do:
    the metadata and misaligns every later row by one sequence).
 2. **Unscorable variants are skipped cleanly**: a REF that matches neither the genome nor an
    ALT, a REF or ALT with characters other than A/C/G/T/N (IUPAC codes), a symbolic ALT
-   (``<DEL>``, ``*``, breakends, missing ``.``), a chromosome missing from the FASTA, or a
-   position past the chromosome end: a warning (one each for the first 20, then one summary),
-   one line in ``OUTDIR/skipped.tsv`` (``line chrom pos id ref alt reason``; header only when
-   nothing was skipped), and no row.
+   (``<DEL>``, ``*``, breakends, missing ``.``), an ALT equal to REF, a chromosome missing
+   from the FASTA, a position past the chromosome end or a REF running past it, and a blank
+   line: a warning (one each for the first 20, then one summary), one line in
+   ``OUTDIR/skipped.tsv`` (``line chrom pos id ref alt reason``, ``.`` for a blank line's
+   fields; header only when nothing was skipped), and no row. A line that is not a VCF record
+   at all (fewer than 8 tab-separated columns, an empty CHROM/REF/ALT, a POS that is not an
+   integer, bytes that are not UTF-8, a damaged gzip stream) is an error naming ``file: line
+   N``, raised by the first pass, before anything is predicted or written.
    Later rows are never shifted (basenji silently pairs the wrong sequences, then crashes).
 3. **Chromosome ends**: the window is N-padded to its full length on either side (basenji
    pads the right end one base short, shifting even-length indels near the end by one, and
@@ -75,7 +79,8 @@ Where the 2021 basenji_sad.py is wrong, this module does what it meant to do:
 
 Kept as basenji: duplicate IDs are written as is; ID ``.`` becomes ``chr:pos``.
 
-The VCF is read with cyvcf2 (plain or bgzipped; any record order) in two streaming passes:
+The VCF is read line by line in Python (:func:`read_vcf`: plain, gzipped or bgzipped; any
+record order; only CHROM, POS, ID, REF and ALT are parsed), in two streaming passes:
 the first counts the rows and the longest strings (so the HDF5 datasets are preallocated,
 contiguous, as basenji's); the second predicts batch by batch and writes each batch into a
 temporary file renamed to ``sad.h5`` when complete. The ``_pct`` tables are computed at the
@@ -103,11 +108,13 @@ at a time, so each head reads the VCF and runs its own passes.
 from __future__ import annotations
 
 import argparse
+import gzip
 import hashlib
 import os
 import re
 import shutil
 import warnings
+import zlib
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,14 +125,14 @@ import numpy as np
 from tqdm import tqdm
 
 from .. import runner
-from .._io import atomic_output, canonical_sha, job_lock, read_json, to_float16, write_json
-from ..cli_options import (add_distributed_options, add_ensemble_options, add_fasta_option, add_model_options,
-                           add_run_options, add_track_options, distributed_kwargs, load_model, one_line_errors,
-                           track_request)
+from .._io import OptionError, atomic_output, canonical_sha, check_output, job_lock, read_json, to_float16, write_json
+from ..cli_options import (add_batch_size_option, add_distributed_options, add_ensemble_options, add_fasta_option,
+                           add_model_options, add_run_options, add_track_options, distributed_kwargs, load_model,
+                           non_negative_float, one_line_errors, track_request)
 from ..dna import encode
-from ..genome import as_fasta, fasta_path, fetch
+from ..genome import as_fasta, check_input_file, fasta_path, fetch
 from ..model import Ensemble, TrackRequest
-from ..spec import weights_sha256
+from ..spec import check_bool, check_positive_int, weights_sha256
 from ..targets import TrackSelection, read_targets
 from ..windows import engine_tracks, plan_heads, resolve_tracks
 
@@ -197,57 +204,108 @@ class _ChromResolver:
         return found
 
 
-def _header_lines(path: str) -> int:
-    """How many '#' lines open the file (htslib's raw_header may add lines): record i is on
-    line header + i + 1. Reads plain or (b)gzipped text; stops at the first record."""
-    import gzip
+class VcfRecord(NamedTuple):
+    """The columns of one VCF record that scoring reads (the rest are not parsed)."""
 
+    line: int        # 1-based line in the file
+    chrom: str
+    pos: int         # 1-based, as written
+    id: str          # as written ('.' when missing)
+    ref: str
+    alts: List[str]  # the ALT column split at ',' (['.'] when missing)
+
+
+#: The fixed columns every VCF record has.
+VCF_COLUMNS = ("CHROM", "POS", "ID", "REF", "ALT", "QUAL", "FILTER", "INFO")
+
+
+def _open_vcf(path: str):
+    """The VCF as a binary line stream: plain, gzipped or bgzipped (both are gzip streams)."""
     with open(path, "rb") as raw:
-        magic = raw.read(2)
-    opener = gzip.open if magic == b"\x1f\x8b" else open
-    n = 0
-    with opener(path, "rb") as fh:
-        for line in fh:
-            if not line.startswith(b"#"):
-                break
-            n += 1
-    return n
+        magic = raw.read(4)
+    if magic.startswith(b"BCF"):
+        raise ValueError(f"{path}: a BCF file; convert it to VCF (bcftools view -Oz) to score it")
+    if magic[:2] != b"\x1f\x8b":
+        return open(path, "rb")
+    fh = gzip.open(path, "rb")
+    try:
+        first = fh.peek(4)[:4] if hasattr(fh, "peek") else b""
+    except (OSError, EOFError, zlib.error) as e:
+        fh.close()
+        raise ValueError(f"{path}: the compressed file cannot be read ({e})") from None
+    if first.startswith(b"BCF"):
+        fh.close()
+        raise ValueError(f"{path}: a BCF file; convert it to VCF (bcftools view -Oz) to score it")
+    return fh
 
 
-def _iter_records(vcf_path) -> Iterator[Tuple[int, object]]:
-    """(line number, cyvcf2 Variant) for each record; a malformed line raises ValueError naming it."""
-    import cyvcf2
+def read_vcf(vcf_path) -> Iterator[Tuple[Optional[VcfRecord], Optional[str], int]]:
+    """The VCF's data lines as ``(record, None, line)``, or ``(None, why, line)`` for a line
+    skipped by convention (blank lines: the caller lists them with a warning).
 
+    Read in Python, line by line (plain or gzipped; any order, any length: one line in memory),
+    so no malformed line reaches code that could crash on it. A line that is not a VCF record
+    (fewer than the 8 tab-separated columns, an empty CHROM / REF / ALT, a POS that is not an
+    integer, bytes that are not UTF-8) is a ValueError naming the file and line; so is a
+    damaged or truncated compressed file.
+    """
     path = os.fspath(vcf_path)
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: VCF file not found")
-    try:
-        vcf = cyvcf2.VCF(path, lazy=True)
-    except Exception as e:  # cyvcf2 raises bare Exception / OSError
-        raise ValueError(f"{path}: cannot read as VCF: {e}") from None
-    try:
-        line = _header_lines(path)
-        it = iter(vcf)
-        while True:
-            line += 1
-            try:
-                rec = next(it)
-            except StopIteration:
-                return
-            except Exception as e:
-                raise ValueError(f"{path}: line {line}: malformed VCF record ({e}; see the htslib message "
-                                 "above)") from None
-            yield line, rec
-    finally:
-        vcf.close()
+    if os.path.isdir(path):
+        raise ValueError(f"{path}: a folder, not a VCF file")
+    n = 0
+    with _open_vcf(path) as fh:
+        try:
+            for n, raw in enumerate(fh, 1):
+                if raw.startswith(b"#"):
+                    continue
+                yield _vcf_record(path, n, raw)
+        except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+            raise ValueError(f"{path}: line {n + 1}: the compressed file is damaged or truncated ({e})") from None
 
 
-def _alleles_of(line: int, rec, fasta, resolve: _ChromResolver, L: int,
+def _vcf_record(path: str, n: int, raw: bytes) -> Tuple[Optional[VcfRecord], Optional[str], int]:
+    """One data line -> (record, None, n), or (None, "blank line", n)."""
+    try:
+        text = raw.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: line {n}: malformed VCF record: not UTF-8 text") from None
+    if not text.strip():
+        return None, "blank line", n
+    cols = text.split("\t")
+    why = None
+    if len(cols) < len(VCF_COLUMNS):
+        why = (f"{len(cols)} tab-separated column{'s' if len(cols) != 1 else ''}, a record has at least "
+               f"{len(VCF_COLUMNS)} ({' '.join(VCF_COLUMNS)})")
+    else:
+        empty = next((name for name, c in zip(VCF_COLUMNS[:5], cols) if not c.strip()), None)
+        if empty is not None:
+            why = f"empty {empty} column"
+        elif not re.fullmatch(r"[+-]?\d+", cols[1].strip()):
+            why = f"POS {cols[1]!r} is not an integer"
+    if why is not None:
+        raise ValueError(f"{path}: line {n}: malformed VCF record: {why}")
+    alt = cols[4].strip()
+    return VcfRecord(n, cols[0], int(cols[1]), cols[2].strip(), cols[3].strip(),
+                     ["."] if alt == "." else alt.split(",")), None, n
+
+
+def _check_vcf_file(vcf) -> None:
+    """A VCF that a ``sad`` job can use: a regular file (it is read twice, counting then
+    scoring, and its identity is recorded for resuming; a pipe can be read once)."""
+    check_input_file(vcf, "VCF file")
+    if not os.path.isfile(os.fspath(vcf)):
+        raise ValueError(f"{os.fspath(vcf)}: not a regular file (a pipe?); sad reads the VCF twice (counting, then "
+                         "scoring) and records it to resume, so give a file")
+
+
+def _alleles_of(rec: VcfRecord, fasta, resolve: _ChromResolver, L: int,
                 ) -> Iterator[Tuple[Optional[Allele], Optional[Skipped]]]:
     """Classify each ALT of one record: (Allele, None) to score or (None, Skipped)."""
-    chrom, pos, ref = rec.CHROM, int(rec.POS), rec.REF
-    vid = rec.ID if rec.ID not in (None, "", ".") else f"{chrom}:{pos}"
-    alts = list(rec.ALT) or ["."]
+    line, chrom, pos, ref = rec.line, rec.chrom, rec.pos, rec.ref
+    vid = rec.id if rec.id not in ("", ".") else f"{chrom}:{pos}"
+    alts = rec.alts
 
     def skip(alt, reason):
         return None, Skipped(line, chrom, pos, vid, ref, alt, reason)
@@ -267,13 +325,20 @@ def _alleles_of(line: int, rec, fasta, resolve: _ChromResolver, L: int,
         for a in alts:
             yield skip(a, "REF has characters other than A,C,G,T,N")
         return
+    if pos - 1 + len(REF) > size:
+        for a in alts:
+            yield skip(a, f"REF runs past the end of {fchrom} (length {size})")
+        return
     clean = [a.upper() for a in alts if _ALLELE.match(a.upper())]
     genome = None
     for a in alts:
         A = a.upper()
         if not _ALLELE.match(A):
             yield skip(a, "symbolic ALT" if (a.startswith("<") or a in ("*", ".") or "[" in a or "]" in a)
-                       else "ALT has characters other than A,C,G,T,N")
+                       else "empty ALT allele" if not a else "ALT has characters other than A,C,G,T,N")
+            continue
+        if A == REF:
+            yield skip(a, "ALT equals REF (nothing to score)")
             continue
         if genome is None:
             longest = max(len(REF), max(len(c) for c in clean))
@@ -290,8 +355,11 @@ def _alleles_of(line: int, rec, fasta, resolve: _ChromResolver, L: int,
 
 def _iter_alleles(vcf_path, fasta, L: int) -> Iterator[Tuple[Optional[Allele], Optional[Skipped]]]:
     resolve = _ChromResolver(fasta)
-    for line, rec in _iter_records(vcf_path):
-        yield from _alleles_of(line, rec, fasta, resolve, L)
+    for rec, why, line in read_vcf(vcf_path):
+        if rec is None:
+            yield None, Skipped(line, ".", ".", ".", ".", ".", why)
+        else:
+            yield from _alleles_of(rec, fasta, resolve, L)
 
 
 # --------------------------------------------------------------------------------------
@@ -461,7 +529,10 @@ class Scoring(NamedTuple):
     @classmethod
     def of(cls, rc=False, shifts=(0,), batch_size: int = 8, pseudo: float = 1.0,
            basenji_edge: bool = False) -> "Scoring":
-        return cls(Ensemble(rc, shifts, "uniform", int(batch_size)), float(pseudo), bool(basenji_edge))
+        if not (isinstance(pseudo, (int, float, np.integer, np.floating)) and 0 <= pseudo < float("inf")):
+            raise ValueError(f"pseudo={pseudo!r}: the pseudocount must be a finite number >= 0")
+        return cls(Ensemble(rc, shifts, "uniform", check_positive_int("batch_size", batch_size)), float(pseudo),
+                   check_bool("basenji_edge", basenji_edge))
 
 
 @dataclass
@@ -531,8 +602,8 @@ SKIP_WARNINGS = 20
 def _warn_skip(s: Skipped, n_before: int) -> None:
     """Warn about the skipped allele ``s``, the ``n_before``-th skip of this run (0-based)."""
     if n_before < SKIP_WARNINGS:
-        warnings.warn(f"skipping {s.id} ({s.chrom}:{s.pos} {s.ref}>{s.alt}, VCF line {s.line}): {s.reason}",
-                      UserWarning, stacklevel=2)
+        what = f"VCF line {s.line}" if s.chrom == "." else f"{s.id} ({s.chrom}:{s.pos} {s.ref}>{s.alt}, VCF line {s.line})"
+        warnings.warn(f"skipping {what}: {s.reason}", UserWarning, stacklevel=2)
     elif n_before == SKIP_WARNINGS:
         warnings.warn(f"more than {SKIP_WARNINGS} alleles skipped; the rest are not warned about one by one "
                       "(all are listed in skipped.tsv)", UserWarning, stacklevel=2)
@@ -782,8 +853,6 @@ def write_sad(model, fasta, vcf, out_dir, head: Optional[str] = None, tracks=Non
     each on the cluster when ``scheduler`` / ``workers`` are given (not with ``shard``);
     returns {head: path}.
     """
-    if int(batch_size) < 1:
-        raise ValueError(f"batch_size {int(batch_size)}: must be at least 1")
     job = SadJob(stats, Scoring.of(rc, shifts, batch_size, pseudo, basenji_edge), fmt, overwrite, progress)
     runs = _write_sad_heads(model, fasta, vcf, out_dir, TrackRequest(head, tracks, targets), job,
                             runner.Placement(scheduler, workers, shard))
@@ -821,11 +890,10 @@ def _write_sad(model, fasta, vcf, out_dir, request: TrackRequest, sad: SadJob,
     batch_size = scoring.ensemble.batch_size
     su = _setup(model, fasta, *request, stats)
     L, nb, T = model.seq_length, model.n_bins, len(su.sel)
-    if not os.path.isfile(os.fspath(vcf)):
-        raise FileNotFoundError(f"{os.fspath(vcf)}: VCF file not found")
+    _check_vcf_file(vcf)
     job = _sad_job(model, fasta, vcf, su, scoring, fmt)
     key = canonical_sha(job)
-    out_dir = Path(out_dir)
+    out_dir = check_output(out_dir, folder=True)
     path = out_dir / ("sad.h5" if fmt == "h5" else "sad.tsv")
     options_path = out_dir / SAD_OPTIONS
     partial = out_dir / SAD_PARTIAL
@@ -843,8 +911,9 @@ def _write_sad(model, fasta, vcf, out_dir, request: TrackRequest, sad: SadJob,
     conflict = ((old is not None and old.get("job_key") != key) or (options_path.exists() and old is None)
                 or (old_partial is not None and old_partial.get("job_key") != key))
     if conflict and not overwrite:
-        raise ValueError(f"{out_dir} holds a sad job with other options (VCF, model, FASTA, tracks, statistics, "
-                         "ensemble, pseudocount, format or batch size); use another output folder, or --overwrite")
+        raise OptionError(f"{out_dir} holds a sad job with other options (VCF, model, FASTA, tracks, statistics, "
+                          "ensemble, pseudocount, format or batch size); use another output folder, or {overwrite} "
+                          "to start over", overwrite=("overwrite=True", "--overwrite"))
 
     n_rows, widths = _count(vcf, su.fasta, L)  # first pass (a malformed VCF fails here, writing nothing)
     n_batches = -(-n_rows // batch_size)
@@ -937,8 +1006,8 @@ def add_sad_subcommand(subparsers) -> argparse.ArgumentParser:
     add_ensemble_options(p)
     p.add_argument("--stats", default="SAD",
                    help=f"comma-separated statistics (default SAD); known: {','.join(KNOWN_STATS)}")
-    p.add_argument("--pseudo", type=float, default=1.0, help="pseudocount of SADR/SAXR/SAR (default 1)")
-    p.add_argument("--batch-size", type=int, default=8, help="variants per batch (default 8)")
+    p.add_argument("--pseudo", type=non_negative_float, default=1.0, help="pseudocount of SADR/SAXR/SAR (default 1)")
+    add_batch_size_option(p, 8, "variants per batch")
     p.add_argument("--format", dest="fmt", choices=("h5", "tsv"), default="h5",
                    help="sad.h5 (basenji's layout, default) or sad.tsv (one line per variant and track)")
     p.add_argument("--basenji-edge-padding", action="store_true",
@@ -955,11 +1024,9 @@ def add_sad_subcommand(subparsers) -> argparse.ArgumentParser:
 def run_sad(args: argparse.Namespace) -> int:
     """The ``sad`` subcommand; prints where it wrote, or a one-line error (exit status 1)."""
     def work():
-        if args.batch_size < 1:
-            raise ValueError(f"--batch-size {args.batch_size}: must be at least 1")
         stats = _parse_stats(args.stats)
-        if not os.path.isfile(args.vcf):
-            raise FileNotFoundError(f"{args.vcf}: VCF file not found")
+        _check_vcf_file(args.vcf)
+        check_output(args.out_dir, folder=True)
         request = track_request(args)
         model = load_model(args)
         job = SadJob(stats, Scoring.of(args.rc, args.shifts, args.batch_size, args.pseudo, args.basenji_edge_padding),

@@ -1,29 +1,31 @@
-// Portable tile loops shared by every CPU instruction set. Included by each ISA's
-// translation unit, so the same source is compiled (and auto-vectorised) with that
-// unit's flags; an ISA replaces only the pieces it hand-writes.
+// The CPU kernels, written once: every instruction set's translation unit includes this
+// file with its own compiler flags and namespace (B2F_ISA_NS) and instantiates the drivers
+// run_conv / run_stem with a bundle K = KernelsOf<V, MR, NR> of
+//   V                 its vector traits (vec.h)
+//   MR x NR           its register tile: MR rows (positions, or Winograd tiles) x NR output
+//                     columns (a panel; NR a multiple of V::lanes, MR even so that a tile
+//                     never splits a max-pool pair)
+// from which the micro-kernels, the epilogue and the stem's row sums below are made.
 #pragma once
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
+#include <memory>
+#include <new>
+#include <type_traits>
 #include <utility>
 
 #include "basenji2_fast/kernels.h"
 #include "basenji2_fast/parallel.h"
+#include "vec.h"
+#include "vmath.h"
 
 namespace b2f {
 namespace cpu {
 namespace B2F_ISA_NS {
 
-// Tiles per block of positions. Each ISA picks its register tile MR x NR; MR is even, so
-// a tile never splits a max-pool pair.
+// Register tiles per block of positions (panel-major direct convolution, for_each_tile).
 constexpr int kTilesPerBlock = 8;
-
-// Two bf16 channels (c, c + 1) of one input row as one 32-bit lane, for the bf16 kernels'
-// pair broadcasts.
-inline uint32_t load_pair(const uint16_t* x) {
-  uint32_t v;
-  std::memcpy(&v, x, 4);
-  return v;
-}
 
 // The same pointer, opaque to the optimiser: the high-channel pass broadcasts each input
 // pair again from memory (a load, free) instead of the compiler keeping every row's
@@ -33,45 +35,209 @@ inline const uint16_t* reload(const uint16_t* x) {
   return x;
 }
 
-// Scalar epilogue over a tile [rows][NR] of accumulators for positions p.., panel columns.
-template <int NR>
-inline void epilogue_scalar(const Epilogue& e, float* tile, int rows, int64_t p, int col0, int ncols) {
-  for (int i = 0; i < rows; ++i) {
-    float* t = tile + i * NR;
-    for (int j = 0; j < ncols; ++j) t[j] += e.bias[col0 + j];
-    if (e.res) {
-      const float* r = e.res + (p + i) * e.res_stride + col0;
-      for (int j = 0; j < ncols; ++j) t[j] += r[j];
-    }
-  }
-  int out_rows = rows;
-  if (e.pool == 2) {
-    out_rows = rows / 2;
-    for (int i = 0; i < out_rows; ++i)
-      for (int j = 0; j < ncols; ++j) tile[i * NR + j] = std::max(tile[2 * i * NR + j], tile[(2 * i + 1) * NR + j]);
-  }
-  const int64_t j0 = p / e.pool;
-  for (int i = 0; i < out_rows; ++i) {
-    const float* t = tile + i * NR;
-    if (e.out) {
-      float* o = e.out + (j0 + i) * e.out_stride + col0;
-      if (e.out_act == OutAct::Softplus)
-        for (int j = 0; j < ncols; ++j) o[j] = softplus(t[j]);
-      else
-        std::memcpy(o, t, sizeof(float) * ncols);
-    }
-    if (e.act && e.act_bf16) {
-      uint16_t* o = static_cast<uint16_t*>(e.act) + (j0 + i) * e.act_stride + col0;
-      for (int j = 0; j < ncols; ++j) o[j] = f32_to_bf16(gelu(t[j], e.gelu));
-    } else if (e.act) {
-      float* o = static_cast<float*>(e.act) + (j0 + i) * e.act_stride + col0;
-      for (int j = 0; j < ncols; ++j) o[j] = gelu(t[j], e.gelu);
+// fp32 from an fp32 or bf16 (uint16_t) element, and back (bf16: rounded to nearest even).
+inline float to_f32(float x) { return x; }
+inline float to_f32(uint16_t x) { return bf16_to_f32(x); }
+template <typename T>
+inline T from_f32(float x) {
+  if constexpr (std::is_same<T, float>::value) return x;
+  else return f32_to_bf16(x);
+}
+
+// The epilogue of a register tile [rows][NR] of accumulators (row stride NR) for positions
+// p.. and panel columns [col0, col0 + ncols): bias, residual, max-pool, then the raw output
+// (softplus for heads) and / or the GELU-activated one (fp32 or bf16).
+template <class V, int NR>
+inline void epilogue(const Epilogue& e, const float* tile, int rows, int64_t p, int col0, int ncols) {
+  using R = typename V::reg;
+  constexpr int L = V::lanes;
+  const int step = e.pool;
+  for (int i = 0; i < rows; i += step) {
+    const int64_t j = (p + i) / step;
+    for (int h = 0; h < NR / L; ++h) {
+      const int c = col0 + h * L, n = ncols - h * L;  // columns of this vector that exist
+      if (n <= 0) break;
+      const bool full = n >= L;
+      const R b = V::load(e.bias + c);  // zero-padded to whole panels
+      const auto res = [&](int64_t q) {
+        const float* r = e.res + q * e.res_stride + c;
+        return full ? V::load(r) : V::load_n(r, n);
+      };
+      R v = V::add(V::load(tile + i * NR + h * L), b);
+      if (e.res) v = V::add(v, res(p + i));
+      if (step == 2) {
+        R v2 = V::add(V::load(tile + (i + 1) * NR + h * L), b);
+        if (e.res) v2 = V::add(v2, res(p + i + 1));
+        v = V::max(v, v2);
+      }
+      if (e.out) {
+        const R o = e.out_act == OutAct::Softplus ? vsoftplus<V>(v) : v;
+        float* dst = e.out + j * e.out_stride + c;
+        if (full) V::store(dst, o);
+        else V::store_n(dst, o, n);
+      }
+      if (e.act) {
+        const R g = vgelu<V>(v, e.gelu);
+        if (e.act_bf16) {
+          V::store_bf16(static_cast<uint16_t*>(e.act) + j * e.act_stride + c, g, full ? L : n);
+        } else {
+          float* dst = static_cast<float*>(e.act) + j * e.act_stride + c;
+          if (full) V::store(dst, g);
+          else V::store_n(dst, g, n);
+        }
+      }
     }
   }
 }
 
-// Runs tile_fn(p, rows, panel) over [p0, p1) x panels, threads over tasks (parallel_for:
-// static chunks of consecutive tasks, one per thread).
+// fp32 micro-kernel: out[i][0..NR) (row stride ldt) = sum_{t < taps} sum_{c < cin}
+// x[i xs + t ts + c] w[t][c][0..NR) for rows i < R, summed in fp32 in the order of (t, c):
+// R x NR / lanes accumulators in registers, NR / lanes weight vectors, one broadcast.
+template <class V, int NR, int R>
+inline void micro(const float* x, int64_t xs, int64_t ts, const float* w, int taps, int cin, float* out, int64_t ldt) {
+  constexpr int L = V::lanes, C = NR / L;
+  typename V::reg acc[R][C];
+#pragma GCC unroll 16
+  for (int i = 0; i < R; ++i)
+#pragma GCC unroll 8
+    for (int h = 0; h < C; ++h) acc[i][h] = V::zero();
+  for (int t = 0; t < taps; ++t) {
+    const float* xt = x + t * ts;
+    const float* wt = w + int64_t(t) * cin * NR;
+    for (int c = 0; c < cin; ++c, wt += NR, ++xt) {
+      typename V::reg wv[C];
+#pragma GCC unroll 8
+      for (int h = 0; h < C; ++h) wv[h] = V::load(wt + h * L);
+#pragma GCC unroll 16
+      for (int i = 0; i < R; ++i) {
+        const typename V::reg xi = V::broadcast(xt + i * xs);
+#pragma GCC unroll 8
+        for (int h = 0; h < C; ++h) acc[i][h] = V::fmadd(xi, wv[h], acc[i][h]);
+      }
+    }
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < R; ++i)
+#pragma GCC unroll 8
+    for (int h = 0; h < C; ++h) V::store(out + i * ldt + h * L, acc[i][h]);
+}
+
+// bf16 micro-kernel: x bf16 rows, w bf16 channel pairs [taps][(cin + 1) / 2][NR][2]
+// (bf16_weight_index), fp32 sums. A 32-bit lane holds channels (c, c + 1) of one column.
+// Where V has a bf16 dot product (vdpbf16ps) each pair is one instruction; elsewhere pairs are
+// widened in registers (channel c shifted into the high half, channel c + 1 with the low half
+// masked off) and channel c's multiply-adds run before channel c + 1's, the fp32 kernel's
+// order. Inputs are broadcast as whole pairs straight from memory; an odd cin's last pair
+// reads its one channel alone (its partner weight is zero, the next element another row's).
+template <class V, int NR, int R>
+inline void micro(const uint16_t* x, int64_t xs, int64_t ts, const uint16_t* w, int taps, int cin, float* out,
+                  int64_t ldt) {
+  using F = typename V::reg;
+  using P = typename V::preg;
+  constexpr int L = V::lanes, C = NR / L;
+  F acc[R][C];
+#pragma GCC unroll 16
+  for (int i = 0; i < R; ++i)
+#pragma GCC unroll 8
+    for (int h = 0; h < C; ++h) acc[i][h] = V::zero();
+  const int pairs = (cin + 1) / 2, full_pairs = cin / 2;
+  for (int t = 0; t < taps; ++t) {
+    const uint16_t* xt = x + t * ts;
+    const uint16_t* wt = w + int64_t(t) * pairs * NR * 2;
+    for (int c2 = 0; c2 < full_pairs; ++c2, wt += NR * 2, xt += 2) {
+      P wp[C];
+#pragma GCC unroll 8
+      for (int h = 0; h < C; ++h) wp[h] = V::load_pairs(wt + h * L * 2);
+      if constexpr (V::kDotBf16) {
+#pragma GCC unroll 16
+        for (int i = 0; i < R; ++i) {
+          const P xi = V::broadcast_pair(xt + i * xs);
+#pragma GCC unroll 8
+          for (int h = 0; h < C; ++h) acc[i][h] = V::dot_bf16(acc[i][h], xi, wp[h]);
+        }
+      } else {
+        {
+          F wl[C];
+#pragma GCC unroll 8
+          for (int h = 0; h < C; ++h) wl[h] = V::pair_lo(wp[h]);
+#pragma GCC unroll 16
+          for (int i = 0; i < R; ++i) {
+            const F xi = V::pair_lo(V::broadcast_pair(xt + i * xs));
+#pragma GCC unroll 8
+            for (int h = 0; h < C; ++h) acc[i][h] = V::fmadd(xi, wl[h], acc[i][h]);
+          }
+        }
+        F wh[C];
+#pragma GCC unroll 8
+        for (int h = 0; h < C; ++h) wh[h] = V::pair_hi(wp[h]);
+        const uint16_t* xh = reload(xt);
+#pragma GCC unroll 16
+        for (int i = 0; i < R; ++i) {
+          const F xi = V::pair_hi(V::broadcast_pair(xh + i * xs));
+#pragma GCC unroll 8
+          for (int h = 0; h < C; ++h) acc[i][h] = V::fmadd(xi, wh[h], acc[i][h]);
+        }
+      }
+    }
+    if (pairs > full_pairs) {  // odd cin: the last channel, its partner weight zero
+      P wp[C];
+#pragma GCC unroll 8
+      for (int h = 0; h < C; ++h) wp[h] = V::load_pairs(wt + h * L * 2);
+#pragma GCC unroll 16
+      for (int i = 0; i < R; ++i) {
+        const P xi = V::broadcast_half(xt + i * xs);
+#pragma GCC unroll 8
+        for (int h = 0; h < C; ++h) {
+          if constexpr (V::kDotBf16) acc[i][h] = V::dot_bf16(acc[i][h], xi, wp[h]);
+          else acc[i][h] = V::fmadd(V::pair_lo(xi), V::pair_lo(wp[h]), acc[i][h]);
+        }
+      }
+    }
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < R; ++i)
+#pragma GCC unroll 8
+    for (int h = 0; h < C; ++h) V::store(out + i * ldt + h * L, acc[i][h]);
+}
+
+// The stem's gathered rows: out[0..NR) = sum of the k rows of NR floats.
+template <class V, int NR>
+inline void sum_rows(const float* const* rows, int k, float* out) {
+  constexpr int L = V::lanes, C = NR / L;
+  typename V::reg acc[C];
+  for (int h = 0; h < C; ++h) acc[h] = V::zero();
+  for (int t = 0; t < k; ++t)
+    for (int h = 0; h < C; ++h) acc[h] = V::add(acc[h], V::load(rows[t] + h * L));
+  for (int h = 0; h < C; ++h) V::store(out + h * L, acc[h]);
+}
+
+// An instruction set's kernels: vector traits V, register tile MR x NR.
+template <class V, int MR_, int NR_>
+struct KernelsOf {
+  using Vec = V;
+  static constexpr int MR = MR_, NR = NR_;
+  static_assert(NR % V::lanes == 0 && MR % 2 == 0, "NR whole vectors, MR even");
+  template <int R, typename T>
+  static void micro(const T* x, int64_t xs, int64_t ts, const T* w, int taps, int cin, float* out, int64_t ldt) {
+    B2F_ISA_NS::micro<V, NR, R>(x, xs, ts, w, taps, cin, out, ldt);
+  }
+  static void epilogue(const Epilogue& e, const float* t, int r, int64_t p, int c0, int nc) {
+    B2F_ISA_NS::epilogue<V, NR>(e, t, r, p, c0, nc);
+  }
+  static void sum_rows(const float* const* rows, int k, float* out) { B2F_ISA_NS::sum_rows<V, NR>(rows, k, out); }
+};
+
+// Runs fn(task) for task in [0, ntasks) on up to `threads` threads (parallel_for: static
+// chunks of consecutive tasks, one per thread): every parallel loop of the kernels goes
+// through here.
+template <typename Fn>
+inline void parallel_tasks(int64_t ntasks, int threads, Fn&& fn) {
+  parallel_for(ntasks, threads, [&](int64_t t0, int64_t t1) {
+    for (int64_t task = t0; task < t1; ++task) fn(task);
+  });
+}
+
+// Runs tile_fn(p, rows, panel) over [p0, p1) x panels, threads over tasks.
 // chunk == 0: a task is one panel over a block of positions, consecutive blocks of a panel
 //   on one thread, so the panel's weights stay in cache while positions stream past
 //   (weight-heavy layers).
@@ -83,38 +249,38 @@ inline void for_each_tile(int64_t p0, int64_t p1, int cout, int threads, int64_t
   const int panels = (cout + NR - 1) / NR;
   if (chunk > 0) {
     const int64_t ntasks = (p1 - p0 + chunk - 1) / chunk;
-    parallel_for(ntasks, threads, [&](int64_t t0, int64_t t1) {
-      for (int64_t task = t0; task < t1; ++task) {
-        const int64_t b0 = p0 + task * chunk, b1 = std::min(b0 + chunk, p1);
-        for (int panel = 0; panel < panels; ++panel)
-          for (int64_t p = b0; p < b1; p += MR) tile_fn(p, int(std::min<int64_t>(MR, b1 - p)), panel);
-      }
+    parallel_tasks(ntasks, threads, [&](int64_t task) {
+      const int64_t b0 = p0 + task * chunk, b1 = std::min(b0 + chunk, p1);
+      for (int panel = 0; panel < panels; ++panel)
+        for (int64_t p = b0; p < b1; p += MR) tile_fn(p, int(std::min<int64_t>(MR, b1 - p)), panel);
     });
     return;
   }
   const int64_t block = int64_t(MR) * kTilesPerBlock;
   const int64_t nblocks = (p1 - p0 + block - 1) / block;
-  const int64_t ntasks = nblocks * panels;
-  parallel_for(ntasks, threads, [&](int64_t t0, int64_t t1) {
-    for (int64_t task = t0; task < t1; ++task) {
-      const int panel = int(task / nblocks);
-      const int64_t b0 = p0 + (task % nblocks) * block;
-      const int64_t b1 = std::min(b0 + block, p1);
-      for (int64_t p = b0; p < b1; p += MR) tile_fn(p, int(std::min<int64_t>(MR, b1 - p)), panel);
-    }
+  parallel_tasks(nblocks * panels, threads, [&](int64_t task) {
+    const int panel = int(task / nblocks);
+    const int64_t b0 = p0 + (task % nblocks) * block;
+    const int64_t b1 = std::min(b0 + block, p1);
+    for (int64_t p = b0; p < b1; p += MR) tile_fn(p, int(std::min<int64_t>(MR, b1 - p)), panel);
   });
 }
 
 // The loop order for a conv (see for_each_tile): chunk-major when the layer's input
-// outweighs its weights, with chunks whose input rows fill about half an L2.
+// outweighs its weights, with chunks whose input rows fill about half an L2, as many as a
+// multiple of the threads (else the last round of chunks leaves threads idle: a 1x1 layer of
+// 1,024 rows made 9 chunks for 2 threads).
 template <int MR>
 inline int64_t conv_chunk(const ConvArgs& a) {
   const int64_t es = a.bf16 ? 2 : 4;  // bytes per input element and weight
-  const int64_t in_bytes = (a.p1 - a.p0) * int64_t(a.cin) * es;
+  const int64_t len = a.p1 - a.p0;
+  const int64_t in_bytes = len * int64_t(a.cin) * es;
   const int64_t w_bytes = int64_t(a.k) * a.cin * a.cout * es;
   if (in_bytes <= w_bytes) return 0;
-  const int64_t rows = (192 * 1024) / (es * int64_t(a.cin));
-  return std::max<int64_t>(4 * MR, rows / MR * MR);
+  const int64_t rows = std::max<int64_t>(4 * MR, (192 * 1024) / (es * int64_t(a.cin)) / MR * MR);
+  const int64_t t = std::max(1, a.threads);
+  const int64_t chunks = ((len + rows - 1) / rows + t - 1) / t * t;
+  return std::max<int64_t>(4 * MR, ((len + chunks - 1) / chunks + MR - 1) / MR * MR);
 }
 
 // Calls f(std::integral_constant<int, rows>) for rows in 1..MR: full tiles use the widest
@@ -123,37 +289,296 @@ template <int MR, typename F, int... Rs>
 inline void dispatch_rows(int rows, F&& f, std::integer_sequence<int, Rs...>) {
   ((rows == Rs + 1 ? f(std::integral_constant<int, Rs + 1>{}) : void()), ...);
 }
+template <int MR, typename F>
+inline void with_rows(int rows, F&& f) {
+  dispatch_rows<MR>(rows, f, std::make_integer_sequence<int, MR>{});
+}
 
-// The conv driver every ISA shares. tile_at(rows_constant, p, panel, tile) fills a tile
-// [rows][NR] of accumulators with the ISA's micro-kernel; epilogue finishes and stores it.
-template <int MR, int NR, typename TileAt, typename Epi>
-inline void conv_tiles(const ConvArgs& a, TileAt&& tile_at, Epi&& epilogue) {
+// Elements of one tap (or transform point) of a packed weight panel: [cin][NR] floats, or
+// bf16 pairs [(cin + 1) / 2][NR][2].
+template <int NR>
+inline int64_t tap_elems(int cin, bool bf16) {
+  return bf16 ? int64_t((cin + 1) / 2) * NR * 2 : int64_t(cin) * NR;
+}
+
+// R rows of K's micro-kernel in the ConvArgs' precision: x and w are fp32, or bf16 when bf16.
+template <class K, int R>
+inline void micro_any(bool bf16, const void* x, int64_t xs, int64_t ts, const void* w, int taps, int cin, float* out,
+                      int64_t ldt) {
+  if (bf16)
+    K::template micro<R>(static_cast<const uint16_t*>(x), xs, ts, static_cast<const uint16_t*>(w), taps, cin, out, ldt);
+  else
+    K::template micro<R>(static_cast<const float*>(x), xs, ts, static_cast<const float*>(w), taps, cin, out, ldt);
+}
+
+// Direct convolution: per register tile of MR positions x NR output channels, all k taps.
+template <class K>
+inline void conv_direct(const ConvArgs& a) {
+  constexpr int MR = K::MR, NR = K::NR;
+  const int64_t es = a.bf16 ? 2 : 4;
+  const char* in = static_cast<const char*>(a.in);
+  const char* w = static_cast<const char*>(a.w);
+  const int64_t panel_bytes = a.k * tap_elems<NR>(a.cin, a.bf16) * es;
   for_each_tile<MR, NR>(a.p0, a.p1, a.cout, a.threads, conv_chunk<MR>(a), [&](int64_t p, int rows, int panel) {
-    alignas(64) float tile[MR * NR];
-    dispatch_rows<MR>(rows, [&](auto r) { tile_at(r, p, panel, tile); }, std::make_integer_sequence<int, MR>{});
+    alignas(64) float tile[K::MR * K::NR];  // K::, not a local constexpr: GCC 12 fails on the latter
+    const char* x = in + (p - int64_t(a.k / 2) * a.dil) * a.in_stride * es;
+    with_rows<MR>(rows, [&](auto r) {
+      micro_any<K, decltype(r)::value>(a.bf16, x, a.in_stride, int64_t(a.dil) * a.in_stride, w + panel * panel_bytes,
+                                       a.k, a.cin, tile, NR);
+    });
     const int col0 = panel * NR;
-    epilogue(a.epi, tile, rows, p, col0, std::min(NR, a.cout - col0));
+    K::epilogue(a.epi, tile, rows, p, col0, std::min(NR, a.cout - col0));
   });
 }
 
+// Growing 64-byte aligned scratch memory (kept per thread between calls: the sizes recur).
+class Scratch {
+ public:
+  template <typename T>
+  T* get(size_t n) {
+    const size_t bytes = (n * sizeof(T) + 63) / 64 * 64;
+    if (bytes > cap_) {
+      buf_.reset(static_cast<char*>(std::aligned_alloc(64, bytes)));
+      if (!buf_) throw std::bad_alloc();
+      cap_ = bytes;
+    }
+    return reinterpret_cast<T*>(buf_.get());
+  }
+
+ private:
+  struct Free {
+    void operator()(char* p) const { std::free(p); }
+  };
+  std::unique_ptr<char, Free> buf_;
+  size_t cap_ = 0;
+};
+
+// Bytes of transformed input (one transform point) a fast conv's task keeps for its tiles:
+// with every output panel's GEMM reading them again, they should stay in L2.
+constexpr int64_t kFastPointBytes = 128 * 1024;
+
+// Full vectors of fp32 or bf16 (widened exactly / rounded to nearest even) elements.
+template <class V>
+inline typename V::reg vload(const float* p) {
+  return V::load(p);
+}
+template <class V>
+inline typename V::reg vload(const uint16_t* p) {
+  return V::load_bf16(p);
+}
+template <class V>
+inline void vstore(float* p, typename V::reg v) {
+  V::store(p, v);
+}
+template <class V>
+inline void vstore(uint16_t* p, typename V::reg v) {
+  V::store_bf16(p, v);
+}
+
+// Input transform of `tiles` consecutive tiles from block b0 on (tile t: block b0 + t / d,
+// phase t % d): v[j * point_stride + t * cin + c] = sum_s bt[j][s] x[row s of tile t][c],
+// summed in fp32 in the order of s, zero coefficients skipped; In/Out: float, or uint16_t
+// (bf16, widened / rounded to nearest even). Per vector of channels every point is
+// accumulated in a register from the tile's rows (in L1 while the points are computed); the
+// last cin % lanes channels take the same steps one by one.
+template <class V, typename In, typename Out>
+inline void fast_input_transform_into(const ConvArgs& a, int64_t b0, int tiles, Out* v, int64_t point_stride) {
+  using R = typename V::reg;
+  constexpr int L = V::lanes;
+  const int n = a.fast.n, d = a.dil, cin = a.cin;
+  const int64_t md = int64_t(a.fast.m) * d, h = int64_t(a.k / 2) * d;
+  const In* in = static_cast<const In*>(a.in);
+  // The nonzero coefficients of each point, in the order of s.
+  int terms[kMaxFastPoints + 1], tap[kMaxFastPoints + 1][kMaxFastPoints + 1];
+  float coef[kMaxFastPoints + 1][kMaxFastPoints + 1];
+  for (int j = 0; j < n; ++j) {
+    terms[j] = 0;
+    for (int s = 0; s < n; ++s)
+      if (a.fast.bt[j * n + s] != 0.f) tap[j][terms[j]] = s, coef[j][terms[j]++] = a.fast.bt[j * n + s];
+  }
+  const int vec_end = cin / L * L;
+  for (int t = 0; t < tiles; ++t) {
+    const In* rows[kMaxFastPoints + 1];
+    const int64_t first = (b0 + t / d) * md + t % d - h;  // the tile's first input row
+    for (int s = 0; s < n; ++s) rows[s] = in + (first + int64_t(s) * d) * a.in_stride;
+    Out* out = v + int64_t(t) * cin;
+    for (int c = 0; c < vec_end; c += L)
+      for (int j = 0; j < n; ++j) {
+        R acc = V::mul(V::set1(coef[j][0]), vload<V>(rows[tap[j][0]] + c));
+        for (int e = 1; e < terms[j]; ++e) acc = V::fmadd(V::set1(coef[j][e]), vload<V>(rows[tap[j][e]] + c), acc);
+        vstore<V>(out + j * point_stride + c, acc);
+      }
+    for (int c = vec_end; c < cin; ++c)
+      for (int j = 0; j < n; ++j) {
+        R acc = V::mul(V::set1(coef[j][0]), V::set1(to_f32(rows[tap[j][0]][c])));
+        for (int e = 1; e < terms[j]; ++e)
+          acc = V::fmadd(V::set1(coef[j][e]), V::set1(to_f32(rows[tap[j][e]][c])), acc);
+        float r[L];
+        V::store(r, acc);
+        out[j * point_stride + c] = from_f32<Out>(r[0]);
+      }
+  }
+}
+
+// fast_input_transform_into in the ConvArgs' types: input fp32 or bf16 (in_bf16), V fp32 or
+// bf16 (bf16 products).
+template <class V>
+inline void fast_input_transform(const ConvArgs& a, int64_t b0, int tiles, void* v, int64_t point_stride) {
+  if (a.bf16 && a.in_bf16)
+    fast_input_transform_into<V, uint16_t, uint16_t>(a, b0, tiles, static_cast<uint16_t*>(v), point_stride);
+  else if (a.bf16)
+    fast_input_transform_into<V, float, uint16_t>(a, b0, tiles, static_cast<uint16_t*>(v), point_stride);
+  else if (a.in_bf16)
+    fast_input_transform_into<V, uint16_t, float>(a, b0, tiles, static_cast<float*>(v), point_stride);
+  else
+    fast_input_transform_into<V, float, float>(a, b0, tiles, static_cast<float*>(v), point_stride);
+}
+
+// Output transform of one tile and panel: y[i * y_stride + c] = sum_j at[i][j] m[j * m_stride + c]
+// for the m outputs i and NR columns c, summed in the order of j.
+template <class V, int NR>
+inline void fast_output_transform(const FastConv& f, const float* mt, int64_t m_stride, float* y, int64_t y_stride) {
+  using R = typename V::reg;
+  constexpr int L = V::lanes;
+  const int n = f.n;
+  for (int c = 0; c < NR; c += L) {
+    R mv[kMaxFastPoints + 1];
+    for (int j = 0; j < n; ++j) mv[j] = V::load(mt + j * m_stride + c);
+    for (int i = 0; i < f.m; ++i) {
+      const float* at = f.at + i * n;
+      R acc = V::mul(V::set1(at[0]), mv[0]);
+      for (int j = 1; j < n; ++j) acc = V::fmadd(V::set1(at[j]), mv[j], acc);
+      V::store(y + i * y_stride + c, acc);
+    }
+  }
+}
+
+// The GEMMs, output transform and epilogue of a fast conv for the tile blocks [tb0, tb1) and
+// output panels [q0, q1): v holds the blocks' transformed inputs [n][tiles][cin] (tiles =
+// (tb1 - tb0) d), mt is scratch for the products [tiles][n][(q1 - q0) NR], y for one block's
+// rows of one panel [m d][NR]. Per transform point j and panel one GEMM over the tiles (K's
+// micro-kernel on the transformed weights U_j); then per block and panel the output transform
+// into the block's rows in position order, and K's epilogue on the rows inside [p0, p1).
+template <class K>
+inline void fast_blocks(const ConvArgs& a, const void* v, int64_t tb0, int64_t tb1, int q0, int q1, float* mt,
+                        float* y) {
+  constexpr int MR = K::MR, NR = K::NR;
+  const int n = a.fast.n, d = a.dil, cin = a.cin;
+  const int64_t md = int64_t(a.fast.m) * d, es = a.bf16 ? 2 : 4;
+  const int tiles = int((tb1 - tb0) * d), width = (q1 - q0) * NR;
+  const int64_t point_bytes = tap_elems<NR>(cin, a.bf16) * es;
+  const char* u = static_cast<const char*>(a.w);
+  for (int j = 0; j < n; ++j)
+    for (int panel = q0; panel < q1; ++panel) {
+      const char* uj = u + (int64_t(panel) * n + j) * point_bytes;
+      for (int g = 0; g < tiles; g += MR) {
+        const char* x = static_cast<const char*>(v) + (int64_t(j) * tiles + g) * cin * es;
+        float* out = mt + (int64_t(g) * n + j) * width + (panel - q0) * NR;
+        with_rows<MR>(std::min(MR, tiles - g), [&](auto r) {
+          micro_any<K, decltype(r)::value>(a.bf16, x, cin, 0, uj, 1, cin, out, int64_t(n) * width);
+        });
+      }
+    }
+  for (int64_t b = tb0; b < tb1; ++b) {
+    const int64_t lo = std::max(a.p0, b * md), hi = std::min(a.p1, (b + 1) * md);
+    if (lo >= hi) continue;
+    for (int panel = q0; panel < q1; ++panel) {
+      for (int phase = 0; phase < d; ++phase)
+        fast_output_transform<typename K::Vec, NR>(a.fast, mt + ((b - tb0) * d + phase) * n * width + (panel - q0) * NR, width,
+                                  y + phase * NR, int64_t(d) * NR);
+      const int col0 = panel * NR;
+      K::epilogue(a.epi, y + (lo - b * md) * NR, int(hi - lo), lo, col0, std::min(NR, a.cout - col0));
+    }
+  }
+}
+
+// The largest transformed input of a whole range that a fast conv keeps to read its weights
+// once (panel-major, below).
+constexpr int64_t kFastShareBytes = 16 << 20;
+
+// Fast convolution: Winograd F(m, k) tiles (winograd.h) over the blocks of m * dil positions
+// that cover [p0, p1). Like the direct convolution's loop orders (for_each_tile), two ways to
+// share the work, by which data is larger:
+// - tile-major (the transformed inputs V outweigh the transformed weights U): a task takes
+//   consecutive blocks whose V per transform point fill kFastPointBytes, transforms them and
+//   runs every panel over them; every task streams all of U once.
+// - panel-major (U outweighs V, as in short tiles of the last tower layers and the dilated
+//   layers): the whole range's V is transformed first (tasks over blocks), then a task is one
+//   panel over every tile: each weight is read once, V once per panel.
+template <class K>
+inline void conv_fast(const ConvArgs& a) {
+  constexpr int MR = K::MR, NR = K::NR;
+  const int m = a.fast.m, n = a.fast.n, d = a.dil, cin = a.cin;
+  const int64_t md = int64_t(m) * d;
+  const int64_t b0 = floor_to(a.p0, md) / md, b1 = ceil_to(a.p1, md) / md;
+  const int64_t nb = b1 - b0;
+  const int panels = (a.cout + NR - 1) / NR, coutp = panels * NR;
+  const int64_t es = a.bf16 ? 2 : 4;
+  const int64_t v_bytes = n * nb * d * cin * es, u_bytes = n * cin * coutp * es;
+  if (v_bytes < u_bytes && v_bytes <= kFastShareBytes) {
+    thread_local Scratch v_buf;  // the calling thread's; the tasks read it
+    void* v = v_buf.get<char>(size_t(v_bytes));
+    const int64_t per = std::max<int64_t>(1, (nb + a.threads - 1) / a.threads);
+    parallel_tasks((nb + per - 1) / per, a.threads, [&](int64_t task) {
+      const int64_t tb0 = b0 + task * per, tb1 = std::min(b1, tb0 + per);
+      const int64_t skip = (tb0 - b0) * d * cin;  // this task's first tile in each point's rows
+      const int tiles = int((tb1 - tb0) * d);
+      fast_input_transform<typename K::Vec>(a, tb0, tiles, static_cast<char*>(v) + skip * es, nb * d * cin);
+    });
+    parallel_tasks(panels, a.threads, [&](int64_t panel) {
+      thread_local Scratch m_buf, y_buf;
+      float* mt = m_buf.get<float>(size_t(nb * d) * n * NR);
+      float* y = y_buf.get<float>(size_t(md) * NR);
+      fast_blocks<K>(a, v, b0, b1, int(panel), int(panel) + 1, mt, y);
+    });
+    return;
+  }
+  // Blocks per task: a transform point's inputs of a task fill kFastPointBytes, and every
+  // thread gets the same number of tasks.
+  int64_t per = std::max<int64_t>(1, std::max<int64_t>(2 * MR, kFastPointBytes / (es * cin)) / d);
+  int64_t ntasks = (nb + per - 1) / per;
+  if (a.threads > 1) {
+    ntasks = std::min(nb, (std::max<int64_t>(ntasks, 1) + a.threads - 1) / a.threads * a.threads);
+    per = (nb + ntasks - 1) / ntasks;
+    ntasks = (nb + per - 1) / per;
+  }
+  parallel_tasks(ntasks, a.threads, [&](int64_t task) {
+    thread_local Scratch v_buf, m_buf, y_buf;
+    const int64_t tb0 = b0 + task * per, tb1 = std::min(b1, tb0 + per);
+    const int tiles = int((tb1 - tb0) * d);
+    void* v = v_buf.get<char>(size_t(n) * tiles * cin * es);
+    float* mt = m_buf.get<float>(size_t(tiles) * n * coutp);
+    float* y = y_buf.get<float>(size_t(md) * NR);
+    fast_input_transform<typename K::Vec>(a, tb0, tiles, v, int64_t(tiles) * cin);
+    fast_blocks<K>(a, v, tb0, tb1, 0, panels, mt, y);
+  });
+}
+
+template <class K>
+inline void run_conv(const ConvArgs& a) {
+  if (a.fast.m > 0) conv_fast<K>(a);
+  else conv_direct<K>(a);
+}
+
 // The one-hot stem: per position, the sum of one table row per tap (no multiplies).
-// sum_rows(rows, k, out) adds k rows of NR floats into out[NR] with the ISA's vectors
+// K::sum_rows(rows, k, out) adds k rows of NR floats into out[NR] with the ISA's vectors
 // (compilers do not vectorise the portable loop well across the gathered rows).
-template <int MR, int NR, typename SumRows, typename Epi>
-inline void stem_tiles(const StemArgs& a, SumRows&& sum_rows, Epi&& epilogue) {
+template <class K>
+inline void run_stem(const StemArgs& a) {
+  constexpr int MR = K::MR, NR = K::NR;
   const int64_t padded = ((a.cout + NR - 1) / NR) * NR;
   const int half = a.k / 2;
   for_each_tile<MR, NR>(a.p0, a.p1, a.cout, a.threads, 0, [&](int64_t p, int rows, int panel) {
-    alignas(64) float tile[MR * NR];
+    alignas(64) float tile[K::MR * K::NR];  // K::, not a local constexpr: GCC 12 fails on the latter
     const float* taps[64];  // kernel sizes up to 64 taps
     const int col0 = panel * NR;
     for (int i = 0; i < rows; ++i) {
       const uint8_t* codes = a.codes + p + i - int64_t(half) * a.dil;
       for (int t = 0; t < a.k; ++t)
         taps[t] = a.table + (int64_t(t) * kStemCodes + codes[int64_t(t) * a.dil]) * padded + col0;
-      sum_rows(taps, a.k, tile + i * NR);
+      K::sum_rows(taps, a.k, tile + i * NR);
     }
-    epilogue(a.epi, tile, rows, p, col0, std::min(NR, a.cout - col0));
+    K::epilogue(a.epi, tile, rows, p, col0, std::min(NR, a.cout - col0));
   });
 }
 

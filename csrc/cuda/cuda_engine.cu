@@ -104,29 +104,20 @@ CudaEngine::CudaEngine(int64_t seq_length, Gelu gelu, bool final_gelu, std::vect
       ops_(std::move(ops)) {
   // The plan's checks (as the CPU Engine's) come first: a bad plan is a bad plan on any machine.
   const int n = int(ops_.size());
-  plan_shapes(seq_length, ops_, lengths_, channels_);
+  for (const OpDesc& op : ops_)
+    if (op.fast_m) fail("the CUDA engine runs direct convolution (fast_m must be 0)");
+  // The plan's checks and readers (as the CPU Engine's): convs and heads read bf16 forms (the
+  // tensor-core inputs, with halo; tensor 0 is the codes, gathered by the stem), residual adds
+  // and the trunk output (the embeddings) fp32 ones.
+  TensorPlan plan = plan_tensors(seq_length, ops_, final_gelu_);
   if (!ops_[0].gelu_in) fail("the stem must be pre-activated (GELU on the one-hot input)");
+  lengths_ = std::move(plan.lengths), channels_ = std::move(plan.channels), halo_ = std::move(plan.halo);
   padded_.resize(n + 1);
   for (int i = 0; i <= n; ++i) padded_[i] = pad_channels(channels_[i]);
-
-  // Which forms of each tensor are read (walking backwards, a crop passes on the needs of
-  // the tensor it produces), and the halo its reader needs.
-  need_act16_.assign(n + 1, 0), need_raw16_.assign(n + 1, 0), need_raw32_.assign(n + 1, 0),
-      need_act32_.assign(n + 1, 0);
-  halo_.assign(n + 1, 0);
-  (final_gelu_ ? need_act16_ : need_raw16_)[n] = 1;  // the head's input
+  need_act16_ = plan.act, need_raw16_ = plan.raw, need_raw32_ = plan.residual;
+  need_act16_[0] = need_raw16_[0] = 0;
+  need_act32_.assign(n + 1, 0);
   (final_gelu_ ? need_act32_ : need_raw32_)[n] = 1;  // the trunk output (embeddings)
-  for (int i = n - 1; i >= 1; --i) {
-    const OpDesc& op = ops_[i];
-    if (op.type == OpDesc::Conv) {
-      (op.gelu_in ? need_act16_ : need_raw16_)[i] = 1;
-      halo_[i] = conv_halo(op.k, op.dil);
-      if (op.residual > 0) need_raw32_[op.residual] = 1;
-    } else {
-      need_act16_[i] |= need_act16_[i + 1], need_raw16_[i] |= need_raw16_[i + 1];
-      need_raw32_[i] |= need_raw32_[i + 1], need_act32_[i] |= need_act32_[i + 1];
-    }
-  }
 
   std::string why;
   const int count = device_count(&why);

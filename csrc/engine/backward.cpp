@@ -197,7 +197,7 @@ void with_gelu(Gelu v, F&& f) {
 
 class Backward {
  public:
-  Backward(const Engine& e, const HeadRequest& req, const std::vector<int>& bins);
+  Backward(const Engine& e, const HeadRequest& req, const std::vector<int>& bins, const std::vector<KernelRef>& kernels);
   // One sequence: codes [seq_length] -> out [seq_length][4].
   void run(const uint8_t* codes, bool n_uniform, float* out);
 
@@ -205,6 +205,7 @@ class Backward {
   using Packed = Engine::Packed;
   const Engine& e_;
   const HeadRequest& req_;
+  const std::vector<KernelRef>& kernels_;  // the fast ops' untransformed kernels (Engine::gradient)
   std::vector<int> bins_;
   const int n_, P_, threads_;
   const Gelu gelu_;
@@ -249,12 +250,17 @@ class Backward {
                int threads) const;
 };
 
-Backward::Backward(const Engine& e, const HeadRequest& req, const std::vector<int>& bins)
-    : e_(e), req_(req), n_(e.n_ops()), P_(e.prefix_), threads_(e.threads_), gelu_(e.gelu_) {
+Backward::Backward(const Engine& e, const HeadRequest& req, const std::vector<int>& bins,
+                   const std::vector<KernelRef>& kernels)
+    : e_(e), req_(req), kernels_(kernels), n_(e.n_ops()), P_(e.prefix_), threads_(e.threads_), gelu_(e.gelu_) {
   for (int i = 0; i < n_; ++i)
     if (e.ops_[i].type == OpDesc::Conv && e.ops_[i].bf16)
       fail("gradients are computed in fp32: op " + std::to_string(i) + " runs in bf16 (load the model in fp32)");
   if (e.head_bf16_) fail("gradients are computed in fp32: the heads run in bf16 (load the model in fp32)");
+  for (int i = 1; i < n_; ++i)
+    if (e.ops_[i].type == OpDesc::Conv && e.ops_[i].fast_m && (size_t(i) >= kernels.size() || !kernels[i].data))
+      fail("op " + std::to_string(i) + " runs fast convolution (its packing holds transformed weights): "
+           "the gradient needs its kernel [k, cin, cout]");
   if (req.head < 0 || req.head >= e.n_heads()) fail("no head " + std::to_string(req.head));
   for (int t : req.tracks)
     if (t < 0 || t >= e.head_tracks(req.head)) fail("track index " + std::to_string(t) + " out of range");
@@ -289,12 +295,25 @@ void Backward::conv(const Packed& w, int k, int dil, int cin, int cout, const fl
 }
 
 Engine::Packed Backward::transposed(int i) const {
-  // The forward kernel of op i, read back from its packing [panel][k][cin][nr], as the
-  // kernel [k][cout][cin] of the data-gradient conv: flipped along k, transposed.
+  // The forward kernel of op i as the kernel [k][cout][cin] of the data-gradient conv:
+  // flipped along k, transposed. A direct op's is read back from its packing
+  // [panel][k][cin][nr]; a fast op's packing holds transformed weights, so its kernel is the
+  // one lent to Engine::gradient ([k][cin][cout]).
   const OpDesc& o = op(i);
-  const Packed& f = e_.packed_[i];
   const int nr = e_.kernels_->nr, k = o.k, cin = o.cin, cout = o.cout;
   const Block w = alloc_block(size_t(k) * cout * cin);
+  if (o.fast_m) {
+    const KernelRef& src = kernels_[size_t(i)];
+    for (int t = 0; t < k; ++t)  // reads in order, once
+      for (int c = 0; c < cin; ++c) {
+        const size_t row = (size_t(t) * cin + c) * cout;
+        float* dst = w.get() + size_t(k - 1 - t) * cout * cin + c;
+        for (int j = 0; j < cout; ++j) dst[size_t(j) * cin] = weight_at(src.data, src.bf16, row + j);
+      }
+    const std::vector<float> zero(size_t(cin), 0.f);
+    return e_.pack(w.get(), false, zero.data(), k, cout, cin, false);
+  }
+  const Packed& f = e_.packed_[i];
   for (int j = 0; j < cout; ++j)  // writes in order; reads stay in one panel (L2) for nr rows
     for (int t = 0; t < k; ++t) {
       const float* src = f.w.data() + (size_t(j / nr) * k + t) * cin * nr + j % nr;
@@ -752,8 +771,8 @@ void Backward::run(const uint8_t* codes, bool n_uniform, float* out) {
 }
 
 void Engine::gradient(const uint8_t* codes, int64_t batch, bool n_uniform, const HeadRequest& req,
-                      const std::vector<int>& bins, float* out) const {
-  Backward bw(*this, req, bins);
+                      const std::vector<int>& bins, float* out, const std::vector<KernelRef>& kernels) const {
+  Backward bw(*this, req, bins, kernels);
   for (int64_t b = 0; b < batch; ++b) bw.run(codes + b * seq_length_, n_uniform, out + b * seq_length_ * 4);
 }
 

@@ -1,6 +1,8 @@
 #include "engine.h"
 
 #include <algorithm>
+#include <chrono>
+#include <ctime>
 #include <cstring>
 #include <iterator>
 #include <stdexcept>
@@ -55,36 +57,21 @@ Engine::Engine(int64_t seq_length, Gelu gelu, bool final_gelu, std::vector<OpDes
       tile_floats_(tile_floats), kernels_(&cpu::select_kernels(isa.c_str())), ops_(std::move(ops)),
       head_bf16_(head_bf16) {
   const int n = int(ops_.size());
-  plan_shapes(seq_length, ops_, lengths_, channels_);
-  // Which forms of each tensor are read, with what halo, and when last. Walk backwards so
-  // that a crop passes on the needs of the tensor it produces.
-  need_raw_.assign(n + 1, 0);
-  need_act_.assign(n + 1, 0);
-  halo_.assign(n + 1, 0);
-  last_use_.assign(n + 1, -1);
-  (final_gelu_ ? need_act_ : need_raw_)[n] = 1;
-  last_use_[n] = n;
-  for (int i = n - 1; i >= 0; --i) {
-    const OpDesc& op = ops_[i];
-    if (op.type == OpDesc::Conv) {
-      (op.gelu_in ? need_act_ : need_raw_)[i] = 1;
-      halo_[i] = conv_halo(op.k, op.dil);
-      if (op.residual >= 0) {
-        need_raw_[op.residual] = 1;
-        last_use_[op.residual] = std::max(last_use_[op.residual], i);
-      }
-    } else {
-      need_raw_[i] = need_raw_[i] || need_raw_[i + 1];
-      need_act_[i] = need_act_[i] || need_act_[i + 1];
-    }
-    last_use_[i] = std::max(last_use_[i], i);
-  }
+  // Which forms of each tensor are read, with what halo, and when last (one fp32 form for
+  // both kinds of pre-activation reader).
+  TensorPlan plan = plan_tensors(seq_length, ops_, final_gelu_);
+  lengths_ = std::move(plan.lengths), channels_ = std::move(plan.channels);
+  need_act_ = std::move(plan.act), need_raw_ = std::move(plan.raw);
+  for (int i = 0; i <= n; ++i) need_raw_[i] = need_raw_[i] || plan.residual[i];
+  halo_ = std::move(plan.halo), last_use_ = std::move(plan.last_use);
   // Activated tensors are stored in the type of the op (or head) that reads them.
   if (head_bf16_ && !final_gelu_) fail("bf16 heads need the activated trunk output (final_gelu)");
   act_bf16_.assign(n + 1, 0);
   act_bf16_[n] = head_bf16_;
+  // A fast conv with bf16 products reads fp32 and rounds its transformed inputs instead.
   for (int i = n - 1; i >= 1; --i)
-    act_bf16_[i] = ops_[i].type == OpDesc::Conv ? (ops_[i].gelu_in && ops_[i].bf16) : act_bf16_[i + 1];
+    act_bf16_[i] = ops_[i].type == OpDesc::Conv ? (ops_[i].gelu_in && ops_[i].bf16 && !ops_[i].fast_m)
+                                                : act_bf16_[i + 1];
   // The prefix run tile by tile: leading convs without residuals, whose tensors (but the
   // last, P) no later op reads and which are read in one form only.
   prefix_ = 0;
@@ -102,7 +89,28 @@ Engine::Engine(int64_t seq_length, Gelu gelu, bool final_gelu, std::vector<OpDes
   for (int i = 1; i < n; ++i)
     if (ops_[i].type == OpDesc::Conv) {
       const OpDesc& op = ops_[i];
-      packed_[i] = pack(op.kernel, op.kernel_bf16, op.bias.data(), op.k, op.cin, op.cout, op.bf16);
+      if (op.fast_m) {
+        // The transformed weights U[j][c][o] = sum_t G[j][t] w[t][c][o], summed in float64,
+        // packed as a conv with one tap per transform point.
+        Winograd wg = make_winograd(op.fast_m, op.k);
+        std::vector<float> u(size_t(wg.n) * op.cin * op.cout);
+        std::vector<double> acc(size_t(op.cout));
+        for (int j = 0; j < wg.n; ++j)
+          for (int c = 0; c < op.cin; ++c) {
+            std::fill(acc.begin(), acc.end(), 0.0);
+            for (int t = 0; t < op.k; ++t) {
+              const double g = wg.g[size_t(j) * op.k + t];
+              if (g == 0.0) continue;
+              const size_t row = (size_t(t) * op.cin + c) * op.cout;
+              for (int o = 0; o < op.cout; ++o) acc[o] += g * weight_at(op.kernel, op.kernel_bf16, row + o);
+            }
+            std::copy(acc.begin(), acc.end(), u.begin() + (size_t(j) * op.cin + c) * op.cout);
+          }
+        packed_[i] = pack(u.data(), false, op.bias.data(), wg.n, op.cin, op.cout, op.bf16);
+        packed_[i].wino = std::move(wg);
+      } else {
+        packed_[i] = pack(op.kernel, op.kernel_bf16, op.bias.data(), op.k, op.cin, op.cout, op.bf16);
+      }
       if (packed) packed(i);
     }
   // The stem is a table gather (stem_table): only its bias is packed.
@@ -232,8 +240,11 @@ void Engine::conv_call(int i, const void* in, const float* res, int64_t p0, int6
   a.in_stride = op.cin;
   a.w = packed_[i].weights();
   a.bf16 = packed_[i].bf16;
+  a.in_bf16 = op.gelu_in && act_bf16_[i];
   a.k = op.k, a.dil = op.dil, a.cin = op.cin, a.cout = op.cout;
   a.p0 = p0, a.p1 = p1, a.threads = threads ? threads : threads_;
+  const Winograd& wg = packed_[i].wino;
+  if (wg.fast()) a.fast.m = wg.m, a.fast.n = wg.n, a.fast.at = wg.at.data(), a.fast.bt = wg.bt.data();
   a.epi.bias = packed_[i].bias.data();
   a.epi.pool = pool ? pool : op.pool;
   a.epi.gelu = gelu_;
@@ -267,15 +278,34 @@ void Engine::prefix_ranges(int64_t a, int64_t b, std::vector<int64_t>& lo, std::
   lo.assign(P + 1, 0), hi.assign(P + 1, 0), need_lo.assign(P + 1, 0), need_hi.assign(P + 1, 0);
   lo[P] = a, hi[P] = b;
   for (int i = P - 1; i >= 0; --i) {
-    need_lo[i] = lo[i + 1] * ops_[i].pool - halo_[i];
-    need_hi[i] = hi[i + 1] * ops_[i].pool + halo_[i];
+    op_reads(i, lo[i + 1] * ops_[i].pool, hi[i + 1] * ops_[i].pool, need_lo[i], need_hi[i]);
     lo[i] = std::max<int64_t>(0, need_lo[i]);
     hi[i] = std::min(lengths_[i], need_hi[i]);
   }
 }
 
-void Engine::run_prefix_tiled(const uint8_t* codes, bool n_uniform, int64_t tiles, float* out_raw,
-                              void* out_act) const {
+namespace {
+double process_cpu_seconds() {
+  timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+}
+
+// Runs f(), adding its wall seconds to (*seconds)[i] and the CPU seconds of every thread of
+// the process to (*seconds)[size / 2 + i] when seconds is given.
+template <typename F>
+void timed(std::vector<double>* seconds, int i, F&& f) {
+  if (!seconds) return f();
+  const auto t0 = std::chrono::steady_clock::now();
+  const double c0 = process_cpu_seconds();
+  f();
+  (*seconds)[i] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  (*seconds)[seconds->size() / 2 + i] += process_cpu_seconds() - c0;
+}
+}  // namespace
+
+void Engine::run_prefix_tiled(const uint8_t* codes, bool n_uniform, int64_t tiles, float* out_raw, void* out_act,
+                              std::vector<double>* seconds) const {
   // Stem and tower tile by tile along the sequence: no full-resolution activation is ever
   // held, only one tile of each (plus halos, recomputed at tile edges: a few percent).
   const int P = prefix_;
@@ -313,17 +343,18 @@ void Engine::run_prefix_tiled(const uint8_t* codes, bool n_uniform, int64_t tile
     void* ac;
     if (P > 1) alloc(1);
     outputs(0, r, ac);
-    stem_call(codes, n_uniform, lo[1] * ops_[0].pool, hi[1] * ops_[0].pool, r, ac, channels_[1]);
+    timed(seconds, 0, [&] { stem_call(codes, n_uniform, lo[1] * ops_[0].pool, hi[1] * ops_[0].pool, r, ac, channels_[1]); });
     for (int i = 1; i < P; ++i) {
       if (i + 1 < P) alloc(i + 1);
       outputs(i, r, ac);
-      conv_call(i, origin[i], nullptr, lo[i + 1] * ops_[i].pool, hi[i + 1] * ops_[i].pool, r, ac);
+      timed(seconds, i, [&] { conv_call(i, origin[i], nullptr, lo[i + 1] * ops_[i].pool, hi[i + 1] * ops_[i].pool, r, ac); });
       buf[i].release();
     }
   }
 }
 
-void Engine::run_trunk(const uint8_t* codes, bool n_uniform, Tensor& trunk_out, TrunkCache* keep) const {
+void Engine::run_trunk(const uint8_t* codes, bool n_uniform, Tensor& trunk_out, TrunkCache* keep,
+                       std::vector<double>* seconds) const {
   const int n = int(ops_.size());
   std::vector<Tensor> raw(n + 1), act(n + 1);
   const auto ensure = [&](int i) {
@@ -345,25 +376,27 @@ void Engine::run_trunk(const uint8_t* codes, bool n_uniform, Tensor& trunk_out, 
   const int64_t tiles = keep ? 1 : prefix_tiles();  // a cache keeps every tensor whole
   if (tiles > 1) {
     ensure(prefix_);
-    run_prefix_tiled(code0, n_uniform, tiles, row0(raw[prefix_]), row0v(act[prefix_]));
+    run_prefix_tiled(code0, n_uniform, tiles, row0(raw[prefix_]), row0v(act[prefix_]), seconds);
     first = prefix_;
   } else {
     ensure(1);
-    stem_call(code0, n_uniform, 0, seq_length_, row0(raw[1]), row0v(act[1]), channels_[1]);
+    timed(seconds, 0, [&] { stem_call(code0, n_uniform, 0, seq_length_, row0(raw[1]), row0v(act[1]), channels_[1]); });
   }
   for (int i = first; i < n; ++i) {
     const OpDesc& op = ops_[i];
     ensure(i + 1);
-    if (op.type == OpDesc::Crop) {
-      for (auto* t : {&raw, &act})
-        if (!(*t)[i + 1].empty()) {
-          const int64_t row = int64_t(channels_[i]) * (*t)[i].esize;  // bytes
-          std::memcpy((*t)[i + 1].row0(), (*t)[i].row0() + op.left * row, size_t(lengths_[i + 1] * row));
-        }
-    } else {
-      conv_call(i, (op.gelu_in ? act[i] : raw[i]).row0(), op.residual >= 0 ? row0(raw[op.residual]) : nullptr, 0,
-                lengths_[i], row0(raw[i + 1]), row0v(act[i + 1]));
-    }
+    timed(seconds, i, [&] {
+      if (op.type == OpDesc::Crop) {
+        for (auto* t : {&raw, &act})
+          if (!(*t)[i + 1].empty()) {
+            const int64_t row = int64_t(channels_[i]) * (*t)[i].esize;  // bytes
+            std::memcpy((*t)[i + 1].row0(), (*t)[i].row0() + op.left * row, size_t(lengths_[i + 1] * row));
+          }
+      } else {
+        conv_call(i, (op.gelu_in ? act[i] : raw[i]).row0(), op.residual >= 0 ? row0(raw[op.residual]) : nullptr, 0,
+                  lengths_[i], row0(raw[i + 1]), row0v(act[i + 1]));
+      }
+    });
     if (!keep)
       for (int j = 0; j <= i; ++j)
         if (last_use_[j] == i) raw[j].release(), act[j].release();
@@ -385,33 +418,64 @@ void Engine::op_range(int i, const float* x, int64_t x0, int64_t x_rows, const f
   if (i < 1 || i >= int(ops_.size()) || ops_[i].type != OpDesc::Conv) fail("op_range: op " + std::to_string(i) +
                                                                            " is not a convolution after the stem");
   const OpDesc& op = ops_[i];
-  const int64_t L = lengths_[i], h = conv_halo(op.k, op.dil);
+  const int64_t L = lengths_[i];
   if (p0 < 0 || p1 > L || p0 >= p1 || (op.pool == 2 && (p0 % 2 || p1 % 2)))
     fail("op_range: bad output range [" + std::to_string(p0) + ", " + std::to_string(p1) + ")");
-  const int64_t need0 = std::max<int64_t>(0, p0 - h), need1 = std::min(L, p1 + h);
-  if (x0 > need0 || x0 + x_rows < need1) fail("op_range: the input rows do not cover the range plus its halo");
+  int64_t r0, r1;  // the rows the op reads, of which those inside the layer must be given
+  op_reads(i, p0, p1, r0, r1);
+  const int64_t need0 = std::max<int64_t>(0, r0), need1 = std::min(L, r1);
+  if (x0 > need0 || x0 + x_rows < need1)
+    fail("op_range: the input rows do not cover the range plus its halo (rows [" + std::to_string(need0) + ", " +
+         std::to_string(need1) + ") are read)");
   if (op.residual >= 0 && !res) fail("op_range: this op needs its residual rows");
-  // Activated input rows [p0 - h, p1 + h), zero outside the layer ("same" padding), in
-  // the op's input type.
+  // Activated input rows [r0, r1), zero outside the layer ("same" padding), in the op's
+  // input type.
   const int c = op.cin;
-  std::vector<float> buf(size_t(p1 - p0 + 2 * h) * c, 0.f);
-  std::vector<uint16_t> buf16(op.bf16 ? buf.size() : 0, 0);
+  std::vector<float> buf(size_t(r1 - r0) * c, 0.f);
+  const bool in16 = op.gelu_in && act_bf16_[i];  // a bf16 op's input, but a fast one's (conv_call)
+  std::vector<uint16_t> buf16(in16 ? buf.size() : 0, 0);
   for (int64_t q = need0; q < need1; ++q) {
     const float* src = x + (q - x0) * c;
-    const size_t d = size_t(q - (p0 - h)) * c;
+    const size_t d = size_t(q - r0) * c;
     for (int j = 0; j < c; ++j) buf[d + j] = op.gelu_in && !activated ? gelu(src[j], gelu_) : src[j];
-    if (op.bf16)
+    if (in16)
       for (int j = 0; j < c; ++j) buf16[d + j] = cpu::f32_to_bf16(buf[d + j]);
   }
-  const void* in0 = op.bf16 ? static_cast<const void*>(buf16.data() + (h - p0) * c) : buf.data() + (h - p0) * c;
+  const void* in0 = in16 ? static_cast<const void*>(buf16.data() - r0 * c) : buf.data() - r0 * c;
   conv_call(i, in0, res ? res - p0 * op.cout : nullptr, p0, p1, out - (p0 / op.pool) * op.cout, nullptr);
 }
 
-int64_t Engine::op_flops(int i, int64_t p0, int64_t p1) const {
+void Engine::op_reads(int i, int64_t p0, int64_t p1, int64_t& lo, int64_t& hi) const {
+  const OpDesc& op = ops_.at(i);
+  if (op.type != OpDesc::Conv) fail("op " + std::to_string(i) + " is not a convolution");
+  conv_reads(p0, p1, fast_block(op.fast_m, op.dil), conv_halo(op.k, op.dil), lo, hi);
+}
+
+void Engine::op_reached(int i, int64_t lo, int64_t hi, int64_t& o0, int64_t& o1) const {
+  const OpDesc& op = ops_.at(i);
+  if (op.type != OpDesc::Conv) fail("op " + std::to_string(i) + " is not a convolution");
+  conv_reached(lo, hi, fast_block(op.fast_m, op.dil), conv_halo(op.k, op.dil), lengths_[i], o0, o1);
+}
+
+std::string Engine::op_algorithm(int i) const {
+  const OpDesc& op = ops_.at(i);
+  if (op.type == OpDesc::Crop) return "crop";
+  if (i == 0) return "stem";
+  if (op.fast_m) return "F(" + std::to_string(op.fast_m) + "," + std::to_string(op.k) + ")";
+  return "direct";
+}
+
+int64_t Engine::op_flops(int i, int64_t p0, int64_t p1, bool nominal) const {
   const OpDesc& op = ops_.at(i);
   if (op.type != OpDesc::Conv || p1 <= p0) return 0;
-  if (i == 0) return int64_t(op.k) * op.cout * (p1 - p0);  // stem_tiles: k table rows summed
-  return 2 * int64_t(op.k) * op.cin * op.cout * (p1 - p0);
+  if (nominal || (i > 0 && !op.fast_m)) return 2 * int64_t(op.k) * op.cin * op.cout * (p1 - p0);
+  if (i == 0) return int64_t(op.k) * op.cout * (p1 - p0);  // run_stem: k table rows summed
+  const Winograd& wg = packed_[i].wino;
+  const int64_t blk = fast_block(op.fast_m, op.dil);
+  const int64_t tiles = (ceil_to(p1, blk) - floor_to(p0, blk)) / blk * op.dil;
+  const auto nnz = [](const std::vector<float>& v) { return int64_t(std::count_if(v.begin(), v.end(), [](float x) { return x != 0.f; })); };
+  // (the output transform runs every coefficient: its zeros cost nothing extra in vectors)
+  return tiles * (2 * int64_t(wg.n) * op.cin * op.cout + 2 * nnz(wg.bt) * op.cin + 2 * int64_t(wg.at.size()) * op.cout);
 }
 
 std::vector<int64_t> Engine::pass_flops() const {
@@ -437,6 +501,21 @@ std::vector<int64_t> Engine::pass_flops() const {
 
 int64_t Engine::head_flops(int h, int tracks, int64_t rows) const {
   return 2 * int64_t(heads_.at(h).channels) * tracks * rows;
+}
+
+std::vector<double> Engine::profile(const uint8_t* codes, bool n_uniform, const std::vector<HeadRequest>& reqs) const {
+  const int n = int(ops_.size());
+  std::vector<double> seconds(2 * (n + 1), 0.0);
+  Tensor t;
+  run_trunk(codes, n_uniform, t, nullptr, &seconds);
+  std::vector<float> out;
+  for (const auto& r : reqs) {
+    if (r.head < 0 || r.head >= n_heads()) fail("no head " + std::to_string(r.head));
+    const Packed& panel = head_panel(r);
+    out.resize(size_t(n_bins()) * (r.tracks.empty() ? heads_[r.head].tracks : r.tracks.size()));
+    timed(&seconds, n, [&] { run_head(t.row0(), n_bins(), r, panel, out.data()); });
+  }
+  return seconds;
 }
 
 void Engine::trunk(const uint8_t* codes, int64_t batch, bool n_uniform, float* out) const {

@@ -3,6 +3,7 @@
 // arithmetic is in the kernel sets (csrc/cpu/).
 #pragma once
 #include <cstdint>
+#include <algorithm>
 #include <cstring>
 #include <functional>
 #include <map>
@@ -13,6 +14,7 @@
 #include <vector>
 
 #include "basenji2_fast/kernels.h"
+#include "basenji2_fast/winograd.h"
 #include "basenji2_fast/parallel.h"
 
 namespace b2f {
@@ -31,6 +33,9 @@ struct OpDesc {
   // the op before, fp32 accumulation and epilogue. Needs gelu_in (the raw, pre-activation
   // tensors that residuals add stay fp32). Ignored for the stem, a table gather in fp32.
   bool bf16 = false;
+  // Fast convolution: Winograd F(fast_m, k) tiles (winograd.h), 0 = direct. The weights are
+  // transformed once while packing (with bf16, the transformed weights and inputs are bf16).
+  int fast_m = 0;
   std::vector<float> bias;
   // Crop
   int left = 0, right = 0;
@@ -67,6 +72,11 @@ inline void plan_shapes(int64_t seq_length, const std::vector<OpDesc>& ops, std:
         fail(at + "residual shape does not match");
       if (op.residual == 0) fail(at + "a residual from the one-hot input is not supported");
       if (op.bf16 && i > 0 && !op.gelu_in) fail(at + "bf16 needs an activated input (gelu_in); run this op in fp32");
+      if (op.fast_m != 0) {
+        if (i == 0) fail(at + "the stem is a table gather; it has no fast convolution");
+        const std::string why = fast_unsupported(op.fast_m, op.k, op.pool, op.dil);
+        if (!why.empty()) fail(at + why);
+      }
       lengths[i + 1] = lengths[i] / op.pool;
       channels[i + 1] = op.cout;
     } else {
@@ -77,6 +87,56 @@ inline void plan_shapes(int64_t seq_length, const std::vector<OpDesc>& ops, std:
     }
   }
 }
+
+// The tensors of a plan and what reads them: the one analysis of tensor lifetimes that every
+// engine allocates by and the incremental path patches. Tensor i is op i's input (tensor 0 the
+// one-hot input; tensor n = ops.size() the trunk output, read by the heads and returned as the
+// embeddings, activated when final_gelu). Walking backwards, a crop passes on the readers of
+// the tensor it produces.
+struct TensorPlan {
+  std::vector<int64_t> lengths;  // rows (plan_shapes)
+  std::vector<int> channels;
+  std::vector<char> act;       // read activated: by a conv with gelu_in, or by the heads (final_gelu)
+  std::vector<char> raw;       // read pre-activation: by a conv without gelu_in, or by the heads
+  std::vector<char> residual;  // read pre-activation by a residual add (always fp32)
+  std::vector<int64_t> halo;   // zero rows each side that its conv reader reads beyond the layer
+  std::vector<int> last_use;   // the last op that reads it (n: the heads)
+};
+
+// plan_shapes, then the readers. halo: conv_halo, and for a fast conv also the rows its last
+// tile block reads beyond the layer's end (conv_reads).
+inline TensorPlan plan_tensors(int64_t seq_length, const std::vector<OpDesc>& ops, bool final_gelu) {
+  TensorPlan t;
+  plan_shapes(seq_length, ops, t.lengths, t.channels);
+  const int n = int(ops.size());
+  t.act.assign(n + 1, 0), t.raw.assign(n + 1, 0), t.residual.assign(n + 1, 0);
+  t.halo.assign(n + 1, 0), t.last_use.assign(n + 1, -1);
+  (final_gelu ? t.act : t.raw)[n] = 1;
+  t.last_use[n] = n;
+  for (int i = n - 1; i >= 0; --i) {
+    const OpDesc& op = ops[i];
+    if (op.type == OpDesc::Conv) {
+      (op.gelu_in ? t.act : t.raw)[i] = 1;
+      int64_t lo, hi;
+      conv_reads(0, t.lengths[i], fast_block(op.fast_m, op.dil), conv_halo(op.k, op.dil), lo, hi);
+      t.halo[i] = std::max(-lo, hi - t.lengths[i]);
+      if (op.residual >= 0) {
+        t.residual[op.residual] = 1;
+        t.last_use[op.residual] = std::max(t.last_use[op.residual], i);
+      }
+    } else {
+      t.act[i] |= t.act[i + 1], t.raw[i] |= t.raw[i + 1], t.residual[i] |= t.residual[i + 1];
+    }
+    t.last_use[i] = std::max(t.last_use[i], i);
+  }
+  return t;
+}
+
+// A borrowed conv kernel [k][cin][cout], fp32 or bf16 bits.
+struct KernelRef {
+  const void* data = nullptr;
+  bool bf16 = false;
+};
 
 struct HeadRequest {
   int head = 0;
@@ -111,8 +171,11 @@ class Engine {
   // one-hot; N all zeros, or 0.25 per channel when n_uniform; code 5 always 0.25). bins: output
   // bins, a bin listed twice counts twice; empty = all. out: [batch][seq_length][4].
   // Needs fp32 ops and heads (throws std::invalid_argument otherwise). See backward.cpp.
+  // kernels[i]: op i's kernel [k][cin][cout] as the forward was built from, needed for the
+  // fast (Winograd) ops, whose packing holds only the transformed weights; the engine does
+  // not keep a second copy, so the caller lends them per call. Others may be empty.
   void gradient(const uint8_t* codes, int64_t batch, bool n_uniform, const HeadRequest& req,
-                const std::vector<int>& bins, float* out) const;
+                const std::vector<int>& bins, float* out, const std::vector<KernelRef>& kernels = {}) const;
 
   // One conv op (i >= 1) over output positions [p0, p1) of its input coordinates, from its
   // pre-activation input rows (fp32; a bf16 op rounds their activation to bf16) [x0, x0 + x_rows) (rows outside the layer are the zero padding;
@@ -122,12 +185,22 @@ class Engine {
   // activated: x already is the op's (activated) input; a bf16 op rounds it to bf16.
   void op_range(int i, const float* x, int64_t x0, int64_t x_rows, const float* res, int64_t p0, int64_t p1,
                 float* out, bool activated = false) const;
+  // Input rows [lo, hi) op i reads to produce its outputs [p0, p1) (pre-pool positions): the
+  // range plus the halo, for a fast conv rounded out to whole tile blocks first.
+  void op_reads(int i, int64_t p0, int64_t p1, int64_t& lo, int64_t& hi) const;
+  // Outputs [o0, o1) of op i whose computation reads any of its input rows [lo, hi).
+  void op_reached(int i, int64_t lo, int64_t hi, int64_t& o0, int64_t& o1) const;
+  // How op i computes: "stem" (table gather), "direct", "F(m,k)" (Winograd tiles) or "crop".
+  std::string op_algorithm(int i) const;
   // The arithmetic the engine executes, in FLOPs (a multiply-add counts 2): the one place it
   // is counted, so that benchmarks report work done next to the model's nominal work.
-  // op_flops: op i computing its output positions [p0, p1) (before pooling). A convolution
-  // is computed directly: 2 * k * cin * cout per position. The stem is a table gather: it
-  // adds k table rows per position, k * cout. A crop computes nothing.
-  int64_t op_flops(int i, int64_t p0, int64_t p1) const;
+  // op_flops: op i computing its output positions [p0, p1) (before pooling). A direct
+  // convolution: 2 * k * cin * cout per position. A fast one computes the whole tile blocks
+  // covering the range: per tile n GEMM products per (cin, cout), the input transform's
+  // nonzero coefficients per input channel and the output transform's m n per output channel.
+  // The stem is a table gather: it adds k table rows per position, k * cout. A crop computes
+  // nothing. nominal: what a direct convolution (the stem's included) computes instead.
+  int64_t op_flops(int i, int64_t p0, int64_t p1, bool nominal = false) const;
   // pass_flops()[i]: op i in one forward pass of one sequence, over the ranges the executor
   // computes (the tiled stem and tower recompute a few halo positions at tile edges).
   std::vector<int64_t> pass_flops() const;
@@ -137,6 +210,7 @@ class Engine {
   int op_in_channels(int i) const { return channels_.at(i); }
   int op_out_channels(int i) const { return channels_.at(i + 1); }
   int op_pool(int i) const { return ops_.at(i).type == OpDesc::Conv ? ops_.at(i).pool : 1; }
+  int op_kernel_size(int i) const { return ops_.at(i).type == OpDesc::Conv ? ops_.at(i).k : 0; }
   int n_ops() const { return int(ops_.size()); }
 
   // Activation buffers kept between sequences and calls: the same sizes recur for every
@@ -205,6 +279,11 @@ class Engine {
                              const std::vector<HeadRequest>& reqs, const std::vector<float*>& ref_outs,
                              const std::vector<float*>& alt_outs, bool ref_ready = false) const;
 
+  // One trunk pass of codes [seq_length] (as trunk(), output discarded), timed: per op (crops
+  // included; the tiled stem and tower summed over their tiles), then the heads of `reqs`
+  // (run_head over the trunk output) as a last entry, the wall seconds ([0, n_ops]) and then
+  // the CPU seconds of all the process's threads ([n_ops + 1, 2 n_ops + 1]).
+  std::vector<double> profile(const uint8_t* codes, bool n_uniform, const std::vector<HeadRequest>& reqs) const;
   // How many tiles the stem and tower (the prefix, ops [0, prefix_)) run in; 1 = untiled.
   int64_t prefix_tiles() const;
   // Frees the activation buffers kept between calls.
@@ -226,6 +305,7 @@ class Engine {
     std::vector<float> w, bias;  // panels of kernels_->nr output channels, zero-padded
     std::vector<uint16_t> wb;    // bf16: weight pairs (bf16_weight_index) instead of w
     bool bf16 = false;
+    Winograd wino;  // a fast conv's transforms (w, wb then hold the transformed weights)
     const void* weights() const { return bf16 ? static_cast<const void*>(wb.data()) : w.data(); }
   };
   struct Head {
@@ -242,7 +322,9 @@ class Engine {
   std::vector<float> stem_table(bool n_uniform) const;
   // Runs the trunk on one sequence; returns the trunk output rows (activated if final_gelu)
   // in the heads' input type (bf16 when head_bf16), the tensor itself (no copy).
-  void run_trunk(const uint8_t* codes, bool n_uniform, Tensor& trunk_out, TrunkCache* keep = nullptr) const;
+  // seconds: when given, the wall and CPU seconds spent in each op are added to it (profile).
+  void run_trunk(const uint8_t* codes, bool n_uniform, Tensor& trunk_out, TrunkCache* keep = nullptr,
+                 std::vector<double>* seconds = nullptr) const;
   // The head over rows [0, rows) of a trunk output: out [rows][tracks].
   void run_head(const void* trunk, int64_t rows, const HeadRequest& r, const Packed& panel, float* out,
                 int threads = 0) const;
@@ -258,7 +340,8 @@ class Engine {
   // The prefix's row ranges for a tile, and its run.
   void prefix_ranges(int64_t a, int64_t b, std::vector<int64_t>& lo, std::vector<int64_t>& hi,
                      std::vector<int64_t>& need_lo, std::vector<int64_t>& need_hi) const;
-  void run_prefix_tiled(const uint8_t* codes, bool n_uniform, int64_t tiles, float* out_raw, void* out_act) const;
+  void run_prefix_tiled(const uint8_t* codes, bool n_uniform, int64_t tiles, float* out_raw, void* out_act,
+                        std::vector<double>* seconds) const;
 
   int64_t seq_length_;
   Gelu gelu_;

@@ -133,18 +133,23 @@ void Engine::predict_substitutions(const TrunkCache& c, const int64_t* pos, cons
         out.lo = out.hi = 0, out.raw.clear(), out.act.clear();
         continue;
       }
-      // Outputs whose taps reach the changed input rows, widened to whole pool groups.
-      const int64_t h = halo_[i];
-      int64_t o0 = std::max<int64_t>(0, in.lo - h), o1 = std::min(lengths_[i], in.hi + h);
+      // Outputs whose computation reads the changed input rows (for a fast conv, whole tile
+      // blocks: every output of a block reads all of the block's inputs), widened to whole
+      // pool groups.
+      int64_t o0 = 0, o1 = 0;
+      if (in.hi > in.lo) op_reached(i, in.lo, in.hi, o0, o1);
+      else o0 = lengths_[i], o1 = 0;
       if (res_changed) {  // the residual's own changed rows change these outputs too
         o0 = std::min(o0, patch[op.residual].lo), o1 = std::max(o1, patch[op.residual].hi);
       }
       o0 = o0 / op.pool * op.pool, o1 = std::min(lengths_[i], (o1 + op.pool - 1) / op.pool * op.pool);
       const int cin = op.cin;
       const int in_es = op.gelu_in ? act_es(i) : 4;
-      in_buf.resize(floats_for((o1 - o0 + 2 * h) * cin, in_es));
+      int64_t r0, r1;  // the input rows the op reads for them
+      op_reads(i, o0, o1, r0, r1);
+      in_buf.resize(floats_for((r1 - r0) * cin, in_es));
       char* in_bytes = reinterpret_cast<char*>(in_buf.data());
-      gather(i, op.gelu_in, in, o0 - h, o1 + h, in_bytes);
+      gather(i, op.gelu_in, in, r0, r1, in_bytes);
       const float* res = nullptr;
       if (op.residual >= 0) {
         res_buf.resize(size_t((o1 - o0) * op.cout));
@@ -155,19 +160,25 @@ void Engine::predict_substitutions(const TrunkCache& c, const int64_t* pos, cons
       const int out_es = act_es(i + 1);
       out.raw.assign(need_raw_[i + 1] ? size_t((out.hi - out.lo) * ch_out) : 0, 0.f);
       out.act.assign(need_act_[i + 1] ? floats_for((out.hi - out.lo) * ch_out, out_es) : 0, 0.f);
-      conv_call(i, in_bytes - (o0 - h) * cin * in_es, res, o0, o1,
+      conv_call(i, in_bytes - r0 * cin * in_es, res, o0, o1,
                 out.raw.empty() ? nullptr : out.raw.data() - out.lo * ch_out,
                 out.act.empty() ? nullptr : out.act_bytes() - out.lo * ch_out * out_es, kt);
     }
 
-    // The head over the changed bins only; the other bins are REF's.
-    const Patch& t = patch[nops];
+  };
+
+  // The heads over the changed bins only; the other bins are REF's. Run with all threads, one
+  // mutation after another: the threads share each head's weight panels (tens of MB for all
+  // tracks), which per-mutation threads would each stream from memory.
+  const auto heads = [&](int64_t j, const Patch& t) {
     const std::vector<float>& rows = final_gelu_ ? t.act : t.raw;
     for (size_t r = 0; r < reqs.size(); ++r) {
       const int tracks = reqs[r].tracks.empty() ? heads_[reqs[r].head].tracks : int(reqs[r].tracks.size());
       float* dst = alt_outs[r] + j * bins * tracks;
-      std::copy(ref_outs[r], ref_outs[r] + bins * tracks, dst);
-      if (t.hi > t.lo) run_head(rows.data(), t.hi - t.lo, reqs[r], *panels[r], dst + t.lo * tracks, kt);
+      const float* ref = ref_outs[r];
+      std::copy(ref, ref + t.lo * tracks, dst);
+      std::copy(ref + t.hi * tracks, ref + bins * tracks, dst + t.hi * tracks);
+      if (t.hi > t.lo) run_head(rows.data(), t.hi - t.lo, reqs[r], *panels[r], dst + t.lo * tracks);
     }
   };
 
@@ -176,17 +187,27 @@ void Engine::predict_substitutions(const TrunkCache& c, const int64_t* pos, cons
       fail("substitution position " + std::to_string(pos[j]) + " outside the sequence");
     if (alt[j] > 5) fail("base code " + std::to_string(alt[j]) + " (expected 0..5)");
   }
-  // One task per thread, each with its own buffers, taking mutations one at a time from a
-  // shared counter (their cones differ in size); each mutation's outputs are its own, so
-  // which thread computes it does not change a bit.
-  std::atomic<int64_t> next{0};
+  // In groups of mutations: their trunk cones with one task per thread, each with its own
+  // buffers, taking mutations one at a time from a shared counter (their cones differ in
+  // size), keeping each one's changed trunk output rows; then their heads. Each mutation's
+  // outputs are its own, so which thread computes it does not change a bit.
   const int team = per_mutation ? threads_ : 1;
-  parallel_for(team, team, [&](int64_t, int64_t) {
-    std::vector<Patch> patch(nops + 1);
-    std::vector<uint8_t> codes(c.padded);
-    std::vector<float> in_buf, res_buf;
-    for (int64_t j; (j = next.fetch_add(1, std::memory_order_relaxed)) < n;) substitute(j, patch, codes, in_buf, res_buf);
-  });
+  const int64_t group = 4 * int64_t(team);
+  std::vector<Patch> trunk_rows(size_t(std::min<int64_t>(group, std::max<int64_t>(n, 1))));
+  for (int64_t g0 = 0; g0 < n; g0 += group) {
+    const int64_t g1 = std::min(n, g0 + group);
+    std::atomic<int64_t> next{g0};
+    parallel_for(team, team, [&](int64_t, int64_t) {
+      std::vector<Patch> patch(nops + 1);
+      std::vector<uint8_t> codes(c.padded);
+      std::vector<float> in_buf, res_buf;
+      for (int64_t j; (j = next.fetch_add(1, std::memory_order_relaxed)) < g1;) {
+        substitute(j, patch, codes, in_buf, res_buf);
+        std::swap(trunk_rows[size_t(j - g0)], patch[nops]);
+      }
+    });
+    for (int64_t j = g0; j < g1; ++j) heads(j, trunk_rows[size_t(j - g0)]);
+  }
 }
 
 }  // namespace b2f

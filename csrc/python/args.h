@@ -128,6 +128,7 @@ inline OpDesc parse_op(const py::handle& h, const std::string& at, std::vector<p
   op.gelu_in = need("gelu_in").cast<bool>();
   op.residual = integer("residual");
   op.bf16 = d.contains("bf16") && py::object(d["bf16"]).cast<bool>();
+  op.fast_m = d.contains("fast_m") ? int_arg(py::object(d["fast_m"]), at + "'fast_m' must be an integer") : 0;
   op.kernel = kernel.data();
   op.kernel_bf16 = kernel_bf16;
   op.bias.assign(bias.data(), bias.data() + bias.size());
@@ -251,10 +252,34 @@ py::array_t<float> trunk_host(E& e, const py::handle& codes_arg_, bool n_uniform
 
 // Engine.gradient for host arrays: codes uint8 [B, L]; request (head, [tracks] or []); bins
 // (output bins, [] = all) -> float32 [B, L, 4], the gradient of the summed predictions with
-// respect to the one-hot input.
+// respect to the one-hot input. kernels: per op None or its kernel [k, in, out] (float32 or
+// bf16 bits), lent for the call; the fast ops need theirs.
 template <typename E>
 py::array_t<float> gradient_host(E& e, const py::handle& codes_arg_, const py::handle& request,
-                                 const py::handle& bins_arg, bool n_uniform) {
+                                 const py::handle& bins_arg, bool n_uniform, const py::handle& kernels_arg) {
+  std::vector<KernelRef> kernels;
+  std::vector<py::array> keep;  // alive until the call returns
+  if (!kernels_arg.is_none()) {
+    CHECK_ARG(py::isinstance<py::sequence>(kernels_arg) && !py::isinstance<py::str>(kernels_arg) &&
+                  (py::len(kernels_arg) == 0 || int(py::len(kernels_arg)) == e.n_ops()),
+              "kernels must be a list with one entry (None or [k, in, out]) per op, got " + describe(kernels_arg));
+    int i = 0;
+    for (auto h : kernels_arg) {
+      KernelRef r;
+      if (!h.is_none()) {
+        const std::string at = "kernels[" + std::to_string(i) + "]: ";
+        CHECK_ARG(e.op_kernel_size(i) > 0, at + "op " + std::to_string(i) + " is not a convolution");
+        auto [a, bf16] = weight_array(h, at + "must be float32 [k, in, out] (or bf16 bits)");
+        CHECK_ARG(a.ndim() == 3 && a.shape(0) == e.op_kernel_size(i) && a.shape(1) == e.op_in_channels(i) &&
+                      a.shape(2) == e.op_out_channels(i),
+                  at + "shape does not match op " + std::to_string(i));
+        r.data = a.data(), r.bf16 = bf16;
+        keep.push_back(std::move(a));
+      }
+      kernels.push_back(r);
+      ++i;
+    }
+  }
   const U8 codes = codes_arg(codes_arg_, e);
   CHECK_ARG(py::isinstance<py::sequence>(request) && !py::isinstance<py::str>(request) && py::len(request) == 2,
             "request must be a (head, [track, ...]) pair, got " + describe(request));
@@ -277,7 +302,7 @@ py::array_t<float> gradient_host(E& e, const py::handle& codes_arg_, const py::h
   const int64_t batch = codes.shape(0);
   {
     py::gil_scoped_release nogil;
-    e.gradient(c, batch, n_uniform, req, bins, o);
+    e.gradient(c, batch, n_uniform, req, bins, o, kernels);
   }
   return out;
 }

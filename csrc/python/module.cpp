@@ -141,12 +141,13 @@ PYBIND11_MODULE(_engine, m) {
            "codes uint8 [B, L]; requests [(head, [tracks] or [])] -> list of float32 [B, bins, tracks] "
            "(written into `out`, one array per request, when given)")
       .def("gradient",
-           [](const Engine& e, py::object codes, py::object request, py::object bins, bool n_uniform) {
-             return gradient_host(e, codes, request, bins, n_uniform);
-           },
+           [](const Engine& e, py::object codes, py::object request, py::object bins, bool n_uniform,
+              py::object kernels) { return gradient_host(e, codes, request, bins, n_uniform, kernels); },
            py::arg("codes"), py::arg("request"), py::arg("bins"), py::arg("n_uniform") = false,
+           py::arg("kernels") = py::none(),
            "codes uint8 [B, L]; request (head, [tracks] or []); bins ([] = all) -> float32 [B, L, 4]: the gradient "
-           "of the predictions summed over those bins and tracks with respect to the one-hot input (fp32 models)")
+           "of the predictions summed over those bins and tracks with respect to the one-hot input (fp32 models). "
+           "kernels: per op None or its kernel [k, in, out]; the fast (Winograd) ops need theirs")
       .def("op_range",
            [](const Engine& e, int i, py::object x_obj, int64_t x0, py::object res, int64_t p0, int64_t p1,
               bool activated) {
@@ -176,12 +177,44 @@ PYBIND11_MODULE(_engine, m) {
            py::arg("activated") = false,
            "One conv op over output positions [p0, p1) from its pre-activation input rows [x0, x0 + len(x)) "
            "(activated=True: x is the op's input after its GELU).")
-      .def("op_flops", &Engine::op_flops, py::arg("op"), py::arg("p0"), py::arg("p1"),
-           "FLOPs op `op` executes for its output positions [p0, p1) (before pooling).")
+      .def("op_reads",
+           [](const Engine& e, int i, int64_t p0, int64_t p1) {
+             CHECK_ARG(i >= 0 && i < e.n_ops(), "op index out of range");
+             int64_t lo, hi;
+             try {
+               e.op_reads(i, p0, p1, lo, hi);
+             } catch (const std::invalid_argument& ex) {
+               throw py::value_error(ex.what());
+             }
+             return py::make_tuple(lo, hi);
+           },
+           py::arg("op"), py::arg("p0"), py::arg("p1"),
+           "Input rows (lo, hi) op i reads for its outputs [p0, p1): the halo, and for a fast conv whole tile blocks.")
+      .def("op_algorithm",
+           [](const Engine& e, int i) {
+             CHECK_ARG(i >= 0 && i < e.n_ops(), "op index out of range");
+             return e.op_algorithm(i);
+           },
+           "How op i computes: 'stem', 'direct', 'F(m,k)' (Winograd tiles) or 'crop'.")
+      .def("op_flops", &Engine::op_flops, py::arg("op"), py::arg("p0"), py::arg("p1"), py::arg("nominal") = false,
+           "FLOPs op `op` executes for its output positions [p0, p1) (before pooling); nominal: what a direct "
+           "convolution computes instead.")
       .def_property_readonly("pass_flops", &Engine::pass_flops,
                              "FLOPs of each op in one forward pass of one sequence, as executed (tile halos included).")
       .def("head_flops", &Engine::head_flops, py::arg("head"), py::arg("tracks"), py::arg("rows"),
            "FLOPs of head `head` over `rows` trunk positions for `tracks` of its columns.")
+      .def("profile",
+           [](const Engine& e, py::object codes_obj, py::object requests, bool n_uniform) {
+             const U8 codes = codes_arg(codes_obj, e, 1);
+             const std::vector<b2f::HeadRequest> reqs = parse_requests(e, requests);
+             const uint8_t* c = codes.data();
+             py::gil_scoped_release nogil;
+             return e.profile(c, n_uniform, reqs);
+           },
+           py::arg("codes"), py::arg("requests"), py::arg("n_uniform") = false,
+           "One forward pass of one sequence, timed: wall seconds per op (crops included, the tiled stem "
+           "and tower summed over tiles) and the heads of `requests` as a last entry, then the same as CPU "
+           "seconds of all the process's threads: [2 * (n_ops + 1)].")
       .def("cache_trunk",
            [](const Engine& e, py::object codes_obj, bool n_uniform) {
              const U8 codes = codes_arg(codes_obj, e, 1);

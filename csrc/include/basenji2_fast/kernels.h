@@ -13,6 +13,7 @@
 
 #include "basenji2_fast/numerics.h"
 #include "basenji2_fast/stem.h"
+#include "basenji2_fast/winograd.h"
 
 namespace b2f {
 namespace cpu {
@@ -46,15 +47,30 @@ struct Epilogue {
   Gelu gelu = Gelu::Sigmoid;
 };
 
+// A fast convolution's Winograd F(m, k) tiles (winograd.h); m == 0: direct convolution.
+struct FastConv {
+  int m = 0, n = 0;           // outputs and transform points per tile, n = m + k - 1
+  const float* at = nullptr;  // output transform [m][n]
+  const float* bt = nullptr;  // input transform [n][n]
+};
+
 struct ConvArgs {
   const void* in = nullptr;  // activated input, fp32 or (bf16) bf16 rows
   int64_t in_stride = 0;     // in elements
   // fp32: packed [panels][k][cin][nr] floats. bf16: bf16 pairs (bf16_weight_index), the
   // input bf16 too; products accumulate in fp32 and the epilogue runs in fp32.
+  // Fast (fast.m > 0): the transformed weights U packed the same way as a conv of n taps,
+  // one tap per transform point; bf16 then rounds the transformed inputs V to bf16, and the
+  // input itself is fp32 (one rounding, of V, instead of two) unless in_bf16.
   const void* w = nullptr;
   bool bf16 = false;
+  bool in_bf16 = false;  // a fast conv's input rows are bf16 (a direct bf16 conv's always are)
   int k = 1, dil = 1, cin = 0, cout = 0;
+  // Outputs [p0, p1). A fast conv computes the whole tile blocks of m * dil positions that
+  // cover them (storing only [p0, p1)), so it reads input rows [floor(p0) - halo,
+  // ceil(p1) + halo) with p0, p1 rounded out to blocks (conv_reads in winograd.h).
   int64_t p0 = 0, p1 = 0;
+  FastConv fast;
   Epilogue epi;
   int threads = 1;
 };

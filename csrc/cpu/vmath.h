@@ -1,0 +1,105 @@
+// Vector math of the epilogues, written once against the traits of vec.h: exp, log on [1, 2],
+// softplus, erfc, and the three GELU variants of numerics.h. Single precision, errors ~1e-7
+// relative (the float64 reference bounds them in the tests).
+#pragma once
+#include "basenji2_fast/numerics.h"
+#include "vec.h"
+
+namespace b2f {
+namespace cpu {
+namespace B2F_ISA_NS {
+
+// exp(x): x = n ln2 + r, Cephes degree-6 polynomial in r, then p 2^n (V::ldexp). The clamp
+// keeps 2^n exact; below it e^x is ~1e-38, which is 0 for our uses.
+template <class V>
+inline typename V::reg vexp(typename V::reg x) {
+  using R = typename V::reg;
+  x = V::min(V::max(x, V::set1(V::kExpMin)), V::set1(V::kExpMax));
+  const R n = V::round(V::mul(x, V::set1(1.44269504088896341f)));
+  R r = V::fnmadd(n, V::set1(0.693359375f), x);
+  r = V::fnmadd(n, V::set1(-2.12194440e-4f), r);
+  R p = V::set1(1.9875691500e-4f);
+  p = V::fmadd(p, r, V::set1(1.3981999507e-3f));
+  p = V::fmadd(p, r, V::set1(8.3334519073e-3f));
+  p = V::fmadd(p, r, V::set1(4.1665795894e-2f));
+  p = V::fmadd(p, r, V::set1(1.6666665459e-1f));
+  p = V::fmadd(p, r, V::set1(5.0000001201e-1f));
+  p = V::fmadd(p, V::mul(r, r), V::add(r, V::set1(1.f)));
+  return V::ldexp(p, n);
+}
+
+// log(y) for y in [1, 2] (all softplus needs): Cephes logf polynomial around 1.
+template <class V>
+inline typename V::reg vlog_1_2(typename V::reg y) {
+  using R = typename V::reg;
+  const auto big = V::gt(y, V::set1(1.41421356f));
+  const R e = V::select(big, V::set1(1.f), V::zero());
+  const R x = V::sub(V::select(big, V::mul(y, V::set1(0.5f)), y), V::set1(1.f));
+  const R z = V::mul(x, x);
+  R p = V::set1(7.0376836292e-2f);
+  p = V::fmadd(p, x, V::set1(-1.1514610310e-1f));
+  p = V::fmadd(p, x, V::set1(1.1676998740e-1f));
+  p = V::fmadd(p, x, V::set1(-1.2420140846e-1f));
+  p = V::fmadd(p, x, V::set1(1.4249322787e-1f));
+  p = V::fmadd(p, x, V::set1(-1.6668057665e-1f));
+  p = V::fmadd(p, x, V::set1(2.0000714765e-1f));
+  p = V::fmadd(p, x, V::set1(-2.4999993993e-1f));
+  p = V::fmadd(p, x, V::set1(3.3333331174e-1f));
+  p = V::mul(V::mul(p, x), z);
+  p = V::fmadd(e, V::set1(-2.12194440e-4f), p);
+  p = V::fmadd(z, V::set1(-0.5f), p);
+  return V::fmadd(e, V::set1(0.693359375f), V::add(x, p));
+}
+
+// log(1 + e^x) without overflow: max(x, 0) + log(1 + e^-|x|).
+template <class V>
+inline typename V::reg vsoftplus(typename V::reg x) {
+  const typename V::reg t = vexp<V>(V::neg(V::abs(x)));
+  return V::add(V::max(x, V::zero()), vlog_1_2<V>(V::add(t, V::set1(1.f))));
+}
+
+// erfc(z) for z >= 0 (Numerical Recipes' Chebyshev fit, fractional error < 1.2e-7).
+template <class V>
+inline typename V::reg verfc_pos(typename V::reg z) {
+  using R = typename V::reg;
+  const R t = V::div(V::set1(1.f), V::fmadd(z, V::set1(0.5f), V::set1(1.f)));
+  R p = V::set1(0.17087277f);
+  p = V::fmadd(p, t, V::set1(-0.82215223f));
+  p = V::fmadd(p, t, V::set1(1.48851587f));
+  p = V::fmadd(p, t, V::set1(-1.13520398f));
+  p = V::fmadd(p, t, V::set1(0.27886807f));
+  p = V::fmadd(p, t, V::set1(-0.18628806f));
+  p = V::fmadd(p, t, V::set1(0.09678418f));
+  p = V::fmadd(p, t, V::set1(0.37409196f));
+  p = V::fmadd(p, t, V::set1(1.00002368f));
+  p = V::fmadd(p, t, V::set1(-1.26551223f));
+  p = V::fnmadd(z, z, p);
+  return V::mul(t, vexp<V>(p));
+}
+
+template <class V>
+inline typename V::reg vgelu(typename V::reg x, Gelu variant) {
+  using R = typename V::reg;
+  const R one = V::set1(1.f);
+  switch (variant) {
+    case Gelu::Sigmoid:
+      return V::div(x, V::add(one, vexp<V>(V::mul(x, V::set1(-kGeluSigmoidScale)))));
+    case Gelu::Erf: {
+      // 0.5 x erfc(-x / sqrt 2); erfc(-u) = 2 - erfc(u) for u > 0.
+      const R u = V::mul(x, V::set1(-kSqrtHalf));
+      const R c = verfc_pos<V>(V::abs(u));
+      const R ec = V::select(V::lt(u, V::zero()), V::sub(V::set1(2.f), c), c);
+      return V::mul(V::mul(V::set1(0.5f), x), ec);
+    }
+    default: {
+      // tanh(u) = 1 - 2 / (e^{2u} + 1)
+      const R u = V::mul(V::set1(kSqrt2OverPi), V::fmadd(V::mul(V::set1(kGeluTanhCubic), x), V::mul(x, x), x));
+      const R th = V::sub(one, V::div(V::set1(2.f), V::add(vexp<V>(V::add(u, u)), one)));
+      return V::mul(V::mul(V::set1(0.5f), x), V::add(one, th));
+    }
+  }
+}
+
+}  // namespace B2F_ISA_NS
+}  // namespace cpu
+}  // namespace b2f
