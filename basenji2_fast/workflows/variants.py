@@ -61,13 +61,14 @@ Where the 2021 basenji_sad.py is wrong, this module does what it meant to do:
 2. **Unscorable variants are skipped cleanly**: a REF that matches neither the genome nor an
    ALT, a REF or ALT with characters other than A/C/G/T/N (IUPAC codes), a symbolic ALT
    (``<DEL>``, ``*``, breakends, missing ``.``), an ALT equal to REF, a chromosome missing
-   from the FASTA, a position past the chromosome end or a REF running past it, and a blank
-   line: a warning (one each for the first 20, then one summary), one line in
-   ``OUTDIR/skipped.tsv`` (``line chrom pos id ref alt reason``, ``.`` for a blank line's
-   fields; header only when nothing was skipped), and no row. A line that is not a VCF record
-   at all (fewer than 8 tab-separated columns, an empty CHROM/REF/ALT, a POS that is not an
-   integer, bytes that are not UTF-8, a damaged gzip stream) is an error naming ``file: line
-   N``, raised by the first pass, before anything is predicted or written.
+   from the FASTA (or an empty CHROM), a position past the chromosome end or a REF running past
+   it, and a line htslib cannot read as a record (blank, fewer than 8 columns, a POS that is
+   not an integer, bytes that are not UTF-8): a warning (one each for the first 20, then one
+   summary), one line in ``OUTDIR/skipped.tsv`` (``line chrom pos id ref alt reason``, ``.``
+   for an unreadable line's fields; header only when nothing was skipped), and no row. A file
+   without a VCF header, a BCF file or a damaged gzip stream is an error naming the file (and
+   ``line N`` where the stream breaks), raised by the first pass, before anything is predicted
+   or written.
    Later rows are never shifted (basenji silently pairs the wrong sequences, then crashes).
 3. **Chromosome ends**: the window is N-padded to its full length on either side (basenji
    pads the right end one base short, shifting even-length indels near the end by one, and
@@ -79,8 +80,8 @@ Where the 2021 basenji_sad.py is wrong, this module does what it meant to do:
 
 Kept as basenji: duplicate IDs are written as is; ID ``.`` becomes ``chr:pos``.
 
-The VCF is read line by line in Python (:func:`read_vcf`: plain, gzipped or bgzipped; any
-record order; only CHROM, POS, ID, REF and ALT are parsed), in two streaming passes:
+The VCF is parsed by htslib through pysam (:func:`read_vcf`: plain, gzipped or bgzipped; any
+record order; CHROM, POS, ID, REF and ALT are read), in two streaming passes:
 the first counts the rows and the longest strings (so the HDF5 datasets are preallocated,
 contiguous, as basenji's); the second predicts batch by batch and writes each batch into a
 temporary file renamed to ``sad.h5`` when complete. The ``_pct`` tables are computed at the
@@ -113,6 +114,7 @@ import hashlib
 import os
 import re
 import shutil
+import threading
 import warnings
 import zlib
 from contextlib import nullcontext
@@ -122,6 +124,7 @@ from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Sequenc
 
 import h5py
 import numpy as np
+import pysam
 from tqdm import tqdm
 
 from .. import runner
@@ -205,22 +208,18 @@ class _ChromResolver:
 
 
 class VcfRecord(NamedTuple):
-    """The columns of one VCF record that scoring reads (the rest are not parsed)."""
+    """The columns of one VCF record that scoring reads, as htslib parsed them."""
 
     line: int        # 1-based line in the file
     chrom: str
     pos: int         # 1-based, as written
     id: str          # as written ('.' when missing)
     ref: str
-    alts: List[str]  # the ALT column split at ',' (['.'] when missing)
-
-
-#: The fixed columns every VCF record has.
-VCF_COLUMNS = ("CHROM", "POS", "ID", "REF", "ALT", "QUAL", "FILTER", "INFO")
+    alts: List[str]  # the ALT alleles (['.'] when missing; an empty allele reads '.')
 
 
 def _open_vcf(path: str):
-    """The VCF as a binary line stream: plain, gzipped or bgzipped (both are gzip streams)."""
+    """The VCF as a binary stream: plain, gzipped or bgzipped (both are gzip streams), BCF refused."""
     with open(path, "rb") as raw:
         magic = raw.read(4)
     if magic.startswith(b"BCF"):
@@ -229,7 +228,7 @@ def _open_vcf(path: str):
         return open(path, "rb")
     fh = gzip.open(path, "rb")
     try:
-        first = fh.peek(4)[:4] if hasattr(fh, "peek") else b""
+        first = fh.peek(4)[:4]
     except (OSError, EOFError, zlib.error) as e:
         fh.close()
         raise ValueError(f"{path}: the compressed file cannot be read ({e})") from None
@@ -239,56 +238,96 @@ def _open_vcf(path: str):
     return fh
 
 
-def read_vcf(vcf_path) -> Iterator[Tuple[Optional[VcfRecord], Optional[str], int]]:
-    """The VCF's data lines as ``(record, None, line)``, or ``(None, why, line)`` for a line
-    skipped by convention (blank lines: the caller lists them with a warning).
+class _VcfFeed(threading.Thread):
+    """Copies a VCF's text into a pipe that htslib reads, counting lines on the way.
 
-    Read in Python, line by line (plain or gzipped; any order, any length: one line in memory),
-    so no malformed line reaches code that could crash on it. A line that is not a VCF record
-    (fewer than the 8 tab-separated columns, an empty CHROM / REF / ALT, a POS that is not an
-    integer, bytes that are not UTF-8) is a ValueError naming the file and line; so is a
-    damaged or truncated compressed file.
+    Python's gzip decompresses (htslib reads a damaged or truncated plain-gzip stream as an
+    endless run of failed records; gzip names it), and the count of header lines turns a
+    record's index into its line number."""
+
+    def __init__(self, path: str, fh, fd: int):
+        super().__init__(daemon=True)
+        self.path, self.fh, self.fd = path, fh, fd
+        self.header_lines: Optional[int] = None  # set before the first record's bytes are written
+        self.lines = 0  # lines written so far
+        self.error: Optional[str] = None
+
+    def run(self):
+        try:
+            with self.fh, os.fdopen(self.fd, "wb") as out:
+                head = 0
+                for line in iter(self.fh.readline, b""):
+                    if not line.startswith(b"#"):
+                        self.header_lines = head
+                        self.lines = head + 1
+                        out.write(line)
+                        break
+                    head += 1
+                    out.write(line)
+                else:
+                    self.header_lines = self.lines = head
+                for block in iter(lambda: self.fh.read(1 << 20), b""):
+                    self.lines += block.count(b"\n")
+                    out.write(block)
+        except BrokenPipeError:  # the reader stopped early (an error on its side)
+            pass
+        except (EOFError, zlib.error, gzip.BadGzipFile, OSError) as e:
+            self.error = f"{self.path}: line {self.lines + 1}: the compressed file is damaged or truncated ({e})"
+
+
+def read_vcf(vcf_path) -> Iterator[Tuple[Optional[VcfRecord], Optional[str], int]]:
+    """The VCF's records as ``(record, None, line)``, or ``(None, why, line)`` for a line
+    htslib cannot read as a record (a blank line, fewer than 8 columns, a POS that is not an
+    integer, bytes that are not UTF-8): skipped by convention, the caller lists them with a
+    warning.
+
+    htslib (pysam) parses the records, streaming (plain, gzipped or bgzipped; any order;
+    memory independent of the file's length), from the text a :class:`_VcfFeed` thread passes
+    it. No header (a ``#CHROM`` line), a BCF file, or a damaged or truncated compressed file is
+    a ValueError naming the file (and the line, where known).
     """
     path = os.fspath(vcf_path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: VCF file not found")
     if os.path.isdir(path):
         raise ValueError(f"{path}: a folder, not a VCF file")
-    n = 0
-    with _open_vcf(path) as fh:
-        try:
-            for n, raw in enumerate(fh, 1):
-                if raw.startswith(b"#"):
-                    continue
-                yield _vcf_record(path, n, raw)
-        except (EOFError, zlib.error, gzip.BadGzipFile) as e:
-            raise ValueError(f"{path}: line {n + 1}: the compressed file is damaged or truncated ({e})") from None
-
-
-def _vcf_record(path: str, n: int, raw: bytes) -> Tuple[Optional[VcfRecord], Optional[str], int]:
-    """One data line -> (record, None, n), or (None, "blank line", n)."""
+    pysam.set_verbosity(0)  # htslib's own messages would repeat ours on stderr
+    rfd, wfd = os.pipe()
+    feed = _VcfFeed(path, _open_vcf(path), wfd)
+    feed.start()
+    reader = os.fdopen(rfd, "rb")
+    vcf = None
     try:
-        text = raw.decode("utf-8").rstrip("\r\n")
-    except UnicodeDecodeError:
-        raise ValueError(f"{path}: line {n}: malformed VCF record: not UTF-8 text") from None
-    if not text.strip():
-        return None, "blank line", n
-    cols = text.split("\t")
-    why = None
-    if len(cols) < len(VCF_COLUMNS):
-        why = (f"{len(cols)} tab-separated column{'s' if len(cols) != 1 else ''}, a record has at least "
-               f"{len(VCF_COLUMNS)} ({' '.join(VCF_COLUMNS)})")
-    else:
-        empty = next((name for name, c in zip(VCF_COLUMNS[:5], cols) if not c.strip()), None)
-        if empty is not None:
-            why = f"empty {empty} column"
-        elif not re.fullmatch(r"[+-]?\d+", cols[1].strip()):
-            why = f"POS {cols[1]!r} is not an integer"
-    if why is not None:
-        raise ValueError(f"{path}: line {n}: malformed VCF record: {why}")
-    alt = cols[4].strip()
-    return VcfRecord(n, cols[0], int(cols[1]), cols[2].strip(), cols[3].strip(),
-                     ["."] if alt == "." else alt.split(",")), None, n
+        try:
+            vcf = pysam.VariantFile(reader)
+        except (ValueError, OSError):
+            feed.join()
+            raise ValueError(feed.error or f"{path}: not a VCF file (no header ending in a #CHROM line)") from None
+        records = iter(vcf)
+        n = 0
+        while True:
+            n += 1
+            try:
+                rec = next(records)
+            except StopIteration:
+                break
+            except OSError:
+                yield None, "not a VCF record (htslib cannot parse the line)", feed.header_lines + n
+                continue
+            line = feed.header_lines + n
+            try:
+                yield VcfRecord(line, rec.chrom, rec.pos, rec.id or ".", rec.ref or ".",
+                                list(rec.alts or (".",))), None, line
+            except UnicodeDecodeError:
+                yield None, "not a VCF record (bytes that are not UTF-8 text)", line
+        feed.join()
+        if feed.error:
+            raise ValueError(feed.error)
+    finally:
+        if vcf is not None:
+            vcf.close()
+        reader.close()  # a feed still writing stops at the broken pipe
+        feed.join()
 
 
 def _check_vcf_file(vcf) -> None:
@@ -310,10 +349,10 @@ def _alleles_of(rec: VcfRecord, fasta, resolve: _ChromResolver, L: int,
     def skip(alt, reason):
         return None, Skipped(line, chrom, pos, vid, ref, alt, reason)
 
-    fchrom = resolve(chrom)
+    fchrom = resolve(chrom) if chrom else None
     if fchrom is None:
         for a in alts:
-            yield skip(a, f"chromosome {chrom} not in the FASTA")
+            yield skip(a, f"chromosome {chrom} not in the FASTA" if chrom else "empty CHROM")
         return
     size = len(fasta[fchrom])
     if pos < 1 or pos > size:
@@ -323,7 +362,7 @@ def _alleles_of(rec: VcfRecord, fasta, resolve: _ChromResolver, L: int,
     REF = ref.upper()
     if not _ALLELE.match(REF):
         for a in alts:
-            yield skip(a, "REF has characters other than A,C,G,T,N")
+            yield skip(a, "missing REF ('.')" if REF == "." else "REF has characters other than A,C,G,T,N")
         return
     if pos - 1 + len(REF) > size:
         for a in alts:
@@ -334,8 +373,9 @@ def _alleles_of(rec: VcfRecord, fasta, resolve: _ChromResolver, L: int,
     for a in alts:
         A = a.upper()
         if not _ALLELE.match(A):
-            yield skip(a, "symbolic ALT" if (a.startswith("<") or a in ("*", ".") or "[" in a or "]" in a)
-                       else "empty ALT allele" if not a else "ALT has characters other than A,C,G,T,N")
+            yield skip(a, "missing ALT ('.')" if a == "." else
+                       "symbolic ALT" if (a.startswith("<") or a == "*" or "[" in a or "]" in a)
+                       else "ALT has characters other than A,C,G,T,N")
             continue
         if A == REF:
             yield skip(a, "ALT equals REF (nothing to score)")
