@@ -288,6 +288,7 @@ void Backward::conv(const Packed& w, int k, int dil, int cin, int cout, const fl
   a.w = w.weights(), a.bf16 = false;
   a.k = k, a.dil = dil, a.cin = cin, a.cout = cout;
   a.p0 = p0, a.p1 = p1, a.threads = threads;
+  if (w.wino.fast()) a.fast.m = w.wino.m, a.fast.n = w.wino.n, a.fast.at = w.wino.at.data(), a.fast.bt = w.wino.bt.data();
   a.epi.bias = w.bias.data();
   a.epi.res = res, a.epi.res_stride = res_stride;
   a.epi.out = out, a.epi.out_stride = out_stride;
@@ -303,6 +304,8 @@ Engine::Packed Backward::transposed(int i) const {
   const int nr = e_.kernels_->nr, k = o.k, cin = o.cin, cout = o.cout;
   const Block w = alloc_block(size_t(k) * cout * cin);
   if (o.fast_m) {
+    // The data-gradient conv has the forward's shape (k, dilation, same length), so it runs
+    // as the same Winograd F(m, k), on the same tile blocks.
     const KernelRef& src = kernels_[size_t(i)];
     for (int t = 0; t < k; ++t)  // reads in order, once
       for (int c = 0; c < cin; ++c) {
@@ -311,7 +314,7 @@ Engine::Packed Backward::transposed(int i) const {
         for (int j = 0; j < cout; ++j) dst[size_t(j) * cin] = weight_at(src.data, src.bf16, row + j);
       }
     const std::vector<float> zero(size_t(cin), 0.f);
-    return e_.pack(w.get(), false, zero.data(), k, cout, cin, false);
+    return e_.pack_fast(w.get(), false, zero.data(), k, cout, cin, o.fast_m, false);
   }
   const Packed& f = e_.packed_[i];
   for (int j = 0; j < cout; ++j)  // writes in order; reads stay in one panel (L2) for nr rows
@@ -620,13 +623,16 @@ void Backward::whole_backward() {
 
 void Backward::tile_ranges(int64_t a, int64_t b, std::vector<int64_t>& s, std::vector<int64_t>& t) const {
   // For the input gradient rows [a, b): the rows [s[i], t[i]) of tensor i (i <= P) whose
-  // gradient the tile needs (each op's halo, then its pool, upwards).
+  // gradient the tile needs (the rows op i's data-gradient conv reads, a fast one's rounded
+  // out to whole tile blocks, then its pool, upwards).
   s.assign(P_ + 1, 0), t.assign(P_ + 1, 0);
   s[0] = a, t[0] = b;
   for (int i = 0; i < P_; ++i) {
-    const int64_t h = e_.halo_[i], pool = op(i).pool;
-    s[i + 1] = std::max<int64_t>(0, s[i] - h) / pool;
-    t[i + 1] = (std::min(L(i), t[i] + h) + pool - 1) / pool;
+    const int64_t pool = op(i).pool;
+    int64_t lo, hi;
+    e_.op_reads(i, s[i], t[i], lo, hi);
+    s[i + 1] = std::max<int64_t>(0, lo) / pool;
+    t[i + 1] = (std::min(L(i), hi) + pool - 1) / pool;
   }
 }
 
@@ -708,9 +714,10 @@ void Backward::tile_backward(int64_t A, int64_t B, const std::vector<Packed>& w,
   const float* g_origin = grad_[P].origin();
   for (int i = P - 1; i >= 1; --i) {
     const OpDesc& o = op(i);
-    const int64_t h = e_.halo_[i];
+    int64_t lo, hi;  // the output-gradient rows the data-gradient conv reads
+    e_.op_reads(i, s[i], t[i], lo, hi);
     Rows pre, da, gi;
-    pre.alloc(&pool_, s[i] - h, t[i] + h, o.cout);
+    pre.alloc(&pool_, lo, hi, o.cout);
     route(i, g_origin, o.cout, o.pool == 2 ? &odd_[i] : nullptr, 0, 0, L(i), pre, threads);
     da.alloc(&pool_, s[i], t[i], o.cin);
     conv(w[i], o.k, o.dil, o.cout, o.cin, pre.origin(), o.cout, s[i], t[i], da.origin(), o.cin, threads);

@@ -90,24 +90,7 @@ Engine::Engine(int64_t seq_length, Gelu gelu, bool final_gelu, std::vector<OpDes
     if (ops_[i].type == OpDesc::Conv) {
       const OpDesc& op = ops_[i];
       if (op.fast_m) {
-        // The transformed weights U[j][c][o] = sum_t G[j][t] w[t][c][o], summed in float64,
-        // packed as a conv with one tap per transform point.
-        Winograd wg = make_winograd(op.fast_m, op.k);
-        std::vector<float> u(size_t(wg.n) * op.cin * op.cout);
-        std::vector<double> acc(size_t(op.cout));
-        for (int j = 0; j < wg.n; ++j)
-          for (int c = 0; c < op.cin; ++c) {
-            std::fill(acc.begin(), acc.end(), 0.0);
-            for (int t = 0; t < op.k; ++t) {
-              const double g = wg.g[size_t(j) * op.k + t];
-              if (g == 0.0) continue;
-              const size_t row = (size_t(t) * op.cin + c) * op.cout;
-              for (int o = 0; o < op.cout; ++o) acc[o] += g * weight_at(op.kernel, op.kernel_bf16, row + o);
-            }
-            std::copy(acc.begin(), acc.end(), u.begin() + (size_t(j) * op.cin + c) * op.cout);
-          }
-        packed_[i] = pack(u.data(), false, op.bias.data(), wg.n, op.cin, op.cout, op.bf16);
-        packed_[i].wino = std::move(wg);
+        packed_[i] = pack_fast(op.kernel, op.kernel_bf16, op.bias.data(), op.k, op.cin, op.cout, op.fast_m, op.bf16);
       } else {
         packed_[i] = pack(op.kernel, op.kernel_bf16, op.bias.data(), op.k, op.cin, op.cout, op.bf16);
       }
@@ -156,6 +139,29 @@ Engine::Packed Engine::pack(const void* kernel, bool kernel_bf16, const float* b
           p.w[((size_t(o / nr) * k + t) * cin + c) * nr + o % nr] = kernel_bf16 ? cpu::bf16_to_f32(kb[row + o]) : kf[row + o];
       }
   }
+  return p;
+}
+
+Engine::Packed Engine::pack_fast(const void* kernel, bool kernel_bf16, const float* bias, int k, int cin, int cout,
+                                 int m, bool bf16) const {
+  // The transformed weights U[j][c][o] = sum_t G[j][t] w[t][c][o], summed in float64,
+  // packed as a conv with one tap per transform point.
+  Winograd wg = make_winograd(m, k);
+  std::vector<float> u(size_t(wg.n) * cin * cout);
+  std::vector<double> acc(static_cast<size_t>(cout));
+  for (int j = 0; j < wg.n; ++j)
+    for (int c = 0; c < cin; ++c) {
+      std::fill(acc.begin(), acc.end(), 0.0);
+      for (int t = 0; t < k; ++t) {
+        const double g = wg.g[size_t(j) * k + t];
+        if (g == 0.0) continue;
+        const size_t row = (size_t(t) * cin + c) * cout;
+        for (int o = 0; o < cout; ++o) acc[o] += g * weight_at(kernel, kernel_bf16, row + o);
+      }
+      std::copy(acc.begin(), acc.end(), u.begin() + (size_t(j) * cin + c) * cout);
+    }
+  Packed p = pack(u.data(), false, bias, wg.n, cin, cout, bf16);
+  p.wino = std::move(wg);
   return p;
 }
 

@@ -314,6 +314,9 @@ class Engine {
     OutAct act = OutAct::None;
   };
   Packed pack(const void* kernel, bool kernel_bf16, const float* bias, int k, int cin, int cout, bool bf16) const;
+  // A fast conv's packing: kernel [k][cin][cout] transformed for Winograd F(m, k) (winograd.h).
+  Packed pack_fast(const void* kernel, bool kernel_bf16, const float* bias, int k, int cin, int cout, int m,
+                   bool bf16) const;
   // Bytes per element of tensor i's activated form (bf16 when the op reading it is).
   int act_es(int i) const { return act_bf16_[i] ? 2 : 4; }
   // Bytes per element of the form op i (in the tiled prefix) reads of tensor i.
