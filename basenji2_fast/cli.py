@@ -26,6 +26,7 @@ from .workflows.heads import add_fit_head_subcommand
 from .workflows.ism import add_sat_subcommand
 from .workflows.orthologs import add_orthologs_subcommand
 from .workflows.regions import add_predict_bed_subcommand
+from .workflows.saliency import add_saliency_subcommand
 from .workflows.variants import add_sad_subcommand
 from .fetch import add_fetch_subcommand
 
@@ -84,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_predict_bed_subcommand(sub)
     add_sad_subcommand(sub)
     add_sat_subcommand(sub)
+    add_saliency_subcommand(sub)
     add_orthologs_subcommand(sub)
     add_plot_subcommand(sub)
     add_sat_plot_subcommand(sub)

@@ -203,6 +203,11 @@ def _gflop(flops: float) -> float:
     return float(f"{flops / 1e9:.5g}")
 
 
+#: What :meth:`Model.saliency` returns: the gradient, the one-hot input times it, or the gradient
+#: less its mean over the four bases.
+SALIENCY_METHODS = ("grad", "input_x_grad", "centered")
+
+
 @dataclass(frozen=True)
 class Ensemble:
     """basenji's test-time ensemble, and how sequences go through the engine.
@@ -811,9 +816,8 @@ class Model:
         -------
         float32 [B, L, 4]
         """
-        methods = ("grad", "input_x_grad", "centered")
-        if method not in methods:
-            raise ValueError(f"method={method!r}; expected one of {methods}")
+        if method not in SALIENCY_METHODS:
+            raise ValueError(f"method={method!r}; expected one of {SALIENCY_METHODS}")
         g = self.gradients(x, tracks=tracks, bins=bins, head=head, rc=rc, shifts=shifts, n_encoding=n_encoding,
                            strand_pair=strand_pair, batch_size=batch_size)
         if method == "centered":
