@@ -7,7 +7,8 @@ from typing import List, Optional
 from ..genome import GenomicRegion, parse_region
 from ..coverage import binned_means
 from .figure import DPI, FIG_WIDTH, FORMATS, output_format, panel_titles, save_figure
-from .sat import (BASE_COLORS, MAX_SAT_PANELS, SAT_INCH_PER_BP, SAT_MAX_WIDTH, SAT_PAIR_HEIGHT, SAT_TOP, SatScores,
+from .logo import BASE_COLORS
+from .sat import (MAX_SAT_PANELS, SAT_INCH_PER_BP, SAT_MAX_WIDTH, SAT_PAIR_HEIGHT, SAT_TOP, SatScores,
                   add_sat_plot_subcommand, plot_sat, read_sat, run_sat_plot, sat_figure_size, sat_importance)
 from .tracks import (MARGIN_HEIGHT, MAX_BINS, MAX_PANELS, MAX_WINDOWS, PANEL_HEIGHT, BigWigTrack, RegionTracks,
                      add_plot_subcommand, bigwig_tracks, figure_size, model_windows, plot_region_from_bigwigs,
