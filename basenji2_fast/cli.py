@@ -18,7 +18,7 @@ from .bench import add_bench_subcommand
 from .cli_options import OneLineParser, add_model_options, load_model, one_line_errors
 from .convert import add_convert_subcommand
 from .model import build_info
-from .plots import add_plot_subcommand, add_sat_plot_subcommand
+from .plots import add_plot_subcommand, add_saliency_plot_subcommand, add_sat_plot_subcommand
 from .workflows.embed import add_embed_subcommand
 from .workflows.evaluate import add_test_subcommand
 from .workflows.genome_tiling import add_predict_genome_subcommand
@@ -89,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_orthologs_subcommand(sub)
     add_plot_subcommand(sub)
     add_sat_plot_subcommand(sub)
+    add_saliency_plot_subcommand(sub)
     add_embed_subcommand(sub)
     add_fit_head_subcommand(sub)
     add_test_subcommand(sub)

@@ -23,10 +23,10 @@ BASES = "ACGT"
 #: for the labels, whole inches, at most LOGO_MAX_WIDTH).
 LOGO_INCH_PER_BP = 0.16
 LOGO_MAX_WIDTH = 40.0
-#: Heights (inches): a panel (title, logo, heatmap, x axis) is PANEL_HEIGHT tall, under FIG_TOP
+#: Heights (inches): a panel (title, logo, heatmap, x axis) is LOGO_PANEL_HEIGHT tall, under LOGO_TOP
 #: for the figure's title and note. Whole and half inches keep the pixel size exact at DPI 150.
-PANEL_HEIGHT = 3.0
-FIG_TOP = 0.5
+LOGO_PANEL_HEIGHT = 3.0
+LOGO_TOP = 0.5
 _LEFT, _RIGHT = 0.75, 1.05           # room for y labels; for the colorbar and its labels
 _TITLE, _LOGO, _HEAT = 0.36, 1.25, 0.86   # within a panel, top down; the rest is the x axis
 
@@ -38,7 +38,7 @@ def logo_width(length: int) -> float:
 
 def logo_figure_size(n_panels: int, length: int) -> Tuple[float, float]:
     """(width, height) in inches of a figure of ``n_panels`` logo panels over ``length`` bases."""
-    return logo_width(length), FIG_TOP + PANEL_HEIGHT * max(1, int(n_panels))
+    return logo_width(length), LOGO_TOP + LOGO_PANEL_HEIGHT * max(1, int(n_panels))
 
 
 def logo_figure(n_panels: int, length: int, dpi: int):
@@ -66,7 +66,7 @@ def draw_panel(fig, index: int, seq: np.ndarray, heights: np.ndarray, values: np
     fy = lambda inches: inches / height  # noqa: E731
     ax_w = width - _LEFT - _RIGHT
     length = len(heights)
-    top = height - FIG_TOP - index * PANEL_HEIGHT  # inches from the bottom
+    top = height - LOGO_TOP - index * LOGO_PANEL_HEIGHT  # inches from the bottom
     logo = fig.add_axes([fx(_LEFT), fy(top - _TITLE - _LOGO), fx(ax_w), fy(_LOGO)])
     heat = fig.add_axes([fx(_LEFT), fy(top - _TITLE - _LOGO - _HEAT), fx(ax_w), fy(_HEAT)], sharex=logo)
     cax = fig.add_axes([fx(_LEFT + ax_w + 0.12), fy(top - _TITLE - _LOGO - _HEAT), fx(0.13), fy(_HEAT)])

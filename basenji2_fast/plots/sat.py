@@ -15,7 +15,7 @@ from .._io import check_output
 from ..cli_options import one_line_errors, positive_int
 from ..targets import Targets, TrackSelection, read_targets, select_tracks
 from .figure import DPI, PathLike, check_figure_size, output_format, panel_titles, save_figure
-from .logo import (FIG_TOP, LOGO_INCH_PER_BP, LOGO_MAX_WIDTH, MAX_LOGO_PANELS, PANEL_HEIGHT, decode_strings,
+from .logo import (LOGO_INCH_PER_BP, LOGO_MAX_WIDTH, LOGO_PANEL_HEIGHT, LOGO_TOP, MAX_LOGO_PANELS, decode_strings,
                    draw_panel, figure_heading, index_list, logo_figure, logo_figure_size, open_h5, region_note,
                    region_places, region_rows)
 
@@ -25,8 +25,8 @@ MAX_SAT_PANELS = MAX_LOGO_PANELS
 #: (:mod:`basenji2_fast.plots.logo`): each (region, track) pair is SAT_PAIR_HEIGHT tall (title,
 #: logo, heatmap, x axis), under SAT_TOP for the figure title; the width grows with the length
 #: (SAT_INCH_PER_BP per base, at most SAT_MAX_WIDTH).
-SAT_PAIR_HEIGHT = PANEL_HEIGHT
-SAT_TOP = FIG_TOP
+SAT_PAIR_HEIGHT = LOGO_PANEL_HEIGHT
+SAT_TOP = LOGO_TOP
 SAT_INCH_PER_BP = LOGO_INCH_PER_BP
 SAT_MAX_WIDTH = LOGO_MAX_WIDTH
 _SAT_META = ("seqs", "chr", "strand", "start", "end", "target_ids", "target_labels")
