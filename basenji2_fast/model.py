@@ -720,6 +720,16 @@ class Model:
                             strand_pair=strand_pair)[0]
 
     # Gradients ---------------------------------------------------------------------------------
+    def require_gradients(self) -> None:
+        """Raise ValueError, saying what to load instead, when this model cannot compute
+        :meth:`gradients` (they run on the CPU engine in fp32), so a workflow can refuse before
+        its long work."""
+        if self.device != "cpu":
+            raise ValueError("gradients run on the CPU engine: load the model with device='cpu'")
+        if self.precision != "fp32":
+            raise ValueError(f"gradients are computed in fp32: load the model with precision='fp32' "
+                             f"(this one is {self.precision})")
+
     def gradients(self, x: SequenceInput, tracks: Optional[Iterable[int]] = None, bins: Optional[Iterable[int]] = None,
                   head: Optional[str] = None, rc: bool = False, shifts: Sequence[int] = (0,),
                   n_encoding: str = "zeros", strand_pair: Optional[Sequence[int]] = None,
@@ -750,11 +760,7 @@ class Model:
         -------
         float32 [B, L, 4]
         """
-        if self.device != "cpu":
-            raise ValueError("gradients run on the CPU engine: load the model with device='cpu'")
-        if self.precision != "fp32":
-            raise ValueError(f"gradients are computed in fp32: load the model with precision='fp32' "
-                             f"(this one is {self.precision})")
+        self.require_gradients()
         ensemble = self._ensemble(rc, shifts, n_encoding, batch_size)
         codes, n_uniform, _, head_index, idx, n_out, pair = self._one_head(x, head, tracks, n_encoding, strand_pair,
                                                                            "gradients are taken")

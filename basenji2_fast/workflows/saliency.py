@@ -120,6 +120,7 @@ def saliency_bed(model, fasta, bed, out_dir, stretch: Optional[int] = None, bins
     -------
     Path of saliency.h5 (a shard: its ``shard.json``); with several heads {head: path}.
     """
+    model.require_gradients()
     if method not in SALIENCY_METHODS:
         raise ValueError(f"method {method!r}: expected one of {', '.join(SALIENCY_METHODS)}")
     multi, reqs = plan_heads(model, head, tracks, targets)
