@@ -328,7 +328,7 @@ def test_plot_reads_what_was_asked(saliency_h5):
         scores, seqs = h5["scores"][()], h5["seqs"][()]
         start, end = h5["start"][()], h5["end"][()]
     sal = read_saliency(saliency_h5, regions="1", positions="10-30")
-    assert sal.method == "grad" and sal.bins == "48-50 (center)"
+    assert sal.method == "grad" and sal.bins == "48, 49 (center)"
     assert sal.tracks == ["CAGE:synthetic sample 3 (visible)", "CAGE:synthetic sample 7 (visible)"]
     assert np.array_equal(sal.scores[0], scores[1, 10:30]) and np.array_equal(sal.seqs[0], seqs[1, 10:30])
     # region 1 is on the minus strand: stored index k is genomic end - 1 - k

@@ -87,7 +87,7 @@ def read_saliency(saliency_h5: PathLike, regions=None, stretch: Optional[int] = 
         bins = str(h5.attrs.get("bins", "?"))
         if bins == "center" and "bin_indices" in h5.attrs:
             b = [int(x) for x in h5.attrs["bin_indices"]]
-            bins = f"{b[0]}-{b[-1] + 1} (center)"
+            bins = f"{', '.join(map(str, b))} (center)"
         cut = slice(first, first + n)
         return SaliencyScores(method, rows, [np.asarray(ds[r, cut], np.float64) for r in rows],
                               [np.asarray(h5["seqs"][r, cut], bool) for r in rows],
