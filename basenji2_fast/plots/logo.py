@@ -5,14 +5,17 @@ negative) over a heatmap of a score for each of the four bases, on a genomic x a
 5'->3' on the region's strand; and the figure geometry for a number of panels and a length."""
 from __future__ import annotations
 
+import argparse
 import math
 import re
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .figure import FIG_WIDTH, LABEL_CHARS_PER_INCH, PathLike, shorten
+from .._io import check_output
+from ..cli_options import one_line_errors, positive_int
+from .figure import DPI, FIG_WIDTH, LABEL_CHARS_PER_INCH, PathLike, output_format, shorten
 
 #: At most this many logo panels in one picture.
 MAX_LOGO_PANELS = 16
@@ -245,3 +248,29 @@ def region_places(h5, rows: Sequence[int], length: int) -> List[Tuple[str, str, 
     chrom, strand = decode_strings(meta("chr", "?")), decode_strings(meta("strand", "+"))
     start, end = meta("start", 0), meta("end", length)
     return [(chrom[r], strand[r] if strand[r] in "+-" else "+", int(start[r]), int(end[r])) for r in rows]
+
+
+# ---------------------------------------------------------------------------------------------
+# The picture commands (sat-plot, saliency-plot)
+
+def add_picture_arguments(p: argparse.ArgumentParser, source: str, source_help: str) -> argparse._ArgumentGroup:
+    """What every logo picture command takes: the file it draws (positional ``source``), ``-o``,
+    ``--regions``, ``--title``, ``--dpi``. Returns a group for the command's own options."""
+    p.add_argument(source, help=source_help)
+    p.add_argument("-o", "--output", required=True, help="picture to write: .png, .svg or .pdf")
+    p.add_argument("--regions", default=None, help="comma-separated region indices, 0-based (default: all)")
+    p.add_argument("--title", default=None, help="figure title")
+    p.add_argument("--dpi", type=positive_int, default=DPI, help=f"pixels per inch of a PNG (default {DPI})")
+    return p.add_argument_group("what to draw")
+
+
+def run_picture(command: str, output: PathLike, inputs: Iterable, draw: Callable[[], object]) -> int:
+    """A picture command: check ``output`` (a picture format, writable, none of the ``inputs``),
+    ``draw()`` it and print ``wrote OUTPUT``; an error is one line (exit status 1)."""
+    def work():
+        output_format(output)
+        check_output(output, inputs=list(inputs), parents=True)
+        draw()
+        print(f"wrote {output}")
+
+    return one_line_errors(command, work)

@@ -9,12 +9,11 @@ from typing import List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
-from .._io import check_output
-from ..cli_options import one_line_errors, positive_int
+from ..cli_options import positive_int
 from ..windows import centred_stretch
 from .figure import DPI, PathLike, check_figure_size, output_format, save_figure
-from .logo import (MAX_LOGO_PANELS, decode_strings, draw_panel, figure_heading, logo_figure, open_h5, region_note,
-                   region_places, region_rows)
+from .logo import (MAX_LOGO_PANELS, add_picture_arguments, decode_strings, draw_panel, figure_heading, logo_figure,
+                   open_h5, region_note, region_places, region_rows, run_picture)
 
 #: The stretch drawn when none is chosen: at most this many central bases of the stored stretch.
 DEFAULT_PLOT_STRETCH = 200
@@ -156,16 +155,12 @@ def add_saliency_plot_subcommand(subparsers) -> argparse.ArgumentParser:
         description="Per region of a saliency.h5 (basenji2-fast saliency): a logo of the reference bases scaled "
                     "by input x gradient over a heatmap of the stored score of every base, titled with the tracks "
                     "and bins whose predictions were summed.")
-    p.add_argument("saliency_h5", help="saliency.h5 written by basenji2-fast saliency")
-    p.add_argument("-o", "--output", required=True, help="picture to write: .png, .svg or .pdf")
-    p.add_argument("--regions", default=None, help="comma-separated region indices, 0-based (default: all)")
-    g = p.add_mutually_exclusive_group()
+    g = add_picture_arguments(p, "saliency_h5", "saliency.h5 written by basenji2-fast saliency")
+    g = g.add_mutually_exclusive_group()
     g.add_argument("--stretch", type=positive_int, default=None, metavar="LEN",
                    help=f"draw the central LEN bases of the stored stretch (default: up to {DEFAULT_PLOT_STRETCH})")
     g.add_argument("--positions", default=None, metavar="A-B",
                    help="draw stored positions A..B-1 (0-based, end excluded, 5'->3' on the region's strand)")
-    p.add_argument("--title", default=None, help="figure title")
-    p.add_argument("--dpi", type=positive_int, default=DPI, help=f"pixels per inch of a PNG (default {DPI})")
     p.set_defaults(func=run_saliency_plot)
     return p
 
@@ -173,11 +168,6 @@ def add_saliency_plot_subcommand(subparsers) -> argparse.ArgumentParser:
 def run_saliency_plot(args: argparse.Namespace) -> int:
     """The ``saliency-plot`` subcommand: writes the picture and prints ``wrote PATH``; on an error,
     prints ``basenji2-fast saliency-plot: error: ...`` (one line) and returns 1."""
-    def work():
-        output_format(args.output)
-        check_output(args.output, inputs=[args.saliency_h5], parents=True)
-        plot_saliency(args.saliency_h5, args.output, regions=args.regions, stretch=args.stretch,
-                      positions=args.positions, title=args.title, dpi=args.dpi)
-        print(f"wrote {args.output}")
-
-    return one_line_errors("saliency-plot", work)
+    return run_picture("saliency-plot", args.output, [args.saliency_h5], lambda: plot_saliency(
+        args.saliency_h5, args.output, regions=args.regions, stretch=args.stretch, positions=args.positions,
+        title=args.title, dpi=args.dpi))

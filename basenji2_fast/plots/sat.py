@@ -11,13 +11,11 @@ from typing import List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
-from .._io import check_output
-from ..cli_options import one_line_errors, positive_int
 from ..targets import Targets, TrackSelection, read_targets, select_tracks
 from .figure import DPI, PathLike, check_figure_size, output_format, panel_titles, save_figure
-from .logo import (LOGO_INCH_PER_BP, LOGO_MAX_WIDTH, LOGO_PANEL_HEIGHT, LOGO_TOP, MAX_LOGO_PANELS, decode_strings,
-                   draw_panel, figure_heading, index_list, logo_figure, logo_figure_size, open_h5, region_note,
-                   region_places, region_rows)
+from .logo import (LOGO_INCH_PER_BP, LOGO_MAX_WIDTH, LOGO_PANEL_HEIGHT, LOGO_TOP, MAX_LOGO_PANELS,
+                   add_picture_arguments, decode_strings, draw_panel, figure_heading, index_list, logo_figure,
+                   logo_figure_size, open_h5, region_note, region_places, region_rows, run_picture)
 
 #: At most this many (region, track) logo + heatmap pairs in one picture.
 MAX_SAT_PANELS = MAX_LOGO_PANELS
@@ -204,18 +202,14 @@ def add_sat_plot_subcommand(subparsers) -> argparse.ArgumentParser:
         description="Per region and track of a saturation mutagenesis scores.h5 (basenji_sat_bed.py or "
                     "basenji2-fast sat): a logo of the reference bases scaled by importance (minus the mean "
                     "effect of the three substitutions) over a heatmap of every substitution's effect.")
-    p.add_argument("scores_h5", help="scores.h5 written by sat / basenji_sat_bed.py")
-    p.add_argument("-o", "--output", required=True, help="picture to write: .png, .svg or .pdf")
-    p.add_argument("--stat", default="sum", help="statistic to draw (default sum; e.g. center, scd)")
-    p.add_argument("--regions", default=None, help="comma-separated region indices, 0-based (default: all)")
-    p.add_argument("--tracks", default=None, metavar="SELECTOR",
+    g = add_picture_arguments(p, "scores_h5", "scores.h5 written by sat / basenji_sat_bed.py")
+    g.add_argument("--stat", default="sum", help="statistic to draw (default sum; e.g. center, scd)")
+    g.add_argument("--tracks", default=None, metavar="SELECTOR",
                    help="comma-separated track columns, identifiers, or a regular expression over the "
                         "descriptions (default: all)")
-    p.add_argument("-t", "--targets", default=None, help="basenji targets.txt (track names and selectors)")
-    p.add_argument("--heatmap", choices=("effect", "score"), default="effect",
+    g.add_argument("-t", "--targets", default=None, help="basenji targets.txt (track names and selectors)")
+    g.add_argument("--heatmap", choices=("effect", "score"), default="effect",
                    help="effect: alt - ref (default); score: the stored scores")
-    p.add_argument("--title", default=None, help="figure title")
-    p.add_argument("--dpi", type=positive_int, default=DPI, help=f"pixels per inch of a PNG (default {DPI})")
     p.set_defaults(func=run_sat_plot)
     return p
 
@@ -223,11 +217,6 @@ def add_sat_plot_subcommand(subparsers) -> argparse.ArgumentParser:
 def run_sat_plot(args: argparse.Namespace) -> int:
     """The ``sat-plot`` subcommand: writes the picture and prints ``wrote PATH``; on an error,
     prints ``basenji2-fast sat-plot: error: ...`` (one line) and returns 1."""
-    def work():
-        output_format(args.output)
-        check_output(args.output, inputs=[args.scores_h5, args.targets], parents=True)
-        plot_sat(args.scores_h5, args.output, stat=args.stat, regions=args.regions, tracks=args.tracks,
-                 labels=args.targets, heatmap=args.heatmap, title=args.title, dpi=args.dpi)
-        print(f"wrote {args.output}")
-
-    return one_line_errors("sat-plot", work)
+    return run_picture("sat-plot", args.output, [args.scores_h5, args.targets], lambda: plot_sat(
+        args.scores_h5, args.output, stat=args.stat, regions=args.regions, tracks=args.tracks, labels=args.targets,
+        heatmap=args.heatmap, title=args.title, dpi=args.dpi))

@@ -49,7 +49,7 @@ from .. import runner
 from .._io import atomic_output, check_output, to_float16
 from ..cli_options import (add_distributed_options, add_ensemble_options, add_fasta_option, add_model_options,
                            add_run_options, add_track_options, distributed_kwargs, load_model, one_line_errors,
-                           track_request)
+                           print_written, track_request)
 from ..genome import (Region, as_fasta, as_regions, check_contigs, check_span, fasta_identity, fasta_path,
                       parse_interval, read_bed)
 from ..model import Ensemble
@@ -391,10 +391,6 @@ def run_sat(args: argparse.Namespace) -> int:
                        mut_up=args.mut_up, mut_down=args.mut_down, stats=stats, head=head, tracks=tracks,
                        targets=targets, rc=args.rc, shifts=args.shifts, n_encoding=args.n_encoding,
                        progress=not args.quiet, **distributed_kwargs(args))
-        if isinstance(path, dict):
-            print(f"wrote {', '.join(map(str, path.values()))}")
-        else:
-            print(f"wrote {path}" + ("; combine the shards with basenji2-fast merge" if path.name == "shard.json"
-                                     else ""))
+        print_written(path)
 
     return one_line_errors(getattr(args, "command", None) or "sat", work)

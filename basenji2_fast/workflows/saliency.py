@@ -49,7 +49,7 @@ from .. import runner
 from .._io import atomic_output, check_output
 from ..cli_options import (add_batch_size_option, add_distributed_options, add_ensemble_options, add_fasta_option,
                            add_model_options, add_run_options, add_track_options, distributed_kwargs, load_model,
-                           one_line_errors, positive_int, track_request)
+                           one_line_errors, positive_int, print_written, track_request)
 from ..dna import onehot_mask
 from ..genome import Region, as_fasta, as_regions, check_contigs, fasta_identity, fasta_path, read_bed
 from ..model import SALIENCY_METHODS, Ensemble
@@ -241,10 +241,6 @@ def run_saliency(args: argparse.Namespace) -> int:
                             bins=args.bins, method=args.method, head=head, tracks=tracks, targets=targets,
                             rc=args.rc, shifts=args.shifts, n_encoding=args.n_encoding, batch_size=args.batch_size,
                             progress=not args.quiet, **distributed_kwargs(args))
-        if isinstance(path, dict):
-            print(f"wrote {', '.join(map(str, path.values()))}")
-        else:
-            print(f"wrote {path}" + ("; combine the shards with basenji2-fast merge" if path.name == "shard.json"
-                                     else ""))
+        print_written(path)
 
     return one_line_errors(getattr(args, "command", None) or "saliency", work)
