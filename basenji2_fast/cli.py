@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
         "merge", help="combine --shard outputs into the final output",
         description="Check that the shard folders hold every shard 0..N-1 of one job exactly once and every task "
                     "once, then write the output a run without --shard writes (bigWigs, predict.h5, sad.h5, "
-                    "scores.h5) into OUT_DIR.")
+                    "scores.h5, saliency.h5) into OUT_DIR.")
     p.add_argument("shards", nargs="+", help="shard folders (the -o of each --shard I/N run)")
     p.add_argument("-o", "--out-dir", required=True, help="output folder")
     p.set_defaults(func=run_merge)
