@@ -1256,8 +1256,9 @@ def format_table(res: dict) -> str:
     gr = res.get("gradients")
     if gr:
         lines.append("")
-        lines.append(f"gradients, fp32, batch 1 ({res['settings']['rounds']} rounds x {res['settings']['gradient_passes']} "
-                     "passes, same run): d(sum of the predictions over all tracks and all bins) / d(one-hot input)")
+        st = res["settings"]
+        lines.append(f"gradients, fp32, batch 1 ({st['rounds']} rounds x {st['gradient_passes']} passes, same run): "
+                     "d(sum of the predictions over all tracks and all bins) / d(one-hot input)")
         hdr = f"  {'engine':<66} {'med s/seq':>9} {'min s/seq':>9} {'RSS MB':>7}"
         lines += [hdr, "  " + "-" * (len(hdr) - 2)]
         for r in gr["rows"]:

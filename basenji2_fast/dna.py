@@ -27,7 +27,8 @@ _impl = _compiled if _compiled is not None else _dna_py
 
 SeqLike = Union[str, bytes]
 
-__all__ = ["encode", "encode_batch", "revcomp", "decode", "onehot_to_codes", "onehot_mask", "is_available", "shift_codes",
+__all__ = ["encode", "encode_batch", "revcomp", "decode", "onehot_to_codes", "onehot_mask", "is_available",
+           "shift_codes",
            "COMPLEMENT", "VALID_LETTERS", "first_invalid"]
 
 #: code -> the code of the complementary base (A<->T, C<->G; N, uniform and any other value

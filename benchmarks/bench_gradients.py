@@ -121,8 +121,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=default_threads(), help="threads for every engine (default: all CPUs)")
     ap.add_argument("--repeats", type=int, default=5, help="timed passes per engine after one warm-up (default 5)")
     ap.add_argument("--tracks", default="all", help="all (default), a count N spread over the head, or i,j,...")
-    ap.add_argument("--bins", default="all", help="all (default), center (bins 448-449, as sat's center statistic) or A-B "
-                                                       "(bins A..B-1)")
+    ap.add_argument("--bins", default="all",
+                    help="all (default), center (bins 448-449, as sat's center statistic) or A-B (bins A..B-1)")
     ap.add_argument("--engines", default="forward,gradients,torch",
                     help="a subset of " + ",".join(ENGINES) + " (default forward,gradients,torch)")
     ap.add_argument("--seed", type=int, default=0, help="seed for weights and the sequence")
