@@ -609,12 +609,12 @@ def fidelity_flag(precision: str, cmp: dict) -> str:
 def compare_gradients(ours: np.ndarray, peer: np.ndarray, tol: float = 1e-3) -> dict:
     """Our input gradient vs a peer's (both [..., L, 4]), relative to the peer's largest |value|:
     the largest and the median position's max |Δ| over the four bases, the share of positions
-    beyond ``tol``, and the relative L2 error."""
+    beyond ``tol`` (``share_beyond_tol``), and the relative L2 error."""
     a, b = ours.astype(np.float64), peer.astype(np.float64)
     scale = float(np.abs(b).max())
     per_pos = np.abs(a - b).max(axis=-1).ravel() / scale
     return {"max_abs_grad": scale, "max_rel": float(per_pos.max()), "median_rel": float(np.median(per_pos)),
-            f"share_beyond_{tol:g}": float(np.mean(per_pos > tol)),
+            "tol": tol, "share_beyond_tol": float(np.mean(per_pos > tol)),
             "l2_rel": float(np.linalg.norm(a - b) / np.linalg.norm(b))}
 
 

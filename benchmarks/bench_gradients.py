@@ -235,7 +235,7 @@ def print_table(results: dict, engines) -> None:
         a = runs.get(peer, {}).get("agreement")
         if a:
             print(f"ours vs {NAMES[peer]}: max |delta| / max |grad| {a['max_rel']:.2e} (median position "
-                  f"{a['median_rel']:.1e}; {a['share_beyond_1e-3']:.2%} of positions beyond 1e-3; relative L2 "
+                  f"{a['median_rel']:.1e}; {a['share_beyond_tol']:.2%} of positions beyond {a['tol']:g}; relative L2 "
                   f"{a['l2_rel']:.2e}; max |grad| {a['max_abs_grad']:.3g})")
     la, lb = results["load_average_before"], results["load_average_after"]
     print(f"load average (1 min) before {la[0]:.2f}, after {lb[0]:.2f}: a shared machine; compare the ratios")
