@@ -27,6 +27,7 @@ _LAZY = {
     "score_variants": ".workflows.variants",
     "write_sad": ".workflows.variants",
     "saturation_mutagenesis": ".workflows.ism",
+    "saliency_bed": ".workflows.saliency",
     "embed_bed": ".workflows.embed",
     "embed_regions": ".workflows.embed",
     "fit_head": ".workflows.heads",
@@ -50,4 +51,4 @@ def __dir__():
 
 __all__ = ["__version__", "FormatError", "Model", "build_info", "convert", "embed_bed", "embed_regions", "evaluate",
            "fit_head", "load", "load_spec", "merge_shards", "predict_genome", "predict_regions", "read_targets",
-           "saturation_mutagenesis", "score_variants", "select_tracks", "write_sad"]
+           "saliency_bed", "saturation_mutagenesis", "score_variants", "select_tracks", "write_sad"]

@@ -28,6 +28,11 @@ run, on the machine's measured limit.
   varies, std >= 0.01), flagged when out of bounds (:data:`FIDELITY`).
 * **Throughput.** Batch sizes beyond 1 for a subset of the engines (fresh workers per batch),
   and ``predict-genome`` windows per second in bf16 on a small synthetic genome.
+* **Gradients.** Our forward pass, our gradient pass (``Model.gradients``: the predictions
+  summed over all tracks and bins, differentiated with respect to the one-hot input) and torch
+  autograd computing the same gradient on basenji2-pytorch (our GELU swapped in, frozen
+  weights), rounds alternating as above: the ratios gradients / forward and torch / ours, and
+  how the two gradients agree (:func:`compare_gradients`).
 
 The weights copy into basenji2-pytorch and its ONNX export are made once into a cache folder.
 """
@@ -480,21 +485,30 @@ def _load_ours(cfg: dict):
 
 
 def _worker_ours(cfg: dict) -> None:
+    """Our engine: ``predict`` (``cfg["task"]`` "predict", the default) or ``gradients`` of the
+    predictions summed over ``cfg["tracks"]`` and ``cfg["bins"]`` (None: all)."""
     t0 = time.perf_counter()
     model = _load_ours(cfg)
     load_s = time.perf_counter() - t0
     codes = np.load(cfg["codes"])
     info = model.info()
     flops = info.get("flops_per_sequence")
+    tracks, bins = cfg.get("tracks"), cfg.get("bins")
+    if cfg.get("task", "predict") == "gradients":
+        def compute(c):
+            return model.gradients(c, tracks=tracks, bins=bins, batch_size=len(c))
+    else:
+        def compute(c):
+            return model.predict(c, tracks=tracks, batch_size=len(c))
 
     def run(arg):
         b = int(arg or 1)
-        t = time.perf_counter()
-        model.predict(codes[:b], batch_size=b)
-        return {"t": time.perf_counter() - t, "n": b}
+        t, c = time.perf_counter(), time.process_time()
+        compute(codes[:b])
+        return {"t": time.perf_counter() - t, "cpu": time.process_time() - c, "n": b}
 
     def save(path):
-        np.save(path, model.predict(codes[:1]))
+        np.save(path, compute(codes[:1]))
         return {"saved": path}
 
     serve({"run": run, "save": save},
@@ -592,6 +606,18 @@ def fidelity_flag(precision: str, cmp: dict) -> str:
     return ""
 
 
+def compare_gradients(ours: np.ndarray, peer: np.ndarray, tol: float = 1e-3) -> dict:
+    """Our input gradient vs a peer's (both [..., L, 4]), relative to the peer's largest |value|:
+    the largest and the median position's max |Δ| over the four bases, the share of positions
+    beyond ``tol`` (``share_beyond_tol``), and the relative L2 error."""
+    a, b = ours.astype(np.float64), peer.astype(np.float64)
+    scale = float(np.abs(b).max())
+    per_pos = np.abs(a - b).max(axis=-1).ravel() / scale
+    return {"max_abs_grad": scale, "max_rel": float(per_pos.max()), "median_rel": float(np.median(per_pos)),
+            "tol": tol, "share_beyond_tol": float(np.mean(per_pos > tol)),
+            "l2_rel": float(np.linalg.norm(a - b) / np.linalg.norm(b))}
+
+
 # ---------------------------------------------------------------------------------------------
 # the run
 
@@ -610,6 +636,7 @@ class BenchOptions:
     batches: Sequence[int] = (1, 2, 4, 8)
     batch_engines: Sequence[str] = DEFAULT_BATCH_ENGINES
     batch_rounds: int = 2
+    gradient_passes: int = 2  # per round, of our forward, our gradients and torch autograd; 0: none
     genome_windows: int = 4  # 0: no predict-genome measurement
     genome_tracks: int = 10
     group_repeats: int = 3
@@ -886,6 +913,54 @@ def _prepare_files(opts: BenchOptions, peers: List[str], log) -> tuple:
     return model_path, info, peer_files, peer_why
 
 
+def _gradient_phase(run: "_Run", opts: BenchOptions, model_path: str, info: dict, codes: Path, tmp: Path,
+                    peers: List[str], peer_files: dict, peer_why: Dict[str, str], isa: str) -> dict:
+    """Same run, batch 1, fp32: our forward (``predict``), our gradient pass (``gradients``: one
+    forward and one backward pass) of the predictions summed over all tracks and all bins, and
+    torch autograd computing the same gradient on basenji2-pytorch carrying the same weights
+    with our GELU (frozen weights: the input's gradient only). Rows, the ratios gradients /
+    forward and torch / gradients, and how our gradient agrees with torch's."""
+    gelu = info["gelu"]
+    entries = []
+    for task, label in (("predict", "basenji2-fast forward (predict)"),
+                        ("gradients", "basenji2-fast gradients (forward + backward)")):
+        cfg = {"kind": "ours", "task": task, "precision": "fp32", "threads": opts.threads, "codes": str(codes),
+               "model": model_path}
+        entries.append(Entry(f"gradients: ours {task}", label, "fp32", gelu, _worker_cmd(cfg), _env(opts.threads, isa),
+                             isa))
+    torch_key = "gradients: torch autograd"
+    torch_label = f"torch autograd (basenji2-pytorch, {gelu} GELU, frozen weights)"
+    if "torch" not in peers:
+        run.status[torch_key] = "not run: framework peers left out (--peers / --no-peer)"
+    elif peer_files.get("pth") is None:
+        run.status[torch_key] = f"not run: {peer_why.get('torch', 'no basenji2-pytorch weights')}"
+    else:
+        cfg = {"runtime": "torch", "task": "gradients", "gelu": gelu, "threads": opts.threads, "codes": str(codes),
+               "pth": peer_files["pth"]}
+        entries.append(Entry(torch_key, torch_label, "fp32", gelu, [_peer_python(opts, "torch"),
+                             str(Path(__file__).with_name("peers.py")), json.dumps(cfg)], _env(opts.threads)))
+    got = run.phase(entries, 1, opts.rounds, opts.gradient_passes, codes, save_dir=tmp)
+    rows, med = [], {}
+    for key, label in [(e.key, e.label) for e in entries[:2]] + [(torch_key, torch_label)]:
+        row = {"key": key, "label": label}
+        if key in got and got[key]["times"]:
+            ts = got[key]["times"]
+            med[key] = statistics.median(ts)
+            row.update(median_s_per_seq=med[key], min_s_per_seq=min(ts), times_s_per_seq=ts,
+                       peak_rss_mb=got[key]["report"].get("peak_rss_mb"), report=got[key]["report"])
+        else:
+            row["status"] = run.status.get(key, "failed")
+        rows.append(row)
+    fwd, grad = (med.get(e.key) for e in entries[:2])
+    out = {"tracks": "all", "bins": "all", "gelu": gelu, "rows": rows,
+           "gradients_over_forward": grad / fwd if grad and fwd else None,
+           "torch_over_gradients": med[torch_key] / grad if grad and torch_key in med else None}
+    ours_out, torch_out = got.get(entries[1].key, {}).get("output"), got.get(torch_key, {}).get("output")
+    if ours_out is not None and torch_out is not None:
+        out["agreement"] = compare_gradients(np.load(ours_out), np.load(torch_out))
+    return out
+
+
 def run_bench(opts: BenchOptions, log=print) -> dict:
     """Run the benchmark; returns the results (see :func:`format_table`)."""
     from .version import __version__
@@ -985,6 +1060,10 @@ def run_bench(opts: BenchOptions, log=print) -> dict:
                 else:
                     row["status"] = "failed"
                 res["batches"].append(row)
+        # -- gradients: our forward, our gradient pass, torch autograd -------------------------------
+        if opts.gradient_passes > 0:
+            res["gradients"] = _gradient_phase(run, opts, model_path, res["model"], codes, tmp, peers, peer_files,
+                                               peer_why, isas[0])
         # -- predict-genome windows per second, bf16 ----------------------------------------------
         if opts.genome_windows > 0:
             prec = "bf16" if "bf16" in PRECISIONS else "fp32"
@@ -1174,6 +1253,28 @@ def format_table(res: dict) -> str:
                              f"{row.get('peak_rss_mb') or 0:.0f}" if row and "median_s_per_seq" in row else "failed")
             label = next(b["label"] for b in res["batches"] if b["key"] == k)
             lines.append(f"  {label:<44} " + " ".join(f"{c:>22}" for c in cells))
+    gr = res.get("gradients")
+    if gr:
+        lines.append("")
+        st = res["settings"]
+        lines.append(f"gradients, fp32, batch 1 ({st['rounds']} rounds x {st['gradient_passes']} passes, same run): "
+                     "d(sum of the predictions over all tracks and all bins) / d(one-hot input)")
+        hdr = f"  {'engine':<66} {'med s/seq':>9} {'min s/seq':>9} {'RSS MB':>7}"
+        lines += [hdr, "  " + "-" * (len(hdr) - 2)]
+        for r in gr["rows"]:
+            if "median_s_per_seq" not in r:
+                lines.append(f"  {r['label']:<66} {r.get('status', 'not run')}")
+                continue
+            lines.append(f"  {r['label']:<66} {r['median_s_per_seq']:>9.3f} {r['min_s_per_seq']:>9.3f} "
+                         f"{_f(r.get('peak_rss_mb'), '.0f', 7)}")
+        if gr.get("gradients_over_forward") is not None:
+            lines.append(f"  ours gradients / ours forward (median s/seq): {gr['gradients_over_forward']:.2f}")
+        if gr.get("torch_over_gradients") is not None:
+            lines.append(f"  torch autograd / ours gradients (median s/seq): {gr['torch_over_gradients']:.2f}")
+        a = gr.get("agreement")
+        if a:
+            lines.append(f"  ours vs torch autograd: max |d| / max |grad| {a['max_rel']:.2e} (median position "
+                         f"{a['median_rel']:.1e}, relative L2 {a['l2_rel']:.2e}, max |grad| {a['max_abs_grad']:.3g})")
     g = res.get("genome")
     if g:
         lines.append("")
@@ -1224,7 +1325,8 @@ def options_from_args(args) -> BenchOptions:
         threads=args.threads, rounds=args.rounds, passes=args.passes,
         batches=[int(b) for b in _csv(args.batch, "--batch")],
         batch_engines=_csv(args.batch_engines, "--batch-engines"), batch_rounds=args.batch_rounds,
-        genome_windows=args.genome_windows, genome_tracks=args.genome_tracks, group_repeats=args.group_repeats,
+        gradient_passes=args.gradient_passes, genome_windows=args.genome_windows, genome_tracks=args.genome_tracks,
+        group_repeats=args.group_repeats,
         peak_trials=args.peak_trials, seed=args.seed, cache_dir=args.cache_dir, peer_python=peer_python)
     if opts.algorithms is not None and not engine_accepts_algorithm():
         raise ValueError("--algorithms: this engine has one convolution algorithm")
@@ -1236,6 +1338,8 @@ def options_from_args(args) -> BenchOptions:
             raise ValueError(f"{name} must be >= 1")
     if opts.genome_windows < 0:
         raise ValueError("--genome-windows must be >= 0")
+    if opts.gradient_passes < 0:
+        raise ValueError("--gradient-passes must be >= 0")
     return opts
 
 
@@ -1285,6 +1389,9 @@ def add_bench_subcommand(sub) -> None:
                    help="engines of the batch sweep: ours, ours-fp32, ours-bf16, ... and runtime names "
                         f"(default {','.join(DEFAULT_BATCH_ENGINES)})")
     p.add_argument("--batch-rounds", type=int, default=2, help="rounds of one pass per batch size > 1 (default 2)")
+    p.add_argument("--gradient-passes", type=int, default=2,
+                   help="passes per round of our forward, our gradients and torch autograd, all tracks and bins "
+                        "(default 2; 0: skip)")
     p.add_argument("--genome-windows", type=int, default=4,
                    help="predict-genome windows of a synthetic genome, bf16 (default 4; 0: skip)")
     p.add_argument("--genome-tracks", type=int, default=10, help="tracks predict-genome writes (default 10)")

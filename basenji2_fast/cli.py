@@ -18,7 +18,7 @@ from .bench import add_bench_subcommand
 from .cli_options import OneLineParser, add_model_options, load_model, one_line_errors
 from .convert import add_convert_subcommand
 from .model import build_info
-from .plots import add_plot_subcommand, add_sat_plot_subcommand
+from .plots import add_plot_subcommand, add_saliency_plot_subcommand, add_sat_plot_subcommand
 from .workflows.embed import add_embed_subcommand
 from .workflows.evaluate import add_test_subcommand
 from .workflows.genome_tiling import add_predict_genome_subcommand
@@ -26,6 +26,7 @@ from .workflows.heads import add_fit_head_subcommand
 from .workflows.ism import add_sat_subcommand
 from .workflows.orthologs import add_orthologs_subcommand
 from .workflows.regions import add_predict_bed_subcommand
+from .workflows.saliency import add_saliency_subcommand
 from .workflows.variants import add_sad_subcommand
 from .fetch import add_fetch_subcommand
 
@@ -84,9 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_predict_bed_subcommand(sub)
     add_sad_subcommand(sub)
     add_sat_subcommand(sub)
+    add_saliency_subcommand(sub)
     add_orthologs_subcommand(sub)
     add_plot_subcommand(sub)
     add_sat_plot_subcommand(sub)
+    add_saliency_plot_subcommand(sub)
     add_embed_subcommand(sub)
     add_fit_head_subcommand(sub)
     add_test_subcommand(sub)
@@ -96,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
         "merge", help="combine --shard outputs into the final output",
         description="Check that the shard folders hold every shard 0..N-1 of one job exactly once and every task "
                     "once, then write the output a run without --shard writes (bigWigs, predict.h5, sad.h5, "
-                    "scores.h5) into OUT_DIR.")
+                    "scores.h5, saliency.h5) into OUT_DIR.")
     p.add_argument("shards", nargs="+", help="shard folders (the -o of each --shard I/N run)")
     p.add_argument("-o", "--out-dir", required=True, help="output folder")
     p.set_defaults(func=run_merge)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+from pathlib import Path
 from typing import List
 
 from ._io import one_line_errors  # noqa: F401  (re-exported: the error block every subcommand uses)
@@ -195,3 +196,13 @@ def distributed_kwargs(args: argparse.Namespace) -> dict:
     the workflow functions take them."""
     return {"scheduler": getattr(args, "scheduler", None), "workers": getattr(args, "workers", None),
             "shard": getattr(args, "shard", None)}
+
+
+def print_written(path) -> None:
+    """Say what a workflow wrote: its output file, one per head (a dict {head: path}), or a
+    shard's ``shard.json`` with the step that follows."""
+    if isinstance(path, dict):
+        print(f"wrote {', '.join(map(str, path.values()))}")
+    else:
+        print(f"wrote {path}" + ("; combine the shards with basenji2-fast merge" if Path(path).name == "shard.json"
+                                 else ""))

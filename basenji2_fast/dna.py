@@ -27,7 +27,8 @@ _impl = _compiled if _compiled is not None else _dna_py
 
 SeqLike = Union[str, bytes]
 
-__all__ = ["encode", "encode_batch", "revcomp", "decode", "onehot_to_codes", "is_available", "shift_codes",
+__all__ = ["encode", "encode_batch", "revcomp", "decode", "onehot_to_codes", "onehot_mask", "is_available",
+           "shift_codes",
            "COMPLEMENT", "VALID_LETTERS", "first_invalid"]
 
 #: code -> the code of the complementary base (A<->T, C<->G; N, uniform and any other value
@@ -225,6 +226,12 @@ def decode(codes: np.ndarray):
                 raise ValueError(f"sequence {i}: {err}") from None
         return out
     raise ValueError(f"decode expects codes of shape [L] or [B, L], got {arr.shape}")
+
+
+def onehot_mask(codes: np.ndarray) -> np.ndarray:
+    """uint8 codes [...] -> bool [..., 4]: True in the column of the base (A, C, G, T); the row
+    of an N (or uniform) position is all False."""
+    return np.asarray(codes)[..., None] == np.arange(4, dtype=np.uint8)
 
 
 def onehot_to_codes(x: np.ndarray) -> Tuple[np.ndarray, bool]:

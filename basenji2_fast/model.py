@@ -203,6 +203,11 @@ def _gflop(flops: float) -> float:
     return float(f"{flops / 1e9:.5g}")
 
 
+#: What :meth:`Model.saliency` returns: the gradient, the one-hot input times it, or the gradient
+#: less its mean over the four bases.
+SALIENCY_METHODS = ("grad", "input_x_grad", "centered")
+
+
 @dataclass(frozen=True)
 class Ensemble:
     """basenji's test-time ensemble, and how sequences go through the engine.
@@ -715,6 +720,16 @@ class Model:
                             strand_pair=strand_pair)[0]
 
     # Gradients ---------------------------------------------------------------------------------
+    def require_gradients(self) -> None:
+        """Raise ValueError, saying what to load instead, when this model cannot compute
+        :meth:`gradients` (they run on the CPU engine in fp32), so a workflow can refuse before
+        its long work."""
+        if self.device != "cpu":
+            raise ValueError("gradients run on the CPU engine: load the model with device='cpu'")
+        if self.precision != "fp32":
+            raise ValueError(f"gradients are computed in fp32: load the model with precision='fp32' "
+                             f"(this one is {self.precision})")
+
     def gradients(self, x: SequenceInput, tracks: Optional[Iterable[int]] = None, bins: Optional[Iterable[int]] = None,
                   head: Optional[str] = None, rc: bool = False, shifts: Sequence[int] = (0,),
                   n_encoding: str = "zeros", strand_pair: Optional[Sequence[int]] = None,
@@ -745,11 +760,7 @@ class Model:
         -------
         float32 [B, L, 4]
         """
-        if self.device != "cpu":
-            raise ValueError("gradients run on the CPU engine: load the model with device='cpu'")
-        if self.precision != "fp32":
-            raise ValueError(f"gradients are computed in fp32: load the model with precision='fp32' "
-                             f"(this one is {self.precision})")
+        self.require_gradients()
         ensemble = self._ensemble(rc, shifts, n_encoding, batch_size)
         codes, n_uniform, _, head_index, idx, n_out, pair = self._one_head(x, head, tracks, n_encoding, strand_pair,
                                                                            "gradients are taken")
@@ -811,9 +822,8 @@ class Model:
         -------
         float32 [B, L, 4]
         """
-        methods = ("grad", "input_x_grad", "centered")
-        if method not in methods:
-            raise ValueError(f"method={method!r}; expected one of {methods}")
+        if method not in SALIENCY_METHODS:
+            raise ValueError(f"method={method!r}; expected one of {SALIENCY_METHODS}")
         g = self.gradients(x, tracks=tracks, bins=bins, head=head, rc=rc, shifts=shifts, n_encoding=n_encoding,
                            strand_pair=strand_pair, batch_size=batch_size)
         if method == "centered":

@@ -8,8 +8,9 @@ not this package (``--peer-python tf=/path/to/python``)::
     python peers.py '{"runtime": "ort", "threads": 2, "codes": "codes.npy", "onnx": "m.onnx"}'
 
 A worker answers its parent line by line (:func:`serve`): ``run B`` times one pass of
-batch ``B`` and answers ``{"t": seconds, "n": sequences computed}``; ``save PATH`` writes
-the output of sequence 0 (float32 [1, bins, tracks]); ``finish`` answers the worker's
+batch ``B`` and answers ``{"t": seconds, "cpu": the process's CPU seconds, "n": sequences
+computed}``; ``save PATH`` writes the output of sequence 0 (float32 [1, bins, tracks]; a
+gradient worker's, ``"task": "gradients"``, [1, L, 4]); ``finish`` answers the worker's
 report with its peak RSS. A framework that is not installed answers ``{"not_installed":
 why}`` instead of ``ready``; a configuration the CPU cannot run, ``{"unsupported": why}``.
 
@@ -289,6 +290,41 @@ def _load_torch(cfg: dict, compiled: bool, bf16: bool):
                            + (", bf16 autocast" if bf16 else "")}
 
 
+def _load_torch_gradients(cfg: dict):
+    """basenji2-pytorch's gradient of its summed predictions with respect to the one-hot input,
+    by autograd, fp32: the published sigmoid GELU swapped in when ``cfg["gelu"]`` is "sigmoid";
+    ``tracks`` / ``bins`` (None: all) choose what is summed. The weights are frozen (autograd
+    then computes the input's gradient only, its cheapest configuration) unless
+    ``cfg["weight_grads"]``, as a model fresh from ``torch.load`` has them. run(codes) ->
+    (gradient float32 [B, L, 4], B)."""
+    import torch  # noqa: PLC0415
+
+    torch.set_num_threads(cfg["threads"])
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:
+        pass
+    model = basenji2_pytorch(cfg["pth"])
+    if cfg.get("gelu") == "sigmoid":
+        use_sigmoid_gelu(model)
+    weight_grads = bool(cfg.get("weight_grads"))
+    for prm in model.parameters():
+        prm.requires_grad_(weight_grads)
+    tracks, bins = cfg.get("tracks"), cfg.get("bins")
+    cols = slice(None) if tracks is None else torch.tensor(tracks)
+    rows = slice(None) if bins is None else torch.tensor(bins)
+
+    def run(codes):
+        model.zero_grad(set_to_none=True)
+        x = torch.from_numpy(onehot(codes, "bcl")).requires_grad_(True)
+        model(x)[:, rows][:, :, cols].sum().backward()
+        return x.grad.numpy().transpose(0, 2, 1), len(codes)  # [B, L, 4]
+
+    return run, {"version": torch.__version__, "threads": torch.get_num_threads(),
+                 "config": f"autograd, {cfg.get('gelu') or 'erf'} GELU, "
+                           + ("weight gradients too" if weight_grads else "frozen weights")}
+
+
 def _load_ort(cfg: dict):
     import onnxruntime as ort  # noqa: PLC0415
 
@@ -372,6 +408,8 @@ def _worker(cfg: dict) -> int:
     try:
         if rt == "tf":
             run, report = _load_tf(cfg)
+        elif rt == "torch" and cfg.get("task") == "gradients":
+            run, report = _load_torch_gradients(cfg)
         elif rt.startswith("torch"):
             run, report = _load_torch(cfg, compiled="compile" in rt, bf16=rt.endswith("bf16"))
         elif rt == "ort":
@@ -388,9 +426,9 @@ def _worker(cfg: dict) -> int:
 
     def timed(arg):
         b = int(arg or 1)
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         _, n = run(codes[:b])
-        return {"t": time.perf_counter() - t, "n": n}
+        return {"t": time.perf_counter() - t, "cpu": time.process_time() - c, "n": n}
 
     def save(path):
         y = output(codes[:1]) if output is not None else run(codes[:1])[0]

@@ -29,7 +29,7 @@ as a single-head run of that head would write ``OUT/``.
 from __future__ import annotations
 
 import os
-from typing import Dict, Iterator, List, Optional, Tuple, Union
+from typing import Dict, Iterator, List, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 from tqdm import tqdm
@@ -74,6 +74,81 @@ def site_bins(model, site_length: Optional[int]) -> Tuple[int, int]:
                          "centred on the window")
     b0 = (nb - s // bs) // 2
     return b0, b0 + s // bs
+
+
+def centred_stretch(seq_length: int, length: int, up: Optional[int] = None,
+                    what: str = "stretch") -> Tuple[int, int]:
+    """(first, length) of a stretch of the window that starts ``up`` bases before the window's
+    centre ``L/2`` (default ``length // 2``: the stretch centred as basenji_sat_bed.py centres
+    its ``-l`` stretch). ValueError (naming ``what``) when it is empty or leaves the window."""
+    n = int(length)
+    up = n // 2 if up is None else int(up)
+    first = seq_length // 2 - up
+    if n <= 0:
+        raise ValueError(f"{what} length {n} must be >= 1")
+    if first < 0 or first + n > seq_length:
+        raise ValueError(f"{what} [{first}, {first + n}) does not fit in the {seq_length:,}-bp window")
+    return first, n
+
+
+def stretch_span(region, seq_length: int, first: int, length: int) -> Tuple[int, int]:
+    """Genomic (start, end) of the stretch ``[first, first + length)`` of the region's window
+    in the region's orientation: for a ``-`` strand region the window is reverse-complemented,
+    so stretch index ``k`` is genomic position ``end - 1 - k``."""
+    w0 = window(region, seq_length)[0]
+    if len(region) > 4 and region[4] == "-":
+        end = w0 + seq_length - first
+        return end - length, end
+    return w0 + first, w0 + first + length
+
+
+def center_bins(n_bins: int) -> Tuple[int, int]:
+    """The output bins ``[b0, b1)`` called the centre: ``n_bins // 2`` and the bin after it, the
+    two bins basenji_sat_bed.py's ``center`` statistic sums (for an even ``n_bins`` they start
+    at the window's midpoint)."""
+    return n_bins // 2, n_bins // 2 + 2
+
+
+BIN_CHOICES = "center, all, or A-B (0-based, end-exclusive)"
+
+
+class BinChoice(NamedTuple):
+    """Which output bins, as a user names them (:func:`parse_bins`): ``text`` is ``center``,
+    ``all`` or ``A-B``; ``span`` is (A, B) for the last; :meth:`indices` checks it against a model."""
+
+    text: str
+    span: Optional[Tuple[int, int]] = None
+
+    def indices(self, n_bins: int) -> Optional[List[int]]:
+        """The bins named, for a model of ``n_bins`` output bins (None: all of them); ValueError
+        when ``A-B`` leaves ``0 .. n_bins - 1``."""
+        if self.text == "all":
+            return None
+        if self.span is None:
+            return list(range(*center_bins(n_bins)))
+        a, b = self.span
+        if b > n_bins:
+            raise ValueError(f"bins {self.text!r}: bin {b - 1} does not exist; this model has {n_bins} output bins "
+                             f"(0..{n_bins - 1})")
+        return list(range(a, b))
+
+
+def parse_bins(text) -> BinChoice:
+    """``center`` (:func:`center_bins`), ``all``, or ``A-B``: bins ``A .. B-1`` (0-based, end
+    excluded, as BED) -> :class:`BinChoice`; ValueError naming the text for any other form or
+    ``A >= B``. (A BinChoice passes unchanged.)"""
+    if isinstance(text, BinChoice):
+        return text
+    t = str(text).strip()
+    if t in ("center", "all"):
+        return BinChoice(t)
+    a, sep, b = t.partition("-")
+    if not sep or not a.strip().isdigit() or not b.strip().isdigit():
+        raise ValueError(f"bins {text!r}: expected {BIN_CHOICES}")
+    a, b = int(a), int(b)
+    if a >= b:
+        raise ValueError(f"bins {text!r}: A-B names bins A..B-1, so A must be less than B")
+    return BinChoice(t, (a, b))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -33,7 +33,6 @@ max-norm a few 1e-3 at this size for any fp32 engine, torch's own included).
 from __future__ import annotations
 
 import argparse
-import copy
 import datetime as _dt
 import json
 import os
@@ -53,8 +52,9 @@ try:
 except ImportError:  # a checkout without `pip install -e .`
     sys.path.insert(0, str(REPO))
     import basenji2_fast as b2
-from basenji2_fast.bench import (Worker, build_provenance, codes_to_onehot_ncl, cpu_info,  # noqa: E402
-                                 default_threads, dist_version, engine_binary, random_codes, serve)
+from basenji2_fast import peers, windows  # noqa: E402
+from basenji2_fast.bench import (Worker, build_provenance, compare_gradients, cpu_info, default_threads,  # noqa: E402
+                                 dist_version, random_codes)
 
 SEQ_LENGTH, N_BINS, N_TRACKS = 131072, 896, 5313
 ENGINES = ("forward", "gradients", "torch", "torch-weights")
@@ -76,71 +76,23 @@ def parse_tracks(s: str):
 
 
 def parse_bins(s: str):
-    """"all" -> None; "center" -> the two central bins (basenji's sat "center"); "A-B" -> A..B-1."""
-    if s == "all":
-        return None
-    if s == "center":
-        return [N_BINS // 2 - 1, N_BINS // 2]
-    a, _, b = s.partition("-")
-    return list(range(int(a), int(b)))
+    """"all" -> None; "center" -> bins 448, 449 (sat's center statistic's); "A-B" -> A..B-1."""
+    return windows.parse_bins(s).indices(N_BINS)
 
 
 # ---------------------------------------------------------------------------------------------
-# children
+# the engines: `basenji2-fast bench`'s workers (ours: basenji2_fast.bench; torch: peers.py)
 
-def child(args) -> None:
-    cfg = json.loads(args._child)
-    kind = cfg["engine"]
-    codes = np.load(cfg["codes"])
-    tracks, bins = cfg["tracks"], cfg["bins"]
-    last = {}
-    if kind in ("forward", "gradients"):
-        t0 = time.perf_counter()
-        model = b2.load(cfg["st"], threads=cfg["threads"])
-        report = {"load_s": time.perf_counter() - t0, "isa": model.info()["isa"], **engine_binary()}
-        if kind == "forward":
-            def run():
-                return model.predict(codes, tracks=tracks)
-        else:
-            def run():
-                return model.gradients(codes, tracks=tracks, bins=bins)
-    else:
-        import torch
-
-        from basenji2_fast.peers import use_sigmoid_gelu
-
-        torch.set_num_threads(cfg["threads"])
-        t0 = time.perf_counter()
-        from basenji2_pytorch import Basenji2, basenji2_params
-
-        model = use_sigmoid_gelu(Basenji2(copy.deepcopy(basenji2_params["model"])))
-        model.load_state_dict(torch.load(cfg["pth"], map_location="cpu", weights_only=True))
-        model.eval()
-        if kind == "torch":
-            for p in model.parameters():
-                p.requires_grad_(False)
-        report = {"load_s": time.perf_counter() - t0, "torch_version": torch.__version__,
-                  "torch_threads": torch.get_num_threads()}
-        onehot = torch.from_numpy(codes_to_onehot_ncl(codes))  # [B, 4, L]
-        cols = slice(None) if tracks is None else torch.tensor(tracks)
-        rows = slice(None) if bins is None else torch.tensor(bins)
-
-        def run():
-            model.zero_grad(set_to_none=True)
-            x = onehot.clone().requires_grad_(True)
-            model(x)[:, rows][:, :, cols].sum().backward()
-            return x.grad.numpy().transpose(0, 2, 1)  # [B, L, 4]
-
-    def timed(_arg):
-        t, c = time.perf_counter(), time.process_time()
-        last["out"] = run()
-        return {"t": time.perf_counter() - t, "cpu": time.process_time() - c}
-
-    def finish(_arg):
-        if kind != "forward":
-            np.save(cfg["out"], last["out"])
-
-    serve({"run": timed, "finish": finish}, report)
+def worker_cmd(eng: str, codes: Path, pth: Path, st: Path, threads: int, tracks, bins) -> list:
+    """The command line of engine ``eng``'s long-lived worker (the bench protocol: ``run``,
+    ``save PATH``, ``finish``)."""
+    if eng in ("forward", "gradients"):
+        cfg = {"kind": "ours", "task": "predict" if eng == "forward" else "gradients", "precision": "fp32",
+               "threads": threads, "codes": str(codes), "model": str(st), "tracks": tracks, "bins": bins}
+        return [sys.executable, "-m", "basenji2_fast.bench", "--_worker", json.dumps(cfg)]
+    cfg = {"runtime": "torch", "task": "gradients", "gelu": "sigmoid", "weight_grads": eng == "torch-weights",
+           "threads": threads, "codes": str(codes), "pth": str(pth), "tracks": tracks, "bins": bins}
+    return [sys.executable, str(Path(peers.__file__)), json.dumps(cfg)]
 
 
 def prep(args) -> None:
@@ -163,35 +115,22 @@ def _env(threads: int) -> dict:
     return env
 
 
-def compare(ours: np.ndarray, peer: np.ndarray, tol: float = 1e-3) -> dict:
-    """Our gradient vs torch's, relative to torch's largest."""
-    a, b = ours.astype(np.float64), peer.astype(np.float64)
-    scale = float(np.abs(b).max())
-    per_pos = np.abs(a - b).max(axis=-1).ravel() / scale
-    return {"max_abs_grad": scale, "max_rel": float(per_pos.max()), "median_rel": float(np.median(per_pos)),
-            "share_beyond_1e-3": float(np.mean(per_pos > tol)),
-            "l2_rel": float(np.linalg.norm(a - b) / np.linalg.norm(b))}
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=default_threads(), help="threads for every engine (default: all CPUs)")
     ap.add_argument("--repeats", type=int, default=5, help="timed passes per engine after one warm-up (default 5)")
     ap.add_argument("--tracks", default="all", help="all (default), a count N spread over the head, or i,j,...")
-    ap.add_argument("--bins", default="all", help="all (default), center (the 2 central bins) or A-B")
+    ap.add_argument("--bins", default="all",
+                    help="all (default), center (bins 448-449, as sat's center statistic) or A-B (bins A..B-1)")
     ap.add_argument("--engines", default="forward,gradients,torch",
                     help="a subset of " + ",".join(ENGINES) + " (default forward,gradients,torch)")
     ap.add_argument("--seed", type=int, default=0, help="seed for weights and the sequence")
     ap.add_argument("--json", metavar="PATH", help="write the results as JSON")
-    ap.add_argument("--_child", help=argparse.SUPPRESS)
     ap.add_argument("--_prep", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args._prep:
         prep(args)
-        return 0
-    if args._child:
-        child(args)
         return 0
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     if not engines or not set(engines) <= set(ENGINES):
@@ -223,10 +162,10 @@ def main(argv=None) -> int:
         workers, times, cpus = {}, {e: [] for e in engines}, {e: [] for e in engines}
         try:
             for eng in engines:
-                cfg = {"engine": eng, "codes": str(codes_path), "pth": str(pth), "st": str(st), "threads": args.threads,
-                       "tracks": tracks, "bins": bins, "out": str(tmp / f"{eng}.npy")}
                 print(f"loading {NAMES[eng]} ... ", end="", flush=True)
-                workers[eng] = Worker(eng, [sys.executable, __file__, "--_child", json.dumps(cfg)], env)
+                workers[eng] = Worker(eng, worker_cmd(eng, codes_path, pth, st, args.threads, tracks, bins), env)
+                if not workers[eng].report.get("ready"):
+                    raise RuntimeError(f"{NAMES[eng]}: {workers[eng].report}")
                 time.sleep(IDLE_S)
                 print(f"warm-up pass {workers[eng].ask('run')['t']:.2f} s", flush=True)
             for r in range(args.repeats):
@@ -238,6 +177,9 @@ def main(argv=None) -> int:
                     cpus[eng].append(answer["cpu"])
                 print(f"  round {r + 1}/{args.repeats}: " + ", ".join(f"{NAMES[e]} {times[e][-1]:.2f} s" for e in engines),
                       flush=True)
+            for eng in engines:
+                if eng != "forward":
+                    workers[eng].ask(f"save {tmp / f'{eng}.npy'}")
             reports = {eng: workers[eng].finish() for eng in engines}
         finally:
             for w in workers.values():
@@ -255,7 +197,8 @@ def main(argv=None) -> int:
             if g and peer in runs:
                 runs[peer]["slowdown_vs_gradients"] = runs[peer]["median_s"] / g["median_s"]
                 runs[peer]["cpu_slowdown_vs_gradients"] = runs[peer]["median_cpu_s"] / g["median_cpu_s"]
-                runs[peer]["agreement"] = compare(np.load(tmp / "gradients.npy"), np.load(tmp / f"{peer}.npy"))
+                runs[peer]["agreement"] = compare_gradients(np.load(tmp / "gradients.npy")[0],
+                                                            np.load(tmp / f"{peer}.npy")[0])
         results["runs"] = runs
     results["load_average_after"] = list(os.getloadavg())
     print_table(results, engines)
@@ -292,7 +235,7 @@ def print_table(results: dict, engines) -> None:
         a = runs.get(peer, {}).get("agreement")
         if a:
             print(f"ours vs {NAMES[peer]}: max |delta| / max |grad| {a['max_rel']:.2e} (median position "
-                  f"{a['median_rel']:.1e}; {a['share_beyond_1e-3']:.2%} of positions beyond 1e-3; relative L2 "
+                  f"{a['median_rel']:.1e}; {a['share_beyond_tol']:.2%} of positions beyond {a['tol']:g}; relative L2 "
                   f"{a['l2_rel']:.2e}; max |grad| {a['max_abs_grad']:.3g})")
     la, lb = results["load_average_before"], results["load_average_after"]
     print(f"load average (1 min) before {la[0]:.2f}, after {lb[0]:.2f}: a shared machine; compare the ratios")

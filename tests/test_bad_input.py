@@ -229,7 +229,7 @@ BAD_REGIONS = [
 ]
 
 
-@pytest.mark.parametrize("command", ["predict-bed", "sat", "embed"])
+@pytest.mark.parametrize("command", ["predict-bed", "sat", "embed", "saliency"])
 @pytest.mark.parametrize("line, words", BAD_REGIONS, ids=[w for _, w in BAD_REGIONS])
 def test_regions_off_their_contig(small, genome, tmp_path, capsys, command, line, words):
     bed = tmp_path / "r.bed"

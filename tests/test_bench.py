@@ -231,7 +231,7 @@ def test_bench_command_on_a_small_model(tmp_path, capsys):
     model = fixture_path("tf-small", "model.h5")
     # fp32 and bf16, direct convolution (the fast path's counts and rows: test_fast_conv.py and below)
     assert cli.main(["bench", "-m", str(model), "--rounds", "1", "--passes", "2", "--batch", "1,2", "--no-peer",
-                     "--precisions", "fp32,bf16", "--algorithms", "direct",
+                     "--precisions", "fp32,bf16", "--algorithms", "direct", "--gradient-passes", "2",
                      "--genome-windows", "1", "--genome-tracks", "3", "--group-repeats", "1", "--peak-trials", "1",
                      "--cache-dir", str(tmp_path / "cache"), "--json", str(out)]) == 0
     text = capsys.readouterr().out
@@ -279,6 +279,14 @@ def test_bench_command_on_a_small_model(tmp_path, capsys):
     assert all(b["median_s_per_seq"] > 0 for b in res["batches"])
     g = res["genome"]
     assert g["windows"] == 1 and g["tracks"] == 3 and g["windows_per_s"] > 0 and g["precision"] == "bf16"
+    # the gradient rows: our forward and gradient pass, same run; torch not run (--no-peer)
+    gr = res["gradients"]
+    fwd, grad, peer = gr["rows"]
+    assert (gr["tracks"], gr["bins"], gr["gelu"]) == ("all", "all", "sigmoid")
+    assert len(fwd["times_s_per_seq"]) == len(grad["times_s_per_seq"]) == 2
+    assert gr["gradients_over_forward"] == pytest.approx(grad["median_s_per_seq"] / fwd["median_s_per_seq"])
+    assert "not run" in peer["status"] and gr["torch_over_gradients"] is None and "agreement" not in gr
+    assert "ours gradients / ours forward (median s/seq):" in text
     # the text
     for col in ("engine", "med s/seq", "eff GF/s", "exec GF/s", "%peak", "RSS MB", "max|d|", "r med", "r min"):
         assert col in text
@@ -286,6 +294,34 @@ def test_bench_command_on_a_small_model(tmp_path, capsys):
     assert "batch sweep" in text and "predict-genome, bf16" in text
     assert "  WRONG: " not in text  # no row flagged (the legend names the flag)
     assert "note: framework peers: not run (--no-peer)" in text
+
+
+def test_torch_gradient_worker_agrees_with_ours(monkeypatch):
+    """The bench's torch autograd worker (peers._load_torch_gradients: GELU swap, frozen weights,
+    layouts) on tf-small as basenji2-pytorch against our gradient of the same weights."""
+    torch = pytest.importorskip("torch")
+    basenji2_pytorch = pytest.importorskip("basenji2_pytorch")
+    params = json.loads(fixture_path("tf-small", "params.json").read_text())["model"]
+    params.pop("head_mouse", None)
+    params.pop("batch_norm", None)
+    params["norm_type"] = "batch"
+
+    def tf_small(pth):
+        m = basenji2_pytorch.Basenji2(params)
+        m.load_state_dict(torch.load(pth, weights_only=True))
+        return m.eval()
+
+    monkeypatch.setattr(peers, "basenji2_pytorch", tf_small)
+    pth = fixture_path("tf-small", "model_basenji2_pytorch.pth")
+    codes = bench.random_codes(2, 16384, 5)
+    ours = Model(load_spec(pth), threads=2).gradients(codes, tracks=[1, 4], bins=[10, 50, 51])
+    run, report = peers._load_torch_gradients({"pth": str(pth), "threads": 2, "gelu": "sigmoid", "tracks": [1, 4],
+                                               "bins": [10, 50, 51]})
+    theirs, n = run(codes)
+    assert n == 2 and theirs.shape == ours.shape == (2, 16384, 4)
+    cmp = bench.compare_gradients(ours, theirs)
+    assert cmp["max_rel"] <= 1e-3 and cmp["max_abs_grad"] > 0, cmp
+    assert report["config"] == "autograd, sigmoid GELU, frozen weights"
 
 
 def test_bench_rejects_bad_options(capsys):

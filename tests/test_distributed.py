@@ -24,6 +24,7 @@ from basenji2_fast.cli import main  # noqa: E402
 from basenji2_fast.workflows.genome_tiling import predict_genome  # noqa: E402
 from basenji2_fast.workflows.ism import sat_bed  # noqa: E402
 from basenji2_fast.workflows.regions import predict_bed  # noqa: E402
+from basenji2_fast.workflows.saliency import saliency_bed  # noqa: E402
 from basenji2_fast.workflows.variants import write_sad  # noqa: E402
 
 from conftest import fixture_path  # noqa: E402
@@ -134,6 +135,15 @@ def test_sat_identical_on_two_workers(client, small, visible, tmp_path):
     _same_files(tmp_path / "one", tmp_path / "dask", ["scores.h5"])
 
 
+def test_saliency_identical_on_two_workers(client, small, visible, tmp_path):
+    kw = dict(stretch=64, bins="all", batch_size=2, progress=False)
+    saliency_bed(small, visible / "genome.fa", visible / "regions.bed", tmp_path / "one", **kw)
+    _, workers = _run(client, "saliency", lambda: saliency_bed(
+        small, visible / "genome.fa", visible / "regions.bed", tmp_path / "dask", scheduler=client, **kw))
+    assert len(set(workers)) == 2 and len(workers) == 4, workers
+    _same_files(tmp_path / "one", tmp_path / "dask", ["saliency.h5"])
+
+
 # ----------------------------------------------------------------------------------------------
 # A worker dies mid-run
 # ----------------------------------------------------------------------------------------------
@@ -222,16 +232,19 @@ def _cli(command, v, model_path, extra=()):
     inputs = {"predict-genome": ["-f", str(v / "genome.fa"), "--tracks", "1,6", "--batch-size", "3"],
               "sad": ["-f", str(v / "genome.fa"), str(v / "variants.vcf"), "--stats", "SAD,ALT", "--batch-size", "5"],
               "predict-bed": ["-f", str(v / "genome.fa"), str(v / "regions.bed"), "--batch-size", "3", "-b", "0"],
-              "sat": ["-f", str(v / "genome.fa"), str(v / "regions.bed"), "-l", "4", "--stats", "sum,scd"]}[command]
+              "sat": ["-f", str(v / "genome.fa"), str(v / "regions.bed"), "-l", "4", "--stats", "sum,scd"],
+              "saliency": ["-f", str(v / "genome.fa"), str(v / "regions.bed"), "--stretch", "50", "--batch-size", "3",
+                           "--bins", "all"]}[command]
     return [command, "-m", model_path, "-q"] + inputs + list(extra)
 
 
 OUTPUTS = {"predict-genome": ["1_t1.bw", "6_t6.bw"], "sad": ["sad.h5", "skipped.tsv"],
-           "predict-bed": ["predict.h5", "bigwig/s0_t0.bw", "bigwig/s7_t0.bw"], "sat": ["scores.h5"]}
+           "predict-bed": ["predict.h5", "bigwig/s0_t0.bw", "bigwig/s7_t0.bw"], "sat": ["scores.h5"],
+           "saliency": ["saliency.h5"]}
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")  # sad's skipped variants
-@pytest.mark.parametrize("command", ["predict-genome", "sad", "predict-bed", "sat"])
+@pytest.mark.parametrize("command", ["predict-genome", "sad", "predict-bed", "sat", "saliency"])
 def test_shards_merged_equal_a_single_run(visible, model_path, tmp_path, command):
     assert main(_cli(command, visible, model_path, ["-o", str(tmp_path / "one")])) == 0
     for i in range(3):

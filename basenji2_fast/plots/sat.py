@@ -4,7 +4,6 @@ the scores.h5 of basenji_sat_bed.py or ``basenji2-fast sat``."""
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import re
 from pathlib import Path
@@ -12,34 +11,29 @@ from typing import List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
-from .._io import check_output
-from ..cli_options import one_line_errors, positive_int
 from ..targets import Targets, TrackSelection, read_targets, select_tracks
-from .figure import (DPI, FIG_WIDTH, LABEL_CHARS_PER_INCH, PathLike, check_figure_size, output_format, panel_titles,
-                     save_figure, shorten)
+from .figure import DPI, PathLike, check_figure_size, output_format, panel_titles, save_figure
+from .logo import (LOGO_INCH_PER_BP, LOGO_MAX_WIDTH, LOGO_PANEL_HEIGHT, LOGO_TOP, MAX_LOGO_PANELS,
+                   add_picture_arguments, decode_strings, draw_panel, figure_heading, index_list, logo_figure,
+                   logo_figure_size, open_h5, region_note, region_places, region_rows, run_picture)
 
 #: At most this many (region, track) logo + heatmap pairs in one picture.
-MAX_SAT_PANELS = 16
-#: Geometry of a saturation mutagenesis figure (inches): each (region, track) pair is
-#: SAT_PAIR_HEIGHT tall (title, logo, heatmap, x axis), under SAT_TOP for the figure title.
-#: Width: FIG_WIDTH, or more for long sequences (SAT_INCH_PER_BP per base, whole inches, at most
-#: SAT_MAX_WIDTH).  Whole and half inches keep the pixel size exact at DPI 150.
-SAT_PAIR_HEIGHT = 3.0
-SAT_TOP = 0.5
-SAT_INCH_PER_BP = 0.16
-SAT_MAX_WIDTH = 40.0
-_SAT_LEFT, _SAT_RIGHT = 0.75, 1.05           # room for y labels; for the colorbar and its labels
-_SAT_TITLE, _SAT_LOGO, _SAT_HEAT = 0.36, 1.25, 0.86   # within a pair, top down; the rest is the x axis
-#: Letter colours of the usual DNA logos.
-BASE_COLORS = {"A": "#109648", "C": "#255C99", "G": "#F7B32B", "T": "#D62839"}
+MAX_SAT_PANELS = MAX_LOGO_PANELS
+#: Geometry of a saturation mutagenesis figure (inches), that of every logo figure
+#: (:mod:`basenji2_fast.plots.logo`): each (region, track) pair is SAT_PAIR_HEIGHT tall (title,
+#: logo, heatmap, x axis), under SAT_TOP for the figure title; the width grows with the length
+#: (SAT_INCH_PER_BP per base, at most SAT_MAX_WIDTH).
+SAT_PAIR_HEIGHT = LOGO_PANEL_HEIGHT
+SAT_TOP = LOGO_TOP
+SAT_INCH_PER_BP = LOGO_INCH_PER_BP
+SAT_MAX_WIDTH = LOGO_MAX_WIDTH
 _SAT_META = ("seqs", "chr", "strand", "start", "end", "target_ids", "target_labels")
 
 
 def sat_figure_size(n_panels: int, length: int) -> Tuple[float, float]:
     """(width, height) in inches of a :func:`plot_sat` figure with ``n_panels`` (region, track)
     pairs over sequences of ``length`` bp."""
-    width = min(SAT_MAX_WIDTH, max(FIG_WIDTH, float(math.ceil(1.8 + SAT_INCH_PER_BP * int(length)))))
-    return width, SAT_TOP + SAT_PAIR_HEIGHT * max(1, int(n_panels))
+    return logo_figure_size(n_panels, length)
 
 
 def sat_importance(scores: np.ndarray, seqs: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -63,23 +57,6 @@ def sat_importance(scores: np.ndarray, seqs: np.ndarray) -> Tuple[np.ndarray, np
     importance = -effects.sum(axis=1) / 3.0
     importance[~ref.any(axis=1)] = 0.0  # no reference base (N): nothing to scale
     return (effects[:, :, 0], importance[:, 0]) if squeeze else (effects, importance)
-
-
-def _int_list(value, what: str) -> Optional[List[int]]:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        parts = [p.strip() for p in value.split(",") if p.strip()]
-        if not parts or not all(re.fullmatch(r"[+-]?\d+", p) for p in parts):
-            raise ValueError(f"{what}: expected comma-separated integers, got {value!r}")
-        return [int(p) for p in parts]
-    if isinstance(value, (int, np.integer)):
-        return [int(value)]
-    return [int(v) for v in value]
-
-
-def _decode(values) -> List[str]:
-    return [v.decode("utf-8", "replace") if isinstance(v, (bytes, np.bytes_)) else str(v) for v in values]
 
 
 class SatScores(NamedTuple):
@@ -106,13 +83,7 @@ def read_sat(scores_h5: PathLike, stat: str = "sum", regions=None, tracks=None, 
     import h5py
 
     path = Path(scores_h5)
-    if not path.is_file():
-        raise ValueError(f"{path}: no such file")
-    try:
-        h5 = h5py.File(path, "r")
-    except OSError as e:
-        raise ValueError(f"{path}: not an HDF5 file ({' '.join(str(e).split())})") from None
-    with h5:
+    with open_h5(path) as h5:
         stats = sorted(k for k, d in h5.items() if isinstance(d, h5py.Dataset) and d.ndim == 4
                        and k not in _SAT_META)
         if "seqs" not in h5 or not stats:
@@ -125,13 +96,7 @@ def read_sat(scores_h5: PathLike, stat: str = "sum", regions=None, tracks=None, 
         if n_bases != 4 or h5["seqs"].shape != (n_regions, length, 4):
             raise ValueError(f"{path}: {stat!r} is {ds.shape} and 'seqs' {h5['seqs'].shape}; expected "
                              "[regions, len, 4, tracks] and [regions, len, 4]")
-        rows = _int_list(regions, "regions")
-        rows = list(range(n_regions)) if rows is None else rows
-        if not rows:
-            raise ValueError("no regions selected")
-        bad = [r for r in rows if not 0 <= r < n_regions]
-        if bad:
-            raise ValueError(f"region {bad[0]} out of range: {path} has {n_regions} regions (0..{n_regions - 1})")
+        rows = region_rows(regions, n_regions, path)
         # Track names: the labels argument, else the file's own target_ids / target_labels.
         targets = labels
         if isinstance(labels, (list, tuple, np.ndarray)) and not hasattr(labels, "identifier"):
@@ -140,8 +105,8 @@ def read_sat(scores_h5: PathLike, stat: str = "sum", regions=None, tracks=None, 
                 raise ValueError(f"{len(names)} labels for the {n_tracks} tracks of {path}")
             targets = names
         if targets is None and ("target_ids" in h5 or "target_labels" in h5):
-            ids = _decode(h5["target_ids"][()]) if "target_ids" in h5 else None
-            descs = _decode(h5["target_labels"][()]) if "target_labels" in h5 else None
+            ids = decode_strings(h5["target_ids"][()]) if "target_ids" in h5 else None
+            descs = decode_strings(h5["target_labels"][()]) if "target_labels" in h5 else None
             if len(ids or descs) == n_tracks:
                 targets = (ids, descs)
         if isinstance(targets, list) or isinstance(targets, tuple):
@@ -150,7 +115,7 @@ def read_sat(scores_h5: PathLike, stat: str = "sum", regions=None, tracks=None, 
             targets = Targets(path=str(path), index=np.arange(n_tracks, dtype=np.int64), identifier=list(ids),
                               description=list(descs or ids), file=[""] * n_tracks, sum_stat=[""] * n_tracks)
         if isinstance(tracks, str) and re.fullmatch(r"[\d,\s]+", tracks):
-            tracks = _int_list(tracks, "tracks")
+            tracks = index_list(tracks, "tracks")
         if isinstance(targets, (str, os.PathLike)):
             targets = read_targets(targets)
         sel = tracks if isinstance(tracks, TrackSelection) else select_tracks(targets, tracks, n_tracks)
@@ -160,48 +125,11 @@ def read_sat(scores_h5: PathLike, stat: str = "sum", regions=None, tracks=None, 
         if n_panels > MAX_SAT_PANELS:
             raise ValueError(f"{len(rows)} regions x {len(cols)} tracks = {n_panels} panels: plot at most "
                              f"{MAX_SAT_PANELS} (choose --regions and --tracks)")
-
-        def meta(name, default):
-            return h5[name][()] if name in h5 else [default] * n_regions
-
-        chrom, strand = _decode(meta("chr", "?")), _decode(meta("strand", "+"))
-        start, end = meta("start", 0), meta("end", length)
+        places = region_places(h5, rows, length)
         seqs = h5["seqs"]
         scores = [np.asarray(ds[r], np.float64)[:, :, cols] for r in rows]
-        return SatScores(stat, rows, scores, [np.asarray(seqs[r], bool) for r in rows],
-                         [chrom[r] for r in rows], [strand[r] if strand[r] in "+-" else "+" for r in rows],
-                         [int(start[r]) for r in rows], [int(end[r]) for r in rows], cols, names, notes,
-                         stats, n_regions)
-
-
-def _draw_letter(ax, char: str, x: float, bottom: float, height: float, width: float, color: str,
-                 prop) -> None:
-    """``char`` filling [x - width/2, x + width/2] x [bottom, bottom + height] (data units)."""
-    from matplotlib.patches import PathPatch
-    from matplotlib.textpath import TextPath
-    from matplotlib.transforms import Affine2D
-
-    if height <= 0:
-        return
-    glyph = TextPath((0, 0), char, size=1, prop=prop)
-    ext = glyph.get_extents()
-    tr = (Affine2D().translate(-ext.x0, -ext.y0).scale(width / ext.width, height / ext.height)
-          .translate(x - width / 2, bottom))
-    ax.add_patch(PathPatch(tr.transform_path(glyph), facecolor=color, edgecolor="none", linewidth=0))
-
-
-def _sat_ticks(length: int, coord, max_ticks: int = 8) -> Tuple[List[int], List[str]]:
-    """Positions (0-based index into the sequence) of at most about ``max_ticks`` ticks at round
-    genomic coordinates."""
-    lo, hi = sorted((coord(0), coord(length - 1)))
-    span = max(1, hi - lo)
-    steps = [m * 10 ** e for e in range(9) for m in (1, 2, 2.5, 5) if m * 10 ** e == int(m * 10 ** e)]
-    step = int(next(s for s in steps if span / s <= max(2, max_ticks)))
-    first = -(-lo // step) * step
-    coords = list(range(first, hi + 1, step))
-    idx = {coord(i): i for i in range(length)}
-    pairs = sorted((idx[c], f"{c:,}") for c in coords)  # left to right
-    return [i for i, _ in pairs], [t for _, t in pairs]
+        return SatScores(stat, rows, scores, [np.asarray(seqs[r], bool) for r in rows], *map(list, zip(*places)),
+                         cols, names, notes, stats, n_regions)
 
 
 def plot_sat(scores_h5: PathLike, out_path: Optional[PathLike] = None, stat: str = "sum", regions=None,
@@ -236,12 +164,6 @@ def plot_sat(scores_h5: PathLike, out_path: Optional[PathLike] = None, stat: str
     the minus strand.  At most :data:`MAX_SAT_PANELS` (region, track) pairs.  Figure size:
     :func:`sat_figure_size`.  Returns the matplotlib Figure.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.colors import TwoSlopeNorm
-    from matplotlib.figure import Figure
-    from matplotlib.font_manager import FontProperties
-    from matplotlib.ticker import MaxNLocator
-
     if heatmap not in ("effect", "score"):
         raise ValueError(f"heatmap must be 'effect' or 'score', got {heatmap!r}")
     check_figure_size(dpi=dpi)
@@ -250,83 +172,14 @@ def plot_sat(scores_h5: PathLike, out_path: Optional[PathLike] = None, stat: str
     sat = read_sat(scores_h5, stat, regions, tracks, labels)
     length = sat.scores[0].shape[0]
     panels = [(k, j) for k in range(len(sat.regions)) for j in range(len(sat.columns))]
-    width, height = sat_figure_size(len(panels), length)
-    fig = Figure(figsize=(width, height), dpi=dpi)
-    FigureCanvasAgg(fig)
-    prop = FontProperties(family="DejaVu Sans", weight="bold")
-    fx = lambda inches: inches / width  # noqa: E731
-    fy = lambda inches: inches / height  # noqa: E731
-    ax_w = width - _SAT_LEFT - _SAT_RIGHT
-    letter_w = 0.92 if length <= 400 else 1.0
-    bases = "ACGT"
-    budget = max(12, int(LABEL_CHARS_PER_INCH * width * 0.55))
-
+    fig = logo_figure(len(panels), length, dpi)
     for p, (k, j) in enumerate(panels):
         scores, seq = sat.scores[k][:, :, j], sat.seqs[k]
         effects, imp = sat_importance(scores, seq)
-        values = effects if heatmap == "effect" else scores
-        chrom, strand, start, end = sat.chrom[k], sat.strand[k], sat.start[k], sat.end[k]
-        top = height - SAT_TOP - p * SAT_PAIR_HEIGHT  # inches from the bottom
-        logo = fig.add_axes([fx(_SAT_LEFT), fy(top - _SAT_TITLE - _SAT_LOGO), fx(ax_w), fy(_SAT_LOGO)])
-        heat = fig.add_axes([fx(_SAT_LEFT), fy(top - _SAT_TITLE - _SAT_LOGO - _SAT_HEAT), fx(ax_w),
-                             fy(_SAT_HEAT)], sharex=logo)
-        cax = fig.add_axes([fx(_SAT_LEFT + ax_w + 0.12), fy(top - _SAT_TITLE - _SAT_LOGO - _SAT_HEAT),
-                            fx(0.13), fy(_SAT_HEAT)])
-
-        # Logo: the reference base, height = importance.
-        ref = seq.argmax(axis=1)
-        has_ref = seq.any(axis=1)
-        for i in range(length):
-            if has_ref[i] and imp[i] != 0:
-                b = bases[ref[i]]
-                h = float(imp[i])
-                _draw_letter(logo, b, i, min(0.0, h), abs(h), letter_w, BASE_COLORS[b], prop)
-        lo, hi = min(0.0, float(imp.min())), max(0.0, float(imp.max()))
-        if hi - lo <= 0:
-            hi = 1.0
-        pad = 0.05 * (hi - lo)
-        logo.set_ylim(lo - (pad if lo < 0 else 0.0), hi + pad)
-        logo.axhline(0, color="0.35", linewidth=0.6, zorder=0)
-        logo.set_xlim(-0.5, length - 0.5)
-        logo.yaxis.set_major_locator(MaxNLocator(nbins=4, min_n_ticks=2))
-        logo.set_ylabel("importance", fontsize=8)
-        logo.tick_params(axis="y", labelsize=7.5, length=3)
-        logo.tick_params(axis="x", bottom=False, labelbottom=False)
-        for side in ("top", "right", "bottom"):
-            logo.spines[side].set_visible(False)
-
-        # Heatmap: all four bases.
-        vmax = float(np.abs(values).max()) or 1.0
-        im = heat.imshow(values.T, aspect="auto", cmap="RdBu_r", norm=TwoSlopeNorm(0.0, -vmax, vmax),
-                         extent=(-0.5, length - 0.5, 3.5, -0.5), interpolation="nearest")
-        xs = np.flatnonzero(has_ref)
-        heat.scatter(xs, ref[xs], s=max(2.0, min(14.0, 700.0 / length)), c="0.15", marker="o", linewidths=0,
-                     zorder=3)
-        heat.set_yticks(range(4), list(bases))
-        for lab in heat.get_yticklabels():
-            lab.set_color(BASE_COLORS[lab.get_text()])
-            lab.set_fontweight("bold")
-        heat.tick_params(axis="y", labelsize=8.5, length=0)
-        coord = (lambda i: start + 1 + i) if strand != "-" else (lambda i: end - i)
-        ticks, tick_labels = _sat_ticks(length, coord, int(ax_w / 0.8))
-        heat.set_xticks(ticks, tick_labels)
-        if length <= 150:  # a minor tick on every base
-            heat.set_xticks(range(length), minor=True)
-            heat.tick_params(axis="x", which="minor", length=1.5)
-        heat.tick_params(axis="x", labelsize=7.5, length=3)
-        where = (f"{chrom} position" if strand != "-" else
-                 f"{chrom} position (minus strand, 5\u2032\u21923\u2032: coordinates decrease)")
-        heat.set_xlabel(where, fontsize=8.5, labelpad=2)
-        cb = fig.colorbar(im, cax=cax)
-        cb.ax.tick_params(labelsize=7, length=2)
-        cb.locator = MaxNLocator(nbins=5, symmetric=True)
-        cb.update_ticks()
-        cb.set_label("alt \u2212 ref" if heatmap == "effect" else sat.stat, fontsize=7.5, labelpad=2)
-
-        region = f"{chrom}:{start + 1:,}-{end:,} ({strand})"
-        note = " \u00b7 ".join(x for x in (region, f"region {sat.regions[k]}", sat.notes[j]) if x)
-        logo.set_title(shorten(sat.labels[j], budget), loc="left", fontsize=9, pad=4, fontweight="bold")
-        logo.set_title(note, loc="right", fontsize=7.5, pad=4, color="0.4")
+        place = (sat.chrom[k], sat.strand[k], sat.start[k], sat.end[k])
+        draw_panel(fig, p, seq, imp, effects if heatmap == "effect" else scores, "importance",
+                   "alt \u2212 ref" if heatmap == "effect" else sat.stat, place, sat.labels[j],
+                   region_note(*place, f"region {sat.regions[k]}", sat.notes[j]))
 
     if title is None:
         shown = Path(scores_h5).resolve()
@@ -334,9 +187,8 @@ def plot_sat(scores_h5: PathLike, out_path: Optional[PathLike] = None, stat: str
         title = f"Saturation mutagenesis: {sat.stat} scores \u00b7 {shown}"
     what = ("heatmap: effect of each substitution (alt \u2212 ref; \u2022 reference base)" if heatmap == "effect"
             else f"heatmap: stored {sat.stat} scores (mean over the 4 bases subtracted; \u2022 reference base)")
-    fig.text(fx(0.12), fy(height - 0.2), title, fontsize=10.5, ha="left", va="center")
-    fig.text(fx(0.12), fy(height - 0.4), "logo: reference base scaled by importance = \u2212mean effect of "
-             "its 3 substitutions; " + what, fontsize=7.5, ha="left", va="center", color="0.35")
+    figure_heading(fig, title, "logo: reference base scaled by importance = \u2212mean effect of its 3 "
+                   "substitutions; " + what)
     if out_path is not None:
         save_figure(fig, out_path)
     return fig
@@ -350,18 +202,14 @@ def add_sat_plot_subcommand(subparsers) -> argparse.ArgumentParser:
         description="Per region and track of a saturation mutagenesis scores.h5 (basenji_sat_bed.py or "
                     "basenji2-fast sat): a logo of the reference bases scaled by importance (minus the mean "
                     "effect of the three substitutions) over a heatmap of every substitution's effect.")
-    p.add_argument("scores_h5", help="scores.h5 written by sat / basenji_sat_bed.py")
-    p.add_argument("-o", "--output", required=True, help="picture to write: .png, .svg or .pdf")
-    p.add_argument("--stat", default="sum", help="statistic to draw (default sum; e.g. center, scd)")
-    p.add_argument("--regions", default=None, help="comma-separated region indices, 0-based (default: all)")
-    p.add_argument("--tracks", default=None, metavar="SELECTOR",
+    g = add_picture_arguments(p, "scores_h5", "scores.h5 written by sat / basenji_sat_bed.py")
+    g.add_argument("--stat", default="sum", help="statistic to draw (default sum; e.g. center, scd)")
+    g.add_argument("--tracks", default=None, metavar="SELECTOR",
                    help="comma-separated track columns, identifiers, or a regular expression over the "
                         "descriptions (default: all)")
-    p.add_argument("-t", "--targets", default=None, help="basenji targets.txt (track names and selectors)")
-    p.add_argument("--heatmap", choices=("effect", "score"), default="effect",
+    g.add_argument("-t", "--targets", default=None, help="basenji targets.txt (track names and selectors)")
+    g.add_argument("--heatmap", choices=("effect", "score"), default="effect",
                    help="effect: alt - ref (default); score: the stored scores")
-    p.add_argument("--title", default=None, help="figure title")
-    p.add_argument("--dpi", type=positive_int, default=DPI, help=f"pixels per inch of a PNG (default {DPI})")
     p.set_defaults(func=run_sat_plot)
     return p
 
@@ -369,11 +217,6 @@ def add_sat_plot_subcommand(subparsers) -> argparse.ArgumentParser:
 def run_sat_plot(args: argparse.Namespace) -> int:
     """The ``sat-plot`` subcommand: writes the picture and prints ``wrote PATH``; on an error,
     prints ``basenji2-fast sat-plot: error: ...`` (one line) and returns 1."""
-    def work():
-        output_format(args.output)
-        check_output(args.output, inputs=[args.scores_h5, args.targets], parents=True)
-        plot_sat(args.scores_h5, args.output, stat=args.stat, regions=args.regions, tracks=args.tracks,
-                 labels=args.targets, heatmap=args.heatmap, title=args.title, dpi=args.dpi)
-        print(f"wrote {args.output}")
-
-    return one_line_errors("sat-plot", work)
+    return run_picture("sat-plot", args.output, [args.scores_h5, args.targets], lambda: plot_sat(
+        args.scores_h5, args.output, stat=args.stat, regions=args.regions, tracks=args.tracks, labels=args.targets,
+        heatmap=args.heatmap, title=args.title, dpi=args.dpi))

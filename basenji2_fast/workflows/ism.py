@@ -49,13 +49,15 @@ from .. import runner
 from .._io import atomic_output, check_output, to_float16
 from ..cli_options import (add_distributed_options, add_ensemble_options, add_fasta_option, add_model_options,
                            add_run_options, add_track_options, distributed_kwargs, load_model, one_line_errors,
-                           track_request)
+                           print_written, track_request)
 from ..genome import (Region, as_fasta, as_regions, check_contigs, check_span, fasta_identity, fasta_path,
                       parse_interval, read_bed)
 from ..model import Ensemble
 from ..spec import weights_sha256
 from ..targets import TrackSelection
-from ..windows import engine_tracks, plan_heads, resolve_tracks, window, window_codes
+from ..dna import onehot_mask
+from ..windows import (center_bins, centred_stretch, engine_tracks, plan_heads, resolve_tracks, stretch_span,
+                       window_codes)
 
 STATS = ("sum", "center", "scd")
 #: The task folder of a distributed run, in OUT_DIR (one file per region).
@@ -84,18 +86,10 @@ def mutation_range(seq_length: int, mut_len: Optional[int] = None, mut_up: Optio
     if mut_up is not None or mut_down is not None:
         if mut_up is None or mut_down is None:
             raise ValueError("give both the upstream (-u) and downstream (-d) lengths, or -l")
-        up, n = int(mut_up), int(mut_up) + int(mut_down)
         if mut_up < 0 or mut_down < 0:
             raise ValueError(f"-u/-d must be >= 0, got {mut_up}/{mut_down}")
-    else:
-        n = 200 if mut_len is None else int(mut_len)
-        up = n // 2
-    first = seq_length // 2 - up
-    if n <= 0:
-        raise ValueError(f"mutated length {n} must be >= 1")
-    if first < 0 or first + n > seq_length:
-        raise ValueError(f"mutated stretch [{first}, {first + n}) does not fit in the {seq_length:,}-bp window")
-    return first, n
+        return centred_stretch(seq_length, int(mut_up) + int(mut_down), int(mut_up), what="mutated stretch")
+    return centred_stretch(seq_length, 200 if mut_len is None else int(mut_len), what="mutated stretch")
 
 
 def _mutants(stretch: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -115,8 +109,8 @@ def _stat(name: str, P: np.ndarray, ref: np.ndarray) -> np.ndarray:
     if name == "sum":
         return P.sum(axis=-2)
     if name == "center":
-        nb = P.shape[-2]
-        return P[..., nb // 2:nb // 2 + 2, :].sum(axis=-2)
+        b0, b1 = center_bins(P.shape[-2])
+        return P[..., b0:b1, :].sum(axis=-2)
     # One mutant at a time through a reused buffer: no temporaries of the whole chunk's size.
     out = np.empty(P.shape[:-2] + P.shape[-1:], np.float32)
     buf = np.empty(P.shape[-2:], np.float32)
@@ -163,18 +157,6 @@ def _score_window(model, codes: np.ndarray, stretch: Stretch, head: str, sel: Tr
             raw[s][kk, bases[kk]] = _stat(s, ref, ref)
         raw[s] -= raw[s].mean(axis=1, keepdims=True)
     return raw
-
-
-def _stretch_coords(r: Region, L: int, first: int, n: int) -> Tuple[int, int]:
-    w0 = window(r, L)[0]
-    if r.strand == "-":
-        end = w0 + L - first
-        return end - n, end
-    return w0 + first, w0 + first + n
-
-
-def _onehot(stretch: np.ndarray) -> np.ndarray:
-    return stretch[:, None] == np.arange(4, dtype=np.uint8)[None, :]
 
 
 def saturation_mutagenesis(model, seq_or_interval, fasta=None, mut_start: Optional[int] = None,
@@ -241,10 +223,10 @@ def saturation_mutagenesis(model, seq_or_interval, fasta=None, mut_start: Option
             raise ValueError(f"mutated stretch [{first}, {first + n}) does not fit in the {L:,}-bp window")
     head, sel = resolve_tracks(model, head, tracks, targets)
     out.update(_score_window(model, codes, Stretch(first, n, stats), head, sel, Ensemble(rc, shifts, n_encoding)))
-    out["seqs"] = _onehot(codes[first:first + n])
+    out["seqs"] = onehot_mask(codes[first:first + n])
     out["mut_start"] = first
     if r is not None:
-        s0, s1 = _stretch_coords(r, L, first, n)
+        s0, s1 = stretch_span(r, L, first, n)
         out.update(chr=r.chrom, strand=r.strand, start=s0, end=s1)
     return out
 
@@ -256,7 +238,7 @@ def _sat_region(model, fa, r: Region, stretch: Stretch, head: str, sel: TrackSel
     codes = window_codes(fa, r, model.seq_length, r.strand)
     raw = _score_window(model, codes, stretch, head, sel, ensemble)
     first, n, stats = stretch
-    return _onehot(codes[first:first + n]), {s: to_float16(raw[s]) for s in stats}
+    return onehot_mask(codes[first:first + n]), {s: to_float16(raw[s]) for s in stats}
 
 
 def sat_bed(model, fasta_path, bed_path, out_dir, mut_len: Optional[int] = None, mut_up: Optional[int] = None,
@@ -314,7 +296,7 @@ def sat_bed(model, fasta_path, bed_path, out_dir, mut_len: Optional[int] = None,
     with atomic_output(out_dir / "scores.h5") as tmp, h5py.File(tmp, "w") as h5:
         seqs = h5.create_dataset("seqs", (N, n, 4), dtype="bool")
         ds = {s: h5.create_dataset(s, (N, n, 4, T), dtype="float16") for s in stats}
-        coords = [_stretch_coords(r, L, first, n) for r in regions]
+        coords = [stretch_span(r, L, first, n) for r in regions]
         h5.create_dataset("chr", data=np.array([r.chrom.encode() for r in regions]))
         h5.create_dataset("strand", data=np.array([(r.strand if r.strand == "-" else "+").encode()
                                                    for r in regions]))
@@ -409,10 +391,6 @@ def run_sat(args: argparse.Namespace) -> int:
                        mut_up=args.mut_up, mut_down=args.mut_down, stats=stats, head=head, tracks=tracks,
                        targets=targets, rc=args.rc, shifts=args.shifts, n_encoding=args.n_encoding,
                        progress=not args.quiet, **distributed_kwargs(args))
-        if isinstance(path, dict):
-            print(f"wrote {', '.join(map(str, path.values()))}")
-        else:
-            print(f"wrote {path}" + ("; combine the shards with basenji2-fast merge" if path.name == "shard.json"
-                                     else ""))
+        print_written(path)
 
     return one_line_errors(getattr(args, "command", None) or "sat", work)

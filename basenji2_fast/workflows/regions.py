@@ -38,7 +38,7 @@ from .. import runner
 from .._io import atomic_output, check_output, to_float16
 from ..cli_options import (add_batch_size_option, add_distributed_options, add_ensemble_options, add_fasta_option,
                            add_model_options, add_run_options, add_track_options, distributed_kwargs, int_list,
-                           load_model, one_line_errors, track_request)
+                           load_model, one_line_errors, print_written, track_request)
 from ..genome import Region, describe, fasta_identity, fasta_path, prepare_regions, read_bed, read_chrom_sizes
 from ..model import Ensemble
 from ..spec import weights_sha256
@@ -358,10 +358,6 @@ def run_predict_bed(args: argparse.Namespace) -> int:
                            site_sum=args.site_sum, bigwig_tracks=args.bigwig_tracks,
                            chrom_sizes=args.chrom_sizes, target_names=args.target_names,
                            **distributed_kwargs(args))
-        if isinstance(path, dict):
-            print(f"wrote {', '.join(map(str, path.values()))}")
-        else:
-            print(f"wrote {path}" + ("; combine the shards with basenji2-fast merge" if path.name == "shard.json"
-                                     else ""))
+        print_written(path)
 
     return one_line_errors(getattr(args, "command", None) or "predict-bed", work)
