@@ -176,6 +176,12 @@ def test_fork_pool_of_workers(small):
     np.testing.assert_array_equal(np.concatenate(got), expected)
 
 
+# GCC 12's AddressSanitizer runtime (the sanitizer step's) takes no lock around fork: a child
+# forked while another thread is inside ASan's malloc inherits that lock held and deadlocks in
+# its first allocation, inside ASan, whatever the engine does (LLVM added the atfork handlers
+# in December 2023, llvm-project PR 75290). Seen once in ~20 sanitized runs of this test.
+@pytest.mark.skipif(bool(_engine.build_info().get("sanitizers")),
+                    reason="this ASan runtime is not fork-safe while another thread allocates")
 def test_fork_while_another_thread_predicts(small):
     """Forking while a second Python thread is inside the engine: the child (which has only
     the forking thread) still predicts."""
