@@ -304,8 +304,6 @@ Engine::Packed Backward::transposed(int i) const {
   const int nr = e_.kernels_->nr, k = o.k, cin = o.cin, cout = o.cout;
   const Block w = alloc_block(size_t(k) * cout * cin);
   if (o.fast_m) {
-    // The data-gradient conv has the forward's shape (k, dilation, same length), so it runs
-    // as the same Winograd F(m, k), on the same tile blocks.
     const KernelRef& src = kernels_[size_t(i)];
     for (int t = 0; t < k; ++t)  // reads in order, once
       for (int c = 0; c < cin; ++c) {
@@ -313,18 +311,20 @@ Engine::Packed Backward::transposed(int i) const {
         float* dst = w.get() + size_t(k - 1 - t) * cout * cin + c;
         for (int j = 0; j < cout; ++j) dst[size_t(j) * cin] = weight_at(src.data, src.bf16, row + j);
       }
-    const std::vector<float> zero(size_t(cin), 0.f);
-    return e_.pack_fast(w.get(), false, zero.data(), k, cout, cin, o.fast_m, false);
+  } else {
+    const Packed& f = e_.packed_[i];
+    for (int j = 0; j < cout; ++j)  // writes in order; reads stay in one panel (L2) for nr rows
+      for (int t = 0; t < k; ++t) {
+        const float* src = f.w.data() + (size_t(j / nr) * k + t) * cin * nr + j % nr;
+        float* dst = w.get() + (size_t(k - 1 - t) * cout + j) * cin;
+        for (int c = 0; c < cin; ++c) dst[c] = src[size_t(c) * nr];
+      }
   }
-  const Packed& f = e_.packed_[i];
-  for (int j = 0; j < cout; ++j)  // writes in order; reads stay in one panel (L2) for nr rows
-    for (int t = 0; t < k; ++t) {
-      const float* src = f.w.data() + (size_t(j / nr) * k + t) * cin * nr + j % nr;
-      float* dst = w.get() + (size_t(k - 1 - t) * cout + j) * cin;
-      for (int c = 0; c < cin; ++c) dst[c] = src[size_t(c) * nr];
-    }
+  // The data-gradient conv has the forward's shape (k, dilation, same length): a fast op's
+  // runs as the same Winograd F(m, k), on the same tile blocks.
   const std::vector<float> zero(size_t(cin), 0.f);
-  return e_.pack(w.get(), false, zero.data(), k, cout, cin, false);
+  return o.fast_m ? e_.pack_fast(w.get(), false, zero.data(), k, cout, cin, o.fast_m, false)
+                  : e_.pack(w.get(), false, zero.data(), k, cout, cin, false);
 }
 
 Engine::Packed Backward::stem_transposed() const {
