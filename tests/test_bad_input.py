@@ -471,7 +471,7 @@ def test_vcf_line_numbers_hold_across_many_bad_lines(small, genome, visible, tmp
 
 def test_a_file_that_is_not_a_vcf(small, genome, tmp_path, capsys):
     vcf = tmp_path / "plain.vcf"
-    vcf.write_text(GOOD_SNP + "\n")  # records without a header
+    vcf.write_text((GOOD_SNP + "\n") * 20000)  # records without a header, more than a pipe holds
     rc, err = cli(capsys, "sad", "-m", small, "-f", genome, vcf, "-o", tmp_path / "o", "-q")
     assert rc == 1 and one_line(err, "plain.vcf: not a VCF file (no header ending in a #CHROM line)")
     assert left_behind(tmp_path / "o") == []

@@ -271,6 +271,22 @@ def test_malformed_line(visible, model_path, tmp_path, capsys):
         assert [s.decode() for s in h5["snp"][()]] == ["ok", "after"]
 
 
+def test_reading_stops_cleanly_part_way(tmp_path):
+    """A caller that stops reading a large VCF early leaves no thread blocked on the pipe."""
+    import itertools
+    import threading
+
+    from basenji2_fast.workflows.variants import read_vcf
+
+    vcf = write_vcf(tmp_path / "big.vcf", [("chr1", 20307 + i, f"v{i}", "T", "A") for i in range(30000)])
+    before = threading.active_count()
+    records = read_vcf(vcf)
+    first = list(itertools.islice(records, 2))
+    records.close()
+    assert [r.id for r, _, _ in first] == ["v0", "v1"] and [line for _, _, line in first] == [6, 7]
+    assert threading.active_count() == before
+
+
 def test_empty_vcf(visible, model, tmp_path):
     vcf = write_vcf(tmp_path / "empty.vcf", [])
     path = write_sad(model, visible / "genome.fa", vcf, tmp_path / "out", stats=("SAD", "SAR", "REF"),

@@ -301,6 +301,7 @@ def read_vcf(vcf_path) -> Iterator[Tuple[Optional[VcfRecord], Optional[str], int
         try:
             vcf = pysam.VariantFile(reader)
         except (ValueError, OSError):
+            reader.close()  # a feed blocked on a full pipe stops at the broken pipe
             feed.join()
             raise ValueError(feed.error or f"{path}: not a VCF file (no header ending in a #CHROM line)") from None
         records = iter(vcf)
@@ -316,11 +317,12 @@ def read_vcf(vcf_path) -> Iterator[Tuple[Optional[VcfRecord], Optional[str], int
                 continue
             line = feed.header_lines + n
             try:
-                yield VcfRecord(line, rec.chrom, rec.pos, rec.id or ".", rec.ref or ".",
-                                list(rec.alts or (".",))), None, line
+                record = VcfRecord(line, rec.chrom, rec.pos, rec.id or ".", rec.ref or ".", list(rec.alts or (".",)))
             except UnicodeDecodeError:
                 yield None, "not a VCF record (bytes that are not UTF-8 text)", line
-        feed.join()
+                continue
+            yield record, None, line
+        feed.join()  # the feed has written everything (htslib read to the end) or stopped on an error
         if feed.error:
             raise ValueError(feed.error)
     finally:
