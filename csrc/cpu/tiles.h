@@ -200,15 +200,28 @@ inline void micro(const uint16_t* x, int64_t xs, int64_t ts, const uint16_t* w, 
     for (int h = 0; h < C; ++h) V::store(out + i * ldt + h * L, acc[i][h]);
 }
 
-// The stem's gathered rows: out[0..NR) = sum of the k rows of NR floats.
-template <class V, int NR>
-inline void sum_rows(const float* const* rows, int k, float* out) {
+// The stem's gathered rows for R positions at once: out[i][0..NR) = the sum, in tap order, of
+// the k rows base + off[i * stride + t]. R positions interleaved give R * NR / lanes
+// independent addition chains: one position alone is a chain of k dependent adds.
+template <class V, int NR, int R>
+inline void sum_rows(const float* base, const int32_t* off, int64_t stride, int k, float* out) {
   constexpr int L = V::lanes, C = NR / L;
-  typename V::reg acc[C];
-  for (int h = 0; h < C; ++h) acc[h] = V::zero();
+  typename V::reg acc[R][C];
+#pragma GCC unroll 16
+  for (int i = 0; i < R; ++i)
+#pragma GCC unroll 8
+    for (int h = 0; h < C; ++h) acc[i][h] = V::zero();
   for (int t = 0; t < k; ++t)
-    for (int h = 0; h < C; ++h) acc[h] = V::add(acc[h], V::load(rows[t] + h * L));
-  for (int h = 0; h < C; ++h) V::store(out + h * L, acc[h]);
+#pragma GCC unroll 16
+    for (int i = 0; i < R; ++i) {
+      const float* row = base + off[i * stride + t];
+#pragma GCC unroll 8
+      for (int h = 0; h < C; ++h) acc[i][h] = V::add(acc[i][h], V::load(row + h * L));
+    }
+#pragma GCC unroll 16
+  for (int i = 0; i < R; ++i)
+#pragma GCC unroll 8
+    for (int h = 0; h < C; ++h) V::store(out + i * NR + h * L, acc[i][h]);
 }
 
 // An instruction set's kernels: vector traits V, register tile MR x NR.
@@ -224,7 +237,10 @@ struct KernelsOf {
   static void epilogue(const Epilogue& e, const float* t, int r, int64_t p, int c0, int nc) {
     B2F_ISA_NS::epilogue<V, NR>(e, t, r, p, c0, nc);
   }
-  static void sum_rows(const float* const* rows, int k, float* out) { B2F_ISA_NS::sum_rows<V, NR>(rows, k, out); }
+  template <int R>
+  static void sum_rows(const float* base, const int32_t* off, int64_t stride, int k, float* out) {
+    B2F_ISA_NS::sum_rows<V, NR, R>(base, off, stride, k, out);
+  }
 };
 
 // Runs fn(task) for task in [0, ntasks) on up to `threads` threads (parallel_for: static
@@ -561,24 +577,36 @@ inline void run_conv(const ConvArgs& a) {
 }
 
 // The one-hot stem: per position, the sum of one table row per tap (no multiplies).
-// K::sum_rows(rows, k, out) adds k rows of NR floats into out[NR] with the ISA's vectors
-// (compilers do not vectorise the portable loop well across the gathered rows).
+// A task is a block of positions over every panel: the rows' table offsets are worked out
+// once per block, then each panel gathers its slice of those rows (K::sum_rows: the ISA's
+// vectors, a register tile's positions interleaved).
 template <class K>
 inline void run_stem(const StemArgs& a) {
   constexpr int MR = K::MR, NR = K::NR;
+  constexpr int kMaxTaps = 64;  // kernel sizes up to 64 taps (checked by the engine)
+  constexpr int64_t block = int64_t(MR) * kTilesPerBlock;
   const int64_t padded = ((a.cout + NR - 1) / NR) * NR;
-  const int half = a.k / 2;
-  for_each_tile<MR, NR>(a.p0, a.p1, a.cout, a.threads, 0, [&](int64_t p, int rows, int panel) {
+  const int half = a.k / 2, panels = int(padded / NR);
+  const int64_t nblocks = (a.p1 - a.p0 + block - 1) / block;
+  parallel_tasks(nblocks, a.threads, [&](int64_t task) {
     alignas(64) float tile[K::MR * K::NR];  // K::, not a local constexpr: GCC 12 fails on the latter
-    const float* taps[64];  // kernel sizes up to 64 taps
-    const int col0 = panel * NR;
-    for (int i = 0; i < rows; ++i) {
-      const uint8_t* codes = a.codes + p + i - int64_t(half) * a.dil;
+    int32_t off[block * kMaxTaps];
+    const int64_t b0 = a.p0 + task * block, b1 = std::min(b0 + block, a.p1);
+    for (int64_t p = b0; p < b1; ++p) {
+      const uint8_t* codes = a.codes + p - int64_t(half) * a.dil;
       for (int t = 0; t < a.k; ++t)
-        taps[t] = a.table + (int64_t(t) * kStemCodes + codes[int64_t(t) * a.dil]) * padded + col0;
-      K::sum_rows(taps, a.k, tile + i * NR);
+        off[(p - b0) * kMaxTaps + t] = int32_t((t * kStemCodes + codes[int64_t(t) * a.dil]) * padded);
     }
-    K::epilogue(a.epi, tile, rows, p, col0, std::min(NR, a.cout - col0));
+    for (int panel = 0; panel < panels; ++panel) {
+      const int col0 = panel * NR;
+      for (int64_t p = b0; p < b1; p += MR) {
+        const int rows = int(std::min<int64_t>(MR, b1 - p));
+        with_rows<MR>(rows, [&](auto r) {
+          K::template sum_rows<decltype(r)::value>(a.table + col0, off + (p - b0) * kMaxTaps, kMaxTaps, a.k, tile);
+        });
+        K::epilogue(a.epi, tile, rows, p, col0, std::min(NR, a.cout - col0));
+      }
+    }
   });
 }
 

@@ -62,6 +62,7 @@ inline void plan_shapes(int64_t seq_length, const std::vector<OpDesc>& ops, std:
     if (op.type == OpDesc::Conv) {
       if (op.cin != channels[i]) fail(at + "input channels do not chain");
       if (op.k % 2 != 1) fail(at + "even kernel sizes are not supported");
+      if (i == 0 && op.k > 63) fail(at + "the stem's kernel size must be at most 63");
       if (op.dil < 1) fail(at + "dilation must be >= 1");
       if (op.cout < 1) fail(at + "no output channels");
       if (op.pool != 1 && op.pool != 2) fail(at + "only max-pool sizes 1 and 2 are supported");
