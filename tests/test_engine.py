@@ -204,6 +204,14 @@ def test_forcing_an_unavailable_isa_is_a_clear_error():
         Model(small_model(rng), isa="no-such-isa")
 
 
+def test_a_stem_wider_than_its_kernels_address_is_refused():
+    # the stem's kernels hold a register tile's 63 taps of int32 table offsets
+    rng = np.random.default_rng(19)
+    with pytest.raises(ValueError, match="op 0: the stem's kernel size must be at most 63"):
+        Model(trunk_only(200, [rand_conv(rng, 65, 4, 8, pool=2), rand_conv(rng, 3, 8, 8)]), threads=1)
+    Model(trunk_only(200, [rand_conv(rng, 63, 4, 8, pool=2), rand_conv(rng, 3, 8, 8)]), threads=1)
+
+
 def test_bad_inputs_give_clear_errors():
     rng = np.random.default_rng(18)
     model = Model(small_model(rng), threads=1)

@@ -608,7 +608,7 @@ inline void run_conv(const ConvArgs& a) {
 template <class K>
 inline void run_stem(const StemArgs& a) {
   constexpr int MR = K::MR, NR = K::NR;
-  constexpr int kMaxTaps = 64;  // kernel sizes up to 64 taps (checked by the engine)
+  constexpr int kMaxTaps = 64;  // stem kernel sizes up to 63 taps, table offsets int32 (checked by the engine)
   constexpr int64_t block = int64_t(MR) * kTilesPerBlock;
   const int64_t padded = ((a.cout + NR - 1) / NR) * NR;
   const int half = a.k / 2, panels = int(padded / NR);

@@ -16,6 +16,7 @@
 #include "basenji2_fast/kernels.h"
 #include "basenji2_fast/winograd.h"
 #include "basenji2_fast/parallel.h"
+#include "basenji2_fast/stem.h"
 
 namespace b2f {
 
@@ -62,7 +63,9 @@ inline void plan_shapes(int64_t seq_length, const std::vector<OpDesc>& ops, std:
     if (op.type == OpDesc::Conv) {
       if (op.cin != channels[i]) fail(at + "input channels do not chain");
       if (op.k % 2 != 1) fail(at + "even kernel sizes are not supported");
-      if (i == 0 && op.k > 63) fail(at + "the stem's kernel size must be at most 63");
+      // The stem's kernels address a register tile's taps and its table with int32 offsets.
+      if (i == 0 && (op.k > 63 || int64_t(op.k) * kStemCodes * (op.cout + 64) >= (int64_t(1) << 31)))
+        fail(at + "the stem's kernel size must be at most 63 and its table under 2^31 floats");
       if (op.dil < 1) fail(at + "dilation must be >= 1");
       if (op.cout < 1) fail(at + "no output channels");
       if (op.pool != 1 && op.pool != 2) fail(at + "only max-pool sizes 1 and 2 are supported");
