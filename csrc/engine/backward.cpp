@@ -285,11 +285,9 @@ void Backward::conv(const Packed& w, int k, int dil, int cin, int cout, const fl
                     int64_t res_stride) const {
   cpu::ConvArgs a;
   a.in = in, a.in_stride = in_stride;
-  a.w = w.weights(), a.bf16 = false;
+  w.feed(a);  // fp32: the backward packs its weights in fp32
   a.k = k, a.dil = dil, a.cin = cin, a.cout = cout;
   a.p0 = p0, a.p1 = p1, a.threads = threads;
-  if (w.wino.fast()) a.fast.m = w.wino.m, a.fast.n = w.wino.n, a.fast.at = w.wino.at.data(), a.fast.bt = w.wino.bt.data();
-  a.epi.bias = w.bias.data();
   a.epi.res = res, a.epi.res_stride = res_stride;
   a.epi.out = out, a.epi.out_stride = out_stride;
   e_.kernels_->conv(a);

@@ -244,14 +244,10 @@ void Engine::conv_call(int i, const void* in, const float* res, int64_t p0, int6
   cpu::ConvArgs a;
   a.in = in;
   a.in_stride = op.cin;
-  a.w = packed_[i].weights();
-  a.bf16 = packed_[i].bf16;
+  packed_[i].feed(a);
   a.in_bf16 = op.gelu_in && act_bf16_[i];
   a.k = op.k, a.dil = op.dil, a.cin = op.cin, a.cout = op.cout;
   a.p0 = p0, a.p1 = p1, a.threads = threads ? threads : threads_;
-  const Winograd& wg = packed_[i].wino;
-  if (wg.fast()) a.fast.m = wg.m, a.fast.n = wg.n, a.fast.at = wg.at.data(), a.fast.bt = wg.bt.data();
-  a.epi.bias = packed_[i].bias.data();
   a.epi.pool = pool ? pool : op.pool;
   a.epi.gelu = gelu_;
   a.epi.res = res, a.epi.res_stride = op.cout;

@@ -310,7 +310,14 @@ class Engine {
     std::vector<uint16_t> wb;    // bf16: weight pairs (bf16_weight_index) instead of w
     bool bf16 = false;
     Winograd wino;  // a fast conv's transforms (w, wb then hold the transformed weights)
-    const void* weights() const { return bf16 ? static_cast<const void*>(wb.data()) : w.data(); }
+    // The kernels' view of this packing: weights, their precision, a fast conv's transforms,
+    // the epilogue's bias.
+    void feed(cpu::ConvArgs& a) const {
+      a.w = bf16 ? static_cast<const void*>(wb.data()) : w.data();
+      a.bf16 = bf16;
+      if (wino.fast()) a.fast.m = wino.m, a.fast.n = wino.n, a.fast.at = wino.at.data(), a.fast.bt = wino.bt.data();
+      a.epi.bias = bias.data();
+    }
   };
   struct Head {
     Packed all;  // every track, packed once; track subsets are gathered from it

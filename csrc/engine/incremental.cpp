@@ -45,11 +45,9 @@ void Engine::run_head(const void* trunk, int64_t rows, const HeadRequest& r, con
   const int tracks = r.tracks.empty() ? h.tracks : int(r.tracks.size());
   cpu::ConvArgs a;
   a.in = trunk, a.in_stride = trunk_channels();
-  a.w = panel.weights();
-  a.bf16 = panel.bf16;
+  panel.feed(a);
   a.k = 1, a.dil = 1, a.cin = trunk_channels(), a.cout = tracks;
   a.p0 = 0, a.p1 = rows, a.threads = threads ? threads : threads_;
-  a.epi.bias = panel.bias.data();
   a.epi.out = out, a.epi.out_stride = tracks;
   a.epi.out_act = h.act;
   kernels_->conv(a);
