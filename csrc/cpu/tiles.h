@@ -90,16 +90,6 @@ inline void epilogue(const Epilogue& e, const float* tile, int rows, int64_t p, 
   }
 }
 
-// Asks for the cache line of p (never faults). Inline assembly on x86: for these kernels
-// GCC 12 emitted no instruction for __builtin_prefetch (seen with objdump).
-inline void prefetch_line(const void* p) {
-#if defined(__x86_64__) || defined(__i386__)
-  asm volatile("prefetcht0 %0" : : "m"(*static_cast<const char*>(p)));
-#else
-  __builtin_prefetch(p, 0, 3);
-#endif
-}
-
 // fp32 micro-kernel: out[i][0..NR) (row stride ldt) = sum_{t < taps} sum_{c < cin}
 // x[i xs + t ts + c] w[t][c][0..NR) for rows i < R, summed in fp32 in the order of (t, c):
 // R x NR / lanes accumulators in registers, NR / lanes weight vectors, one broadcast.
@@ -208,6 +198,16 @@ inline void micro(const uint16_t* x, int64_t xs, int64_t ts, const uint16_t* w, 
   for (int i = 0; i < R; ++i)
 #pragma GCC unroll 8
     for (int h = 0; h < C; ++h) V::store(out + i * ldt + h * L, acc[i][h]);
+}
+
+// Asks for the cache line of p (never faults). Inline assembly on x86: for these kernels
+// GCC 12 emitted no instruction for __builtin_prefetch (seen with objdump).
+inline void prefetch_line(const void* p) {
+#if defined(__x86_64__) || defined(__i386__)
+  asm volatile("prefetcht0 %0" : : "m"(*static_cast<const char*>(p)));
+#else
+  __builtin_prefetch(p, 0, 3);
+#endif
 }
 
 // Asks for the rows a register tile's epilogue will touch (residual rows to read, output
