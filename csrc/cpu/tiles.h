@@ -51,9 +51,12 @@ template <class V, int NR>
 inline void epilogue(const Epilogue& e, const float* tile, int rows, int64_t p, int col0, int ncols) {
   using R = typename V::reg;
   constexpr int L = V::lanes;
+  static_assert(NR % 8 == 0 && NR <= 64, "a panel's pool choices are whole bytes of one word");
   const int step = e.pool;
+  const bool record = step == 2 && e.choice;
   for (int i = 0; i < rows; i += step) {
     const int64_t j = (p + i) / step;
+    uint64_t odd = 0;  // the panel's pool choices (record)
     for (int h = 0; h < NR / L; ++h) {
       const int c = col0 + h * L, n = ncols - h * L;  // columns of this vector that exist
       if (n <= 0) break;
@@ -68,6 +71,7 @@ inline void epilogue(const Epilogue& e, const float* tile, int rows, int64_t p, 
       if (step == 2) {
         R v2 = V::add(V::load(tile + (i + 1) * NR + h * L), b);
         if (e.res) v2 = V::add(v2, res(p + i + 1));
+        if (record) odd |= uint64_t(V::bits(V::gt(v2, v))) << (h * L);
         v = V::max(v, v2);
       }
       if (e.out) {
@@ -86,6 +90,11 @@ inline void epilogue(const Epilogue& e, const float* tile, int rows, int64_t p, 
           else V::store_n(dst, g, n);
         }
       }
+    }
+    if (record) {  // the bytes of the columns that exist; bits beyond them cleared
+      if (ncols < 64) odd &= (uint64_t(1) << ncols) - 1;
+      uint8_t* dst = e.choice + j * e.choice_stride + col0 / 8;
+      for (int b = 0; b < (std::min(ncols, NR) + 7) / 8; ++b) dst[b] = uint8_t(odd >> (8 * b));
     }
   }
 }

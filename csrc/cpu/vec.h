@@ -11,6 +11,7 @@
 //   broadcast(const float*)       one float in every lane
 //   add sub mul div fmadd(a, b, c) = a b + c, fnmadd(a, b, c) = c - a b, max min abs neg
 //   mask, gt(a, b), lt(a, b), select(m, a, b) = m ? a : b
+//   bits(m)                       the mask as an integer, bit i = lane i
 //   round(x)                      to the nearest integer (ties to even)
 //   ldexp(p, n)                   p 2^n for rounded n; kExpMin, kExpMax clamp exp's argument to
 //   kExpMin, kExpMax              where ldexp is exact (below, e^x is 0 for our uses)
@@ -70,6 +71,11 @@ struct VecPortable {
   static reg neg(reg a) { return (reg)((preg)a ^ 0x80000000u); }
   static mask gt(reg a, reg b) { return a > b; }
   static mask lt(reg a, reg b) { return a < b; }
+  static uint32_t bits(mask m) {
+    uint32_t b = 0;
+    for (int i = 0; i < lanes; ++i) b |= uint32_t(m[i] != 0) << i;
+    return b;
+  }
   static reg select(mask m, reg a, reg b) { return m ? a : b; }
   static reg round(reg x) {  // adding and removing 1.5 * 2^23 rounds |x| < 2^22 to nearest even
     const reg magic = set1(12582912.f);
@@ -144,6 +150,7 @@ struct VecAvx2 {
   static reg neg(reg a) { return _mm256_xor_ps(a, _mm256_set1_ps(-0.f)); }
   static mask gt(reg a, reg b) { return _mm256_cmp_ps(a, b, _CMP_GT_OQ); }
   static mask lt(reg a, reg b) { return _mm256_cmp_ps(a, b, _CMP_LT_OQ); }
+  static uint32_t bits(mask m) { return uint32_t(_mm256_movemask_ps(m)); }
   static reg select(mask m, reg a, reg b) { return _mm256_blendv_ps(b, a, m); }
   static reg round(reg x) { return _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
   static reg ldexp(reg p, reg n) {
@@ -220,6 +227,7 @@ struct VecAvx512 {
   }
   static mask gt(reg a, reg b) { return _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ); }
   static mask lt(reg a, reg b) { return _mm512_cmp_ps_mask(a, b, _CMP_LT_OQ); }
+  static uint32_t bits(mask m) { return uint32_t(m); }
   static reg select(mask m, reg a, reg b) { return _mm512_mask_blend_ps(m, b, a); }
   static reg round(reg x) { return _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
   static reg ldexp(reg p, reg n) { return _mm512_scalef_ps(p, n); }

@@ -150,18 +150,18 @@ struct Rows {
   }
 };
 
-// One bit per pooled element: whether a max-pool of size 2 took the odd row of its pair
-// (ties take the even row, as torch's max_pool1d does). Each row starts a new 64-bit word, so
-// rows are written independently and read a byte (8 channels) at a time.
+// The choices of a max-pool of size 2 over pooled rows [lo, hi), as the forward's epilogue
+// records them (cpu::Epilogue::choice): one bit per pooled element, set where the odd row
+// of its pair was taken; 8 channels a byte, whole bytes per row.
 struct PoolChoice {
-  std::vector<uint64_t> bits;
-  int64_t words = 0;  // per row
-  void init(int64_t rows, int ch) {
-    words = (ch + 63) / 64;
-    bits.assign(size_t(rows * words), 0);
+  std::vector<uint8_t> bytes;
+  int64_t lo = 0, stride = 0;  // first row; bytes per row
+  void init(int64_t l, int64_t h, int ch) {
+    lo = l, stride = (ch + 7) / 8;
+    bytes.assign(size_t((h - l) * stride), 0);
   }
-  uint64_t* row(int64_t r) { return bits.data() + r * words; }
-  const uint64_t* row(int64_t r) const { return bits.data() + r * words; }
+  const uint8_t* row(int64_t r) const { return bytes.data() + (r - lo) * stride; }
+  uint8_t* origin() { return bytes.data() - lo * stride; }  // position-origin, for the epilogue
 };
 
 // kLaneMask[b][k]: all ones when bit k of b is set: a byte of choices as an 8-lane mask.
@@ -228,8 +228,6 @@ class Backward {
   void record_op(int i, const float* in, const float* res, int64_t p0, int64_t p1, float* raw_out, float* act_out);
   // The elementwise steps and kernel calls below run on `threads` threads (1 inside a tile
   // that a thread of the tiled backward owns).
-  void pool_select(int i, const float* pre_raw, const float* pre_act, int64_t p0, int64_t p1, float* raw_out,
-                   float* act_out, PoolChoice* choice, int64_t choice_lo, int threads) const;
   // Backward.
   void head_backward(Rows& dh);
   void whole_backward();
@@ -244,8 +242,8 @@ class Backward {
   void conv(const Packed& w, int k, int dil, int cin, int cout, const float* in, int64_t in_stride, int64_t p0,
             int64_t p1, float* out, int64_t out_stride, int threads, const float* res = nullptr,
             int64_t res_stride = 0) const;
-  void route(int i, const float* g, int64_t g_stride, const PoolChoice* choice, int64_t choice_lo, int64_t q0,
-             int64_t q1, Rows& pre, int threads) const;
+  void route(int i, const float* g, int64_t g_stride, const PoolChoice* choice, int64_t q0, int64_t q1, Rows& pre,
+             int threads) const;
   void combine(const float* x, const float* d, float* g, int64_t rows, int ch, bool gelu_in, bool add,
                int threads) const;
 };
@@ -338,10 +336,10 @@ Engine::Packed Backward::stem_transposed() const {
   return e_.pack(w.data(), false, zero.data(), 1, cout, k * 4, false);
 }
 
-void Backward::route(int i, const float* g, int64_t g_stride, const PoolChoice* choice, int64_t choice_lo, int64_t q0,
-                     int64_t q1, Rows& pre, int threads) const {
+void Backward::route(int i, const float* g, int64_t g_stride, const PoolChoice* choice, int64_t q0, int64_t q1,
+                     Rows& pre, int threads) const {
   // Pre-pool gradient rows [pre.lo, pre.hi) of op i's output, from the gradient of its pooled
-  // output (row r at g + r * g_stride, position-origin; choice row r at r - choice_lo): each
+  // output (row r at g + r * g_stride, position-origin; choice: the pool's): each
   // pooled element's gradient goes to the row the max-pool took. Zero outside [q0, q1)
   // (beyond the tensor) and, without a pool, a copy.
   const int ch = C(i + 1), pool = op(i).pool;
@@ -357,11 +355,11 @@ void Backward::route(int i, const float* g, int64_t g_stride, const PoolChoice* 
       }
       // The even row keeps the elements whose bit is clear, the odd row those whose bit is set.
       const uint32_t flip = p & 1 ? 0u : 0xFFFFFFFFu;
-      const uint64_t* bits = choice->row(p / 2 - choice_lo);
+      const uint8_t* bits = choice->row(p / 2);
       const uint32_t* s32 = reinterpret_cast<const uint32_t*>(src);
       uint32_t* d32 = reinterpret_cast<uint32_t*>(dst);
       for (int c = 0; c < ch; c += 8) {
-        const uint32_t* m = kLaneMask.m[(bits[c / 64] >> (c % 64)) & 0xFF];
+        const uint32_t* m = kLaneMask.m[bits[c / 8]];
         if (c + 8 <= ch) {
           for (int k = 0; k < 8; ++k) d32[c + k] = s32[c + k] & (m[k] ^ flip);
         } else {
@@ -394,70 +392,12 @@ void Backward::combine(const float* x, const float* d, float* g, int64_t rows, i
 // ---------------------------------------------------------------------------------------------
 // the recording forward
 
-void Backward::pool_select(int i, const float* pre_raw, const float* pre_act, int64_t p0, int64_t p1, float* raw_out,
-                           float* act_out, PoolChoice* choice, int64_t choice_lo, int threads) const {
-  // Max-pool (size 2) of op i's pre-pool rows [p0, p1) (buffers from row p0; outputs
-  // position-origin), keeping the choice of pooled row r at row r - choice_lo of `choice`.
-  const int ch = C(i + 1);
-  parallel_rows(p0 / 2, p1 / 2, threads, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      const float* __restrict e = pre_raw + (2 * r - p0) * ch;
-      const float* __restrict o = e + ch;
-      if (raw_out) {
-        float* __restrict ro = raw_out + r * ch;
-        for (int c = 0; c < ch; ++c) ro[c] = o[c] > e[c] ? o[c] : e[c];
-      }
-      if (act_out) {
-        const float* __restrict ea = pre_act + (2 * r - p0) * ch;
-        const float* __restrict oa = ea + ch;
-        float* __restrict ao = act_out + r * ch;
-        for (int c = 0; c < ch; ++c) {  // both loads unconditional, so that the loop vectorises
-          const float a = oa[c], b = ea[c];
-          ao[c] = o[c] > e[c] ? a : b;
-        }
-      }
-      if (!choice) continue;
-      // The choices as bytes (0 or 1), then eight at a time into bits: the multiply moves
-      // byte k's low bit to bit 56 + k.
-      alignas(8) uint8_t flag[64];
-      uint64_t* w = choice->row(r - choice_lo);
-      for (int c0 = 0; c0 < ch; c0 += 64) {
-        const int m = std::min(64, ch - c0);
-        for (int k = 0; k < m; ++k) flag[k] = o[c0 + k] > e[c0 + k];
-        for (int k = m; k < 64; ++k) flag[k] = 0;
-        uint64_t word = 0;
-        for (int b = 0; b < 8; ++b) {
-          uint64_t v;
-          std::memcpy(&v, flag + 8 * b, 8);
-          word |= ((v * 0x0102040810204080ull) >> 56) << (8 * b);
-        }
-        w[c0 / 64] = word;
-      }
-    }
-  });
-}
-
 void Backward::record_op(int i, const float* in, const float* res, int64_t p0, int64_t p1, float* raw_out,
                          float* act_out) {
-  // Op i (>= 1) over pre-pool positions [p0, p1) as the forward runs it; raw_out / act_out are
-  // position-origin (pooled rows), either may be null. A pooled op runs without its pool in
-  // chunks, then pools here to record which row each max took.
-  const OpDesc& o = op(i);
-  if (o.pool == 1) {
-    e_.conv_call(i, in, res, p0, p1, raw_out, act_out);
-    return;
-  }
-  const int ch = o.cout;
-  // Chunks of at most half a tile (raw and GELU rows together one tile), all at once untiled.
-  const int64_t chunk = e_.tile_floats_ > 0 ? std::max<int64_t>(64, (e_.tile_floats_ / 2 / ch) / 2 * 2) : p1 - p0;
-  Rows pre_raw, pre_act;
-  pre_raw.alloc(&pool_, 0, std::min(chunk, p1 - p0), ch);
-  if (act_out) pre_act.alloc(&pool_, 0, std::min(chunk, p1 - p0), ch);
-  for (int64_t a = p0; a < p1; a += chunk) {
-    const int64_t b = std::min(p1, a + chunk);
-    e_.conv_call(i, in, res, a, b, pre_raw.buf.get() - a * ch, act_out ? pre_act.buf.get() - a * ch : nullptr, 0, 1);
-    pool_select(i, pre_raw.buf.get(), act_out ? pre_act.buf.get() : nullptr, a, b, raw_out, act_out, &odd_[i], 0, threads_);
-  }
+  // Op i (>= 1) over pre-pool positions [p0, p1) as the forward runs it, a max-pool recording
+  // its choices; raw_out / act_out are position-origin (pooled rows), either may be null.
+  PoolChoice* c = op(i).pool == 2 ? &odd_[i] : nullptr;
+  e_.conv_call(i, in, res, p0, p1, raw_out, act_out, 0, c ? c->origin() : nullptr, c ? c->stride : 0);
 }
 
 void Backward::record_forward() {
@@ -469,7 +409,7 @@ void Backward::record_forward() {
     raw_[i].zero_outside(0, L(i));
   }
   for (int i = 1; i < n; ++i)
-    if (op(i).type == OpDesc::Conv && op(i).pool == 2) odd_[i].init(L(i + 1), C(i + 1));
+    if (op(i).type == OpDesc::Conv && op(i).pool == 2) odd_[i].init(0, L(i + 1), C(i + 1));
   // Whole activated tensors from P on, for the ops (and the head) that read them.
   const auto need_act = [&](int i) { return i == n ? e_.final_gelu_ : bool(e_.need_act_[i]); };
   const auto whole_act = [&](int i) {
@@ -597,7 +537,7 @@ void Backward::whole_backward() {
       const int64_t h = e_.halo_[i];
       Rows pre;  // the gradient of the conv's pre-pool output, with the conv's halo of zeros
       pre.alloc(&pool_, -h, L(i) + h, o.cout);
-      route(i, g.origin(), o.cout, o.pool == 2 ? &odd_[i] : nullptr, 0, 0, L(i), pre, threads_);
+      route(i, g.origin(), o.cout, o.pool == 2 ? &odd_[i] : nullptr, 0, L(i), pre, threads_);
       if (o.residual >= 0) {
         Rows& gr = grad_of(o.residual);
         const int64_t m = L(i) * o.cout;
@@ -615,7 +555,7 @@ void Backward::whole_backward() {
     }
     g.release();
     if (i + 1 > P_) raw_[i + 1].release();
-    if (i < int(odd_.size())) odd_[i].bits = {};
+    if (i < int(odd_.size())) odd_[i].bytes = {};
   }
 }
 
@@ -690,22 +630,15 @@ void Backward::tile_backward(int64_t A, int64_t B, const std::vector<Packed>& w,
       return;
     }
   }
-  // The stem's output rows [s[1], t[1]) without its pool, then pooled here: the raw rows
-  // (GELU' of op 1) and the pool's choices.
+  // The stem's output rows [s[1], t[1]): the raw rows (GELU' of op 1) and its pool's choices.
   Rows x1;
   PoolChoice c0;
   {
     const int pool = s0.pool;
-    Rows pre;
-    pre.alloc(&pool_, s[1] * pool, t[1] * pool, c1);
-    e_.stem_call(code0_, n_uniform_, s[1] * pool, t[1] * pool, pre.origin(), nullptr, c1, threads, 1);
-    if (pool == 2) {
-      x1.alloc(&pool_, s[1], t[1], c1);
-      c0.init(t[1] - s[1], c1);
-      pool_select(0, pre.buf.get(), nullptr, 2 * s[1], 2 * t[1], x1.origin(), nullptr, &c0, s[1], threads);
-    } else {
-      x1 = std::move(pre);
-    }
+    x1.alloc(&pool_, s[1], t[1], c1);
+    if (pool == 2) c0.init(s[1], t[1], c1);
+    e_.stem_call(code0_, n_uniform_, s[1] * pool, t[1] * pool, x1.origin(), nullptr, c1, threads,
+                 pool == 2 ? c0.origin() : nullptr, c0.stride);
   }
   // Down the tower: the gradient of tensor i + 1's rows [s, t) -> tensor i's.
   Rows g;  // tensor i + 1's gradient rows; grad_[P] (whole) at the top
@@ -716,7 +649,7 @@ void Backward::tile_backward(int64_t A, int64_t B, const std::vector<Packed>& w,
     e_.op_reads(i, s[i], t[i], lo, hi);
     Rows pre, da, gi;
     pre.alloc(&pool_, lo, hi, o.cout);
-    route(i, g_origin, o.cout, o.pool == 2 ? &odd_[i] : nullptr, 0, 0, L(i), pre, threads);
+    route(i, g_origin, o.cout, o.pool == 2 ? &odd_[i] : nullptr, 0, L(i), pre, threads);
     da.alloc(&pool_, s[i], t[i], o.cin);
     conv(w[i], o.k, o.dil, o.cout, o.cin, pre.origin(), o.cout, s[i], t[i], da.origin(), o.cin, threads);
     pre.release();
@@ -730,7 +663,7 @@ void Backward::tile_backward(int64_t A, int64_t B, const std::vector<Packed>& w,
   // then each input row sums its k taps and takes GELU' of its one-hot value.
   Rows pre, u;
   pre.alloc(&pool_, A - h0, B + h0, c1);
-  route(0, g_origin, c1, s0.pool == 2 ? &c0 : nullptr, s[1], 0, L0, pre, threads);
+  route(0, g_origin, c1, s0.pool == 2 ? &c0 : nullptr, 0, L0, pre, threads);
   const int64_t u0 = std::max<int64_t>(0, A - h0), u1 = std::min(L0, B + h0);
   u.alloc(&pool_, u0, u1, k0 * 4);
   conv(ws, 1, 1, c1, k0 * 4, pre.origin(), c1, u0, u1, u.origin(), k0 * 4, threads);

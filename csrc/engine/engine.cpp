@@ -224,14 +224,15 @@ const Engine::Packed& Engine::head_panel(const HeadRequest& r) const {
 }
 
 void Engine::stem_call(const uint8_t* codes, bool n_uniform, int64_t p0, int64_t p1, float* out_raw, void* out_act,
-                      int64_t stride, int threads, int pool) const {
+                      int64_t stride, int threads, uint8_t* choice, int64_t choice_stride) const {
   const OpDesc& s = ops_[0];
   cpu::StemArgs sa;
   sa.codes = codes;
   sa.table = stem_tables_[n_uniform ? 1 : 0].data();
   sa.k = s.k, sa.dil = s.dil, sa.cout = s.cout, sa.p0 = p0, sa.p1 = p1, sa.threads = threads ? threads : threads_;
   sa.epi.bias = packed_[0].bias.data();
-  sa.epi.pool = pool ? pool : s.pool;
+  sa.epi.pool = s.pool;
+  sa.epi.choice = choice, sa.epi.choice_stride = choice_stride;
   sa.epi.gelu = gelu_;
   sa.epi.out = out_raw, sa.epi.out_stride = stride;
   sa.epi.act = out_act, sa.epi.act_stride = stride, sa.epi.act_bf16 = act_bf16_[1];
@@ -239,7 +240,7 @@ void Engine::stem_call(const uint8_t* codes, bool n_uniform, int64_t p0, int64_t
 }
 
 void Engine::conv_call(int i, const void* in, const float* res, int64_t p0, int64_t p1, float* out_raw,
-                       void* out_act, int threads, int pool) const {
+                       void* out_act, int threads, uint8_t* choice, int64_t choice_stride) const {
   const OpDesc& op = ops_[i];
   cpu::ConvArgs a;
   a.in = in;
@@ -248,7 +249,8 @@ void Engine::conv_call(int i, const void* in, const float* res, int64_t p0, int6
   a.in_bf16 = op.gelu_in && act_bf16_[i];
   a.k = op.k, a.dil = op.dil, a.cin = op.cin, a.cout = op.cout;
   a.p0 = p0, a.p1 = p1, a.threads = threads ? threads : threads_;
-  a.epi.pool = pool ? pool : op.pool;
+  a.epi.pool = op.pool;
+  a.epi.choice = choice, a.epi.choice_stride = choice_stride;
   a.epi.gelu = gelu_;
   a.epi.res = res, a.epi.res_stride = op.cout;
   a.epi.out = out_raw, a.epi.out_stride = op.cout;

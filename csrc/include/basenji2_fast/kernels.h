@@ -45,6 +45,12 @@ struct Epilogue {
   int64_t act_stride = 0;
   bool act_bf16 = false;        // act rows are bf16 (rounded to nearest even), else fp32
   Gelu gelu = Gelu::Sigmoid;
+  // With pool 2, which row of each pair the max took (for the gradient's routing), or null:
+  // one bit per pooled element, set where the odd row is strictly greater (a tie keeps the
+  // even row, as torch's max_pool1d does); pooled row j's channel c is bit c % 8 of byte
+  // choice[j * choice_stride + c / 8]. Bytes of a row's columns that do not exist are left.
+  uint8_t* choice = nullptr;
+  int64_t choice_stride = 0;
 };
 
 // A fast convolution's Winograd F(m, k) tiles (winograd.h); m == 0: direct convolution.
