@@ -44,9 +44,17 @@ inline T from_f32(float x) {
   else return f32_to_bf16(x);
 }
 
+// Bits [c, c + n) of a row of max-pool choices (Epilogue::choice), column c at bit 0; n <= 25.
+inline uint32_t choice_bits(const uint8_t* row, int c, int n) {
+  uint32_t b = 0;
+  for (int k = c / 8; k <= (c + n - 1) / 8; ++k) b |= uint32_t(row[k]) << (8 * (k - c / 8));
+  return b >> (c % 8);
+}
+
 // The epilogue of a register tile [rows][NR] of accumulators (row stride NR) for positions
 // p.. and panel columns [col0, col0 + ncols): bias, residual, max-pool, then the raw output
-// (softplus for heads) and / or the GELU-activated one (fp32 or bf16).
+// (softplus for heads) and / or the GELU-activated one (fp32 or bf16); in the backward pass,
+// GELU' and the max-pool's routing instead (Epilogue::dgelu, unpool).
 template <class V, int NR>
 inline void epilogue(const Epilogue& e, const float* tile, int rows, int64_t p, int col0, int ncols) {
   using R = typename V::reg;
@@ -74,7 +82,17 @@ inline void epilogue(const Epilogue& e, const float* tile, int rows, int64_t p, 
         if (record) odd |= uint64_t(V::bits(V::gt(v2, v))) << (h * L);
         v = V::max(v, v2);
       }
-      if (e.out) {
+      if (e.dgelu) {
+        const float* x = e.dgelu + j * e.dgelu_stride + c;
+        v = V::mul(v, vgelu_grad<V>(full ? V::load(x) : V::load_n(x, n), e.gelu));
+      }
+      if (e.unpool) {
+        const typename V::mask odd = V::from_bits(choice_bits(e.unpool + j * e.unpool_stride, c, full ? L : n));
+        float* even_row = e.out + 2 * j * e.out_stride + c;
+        const R z = V::zero(), ve = V::select(odd, z, v), vo = V::select(odd, v, z);
+        if (full) V::store(even_row, ve), V::store(even_row + e.out_stride, vo);
+        else V::store_n(even_row, ve, n), V::store_n(even_row + e.out_stride, vo, n);
+      } else if (e.out) {
         const R o = e.out_act == OutAct::Softplus ? vsoftplus<V>(v) : v;
         float* dst = e.out + j * e.out_stride + c;
         if (full) V::store(dst, o);
@@ -228,7 +246,13 @@ inline void prefetch_epilogue(const Epilogue& e, int64_t p, int rows, int col0) 
     if (e.res) prefetch_line(e.res + (p + i) * e.res_stride + col0);
     if ((p + i) % e.pool) continue;
     const int64_t j = (p + i) / e.pool;
-    if (e.out) prefetch_line(e.out + j * e.out_stride + col0);
+    if (e.unpool) {
+      prefetch_line(e.out + 2 * j * e.out_stride + col0);
+      prefetch_line(e.out + (2 * j + 1) * e.out_stride + col0);
+    } else if (e.out) {
+      prefetch_line(e.out + j * e.out_stride + col0);
+    }
+    if (e.dgelu) prefetch_line(e.dgelu + j * e.dgelu_stride + col0);
     if (e.act) prefetch_line(static_cast<const char*>(e.act) + (j * e.act_stride + col0) * (e.act_bf16 ? 2 : 4));
   }
 }

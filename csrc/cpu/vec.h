@@ -11,7 +11,7 @@
 //   broadcast(const float*)       one float in every lane
 //   add sub mul div fmadd(a, b, c) = a b + c, fnmadd(a, b, c) = c - a b, max min abs neg
 //   mask, gt(a, b), lt(a, b), select(m, a, b) = m ? a : b
-//   bits(m)                       the mask as an integer, bit i = lane i
+//   bits(m), from_bits(b)         the mask as an integer, bit i = lane i, and back
 //   round(x)                      to the nearest integer (ties to even)
 //   ldexp(p, n)                   p 2^n for rounded n; kExpMin, kExpMax clamp exp's argument to
 //   kExpMin, kExpMax              where ldexp is exact (below, e^x is 0 for our uses)
@@ -75,6 +75,11 @@ struct VecPortable {
     uint32_t b = 0;
     for (int i = 0; i < lanes; ++i) b |= uint32_t(m[i] != 0) << i;
     return b;
+  }
+  static mask from_bits(uint32_t b) {
+    mask m{};
+    for (int i = 0; i < lanes; ++i) m[i] = (b >> i) & 1 ? -1 : 0;
+    return m;
   }
   static reg select(mask m, reg a, reg b) { return m ? a : b; }
   static reg round(reg x) {  // adding and removing 1.5 * 2^23 rounds |x| < 2^22 to nearest even
@@ -151,6 +156,11 @@ struct VecAvx2 {
   static mask gt(reg a, reg b) { return _mm256_cmp_ps(a, b, _CMP_GT_OQ); }
   static mask lt(reg a, reg b) { return _mm256_cmp_ps(a, b, _CMP_LT_OQ); }
   static uint32_t bits(mask m) { return uint32_t(_mm256_movemask_ps(m)); }
+  static mask from_bits(uint32_t b) {
+    const __m256i lane_bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    const __m256i v = _mm256_and_si256(_mm256_set1_epi32(int(b)), lane_bit);
+    return _mm256_castsi256_ps(_mm256_cmpeq_epi32(v, lane_bit));
+  }
   static reg select(mask m, reg a, reg b) { return _mm256_blendv_ps(b, a, m); }
   static reg round(reg x) { return _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
   static reg ldexp(reg p, reg n) {
@@ -228,6 +238,7 @@ struct VecAvx512 {
   static mask gt(reg a, reg b) { return _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ); }
   static mask lt(reg a, reg b) { return _mm512_cmp_ps_mask(a, b, _CMP_LT_OQ); }
   static uint32_t bits(mask m) { return uint32_t(m); }
+  static mask from_bits(uint32_t b) { return mask(b); }
   static reg select(mask m, reg a, reg b) { return _mm512_mask_blend_ps(m, b, a); }
   static reg round(reg x) { return _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
   static reg ldexp(reg p, reg n) { return _mm512_scalef_ps(p, n); }

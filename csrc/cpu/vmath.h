@@ -1,6 +1,6 @@
 // Vector math of the epilogues, written once against the traits of vec.h: exp, log on [1, 2],
-// softplus, erfc, and the three GELU variants of numerics.h. Single precision, errors ~1e-7
-// relative (the float64 reference bounds them in the tests).
+// softplus, erfc, and the three GELU variants of numerics.h and their derivatives. Single
+// precision, errors ~1e-7 relative (the float64 reference bounds them in the tests).
 #pragma once
 #include "basenji2_fast/numerics.h"
 #include "vec.h"
@@ -96,6 +96,35 @@ inline typename V::reg vgelu(typename V::reg x, Gelu variant) {
       const R u = V::mul(V::set1(kSqrt2OverPi), V::fmadd(V::mul(V::set1(kGeluTanhCubic), x), V::mul(x, x), x));
       const R th = V::sub(one, V::div(V::set1(2.f), V::add(vexp<V>(V::add(u, u)), one)));
       return V::mul(V::mul(V::set1(0.5f), x), V::add(one, th));
+    }
+  }
+}
+
+// d gelu(x) / dx (numerics.h's gelu_grad, the backward pass's GELU'), the forms of vgelu.
+template <class V>
+inline typename V::reg vgelu_grad(typename V::reg x, Gelu variant) {
+  using R = typename V::reg;
+  const R one = V::set1(1.f), half = V::set1(0.5f);
+  switch (variant) {
+    case Gelu::Sigmoid: {  // s + a x s (1 - s), s = sigmoid(a x)
+      const R ax = V::mul(x, V::set1(kGeluSigmoidScale));
+      const R s = V::div(one, V::add(one, vexp<V>(V::neg(ax))));
+      return V::fmadd(s, V::mul(ax, V::sub(one, s)), s);
+    }
+    case Gelu::Erf: {  // 0.5 erfc(-x / sqrt 2) + x e^{-x^2 / 2} / sqrt(2 pi)
+      const R u = V::mul(x, V::set1(-kSqrtHalf));
+      const R c = verfc_pos<V>(V::abs(u));
+      const R ec = V::select(V::lt(u, V::zero()), V::sub(V::set1(2.f), c), c);
+      const R phi = V::mul(V::set1(kInvSqrt2Pi), vexp<V>(V::mul(V::mul(x, x), V::set1(-0.5f))));
+      return V::fmadd(x, phi, V::mul(half, ec));
+    }
+    default: {  // 0.5 (1 + th) + 0.5 x (1 - th^2) sqrt(2 / pi) (1 + 3 c x^2)
+      const R x2 = V::mul(x, x);
+      const R u = V::mul(V::set1(kSqrt2OverPi), V::fmadd(V::mul(V::set1(kGeluTanhCubic), x), x2, x));
+      const R th = V::sub(one, V::div(V::set1(2.f), V::add(vexp<V>(V::add(u, u)), one)));
+      const R du = V::mul(V::set1(kSqrt2OverPi), V::fmadd(V::set1(3.f * kGeluTanhCubic), x2, one));
+      const R dth = V::mul(V::fnmadd(th, th, one), du);
+      return V::fmadd(V::mul(half, x), dth, V::mul(half, V::add(one, th)));
     }
   }
 }

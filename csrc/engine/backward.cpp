@@ -161,7 +161,8 @@ struct PoolChoice {
     bytes.assign(size_t((h - l) * stride), 0);
   }
   const uint8_t* row(int64_t r) const { return bytes.data() + (r - lo) * stride; }
-  uint8_t* origin() { return bytes.data() - lo * stride; }  // position-origin, for the epilogue
+  uint8_t* origin() { return bytes.data() - lo * stride; }  // position-origin, for the epilogues
+  const uint8_t* origin() const { return bytes.data() - lo * stride; }
 };
 
 // kLaneMask[b][k]: all ones when bit k of b is set: a byte of choices as an 8-lane mask.
@@ -238,10 +239,13 @@ class Backward {
                      float* out) const;
   // Kernels.
   Packed transposed(int i) const;
+  Packed transposed_packing(const Packed& f, int k, int cin, int j0, int j1) const;
   Packed stem_transposed() const;
   void conv(const Packed& w, int k, int dil, int cin, int cout, const float* in, int64_t in_stride, int64_t p0,
             int64_t p1, float* out, int64_t out_stride, int threads, const float* res = nullptr,
             int64_t res_stride = 0) const;
+  void conv(const Packed& w, int k, int dil, int cin, int cout, const float* in, int64_t in_stride, int64_t p0,
+            int64_t p1, cpu::Epilogue epi, int threads) const;
   void route(int i, const float* g, int64_t g_stride, const PoolChoice* choice, int64_t q0, int64_t q1, Rows& pre,
              int threads) const;
   void combine(const float* x, const float* d, float* g, int64_t rows, int ch, bool gelu_in, bool add,
@@ -281,46 +285,95 @@ Backward::Backward(const Engine& e, const HeadRequest& req, const std::vector<in
 void Backward::conv(const Packed& w, int k, int dil, int cin, int cout, const float* in, int64_t in_stride, int64_t p0,
                     int64_t p1, float* out, int64_t out_stride, int threads, const float* res,
                     int64_t res_stride) const {
+  cpu::Epilogue epi;
+  epi.res = res, epi.res_stride = res_stride;
+  epi.out = out, epi.out_stride = out_stride;
+  conv(w, k, dil, cin, cout, in, in_stride, p0, p1, epi, threads);
+}
+
+void Backward::conv(const Packed& w, int k, int dil, int cin, int cout, const float* in, int64_t in_stride, int64_t p0,
+                    int64_t p1, cpu::Epilogue epi, int threads) const {
   cpu::ConvArgs a;
   a.in = in, a.in_stride = in_stride;
-  w.feed(a);  // fp32: the backward packs its weights in fp32
+  a.epi = epi;
+  w.feed(a);  // fp32: the backward packs its weights in fp32 (feed sets the zero bias)
+  a.epi.gelu = gelu_;
   a.k = k, a.dil = dil, a.cin = cin, a.cout = cout;
   a.p0 = p0, a.p1 = p1, a.threads = threads;
-  a.epi.res = res, a.epi.res_stride = res_stride;
-  a.epi.out = out, a.epi.out_stride = out_stride;
   e_.kernels_->conv(a);
 }
 
+// The data-gradient convs' weights, packed straight into the kernels' layout (Engine::pack's
+// [panel][tap][cin][nr]) with the output panels in parallel: the backward packs them per call,
+// so the packing is part of every gradient's time.
+
+Engine::Packed Backward::transposed_packing(const Packed& f, int k, int cin, int j0, int j1) const {
+  // f packs a direct kernel [k][cin][cout] (panels of its cout). The result packs the
+  // data-gradient conv of its columns [j0, j1): the kernel [k][j1 - j0][cin] flipped along k,
+  // w'[t'][j - j0][c] = w[k - 1 - t'][c][j].
+  const int nr = e_.kernels_->nr, panels = (cin + nr - 1) / nr, cj = j1 - j0;
+  Packed p;
+  p.bias.assign(size_t(panels) * nr, 0.f);
+  p.w.assign(size_t(panels) * k * cj * nr, 0.f);
+  parallel_for(panels, threads_, [&](int64_t q0, int64_t q1) {
+    for (int64_t q = q0; q < q1; ++q) {
+      const int c0 = int(q) * nr, nc = std::min(nr, cin - c0);
+      for (int tp = 0; tp < k; ++tp)
+        for (int j = j0; j < j1; ++j) {  // nr consecutive columns j read the same cache lines
+          const float* src = f.w.data() + ((size_t(j / nr) * k + (k - 1 - tp)) * cin + c0) * nr + j % nr;
+          float* dst = p.w.data() + ((size_t(q) * k + tp) * cj + (j - j0)) * nr;
+          for (int c = 0; c < nc; ++c) dst[c] = src[size_t(c) * nr];
+        }
+    }
+  });
+  return p;
+}
+
 Engine::Packed Backward::transposed(int i) const {
-  // The forward kernel of op i as the kernel [k][cout][cin] of the data-gradient conv:
-  // flipped along k, transposed. A direct op's is read back from its packing
-  // [panel][k][cin][nr]; a fast op's packing holds transformed weights, so its kernel is the
-  // one lent to Engine::gradient ([k][cin][cout]).
+  // Op i's data-gradient conv: the forward's shape (k, dilation, same length) from cout to
+  // cin channels. A direct op's kernel is read back from its packing; a fast op's packing
+  // holds transformed weights, so its kernel is the one lent to Engine::gradient
+  // ([k][cin][cout]), and its data-gradient conv runs as the same Winograd F(m, k) on the
+  // same tile blocks: U'[p][j][c] = sum_t' G[p][t'] w[k - 1 - t'][c][j], summed in float64
+  // in the order Engine::pack_fast sums, one tap per transform point.
   const OpDesc& o = op(i);
-  const int nr = e_.kernels_->nr, k = o.k, cin = o.cin, cout = o.cout;
-  const Block w = alloc_block(size_t(k) * cout * cin);
-  if (o.fast_m) {
-    const KernelRef& src = kernels_[size_t(i)];
-    for (int t = 0; t < k; ++t)  // reads in order, once
-      for (int c = 0; c < cin; ++c) {
-        const size_t row = (size_t(t) * cin + c) * cout;
-        float* dst = w.get() + size_t(k - 1 - t) * cout * cin + c;
-        for (int j = 0; j < cout; ++j) dst[size_t(j) * cin] = weight_at(src.data, src.bf16, row + j);
+  const int k = o.k, cin = o.cin, cout = o.cout;
+  if (!o.fast_m) return transposed_packing(e_.packed_[i], k, cin, 0, cout);
+  const int nr = e_.kernels_->nr, panels = (cin + nr - 1) / nr;
+  const KernelRef& src = kernels_[size_t(i)];
+  Packed p;
+  p.wino = make_winograd(o.fast_m, k);
+  const int n = p.wino.n;
+  const double* g = p.wino.g.data();
+  p.bias.assign(size_t(panels) * nr, 0.f);
+  p.w.assign(size_t(panels) * n * cout * nr, 0.f);
+  parallel_for(panels, threads_, [&](int64_t q0, int64_t q1) {
+    std::vector<double> blk(size_t(k) * nr * nr), acc(static_cast<size_t>(nr));  // blk [t][j][c]: a block per tap
+    for (int64_t q = q0; q < q1; ++q) {
+      const int c0 = int(q) * nr, nc = std::min(nr, cin - c0);
+      for (int b0 = 0; b0 < cout; b0 += nr) {
+        const int nj = std::min(nr, cout - b0);
+        for (int t = 0; t < k; ++t)
+          for (int c = 0; c < nc; ++c) {
+            const size_t row = (size_t(t) * cin + c0 + c) * cout + b0;
+            for (int j = 0; j < nj; ++j) blk[(size_t(t) * nr + j) * nr + c] = weight_at(src.data, src.bf16, row + j);
+          }
+        for (int pt = 0; pt < n; ++pt)
+          for (int j = 0; j < nj; ++j) {
+            std::fill(acc.begin(), acc.end(), 0.0);
+            for (int tp = 0; tp < k; ++tp) {
+              const double gt = g[size_t(pt) * k + tp];
+              if (gt == 0.0) continue;
+              const double* b = blk.data() + (size_t(k - 1 - tp) * nr + j) * nr;
+              for (int c = 0; c < nc; ++c) acc[c] += gt * b[c];
+            }
+            float* dst = p.w.data() + ((size_t(q) * n + pt) * cout + b0 + j) * nr;
+            for (int c = 0; c < nc; ++c) dst[c] = float(acc[c]);
+          }
       }
-  } else {
-    const Packed& f = e_.packed_[i];
-    for (int j = 0; j < cout; ++j)  // writes in order; reads stay in one panel (L2) for nr rows
-      for (int t = 0; t < k; ++t) {
-        const float* src = f.w.data() + (size_t(j / nr) * k + t) * cin * nr + j % nr;
-        float* dst = w.get() + (size_t(k - 1 - t) * cout + j) * cin;
-        for (int c = 0; c < cin; ++c) dst[c] = src[size_t(c) * nr];
-      }
-  }
-  // The data-gradient conv has the forward's shape (k, dilation, same length): a fast op's
-  // runs as the same Winograd F(m, k), on the same tile blocks.
-  const std::vector<float> zero(size_t(cin), 0.f);
-  return o.fast_m ? e_.pack_fast(w.get(), false, zero.data(), k, cout, cin, o.fast_m, false)
-                  : e_.pack(w.get(), false, zero.data(), k, cout, cin, false);
+    }
+  });
+  return p;
 }
 
 Engine::Packed Backward::stem_transposed() const {
@@ -491,15 +544,11 @@ void Backward::head_backward(Rows& dh) {
     std::fill(z.buf.get(), z.buf.get() + nb * T, 1.f);
   // s [nb][T] @ W^T [T][Ch], a 1x1 conv T -> Ch, in chunks of tracks so that the transposed
   // head is never packed whole (5,313 x 1,536 for Basenji2); each chunk adds to the last.
-  const int nr = e_.kernels_->nr, chunk = 512;
+  const int chunk = 512;
   d.alloc(&pool_, 0, nb, Ch);
-  const std::vector<float> zero(size_t(Ch), 0.f);
-  const Block wt = alloc_block(size_t(std::min(T, chunk)) * Ch);
   for (int j0 = 0; j0 < T; j0 += chunk) {
     const int j1 = std::min(T, j0 + chunk);
-    for (int j = j0; j < j1; ++j)  // column j of the packed request: panel j / nr, lane j % nr
-      for (int c = 0; c < Ch; ++c) wt[size_t(j - j0) * Ch + c] = panel.w[(size_t(j / nr) * Ch + c) * nr + j % nr];
-    const Packed w = e_.pack(wt.get(), false, zero.data(), 1, j1 - j0, Ch, false);
+    const Packed w = transposed_packing(panel, 1, Ch, j0, j1);
     conv(w, 1, 1, j1 - j0, Ch, z.buf.get() + j0, T, 0, nb, d.origin(), Ch, threads_, j0 ? d.origin() : nullptr, Ch);
   }
   for (int64_t r = 0; r < nb; ++r) {  // in list order: a repeated bin adds twice
@@ -640,30 +689,41 @@ void Backward::tile_backward(int64_t A, int64_t B, const std::vector<Packed>& w,
     e_.stem_call(code0_, n_uniform_, s[1] * pool, t[1] * pool, x1.origin(), nullptr, c1, threads,
                  pool == 2 ? c0.origin() : nullptr, c0.stride);
   }
-  // Down the tower: the gradient of tensor i + 1's rows [s, t) -> tensor i's.
-  Rows g;  // tensor i + 1's gradient rows; grad_[P] (whole) at the top
-  const float* g_origin = grad_[P].origin();
+  // pre: the gradient of op i's pre-pool output, the rows its data-gradient conv reads (the
+  // stem's: [A - h0, B + h0)), zero beyond the tensor. Op P - 1's from grad_[P], routed
+  // through its max-pool; below, each data-gradient conv's epilogue writes the next op's:
+  // GELU' of the op's input, routed through the pool of the op below.
+  const auto pre_rows = [&](int i, int64_t& lo, int64_t& hi) {
+    if (i == 0) lo = A - h0, hi = B + h0;
+    else e_.op_reads(i, s[i], t[i], lo, hi);
+  };
+  const auto choice = [&](int i) -> const PoolChoice* { return op(i).pool != 2 ? nullptr : i ? &odd_[i] : &c0; };
+  Rows pre;
+  {
+    int64_t lo, hi;
+    pre_rows(P - 1, lo, hi);
+    pre.alloc(&pool_, lo, hi, op(P - 1).cout);
+    route(P - 1, grad_[P].origin(), C(P), choice(P - 1), 0, L(P - 1), pre, threads);
+  }
   for (int i = P - 1; i >= 1; --i) {
     const OpDesc& o = op(i);
-    int64_t lo, hi;  // the output-gradient rows the data-gradient conv reads
-    e_.op_reads(i, s[i], t[i], lo, hi);
-    Rows pre, da, gi;
-    pre.alloc(&pool_, lo, hi, o.cout);
-    route(i, g_origin, o.cout, o.pool == 2 ? &odd_[i] : nullptr, 0, L(i), pre, threads);
-    da.alloc(&pool_, s[i], t[i], o.cin);
-    conv(w[i], o.k, o.dil, o.cout, o.cin, pre.origin(), o.cout, s[i], t[i], da.origin(), o.cin, threads);
-    pre.release();
-    gi.alloc(&pool_, s[i], t[i], o.cin);
-    const float* x = i == 1 ? x1.row(s[1]) : raw_[i].row(s[i]);
-    combine(x, da.row(s[i]), gi.row(s[i]), t[i] - s[i], o.cin, o.gelu_in, false, threads);
-    g = std::move(gi);
-    g_origin = g.origin();
+    const int pool = op(i - 1).pool;
+    const int64_t w0 = s[i] * pool, w1 = t[i] * pool;  // the rows the conv's epilogue writes
+    int64_t lo, hi;
+    pre_rows(i - 1, lo, hi);
+    Rows next;
+    next.alloc(&pool_, std::min(lo, w0), std::max(hi, w1), o.cin);
+    next.zero_outside(w0, w1);
+    cpu::Epilogue epi;
+    epi.out = next.origin(), epi.out_stride = o.cin;
+    if (o.gelu_in) epi.dgelu = i == 1 ? x1.origin() : raw_[i].origin(), epi.dgelu_stride = o.cin;
+    if (const PoolChoice* c = choice(i - 1)) epi.unpool = c->origin(), epi.unpool_stride = c->stride;
+    conv(w[i], o.k, o.dil, o.cout, o.cin, pre.origin(), o.cout, s[i], t[i], epi, threads);
+    pre = std::move(next);
   }
-  // The stem: its pre-pool gradient rows [A - h0, B + h0), a 1x1 conv to [k][4] per row,
-  // then each input row sums its k taps and takes GELU' of its one-hot value.
-  Rows pre, u;
-  pre.alloc(&pool_, A - h0, B + h0, c1);
-  route(0, g_origin, c1, s0.pool == 2 ? &c0 : nullptr, 0, L0, pre, threads);
+  // The stem: a 1x1 conv of its pre-pool gradient rows to [k][4] per row, then each input
+  // row sums its k taps and takes GELU' of its one-hot value.
+  Rows u;
   const int64_t u0 = std::max<int64_t>(0, A - h0), u1 = std::min(L0, B + h0);
   u.alloc(&pool_, u0, u1, k0 * 4);
   conv(ws, 1, 1, c1, k0 * 4, pre.origin(), c1, u0, u1, u.origin(), k0 * 4, threads);
