@@ -839,7 +839,8 @@ class Model:
 
     def release_memory(self) -> None:
         """Free the activation buffers the engine keeps between calls (about one forward
-        pass's working set: ~26 MB for Basenji2 in fp32); the next call allocates them again."""
+        pass's working set: ~26 MB for Basenji2 in fp32; after :meth:`gradients`, also one
+        gradient pass's: ~210 MB); the next call allocates them again."""
         self._engine.release_buffers()
 
     def embed(self, x: SequenceInput, batch_size: Optional[int] = None, n_encoding: str = "zeros",

@@ -158,6 +158,18 @@ def test_bit_identical_across_threads_batches_and_tiles(spec, codes):
     assert b2.Model(spec, tile_mb=0.1).info()["stem_tower_tiles"] > 1  # the tiled path ran
 
 
+def test_buffers_kept_between_calls(spec, codes):
+    # The backward pass's buffers stay with the engine between calls (dirty, not zeroed) until
+    # release_memory: neither reuse nor release may change a gradient.
+    model = b2.Model(spec, threads=2, tile_mb=0.1)
+    args = dict(tracks=[1], bins=list(range(10, 50)))
+    first = model.gradients(codes[:1], **args)
+    model.gradients(codes[1:2], bins=[0])  # other sizes and values left in the buffers
+    np.testing.assert_array_equal(model.gradients(codes[:1], **args), first)
+    model.release_memory()
+    np.testing.assert_array_equal(model.gradients(codes[:1], **args), first)
+
+
 def test_every_isa(spec, codes, monkeypatch):
     want = reference.gradient(spec, onehot(codes[:1]), tracks=[6], bins=[40, 41])
     isas = b2.build_info()["isas"].split(",")

@@ -25,87 +25,10 @@
 #include "basenji2_fast/parallel.h"
 #include "engine.h"
 
-#if defined(__unix__) || defined(__APPLE__)
-#include <sys/mman.h>
-#define B2F_HAVE_MMAP 1
-#endif
-
 namespace b2f {
 
 namespace {
 [[noreturn]] void fail(const std::string& msg) { throw std::invalid_argument(msg); }
-
-// A float buffer; large ones straight from the OS (mmap, already zero) and back to it on
-// release. The backward pass holds many short-lived buffers of varying sizes: from the heap,
-// glibc would raise its mmap threshold after the first large frees and keep later buffers of
-// those sizes in a fragmented heap, so that each call's peak memory grew over the last's.
-struct FreeBlock {
-  size_t mapped = 0;  // bytes of a mapping, 0 for new[]
-  void operator()(float* p) const {
-#if B2F_HAVE_MMAP
-    if (mapped) {
-      munmap(p, mapped);
-      return;
-    }
-#endif
-    delete[] p;
-  }
-};
-using Block = std::unique_ptr<float[], FreeBlock>;
-
-Block alloc_block(size_t n) {
-#if B2F_HAVE_MMAP
-  const size_t bytes = std::max<size_t>(1, n) * sizeof(float);
-  if (bytes >= (size_t(1) << 20)) {
-    void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) throw std::bad_alloc();
-    return Block(static_cast<float*>(p), FreeBlock{bytes});
-  }
-#endif
-  return Block(new float[std::max<size_t>(1, n)], FreeBlock{0});
-}
-
-// Blocks reused within one phase of a gradient call: its tiles and layers ask for the same
-// sizes again and again, and a fresh mapping's pages fault in on first touch (hundreds of
-// thousands of faults per sequence). A request takes the smallest free block that holds it
-// (at most twice its size); else a new one is mapped after the largest free block is
-// unmapped, so that the pool holds little more than the blocks in use. clear() unmaps all.
-class BlockPool {
- public:
-  Block get(size_t n, size_t& capacity) {
-    Block dropped;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      auto it = free_.lower_bound(n);
-      if (it != free_.end() && it->first <= 2 * n) {
-        capacity = it->first;
-        Block b = std::move(it->second);
-        free_.erase(it);
-        return b;
-      }
-      if (!free_.empty()) {
-        auto last = std::prev(free_.end());
-        dropped = std::move(last->second);
-        free_.erase(last);
-      }
-    }
-    dropped.reset();
-    capacity = n;
-    return alloc_block(n);
-  }
-  void put(Block b, size_t capacity) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    free_.emplace(capacity, std::move(b));
-  }
-  void clear() {
-    std::lock_guard<std::mutex> lock(mutex_);
-    free_.clear();
-  }
-
- private:
-  std::mutex mutex_;
-  std::multimap<size_t, Block> free_;
-};
 
 // Rows [lo, hi) of a channels-last fp32 tensor, addressed in the tensor's own coordinates;
 // the memory from a pool (returned on release), or mapped for this tensor alone (null pool).
@@ -216,7 +139,7 @@ class Backward {
   const uint8_t* code0_ = nullptr;
   bool n_uniform_ = false;
   int keep_from_ = 2;
-  mutable BlockPool pool_;  // the buffers of one phase (tiles, layers), cleared between phases
+  BlockPool& pool_;  // the engine's, kept between calls (Engine::gradient_blocks_)
   std::vector<Rows> raw_, act_, grad_;  // after pool_: destroyed first, their blocks back to it
   std::vector<PoolChoice> odd_;
 
@@ -254,7 +177,7 @@ class Backward {
 
 Backward::Backward(const Engine& e, const HeadRequest& req, const std::vector<int>& bins,
                    const std::vector<KernelRef>& kernels)
-    : e_(e), req_(req), kernels_(kernels), n_(e.n_ops()), P_(e.prefix_), threads_(e.threads_), gelu_(e.gelu_) {
+    : e_(e), req_(req), kernels_(kernels), pool_(e.gradient_blocks_), n_(e.n_ops()), P_(e.prefix_), threads_(e.threads_), gelu_(e.gelu_) {
   for (int i = 0; i < n_; ++i)
     if (e.ops_[i].type == OpDesc::Conv && e.ops_[i].bf16)
       fail("gradients are computed in fp32: op " + std::to_string(i) + " runs in bf16 (load the model in fp32)");
@@ -458,7 +381,7 @@ void Backward::record_forward() {
   raw_.clear(), act_.clear(), odd_.clear();
   raw_.resize(n + 1), act_.resize(n + 1), odd_.resize(n);
   for (int i = keep_from_; i <= n; ++i) {
-    raw_[i].alloc(nullptr, -e_.halo_[i], L(i) + e_.halo_[i], C(i));
+    raw_[i].alloc(&pool_, -e_.halo_[i], L(i) + e_.halo_[i], C(i));
     raw_[i].zero_outside(0, L(i));
   }
   for (int i = 1; i < n; ++i)
@@ -760,12 +683,9 @@ void Backward::run(const uint8_t* codes, bool n_uniform, float* out) {
   code0_ = padded_.data() + sh;
   n_uniform_ = n_uniform;
   record_forward();
-  pool_.clear();
   whole_backward();
-  pool_.clear();
   tiled_backward(out);
   raw_.clear(), act_.clear(), grad_.clear(), odd_.clear();
-  pool_.clear();
 }
 
 void Engine::gradient(const uint8_t* codes, int64_t batch, bool n_uniform, const HeadRequest& req,

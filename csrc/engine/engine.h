@@ -17,6 +17,7 @@
 #include "basenji2_fast/winograd.h"
 #include "basenji2_fast/parallel.h"
 #include "basenji2_fast/stem.h"
+#include "blocks.h"
 
 namespace b2f {
 
@@ -291,7 +292,7 @@ class Engine {
   // How many tiles the stem and tower (the prefix, ops [0, prefix_)) run in; 1 = untiled.
   int64_t prefix_tiles() const;
   // Frees the activation buffers kept between calls.
-  void release_buffers() const { pool_.clear(); }
+  void release_buffers() const { pool_.clear(), gradient_blocks_.clear(); }
 
   int64_t seq_length() const { return seq_length_; }
   int64_t n_bins() const { return lengths_.back(); }
@@ -378,6 +379,9 @@ class Engine {
   std::vector<float> stem_kernel_;     // the stem's kernel [k][4][cout] in fp32, for the backward pass
   std::vector<Head> heads_;
   mutable BufferPool pool_;
+  // The backward pass's buffers, kept between gradient calls (blocks.h): about one gradient
+  // pass's working set once a gradient has run.
+  mutable BlockPool gradient_blocks_;
 
   mutable ForkSafeMutex cache_mutex_;
   mutable std::map<std::pair<int, std::vector<int>>, std::unique_ptr<Packed>> head_cache_;
