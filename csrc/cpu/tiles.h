@@ -93,7 +93,9 @@ inline void epilogue(const Epilogue& e, const float* tile, int rows, int64_t p, 
         if (full) V::store(even_row, ve), V::store(even_row + e.out_stride, vo);
         else V::store_n(even_row, ve, n), V::store_n(even_row + e.out_stride, vo, n);
       } else if (e.out) {
-        const R o = e.out_act == OutAct::Softplus ? vsoftplus<V>(v) : v;
+        const R o = e.out_act == OutAct::Softplus  ? vsoftplus<V>(v)
+                    : e.out_act == OutAct::Sigmoid ? vsigmoid<V>(v)
+                                                   : v;
         float* dst = e.out + j * e.out_stride + c;
         if (full) V::store(dst, o);
         else V::store_n(dst, o, n);

@@ -58,6 +58,13 @@ inline typename V::reg vsoftplus(typename V::reg x) {
   return V::add(V::max(x, V::zero()), vlog_1_2<V>(V::add(t, V::set1(1.f))));
 }
 
+// 1 / (1 + e^-x), softplus' derivative.
+template <class V>
+inline typename V::reg vsigmoid(typename V::reg x) {
+  const typename V::reg one = V::set1(1.f);
+  return V::div(one, V::add(one, vexp<V>(V::neg(x))));
+}
+
 // erfc(z) for z >= 0 (Numerical Recipes' Chebyshev fit, fractional error < 1.2e-7).
 template <class V>
 inline typename V::reg verfc_pos(typename V::reg z) {

@@ -459,12 +459,14 @@ void Backward::head_backward(Rows& dh) {
   hs.alloc(&pool_, 0, nb, Ch);
   for (int64_t r = 0; r < nb; ++r) std::memcpy(hs.row(r), h.row(bins_[r]), sizeof(float) * size_t(Ch));
   z.alloc(&pool_, 0, nb, T);
-  conv(panel, 1, 1, Ch, T, hs.origin(), Ch, 0, nb, z.origin(), T, threads_);
-  hs.release();
-  if (head.act == OutAct::Softplus)
-    for (int64_t j = 0; j < nb * T; ++j) z.buf[j] = softplus_grad(z.buf[j]);
-  else
+  if (head.act == OutAct::Softplus) {  // softplus'(z) = sigmoid(z), in the epilogue
+    cpu::Epilogue epi;
+    epi.out = z.origin(), epi.out_stride = T, epi.out_act = OutAct::Sigmoid;
+    conv(panel, 1, 1, Ch, T, hs.origin(), Ch, 0, nb, epi, threads_);
+  } else {
     std::fill(z.buf.get(), z.buf.get() + nb * T, 1.f);
+  }
+  hs.release();
   // s [nb][T] @ W^T [T][Ch], a 1x1 conv T -> Ch, in chunks of tracks so that the transposed
   // head is never packed whole (5,313 x 1,536 for Basenji2); each chunk adds to the last.
   const int chunk = 512;

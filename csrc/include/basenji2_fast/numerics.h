@@ -98,16 +98,11 @@ B2F_HD T softplus(T x) {
   return (x > T(0) ? x : T(0)) + std::log1p(std::exp(-std::fabs(x)));
 }
 
-// d softplus(x) / dx = sigmoid(x) (exp overflows to inf for very negative x: the result is 0).
-template <typename T>
-B2F_HD T softplus_grad(T x) {
-  return T(1) / (T(1) + std::exp(-x));
-}
-
 // "same" zero padding of an odd kernel: input positions needed each side of an output.
 B2F_HD int64_t conv_halo(int kernel_size, int dilation) { return int64_t(kernel_size / 2) * dilation; }
 
-// What the epilogue writes after the accumulation.
-enum class OutAct : int { None = 0, Softplus = 1 };
+// What the epilogue writes after the accumulation. Sigmoid, softplus' derivative, is the
+// backward pass's (the gradient of a softplus head).
+enum class OutAct : int { None = 0, Softplus = 1, Sigmoid = 2 };
 
 }  // namespace b2f
