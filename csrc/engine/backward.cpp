@@ -142,6 +142,11 @@ class Backward {
   BlockPool& pool_;  // the engine's, kept between calls (Engine::gradient_blocks_)
   std::vector<Rows> raw_, act_, grad_;  // after pool_: destroyed first, their blocks back to it
   std::vector<PoolChoice> odd_;
+  // The tower's top ops [top_, P) run whole before the tiles (multi-threaded, each weight read
+  // once): top_pre_ is op top_ - 1's pre-pool output gradient, whole, that the tiles start from
+  // (empty: the tiles start from grad_[P]).
+  int top_ = 0;
+  Rows top_pre_;
 
   int64_t L(int i) const { return e_.lengths_[i]; }
   int C(int i) const { return e_.channels_[i]; }
@@ -160,6 +165,8 @@ class Backward {
   void tiled_backward(float* out);
   void tile_backward(int64_t A, int64_t B, const std::vector<Packed>& w, const Packed& ws, int threads,
                      float* out) const;
+  Rows conv_down(int i, const Packed& w, const float* pre, int64_t s, int64_t t, int64_t lo, int64_t hi,
+                 const float* x, const PoolChoice* choice, int threads) const;
   // Kernels.
   Packed transposed(int i) const;
   Packed transposed_packing(const Packed& f, int k, int cin, int j0, int j1) const;
@@ -567,8 +574,36 @@ int64_t Backward::backward_tiles() const {
 
 void Backward::tiled_backward(float* out) {
   // The tower and the stem, tile by tile over the input positions (see tile_backward).
-  std::vector<Packed> w(P_);
-  for (int i = 1; i < P_; ++i) w[i] = transposed(i);
+  // The top ops whole while op i - 1's whole pre-pool gradient fits the engine's tile size (the
+  // tower's deepest layers: few rows, the most weights, which tiles would each read again).
+  // Op i's GELU' needs tensor i's raw rows whole (i >= 2), its routing op i - 1's choices.
+  top_ = P_;
+  top_pre_.release();
+  const auto whole_rows = [&](int i, int64_t& lo, int64_t& hi) { e_.op_reads(i, 0, L(i), lo, hi); };
+  if (P_ >= 2) {
+    for (int i = P_ - 1; i >= 2 && e_.tile_floats_ > 0; --i) {
+      int64_t lo, hi;
+      whole_rows(i - 1, lo, hi);
+      if ((hi - lo) * C(i) > e_.tile_floats_) break;
+      top_ = i;
+    }
+    int64_t lo, hi;
+    whole_rows(P_ - 1, lo, hi);
+    top_pre_.alloc(&pool_, lo, hi, C(P_));
+    route(P_ - 1, grad_[P_].origin(), C(P_), op(P_ - 1).pool == 2 ? &odd_[P_ - 1] : nullptr, 0, L(P_ - 1), top_pre_,
+          threads_);
+    grad_[P_].release();
+    for (int i = P_ - 1; i >= top_; --i) {  // each op's weights and tensors released after use
+      whole_rows(i - 1, lo, hi);
+      Rows next = conv_down(i, transposed(i), top_pre_.origin(), 0, L(i), lo, hi, raw_[i].origin(),
+                            op(i - 1).pool == 2 ? &odd_[i - 1] : nullptr, threads_);
+      top_pre_ = std::move(next);
+      raw_[i].release(), raw_[i + 1].release();
+      odd_[i].bytes = {};
+    }
+  }
+  std::vector<Packed> w(top_);
+  for (int i = 1; i < top_; ++i) w[i] = transposed(i);
   const Packed ws = stem_transposed();
   const int64_t L0 = L(0), tiles = backward_tiles();
   // Threads take whole tiles, one at a time from a shared counter (tiles outside the chosen
@@ -582,6 +617,28 @@ void Backward::tiled_backward(float* out) {
     for (int64_t tile; (tile = next.fetch_add(1, std::memory_order_relaxed)) < tiles;)
       tile_backward(L0 * tile / tiles, L0 * (tile + 1) / tiles, w, ws, per_tile ? 1 : threads_, out);
   });
+  top_pre_.release();
+}
+
+Rows Backward::conv_down(int i, const Packed& w, const float* pre, int64_t s, int64_t t, int64_t lo,
+                                   int64_t hi, const float* x, const PoolChoice* choice, int threads) const {
+  // Op i's data-gradient conv, tensor i's rows [s, t) from `pre` (op i's pre-pool output
+  // gradient, position-origin), its epilogue writing op i - 1's pre-pool output gradient:
+  // times GELU' of x (tensor i's raw rows, position-origin) where op i reads activated input,
+  // routed through op i - 1's max-pool choices (null: no pool). The rows returned cover
+  // [lo, hi) (what op i - 1's data-gradient conv reads), zero where the conv writes none.
+  const OpDesc& o = op(i);
+  const int pool = op(i - 1).pool;
+  const int64_t w0 = s * pool, w1 = t * pool;  // the rows the epilogue writes
+  Rows next;
+  next.alloc(&pool_, std::min(lo, w0), std::max(hi, w1), o.cin);
+  next.zero_outside(w0, w1);
+  cpu::Epilogue epi;
+  epi.out = next.origin(), epi.out_stride = o.cin;
+  if (o.gelu_in) epi.dgelu = x, epi.dgelu_stride = o.cin;
+  if (choice) epi.unpool = choice->origin(), epi.unpool_stride = choice->stride;
+  conv(w, o.k, o.dil, o.cout, o.cin, pre, o.cout, s, t, epi, threads);
+  return next;
 }
 
 void Backward::tile_backward(int64_t A, int64_t B, const std::vector<Packed>& w, const Packed& ws, int threads,
@@ -597,9 +654,23 @@ void Backward::tile_backward(int64_t A, int64_t B, const std::vector<Packed>& w,
   const int k0 = s0.k, c1 = C(1);
   std::vector<int64_t> s, t;
   tile_ranges(A, B, s, t);
+  const auto pre_rows = [&](int i, int64_t& lo, int64_t& hi) {  // what op i's data-gradient conv reads
+    if (i == 0) lo = A - h0, hi = B + h0;
+    else e_.op_reads(i, s[i], t[i], lo, hi);
+  };
+  const int top = top_pre_.empty() ? P : top_;  // the tile starts at op top - 1's gradient
   {  // no gradient reaches this tile (outside the chosen bins' receptive field): zeros
-    const float* g = grad_[P].row(s[P]);
-    if (std::all_of(g, g + (t[P] - s[P]) * C(P), [](float v) { return v == 0.f; })) {
+    const float* g;
+    int64_t n;
+    if (top_pre_.empty()) {
+      g = grad_[P].row(s[P]), n = (t[P] - s[P]) * C(P);
+    } else {
+      int64_t lo, hi;
+      pre_rows(top - 1, lo, hi);
+      lo = std::max(lo, top_pre_.lo), hi = std::min(hi, top_pre_.hi);
+      g = top_pre_.row(lo), n = (hi - lo) * top_pre_.ch;
+    }
+    if (std::all_of(g, g + n, [](float v) { return v == 0.f; })) {
       std::fill(out + A * 4, out + B * 4, 0.f);
       return;
     }
@@ -615,43 +686,33 @@ void Backward::tile_backward(int64_t A, int64_t B, const std::vector<Packed>& w,
                  pool == 2 ? c0.origin() : nullptr, c0.stride);
   }
   // pre: the gradient of op i's pre-pool output, the rows its data-gradient conv reads (the
-  // stem's: [A - h0, B + h0)), zero beyond the tensor. Op P - 1's from grad_[P], routed
-  // through its max-pool; below, each data-gradient conv's epilogue writes the next op's:
-  // GELU' of the op's input, routed through the pool of the op below.
-  const auto pre_rows = [&](int i, int64_t& lo, int64_t& hi) {
-    if (i == 0) lo = A - h0, hi = B + h0;
-    else e_.op_reads(i, s[i], t[i], lo, hi);
-  };
+  // stem's: [A - h0, B + h0)), zero beyond the tensor: op top - 1's from top_pre_ (or op
+  // P - 1's from grad_[P], routed through its max-pool); below, each data-gradient conv's
+  // epilogue writes the next op's.
   const auto choice = [&](int i) -> const PoolChoice* { return op(i).pool != 2 ? nullptr : i ? &odd_[i] : &c0; };
   Rows pre;
-  {
+  const float* pre_origin = top_pre_.empty() ? nullptr : top_pre_.origin();
+  if (!pre_origin) {
     int64_t lo, hi;
     pre_rows(P - 1, lo, hi);
     pre.alloc(&pool_, lo, hi, op(P - 1).cout);
     route(P - 1, grad_[P].origin(), C(P), choice(P - 1), 0, L(P - 1), pre, threads);
+    pre_origin = pre.origin();
   }
-  for (int i = P - 1; i >= 1; --i) {
-    const OpDesc& o = op(i);
-    const int pool = op(i - 1).pool;
-    const int64_t w0 = s[i] * pool, w1 = t[i] * pool;  // the rows the conv's epilogue writes
+  for (int i = top - 1; i >= 1; --i) {
     int64_t lo, hi;
     pre_rows(i - 1, lo, hi);
-    Rows next;
-    next.alloc(&pool_, std::min(lo, w0), std::max(hi, w1), o.cin);
-    next.zero_outside(w0, w1);
-    cpu::Epilogue epi;
-    epi.out = next.origin(), epi.out_stride = o.cin;
-    if (o.gelu_in) epi.dgelu = i == 1 ? x1.origin() : raw_[i].origin(), epi.dgelu_stride = o.cin;
-    if (const PoolChoice* c = choice(i - 1)) epi.unpool = c->origin(), epi.unpool_stride = c->stride;
-    conv(w[i], o.k, o.dil, o.cout, o.cin, pre.origin(), o.cout, s[i], t[i], epi, threads);
+    Rows next = conv_down(i, w[i], pre_origin, s[i], t[i], lo, hi, i == 1 ? x1.origin() : raw_[i].origin(),
+                          choice(i - 1), threads);
     pre = std::move(next);
+    pre_origin = pre.origin();
   }
   // The stem: a 1x1 conv of its pre-pool gradient rows to [k][4] per row, then each input
   // row sums its k taps and takes GELU' of its one-hot value.
   Rows u;
   const int64_t u0 = std::max<int64_t>(0, A - h0), u1 = std::min(L0, B + h0);
   u.alloc(&pool_, u0, u1, k0 * 4);
-  conv(ws, 1, 1, c1, k0 * 4, pre.origin(), c1, u0, u1, u.origin(), k0 * 4, threads);
+  conv(ws, 1, 1, c1, k0 * 4, pre_origin, c1, u0, u1, u.origin(), k0 * 4, threads);
   pre.release();
   // gelu'(v) of the three values a one-hot entry takes: 0, 1 and 0.25
   const float g0 = float(gelu_grad(0.0, gelu_)), g1 = float(gelu_grad(1.0, gelu_)), gq = float(gelu_grad(0.25, gelu_));
