@@ -140,7 +140,7 @@ def cuda_extension():
         sources=["csrc/cuda/module.cpp"],
         include_dirs=["csrc/include", "csrc"],
         depends=sorted(glob.glob("csrc/cuda/*") + glob.glob("csrc/include/**/*.h", recursive=True) +
-                       ["csrc/python/args.h", "csrc/engine/engine.h", "csrc/engine/blocks.h"]),
+                       ["csrc/python/args.h", "csrc/engine/engine.h", "csrc/engine/buffers.h"]),
         library_dirs=libdirs,
         # The runtime linked statically: the module imports without libcudart or a driver,
         # and reports "no usable CUDA device" when asked to compute.
@@ -159,7 +159,7 @@ def cuda_emulator_extension():
         sources=["csrc/cuda/module.cpp", "csrc/cuda/emulator.cpp"],
         include_dirs=["csrc/include", "csrc"],
         depends=sorted(glob.glob("csrc/cuda/*") + glob.glob("csrc/include/**/*.h", recursive=True) +
-                       ["csrc/python/args.h", "csrc/engine/engine.h", "csrc/engine/blocks.h"]),
+                       ["csrc/python/args.h", "csrc/engine/engine.h", "csrc/engine/buffers.h"]),
         define_macros=[("B2F_CUDA_EMULATOR", "1"), ("B2F_CUDA_MODULE_NAME", "_cuda_emu"),
                        ("B2F_CUDA_ARCHS", '"emulator"')],
         extra_compile_args=["-O2", "-Wno-unknown-pragmas", "-fno-strict-aliasing"]  # CUDA-style vector casts

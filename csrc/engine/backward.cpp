@@ -184,7 +184,8 @@ class Backward {
 
 Backward::Backward(const Engine& e, const HeadRequest& req, const std::vector<int>& bins,
                    const std::vector<KernelRef>& kernels)
-    : e_(e), req_(req), kernels_(kernels), pool_(e.gradient_blocks_), n_(e.n_ops()), P_(e.prefix_), threads_(e.threads_), gelu_(e.gelu_) {
+    : e_(e), req_(req), kernels_(kernels), n_(e.n_ops()), P_(e.prefix_), threads_(e.threads_), gelu_(e.gelu_),
+      pool_(e.gradient_blocks_) {
   for (int i = 0; i < n_; ++i)
     if (e.ops_[i].type == OpDesc::Conv && e.ops_[i].bf16)
       fail("gradients are computed in fp32: op " + std::to_string(i) + " runs in bf16 (load the model in fp32)");

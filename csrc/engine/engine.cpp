@@ -13,44 +13,6 @@ namespace {
 [[noreturn]] void fail(const std::string& msg) { throw std::invalid_argument(msg); }
 }  // namespace
 
-std::unique_ptr<float[]> Engine::BufferPool::get(size_t n, size_t& capacity) {
-  std::unique_ptr<float[]> dropped;
-  {
-    // Best fit: the smallest free buffer that holds n floats. Tensors shrink along the
-    // network, so a later, smaller tensor reuses the buffer of an earlier, larger one.
-    std::lock_guard<ForkSafeMutex> lock(mutex_);
-    auto it = free_.lower_bound(n);
-    if (it != free_.end()) {
-      capacity = it->first;
-      std::unique_ptr<float[]> buf = std::move(it->second);
-      free_.erase(it);
-      return buf;
-    }
-    // None is large enough: a new buffer replaces the largest free one, so that the pool
-    // never holds more buffers than one pass uses at a time (the dilated blocks' tensors
-    // grow by a few rows of halo each; keeping every size would hold one buffer per block).
-    if (!free_.empty()) {
-      auto last = std::prev(free_.end());
-      dropped = std::move(last->second);
-      free_.erase(last);
-    }
-  }
-  dropped.reset();
-  // A little headroom, so that slightly larger requests later fit the same buffer.
-  capacity = n + n / 16;
-  return std::unique_ptr<float[]>(new float[capacity]);
-}
-
-void Engine::BufferPool::put(std::unique_ptr<float[]> buf, size_t capacity) {
-  std::lock_guard<ForkSafeMutex> lock(mutex_);
-  free_.emplace(capacity, std::move(buf));
-}
-
-void Engine::BufferPool::clear() {
-  std::lock_guard<ForkSafeMutex> lock(mutex_);
-  free_.clear();
-}
-
 Engine::Engine(int64_t seq_length, Gelu gelu, bool final_gelu, std::vector<OpDesc> ops, int threads,
                const std::string& isa, int64_t tile_floats, bool head_bf16, const std::function<void(int)>& packed)
     : seq_length_(seq_length), gelu_(gelu), final_gelu_(final_gelu), threads_(std::max(1, threads)),

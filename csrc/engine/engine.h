@@ -17,7 +17,7 @@
 #include "basenji2_fast/winograd.h"
 #include "basenji2_fast/parallel.h"
 #include "basenji2_fast/stem.h"
-#include "blocks.h"
+#include "buffers.h"
 
 namespace b2f {
 
@@ -221,16 +221,7 @@ class Engine {
   // Activation buffers kept between sequences and calls: the same sizes recur for every
   // sequence, and fresh allocations of tens of MB cost page faults each time. Holds at most
   // one forward pass's peak working set.
-  class BufferPool {
-   public:
-    std::unique_ptr<float[]> get(size_t n, size_t& capacity);
-    void put(std::unique_ptr<float[]> buf, size_t capacity);
-    void clear();
-
-   private:
-    ForkSafeMutex mutex_;  // never left locked in a forked child (parallel.h)
-    std::multimap<size_t, std::unique_ptr<float[]>> free_;
-  };
+  using BufferPool = HeapPool;
 
   // One sequence's activations between two ops.
   // A tensor's rows with `halo` zero rows on each side: row q at data + (halo + q) * channels
@@ -379,7 +370,7 @@ class Engine {
   std::vector<float> stem_kernel_;     // the stem's kernel [k][4][cout] in fp32, for the backward pass
   std::vector<Head> heads_;
   mutable BufferPool pool_;
-  // The backward pass's buffers, kept between gradient calls (blocks.h): about one gradient
+  // The backward pass's buffers, kept between gradient calls (buffers.h): about one gradient
   // pass's working set once a gradient has run.
   mutable BlockPool gradient_blocks_;
 

@@ -1,0 +1,119 @@
+// Float buffers, and pools that keep them between uses: the engine's activations (heap) and
+// the backward pass's blocks (mapped), each held by the engine between calls.
+#pragma once
+#include <algorithm>
+#include <cstddef>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <new>
+
+#include "basenji2_fast/parallel.h"
+
+#if defined(__unix__) || defined(__APPLE__)
+#include <sys/mman.h>
+#define B2F_HAVE_MMAP 1
+#endif
+
+namespace b2f {
+
+// A float buffer; large ones straight from the OS (mmap, already zero) and back to it on
+// release. The backward pass holds many short-lived buffers of varying sizes: from the heap,
+// glibc would raise its mmap threshold after the first large frees and keep later buffers of
+// those sizes in a fragmented heap, so that each call's peak memory grew over the last's.
+struct FreeBlock {
+  size_t mapped = 0;  // bytes of a mapping, 0 for new[]
+  void operator()(float* p) const {
+#if B2F_HAVE_MMAP
+    if (mapped) {
+      munmap(p, mapped);
+      return;
+    }
+#endif
+    delete[] p;
+  }
+};
+using Block = std::unique_ptr<float[], FreeBlock>;
+
+inline Block alloc_block(size_t n) {
+#if B2F_HAVE_MMAP
+  const size_t bytes = std::max<size_t>(1, n) * sizeof(float);
+  if (bytes >= (size_t(1) << 20)) {
+    void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) throw std::bad_alloc();
+    return Block(static_cast<float*>(p), FreeBlock{bytes});
+  }
+#endif
+  return Block(new float[std::max<size_t>(1, n)], FreeBlock{0});
+}
+
+// A pool of float buffers kept between uses: the same sizes recur call after call, and fresh
+// memory costs page faults (hundreds of thousands per gradient pass when its pool was emptied
+// after each call). get(n) takes the smallest free buffer that holds n floats (best fit: tensors
+// shrink along the network, so a later, smaller one reuses an earlier, larger one's buffer),
+// up to max_slack * n floats when max_slack > 0; when none fits, a new buffer from alloc
+// replaces the largest free one, so that the pool holds little more than the buffers in use
+// at a time. clear() frees all.
+template <class Buf>
+class ReusePool {
+ public:
+  using Alloc = Buf (*)(size_t n, size_t& capacity);  // at least n floats; its size in capacity
+  ReusePool(Alloc alloc, size_t max_slack) : alloc_(alloc), max_slack_(max_slack) {}
+  Buf get(size_t n, size_t& capacity) {
+    Buf dropped;
+    {
+      std::lock_guard<ForkSafeMutex> lock(mutex_);
+      auto it = free_.lower_bound(n);
+      if (it != free_.end() && (!max_slack_ || it->first <= max_slack_ * n)) {
+        capacity = it->first;
+        Buf b = std::move(it->second);
+        free_.erase(it);
+        return b;
+      }
+      if (!free_.empty()) {
+        auto last = std::prev(free_.end());
+        dropped = std::move(last->second);
+        free_.erase(last);
+      }
+    }
+    dropped.reset();
+    return alloc_(n, capacity);
+  }
+  void put(Buf b, size_t capacity) {
+    std::lock_guard<ForkSafeMutex> lock(mutex_);
+    free_.emplace(capacity, std::move(b));
+  }
+  void clear() {
+    std::lock_guard<ForkSafeMutex> lock(mutex_);
+    free_.clear();
+  }
+
+ private:
+  Alloc alloc_;
+  size_t max_slack_;
+  ForkSafeMutex mutex_;  // never left locked in a forked child (parallel.h)
+  std::multimap<size_t, Buf> free_;
+};
+
+// The engine's activation buffers (Engine::Tensor): from the heap, with a little headroom so
+// that slightly larger requests later fit the same buffer (the dilated blocks' tensors grow by
+// a few rows of halo each).
+inline std::unique_ptr<float[]> heap_buffer(size_t n, size_t& capacity) {
+  capacity = n + n / 16;
+  return std::unique_ptr<float[]>(new float[capacity]);
+}
+struct HeapPool : ReusePool<std::unique_ptr<float[]>> {
+  HeapPool() : ReusePool(heap_buffer, 0) {}
+};
+
+// The backward pass's blocks (backward.cpp), mapped: a block serves requests of at least half
+// its size.
+inline Block mapped_block(size_t n, size_t& capacity) {
+  capacity = n;
+  return alloc_block(n);
+}
+struct BlockPool : ReusePool<Block> {
+  BlockPool() : ReusePool(mapped_block, 2) {}
+};
+
+}  // namespace b2f
