@@ -115,7 +115,7 @@ inline typename V::reg vgelu_grad(typename V::reg x, Gelu variant) {
   switch (variant) {
     case Gelu::Sigmoid: {  // s + a x s (1 - s), s = sigmoid(a x)
       const R ax = V::mul(x, V::set1(kGeluSigmoidScale));
-      const R s = V::div(one, V::add(one, vexp<V>(V::neg(ax))));
+      const R s = vsigmoid<V>(ax);
       return V::fmadd(s, V::mul(ax, V::sub(one, s)), s);
     }
     case Gelu::Erf: {  // 0.5 erfc(-x / sqrt 2) + x e^{-x^2 / 2} / sqrt(2 pi)

@@ -31,7 +31,7 @@ namespace {
 [[noreturn]] void fail(const std::string& msg) { throw std::invalid_argument(msg); }
 
 // Rows [lo, hi) of a channels-last fp32 tensor, addressed in the tensor's own coordinates;
-// the memory from a pool (returned on release), or mapped for this tensor alone (null pool).
+// the memory from the engine's block pool, returned on release.
 struct Rows {
   Block buf;
   BlockPool* pool = nullptr;
@@ -47,14 +47,12 @@ struct Rows {
     return *this;
   }
   ~Rows() { release(); }
-  void alloc(BlockPool* p, int64_t l, int64_t h, int c) {
+  void alloc(BlockPool& p, int64_t l, int64_t h, int c) {
     release();
-    lo = l, hi = h, ch = c, pool = p;
-    const size_t n = size_t((h - l) * c);
-    if (p) buf = p->get(n, capacity);
-    else buf = alloc_block(n), capacity = n;
+    lo = l, hi = h, ch = c, pool = &p;
+    buf = p.get(size_t((h - l) * c), capacity);
   }
-  void zeros(BlockPool* p, int64_t l, int64_t h, int c) {
+  void zeros(BlockPool& p, int64_t l, int64_t h, int c) {
     alloc(p, l, h, c);
     std::memset(buf.get(), 0, size_t((h - l) * c) * sizeof(float));
   }
@@ -389,7 +387,7 @@ void Backward::record_forward() {
   raw_.clear(), act_.clear(), odd_.clear();
   raw_.resize(n + 1), act_.resize(n + 1), odd_.resize(n);
   for (int i = keep_from_; i <= n; ++i) {
-    raw_[i].alloc(&pool_, -e_.halo_[i], L(i) + e_.halo_[i], C(i));
+    raw_[i].alloc(pool_, -e_.halo_[i], L(i) + e_.halo_[i], C(i));
     raw_[i].zero_outside(0, L(i));
   }
   for (int i = 1; i < n; ++i)
@@ -398,7 +396,7 @@ void Backward::record_forward() {
   const auto need_act = [&](int i) { return i == n ? e_.final_gelu_ : bool(e_.need_act_[i]); };
   const auto whole_act = [&](int i) {
     if (!need_act(i)) return static_cast<float*>(nullptr);
-    act_[i].alloc(&pool_, -e_.halo_[i], L(i) + e_.halo_[i], C(i));
+    act_[i].alloc(pool_, -e_.halo_[i], L(i) + e_.halo_[i], C(i));
     act_[i].zero_outside(0, L(i));
     return act_[i].origin();
   };
@@ -416,7 +414,7 @@ void Backward::record_forward() {
     e_.prefix_ranges(a, b, lo, hi, need_lo, need_hi);
     // A tile buffer of tensor i's rows as op i reads them, zero beyond the tensor's ends.
     const auto tile_buf = [&](int i) {
-      in[i].alloc(&pool_, need_lo[i], need_hi[i], C(i));
+      in[i].alloc(pool_, need_lo[i], need_hi[i], C(i));
       in[i].zero_outside(lo[i], hi[i]);
       return in[i].origin();
     };
@@ -464,9 +462,9 @@ void Backward::head_backward(Rows& dh) {
   const int64_t nb = int64_t(bins_.size());
   const Rows& h = e_.final_gelu_ ? act_[n_] : raw_[n_];
   Rows hs, z, d;
-  hs.alloc(&pool_, 0, nb, Ch);
+  hs.alloc(pool_, 0, nb, Ch);
   for (int64_t r = 0; r < nb; ++r) std::memcpy(hs.row(r), h.row(bins_[r]), sizeof(float) * size_t(Ch));
-  z.alloc(&pool_, 0, nb, T);
+  z.alloc(pool_, 0, nb, T);
   if (head.act == OutAct::Softplus) {  // softplus'(z) = sigmoid(z), in the epilogue
     cpu::Epilogue epi;
     epi.out = z.origin(), epi.out_stride = T, epi.out_act = OutAct::Sigmoid;
@@ -478,7 +476,7 @@ void Backward::head_backward(Rows& dh) {
   // s [nb][T] @ W^T [T][Ch], a 1x1 conv T -> Ch, in chunks of tracks so that the transposed
   // head is never packed whole (5,313 x 1,536 for Basenji2); each chunk adds to the last.
   const int chunk = 512;
-  d.alloc(&pool_, 0, nb, Ch);
+  d.alloc(pool_, 0, nb, Ch);
   for (int j0 = 0; j0 < T; j0 += chunk) {
     const int j1 = std::min(T, j0 + chunk);
     const Packed w = transposed_packing(panel, 1, Ch, j0, j1);
@@ -498,13 +496,13 @@ void Backward::whole_backward() {
   grad_.clear();
   grad_.resize(n + 1);
   Rows dh;
-  dh.zeros(&pool_, 0, L(n), C(n));
+  dh.zeros(pool_, 0, L(n), C(n));
   head_backward(dh);
-  grad_[n].alloc(&pool_, 0, L(n), C(n));
+  grad_[n].alloc(pool_, 0, L(n), C(n));
   combine(raw_[n].row(0), dh.row(0), grad_[n].row(0), L(n), C(n), e_.final_gelu_, false, threads_);
   dh.release();
   const auto grad_of = [&](int i) -> Rows& {
-    if (grad_[i].empty()) grad_[i].zeros(&pool_, 0, L(i), C(i));
+    if (grad_[i].empty()) grad_[i].zeros(pool_, 0, L(i), C(i));
     return grad_[i];
   };
   for (int i = n - 1; i >= P_; --i) {
@@ -518,7 +516,7 @@ void Backward::whole_backward() {
     } else {
       const int64_t h = e_.halo_[i];
       Rows pre;  // the gradient of the conv's pre-pool output, with the conv's halo of zeros
-      pre.alloc(&pool_, -h, L(i) + h, o.cout);
+      pre.alloc(pool_, -h, L(i) + h, o.cout);
       route(i, g.origin(), o.cout, o.pool == 2 ? &odd_[i] : nullptr, 0, L(i), pre, threads_);
       if (o.residual >= 0) {
         Rows& gr = grad_of(o.residual);
@@ -527,12 +525,12 @@ void Backward::whole_backward() {
         for (int64_t j = 0; j < m; ++j) gr.buf[j] += src[j];
       }
       Rows da;
-      da.alloc(&pool_, 0, L(i), o.cin);
+      da.alloc(pool_, 0, L(i), o.cin);
       const Packed w = transposed(i);
       conv(w, o.k, o.dil, o.cout, o.cin, pre.origin(), o.cout, 0, L(i), da.origin(), o.cin, threads_);
       pre.release();
       const bool had = !grad_[i].empty();
-      if (!had) grad_[i].alloc(&pool_, 0, L(i), C(i));
+      if (!had) grad_[i].alloc(pool_, 0, L(i), C(i));
       combine(raw_[i].row(0), da.row(0), grad_[i].row(0), L(i), C(i), o.gelu_in, had, threads_);
     }
     g.release();
@@ -590,7 +588,7 @@ void Backward::tiled_backward(float* out) {
     }
     int64_t lo, hi;
     whole_rows(P_ - 1, lo, hi);
-    top_pre_.alloc(&pool_, lo, hi, C(P_));
+    top_pre_.alloc(pool_, lo, hi, C(P_));
     route(P_ - 1, grad_[P_].origin(), C(P_), op(P_ - 1).pool == 2 ? &odd_[P_ - 1] : nullptr, 0, L(P_ - 1), top_pre_,
           threads_);
     grad_[P_].release();
@@ -632,7 +630,7 @@ Rows Backward::conv_down(int i, const Packed& w, const float* pre, int64_t s, in
   const int pool = op(i - 1).pool;
   const int64_t w0 = s * pool, w1 = t * pool;  // the rows the epilogue writes
   Rows next;
-  next.alloc(&pool_, std::min(lo, w0), std::max(hi, w1), o.cin);
+  next.alloc(pool_, std::min(lo, w0), std::max(hi, w1), o.cin);
   next.zero_outside(w0, w1);
   cpu::Epilogue epi;
   epi.out = next.origin(), epi.out_stride = o.cin;
@@ -681,7 +679,7 @@ void Backward::tile_backward(int64_t A, int64_t B, const std::vector<Packed>& w,
   PoolChoice c0;
   {
     const int pool = s0.pool;
-    x1.alloc(&pool_, s[1], t[1], c1);
+    x1.alloc(pool_, s[1], t[1], c1);
     if (pool == 2) c0.init(s[1], t[1], c1);
     e_.stem_call(code0_, n_uniform_, s[1] * pool, t[1] * pool, x1.origin(), nullptr, c1, threads,
                  pool == 2 ? c0.origin() : nullptr, c0.stride);
@@ -696,7 +694,7 @@ void Backward::tile_backward(int64_t A, int64_t B, const std::vector<Packed>& w,
   if (!pre_origin) {
     int64_t lo, hi;
     pre_rows(P - 1, lo, hi);
-    pre.alloc(&pool_, lo, hi, op(P - 1).cout);
+    pre.alloc(pool_, lo, hi, op(P - 1).cout);
     route(P - 1, grad_[P].origin(), C(P), choice(P - 1), 0, L(P - 1), pre, threads);
     pre_origin = pre.origin();
   }
@@ -712,7 +710,7 @@ void Backward::tile_backward(int64_t A, int64_t B, const std::vector<Packed>& w,
   // row sums its k taps and takes GELU' of its one-hot value.
   Rows u;
   const int64_t u0 = std::max<int64_t>(0, A - h0), u1 = std::min(L0, B + h0);
-  u.alloc(&pool_, u0, u1, k0 * 4);
+  u.alloc(pool_, u0, u1, k0 * 4);
   conv(ws, 1, 1, c1, k0 * 4, pre_origin, c1, u0, u1, u.origin(), k0 * 4, threads);
   pre.release();
   // gelu'(v) of the three values a one-hot entry takes: 0, 1 and 0.25

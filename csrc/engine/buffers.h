@@ -35,18 +35,6 @@ struct FreeBlock {
 };
 using Block = std::unique_ptr<float[], FreeBlock>;
 
-inline Block alloc_block(size_t n) {
-#if B2F_HAVE_MMAP
-  const size_t bytes = std::max<size_t>(1, n) * sizeof(float);
-  if (bytes >= (size_t(1) << 20)) {
-    void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) throw std::bad_alloc();
-    return Block(static_cast<float*>(p), FreeBlock{bytes});
-  }
-#endif
-  return Block(new float[std::max<size_t>(1, n)], FreeBlock{0});
-}
-
 // A pool of float buffers kept between uses: the same sizes recur call after call, and fresh
 // memory costs page faults (hundreds of thousands per gradient pass when its pool was emptied
 // after each call). get(n) takes the smallest free buffer that holds n floats (best fit: tensors
@@ -110,7 +98,15 @@ struct HeapPool : ReusePool<std::unique_ptr<float[]>> {
 // its size.
 inline Block mapped_block(size_t n, size_t& capacity) {
   capacity = n;
-  return alloc_block(n);
+  const size_t count = std::max<size_t>(1, n), bytes = count * sizeof(float);
+#if B2F_HAVE_MMAP
+  if (bytes >= (size_t(1) << 20)) {
+    void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) throw std::bad_alloc();
+    return Block(static_cast<float*>(p), FreeBlock{bytes});
+  }
+#endif
+  return Block(new float[count], FreeBlock{0});
 }
 struct BlockPool : ReusePool<Block> {
   BlockPool() : ReusePool(mapped_block, 2) {}

@@ -218,22 +218,17 @@ class Engine {
   int op_kernel_size(int i) const { return ops_.at(i).type == OpDesc::Conv ? ops_.at(i).k : 0; }
   int n_ops() const { return int(ops_.size()); }
 
-  // Activation buffers kept between sequences and calls: the same sizes recur for every
-  // sequence, and fresh allocations of tens of MB cost page faults each time. Holds at most
-  // one forward pass's peak working set.
-  using BufferPool = HeapPool;
-
   // One sequence's activations between two ops.
   // A tensor's rows with `halo` zero rows on each side: row q at data + (halo + q) * channels
   // elements of `esize` bytes (4: fp32, 2: bf16).
   // Its memory comes from, and returns to, the engine's buffer pool.
   struct Tensor {
-    BufferPool* pool = nullptr;
+    HeapPool* pool = nullptr;
     std::unique_ptr<float[]> buf;
     size_t capacity = 0;
     int64_t rows = 0, halo = 0;
     int channels = 0, esize = 4;
-    void alloc(BufferPool& p, int64_t r, int64_t h, int c, int es = 4) {
+    void alloc(HeapPool& p, int64_t r, int64_t h, int c, int es = 4) {
       pool = &p, rows = r, halo = h, channels = c, esize = es;
       buf = p.get(size_t(((r + 2 * h) * c * es + 3) / 4), capacity);
       // Kernels write only rows [0, rows); the margins are the "same" padding.
@@ -369,7 +364,9 @@ class Engine {
   std::vector<float> stem_tables_[2];  // N as zeros, N as 0.25
   std::vector<float> stem_kernel_;     // the stem's kernel [k][4][cout] in fp32, for the backward pass
   std::vector<Head> heads_;
-  mutable BufferPool pool_;
+  // Activation buffers kept between sequences and calls (buffers.h): at most one forward
+  // pass's peak working set.
+  mutable HeapPool pool_;
   // The backward pass's buffers, kept between gradient calls (buffers.h): about one gradient
   // pass's working set once a gradient has run.
   mutable BlockPool gradient_blocks_;
