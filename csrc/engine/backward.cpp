@@ -145,6 +145,7 @@ class Backward {
   // (empty: the tiles start from grad_[P]).
   int top_ = 0;
   Rows top_pre_;
+  std::vector<std::pair<int64_t, int64_t>> nz_;  // whole_backward: where grad_[i] may be nonzero
 
   int64_t L(int i) const { return e_.lengths_[i]; }
   int C(int i) const { return e_.channels_[i]; }
@@ -505,14 +506,28 @@ void Backward::whole_backward() {
     if (grad_[i].empty()) grad_[i].zeros(pool_, 0, L(i), C(i));
     return grad_[i];
   };
+  // nz_[i]: the rows of grad_[i] outside which it is zero (the chosen bins' receptive field
+  // grows from the head down), so that each data-gradient conv computes only the rows its
+  // nonzero input reaches: fewer rows, not other values (a row outside reads only zeros, and a
+  // fast conv's blocks are anchored at absolute positions).
+  nz_.assign(size_t(n + 1), {0, 0});
+  nz_[n] = {*std::min_element(bins_.begin(), bins_.end()), *std::max_element(bins_.begin(), bins_.end()) + 1};
+  const auto reach = [&](int i, int64_t lo, int64_t hi) {  // grad_[i] may be nonzero in [lo, hi)
+    lo = std::max<int64_t>(lo, 0), hi = std::min(hi, L(i));
+    auto& r = nz_[i];
+    if (lo >= hi) return;
+    r = r.first >= r.second ? std::make_pair(lo, hi) : std::make_pair(std::min(r.first, lo), std::max(r.second, hi));
+  };
   for (int i = n - 1; i >= P_; --i) {
     const OpDesc& o = op(i);
     Rows& g = grad_[i + 1];
+    const int64_t g0 = nz_[i + 1].first, g1 = nz_[i + 1].second;
     if (o.type == OpDesc::Crop) {
       Rows& gi = grad_of(i);
       const int64_t m = int64_t(L(i + 1)) * C(i);
       float* dst = gi.row(o.left);
       for (int64_t j = 0; j < m; ++j) dst[j] += g.buf[j];
+      reach(i, g0 + o.left, g1 + o.left);
     } else {
       const int64_t h = e_.halo_[i];
       Rows pre;  // the gradient of the conv's pre-pool output, with the conv's halo of zeros
@@ -523,11 +538,23 @@ void Backward::whole_backward() {
         const int64_t m = L(i) * o.cout;
         const float* src = pre.row(0);
         for (int64_t j = 0; j < m; ++j) gr.buf[j] += src[j];
+        reach(o.residual, g0 * o.pool, g1 * o.pool);
       }
+      // The input rows whose data gradient reads a nonzero pre-pool row, the others zero; for
+      // a fast conv whole tile blocks, as the full range computes them (a block's transforms
+      // spread tiny rounding residues over all its rows).
+      const Packed w = transposed(i);
+      const int64_t blk = fast_block(w.wino.m, o.dil);
+      const bool any = g0 < g1;
+      const int64_t s = any ? std::max<int64_t>(0, floor_to(g0 * o.pool - h, blk)) : 0;
+      const int64_t t = any ? std::min(L(i), ceil_to(g1 * o.pool + h, blk)) : 0;
       Rows da;
       da.alloc(pool_, 0, L(i), o.cin);
-      const Packed w = transposed(i);
-      conv(w, o.k, o.dil, o.cout, o.cin, pre.origin(), o.cout, 0, L(i), da.origin(), o.cin, threads_);
+      da.zero_outside(s, t);
+      if (any) {
+        conv(w, o.k, o.dil, o.cout, o.cin, pre.origin(), o.cout, s, t, da.origin(), o.cin, threads_);
+        reach(i, s, t);
+      }
       pre.release();
       const bool had = !grad_[i].empty();
       if (!had) grad_[i].alloc(pool_, 0, L(i), C(i));
@@ -592,9 +619,17 @@ void Backward::tiled_backward(float* out) {
     route(P_ - 1, grad_[P_].origin(), C(P_), op(P_ - 1).pool == 2 ? &odd_[P_ - 1] : nullptr, 0, L(P_ - 1), top_pre_,
           threads_);
     grad_[P_].release();
+    // [a, b): the pre-pool rows of op i where the gradient may be nonzero (whole_backward's
+    // nz_); each data-gradient conv computes the rows they reach, in whole tile blocks.
+    int64_t a = nz_[P_].first * op(P_ - 1).pool, b = nz_[P_].second * op(P_ - 1).pool;
     for (int i = P_ - 1; i >= top_; --i) {  // each op's weights and tensors released after use
       whole_rows(i - 1, lo, hi);
-      Rows next = conv_down(i, transposed(i), top_pre_.origin(), 0, L(i), lo, hi, raw_[i].origin(),
+      const Packed w = transposed(i);
+      const int64_t blk = fast_block(w.wino.m, op(i).dil), h = e_.halo_[i];
+      const int64_t s = a < b ? std::max<int64_t>(0, floor_to(a - h, blk)) : 0;
+      const int64_t t = a < b ? std::min(L(i), ceil_to(b + h, blk)) : 0;
+      a = s * op(i - 1).pool, b = t * op(i - 1).pool;
+      Rows next = conv_down(i, w, top_pre_.origin(), s, t, lo, hi, raw_[i].origin(),
                             op(i - 1).pool == 2 ? &odd_[i - 1] : nullptr, threads_);
       top_pre_ = std::move(next);
       raw_[i].release(), raw_[i + 1].release();
@@ -636,7 +671,7 @@ Rows Backward::conv_down(int i, const Packed& w, const float* pre, int64_t s, in
   epi.out = next.origin(), epi.out_stride = o.cin;
   if (o.gelu_in) epi.dgelu = x, epi.dgelu_stride = o.cin;
   if (choice) epi.unpool = choice->origin(), epi.unpool_stride = choice->stride;
-  conv(w, o.k, o.dil, o.cout, o.cin, pre, o.cout, s, t, epi, threads);
+  if (s < t) conv(w, o.k, o.dil, o.cout, o.cin, pre, o.cout, s, t, epi, threads);
   return next;
 }
 
