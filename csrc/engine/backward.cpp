@@ -145,7 +145,8 @@ class Backward {
   // (empty: the tiles start from grad_[P]).
   int top_ = 0;
   Rows top_pre_;
-  std::vector<std::pair<int64_t, int64_t>> nz_;  // whole_backward: where grad_[i] may be nonzero
+  // nz_[i]: the rows outside which grad_[i] is zero (whole_backward, from the chosen bins down).
+  std::vector<std::pair<int64_t, int64_t>> nz_;
 
   int64_t L(int i) const { return e_.lengths_[i]; }
   int C(int i) const { return e_.channels_[i]; }
@@ -158,6 +159,7 @@ class Backward {
   // that a thread of the tiled backward owns).
   // Backward.
   void head_backward(Rows& dh);
+  void reached_rows(int i, const Packed& w, int64_t a, int64_t b, int64_t& s, int64_t& t) const;
   void whole_backward();
   int64_t backward_tiles() const;
   void tile_ranges(int64_t a, int64_t b, std::vector<int64_t>& s, std::vector<int64_t>& t) const;
@@ -490,6 +492,19 @@ void Backward::head_backward(Rows& dh) {
   }
 }
 
+void Backward::reached_rows(int i, const Packed& w, int64_t a, int64_t b, int64_t& s, int64_t& t) const {
+  // The input rows [s, t) whose data gradient (op i's, packed as w) reads any of the pre-pool
+  // gradient rows [a, b), outside which the gradient is zero: empty when [a, b) is. For a fast
+  // conv whole tile blocks, as a full range computes them (a block's transforms spread tiny
+  // rounding residues over all its rows, so computing fewer rows changes no value).
+  if (a >= b) {
+    s = t = 0;
+    return;
+  }
+  const int64_t blk = fast_block(w.wino.m, op(i).dil), h = e_.halo_[i];
+  s = std::max<int64_t>(0, floor_to(a - h, blk)), t = std::min(L(i), ceil_to(b + h, blk));
+}
+
 void Backward::whole_backward() {
   // From the head down to tensor P, whole tensors (Basenji2: the dilated blocks, the crop
   // and the final 1x1 at 1,024 rows or fewer). grad_[i]: the gradient of tensor i's raw rows.
@@ -506,10 +521,8 @@ void Backward::whole_backward() {
     if (grad_[i].empty()) grad_[i].zeros(pool_, 0, L(i), C(i));
     return grad_[i];
   };
-  // nz_[i]: the rows of grad_[i] outside which it is zero (the chosen bins' receptive field
-  // grows from the head down), so that each data-gradient conv computes only the rows its
-  // nonzero input reaches: fewer rows, not other values (a row outside reads only zeros, and a
-  // fast conv's blocks are anchored at absolute positions).
+  // nz_ follows the chosen bins' receptive field from the head down, so that each
+  // data-gradient conv computes only the rows its nonzero input reaches (reached_rows).
   nz_.assign(size_t(n + 1), {0, 0});
   nz_[n] = {*std::min_element(bins_.begin(), bins_.end()), *std::max_element(bins_.begin(), bins_.end()) + 1};
   const auto reach = [&](int i, int64_t lo, int64_t hi) {  // grad_[i] may be nonzero in [lo, hi)
@@ -540,18 +553,13 @@ void Backward::whole_backward() {
         for (int64_t j = 0; j < m; ++j) gr.buf[j] += src[j];
         reach(o.residual, g0 * o.pool, g1 * o.pool);
       }
-      // The input rows whose data gradient reads a nonzero pre-pool row, the others zero; for
-      // a fast conv whole tile blocks, as the full range computes them (a block's transforms
-      // spread tiny rounding residues over all its rows).
       const Packed w = transposed(i);
-      const int64_t blk = fast_block(w.wino.m, o.dil);
-      const bool any = g0 < g1;
-      const int64_t s = any ? std::max<int64_t>(0, floor_to(g0 * o.pool - h, blk)) : 0;
-      const int64_t t = any ? std::min(L(i), ceil_to(g1 * o.pool + h, blk)) : 0;
+      int64_t s, t;
+      reached_rows(i, w, g0 * o.pool, g1 * o.pool, s, t);
       Rows da;
       da.alloc(pool_, 0, L(i), o.cin);
       da.zero_outside(s, t);
-      if (any) {
+      if (s < t) {
         conv(w, o.k, o.dil, o.cout, o.cin, pre.origin(), o.cout, s, t, da.origin(), o.cin, threads_);
         reach(i, s, t);
       }
@@ -619,15 +627,13 @@ void Backward::tiled_backward(float* out) {
     route(P_ - 1, grad_[P_].origin(), C(P_), op(P_ - 1).pool == 2 ? &odd_[P_ - 1] : nullptr, 0, L(P_ - 1), top_pre_,
           threads_);
     grad_[P_].release();
-    // [a, b): the pre-pool rows of op i where the gradient may be nonzero (whole_backward's
-    // nz_); each data-gradient conv computes the rows they reach, in whole tile blocks.
+    // [a, b): the pre-pool rows of op i where the gradient may be nonzero (from nz_).
     int64_t a = nz_[P_].first * op(P_ - 1).pool, b = nz_[P_].second * op(P_ - 1).pool;
     for (int i = P_ - 1; i >= top_; --i) {  // each op's weights and tensors released after use
       whole_rows(i - 1, lo, hi);
       const Packed w = transposed(i);
-      const int64_t blk = fast_block(w.wino.m, op(i).dil), h = e_.halo_[i];
-      const int64_t s = a < b ? std::max<int64_t>(0, floor_to(a - h, blk)) : 0;
-      const int64_t t = a < b ? std::min(L(i), ceil_to(b + h, blk)) : 0;
+      int64_t s, t;
+      reached_rows(i, w, a, b, s, t);
       a = s * op(i - 1).pool, b = t * op(i - 1).pool;
       Rows next = conv_down(i, w, top_pre_.origin(), s, t, lo, hi, raw_[i].origin(),
                             op(i - 1).pool == 2 ? &odd_[i - 1] : nullptr, threads_);
