@@ -54,8 +54,9 @@ struct Rows {
   }
   void zeros(BlockPool& p, int64_t l, int64_t h, int c) {
     alloc(p, l, h, c);
-    std::memset(buf.get(), 0, size_t((h - l) * c) * sizeof(float));
+    zero();
   }
+  void zero() { std::memset(buf.get(), 0, size_t((hi - lo) * ch) * sizeof(float)); }
   // Zeroes the rows of [lo, hi) outside [a, b): the "same" padding beyond a tensor's ends.
   void zero_outside(int64_t a, int64_t b) {
     const int64_t m0 = std::min(hi, std::max(lo, a)), m1 = std::max(m0, std::min(hi, b));
@@ -145,21 +146,26 @@ class Backward {
   // (empty: the tiles start from grad_[P]).
   int top_ = 0;
   Rows top_pre_;
-  // nz_[i]: the rows outside which grad_[i] is zero (whole_backward, from the chosen bins down).
-  std::vector<std::pair<int64_t, int64_t>> nz_;
+  // Row ranges [first, second) per tensor (empty: first >= second), from plan_rows: nz_[i] the
+  // rows outside which the gradient of tensor i is zero (the chosen bins' receptive field, from
+  // the head down; its data-gradient convs compute only the rows it reaches), exact_[i] the rows
+  // the recording forward must compute exactly (those, and what the forward reads to make them).
+  using Range = std::pair<int64_t, int64_t>;
+  std::vector<Range> nz_, exact_;
 
   int64_t L(int i) const { return e_.lengths_[i]; }
   int C(int i) const { return e_.channels_[i]; }
   const OpDesc& op(int i) const { return e_.ops_[i]; }
 
   // Forward.
+  void plan_rows();
   void record_forward();
   void record_op(int i, const float* in, const float* res, int64_t p0, int64_t p1, float* raw_out, float* act_out);
   // The elementwise steps and kernel calls below run on `threads` threads (1 inside a tile
   // that a thread of the tiled backward owns).
   // Backward.
   void head_backward(Rows& dh);
-  void reached_rows(int i, const Packed& w, int64_t a, int64_t b, int64_t& s, int64_t& t) const;
+  void reached_rows(int i, int64_t a, int64_t b, int64_t& s, int64_t& t) const;
   void whole_backward();
   int64_t backward_tiles() const;
   void tile_ranges(int64_t a, int64_t b, std::vector<int64_t>& s, std::vector<int64_t>& t) const;
@@ -385,6 +391,50 @@ void Backward::record_op(int i, const float* in, const float* res, int64_t p0, i
   e_.conv_call(i, in, res, p0, p1, raw_out, act_out, 0, c ? c->origin() : nullptr, c ? c->stride : 0);
 }
 
+void Backward::plan_rows() {
+  const int n = n_, P = P_;
+  const auto add = [&](std::vector<Range>& v, int i, int64_t lo, int64_t hi) {  // v[i] grows to cover [lo, hi)
+    lo = std::max<int64_t>(lo, 0), hi = std::min(hi, L(i));
+    if (lo >= hi) return;
+    Range& r = v[size_t(i)];
+    r = r.first >= r.second ? Range{lo, hi} : Range{std::min(r.first, lo), std::max(r.second, hi)};
+  };
+  // The gradient's rows, from the head down (whole_backward's steps): the chosen bins; a crop
+  // shifts them; a conv's data gradient reaches reached_rows of its pre-pool rows; a residual
+  // passes its rows on. Below tensor P, the tower's as its data-gradient convs reach them.
+  nz_.assign(size_t(n + 1), {0, 0});
+  add(nz_, n, *std::min_element(bins_.begin(), bins_.end()), *std::max_element(bins_.begin(), bins_.end()) + 1);
+  for (int i = n - 1; i >= 1; --i) {
+    const OpDesc& o = op(i);
+    const int64_t g0 = nz_[i + 1].first, g1 = nz_[i + 1].second;
+    if (g0 >= g1) continue;
+    if (o.type == OpDesc::Crop) {
+      add(nz_, i, g0 + o.left, g1 + o.left);
+      continue;
+    }
+    if (o.residual >= 0) add(nz_, o.residual, g0 * o.pool, g1 * o.pool);
+    int64_t s, t;
+    reached_rows(i, g0 * o.pool, g1 * o.pool, s, t);
+    add(nz_, i, s, t);
+  }
+  // The forward's rows that must be exact: where the gradient is nonzero (GELU' of them, their
+  // max-pool choices) and, from the head down, what the ops read to compute those.
+  exact_ = nz_;
+  for (int i = n - 1; i >= 1; --i) {
+    const OpDesc& o = op(i);
+    const int64_t e0 = exact_[i + 1].first, e1 = exact_[i + 1].second;
+    if (e0 >= e1) continue;
+    if (o.type == OpDesc::Crop) {
+      add(exact_, i, e0 + o.left, e1 + o.left);
+      continue;
+    }
+    int64_t lo, hi;
+    e_.op_reads(i, e0 * o.pool, e1 * o.pool, lo, hi);
+    add(exact_, i, lo, hi);
+    if (o.residual >= 0) add(exact_, o.residual, e0 * o.pool, e1 * o.pool);
+  }
+}
+
 void Backward::record_forward() {
   const int n = n_, P = P_;
   raw_.clear(), act_.clear(), odd_.clear();
@@ -405,16 +455,34 @@ void Backward::record_forward() {
   };
 
   // The stem and tower tile by tile (Engine::run_prefix_tiled's ranges); each tile's rows of
-  // the kept tensors are written into them (rows shared by two tiles twice, equal).
+  // the kept tensors are written into them (rows shared by two tiles twice, equal). Only the
+  // tiles that write rows of exact_ run (bins far from a tile: none of its rows is read, or
+  // each is read only to be multiplied by a zero gradient); the kept tensors' other rows are
+  // zero, so that the trunk, run whole, and the backward read finite values everywhere.
   const int64_t tiles = e_.prefix_tiles();
   const int64_t lp = L(P);
   float* act_p = whole_act(P);
   std::vector<int64_t> lo, hi, need_lo, need_hi;
+  const auto tile_rows = [&](int64_t t) {  // tile t's ranges into lo, hi, ...; false: empty
+    const int64_t a = lp * t / tiles, b = lp * (t + 1) / tiles;
+    if (a < b) e_.prefix_ranges(a, b, lo, hi, need_lo, need_hi);
+    return a < b;
+  };
+  std::vector<char> runs(size_t(tiles), 0);
+  bool every = true;
+  for (int64_t t = 0; t < tiles; ++t) {
+    if (!tile_rows(t)) continue;
+    for (int i = std::max(keep_from_, 1); i <= P && !runs[t]; ++i)
+      runs[t] = std::max(lo[i], exact_[i].first) < std::min(hi[i], exact_[i].second);
+    every = every && runs[t];
+  }
+  if (!every) {
+    for (int i = std::max(keep_from_, 1); i <= P; ++i) raw_[i].zero();
+    if (act_p) act_[P].zero();
+  }
   std::vector<Rows> in(P + 1);  // in[i]: op i's input rows of this tile, when not a kept tensor
   for (int64_t t = 0; t < tiles; ++t) {
-    const int64_t a = lp * t / tiles, b = lp * (t + 1) / tiles;
-    if (a == b) continue;
-    e_.prefix_ranges(a, b, lo, hi, need_lo, need_hi);
+    if (!runs[t] || !tile_rows(t)) continue;
     // A tile buffer of tensor i's rows as op i reads them, zero beyond the tensor's ends.
     const auto tile_buf = [&](int i) {
       in[i].alloc(pool_, need_lo[i], need_hi[i], C(i));
@@ -492,8 +560,8 @@ void Backward::head_backward(Rows& dh) {
   }
 }
 
-void Backward::reached_rows(int i, const Packed& w, int64_t a, int64_t b, int64_t& s, int64_t& t) const {
-  // The input rows [s, t) whose data gradient (op i's, packed as w) reads any of the pre-pool
+void Backward::reached_rows(int i, int64_t a, int64_t b, int64_t& s, int64_t& t) const {
+  // The input rows [s, t) whose data gradient (op i's) reads any of the pre-pool
   // gradient rows [a, b), outside which the gradient is zero: empty when [a, b) is. For a fast
   // conv whole tile blocks, as a full range computes them (a block's transforms spread tiny
   // rounding residues over all its rows, so computing fewer rows changes no value).
@@ -501,7 +569,7 @@ void Backward::reached_rows(int i, const Packed& w, int64_t a, int64_t b, int64_
     s = t = 0;
     return;
   }
-  const int64_t blk = fast_block(w.wino.m, op(i).dil), h = e_.halo_[i];
+  const int64_t blk = fast_block(op(i).fast_m, op(i).dil), h = e_.halo_[i];
   s = std::max<int64_t>(0, floor_to(a - h, blk)), t = std::min(L(i), ceil_to(b + h, blk));
 }
 
@@ -521,16 +589,6 @@ void Backward::whole_backward() {
     if (grad_[i].empty()) grad_[i].zeros(pool_, 0, L(i), C(i));
     return grad_[i];
   };
-  // nz_ follows the chosen bins' receptive field from the head down, so that each
-  // data-gradient conv computes only the rows its nonzero input reaches (reached_rows).
-  nz_.assign(size_t(n + 1), {0, 0});
-  nz_[n] = {*std::min_element(bins_.begin(), bins_.end()), *std::max_element(bins_.begin(), bins_.end()) + 1};
-  const auto reach = [&](int i, int64_t lo, int64_t hi) {  // grad_[i] may be nonzero in [lo, hi)
-    lo = std::max<int64_t>(lo, 0), hi = std::min(hi, L(i));
-    auto& r = nz_[i];
-    if (lo >= hi) return;
-    r = r.first >= r.second ? std::make_pair(lo, hi) : std::make_pair(std::min(r.first, lo), std::max(r.second, hi));
-  };
   for (int i = n - 1; i >= P_; --i) {
     const OpDesc& o = op(i);
     Rows& g = grad_[i + 1];
@@ -540,7 +598,6 @@ void Backward::whole_backward() {
       const int64_t m = int64_t(L(i + 1)) * C(i);
       float* dst = gi.row(o.left);
       for (int64_t j = 0; j < m; ++j) dst[j] += g.buf[j];
-      reach(i, g0 + o.left, g1 + o.left);
     } else {
       const int64_t h = e_.halo_[i];
       Rows pre;  // the gradient of the conv's pre-pool output, with the conv's halo of zeros
@@ -551,18 +608,13 @@ void Backward::whole_backward() {
         const int64_t m = L(i) * o.cout;
         const float* src = pre.row(0);
         for (int64_t j = 0; j < m; ++j) gr.buf[j] += src[j];
-        reach(o.residual, g0 * o.pool, g1 * o.pool);
       }
-      const Packed w = transposed(i);
       int64_t s, t;
-      reached_rows(i, w, g0 * o.pool, g1 * o.pool, s, t);
+      reached_rows(i, g0 * o.pool, g1 * o.pool, s, t);
       Rows da;
       da.alloc(pool_, 0, L(i), o.cin);
       da.zero_outside(s, t);
-      if (s < t) {
-        conv(w, o.k, o.dil, o.cout, o.cin, pre.origin(), o.cout, s, t, da.origin(), o.cin, threads_);
-        reach(i, s, t);
-      }
+      if (s < t) conv(transposed(i), o.k, o.dil, o.cout, o.cin, pre.origin(), o.cout, s, t, da.origin(), o.cin, threads_);
       pre.release();
       const bool had = !grad_[i].empty();
       if (!had) grad_[i].alloc(pool_, 0, L(i), C(i));
@@ -631,11 +683,10 @@ void Backward::tiled_backward(float* out) {
     int64_t a = nz_[P_].first * op(P_ - 1).pool, b = nz_[P_].second * op(P_ - 1).pool;
     for (int i = P_ - 1; i >= top_; --i) {  // each op's weights and tensors released after use
       whole_rows(i - 1, lo, hi);
-      const Packed w = transposed(i);
       int64_t s, t;
-      reached_rows(i, w, a, b, s, t);
+      reached_rows(i, a, b, s, t);
       a = s * op(i - 1).pool, b = t * op(i - 1).pool;
-      Rows next = conv_down(i, w, top_pre_.origin(), s, t, lo, hi, raw_[i].origin(),
+      Rows next = conv_down(i, transposed(i), top_pre_.origin(), s, t, lo, hi, raw_[i].origin(),
                             op(i - 1).pool == 2 ? &odd_[i - 1] : nullptr, threads_);
       top_pre_ = std::move(next);
       raw_[i].release(), raw_[i + 1].release();
@@ -785,6 +836,7 @@ void Backward::run(const uint8_t* codes, bool n_uniform, float* out) {
   }
   code0_ = padded_.data() + sh;
   n_uniform_ = n_uniform;
+  plan_rows();
   record_forward();
   whole_backward();
   tiled_backward(out);
