@@ -505,7 +505,8 @@ void Backward::record_forward() {
   }
   for (auto& r : in) r.release();
 
-  // The rest whole, as Engine::run_trunk, keeping every pre-activation tensor.
+  // The rest as Engine::run_trunk, keeping every pre-activation tensor: each op over the rows
+  // of exact_ (all of them for every bin), the others zero.
   for (int i = P; i < n; ++i) {
     const OpDesc& o = op(i);
     if (o.type == OpDesc::Crop) {
@@ -515,7 +516,11 @@ void Backward::record_forward() {
     } else {
       const float* x = o.gelu_in ? act_[i].origin() : raw_[i].origin();
       const float* res = o.residual >= 0 ? raw_[o.residual].origin() : nullptr;
-      record_op(i, x, res, 0, L(i), raw_[i + 1].origin(), whole_act(i + 1));
+      const int64_t e0 = exact_[i + 1].first, e1 = std::max(e0, exact_[i + 1].second);
+      float* act = whole_act(i + 1);
+      raw_[i + 1].zero_outside(e0, e1);
+      if (act) act_[i + 1].zero_outside(e0, e1);
+      if (e0 < e1) record_op(i, x, res, e0 * o.pool, e1 * o.pool, raw_[i + 1].origin(), act);
     }
     act_[i].release();
   }
