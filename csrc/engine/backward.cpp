@@ -439,9 +439,43 @@ void Backward::record_forward() {
   const int n = n_, P = P_;
   raw_.clear(), act_.clear(), odd_.clear();
   raw_.resize(n + 1), act_.resize(n + 1), odd_.resize(n);
+
+  // The stem and tower tile by tile (Engine::run_prefix_tiled's ranges); each tile's rows of
+  // the kept tensors are written into them (rows shared by two tiles twice, equal). Only the
+  // tiles that write rows of exact_ run (bins far from a tile: none of its rows is read, or
+  // each is read only to be multiplied by a zero gradient). The tower's kept tensors hold the
+  // rows those tiles read and write ([kept[i].first, kept[i].second), whole for every bin);
+  // their other rows, and tensor P's, are zero, so that the trunk, run whole, and the backward
+  // read finite values everywhere.
+  const int64_t tiles = e_.prefix_tiles();
+  const int64_t lp = L(P);
+  std::vector<int64_t> lo, hi, need_lo, need_hi;
+  const auto tile_rows = [&](int64_t t) {  // tile t's ranges into lo, hi, ...; false: empty
+    const int64_t a = lp * t / tiles, b = lp * (t + 1) / tiles;
+    if (a < b) e_.prefix_ranges(a, b, lo, hi, need_lo, need_hi);
+    return a < b;
+  };
+  const int k0 = std::max(keep_from_, 1);
+  std::vector<char> runs(size_t(tiles), 0);
+  std::vector<Range> kept(size_t(P + 1), {0, 0});
+  bool every = true;
+  for (int64_t t = 0; t < tiles; ++t) {
+    if (!tile_rows(t)) continue;
+    for (int i = k0; i <= P && !runs[t]; ++i)
+      runs[t] = std::max(lo[i], exact_[i].first) < std::min(hi[i], exact_[i].second);
+    every = every && runs[t];
+    for (int i = k0; i <= P && runs[t]; ++i) {
+      Range& r = kept[size_t(i)];
+      r = r.first >= r.second ? Range{need_lo[i], need_hi[i]}
+                              : Range{std::min(r.first, need_lo[i]), std::max(r.second, need_hi[i])};
+    }
+  }
   for (int i = keep_from_; i <= n; ++i) {
-    raw_[i].alloc(pool_, -e_.halo_[i], L(i) + e_.halo_[i], C(i));
-    raw_[i].zero_outside(0, L(i));
+    const int64_t h = e_.halo_[i];
+    const bool part = !every && i < P && i >= 1 && kept[size_t(i)].first < kept[size_t(i)].second;
+    raw_[i].alloc(pool_, part ? std::max(-h, kept[i].first) : -h, part ? std::min(L(i) + h, kept[i].second) : L(i) + h, C(i));
+    if (every) raw_[i].zero_outside(0, L(i));
+    else raw_[i].zero();
   }
   for (int i = 1; i < n; ++i)
     if (op(i).type == OpDesc::Conv && op(i).pool == 2) odd_[i].init(0, L(i + 1), C(i + 1));
@@ -454,32 +488,8 @@ void Backward::record_forward() {
     return act_[i].origin();
   };
 
-  // The stem and tower tile by tile (Engine::run_prefix_tiled's ranges); each tile's rows of
-  // the kept tensors are written into them (rows shared by two tiles twice, equal). Only the
-  // tiles that write rows of exact_ run (bins far from a tile: none of its rows is read, or
-  // each is read only to be multiplied by a zero gradient); the kept tensors' other rows are
-  // zero, so that the trunk, run whole, and the backward read finite values everywhere.
-  const int64_t tiles = e_.prefix_tiles();
-  const int64_t lp = L(P);
   float* act_p = whole_act(P);
-  std::vector<int64_t> lo, hi, need_lo, need_hi;
-  const auto tile_rows = [&](int64_t t) {  // tile t's ranges into lo, hi, ...; false: empty
-    const int64_t a = lp * t / tiles, b = lp * (t + 1) / tiles;
-    if (a < b) e_.prefix_ranges(a, b, lo, hi, need_lo, need_hi);
-    return a < b;
-  };
-  std::vector<char> runs(size_t(tiles), 0);
-  bool every = true;
-  for (int64_t t = 0; t < tiles; ++t) {
-    if (!tile_rows(t)) continue;
-    for (int i = std::max(keep_from_, 1); i <= P && !runs[t]; ++i)
-      runs[t] = std::max(lo[i], exact_[i].first) < std::min(hi[i], exact_[i].second);
-    every = every && runs[t];
-  }
-  if (!every) {
-    for (int i = std::max(keep_from_, 1); i <= P; ++i) raw_[i].zero();
-    if (act_p) act_[P].zero();
-  }
+  if (!every && act_p) act_[P].zero();
   std::vector<Rows> in(P + 1);  // in[i]: op i's input rows of this tile, when not a kept tensor
   for (int64_t t = 0; t < tiles; ++t) {
     if (!runs[t] || !tile_rows(t)) continue;
@@ -798,7 +808,11 @@ void Backward::tile_backward(int64_t A, int64_t B, const std::vector<Packed>& w,
   for (int i = top - 1; i >= 1; --i) {
     int64_t lo, hi;
     pre_rows(i - 1, lo, hi);
-    Rows next = conv_down(i, w[i], pre_origin, s[i], t[i], lo, hi, i == 1 ? x1.origin() : raw_[i].origin(),
+    // The tile's rows where the gradient may be nonzero (both ranges whole tile blocks); the
+    // others are zero, and tensor i's raw rows may not be kept there.
+    int64_t a = std::max(s[i], nz_[i].first), b = std::min(t[i], nz_[i].second);
+    if (a >= b) a = b = s[i];
+    Rows next = conv_down(i, w[i], pre_origin, a, b, lo, hi, i == 1 ? x1.origin() : raw_[i].origin(),
                           choice(i - 1), threads);
     pre = std::move(next);
     pre_origin = pre.origin();
