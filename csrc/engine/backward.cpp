@@ -392,47 +392,39 @@ void Backward::record_op(int i, const float* in, const float* res, int64_t p0, i
 }
 
 void Backward::plan_rows() {
-  const int n = n_, P = P_;
+  const int n = n_;
   const auto add = [&](std::vector<Range>& v, int i, int64_t lo, int64_t hi) {  // v[i] grows to cover [lo, hi)
     lo = std::max<int64_t>(lo, 0), hi = std::min(hi, L(i));
     if (lo >= hi) return;
     Range& r = v[size_t(i)];
     r = r.first >= r.second ? Range{lo, hi} : Range{std::min(r.first, lo), std::max(r.second, hi)};
   };
-  // The gradient's rows, from the head down (whole_backward's steps): the chosen bins; a crop
-  // shifts them; a conv's data gradient reaches reached_rows of its pre-pool rows; a residual
-  // passes its rows on. Below tensor P, the tower's as its data-gradient convs reach them.
+  // From the head down: a crop shifts the rows, a residual passes them on to its source, and a
+  // conv's rows [a, b) (pre-pool) need its input rows in(i, a, b, lo, hi).
+  const auto down = [&](std::vector<Range>& v, auto&& in) {
+    for (int i = n - 1; i >= 1; --i) {
+      const OpDesc& o = op(i);
+      const int64_t a = v[i + 1].first, b = v[i + 1].second;
+      if (a >= b) continue;
+      if (o.type == OpDesc::Crop) {
+        add(v, i, a + o.left, b + o.left);
+        continue;
+      }
+      if (o.residual >= 0) add(v, o.residual, a * o.pool, b * o.pool);
+      int64_t lo, hi;
+      in(i, a * o.pool, b * o.pool, lo, hi);
+      add(v, i, lo, hi);
+    }
+  };
+  // The gradient's rows (whole_backward's and the tiles' steps): the chosen bins, then what
+  // each data-gradient conv reaches.
   nz_.assign(size_t(n + 1), {0, 0});
   add(nz_, n, *std::min_element(bins_.begin(), bins_.end()), *std::max_element(bins_.begin(), bins_.end()) + 1);
-  for (int i = n - 1; i >= 1; --i) {
-    const OpDesc& o = op(i);
-    const int64_t g0 = nz_[i + 1].first, g1 = nz_[i + 1].second;
-    if (g0 >= g1) continue;
-    if (o.type == OpDesc::Crop) {
-      add(nz_, i, g0 + o.left, g1 + o.left);
-      continue;
-    }
-    if (o.residual >= 0) add(nz_, o.residual, g0 * o.pool, g1 * o.pool);
-    int64_t s, t;
-    reached_rows(i, g0 * o.pool, g1 * o.pool, s, t);
-    add(nz_, i, s, t);
-  }
+  down(nz_, [&](int i, int64_t a, int64_t b, int64_t& lo, int64_t& hi) { reached_rows(i, a, b, lo, hi); });
   // The forward's rows that must be exact: where the gradient is nonzero (GELU' of them, their
-  // max-pool choices) and, from the head down, what the ops read to compute those.
+  // max-pool choices) and what the forward reads to compute those.
   exact_ = nz_;
-  for (int i = n - 1; i >= 1; --i) {
-    const OpDesc& o = op(i);
-    const int64_t e0 = exact_[i + 1].first, e1 = exact_[i + 1].second;
-    if (e0 >= e1) continue;
-    if (o.type == OpDesc::Crop) {
-      add(exact_, i, e0 + o.left, e1 + o.left);
-      continue;
-    }
-    int64_t lo, hi;
-    e_.op_reads(i, e0 * o.pool, e1 * o.pool, lo, hi);
-    add(exact_, i, lo, hi);
-    if (o.residual >= 0) add(exact_, o.residual, e0 * o.pool, e1 * o.pool);
-  }
+  down(exact_, [&](int i, int64_t a, int64_t b, int64_t& lo, int64_t& hi) { e_.op_reads(i, a, b, lo, hi); });
 }
 
 void Backward::record_forward() {
