@@ -9,7 +9,8 @@
 // Memory: a recording forward pass runs the stem and tower tile by tile as the forward does,
 // and keeps what the backward reads: the pre-activation rows of every tensor after the stem's
 // output (the input of every GELU' but the first tower op's) and one bit per pooled element
-// for each max-pool's choice. The stem's output, the largest tensor (65,536 x 288 for
+// for each max-pool's choice. With bins chosen it computes and keeps only the rows the
+// gradient needs (plan_rows), and the backward computes only the rows the gradient reaches. The stem's output, the largest tensor (65,536 x 288 for
 // Basenji2), is never held: the backward recomputes it tile by tile (a table gather, no
 // multiplies). The backward weights are packed per call, one op (or the tower's ops) at a
 // time, and released after use: they would otherwise double the weights' memory.
@@ -133,7 +134,9 @@ class Backward {
   const int n_, P_, threads_;
   const Gelu gelu_;
   // Per sequence: padded codes; raw_[i]: tensor i's pre-activation rows, whole, with its
-  // halo of zero rows (i >= keep_from_); odd_[i]: op i's max-pool choices (pooled ops >= 1).
+  // halo of zero rows (i >= keep_from_; a tower tensor only the rows the recording's running
+  // tiles touch when bins are chosen, record_forward); odd_[i]: op i's max-pool choices
+  // (pooled ops >= 1).
   std::vector<uint8_t> padded_;
   const uint8_t* code0_ = nullptr;
   bool n_uniform_ = false;
