@@ -10,9 +10,9 @@
 // and keeps what the backward reads: the pre-activation rows of every tensor after the stem's
 // output (the input of every GELU' but the first tower op's) and one bit per pooled element
 // for each max-pool's choice. With bins chosen it computes and keeps only the rows the
-// gradient needs (plan_rows), and the backward computes only the rows the gradient reaches. The stem's output, the largest tensor (65,536 x 288 for
-// Basenji2), is never held: the backward recomputes it tile by tile (a table gather, no
-// multiplies). The backward weights are packed per call, one op (or the tower's ops) at a
+// gradient needs (plan_rows), and the backward computes only the rows the gradient reaches.
+// The stem's output, the largest tensor (65,536 x 288 for Basenji2), is never held: the
+// backward recomputes it tile by tile (a table gather, no multiplies). The backward weights are packed per call, one op (or the tower's ops) at a
 // time, and released after use: they would otherwise double the weights' memory.
 #include <algorithm>
 #include <atomic>
@@ -155,6 +155,9 @@ class Backward {
   // the recording forward must compute exactly (those, and what the forward reads to make them).
   using Range = std::pair<int64_t, int64_t>;
   std::vector<Range> nz_, exact_;
+  static void grow(Range& r, int64_t lo, int64_t hi) {  // r grows to cover [lo, hi) (not empty)
+    r = r.first >= r.second ? Range{lo, hi} : Range{std::min(r.first, lo), std::max(r.second, hi)};
+  }
 
   int64_t L(int i) const { return e_.lengths_[i]; }
   int C(int i) const { return e_.channels_[i]; }
@@ -398,9 +401,7 @@ void Backward::plan_rows() {
   const int n = n_;
   const auto add = [&](std::vector<Range>& v, int i, int64_t lo, int64_t hi) {  // v[i] grows to cover [lo, hi)
     lo = std::max<int64_t>(lo, 0), hi = std::min(hi, L(i));
-    if (lo >= hi) return;
-    Range& r = v[size_t(i)];
-    r = r.first >= r.second ? Range{lo, hi} : Range{std::min(r.first, lo), std::max(r.second, hi)};
+    if (lo < hi) grow(v[size_t(i)], lo, hi);
   };
   // From the head down: a crop shifts the rows, a residual passes them on to its source, and a
   // conv's rows [a, b) (pre-pool) need its input rows in(i, a, b, lo, hi).
@@ -459,15 +460,11 @@ void Backward::record_forward() {
     for (int i = k0; i <= P && !runs[t]; ++i)
       runs[t] = std::max(lo[i], exact_[i].first) < std::min(hi[i], exact_[i].second);
     every = every && runs[t];
-    for (int i = k0; i <= P && runs[t]; ++i) {
-      Range& r = kept[size_t(i)];
-      r = r.first >= r.second ? Range{need_lo[i], need_hi[i]}
-                              : Range{std::min(r.first, need_lo[i]), std::max(r.second, need_hi[i])};
-    }
+    for (int i = k0; i <= P && runs[t]; ++i) grow(kept[size_t(i)], need_lo[i], need_hi[i]);
   }
   for (int i = keep_from_; i <= n; ++i) {
     const int64_t h = e_.halo_[i];
-    const bool part = !every && i < P && i >= 1 && kept[size_t(i)].first < kept[size_t(i)].second;
+    const bool part = !every && i < P && kept[size_t(i)].first < kept[size_t(i)].second;
     raw_[i].alloc(pool_, part ? std::max(-h, kept[i].first) : -h, part ? std::min(L(i) + h, kept[i].second) : L(i) + h, C(i));
     if (every) raw_[i].zero_outside(0, L(i));
     else raw_[i].zero();
@@ -689,13 +686,10 @@ void Backward::tiled_backward(float* out) {
     route(P_ - 1, grad_[P_].origin(), C(P_), op(P_ - 1).pool == 2 ? &odd_[P_ - 1] : nullptr, 0, L(P_ - 1), top_pre_,
           threads_);
     grad_[P_].release();
-    // [a, b): the pre-pool rows of op i where the gradient may be nonzero (from nz_).
-    int64_t a = nz_[P_].first * op(P_ - 1).pool, b = nz_[P_].second * op(P_ - 1).pool;
     for (int i = P_ - 1; i >= top_; --i) {  // each op's weights and tensors released after use
       whole_rows(i - 1, lo, hi);
-      int64_t s, t;
-      reached_rows(i, a, b, s, t);
-      a = s * op(i - 1).pool, b = t * op(i - 1).pool;
+      // the rows its data gradient reaches (plan_rows; empty: none)
+      const int64_t s = nz_[i].first, t = std::max(s, nz_[i].second);
       Rows next = conv_down(i, transposed(i), top_pre_.origin(), s, t, lo, hi, raw_[i].origin(),
                             op(i - 1).pool == 2 ? &odd_[i - 1] : nullptr, threads_);
       top_pre_ = std::move(next);
