@@ -496,22 +496,8 @@ inline void fast_input_transform_into(const ConvArgs& a, int64_t b0, int tiles, 
   }
 }
 
-// fast_input_transform_into in the ConvArgs' types: input fp32 or bf16 (in_bf16), V fp32 or
-// bf16 (bf16 products).
-template <class V>
-inline void fast_input_transform(const ConvArgs& a, int64_t b0, int tiles, void* v, int64_t point_stride) {
-  if (a.bf16 && a.in_bf16)
-    fast_input_transform_into<V, uint16_t, uint16_t>(a, b0, tiles, static_cast<uint16_t*>(v), point_stride);
-  else if (a.bf16)
-    fast_input_transform_into<V, float, uint16_t>(a, b0, tiles, static_cast<uint16_t*>(v), point_stride);
-  else if (a.in_bf16)
-    fast_input_transform_into<V, uint16_t, float>(a, b0, tiles, static_cast<float*>(v), point_stride);
-  else
-    fast_input_transform_into<V, float, float>(a, b0, tiles, static_cast<float*>(v), point_stride);
-}
-
 // Output transform of one tile and panel: y[i * y_stride + c] = sum_j at[i][j] m[j * m_stride + c]
-// for the m outputs i and NR columns c, summed in the order of j.
+// for the m outputs i and NR columns c, summed in the order of j, zero coefficients skipped.
 template <class V, int NR>
 inline void fast_output_transform(const FastConv& f, const float* mt, int64_t m_stride, float* y, int64_t y_stride) {
   using R = typename V::reg;
@@ -522,11 +508,129 @@ inline void fast_output_transform(const FastConv& f, const float* mt, int64_t m_
     for (int j = 0; j < n; ++j) mv[j] = V::load(mt + j * m_stride + c);
     for (int i = 0; i < f.m; ++i) {
       const float* at = f.at + i * n;
-      R acc = V::mul(V::set1(at[0]), mv[0]);
-      for (int j = 1; j < n; ++j) acc = V::fmadd(V::set1(at[j]), mv[j], acc);
+      int j0 = 0;
+      while (at[j0] == 0.f) ++j0;
+      R acc = V::mul(V::set1(at[j0]), mv[j0]);
+      for (int j = j0 + 1; j < n; ++j)
+        if (at[j] != 0.f) acc = V::fmadd(V::set1(at[j]), mv[j], acc);
       V::store(y + i * y_stride + c, acc);
     }
   }
+}
+
+// Calls f(std::integral_constant<int, i>) for i = 0 .. N - 1, unrolled (forced inline: GCC
+// otherwise keeps some of these calls, and the registers they were to fill go through memory).
+#define B2F_ALWAYS_INLINE inline __attribute__((always_inline))
+template <typename F, int... I>
+B2F_ALWAYS_INLINE void unroll_seq(F&& f, std::integer_sequence<int, I...>) {
+  (f(std::integral_constant<int, I>{}), ...);
+}
+template <int N, typename F>
+B2F_ALWAYS_INLINE void unroll(F&& f) {
+  unroll_seq(f, std::make_integer_sequence<int, N>{});
+}
+
+// The transforms of F(M, RK) as compile-time constants (winograd.h builds the engine's tables
+// with the same function), for the tile sizes the engine picks. The table-driven versions
+// above are load-bound: per multiply-add one load of an input row and one broadcast of a
+// coefficient, because neither fits in registers for a run-time n. Here a tile's n input (or
+// product) vectors are loaded once into registers and the coefficients are constants, so a
+// transform costs its multiply-adds. The terms and their order are the table-driven ones:
+// the results are bit-identical.
+template <int M, int RK>
+struct FixedWinograd {
+  static constexpr int N = M + RK - 1;
+  static constexpr WinogradTables t = winograd_tables(M, RK);
+  static constexpr int first(const float* row) {
+    int j = 0;
+    while (row[j] == 0.f) ++j;
+    return j;
+  }
+};
+
+// point j of one vector of channels: sum over s of bt[j][s] x[s], nonzero terms in order of s.
+template <class V, class W, int J>
+B2F_ALWAYS_INLINE typename V::reg fixed_point(const typename V::reg* x) {
+  constexpr int s0 = W::first(W::t.bt[J]);
+  typename V::reg acc = V::mul(V::set1(W::t.bt[J][s0]), x[s0]);
+  unroll<W::N>([&](auto s) {
+    if constexpr (s > s0 && W::t.bt[J][s] != 0.f) acc = V::fmadd(V::set1(W::t.bt[J][s]), x[s], acc);
+  });
+  return acc;
+}
+
+// fast_input_transform_into with F(M, RK)'s coefficients as constants.
+template <class V, int M, int RK, typename In, typename Out>
+inline void fast_input_transform_fixed(const ConvArgs& a, int64_t b0, int tiles, Out* v, int64_t point_stride) {
+  using R = typename V::reg;
+  using W = FixedWinograd<M, RK>;
+  constexpr int L = V::lanes, N = W::N;
+  const int d = a.dil, cin = a.cin;
+  const int64_t md = int64_t(M) * d, h = int64_t(RK / 2) * d;
+  const In* in = static_cast<const In*>(a.in);
+  const int vec_end = cin / L * L;
+  for (int t = 0; t < tiles; ++t) {
+    const In* rows[N];
+    const int64_t first = (b0 + t / d) * md + t % d - h;  // the tile's first input row
+    for (int s = 0; s < N; ++s) rows[s] = in + (first + int64_t(s) * d) * a.in_stride;
+    Out* out = v + int64_t(t) * cin;
+    for (int c = 0; c < vec_end; c += L) {
+      R x[N];
+      unroll<N>([&](auto s) { x[s] = vload<V>(rows[s] + c); });
+      unroll<N>([&](auto j) { vstore<V>(out + j * point_stride + c, fixed_point<V, W, j>(x)); });
+    }
+    for (int c = vec_end; c < cin; ++c) {
+      R x[N];
+      unroll<N>([&](auto s) { x[s] = V::set1(to_f32(rows[s][c])); });
+      unroll<N>([&](auto j) {
+        float r[L];
+        V::store(r, fixed_point<V, W, j>(x));
+        out[j * point_stride + c] = from_f32<Out>(r[0]);
+      });
+    }
+  }
+}
+
+// fast_output_transform with F(M, RK)'s coefficients as constants.
+template <class V, int NR, int M, int RK>
+inline void fast_output_transform_fixed(const float* mt, int64_t m_stride, float* y, int64_t y_stride) {
+  using R = typename V::reg;
+  using W = FixedWinograd<M, RK>;
+  constexpr int L = V::lanes, N = W::N;
+  for (int c = 0; c < NR; c += L) {
+    R mv[N];
+    unroll<N>([&](auto j) { mv[j] = V::load(mt + j * m_stride + c); });
+    unroll<M>([&](auto i) {
+      constexpr int j0 = W::first(W::t.at[i]);
+      R acc = V::mul(V::set1(W::t.at[i][j0]), mv[j0]);
+      unroll<N>([&](auto j) {
+        if constexpr (j > j0 && W::t.at[i][j] != 0.f) acc = V::fmadd(V::set1(W::t.at[i][j]), mv[j], acc);
+      });
+      V::store(y + i * y_stride + c, acc);
+    });
+  }
+}
+
+// fast_input_transform_into in the ConvArgs' types: input fp32 or bf16 (in_bf16), V fp32 or
+// bf16 (bf16 products); with constant coefficients when M > 0.
+template <class V, int M, int RK, typename In, typename Out>
+inline void fast_input_transform_typed(const ConvArgs& a, int64_t b0, int tiles, void* v, int64_t point_stride) {
+  if constexpr (M > 0)
+    fast_input_transform_fixed<V, M, RK, In, Out>(a, b0, tiles, static_cast<Out*>(v), point_stride);
+  else
+    fast_input_transform_into<V, In, Out>(a, b0, tiles, static_cast<Out*>(v), point_stride);
+}
+
+template <class V, int M, int RK>
+inline void fast_input_transform(const ConvArgs& a, int64_t b0, int tiles, void* v, int64_t point_stride) {
+  if (a.bf16 && a.in_bf16)
+    fast_input_transform_typed<V, M, RK, uint16_t, uint16_t>(a, b0, tiles, v, point_stride);
+  else if (a.bf16)
+    fast_input_transform_typed<V, M, RK, float, uint16_t>(a, b0, tiles, v, point_stride);
+  else if (a.in_bf16)
+    fast_input_transform_typed<V, M, RK, uint16_t, float>(a, b0, tiles, v, point_stride);
+  else
+    fast_input_transform_typed<V, M, RK, float, float>(a, b0, tiles, v, point_stride);
 }
 
 // The GEMMs, output transform and epilogue of a fast conv for the tile blocks [tb0, tb1) and
@@ -535,7 +639,7 @@ inline void fast_output_transform(const FastConv& f, const float* mt, int64_t m_
 // rows of one panel [m d][NR]. Per transform point j and panel one GEMM over the tiles (K's
 // micro-kernel on the transformed weights U_j); then per block and panel the output transform
 // into the block's rows in position order, and K's epilogue on the rows inside [p0, p1).
-template <class K>
+template <class K, int M, int RK>
 inline void fast_blocks(const ConvArgs& a, const void* v, int64_t tb0, int64_t tb1, int q0, int q1, float* mt,
                         float* y) {
   constexpr int MR = K::MR, NR = K::NR;
@@ -559,9 +663,13 @@ inline void fast_blocks(const ConvArgs& a, const void* v, int64_t tb0, int64_t t
     const int64_t lo = std::max(a.p0, b * md), hi = std::min(a.p1, (b + 1) * md);
     if (lo >= hi) continue;
     for (int panel = q0; panel < q1; ++panel) {
-      for (int phase = 0; phase < d; ++phase)
-        fast_output_transform<typename K::Vec, NR>(a.fast, mt + ((b - tb0) * d + phase) * n * width + (panel - q0) * NR, width,
-                                  y + phase * NR, int64_t(d) * NR);
+      for (int phase = 0; phase < d; ++phase) {
+        const float* mp = mt + ((b - tb0) * d + phase) * n * width + (panel - q0) * NR;
+        if constexpr (M > 0)
+          fast_output_transform_fixed<typename K::Vec, NR, M, RK>(mp, width, y + phase * NR, int64_t(d) * NR);
+        else
+          fast_output_transform<typename K::Vec, NR>(a.fast, mp, width, y + phase * NR, int64_t(d) * NR);
+      }
       const int col0 = panel * NR;
       K::epilogue(a.epi, y + (lo - b * md) * NR, int(hi - lo), lo, col0, std::min(NR, a.cout - col0));
     }
@@ -581,8 +689,8 @@ constexpr int64_t kFastShareBytes = 16 << 20;
 // - panel-major (U outweighs V, as in short tiles of the last tower layers and the dilated
 //   layers): the whole range's V is transformed first (tasks over blocks), then a task is one
 //   panel over every tile: each weight is read once, V once per panel.
-template <class K>
-inline void conv_fast(const ConvArgs& a) {
+template <class K, int M, int RK>
+inline void conv_fast_tiles(const ConvArgs& a) {
   constexpr int MR = K::MR, NR = K::NR;
   const int m = a.fast.m, n = a.fast.n, d = a.dil, cin = a.cin;
   const int64_t md = int64_t(m) * d;
@@ -599,13 +707,13 @@ inline void conv_fast(const ConvArgs& a) {
       const int64_t tb0 = b0 + task * per, tb1 = std::min(b1, tb0 + per);
       const int64_t skip = (tb0 - b0) * d * cin;  // this task's first tile in each point's rows
       const int tiles = int((tb1 - tb0) * d);
-      fast_input_transform<typename K::Vec>(a, tb0, tiles, static_cast<char*>(v) + skip * es, nb * d * cin);
+      fast_input_transform<typename K::Vec, M, RK>(a, tb0, tiles, static_cast<char*>(v) + skip * es, nb * d * cin);
     });
     parallel_tasks(panels, a.threads, [&](int64_t panel) {
       thread_local Scratch m_buf, y_buf;
       float* mt = m_buf.get<float>(size_t(nb * d) * n * NR);
       float* y = y_buf.get<float>(size_t(md) * NR);
-      fast_blocks<K>(a, v, b0, b1, int(panel), int(panel) + 1, mt, y);
+      fast_blocks<K, M, RK>(a, v, b0, b1, int(panel), int(panel) + 1, mt, y);
     });
     return;
   }
@@ -625,9 +733,24 @@ inline void conv_fast(const ConvArgs& a) {
     void* v = v_buf.get<char>(size_t(n) * tiles * cin * es);
     float* mt = m_buf.get<float>(size_t(tiles) * n * coutp);
     float* y = y_buf.get<float>(size_t(md) * NR);
-    fast_input_transform<typename K::Vec>(a, tb0, tiles, v, int64_t(tiles) * cin);
-    fast_blocks<K>(a, v, tb0, tb1, 0, panels, mt, y);
+    fast_input_transform<typename K::Vec, M, RK>(a, tb0, tiles, v, int64_t(tiles) * cin);
+    fast_blocks<K, M, RK>(a, v, tb0, tb1, 0, panels, mt, y);
   });
+}
+
+// Fast convolution, the tile sizes the engine picks (model.py's FAST_TILES) with constant
+// transform coefficients, any other F(m, k) table-driven.
+template <class K>
+inline void conv_fast(const ConvArgs& a) {
+  switch (a.fast.m * 100 + a.k) {
+    case 203: return conv_fast_tiles<K, 2, 3>(a);
+    case 403: return conv_fast_tiles<K, 4, 3>(a);
+    case 603: return conv_fast_tiles<K, 6, 3>(a);
+    case 205: return conv_fast_tiles<K, 2, 5>(a);
+    case 405: return conv_fast_tiles<K, 4, 5>(a);
+    case 605: return conv_fast_tiles<K, 6, 5>(a);
+    default: return conv_fast_tiles<K, 0, 0>(a);
+  }
 }
 
 template <class K>

@@ -30,18 +30,8 @@ namespace b2f {
 
 // Interpolation points in the order tiles take them (F(m, r) uses the first m + r - 2).
 constexpr int kMaxFastPoints = 12;  // finite points; n <= kMaxFastPoints + 1
-inline double fast_point(int j) {
-  static const double pts[kMaxFastPoints] = {0, 1, -1, 2, -2, 0.5, -0.5, 4, -0.25, -4, 0.25, 3};
-  return pts[j];
-}
-
-struct Winograd {
-  int m = 0, r = 0, n = 0;  // m == 0: direct convolution
-  std::vector<float> at;    // [m][n] output transform
-  std::vector<float> bt;    // [n][n] input transform
-  std::vector<double> g;    // [n][r] weight transform
-  bool fast() const { return m > 0; }
-};
+constexpr double kFastPoints[kMaxFastPoints] = {0, 1, -1, 2, -2, 0.5, -0.5, 4, -0.25, -4, 0.25, 3};
+inline double fast_point(int j) { return kFastPoints[j]; }
 
 // Why F(m, r) cannot tile a conv of kernel size r (empty: it can).
 inline std::string fast_unsupported(int m, int r, int pool, int dil) {
@@ -52,43 +42,73 @@ inline std::string fast_unsupported(int m, int r, int pool, int dil) {
   return "";
 }
 
+// The transforms of F(m, r) in fixed-size tables, built by one constexpr construction: at
+// compile time for the CPU kernels specialised to the tile sizes the engine picks (their
+// coefficients become constants), at run time by make_winograd. Every value is exact in
+// float64 (sums of products of the dyadic points); AT and BT are exact in fp32 too.
+struct WinogradTables {
+  static constexpr int kN = kMaxFastPoints + 1;
+  int m = 0, r = 0, n = 0;
+  float at[kN][kN] = {};   // [m][n] output transform
+  float bt[kN][kN] = {};   // [n][n] input transform
+  double g[kN][kN] = {};   // [n][r] weight transform
+};
+
+constexpr double int_pow(double p, int e) {
+  double v = 1.0;
+  for (int i = 0; i < e; ++i) v *= p;
+  return v;
+}
+
+// Tables of F(m, r); m, r as fast_unsupported accepts them.
+constexpr WinogradTables winograd_tables(int m, int r) {
+  WinogradTables w{};
+  const int n = m + r - 1, f = n - 1;  // f finite points
+  w.m = m, w.r = r, w.n = n;
+  for (int i = 0; i < m; ++i)
+    for (int j = 0; j < f; ++j) w.at[i][j] = float(int_pow(kFastPoints[j], i));
+  w.at[m - 1][f] = 1.f;
+  // Row j of BT: the coefficients (ascending) of prod over the points l != j of (z - p_l);
+  // row f (the point at infinity): of the product over every point.
+  for (int j = 0; j <= f; ++j) {
+    double c[WinogradTables::kN + 1] = {1.0};
+    int len = 1;
+    for (int l = 0; l < f; ++l) {
+      if (l == j) continue;
+      for (int e = len; e >= 0; --e) c[e] = (e > 0 ? c[e - 1] : 0.0) - kFastPoints[l] * c[e];
+      ++len;
+    }
+    for (int s = 0; s < len; ++s) w.bt[j][s] = float(c[s]);
+  }
+  for (int j = 0; j < f; ++j) {
+    double denom = 1.0;
+    for (int l = 0; l < f; ++l)
+      if (l != j) denom *= kFastPoints[j] - kFastPoints[l];
+    for (int k = 0; k < r; ++k) w.g[j][k] = int_pow(kFastPoints[j], k) / denom;
+  }
+  w.g[f][r - 1] = 1.0;
+  return w;
+}
+
+struct Winograd {
+  int m = 0, r = 0, n = 0;  // m == 0: direct convolution
+  std::vector<float> at;    // [m][n] output transform
+  std::vector<float> bt;    // [n][n] input transform
+  std::vector<double> g;    // [n][r] weight transform
+  bool fast() const { return m > 0; }
+};
+
 inline Winograd make_winograd(int m, int r) {
   Winograd w;
   if (m == 0) return w;
   const std::string why = fast_unsupported(m, r, 1, 1);
   if (!why.empty()) throw std::invalid_argument("F(" + std::to_string(m) + ", " + std::to_string(r) + "): " + why);
-  const int n = m + r - 1, f = n - 1;  // f finite points
+  const WinogradTables t = winograd_tables(m, r);
+  const int n = t.n;
   w.m = m, w.r = r, w.n = n;
-  w.at.assign(size_t(m) * n, 0.f);
-  w.bt.assign(size_t(n) * n, 0.f);
-  w.g.assign(size_t(n) * r, 0.0);
-  std::vector<double> p(f);
-  for (int j = 0; j < f; ++j) p[j] = fast_point(j);
-  for (int i = 0; i < m; ++i)
-    for (int j = 0; j < f; ++j) w.at[size_t(i) * n + j] = float(std::pow(p[j], i));
-  w.at[size_t(m - 1) * n + f] = 1.f;
-  // Coefficients (ascending) of prod over the points l != skip of (z - p_l); skip = -1: all.
-  const auto poly = [&](int skip) {
-    std::vector<double> c{1.0};
-    for (int l = 0; l < f; ++l) {
-      if (l == skip) continue;
-      std::vector<double> next(c.size() + 1, 0.0);
-      for (size_t e = 0; e < c.size(); ++e) next[e + 1] += c[e], next[e] -= p[l] * c[e];
-      c = next;
-    }
-    return c;
-  };
-  for (int j = 0; j < f; ++j) {
-    const std::vector<double> c = poly(j);
-    for (size_t s = 0; s < c.size(); ++s) w.bt[size_t(j) * n + s] = float(c[s]);
-    double denom = 1.0;
-    for (int l = 0; l < f; ++l)
-      if (l != j) denom *= p[j] - p[l];
-    for (int k = 0; k < r; ++k) w.g[size_t(j) * r + k] = std::pow(p[j], k) / denom;
-  }
-  const std::vector<double> c = poly(-1);
-  for (size_t s = 0; s < c.size(); ++s) w.bt[size_t(f) * n + s] = float(c[s]);
-  w.g[size_t(f) * r + (r - 1)] = 1.0;
+  for (int i = 0; i < m; ++i) w.at.insert(w.at.end(), t.at[i], t.at[i] + n);
+  for (int j = 0; j < n; ++j) w.bt.insert(w.bt.end(), t.bt[j], t.bt[j] + n);
+  for (int j = 0; j < n; ++j) w.g.insert(w.g.end(), t.g[j], t.g[j] + r);
   return w;
 }
 
