@@ -84,7 +84,8 @@ inline void epilogue(const Epilogue& e, const float* tile, int rows, int64_t p, 
       }
       if (e.dgelu) {
         const float* x = e.dgelu + j * e.dgelu_stride + c;
-        v = V::mul(v, vgelu_grad<V>(full ? V::load(x) : V::load_n(x, n), e.gelu));
+        const R xv = full ? V::load(x) : V::load_n(x, n);
+        v = V::mul(v, e.dgelu_ready ? xv : vgelu_grad<V>(xv, e.gelu));
       }
       if (e.unpool) {
         const typename V::mask odd = V::from_bits(choice_bits(e.unpool + j * e.unpool_stride, c, full ? L : n));
@@ -92,16 +93,21 @@ inline void epilogue(const Epilogue& e, const float* tile, int rows, int64_t p, 
         const R z = V::zero(), ve = V::select(odd, z, v), vo = V::select(odd, v, z);
         if (full) V::store(even_row, ve), V::store(even_row + e.out_stride, vo);
         else V::store_n(even_row, ve, n), V::store_n(even_row + e.out_stride, vo, n);
-      } else if (e.out) {
-        const R o = e.out_act == OutAct::Softplus  ? vsoftplus<V>(v)
-                    : e.out_act == OutAct::Sigmoid ? vsigmoid<V>(v)
-                                                   : v;
+        continue;
+      }
+      R g, dg;  // GELU(v) for act, and GELU'(v) with out_dgelu
+      if (e.out_dgelu) g = vgelu_and_grad<V>(v, e.gelu, dg);
+      else if (e.act) g = vgelu<V>(v, e.gelu);
+      if (e.out) {
+        const R o = e.out_dgelu                    ? dg
+                    : e.out_act == OutAct::Softplus ? vsoftplus<V>(v)
+                    : e.out_act == OutAct::Sigmoid  ? vsigmoid<V>(v)
+                                                    : v;
         float* dst = e.out + j * e.out_stride + c;
         if (full) V::store(dst, o);
         else V::store_n(dst, o, n);
       }
       if (e.act) {
-        const R g = vgelu<V>(v, e.gelu);
         if (e.act_bf16) {
           V::store_bf16(static_cast<uint16_t*>(e.act) + j * e.act_stride + c, g, full ? L : n);
         } else {

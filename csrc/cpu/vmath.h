@@ -107,6 +107,12 @@ inline typename V::reg vgelu(typename V::reg x, Gelu variant) {
   }
 }
 
+// vgelu(x) and vgelu_grad(x) together, each bit-identical to its own function: the sigmoid
+// form's two share one exp (exp(-a x) is the same value either way: a product and its
+// negation round alike); the other forms compute each as alone.
+template <class V>
+inline typename V::reg vgelu_and_grad(typename V::reg x, Gelu variant, typename V::reg& grad);
+
 // d gelu(x) / dx (numerics.h's gelu_grad, the backward pass's GELU'), the forms of vgelu.
 template <class V>
 inline typename V::reg vgelu_grad(typename V::reg x, Gelu variant) {
@@ -134,6 +140,21 @@ inline typename V::reg vgelu_grad(typename V::reg x, Gelu variant) {
       return V::fmadd(V::mul(half, x), dth, V::mul(half, V::add(one, th)));
     }
   }
+}
+
+template <class V>
+inline typename V::reg vgelu_and_grad(typename V::reg x, Gelu variant, typename V::reg& grad) {
+  using R = typename V::reg;
+  if (variant != Gelu::Sigmoid) {
+    grad = vgelu_grad<V>(x, variant);
+    return vgelu<V>(x, variant);
+  }
+  const R one = V::set1(1.f);
+  const R ax = V::mul(x, V::set1(kGeluSigmoidScale));
+  const R d = V::add(one, vexp<V>(V::mul(x, V::set1(-kGeluSigmoidScale))));  // 1 + exp(-a x), as both
+  const R s = V::div(one, d);
+  grad = V::fmadd(s, V::mul(ax, V::sub(one, s)), s);
+  return V::div(x, d);
 }
 
 }  // namespace B2F_ISA_NS

@@ -141,6 +141,11 @@ class Backward {
   const uint8_t* code0_ = nullptr;
   bool n_uniform_ = false;
   int keep_from_ = 2;
+  // dgelu_only_[i]: tensor i (a tower tensor, 1 <= i < P) is read raw only for op i's GELU'
+  // (op i reads it activated; no residual adds it): its recording stores GELU' of its rows
+  // instead, computed beside the forward's GELU from the same exp, and the backward's
+  // data-gradient conv of op i multiplies by it without an exp of its own.
+  std::vector<char> dgelu_only_;
   BlockPool& pool_;  // the engine's, kept between calls (Engine::gradient_blocks_)
   std::vector<Rows> raw_, act_, grad_;  // after pool_: destroyed first, their blocks back to it
   std::vector<PoolChoice> odd_;
@@ -221,6 +226,10 @@ Backward::Backward(const Engine& e, const HeadRequest& req, const std::vector<in
   // The stem's output (tensor 1) is recomputed by the backward unless it is the whole
   // prefix's output, which the later ops read whole anyway.
   keep_from_ = P_ == 1 ? 1 : 2;
+  dgelu_only_.assign(size_t(n_ + 1), 0);
+  for (int i = 1; i < P_; ++i) dgelu_only_[i] = op(i).type == OpDesc::Conv && op(i).gelu_in;
+  for (int i = 0; i < n_; ++i)
+    if (op(i).type == OpDesc::Conv && op(i).residual >= 0) dgelu_only_[size_t(op(i).residual)] = 0;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -394,7 +403,8 @@ void Backward::record_op(int i, const float* in, const float* res, int64_t p0, i
   // Op i (>= 1) over pre-pool positions [p0, p1) as the forward runs it, a max-pool recording
   // its choices; raw_out / act_out are position-origin (pooled rows), either may be null.
   PoolChoice* c = op(i).pool == 2 ? &odd_[i] : nullptr;
-  e_.conv_call(i, in, res, p0, p1, raw_out, act_out, 0, c ? c->origin() : nullptr, c ? c->stride : 0);
+  e_.conv_call(i, in, res, p0, p1, raw_out, act_out, 0, c ? c->origin() : nullptr, c ? c->stride : 0,
+               raw_out && dgelu_only_[size_t(i + 1)]);
 }
 
 void Backward::plan_rows() {
@@ -730,7 +740,7 @@ Rows Backward::conv_down(int i, const Packed& w, const float* pre, int64_t s, in
   next.zero_outside(w0, w1);
   cpu::Epilogue epi;
   epi.out = next.origin(), epi.out_stride = o.cin;
-  if (o.gelu_in) epi.dgelu = x, epi.dgelu_stride = o.cin;
+  if (o.gelu_in) epi.dgelu = x, epi.dgelu_stride = o.cin, epi.dgelu_ready = dgelu_only_[size_t(i)];
   if (choice) epi.unpool = choice->origin(), epi.unpool_stride = choice->stride;
   if (s < t) conv(w, o.k, o.dil, o.cout, o.cin, pre, o.cout, s, t, epi, threads);
   return next;
@@ -778,7 +788,7 @@ void Backward::tile_backward(int64_t A, int64_t B, const std::vector<Packed>& w,
     x1.alloc(pool_, s[1], t[1], c1);
     if (pool == 2) c0.init(s[1], t[1], c1);
     e_.stem_call(code0_, n_uniform_, s[1] * pool, t[1] * pool, x1.origin(), nullptr, c1, threads,
-                 pool == 2 ? c0.origin() : nullptr, c0.stride);
+                 pool == 2 ? c0.origin() : nullptr, c0.stride, bool(dgelu_only_[1]));
   }
   // pre: the gradient of op i's pre-pool output, the rows its data-gradient conv reads (the
   // stem's: [A - h0, B + h0)), zero beyond the tensor: op top - 1's from top_pre_ (or op

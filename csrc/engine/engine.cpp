@@ -186,7 +186,7 @@ const Engine::Packed& Engine::head_panel(const HeadRequest& r) const {
 }
 
 void Engine::stem_call(const uint8_t* codes, bool n_uniform, int64_t p0, int64_t p1, float* out_raw, void* out_act,
-                      int64_t stride, int threads, uint8_t* choice, int64_t choice_stride) const {
+                      int64_t stride, int threads, uint8_t* choice, int64_t choice_stride, bool out_dgelu) const {
   const OpDesc& s = ops_[0];
   cpu::StemArgs sa;
   sa.codes = codes;
@@ -196,13 +196,13 @@ void Engine::stem_call(const uint8_t* codes, bool n_uniform, int64_t p0, int64_t
   sa.epi.pool = s.pool;
   sa.epi.choice = choice, sa.epi.choice_stride = choice_stride;
   sa.epi.gelu = gelu_;
-  sa.epi.out = out_raw, sa.epi.out_stride = stride;
+  sa.epi.out = out_raw, sa.epi.out_stride = stride, sa.epi.out_dgelu = out_dgelu;
   sa.epi.act = out_act, sa.epi.act_stride = stride, sa.epi.act_bf16 = act_bf16_[1];
   kernels_->stem(sa);
 }
 
 void Engine::conv_call(int i, const void* in, const float* res, int64_t p0, int64_t p1, float* out_raw,
-                       void* out_act, int threads, uint8_t* choice, int64_t choice_stride) const {
+                       void* out_act, int threads, uint8_t* choice, int64_t choice_stride, bool out_dgelu) const {
   const OpDesc& op = ops_[i];
   cpu::ConvArgs a;
   a.in = in;
@@ -215,7 +215,7 @@ void Engine::conv_call(int i, const void* in, const float* res, int64_t p0, int6
   a.epi.choice = choice, a.epi.choice_stride = choice_stride;
   a.epi.gelu = gelu_;
   a.epi.res = res, a.epi.res_stride = op.cout;
-  a.epi.out = out_raw, a.epi.out_stride = op.cout;
+  a.epi.out = out_raw, a.epi.out_stride = op.cout, a.epi.out_dgelu = out_dgelu;
   a.epi.act = out_act, a.epi.act_stride = op.cout, a.epi.act_bf16 = act_bf16_[i + 1];
   kernels_->conv(a);
 }

@@ -335,10 +335,13 @@ class Engine {
   // out_act's type is tensor (i + 1)'s activated form (act_bf16_), in's op i's.
   // choice: where a max-pooled op records which row of each pair it took (Epilogue::choice,
   // position-origin; the backward pass routes gradients by it), or null.
+  // out_dgelu: out_raw rows hold GELU' of the raw values (Epilogue::out_dgelu).
   void stem_call(const uint8_t* codes, bool n_uniform, int64_t p0, int64_t p1, float* out_raw, void* out_act,
-                 int64_t stride, int threads = 0, uint8_t* choice = nullptr, int64_t choice_stride = 0) const;
+                 int64_t stride, int threads = 0, uint8_t* choice = nullptr, int64_t choice_stride = 0,
+                 bool out_dgelu = false) const;
   void conv_call(int i, const void* in, const float* res, int64_t p0, int64_t p1, float* out_raw,
-                 void* out_act, int threads = 0, uint8_t* choice = nullptr, int64_t choice_stride = 0) const;
+                 void* out_act, int threads = 0, uint8_t* choice = nullptr, int64_t choice_stride = 0,
+                 bool out_dgelu = false) const;
   // The prefix's row ranges for a tile, and its run.
   void prefix_ranges(int64_t a, int64_t b, std::vector<int64_t>& lo, std::vector<int64_t>& hi,
                      std::vector<int64_t>& need_lo, std::vector<int64_t>& need_hi) const;

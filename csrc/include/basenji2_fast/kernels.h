@@ -51,12 +51,17 @@ struct Epilogue {
   // choice[j * choice_stride + c / 8]. Bytes of a row's columns that do not exist are left.
   uint8_t* choice = nullptr;
   int64_t choice_stride = 0;
+  // out rows hold gelu'(pooled) instead of the pooled value: the backward pass's recording of
+  // a tensor it reads only for GELU' (computed beside act's GELU from the same exp).
+  bool out_dgelu = false;
   // The backward pass's data-gradient convs (pool 1, out only): row j times gelu'(dgelu row j)
-  // where dgelu is set (the forward's pre-activation, position-origin), then, where unpool is
+  // where dgelu is set (the forward's pre-activation, position-origin; with dgelu_ready the
+  // rows hold gelu' already, written by out_dgelu), then, where unpool is
   // set, routed through the forward's max-pool: row j goes to out rows 2j and 2j + 1, the row
   // whose bit in unpool (choice's layout) says the max took it gets the value, the other 0.
   const float* dgelu = nullptr;
   int64_t dgelu_stride = 0;
+  bool dgelu_ready = false;
   const uint8_t* unpool = nullptr;
   int64_t unpool_stride = 0;
 };
