@@ -133,9 +133,10 @@ class Backward {
   std::vector<int> bins_;
   const int n_, P_, threads_;
   const Gelu gelu_;
-  // Per sequence: padded codes; raw_[i]: tensor i's pre-activation rows, whole, with its
-  // halo of zero rows (i >= keep_from_; a tower tensor only the rows the recording's running
-  // tiles touch when bins are chosen, record_forward); odd_[i]: op i's max-pool choices
+  // Per sequence: padded codes; raw_[i]: tensor i's pre-activation rows (GELU' of them where
+  // dgelu_only_[i]), whole, with its halo of zero rows (i >= keep_from_; a tower tensor only
+  // the rows the recording's running tiles touch when bins are chosen, record_forward);
+  // odd_[i]: op i's max-pool choices
   // (pooled ops >= 1).
   std::vector<uint8_t> padded_;
   const uint8_t* code0_ = nullptr;
