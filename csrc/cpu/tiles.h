@@ -95,9 +95,8 @@ inline void epilogue(const Epilogue& e, const float* tile, int rows, int64_t p, 
         else V::store_n(even_row, ve, n), V::store_n(even_row + e.out_stride, vo, n);
         continue;
       }
-      R g, dg;  // GELU(v) for act, and GELU'(v) with out_dgelu
-      if (e.out_dgelu) g = vgelu_and_grad<V>(v, e.gelu, dg);
-      else if (e.act) g = vgelu<V>(v, e.gelu);
+      R dg = v;  // GELU'(v) with out_dgelu; g: GELU(v) for act
+      const R g = e.out_dgelu ? vgelu_and_grad<V>(v, e.gelu, dg) : e.act ? vgelu<V>(v, e.gelu) : v;
       if (e.out) {
         const R o = e.out_dgelu                    ? dg
                     : e.out_act == OutAct::Softplus ? vsoftplus<V>(v)

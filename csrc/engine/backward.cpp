@@ -136,8 +136,7 @@ class Backward {
   // Per sequence: padded codes; raw_[i]: tensor i's pre-activation rows (GELU' of them where
   // dgelu_only_[i]), whole, with its halo of zero rows (i >= keep_from_; a tower tensor only
   // the rows the recording's running tiles touch when bins are chosen, record_forward);
-  // odd_[i]: op i's max-pool choices
-  // (pooled ops >= 1).
+  // odd_[i]: op i's max-pool choices (pooled ops >= 1).
   std::vector<uint8_t> padded_;
   const uint8_t* code0_ = nullptr;
   bool n_uniform_ = false;
