@@ -501,6 +501,13 @@ inline void fast_input_transform_into(const ConvArgs& a, int64_t b0, int tiles, 
   }
 }
 
+// The index of a transform row's first nonzero coefficient (every row has one).
+constexpr int first_nonzero(const float* row) {
+  int j = 0;
+  while (row[j] == 0.f) ++j;
+  return j;
+}
+
 // Output transform of one tile and panel: y[i * y_stride + c] = sum_j at[i][j] m[j * m_stride + c]
 // for the m outputs i and NR columns c, summed in the order of j, zero coefficients skipped.
 template <class V, int NR>
@@ -513,8 +520,7 @@ inline void fast_output_transform(const FastConv& f, const float* mt, int64_t m_
     for (int j = 0; j < n; ++j) mv[j] = V::load(mt + j * m_stride + c);
     for (int i = 0; i < f.m; ++i) {
       const float* at = f.at + i * n;
-      int j0 = 0;
-      while (at[j0] == 0.f) ++j0;
+      const int j0 = first_nonzero(at);
       R acc = V::mul(V::set1(at[j0]), mv[j0]);
       for (int j = j0 + 1; j < n; ++j)
         if (at[j] != 0.f) acc = V::fmadd(V::set1(at[j]), mv[j], acc);
@@ -546,17 +552,12 @@ template <int M, int RK>
 struct FixedWinograd {
   static constexpr int N = M + RK - 1;
   static constexpr WinogradTables t = winograd_tables(M, RK);
-  static constexpr int first(const float* row) {
-    int j = 0;
-    while (row[j] == 0.f) ++j;
-    return j;
-  }
 };
 
 // point j of one vector of channels: sum over s of bt[j][s] x[s], nonzero terms in order of s.
 template <class V, class W, int J>
 B2F_ALWAYS_INLINE typename V::reg fixed_point(const typename V::reg* x) {
-  constexpr int s0 = W::first(W::t.bt[J]);
+  constexpr int s0 = first_nonzero(W::t.bt[J]);
   typename V::reg acc = V::mul(V::set1(W::t.bt[J][s0]), x[s0]);
   unroll<W::N>([&](auto s) {
     if constexpr (s > s0 && W::t.bt[J][s] != 0.f) acc = V::fmadd(V::set1(W::t.bt[J][s]), x[s], acc);
@@ -606,7 +607,7 @@ inline void fast_output_transform_fixed(const float* mt, int64_t m_stride, float
     R mv[N];
     unroll<N>([&](auto j) { mv[j] = V::load(mt + j * m_stride + c); });
     unroll<M>([&](auto i) {
-      constexpr int j0 = W::first(W::t.at[i]);
+      constexpr int j0 = first_nonzero(W::t.at[i]);
       R acc = V::mul(V::set1(W::t.at[i][j0]), mv[j0]);
       unroll<N>([&](auto j) {
         if constexpr (j > j0 && W::t.at[i][j] != 0.f) acc = V::fmadd(V::set1(W::t.at[i][j]), mv[j], acc);
