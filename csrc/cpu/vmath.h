@@ -107,11 +107,11 @@ inline typename V::reg vgelu(typename V::reg x, Gelu variant) {
   }
 }
 
-// vgelu(x) and vgelu_grad(x) together, each bit-identical to its own function: the sigmoid
-// form's two share one exp (exp(-a x) is the same value either way: a product and its
-// negation round alike); the other forms compute each as alone.
+// The sigmoid GELU's derivative from ax = a x and s = sigmoid(a x): s + a x s (1 - s).
 template <class V>
-inline typename V::reg vgelu_and_grad(typename V::reg x, Gelu variant, typename V::reg& grad);
+inline typename V::reg vgelu_sigmoid_grad(typename V::reg ax, typename V::reg s) {
+  return V::fmadd(s, V::mul(ax, V::sub(V::set1(1.f), s)), s);
+}
 
 // d gelu(x) / dx (numerics.h's gelu_grad, the backward pass's GELU'), the forms of vgelu.
 template <class V>
@@ -119,10 +119,9 @@ inline typename V::reg vgelu_grad(typename V::reg x, Gelu variant) {
   using R = typename V::reg;
   const R one = V::set1(1.f), half = V::set1(0.5f);
   switch (variant) {
-    case Gelu::Sigmoid: {  // s + a x s (1 - s), s = sigmoid(a x)
+    case Gelu::Sigmoid: {
       const R ax = V::mul(x, V::set1(kGeluSigmoidScale));
-      const R s = vsigmoid<V>(ax);
-      return V::fmadd(s, V::mul(ax, V::sub(one, s)), s);
+      return vgelu_sigmoid_grad<V>(ax, vsigmoid<V>(ax));
     }
     case Gelu::Erf: {  // 0.5 erfc(-x / sqrt 2) + x e^{-x^2 / 2} / sqrt(2 pi)
       const R u = V::mul(x, V::set1(-kSqrtHalf));
@@ -142,6 +141,9 @@ inline typename V::reg vgelu_grad(typename V::reg x, Gelu variant) {
   }
 }
 
+// vgelu(x), returned, and vgelu_grad(x) into grad, each bit-identical to its own function:
+// the sigmoid form's two share one exp (exp(-a x) is the same value either way: a product and
+// its negation round alike); the other forms compute each as alone.
 template <class V>
 inline typename V::reg vgelu_and_grad(typename V::reg x, Gelu variant, typename V::reg& grad) {
   using R = typename V::reg;
@@ -150,10 +152,8 @@ inline typename V::reg vgelu_and_grad(typename V::reg x, Gelu variant, typename 
     return vgelu<V>(x, variant);
   }
   const R one = V::set1(1.f);
-  const R ax = V::mul(x, V::set1(kGeluSigmoidScale));
   const R d = V::add(one, vexp<V>(V::mul(x, V::set1(-kGeluSigmoidScale))));  // 1 + exp(-a x), as both
-  const R s = V::div(one, d);
-  grad = V::fmadd(s, V::mul(ax, V::sub(one, s)), s);
+  grad = vgelu_sigmoid_grad<V>(V::mul(x, V::set1(kGeluSigmoidScale)), V::div(one, d));
   return V::div(x, d);
 }
 
