@@ -694,7 +694,12 @@ constexpr int64_t kFastShareBytes = 16 << 20;
 //   runs every panel over them; every task streams all of U once.
 // - panel-major (U outweighs V, as in short tiles of the last tower layers and the dilated
 //   layers): the whole range's V is transformed first (tasks over blocks), then a task is one
-//   panel over every tile: each weight is read once, V once per panel.
+//   panel over every tile: each weight is read once, V once per panel. Not for the backward
+//   pass's data-gradient convs that route through a max-pool (Epilogue::unpool): each panel's
+//   pass would then write its slice of two pre-pool rows per position over the whole range,
+//   missing the cache on every output line again. Basenji2's op 2 over one backward tile
+//   (1,100 positions, 399 -> 339 channels, one thread): 8.2 ms panel-major, 7.4 tile-major;
+//   ops 3-5 the same either way.
 template <class K, int M, int RK>
 inline void conv_fast_tiles(const ConvArgs& a) {
   constexpr int MR = K::MR, NR = K::NR;
@@ -705,7 +710,8 @@ inline void conv_fast_tiles(const ConvArgs& a) {
   const int panels = (a.cout + NR - 1) / NR, coutp = panels * NR;
   const int64_t es = a.bf16 ? 2 : 4;
   const int64_t v_bytes = n * nb * d * cin * es, u_bytes = n * cin * coutp * es;
-  if (v_bytes < u_bytes && v_bytes <= kFastShareBytes) {
+  const bool panel_major = v_bytes < u_bytes && v_bytes <= kFastShareBytes && !a.epi.unpool;
+  if (panel_major) {
     thread_local Scratch v_buf;  // the calling thread's; the tasks read it
     void* v = v_buf.get<char>(size_t(v_bytes));
     const int64_t per = std::max<int64_t>(1, (nb + a.threads - 1) / a.threads);
