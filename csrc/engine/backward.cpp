@@ -730,8 +730,8 @@ Rows Backward::conv_down(int i, const Packed& w, const float* pre, int64_t s, in
   // Op i's data-gradient conv, tensor i's rows [s, t) from `pre` (op i's pre-pool output
   // gradient, position-origin), its epilogue writing op i - 1's pre-pool output gradient:
   // times GELU' of x (tensor i's raw rows, position-origin; GELU' itself where dgelu_only_[i])
-  // where op i reads activated input,
-  // routed through op i - 1's max-pool choices (null: no pool). The rows returned cover
+  // where op i reads activated input, routed through op i - 1's max-pool choices (null: no
+  // pool). The rows returned cover
   // [lo, hi) (what op i - 1's data-gradient conv reads), zero where the conv writes none.
   const OpDesc& o = op(i);
   const int pool = op(i - 1).pool;
