@@ -9,7 +9,8 @@ namespace cpu {
 
 const KernelSet& kernels_avx2() {
   using K = avx2::KernelsOf<avx2::VecAvx2, 6, 16>;
-  static const KernelSet k{"avx2", K::NR, avx2::run_conv<K>, avx2::run_stem<K>};
+  static const KernelSet k{"avx2", K::NR, avx2::run_conv<K>, avx2::run_stem<K>,
+                                 avx2::run_dgelu_mul<K::Vec>};
   return k;
 }
 

@@ -14,7 +14,8 @@ namespace cpu {
 
 const KernelSet& B2F_KERNELS_FN() {
   using K = B2F_ISA_NS::KernelsOf<B2F_ISA_NS::VecAvx512, 14, 32>;
-  static const KernelSet k{B2F_KERNELS_NAME, K::NR, B2F_ISA_NS::run_conv<K>, B2F_ISA_NS::run_stem<K>};
+  static const KernelSet k{B2F_KERNELS_NAME, K::NR, B2F_ISA_NS::run_conv<K>, B2F_ISA_NS::run_stem<K>,
+                                 B2F_ISA_NS::run_dgelu_mul<K::Vec>};
   return k;
 }
 

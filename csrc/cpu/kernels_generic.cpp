@@ -9,7 +9,8 @@ namespace cpu {
 
 const KernelSet& kernels_generic() {
   using K = generic::KernelsOf<generic::VecPortable, 6, 8>;
-  static const KernelSet k{"generic", K::NR, generic::run_conv<K>, generic::run_stem<K>};
+  static const KernelSet k{"generic", K::NR, generic::run_conv<K>, generic::run_stem<K>,
+                                 generic::run_dgelu_mul<K::Vec>};
   return k;
 }
 

@@ -880,6 +880,23 @@ inline void run_conv(const ConvArgs& a) {
   else conv_direct<K>(a);
 }
 
+// KernelSet::dgelu_mul: whole vectors, then the last n % lanes elements masked.
+template <class V>
+inline void run_dgelu_mul(const float* x, const float* d, float* g, int64_t n, Gelu v, bool add) {
+  using R = typename V::reg;
+  constexpr int L = V::lanes;
+  int64_t j = 0;
+  for (; j + L <= n; j += L) {
+    R r = V::mul(vgelu_grad<V>(V::load(x + j), v), V::load(d + j));
+    V::store(g + j, add ? V::add(V::load(g + j), r) : r);
+  }
+  if (j < n) {
+    const int m = int(n - j);
+    R r = V::mul(vgelu_grad<V>(V::load_n(x + j, m), v), V::load_n(d + j, m));
+    V::store_n(g + j, add ? V::add(V::load_n(g + j, m), r) : r, m);
+  }
+}
+
 // The one-hot stem: per position, the sum of one table row per tap (no multiplies).
 // A task is a block of positions over every panel: the rows' table offsets are worked out
 // once per block, then each panel gathers its slice of those rows (K::sum_rows: the ISA's

@@ -108,15 +108,6 @@ void parallel_rows(int64_t a, int64_t b, int threads, F&& f) {
     for (int64_t j = j0; j < j1; ++j) f(a + j * block, std::min(b, a + (j + 1) * block));
   });
 }
-
-template <typename F>
-void with_gelu(Gelu v, F&& f) {
-  switch (v) {
-    case Gelu::Sigmoid: return f(std::integral_constant<Gelu, Gelu::Sigmoid>{});
-    case Gelu::Erf: return f(std::integral_constant<Gelu, Gelu::Erf>{});
-    default: return f(std::integral_constant<Gelu, Gelu::Tanh>{});
-  }
-}
 }  // namespace
 
 class Backward {
@@ -384,15 +375,7 @@ void Backward::combine(const float* x, const float* d, float* g, int64_t rows, i
     for (int64_t j = 0; j < n; ++j) g[j] = add ? g[j] + d[j] : d[j];
     return;
   }
-  with_gelu(gelu_, [&](auto v) {
-    parallel_rows(0, n, threads, [&](int64_t a, int64_t b) {
-      // flat loops without branches, so that the compiler vectorises GELU'
-      if (add)
-        for (int64_t j = a; j < b; ++j) g[j] += gelu_grad(x[j], decltype(v)::value) * d[j];
-      else
-        for (int64_t j = a; j < b; ++j) g[j] = gelu_grad(x[j], decltype(v)::value) * d[j];
-    });
-  });
+  parallel_rows(0, n, threads, [&](int64_t a, int64_t b) { e_.kernels_->dgelu_mul(x + a, d + a, g + a, b - a, gelu_, add); });
 }
 
 // ---------------------------------------------------------------------------------------------

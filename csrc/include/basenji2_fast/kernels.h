@@ -109,6 +109,9 @@ struct KernelSet {
   int nr;  // output-channel panel width the packed weights must use
   void (*conv)(const ConvArgs&);
   void (*stem)(const StemArgs&);
+  // g[j] = gelu'(x[j]) d[j] for j < n, or g[j] += it (add): the backward pass's GELU' of the
+  // tensors it holds raw, in the epilogues' vector math.
+  void (*dgelu_mul)(const float* x, const float* d, float* g, int64_t n, Gelu v, bool add);
 };
 
 const KernelSet& kernels_generic();
