@@ -285,7 +285,8 @@ def select_tracks(targets: Optional[Targets], selector: Union[None, str, Sequenc
         if ints is not None:
             bad = [i for i in ints if not 0 <= i < n_rows]
             if bad:
-                raise ValueError(f"track {bad[0]} out of range: {what} has {n_rows} rows (0..{n_rows - 1})")
+                size = f"the head has {n_rows} tracks" if targets is None else f"{what} has {n_rows} rows"
+                raise ValueError(f"track {bad[0]} out of range: {size} (0..{n_rows - 1})")
             rows = ints
         else:
             wanted = [p.strip() for p in text.split(",")]
