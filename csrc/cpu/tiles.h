@@ -51,186 +51,133 @@ inline uint32_t choice_bits(const uint8_t* row, int c, int n) {
   return b >> (c % 8);
 }
 
-// An epilogue into fp32 GELU rows (the stem, tower and trunk of a forward pass): bias,
-// residual (RES), max-pool (POOL) and the raw output (OUT) as epilogue's general path does
-// them, in the same order, but with each flag a constant and a row's vectors in one pass, so
-// that their GELUs overlap instead of waiting on each other's exp (the general path's
-// branches kept the compiler from it: an out-of-line exp per vector). REC (POOL 2, the
-// gradient's recording forward): the max-pool's choices too; DG: the raw output holds GELU'
-// (Epilogue::choice, out_dgelu).
-template <class V, int NR, int POOL, bool RES, bool OUT, bool REC = false, bool DG = false>
-inline void epilogue_act(const Epilogue& e, const float* tile, int rows, int64_t p, int col0) {
+// The epilogue's switches, read from the Epilogue at run time (EpiFlags) or constants
+// (EpiConst, the common cases over whole panels): with constants the compiler drops every
+// branch and inlines the vector math, so that a row's GELUs overlap instead of each waiting on
+// an out-of-line exp (Basenji2 on a Zen 3, in-process A/B of 20 alternating calls: the
+// forward pass 3-5% faster, a gradient 2-3%). The same body either way: the same bits.
+struct EpiFlags {
+  bool pool2, res, out, act, rec, dg, dgelu, unpool, dgelu_ready, act_bf16, whole;
+  OutAct out_act;
+  EpiFlags(const Epilogue& e, bool whole_panel)
+      : pool2(e.pool == 2), res(e.res), out(e.out), act(e.act), rec(e.pool == 2 && e.choice), dg(e.out_dgelu),
+        dgelu(e.dgelu), unpool(e.unpool), dgelu_ready(e.dgelu_ready), act_bf16(e.act_bf16), whole(whole_panel),
+        out_act(e.out_act) {}
+};
+template <bool POOL2, bool RES, bool OUT, bool ACT, bool REC = false, bool DG = false, bool DGELU = false,
+          bool UNPOOL = false>
+struct EpiConst {
+  static constexpr bool pool2 = POOL2, res = RES, out = OUT, act = ACT, rec = REC, dg = DG, dgelu = DGELU,
+                        unpool = UNPOOL, dgelu_ready = true, act_bf16 = false, whole = true;
+  static constexpr OutAct out_act = OutAct::None;
+};
+
+// The epilogue of a register tile [rows][NR] of accumulators (row stride NR) for positions
+// p.. and panel columns [col0, col0 + ncols), the switches f: bias, residual, max-pool (and its
+// choices), then the raw output (softplus for heads; GELU' with dg) and / or the GELU-activated
+// one (fp32 or bf16); in the backward pass, GELU' and the max-pool's routing instead
+// (Epilogue::dgelu, unpool). Each row's vectors first to their pooled values, then stored.
+template <class V, int NR, class F>
+inline void epilogue_rows(const Epilogue& e, const F& f, const float* tile, int rows, int64_t p, int col0,
+                          int ncols) {
   using R = typename V::reg;
   constexpr int L = V::lanes, C = NR / L;
-  static_assert(!REC || POOL == 2, "pool choices need a pool");
-  static_assert(!DG || OUT, "GELU' goes to the raw output");
+  const int step = f.pool2 ? 2 : 1;
+  const int nv = f.whole ? C : std::min(C, (ncols + L - 1) / L);  // vectors with columns that exist
+  const auto cols = [&](int h) { return f.whole ? L : std::min(L, ncols - h * L); };
+  const auto load = [&](const float* q, int h) { return cols(h) == L ? V::load(q) : V::load_n(q, cols(h)); };
+  const auto store = [&](float* q, R v, int h) {
+    if (cols(h) == L) V::store(q, v);
+    else V::store_n(q, v, cols(h));
+  };
   R b[C];
-  for (int h = 0; h < C; ++h) b[h] = V::load(e.bias + col0 + h * L);
+  for (int h = 0; h < nv; ++h) b[h] = V::load(e.bias + col0 + h * L);  // zero-padded to whole panels
   const auto row = [&](int i, int h) {
     const R v = V::add(V::load(tile + i * NR + h * L), b[h]);
-    return RES ? V::add(v, V::load(e.res + (p + i) * e.res_stride + col0 + h * L)) : v;
+    return f.res ? V::add(v, load(e.res + (p + i) * e.res_stride + col0 + h * L, h)) : v;
   };
-  for (int i = 0; i < rows; i += POOL) {
-    const int64_t j = (p + i) / POOL;
+  for (int i = 0; i < rows; i += step) {
+    const int64_t j = (p + i) / step;
+    uint64_t odd = 0;  // the panel's pool choices (rec)
     R v[C];
-    uint64_t odd = 0;
-    for (int h = 0; h < C; ++h) {
-      if constexpr (POOL == 2) {
+    for (int h = 0; h < nv; ++h) {
+      if (f.pool2) {
         const R v0 = row(i, h), v1 = row(i + 1, h);
-        if constexpr (REC) odd |= uint64_t(V::bits(V::gt(v1, v0))) << (h * L);
+        if (f.rec) odd |= uint64_t(V::bits(V::gt(v1, v0))) << (h * L);
         v[h] = V::max(v0, v1);
       } else {
         v[h] = row(i, h);
       }
-    }
-    float* act = static_cast<float*>(e.act) + j * e.act_stride + col0;
-    for (int h = 0; h < C; ++h) {
-      if constexpr (DG) {
-        R dg;
-        const R g = vgelu_and_grad<V>(v[h], e.gelu, dg);
-        V::store(e.out + j * e.out_stride + col0 + h * L, dg);
-        V::store(act + h * L, g);
-      } else {
-        if constexpr (OUT) V::store(e.out + j * e.out_stride + col0 + h * L, v[h]);
-        V::store(act + h * L, vgelu<V>(v[h], e.gelu));
+      if (f.dgelu) {
+        const R x = load(e.dgelu + j * e.dgelu_stride + col0 + h * L, h);
+        v[h] = V::mul(v[h], f.dgelu_ready ? x : vgelu_grad<V>(x, e.gelu));
       }
     }
-    if constexpr (REC) {
-      uint8_t* dst = e.choice + j * e.choice_stride + col0 / 8;
-      for (int k = 0; k < NR / 8; ++k) dst[k] = uint8_t(odd >> (8 * k));
-    }
-  }
-}
-
-// The backward pass's data-gradient convs (pool 1, fp32 out only): times GELU' kept by the
-// recording (DGELU, Epilogue::dgelu_ready), routed through a max-pool (UNPOOL), as epilogue's
-// general path does.
-template <class V, int NR, bool DGELU, bool UNPOOL>
-inline void epilogue_grad(const Epilogue& e, const float* tile, int rows, int64_t p, int col0) {
-  using R = typename V::reg;
-  constexpr int L = V::lanes, C = NR / L;
-  R b[C];
-  for (int h = 0; h < C; ++h) b[h] = V::load(e.bias + col0 + h * L);
-  for (int i = 0; i < rows; ++i) {
-    const int64_t j = p + i;
-    R v[C];
-    for (int h = 0; h < C; ++h) {
-      v[h] = V::add(V::load(tile + i * NR + h * L), b[h]);
-      if constexpr (DGELU) v[h] = V::mul(v[h], V::load(e.dgelu + j * e.dgelu_stride + col0 + h * L));
-    }
-    if constexpr (UNPOOL) {
-      float* even_row = e.out + 2 * j * e.out_stride + col0;
-      const uint8_t* bits = e.unpool + j * e.unpool_stride;
-      for (int h = 0; h < C; ++h) {
-        const typename V::mask odd = V::from_bits(choice_bits(bits, col0 + h * L, L));
-        V::store(even_row + h * L, V::select(odd, V::zero(), v[h]));
-        V::store(even_row + e.out_stride + h * L, V::select(odd, v[h], V::zero()));
-      }
-    } else {
-      for (int h = 0; h < C; ++h) V::store(e.out + j * e.out_stride + col0 + h * L, v[h]);
-    }
-  }
-}
-
-// The epilogue of a register tile [rows][NR] of accumulators (row stride NR) for positions
-// p.. and panel columns [col0, col0 + ncols): bias, residual, max-pool, then the raw output
-// (softplus for heads) and / or the GELU-activated one (fp32 or bf16); in the backward pass,
-// GELU' and the max-pool's routing instead (Epilogue::dgelu, unpool).
-template <class V, int NR>
-inline void epilogue(const Epilogue& e, const float* tile, int rows, int64_t p, int col0, int ncols) {
-  using R = typename V::reg;
-  constexpr int L = V::lanes;
-  static_assert(NR % 8 == 0 && NR <= 64, "a panel's pool choices are whole bytes of one word");
-  const int step = e.pool;
-  // Whole panels of the common cases run with their flags as constants (epilogue_act,
-  // epilogue_grad): the same operations in the same order, the same bits. Basenji2 on a Zen 3
-  // (in-process A/B, 20 alternating calls): the forward pass 3-5% faster, a gradient 2-3%.
-  if (ncols == NR && e.out_act == OutAct::None) {
-    const bool fp32_act = e.act && !e.act_bf16;
-    if (step == 1 && e.out && !e.act && !e.res && !e.out_dgelu && !e.choice && (!e.dgelu || e.dgelu_ready)) {
-      if (e.dgelu)
-        return e.unpool ? epilogue_grad<V, NR, true, true>(e, tile, rows, p, col0)
-                        : epilogue_grad<V, NR, true, false>(e, tile, rows, p, col0);
-      return e.unpool ? epilogue_grad<V, NR, false, true>(e, tile, rows, p, col0)
-                      : epilogue_grad<V, NR, false, false>(e, tile, rows, p, col0);
-    }
-    if (fp32_act && !e.dgelu && !e.unpool && step == 2 && e.choice && e.out && !e.res)
-      return e.out_dgelu ? epilogue_act<V, NR, 2, false, true, true, true>(e, tile, rows, p, col0)
-                         : epilogue_act<V, NR, 2, false, true, true, false>(e, tile, rows, p, col0);
-    if (fp32_act && !e.dgelu && !e.unpool && !e.choice && !e.out_dgelu) {
-      switch ((step == 2) * 4 + bool(e.res) * 2 + bool(e.out)) {
-        case 0: return epilogue_act<V, NR, 1, false, false>(e, tile, rows, p, col0);
-        case 1: return epilogue_act<V, NR, 1, false, true>(e, tile, rows, p, col0);
-        case 2: return epilogue_act<V, NR, 1, true, false>(e, tile, rows, p, col0);
-        case 3: return epilogue_act<V, NR, 1, true, true>(e, tile, rows, p, col0);
-        case 4: return epilogue_act<V, NR, 2, false, false>(e, tile, rows, p, col0);
-        case 5: return epilogue_act<V, NR, 2, false, true>(e, tile, rows, p, col0);
-        case 6: return epilogue_act<V, NR, 2, true, false>(e, tile, rows, p, col0);
-        default: return epilogue_act<V, NR, 2, true, true>(e, tile, rows, p, col0);
-      }
-    }
-  }
-  const bool record = step == 2 && e.choice;
-  for (int i = 0; i < rows; i += step) {
-    const int64_t j = (p + i) / step;
-    uint64_t odd = 0;  // the panel's pool choices (record)
-    for (int h = 0; h < NR / L; ++h) {
-      const int c = col0 + h * L, n = ncols - h * L;  // columns of this vector that exist
-      if (n <= 0) break;
-      const bool full = n >= L;
-      const R b = V::load(e.bias + c);  // zero-padded to whole panels
-      const auto res = [&](int64_t q) {
-        const float* r = e.res + q * e.res_stride + c;
-        return full ? V::load(r) : V::load_n(r, n);
-      };
-      R v = V::add(V::load(tile + i * NR + h * L), b);
-      if (e.res) v = V::add(v, res(p + i));
-      if (step == 2) {
-        R v2 = V::add(V::load(tile + (i + 1) * NR + h * L), b);
-        if (e.res) v2 = V::add(v2, res(p + i + 1));
-        if (record) odd |= uint64_t(V::bits(V::gt(v2, v))) << (h * L);
-        v = V::max(v, v2);
-      }
-      if (e.dgelu) {
-        const float* x = e.dgelu + j * e.dgelu_stride + c;
-        const R xv = full ? V::load(x) : V::load_n(x, n);
-        v = V::mul(v, e.dgelu_ready ? xv : vgelu_grad<V>(xv, e.gelu));
-      }
-      if (e.unpool) {
-        const typename V::mask odd = V::from_bits(choice_bits(e.unpool + j * e.unpool_stride, c, full ? L : n));
+    for (int h = 0; h < nv; ++h) {
+      const int c = col0 + h * L;
+      if (f.unpool) {
+        const typename V::mask odd_rows = V::from_bits(choice_bits(e.unpool + j * e.unpool_stride, c, cols(h)));
         float* even_row = e.out + 2 * j * e.out_stride + c;
-        const R z = V::zero(), ve = V::select(odd, z, v), vo = V::select(odd, v, z);
-        if (full) V::store(even_row, ve), V::store(even_row + e.out_stride, vo);
-        else V::store_n(even_row, ve, n), V::store_n(even_row + e.out_stride, vo, n);
+        store(even_row, V::select(odd_rows, V::zero(), v[h]), h);
+        store(even_row + e.out_stride, V::select(odd_rows, v[h], V::zero()), h);
         continue;
       }
-      R dg = v;  // GELU'(v) with out_dgelu; g: GELU(v) for act
-      const R g = e.out_dgelu ? vgelu_and_grad<V>(v, e.gelu, dg) : e.act ? vgelu<V>(v, e.gelu) : v;
-      if (e.out) {
-        const R o = e.out_dgelu                    ? dg
-                    : e.out_act == OutAct::Softplus ? vsoftplus<V>(v)
-                    : e.out_act == OutAct::Sigmoid  ? vsigmoid<V>(v)
-                                                    : v;
-        float* dst = e.out + j * e.out_stride + c;
-        if (full) V::store(dst, o);
-        else V::store_n(dst, o, n);
+      R dg = v[h];  // GELU'(v) with dg; g: GELU(v) for act
+      const R g = f.dg ? vgelu_and_grad<V>(v[h], e.gelu, dg) : f.act ? vgelu<V>(v[h], e.gelu) : v[h];
+      if (f.out) {
+        const R o = f.dg                               ? dg
+                    : f.out_act == OutAct::Softplus ? vsoftplus<V>(v[h])
+                    : f.out_act == OutAct::Sigmoid  ? vsigmoid<V>(v[h])
+                                                    : v[h];
+        store(e.out + j * e.out_stride + c, o, h);
       }
-      if (e.act) {
-        if (e.act_bf16) {
-          V::store_bf16(static_cast<uint16_t*>(e.act) + j * e.act_stride + c, g, full ? L : n);
-        } else {
-          float* dst = static_cast<float*>(e.act) + j * e.act_stride + c;
-          if (full) V::store(dst, g);
-          else V::store_n(dst, g, n);
+      if (f.act) {
+        if (f.act_bf16) V::store_bf16(static_cast<uint16_t*>(e.act) + j * e.act_stride + c, g, cols(h));
+        else store(static_cast<float*>(e.act) + j * e.act_stride + c, g, h);
+      }
+    }
+    if (f.rec) {  // the bytes of the columns that exist; bits beyond them cleared
+      if (ncols < 64) odd &= (uint64_t(1) << ncols) - 1;
+      uint8_t* dst = e.choice + j * e.choice_stride + col0 / 8;
+      for (int k = 0; k < (std::min(ncols, NR) + 7) / 8; ++k) dst[k] = uint8_t(odd >> (8 * k));
+    }
+  }
+}
+
+// epilogue_rows with constant switches for whole panels of the common cases: the forward's fp32
+// GELU rows (bias, residual, max-pool, raw rows), the recording's pool choices and GELU', and
+// the data gradients' kept GELU' and unpooling; run-time switches for the rest.
+template <class V, int NR>
+inline void epilogue(const Epilogue& e, const float* tile, int rows, int64_t p, int col0, int ncols) {
+  static_assert(NR % 8 == 0 && NR <= 64, "a panel's pool choices are whole bytes of one word");
+  const auto run = [&](auto f) { epilogue_rows<V, NR>(e, f, tile, rows, p, col0, ncols); };
+  const EpiFlags f(e, ncols == NR);
+  if (f.whole && f.out_act == OutAct::None && !f.act_bf16 && (!f.dgelu || f.dgelu_ready)) {
+    if (!f.pool2 && f.out && !f.act && !f.res && !f.dg && !f.rec) {  // data gradients
+      if (f.dgelu) return f.unpool ? run(EpiConst<false, false, true, false, false, false, true, true>{})
+                                   : run(EpiConst<false, false, true, false, false, false, true, false>{});
+      return f.unpool ? run(EpiConst<false, false, true, false, false, false, false, true>{})
+                      : run(EpiConst<false, false, true, false>{});
+    }
+    if (f.act && !f.dgelu && !f.unpool) {
+      if (f.rec && f.out && !f.res)  // the recording forward's pooled layers
+        return f.dg ? run(EpiConst<true, false, true, true, true, true>{})
+                    : run(EpiConst<true, false, true, true, true, false>{});
+      if (!f.rec && !f.dg) {
+        switch (f.pool2 * 4 + f.res * 2 + f.out) {
+          case 0: return run(EpiConst<false, false, false, true>{});
+          case 1: return run(EpiConst<false, false, true, true>{});
+          case 2: return run(EpiConst<false, true, false, true>{});
+          case 3: return run(EpiConst<false, true, true, true>{});
+          case 4: return run(EpiConst<true, false, false, true>{});
+          case 5: return run(EpiConst<true, false, true, true>{});
+          case 6: return run(EpiConst<true, true, false, true>{});
+          default: return run(EpiConst<true, true, true, true>{});
         }
       }
     }
-    if (record) {  // the bytes of the columns that exist; bits beyond them cleared
-      if (ncols < 64) odd &= (uint64_t(1) << ncols) - 1;
-      uint8_t* dst = e.choice + j * e.choice_stride + col0 / 8;
-      for (int b = 0; b < (std::min(ncols, NR) + 7) / 8; ++b) dst[b] = uint8_t(odd >> (8 * b));
-    }
   }
+  run(f);
 }
 
 // fp32 micro-kernel: out[i][0..NR) (row stride ldt) = sum_{t < taps} sum_{c < cin}
