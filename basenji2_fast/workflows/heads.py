@@ -23,9 +23,10 @@ to observed coverage of new tracks:
 Memory: the trunk runs once per region (it is the expensive part: ~2 s per Basenji2 window);
 its embeddings are cached as float32 [bins, channels] (5.5 MB per Basenji2 region), in
 memory up to ``cache_mb`` and beyond that in a temporary file on disk (``np.memmap``, removed
-afterwards), and every loss/gradient evaluation streams over the cache in chunks of
-``chunk_mb``, accumulating in float64. So memory stays bounded for any number of regions;
-disk holds the cache.
+afterwards), and every loss/gradient evaluation streams over the cache in chunks of about
+``chunk_mb`` (whole regions), accumulating in float64 one region at a time in region order, so
+the sums, and hence the fit, do not depend on ``cache_mb`` or ``chunk_mb``. Memory stays
+bounded for any number of regions; disk holds the cache.
 
 The fitted head is attached to the model (:meth:`~basenji2_fast.Model.add_head`) and is
 saved with it (:meth:`~basenji2_fast.Model.save`, the engine's ``.safetensors``).
@@ -175,7 +176,8 @@ def fit_head(model, fasta, regions, targets, loss: str = "poisson", l2: float = 
     batch_size, n_encoding : windows per trunk call; N encoding
     max_iter, tol : L-BFGS-B iteration limit and its relative ``ftol`` (``gtol`` = tol too)
     cache_mb : largest embedding cache kept in memory; beyond it, a temporary file
-    chunk_mb : rows per loss/gradient evaluation step (bounds the working memory)
+    chunk_mb : data read per loss/gradient evaluation step, rounded to whole regions (at
+        least one); bounds the working memory and leaves the result unchanged
     cache_dir : folder for the temporary cache file (default: the system's)
     attach : add the head to ``model`` (:meth:`~basenji2_fast.Model.add_head`)
     replace : allow replacing an existing head of that name
@@ -236,10 +238,21 @@ def fit_head(model, fasta, regions, targets, loss: str = "poisson", l2: float = 
         mean = s1 / N
         sd = np.sqrt(np.maximum(s2 / N - mean ** 2, 0.0))
         sd[sd < 1e-6 * max(1.0, float(np.max(np.abs(mean))))] = 1.0  # a constant channel: the bias covers it
-        step = max(1, int(chunk_mb * (1 << 20) // (8 * (C + 3 * T))))
+        # Every sum runs region by region (nb rows), in region order: a chunk only says how
+        # many regions are read at once, so cache_mb / chunk_mb change no rounding.
+        step = nb * max(1, int(chunk_mb * (1 << 20) // (8 * (C + 3 * T) * nb)))
+
+        def blocks():
+            """(X, Y) float64 of one region at a time, read from the cache a chunk at a time."""
+            for i in range(0, N, step):
+                xs = np.asarray(cache.X[i:i + step], np.float64)
+                ys = np.asarray(cache.Y[i:i + step], np.float64)
+                for j in range(0, len(xs), nb):
+                    yield xs[j:j + nb], ys[j:j + nb]
+
         y_mean = np.zeros(T)
-        for i in range(0, N, step):
-            y_mean += np.asarray(cache.Y[i:i + step], np.float64).sum(axis=0)
+        for _, y in blocks():
+            y_mean += y.sum(axis=0)
         y_mean /= N
 
         def unpack(theta):
@@ -250,9 +263,8 @@ def fit_head(model, fasta, regions, targets, loss: str = "poisson", l2: float = 
         def objective(theta):
             ws, w, b = unpack(theta)
             total, gw, gb = 0.0, np.zeros((C, T)), np.zeros(T)
-            for i in range(0, N, step):
-                x = np.asarray(cache.X[i:i + step], np.float64)
-                part, g = _poisson_terms(x @ w + b, np.asarray(cache.Y[i:i + step], np.float64))
+            for x, y in blocks():
+                part, g = _poisson_terms(x @ w + b, y)
                 total += part
                 gw += x.T @ g
                 gb += g.sum(axis=0)
@@ -270,9 +282,8 @@ def fit_head(model, fasta, regions, targets, loss: str = "poisson", l2: float = 
         w32, b32 = w.astype(np.float32), b.astype(np.float32)
         # Training-set Pearson R per track, of the float32 head the engine will run.
         stats = TrackStats(T)
-        for i in range(0, N, step):
-            x = np.asarray(cache.X[i:i + step], np.float64)
-            stats.update(_softplus(x @ w32.astype(np.float64) + b32), cache.Y[i:i + step])
+        for x, y in blocks():
+            stats.update(_softplus(x @ w32.astype(np.float64) + b32), y)
         r = stats.pearsonr()
     finally:
         cache.close()
