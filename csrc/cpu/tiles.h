@@ -65,10 +65,10 @@ struct EpiFlags {
         out_act(e.out_act) {}
 };
 template <bool POOL2, bool RES, bool OUT, bool ACT, bool REC = false, bool DG = false, bool DGELU = false,
-          bool UNPOOL = false>
+          bool UNPOOL = false, bool ACT_BF16 = false>
 struct EpiConst {
   static constexpr bool pool2 = POOL2, res = RES, out = OUT, act = ACT, rec = REC, dg = DG, dgelu = DGELU,
-                        unpool = UNPOOL, dgelu_ready = true, act_bf16 = false, whole = true;
+                        unpool = UNPOOL, dgelu_ready = true, act_bf16 = ACT_BF16, whole = true;
   static constexpr OutAct out_act = OutAct::None;
 };
 
@@ -152,7 +152,7 @@ inline void epilogue(const Epilogue& e, const float* tile, int rows, int64_t p, 
   static_assert(NR % 8 == 0 && NR <= 64, "a panel's pool choices are whole bytes of one word");
   const auto run = [&](auto f) { epilogue_rows<V, NR>(e, f, tile, rows, p, col0, ncols); };
   const EpiFlags f(e, ncols == NR);
-  if (f.whole && f.out_act == OutAct::None && !f.act_bf16 && (!f.dgelu || f.dgelu_ready)) {
+  if (f.whole && f.out_act == OutAct::None && (!f.dgelu || f.dgelu_ready)) {
     if (!f.pool2 && f.out && !f.act && !f.res && !f.dg && !f.rec) {  // data gradients
       if (f.dgelu) return f.unpool ? run(EpiConst<false, false, true, false, false, false, true, true>{})
                                    : run(EpiConst<false, false, true, false, false, false, true, false>{});
@@ -160,20 +160,25 @@ inline void epilogue(const Epilogue& e, const float* tile, int rows, int64_t p, 
                       : run(EpiConst<false, false, true, false>{});
     }
     if (f.act && !f.dgelu && !f.unpool) {
-      if (f.rec && f.out && !f.res)  // the recording forward's pooled layers
+      if (f.rec && f.out && !f.res && !f.act_bf16)  // the recording forward's pooled layers
         return f.dg ? run(EpiConst<true, false, true, true, true, true>{})
                     : run(EpiConst<true, false, true, true, true, false>{});
       if (!f.rec && !f.dg) {
-        switch (f.pool2 * 4 + f.res * 2 + f.out) {
-          case 0: return run(EpiConst<false, false, false, true>{});
-          case 1: return run(EpiConst<false, false, true, true>{});
-          case 2: return run(EpiConst<false, true, false, true>{});
-          case 3: return run(EpiConst<false, true, true, true>{});
-          case 4: return run(EpiConst<true, false, false, true>{});
-          case 5: return run(EpiConst<true, false, true, true>{});
-          case 6: return run(EpiConst<true, true, false, true>{});
-          default: return run(EpiConst<true, true, true, true>{});
-        }
+        // The forward's GELU rows, stored fp32 or (precision bf16) bf16.
+        const auto fwd = [&](auto bf) {
+          constexpr bool B = decltype(bf)::value;
+          switch (f.pool2 * 4 + f.res * 2 + f.out) {
+            case 0: return run(EpiConst<false, false, false, true, false, false, false, false, B>{});
+            case 1: return run(EpiConst<false, false, true, true, false, false, false, false, B>{});
+            case 2: return run(EpiConst<false, true, false, true, false, false, false, false, B>{});
+            case 3: return run(EpiConst<false, true, true, true, false, false, false, false, B>{});
+            case 4: return run(EpiConst<true, false, false, true, false, false, false, false, B>{});
+            case 5: return run(EpiConst<true, false, true, true, false, false, false, false, B>{});
+            case 6: return run(EpiConst<true, true, false, true, false, false, false, false, B>{});
+            default: return run(EpiConst<true, true, true, true, false, false, false, false, B>{});
+          }
+        };
+        return f.act_bf16 ? fwd(std::true_type{}) : fwd(std::false_type{});
       }
     }
   }
