@@ -199,7 +199,13 @@ def test_bf16_accuracy_on_full_basenji2(fixture_file):
     x = np.load(fixture_file("tf-full", "inputs.npy"))
     want = np.load(fixture_file("tf-full", "outputs.npy"))
     fp32 = Model(spec, threads=2).predict(x, batch_size=1)
-    bf16 = Model(spec, threads=2, precision="bf16").predict(x, batch_size=1)
+    model = Model(spec, threads=2, precision="bf16")
+    # the tower's fp32 products at F(8, k) (FAST_TILES["fp32-in-bf16"]); fp32 models keep F(6, k)
+    tower = [l for l in model.info()["layers"] if l["algorithm"].startswith("F(")]
+    assert {(l["algorithm"], l["precision"]) for l in tower} == {("F(8,5)", "fp32"), ("F(8,3)", "fp32")}
+    assert {l["algorithm"] for l in Model(spec, threads=2).info()["layers"] if l["algorithm"].startswith("F(")} \
+        == {"F(6,5)", "F(6,3)"}
+    bf16 = model.predict(x, batch_size=1)
     r = pearson_per_track(bf16, fp32)
     err = float(np.abs(bf16 - want).max())
     print(f"tf-full bf16: Pearson r vs fp32 median {np.median(r):.5f} min {r.min():.5f}; max |err| vs TF {err:.3f} "

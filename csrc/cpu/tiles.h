@@ -822,6 +822,8 @@ inline void conv_fast(const ConvArgs& a) {
     case 205: return conv_fast_tiles<K, 2, 5>(a);
     case 405: return conv_fast_tiles<K, 4, 5>(a);
     case 605: return conv_fast_tiles<K, 6, 5>(a);
+    case 803: return conv_fast_tiles<K, 8, 3>(a);
+    case 805: return conv_fast_tiles<K, 8, 5>(a);
     default: return conv_fast_tiles<K, 0, 0>(a);
   }
 }
