@@ -375,94 +375,76 @@ def _prepare_peer_files(model: Optional[str], pth: Path, onnx: Optional[Path]) -
 # ---------------------------------------------------------------------------------------------
 # our engine's workers
 
-def time_layer_groups(model, repeats: int, seed: int = 0, options: Optional[dict] = None) -> dict:
-    """Median seconds per layer group of one sequence, on ``model``'s precision and kernels,
-    with the nominal FLOPs (:func:`op_flops`) and the FLOPs the engine executes for each.
+def executed_by_precision(model) -> Dict[str, int]:
+    """{"fp32": FLOPs, "bf16": FLOPs}: the arithmetic one sequence's pass executes (trunk and
+    the first head, :meth:`Model.executed_flops`), split by the precision of each op's
+    products. A bf16 model's Winograd tower multiplies in fp32, so its share is held to the
+    fp32 peak and the rest to the bf16 one (:func:`pct_of_peak`)."""
+    info = model.info()
+    flops = info["flops_per_sequence"]
+    out = {"fp32": 0, "bf16": 0}
+    for layer in info["layers"]:
+        out[layer["precision"]] += int(flops["ops"][layer["op"]])
+    heads = flops["heads"]
+    if heads:
+        out[info.get("head_precision", "fp32")] += int(next(iter(heads.values())))
+    return out
 
-    * stem: the stem alone over the whole sequence (a copy of the model cut after the stem,
-      plus a crop to two positions so almost nothing is copied out), through ``embed``;
-    * every other conv op: the engine's ``op_range`` over all its output positions, from
-      random input rows, on a copy of the model whose ops take their input pre-activated.
-      ``op_range`` otherwise applies the input GELU in a serial pre-pass that the fused
-      pipeline never runs (there the previous op's epilogue writes the activated tensor);
-      each call still copies its input rows into a padded buffer and allocates its output;
-    * head: a one-op model of ``n_bins`` positions whose trunk output feeds the head
-      (a 1x1 table-gather stem, < 0.1% of the time), through ``predict``.
 
-    Not timed here: GELU epilogues, crops, tile halos, buffer management (the difference
-    between the whole pass and the sum of the groups). ``options``: further arguments of
-    :class:`Model` the cut models are built with (e.g. the convolution algorithm). Returns
-    {"ops": [...], "groups": {group: {"s", "flops", "executed_flops"}}}.
+def pct_of_peak(by_precision: Dict[str, float], seconds: float, peaks: Dict[str, float]) -> Optional[float]:
+    """The share of ``seconds`` that the executed FLOPs ``by_precision`` would take at the
+    measured peaks ({"fp32": GFLOP/s, "bf16": GFLOP/s}), in %: 100 at the machine's limit."""
+    if not seconds:
+        return None
+    ideal = sum(f / 1e9 / peaks[p] for p, f in by_precision.items() if f)
+    return 100 * ideal / seconds
+
+
+def time_layer_groups(model, repeats: int, seed: int = 0) -> dict:
+    """Median wall seconds per layer group of one sequence's pass, as the pass runs it:
+    the engine's own per-op timing (``profile``: the tiled stem and tower summed over tiles,
+    the model's precision, algorithms and kernels, all tracks of the first head), with the
+    nominal FLOPs (:func:`op_flops`) and the FLOPs executed, split by the precision of the
+    products. Crops count with their group; a pass's epilogues (bias, residual, pooling,
+    GELU) with the op they follow. Returns {"ops": [...], "groups": {group: {"s", "flops",
+    "executed_flops", "executed_by_precision"}}, "pass_s": median sum over the ops}.
     """
-    from .model import Model
-
     spec = model.spec
-    kw = dict(precision=model.precision, threads=model.threads, isa=model.info()["isa"], **(options or {}))
-    rng = np.random.default_rng(seed)
-    entries = op_flops(spec)
-    lengths, chans = [], []
-    L, C = spec.seq_length, 4
-    for op in spec.ops:
-        lengths.append(L), chans.append(C)
-        if isinstance(op, ConvOp):
-            L, C = L // op.pool, op.c_out
-        else:
-            L -= op.left + op.right
-
-    def median_time(fn) -> float:
-        fn()  # warm-up (buffers, page faults)
-        ts = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            ts.append(time.perf_counter() - t0)
-        return statistics.median(ts)
-
-    times, executed = {}, {}
-    stem = spec.ops[0]
-    ls = spec.seq_length // stem.pool
-    cut = ModelSpec(spec.seq_length, [stem, CropOp("bench_crop", ls // 2 - 1, ls - ls // 2 - 1)], {},
-                    final_gelu=True, gelu=spec.gelu)
-    stem_model = Model(cut, **kw)
-    codes = random_codes(1, spec.seq_length, seed)
-    times[0] = median_time(lambda: stem_model.embed(codes))
-    executed[0] = stem_model.executed_flops()["ops"][0]
-    stem_model = None  # its buffers go before the next model's
-
-    twin = dataclasses.replace(spec, ops=[dataclasses.replace(op, gelu_in=False) if i and isinstance(op, ConvOp)
-                                          else op for i, op in enumerate(spec.ops)])
-    twin_model = Model(twin, **kw)
-    engine = twin_model._engine
-    for e in entries:
-        i = e["index"]
-        if not i:
-            continue
-        op = spec.ops[i]
-        x = rng.standard_normal((lengths[i], op.c_in), np.float32)
-        res = rng.standard_normal((lengths[i], op.c_out), np.float32) if op.residual is not None else None
-        times[i] = median_time(lambda: engine.op_range(i, x, 0, res, 0, lengths[i]))  # noqa: B023
-        executed[i] = engine.op_flops(i, 0, lengths[i])
-    twin_model = engine = None
-
+    info = model.info()
+    engine = model._engine
+    codes = random_codes(1, spec.seq_length, seed)[0]
     name = next(iter(spec.heads), None)
-    if name is not None:
-        h = spec.heads[name]
-        n, c = L, h.weight.shape[0]
-        feed = ConvOp("bench_feed", rng.standard_normal((1, 4, c), np.float32), np.zeros(c, np.float32))
-        head_model = Model(ModelSpec(n, [feed], {name: h}, final_gelu=True, gelu=spec.gelu), **kw)
-        hcodes = random_codes(1, n, seed + 1)
-        times[None] = median_time(lambda: head_model.predict(hcodes))
-        executed[None] = head_model.executed_flops()["heads"][name]
-
-    groups = {g: {"s": 0.0, "flops": 0, "executed_flops": 0} for g in GROUPS}
+    requests = [(0, list(range(spec.heads[name].tracks)))] if name is not None else []
+    engine.profile(codes, requests)  # warm-up (buffers, page faults)
+    runs = np.stack([np.asarray(engine.profile(codes, requests)) for _ in range(max(1, repeats))])
+    n = runs.shape[1] // 2
+    wall = np.median(runs[:, :n], axis=0)  # [ops + 1]: the heads last
+    flops = info["flops_per_sequence"]
+    prec = {layer["op"]: layer["precision"] for layer in info["layers"]}
+    nominal = {e["index"]: e["flops"] for e in op_flops(spec)}
+    groups = op_groups(spec)
+    out = {g: {"s": 0.0, "flops": 0, "executed_flops": 0, "executed_by_precision": {"fp32": 0, "bf16": 0}}
+           for g in GROUPS}
     ops = []
-    for e in entries:
-        s, x = times[e["index"]], executed[e["index"]]
-        ops.append(dict(e, s=s, executed_flops=x))
-        groups[e["group"]]["s"] += s
-        groups[e["group"]]["flops"] += e["flops"]
-        groups[e["group"]]["executed_flops"] += x
-    return {"ops": ops, "groups": groups, "repeats": repeats}
+    for i, op in enumerate(spec.ops):
+        g = out[groups[i]]
+        x = int(flops["ops"][i])
+        g["s"] += float(wall[i])
+        g["flops"] += nominal.get(i, 0)
+        g["executed_flops"] += x
+        g["executed_by_precision"][prec.get(i, "fp32")] += x
+        ops.append({"index": i, "name": op.name, "group": groups[i], "s": float(wall[i]), "flops": nominal.get(i, 0),
+                    "executed_flops": x, "precision": prec.get(i, "fp32")})
+    if name is not None:
+        x = int(flops["heads"][name])
+        g = out["head"]
+        g["s"] += float(wall[n - 1])
+        g["flops"] += nominal[None]
+        g["executed_flops"] += x
+        g["executed_by_precision"][info.get("head_precision", "fp32")] += x
+        ops.append({"index": None, "name": f"head {name}", "group": "head", "s": float(wall[n - 1]),
+                    "flops": nominal[None], "executed_flops": x, "precision": info.get("head_precision", "fp32")})
+    return {"ops": ops, "groups": out, "repeats": repeats, "pass_s": float(wall.sum())}
 
 
 def engine_accepts_algorithm() -> bool:
@@ -515,12 +497,13 @@ def _worker_ours(cfg: dict) -> None:
           {"engine": "basenji2-fast", "precision": model.precision, "isa": info["isa"], "threads": info["threads"],
            "algorithm": cfg.get("algorithm"), "load_s": load_s,
            "executed_flops": None if flops is None else flops["trunk"] + next(iter(flops["heads"].values())),
+           "executed_by_precision": None if flops is None else executed_by_precision(model),
            **engine_binary()})
 
 
 def _worker_groups(cfg: dict) -> None:
     model = _load_ours(cfg)
-    reply({"isa": model.info()["isa"], **time_layer_groups(model, cfg["repeats"], cfg["seed"], _ours_options(cfg))})
+    reply({"isa": model.info()["isa"], **time_layer_groups(model, cfg["repeats"], cfg["seed"])})
 
 
 def _worker_genome(cfg: dict) -> None:
@@ -1098,10 +1081,15 @@ def run_bench(opts: BenchOptions, log=print) -> dict:
             med = statistics.median(ts)
             peak = peaks[e.isa or best][e.family]["gflops"]
             executed = rep.get("executed_flops") if e.ours else None
+            split = rep.get("executed_by_precision") if e.ours else None
+            isa_peaks = {p: peaks[e.isa or best][p]["gflops"] for p in ("fp32", "bf16")}
             row.update(times_s_per_seq=ts, median_s_per_seq=med, min_s_per_seq=min(ts),
                        n_per_pass=m.get("n_per_pass"), effective_gflop_per_s=nominal / 1e9 / med,
                        executed_gflop_per_s=None if executed is None else executed / 1e9 / med,
-                       pct_peak=100 * (executed if executed is not None else nominal) / 1e9 / med / peak,
+                       # ours: each precision's executed share at its own peak; frameworks:
+                       # the nominal FLOPs at the peak of their precision
+                       pct_peak=(pct_of_peak(split, med, isa_peaks) if split
+                                 else 100 * (executed if executed is not None else nominal) / 1e9 / med / peak),
                        peak_gflops=peak, peak_rss_mb=rep.get("peak_rss_mb"), report=rep)
             if "output" in m and e.gelu in refs:
                 cmp = compare_outputs(np.load(m["output"]), refs[e.gelu])
@@ -1114,11 +1102,11 @@ def run_bench(opts: BenchOptions, log=print) -> dict:
                                        "ours": False, "status": run.status.get(p, "not run")})
     for g in res["groups"]:
         isa = g.get("isa") or best
-        peak = peaks.get(isa, peaks[best])["fp32" if g["precision"] == "fp32" else "bf16"]["gflops"]
+        isa_peaks = {p: peaks.get(isa, peaks[best])[p]["gflops"] for p in ("fp32", "bf16")}
         for v in g.get("groups", {}).values():
             v["gflop_per_s"] = v["flops"] / 1e9 / v["s"] if v["s"] else None
             v["executed_gflop_per_s"] = v["executed_flops"] / 1e9 / v["s"] if v["s"] else None
-            v["pct_peak"] = 100 * v["executed_gflop_per_s"] / peak if v["s"] else None
+            v["pct_peak"] = pct_of_peak(v["executed_by_precision"], v["s"], isa_peaks)
     res["targets"] = _targets(res["engines"])
     res["notes"] += run.notes
     res["machine"]["load_average_after"] = list(os.getloadavg())
@@ -1200,8 +1188,10 @@ def format_table(res: dict) -> str:
                      f"{_f(fid.get('r_min'), '.5f', 8)}  {fid.get('flag', '')}")
     lines.append("")
     lines.append("eff GF/s: nominal GFLOP (a direct convolution's) / median time; exec GF/s: the arithmetic our engine "
-                 "executes / median time; %peak: exec (ours) or nominal (* frameworks: their executed arithmetic is "
-                 "unknown) GFLOP/s over the measured peak of the row's precision and kernel set; /ours32: median over "
+                 "executes / median time; %peak: ours, the time its executed arithmetic takes at the measured peaks "
+                 "(fp32 products at the fp32 peak, bf16 ones at the bf16 peak: a bf16 model's Winograd tower "
+                 "multiplies in fp32) over the median time; frameworks (*), nominal GFLOP/s over the peak of the "
+                 "row's precision (their executed arithmetic is unknown); /ours32: median over "
                  "ours fp32's; RSS: the worker's peak (VmHWM) over its life; max|d| and per-track Pearson r (median "
                  f"and min over the tracks whose reference varies, std >= {FIDELITY['min_std']}) of sequence 0 vs ours "
                  "fp32 direct with the same GELU (sigmoid for TensorFlow and ours on a Keras file, erf for the torch "
@@ -1220,8 +1210,8 @@ def format_table(res: dict) -> str:
         if "groups" not in g:
             lines.append(f"layer groups {g['label']}: {g.get('unsupported') or g.get('error')}")
             continue
-        lines.append(f"layer groups, {g['label']} (median of {g['repeats']}; stem via embed of the stem alone, convs "
-                     "via op_range, head via a head-only model):")
+        lines.append(f"layer groups, {g['label']} (the pass's own per-op wall times, median of {g['repeats']}; "
+                     "%peak: each precision's executed GFLOP at its measured peak):")
         hdr = (f"  {'group':<24} {'nominal GF':>10} {'exec GF':>8} {'median ms':>10} {'eff GF/s':>8} "
                f"{'exec GF/s':>9} {'%peak':>6}")
         lines += [hdr, "  " + "-" * (len(hdr) - 2)]

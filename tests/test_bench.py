@@ -255,8 +255,16 @@ def test_bench_command_on_a_small_model(tmp_path, capsys):
         assert r["effective_gflop_per_s"] == pytest.approx(nominal / 1e9 / med)
         assert r["executed_gflop_per_s"] == pytest.approx(
             (executed["trunk"] + executed["heads"]["human"]) / 1e9 / med)
-        peak = res["peak"][isa][r["precision"]]["gflops"]
-        assert r["pct_peak"] == pytest.approx(100 * r["executed_gflop_per_s"] / peak)
+        # % of peak: each op's executed FLOPs at the peak of its products' precision (a bf16
+        # model keeps its stem and last conv in fp32)
+        info = Model(spec, threads=1, precision=r["precision"], algorithm="direct").info()
+        pk = {p: res["peak"][isa][p]["gflops"] for p in ("fp32", "bf16")}
+        ideal = sum(info["flops_per_sequence"]["ops"][layer["op"]] / 1e9 / pk[layer["precision"]]
+                    for layer in info["layers"])
+        ideal += info["flops_per_sequence"]["heads"]["human"] / 1e9 / pk[info["head_precision"]]
+        assert r["pct_peak"] == pytest.approx(100 * ideal / med)
+        if r["precision"] == "fp32":
+            assert r["pct_peak"] == pytest.approx(100 * r["executed_gflop_per_s"] / pk["fp32"])
         # fidelity against our own fp32 (direct): exact for fp32, bf16 within its bounds
         fid = r["fidelity"]
         assert fid["flag"] == "" and fid["vs"] == "ours fp32 direct, sigmoid GELU"
@@ -273,6 +281,8 @@ def test_bench_command_on_a_small_model(tmp_path, capsys):
         assert ex["stem"] == spec.ops[0].k * spec.ops[0].c_out * spec.seq_length
         assert ex["tower"] == expect["tower"] and ex["dilated"] == expect["dilated"]
         assert all(v["s"] > 0 and v["pct_peak"] > 0 for v in g["groups"].values())
+        # the pass's own per-op times: the groups add up to the whole pass
+        assert sum(v["s"] for v in g["groups"].values()) == pytest.approx(g["pass_s"])
     # the batch sweep (batch 2, ours) and predict-genome
     assert [(b["key"], b["batch"]) for b in res["batches"]] == [(f"ours fp32 direct {isa}", 2),
                                                                  (f"ours bf16 direct {isa}", 2)]
