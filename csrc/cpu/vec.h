@@ -23,6 +23,10 @@
 #include <cstdint>
 #include <cstring>
 
+// Forces a helper into its caller: where GCC keeps a call inside a kernel's loop, the
+// registers live across it go through memory.
+#define B2F_ALWAYS_INLINE inline __attribute__((always_inline))
+
 #if defined(__AVX2__) || defined(__AVX512F__)
 #include <immintrin.h>
 #endif

@@ -12,7 +12,7 @@ namespace B2F_ISA_NS {
 // exp(x): x = n ln2 + r, Cephes degree-6 polynomial in r, then p 2^n (V::ldexp). The clamp
 // keeps 2^n exact; below it e^x is ~1e-38, which is 0 for our uses.
 template <class V>
-inline typename V::reg vexp(typename V::reg x) {
+B2F_ALWAYS_INLINE typename V::reg vexp(typename V::reg x) {
   using R = typename V::reg;
   x = V::min(V::max(x, V::set1(V::kExpMin)), V::set1(V::kExpMax));
   const R n = V::round(V::mul(x, V::set1(1.44269504088896341f)));
@@ -84,13 +84,19 @@ inline typename V::reg verfc_pos(typename V::reg z) {
   return V::mul(t, vexp<V>(p));
 }
 
+// The published model's sigmoid GELU, x / (1 + e^(-a x)).
+template <class V>
+B2F_ALWAYS_INLINE typename V::reg vgelu_sigmoid(typename V::reg x) {
+  return V::div(x, V::add(V::set1(1.f), vexp<V>(V::mul(x, V::set1(-kGeluSigmoidScale)))));
+}
+
 template <class V>
 inline typename V::reg vgelu(typename V::reg x, Gelu variant) {
   using R = typename V::reg;
   const R one = V::set1(1.f);
   switch (variant) {
     case Gelu::Sigmoid:
-      return V::div(x, V::add(one, vexp<V>(V::mul(x, V::set1(-kGeluSigmoidScale)))));
+      return vgelu_sigmoid<V>(x);
     case Gelu::Erf: {
       // 0.5 x erfc(-x / sqrt 2); erfc(-u) = 2 - erfc(u) for u > 0.
       const R u = V::mul(x, V::set1(-kSqrtHalf));
@@ -105,6 +111,14 @@ inline typename V::reg vgelu(typename V::reg x, Gelu variant) {
       return V::mul(V::mul(V::set1(0.5f), x), V::add(one, th));
     }
   }
+}
+
+// vgelu for the epilogues' loops: the sigmoid form inlined (vgelu with its other variants is
+// too large for GCC to inline, and a call per vector spills the epilogue's live registers),
+// the others called. Bit-identical to vgelu.
+template <class V>
+B2F_ALWAYS_INLINE typename V::reg vgelu_fused(typename V::reg x, Gelu variant) {
+  return variant == Gelu::Sigmoid ? vgelu_sigmoid<V>(x) : vgelu<V>(x, variant);
 }
 
 // The sigmoid GELU's derivative from ax = a x and s = sigmoid(a x): s + a x s (1 - s).
