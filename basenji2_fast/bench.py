@@ -423,27 +423,21 @@ def time_layer_groups(model, repeats: int, seed: int = 0) -> dict:
     prec = {layer["op"]: layer["precision"] for layer in info["layers"]}
     nominal = {e["index"]: e["flops"] for e in op_flops(spec)}
     groups = op_groups(spec)
+    ops = [{"index": i, "name": op.name, "group": groups[i], "s": float(wall[i]), "flops": nominal.get(i, 0),
+            "executed_flops": int(flops["ops"][i]), "precision": prec.get(i, "fp32")}
+           for i, op in enumerate(spec.ops)]
+    if name is not None:
+        ops.append({"index": None, "name": f"head {name}", "group": "head", "s": float(wall[n - 1]),
+                    "flops": nominal[None], "executed_flops": int(flops["heads"][name]),
+                    "precision": info.get("head_precision", "fp32")})
     out = {g: {"s": 0.0, "flops": 0, "executed_flops": 0, "executed_by_precision": {"fp32": 0, "bf16": 0}}
            for g in GROUPS}
-    ops = []
-    for i, op in enumerate(spec.ops):
-        g = out[groups[i]]
-        x = int(flops["ops"][i])
-        g["s"] += float(wall[i])
-        g["flops"] += nominal.get(i, 0)
-        g["executed_flops"] += x
-        g["executed_by_precision"][prec.get(i, "fp32")] += x
-        ops.append({"index": i, "name": op.name, "group": groups[i], "s": float(wall[i]), "flops": nominal.get(i, 0),
-                    "executed_flops": x, "precision": prec.get(i, "fp32")})
-    if name is not None:
-        x = int(flops["heads"][name])
-        g = out["head"]
-        g["s"] += float(wall[n - 1])
-        g["flops"] += nominal[None]
-        g["executed_flops"] += x
-        g["executed_by_precision"][info.get("head_precision", "fp32")] += x
-        ops.append({"index": None, "name": f"head {name}", "group": "head", "s": float(wall[n - 1]),
-                    "flops": nominal[None], "executed_flops": x, "precision": info.get("head_precision", "fp32")})
+    for e in ops:
+        g = out[e["group"]]
+        g["s"] += e["s"]
+        g["flops"] += e["flops"]
+        g["executed_flops"] += e["executed_flops"]
+        g["executed_by_precision"][e["precision"]] += e["executed_flops"]
     return {"ops": ops, "groups": out, "repeats": repeats, "pass_s": float(wall.sum())}
 
 

@@ -198,12 +198,13 @@ def test_bf16_accuracy_on_full_basenji2(fixture_file):
     spec = b2.load_spec(fixture_file("tf-full", "model_human.h5"))
     x = np.load(fixture_file("tf-full", "inputs.npy"))
     want = np.load(fixture_file("tf-full", "outputs.npy"))
-    fp32 = Model(spec, threads=2).predict(x, batch_size=1)
+    fp32_model = Model(spec, threads=2)
+    fp32 = fp32_model.predict(x, batch_size=1)
     model = Model(spec, threads=2, precision="bf16")
     # the tower's fp32 products at F(8, k) (FAST_TILES["fp32-in-bf16"]); fp32 models keep F(6, k)
     tower = [l for l in model.info()["layers"] if l["algorithm"].startswith("F(")]
     assert {(l["algorithm"], l["precision"]) for l in tower} == {("F(8,5)", "fp32"), ("F(8,3)", "fp32")}
-    assert {l["algorithm"] for l in Model(spec, threads=2).info()["layers"] if l["algorithm"].startswith("F(")} \
+    assert {l["algorithm"] for l in fp32_model.info()["layers"] if l["algorithm"].startswith("F(")} \
         == {"F(6,5)", "F(6,3)"}
     bf16 = model.predict(x, batch_size=1)
     r = pearson_per_track(bf16, fp32)

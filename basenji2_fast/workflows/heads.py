@@ -242,16 +242,17 @@ def fit_head(model, fasta, regions, targets, loss: str = "poisson", l2: float = 
         # many regions are read at once, so cache_mb / chunk_mb change no rounding.
         step = nb * max(1, int(chunk_mb * (1 << 20) // (8 * (C + 3 * T) * nb)))
 
-        def blocks():
-            """(X, Y) float64 of one region at a time, read from the cache a chunk at a time."""
+        def blocks(with_x=True):
+            """(X or None, Y) float64 of one region at a time, read from the cache a chunk at a
+            time (X, the large part, only when asked for)."""
             for i in range(0, N, step):
-                xs = np.asarray(cache.X[i:i + step], np.float64)
+                xs = np.asarray(cache.X[i:i + step], np.float64) if with_x else None
                 ys = np.asarray(cache.Y[i:i + step], np.float64)
-                for j in range(0, len(xs), nb):
-                    yield xs[j:j + nb], ys[j:j + nb]
+                for j in range(0, len(ys), nb):
+                    yield (xs[j:j + nb] if with_x else None), ys[j:j + nb]
 
         y_mean = np.zeros(T)
-        for _, y in blocks():
+        for _, y in blocks(with_x=False):
             y_mean += y.sum(axis=0)
         y_mean /= N
 
