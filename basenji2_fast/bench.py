@@ -1343,7 +1343,7 @@ def run_bench_command(args) -> int:
 
 
 def add_bench_subcommand(sub) -> None:
-    p = sub.add_parser("bench", help="speed, % of the measured peak, memory and fidelity vs every framework",
+    p = sub.add_parser("bench", help="speed, %% of the measured peak, memory and fidelity vs every framework",
                        description="This engine next to TensorFlow, torch, torch.compile, ONNX Runtime and "
                                    "OpenVINO in the same run (each in its own process, rounds alternating): "
                                    "s/sequence, effective and executed GFLOP/s, % of the measured peak, peak RSS, "

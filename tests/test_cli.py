@@ -89,3 +89,20 @@ def test_console_script_is_installed():
     out = subprocess.run([sys.executable, "-m", "basenji2_fast.cli", "info"], capture_output=True, text=True,
                          check=True).stdout
     assert '"engine": true' in out
+
+
+def test_help_of_every_command_prints(capsys):
+    """`--help` of the program and of each subcommand prints its usage (argparse formats help
+    strings with %, so a bare "%" in one crashed the top-level help)."""
+    import argparse
+
+    import pytest
+
+    from basenji2_fast.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for argv in [["--help"]] + [[name, "--help"] for name in sub.choices]:
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        out = capsys.readouterr().out
+        assert exit_.value.code == 0 and out.startswith("usage: basenji2-fast"), argv
