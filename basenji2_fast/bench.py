@@ -1055,7 +1055,7 @@ def run_bench(opts: BenchOptions, log=print) -> dict:
         # -- rows -----------------------------------------------------------------------------------
         peaks_end = measure_peaks(opts.threads, opts.peak_trials)
         peaks = {isa: {p: dict(peaks_start[isa][p], start=peaks_start[isa][p]["gflops"],
-                               end=peaks_end[isa][p]["gflops"],
+                               end=peaks_end[isa][p]["gflops"], end_trials=peaks_end[isa][p]["trials"],
                                gflops=max(peaks_start[isa][p]["gflops"], peaks_end[isa][p]["gflops"]))
                        for p in ("fp32", "bf16")} for isa in peaks_start}
         res["peak"] = peaks
@@ -1141,6 +1141,14 @@ def _versions(rep: dict) -> str:
     return ", ".join(bits)
 
 
+def _trial_range(peak: dict) -> str:
+    """"lo-hi" GFLOP/s over a peak's trials at start and end: on a shared host, two vCPUs
+    measured 98-201 GFLOP/s in 1-second fp32 trials of the same loop (Zen 3), so the spread
+    says how much of the run the machine was itself."""
+    t = list(peak["trials"]) + list(peak.get("end_trials", []))
+    return f"{min(t):.1f}-{max(t):.1f}"
+
+
 def format_table(res: dict) -> str:
     """The results as text: machine and measured peak, the same-run table at batch 1 with
     fidelity, the layer groups of our configurations, the batch sweep, predict-genome."""
@@ -1154,7 +1162,9 @@ def format_table(res: dict) -> str:
         lines.append(f"measured peak, {isa}: fp32 {pk['fp32']['gflops']:.1f} GFLOP/s ({pk['fp32']['instruction']}), "
                      f"bf16 {pk['bf16']['gflops']:.1f} GFLOP/s ({pk['bf16']['instruction']}); best of "
                      f"{len(pk['fp32']['trials'])} trials at start ({pk['fp32']['start']:.1f} / "
-                     f"{pk['bf16']['start']:.1f}) and end ({pk['fp32']['end']:.1f} / {pk['bf16']['end']:.1f})")
+                     f"{pk['bf16']['start']:.1f}) and end ({pk['fp32']['end']:.1f} / {pk['bf16']['end']:.1f}); "
+                     f"fp32 trials {_trial_range(pk['fp32'])} (a wide range: the host gave these CPUs less "
+                     f"than whole cores part of the time)")
     src = md.get("path") or md.get("source")
     lines.append(f"model: {src}; {md['seq_length']:,} bp -> {md['n_bins']} bins x {md['tracks']} tracks; "
                  f"{md['gflop']:.4g} GFLOP/sequence nominal (" + ", ".join(

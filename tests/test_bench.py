@@ -242,6 +242,10 @@ def test_bench_command_on_a_small_model(tmp_path, capsys):
     for pk in res["peak"].values():
         for p in ("fp32", "bf16"):
             assert pk[p]["gflops"] == max(pk[p]["start"], pk[p]["end"]) > 0
+            assert 0 < max(pk[p]["trials"] + pk[p]["end_trials"]) <= pk[p]["gflops"]
+        trials = pk["fp32"]["trials"] + pk["fp32"]["end_trials"]
+        lo, hi = min(trials), max(trials)
+        assert f"fp32 trials {lo:.1f}-{hi:.1f}" in text
     # one row per precision (best kernel set), with the executed and nominal FLOP rates
     rows = res["engines"]
     assert [(r["precision"], r["isa"]) for r in rows] == [("fp32", isa), ("bf16", isa)]
