@@ -123,7 +123,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         with runner.cli_call(sys.argv[1:] if argv is None else argv):  # recorded by --shard runs, for merge
             status = args.func(args)
 
-    one_line_errors(args.command, work)
+    try:
+        one_line_errors(args.command, work)
+    except KeyboardInterrupt:
+        # Ctrl-C: one line, not the traceback of wherever the work was; the resumable jobs
+        # (predict-genome, sad, saliency, sharded runs) keep what they committed.
+        print(f"basenji2-fast {args.command}: interrupted", file=sys.stderr)
+        return 130
     return status
 
 

@@ -106,3 +106,16 @@ def test_help_of_every_command_prints(capsys):
             main(argv)
         out = capsys.readouterr().out
         assert exit_.value.code == 0 and out.startswith("usage: basenji2-fast"), argv
+
+
+def test_ctrl_c_is_one_line_and_status_130(monkeypatch, capsys):
+    import basenji2_fast.cli as cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    parser = cli.build_parser()
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    parser._subparsers._group_actions[0].choices["info"].set_defaults(func=interrupted)
+    assert main(["info"]) == 130
+    assert capsys.readouterr().err == "basenji2-fast info: interrupted\n"
