@@ -66,7 +66,7 @@ def merge_shards(shard_dirs: Sequence[Union[str, os.PathLike]], out_dir) -> dict
 
 def run_merge(args: argparse.Namespace) -> int:
     def work():
-        check_output(args.out_dir, folder=True)
+        check_output(args.out_dir, inputs=args.shards, folder=True)  # merging into a shard would consume it
         rec = merge_shards(args.shards, args.out_dir)
         if rec.get("call") is None:
             raise ValueError(f"{args.shards[0]}: shards written from Python; call the same function with "
