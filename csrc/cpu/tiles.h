@@ -8,7 +8,6 @@
 // from which the micro-kernels, the epilogue and the stem's row sums below are made.
 #pragma once
 #include <algorithm>
-#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -377,17 +376,8 @@ struct KernelsOf {
 // Runs fn(task) for task in [0, ntasks) on up to `threads` threads (parallel_for: static
 // chunks of consecutive tasks, one per thread): every parallel loop of the kernels goes
 // through here.
-inline bool ab_dynamic() { const char* e = std::getenv("B2F_AB_DYNAMIC"); return e && e[0] == '1'; }
 template <typename Fn>
 inline void parallel_tasks(int64_t ntasks, int threads, Fn&& fn) {
-  if (ab_dynamic()) {
-    const int64_t team = std::min<int64_t>(std::max(threads, 1), ntasks);
-    std::atomic<int64_t> next{0};
-    parallel_for(team, int(team), [&](int64_t, int64_t) {
-      for (int64_t task; (task = next.fetch_add(1, std::memory_order_relaxed)) < ntasks;) fn(task);
-    });
-    return;
-  }
   parallel_for(ntasks, threads, [&](int64_t t0, int64_t t1) {
     for (int64_t task = t0; task < t1; ++task) fn(task);
   });
