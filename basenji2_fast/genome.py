@@ -282,11 +282,13 @@ def read_bed(path) -> List[Region]:
                     raise ValueError(f"start and end must be integers, got {cols[1]!r} and {cols[2]!r}") from None
                 if start < 0 or end < start:
                     raise ValueError(f"bad interval {start}-{end}")
+                strand = cols[5].strip() if len(cols) > 5 else "."
+                if strand not in ("+", "-", ".", ""):
+                    raise ValueError(f"bad strand {cols[5]!r} in column 6 (expected +, - or .)")
             except ValueError as e:
                 raise ValueError(f"{path}: line {lineno}: {e}") from None
             name = cols[3] if len(cols) > 3 and cols[3] else f"{cols[0]}:{start}-{end}"
-            strand = cols[5] if len(cols) > 5 and cols[5] in ("+", "-") else "."
-            regions.append(Region(cols[0], start, end, name, strand, lineno))
+            regions.append(Region(cols[0], start, end, name, strand or ".", lineno))
     return regions
 
 
@@ -300,7 +302,7 @@ class BedRegions(list):
 
 def as_regions(regions) -> Tuple[List[Region], str]:
     """A BED path, the regions :func:`read_bed` returned, or a list of (chrom, start, end[,
-    name]) tuples -> (regions, what for messages)."""
+    name[, strand]]) tuples (strand +, - or .) -> (regions, what for messages)."""
     if isinstance(regions, (str, bytes, os.PathLike)):
         return read_bed(regions), os.fspath(regions)
     if isinstance(regions, BedRegions):
@@ -316,7 +318,10 @@ def as_regions(regions) -> Tuple[List[Region], str]:
             raise ValueError(f"region {i}: expected (chrom, start, end), got {r!r}") from None
         if end < start:
             raise ValueError(f"region {i}: bad interval {start}-{end}")
-        out.append(Region(str(chrom), start, end, str(r[3]) if len(r) > 3 else f"{chrom}:{start}-{end}"))
+        strand = str(r[4]).strip() if len(r) > 4 else "."
+        if strand not in ("+", "-", "."):
+            raise ValueError(f"region {i}: bad strand {r[4]!r} (expected +, - or .)")
+        out.append(Region(str(chrom), start, end, str(r[3]) if len(r) > 3 else f"{chrom}:{start}-{end}", strand))
     return out, "regions"
 
 

@@ -5,7 +5,9 @@ selection live here; the arithmetic runs in the compiled engine (``_engine``).
 """
 from __future__ import annotations
 
+import math
 import mmap
+import numbers
 import os
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
@@ -353,6 +355,9 @@ class Model:
             raise ValueError(f"precision={precision!r} is not supported; use one of {PRECISIONS}")
         if algorithm not in ALGORITHMS:
             raise ValueError(f"algorithm={algorithm!r}; expected one of {ALGORITHMS}")
+        if tile_mb is not None and (not isinstance(tile_mb, numbers.Real) or isinstance(tile_mb, (bool, np.bool_))
+                                    or not math.isfinite(tile_mb) or tile_mb <= 0):
+            raise ValueError(f"tile_mb={tile_mb!r}: expected a number of MB > 0, or None for whole tensors")
         kind, index = cuda_backend.resolve_device(device, precision)
         precision = precision or ("bf16" if kind == "cuda" else "fp32")
         if kind == "cuda" and precision != "bf16":
@@ -489,7 +494,9 @@ class Model:
             codes = dna.encode_batch(x)
         else:
             arr = np.asarray(x)
-            if arr.dtype == np.uint8 and arr.ndim in (1, 2):
+            # uint8 [L, 4] is a one-hot (as codes it would be L sequences of 4 bases)
+            onehot_u8 = arr.dtype == np.uint8 and arr.ndim == 2 and arr.shape[1] == 4 != self.seq_length
+            if arr.dtype == np.uint8 and arr.ndim in (1, 2) and not onehot_u8:
                 codes = arr[None] if arr.ndim == 1 else arr
                 if codes.size and codes.max() > CODE_UNIFORM:
                     b, p = np.argwhere(codes > CODE_UNIFORM)[0]
@@ -776,6 +783,9 @@ class Model:
         if bins is None:
             bin_list = []  # the engine's "all"
         else:
+            if isinstance(bins, (str, bytes)) or not hasattr(bins, "__iter__"):
+                raise TypeError(f"bins={bins!r}: expected a sequence of output bins, e.g. [447, 448] "
+                                "(or None for all)")
             arr = np.asarray(list(bins) if not isinstance(bins, np.ndarray) else bins).ravel()
             if arr.size == 0:
                 raise ValueError("bins is empty: name at least one output bin (or None for all)")

@@ -164,12 +164,18 @@ def read_targets(path: PathLike) -> Targets:
         if int(v) in seen:
             raise ValueError(f"{path}: line {n}: index {int(v)} repeats line {seen[int(v)]}")
         seen[int(v)] = n
+    strand_pair = parse("strand_pair", int)
+    if strand_pair is not None:
+        for v, n in zip(strand_pair, lines):
+            if int(v) not in seen:
+                raise ValueError(f"{path}: line {n}: strand_pair {int(v)} is no row's index (the partner's "
+                                 f"index, or the row's own for an unstranded track)")
     blank = [""] * len(lines)
     t = Targets(path=path, index=index, identifier=list(columns["identifier"]),
                 description=list(columns.get("description", blank)), file=list(columns.get("file", blank)),
                 sum_stat=list(columns.get("sum_stat", blank)), genome=parse("genome", int),
                 clip=parse("clip", float), scale=parse("scale", float), clip_soft=parse("clip_soft", float),
-                strand_pair=parse("strand_pair", int), columns=columns, lines=lines)
+                strand_pair=strand_pair, columns=columns, lines=lines)
     return t
 
 
@@ -191,6 +197,13 @@ class TrackSelection:
         ``strand_pair`` argument of :meth:`basenji2_fast.Model.predict`.
     rows : list of int [n]
         The targets file rows selected (= ``columns`` without a targets file).
+    unpaired : list of int
+        Positions of the selected stranded tracks whose partner is not selected (their
+        ``strand_pair`` entry is their own position): a reverse-complement pass predicts such
+        a track in its partner's column, which is not computed, so :meth:`rc_strand_pair`
+        refuses them.
+    source : str
+        The targets file (for messages), or "" without one.
     """
 
     columns: List[int]
@@ -198,6 +211,19 @@ class TrackSelection:
     labels: List[str]
     strand_pair: Optional[List[int]] = None
     rows: List[int] = field(default_factory=list)
+    unpaired: List[int] = field(default_factory=list)
+    source: str = ""
+
+    def rc_strand_pair(self) -> Optional[List[int]]:
+        """``strand_pair`` for reverse-complement ensembles: a ValueError naming the first
+        selected stranded track whose partner is left out (its values would otherwise depend
+        on which other tracks are selected)."""
+        if self.unpaired:
+            i = self.unpaired[0]
+            raise ValueError(f"{self.source}: track {self.identifiers[i]} (row {self.rows[i]}) is stranded but its "
+                             f"strand partner is not selected: with --rc / rc=True select both strands "
+                             f"({len(self.unpaired)} such track(s))")
+        return self.strand_pair
 
     def __len__(self) -> int:
         return len(self.columns)
@@ -314,10 +340,12 @@ def select_tracks(targets: Optional[Targets], selector: Union[None, str, Sequenc
         if r in first:
             raise ValueError(f"track row {r} ({ids[r]}) selected twice (positions {first[r]} and {pos})")
         first[r] = pos
-    strand_pair = None
+    strand_pair, unpaired = None, []
     if pairs is not None:
-        # The partner's position in the selection; a partner left out pairs with itself
-        # (basenji would fail there; swapping with nothing is the only consistent choice).
+        # The partner's position in the selection; a partner left out pairs with itself, and
+        # the track is marked unpaired (rc_strand_pair refuses it).
         strand_pair = [first.get(int(pairs[r]), pos) for pos, r in enumerate(rows)]
+        unpaired = [pos for pos, r in enumerate(rows) if int(pairs[r]) != r and int(pairs[r]) not in first]
     return TrackSelection(columns=[row_cols[r] for r in rows], identifiers=[ids[r] for r in rows],
-                          labels=[descs[r] for r in rows], strand_pair=strand_pair, rows=list(rows))
+                          labels=[descs[r] for r in rows], strand_pair=strand_pair, rows=list(rows),
+                          unpaired=unpaired, source=what)

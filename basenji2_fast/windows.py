@@ -305,8 +305,10 @@ def plan_heads(model, head=None, tracks=None, targets=None) -> tuple:
 
 def engine_tracks(model, head: str, sel: TrackSelection, rc: bool) -> tuple:
     """(head columns to compute, strand pairs) as :meth:`Model.predict` takes them: None for
-    every column in order (the engine then computes the whole head); the pairs only with rc."""
-    return (None if sel.is_all(model.spec.heads[head].tracks) else sel.columns), (sel.strand_pair if rc else None)
+    every column in order (the engine then computes the whole head); the pairs only with rc,
+    refused where a stranded track's partner is not selected (TrackSelection.rc_strand_pair)."""
+    pair = sel.rc_strand_pair() if rc else None
+    return (None if sel.is_all(model.spec.heads[head].tracks) else sel.columns), pair
 
 
 # ----------------------------------------------------------------------------------------------

@@ -118,6 +118,8 @@ API_CASES = [
     (lambda m: m.predict_substitutions(CODES[0], [1], np.array([0.5])), TypeError, "alts"),
     (lambda m: m.predict_substitutions(CODES[0], [1, 2], "A"), ValueError, "2 positions but 1"),
     (lambda m: m.predict_substitutions(CODES[0], [1], "A", shifts=(0.5,)), TypeError, "shifts"),
+    (lambda m: m.gradients(CODES, bins=3), TypeError, "bins=3: expected a sequence of output bins"),
+    (lambda m: m.gradients(CODES, bins="center"), TypeError, "bins='center'"),
 ]
 
 
@@ -133,6 +135,18 @@ def test_threads_is_a_positive_integer_or_none(small, threads, exc):
     with pytest.raises(exc, match=r"threads=.*None for every CPU"):
         load(small, threads=threads)
     assert load(small, threads=None).threads >= 1
+
+
+@pytest.mark.parametrize("tile_mb", [0, -1, float("nan"), float("inf"), "abc", True])
+def test_tile_mb_is_a_positive_number_or_none(small, tile_mb):
+    with pytest.raises(ValueError, match=r"tile_mb=.*expected a number of MB > 0, or None"):
+        load(small, tile_mb=tile_mb)
+
+
+def test_a_uint8_one_hot_is_read_as_one_hot(model):
+    """uint8 [L, 4] is a one-hot (as codes it would be L sequences of 4 bases)."""
+    onehot = np.eye(4, dtype=np.uint8)[CODES[0] % 4]
+    np.testing.assert_array_equal(model.predict(onehot), model.predict(CODES[0] % 4))
 
 
 @pytest.mark.parametrize("kwargs, exc, words", [
@@ -591,9 +605,8 @@ def test_a_killed_assembly_leaves_no_finished_looking_folder(small, genome, visi
         raise KeyboardInterrupt
 
     monkeypatch.setattr(gt, "_write_tracks", killed)
-    with pytest.raises(KeyboardInterrupt):
-        main(["predict-genome", "-m", str(small), "-f", str(genome), "-o", str(out), "--tracks", "0,1,2",
-              "--chroms", "chrX", "-q"])
+    assert main(["predict-genome", "-m", str(small), "-f", str(genome), "-o", str(out), "--tracks", "0,1,2",
+                 "--chroms", "chrX", "-q"]) == 130  # Ctrl-C: one line, status 130
     assert calls and not list(out.glob("*.bw")) and not (out / "manifest.json").exists()
     monkeypatch.setattr(gt, "_write_tracks", real)
     # the readers refuse the unfinished folder

@@ -154,6 +154,30 @@ def test_strand_pair_from_targets_file(model, visible, tmp_path):
     np.testing.assert_allclose(got, (fwd + rev) / 2, rtol=1e-6, atol=1e-7)
 
 
+def test_rc_refuses_a_stranded_track_without_its_partner(model, visible, tmp_path):
+    """With rc a track takes its partner's reverse-complement prediction: a selection without
+    the partner would give a track values that depend on what else is selected."""
+    lines = (visible / "targets.txt").read_text().splitlines()
+    pairs = [1, 0, 2, 3, 4, 5, 6, 11, 8, 9, 10, 7]
+    text = "\n".join([lines[0] + "\tstrand_pair"] + [f"{ln}\t{p}" for ln, p in zip(lines[1:], pairs)]) + "\n"
+    (tmp_path / "targets_sp.txt").write_text(text)
+    bed = visible / "regions_interior.bed"
+    sel = select_tracks(read_targets(tmp_path / "targets_sp.txt"), "11,2", 12)
+    assert sel.unpaired == [0] and sel.strand_pair == [0, 1]
+    with pytest.raises(ValueError, match=r"targets_sp.txt: track .* \(row 11\) is stranded but its strand partner "
+                                         r"is not selected"):
+        predict_regions(model, visible / "genome.fa", bed, targets=tmp_path / "targets_sp.txt", tracks="11,2",
+                        rc=True)
+    # without rc, or with both strands, it predicts
+    predict_regions(model, visible / "genome.fa", bed, targets=tmp_path / "targets_sp.txt", tracks="11,2")
+    predict_regions(model, visible / "genome.fa", bed, targets=tmp_path / "targets_sp.txt", tracks="11,7,2",
+                    rc=True)
+    # a strand_pair naming no row's index is an error naming the line
+    (tmp_path / "bad_sp.txt").write_text(text.replace("\t11\n", "\t12\n", 1))
+    with pytest.raises(ValueError, match=r"bad_sp.txt: line 9: strand_pair 12 is no row's index"):
+        read_targets(tmp_path / "bad_sp.txt")
+
+
 def test_strand_pair_is_validated(model):
     x = _random_codes(model, 1, 3)
     with pytest.raises(ValueError, match="expected 2 integers"):
@@ -270,3 +294,20 @@ def test_bigwig_bins_off_the_chromosome_are_dropped(visible, tmp_path):
     assert bw.chroms() == {"chr1": 302420, "chr2": 120450, "chrX": 60640}
     iv = bw.intervals("chr1")
     assert iv[0][:2] == (0, -5224 + 41 * 128) and iv[-1][1] == -5224 + 96 * 128 and len(iv) == 96 - 40
+
+
+def test_bed_and_tuple_strands(tmp_path):
+    """Column 6 of a BED line and the fifth item of a region tuple are its strand: +, - or .
+    (empty = .); anything else is an error naming the line or the region, not a silent +."""
+    from basenji2_fast.genome import as_regions
+
+    bed = tmp_path / "s.bed"
+    bed.write_text("c\t0\t10\tn\t0\t-\nc\t0\t10\tn\t0\t+\nc\t0\t10\tn\t0\t.\nc\t0\t10\tn\t0\t\nc\t0\t10\n")
+    assert [r.strand for r in read_bed(bed)] == ["-", "+", ".", ".", "."]
+    bed.write_text("c\t0\t10\tn\t0\t+\nc\t0\t10\tn\t0\t-1\n")
+    with pytest.raises(ValueError, match=r"s.bed: line 2: bad strand '-1' in column 6"):
+        read_bed(bed)
+    regions, _ = as_regions([("c", 0, 10, "a", "-"), ("c", 0, 10, "b"), ("c", 0, 10, "c", ".")])
+    assert [r.strand for r in regions] == ["-", ".", "."]
+    with pytest.raises(ValueError, match=r"region 1: bad strand '\?'"):
+        as_regions([("c", 0, 10, "a", "+"), ("c", 0, 10, "b", "?")])
