@@ -48,6 +48,15 @@ def _check_fasta_text(path: Path) -> bool:
     with open(path, "rb") as fh:
         head = fh.read(1 << 20)
     if head[:2] == b"\x1f\x8b":
+        # BGZF: gzip with an extra field whose subfield is "BC" (random access by block)
+        if not (len(head) >= 18 and head[3] & 4 and head[12:14] == b"BC"):
+            raise ValueError(f"{path}: a gzip-compressed FASTA: random access needs plain text or bgzip; "
+                             f"decompress it (gunzip) or recompress it with bgzip")
+        try:
+            import Bio  # noqa: F401  (pyfaidx reads BGZF through Biopython)
+        except ImportError:
+            raise ValueError(f"{path}: a bgzip-compressed FASTA: reading it needs Biopython "
+                             "(pip install biopython), or decompress it (bgzip -d)") from None
         return True
     body = head[:-1] if head.endswith(b"\r") else head  # a CR ending the chunk may be followed by its LF
     if body.count(b"\r") != body.count(b"\r\n"):

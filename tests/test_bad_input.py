@@ -369,6 +369,7 @@ FASTA_TEXTS = [
     ("empty", b"", "an empty FASTA file"),
     ("blank", b"\n\n  \n", "an empty FASTA file"),
     ("binary", b"\x00\x01\x02>chr", "not a FASTA file"),
+    ("gzip", __import__("gzip").compress(b">chr1\nACGT\n"), "a gzip-compressed FASTA: random access needs"),
 ]
 
 
@@ -379,6 +380,20 @@ def test_fasta_files_pyfaidx_would_misread(small, tmp_path, capsys, name, text, 
     rc, err = cli(capsys, "predict-genome", "-m", small, "-f", fa, "-o", tmp_path / "o", "-q")
     assert rc == 1 and one_line(err, "g.fa: ", words)
     assert not (tmp_path / "o").exists()
+
+
+def test_a_bgzip_fasta_reads_or_names_what_it_needs(visible, tmp_path):
+    import pysam
+
+    fa = tmp_path / "g.fa.gz"
+    pysam.tabix_compress(str(visible / "genome.fa"), str(fa))
+    try:
+        import Bio  # noqa: F401
+    except ImportError:
+        with pytest.raises(ValueError, match=r"g.fa.gz: a bgzip-compressed FASTA: reading it needs Biopython"):
+            open_fasta(fa)
+    else:
+        assert str(open_fasta(fa)["chr1"][1000:1010]) == str(open_fasta(visible / "genome.fa")["chr1"][1000:1010])
 
 
 def test_crlf_fasta_is_fine(visible, tmp_path):
