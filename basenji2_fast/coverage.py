@@ -155,6 +155,10 @@ def check_finished(folder) -> None:
                          "predict-genome command to finish it")
 
 
+#: The first 4 bytes of a bigWig file (either byte order).
+_BIGWIG_MAGIC = 0x888FFC26
+
+
 def open_bigwig(path: Path):
     """An open pyBigWig file; a one-line ValueError when it is missing, no bigWig, or in the
     folder of an unfinished predict-genome job (its own, or its head folder's parent)."""
@@ -165,6 +169,12 @@ def open_bigwig(path: Path):
         check_finished(folder)
     if not path.is_file():
         raise ValueError(f"{path}: bigWig file not found")
+    # The magic number first: on a file that is no bigWig libBigWig prints its own lines to
+    # stderr ("[bwHdrRead] There was an error...") before pyBigWig returns None.
+    with open(path, "rb") as fh:
+        magic = fh.read(4)
+    if magic not in (_BIGWIG_MAGIC.to_bytes(4, "little"), _BIGWIG_MAGIC.to_bytes(4, "big")):
+        raise ValueError(f"{path}: not a bigWig file")
     try:
         bw = pyBigWig.open(str(path))
     except RuntimeError:

@@ -87,3 +87,16 @@ def test_bad_rows_and_chromosomes(bigwig, tmp_path):
             from basenji2_fast.genome import Region
 
             cov.check_chroms([Region("chr1", 0, 1, "a", line=3), Region("chr2", 0, 1, "b", line=4)], "x.bed")
+
+
+def test_a_file_that_is_not_a_bigwig_is_one_clean_line(bigwig, tmp_path, capfd):
+    """Checked by its magic number before libBigWig sees it (which prints its own lines to
+    stderr); a real bigWig in either byte order opens."""
+    from basenji2_fast.coverage import open_bigwig
+
+    fake = tmp_path / "fake.bw"
+    fake.write_text(">chr1\nACGT\n")
+    with pytest.raises(ValueError, match=r"fake.bw: not a bigWig file"):
+        open_bigwig(fake)
+    assert capfd.readouterr().err == ""
+    open_bigwig(bigwig).close()
