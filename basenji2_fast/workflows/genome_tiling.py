@@ -450,6 +450,7 @@ def predict_genome(model, fasta: PathLike, out_dir: PathLike, head: Optional[str
         "n_encoding": n_encoding,
     }
     key = canonical_sha(job)
+    placement = runner.Placement(scheduler, workers, shard)  # a scheduler file is checked here
 
     out_dir = check_output(out_dir, folder=True)
     manifest_path = out_dir / MANIFEST
@@ -485,7 +486,6 @@ def predict_genome(model, fasta: PathLike, out_dir: PathLike, head: Optional[str
         state = [_chrom_state(gj, c) for c in todo]
         total = sum(tiling.n_windows(c.length) for c in todo)
         done0 = sum(st["next_window"] for st in state)
-        placement = runner.Placement(scheduler, workers, shard)
         if placement.distributed:
             # Several heads: each task runs the trunk once per window for all of them.
             shard_record = _run_tasks(model, fasta, gj, todo, state, job, placement, progress)

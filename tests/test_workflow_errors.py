@@ -1,0 +1,67 @@
+"""User-facing defects of the workflows, one test each: a bad input gets one line
+``basenji2-fast COMMAND: error: ...`` (or one warning) naming what is wrong, exit status 1,
+and leaves nothing behind. Driven in-process through ``basenji2_fast.cli.main`` on a small
+model converted from the tf-small fixture and the CLI fixture genome."""
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import fixture_path
+from basenji2_fast.cli import main
+
+
+@pytest.fixture(scope="module")
+def genome(visible) -> Path:
+    return visible / "genome.fa"
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("model") / "small.safetensors"
+    assert main(["convert", str(fixture_path("tf-small", "model.h5")), "-o", str(out)]) == 0
+    return out
+
+
+def cli(capsys, *argv) -> tuple:
+    """(exit status, stderr lines) of ``basenji2-fast ARGV`` run in this process."""
+    capsys.readouterr()
+    try:
+        rc = main([str(a) for a in argv])
+    except SystemExit as e:
+        rc = e.code
+    return rc, capsys.readouterr().err.strip().splitlines()
+
+
+def one_line(err, *needles) -> str:
+    assert len(err) == 1, err
+    for n in needles:
+        assert n in err[0], (n, err[0])
+    return err[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# 1. --scheduler FILE.json: checked before OUT_DIR is made (missing: waited minutes; another
+#    JSON: a traceback from inside Dask), for every distributed command
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("command", ["predict-genome", "predict-bed", "sad", "sat"])
+@pytest.mark.parametrize("kind", ["missing", "garbage"])
+def test_scheduler_file_checked_before_the_output(small, genome, visible, tmp_path, capsys, monkeypatch,
+                                                  command, kind):
+    monkeypatch.chdir(tmp_path)
+    sched = tmp_path / "sched.json"
+    if kind == "garbage":
+        sched.write_text('{"foo": 1}\n')
+    inputs = {"predict-genome": ["-f", genome], "predict-bed": ["-f", genome, visible / "regions.bed"],
+              "sad": ["-f", genome, visible / "variants.vcf"],
+              "sat": ["-f", genome, visible / "sat.bed"]}[command]
+    out = tmp_path / "out"
+    rc, err = cli(capsys, command, "-m", small, *inputs, "-o", out, "--scheduler", sched, "-q")
+    assert rc == 1
+    one_line(err, f"basenji2-fast {command}: error:", "sched.json",
+             "scheduler file not found" if kind == "missing" else "not a Dask scheduler file")
+    assert not out.exists()
