@@ -65,3 +65,22 @@ def test_scheduler_file_checked_before_the_output(small, genome, visible, tmp_pa
     one_line(err, f"basenji2-fast {command}: error:", "sched.json",
              "scheduler file not found" if kind == "missing" else "not a Dask scheduler file")
     assert not out.exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# 2. A shift beyond the window is refused before the job record is written (sad wrote
+#    .sad_partial/job.json, so the corrected rerun was refused as "another job")
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("command", ["sad", "predict-genome", "predict-bed", "sat"])
+def test_far_shift_refused_before_the_job_record(small, genome, visible, tmp_path, capsys, command):
+    inputs = {"predict-genome": ["--chroms", "chr1"], "predict-bed": [visible / "regions.bed"],
+              "sad": [visible / "variants.vcf"], "sat": [visible / "sat.bed", "-l", "2"]}[command]
+    out = tmp_path / "out"
+    rc, err = cli(capsys, command, "-m", small, "-f", genome, *inputs, "-o", out, "--shifts", "100000", "-q")
+    assert rc == 1
+    one_line(err, f"basenji2-fast {command}: error:", "shift 100,000 moves the whole")
+    assert not out.exists(), sorted(out.rglob("*"))
+    if command == "sad":  # the corrected command line runs
+        rc, err = cli(capsys, command, "-m", small, "-f", genome, *inputs, "-o", out, "--shifts", "0", "-q")
+        assert rc == 0, err
+        assert (out / "sad.h5").is_file()

@@ -411,7 +411,8 @@ def predict_genome(model, fasta: PathLike, out_dir: PathLike, head: Optional[str
     # Check every input before touching OUTDIR, so bad inputs leave nothing behind.
     tiling = tiling_of(model)
     head, tr = genome_tracks(model, head, tracks, track_names)
-    ensemble = Ensemble(rc, shifts, n_encoding, check_positive_int("batch_size", batch_size))
+    # model._ensemble: a shift beyond the window is refused here, before .partial/job.json
+    ensemble = model._ensemble(rc, shifts, n_encoding, check_positive_int("batch_size", batch_size))
     batch_size = ensemble.batch_size
     fa = open_fasta(fasta)
     sizes = [(name, len(fa[name])) for name in fa.keys()]

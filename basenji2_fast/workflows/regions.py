@@ -208,7 +208,7 @@ def predict_bed(model, fasta_path, bed_path, out_dir, head: Optional[str] = None
     regions, fa, sels, multi, (s0, s1) = _prepare(model, fasta_path, bed_path, head, tracks, targets, site_length)
     placement = runner.Placement(scheduler, workers, shard)
     placement.refuse_heads(multi)
-    ensemble = Ensemble(rc, shifts, n_encoding, batch_size)
+    ensemble = model._ensemble(rc, shifts, n_encoding, batch_size)  # a shift beyond the window: refused here
     out_dir = check_output(out_dir, folder=True)
     dirs = {h: out_dir / h if multi else out_dir for h in sels}
     header = None

@@ -931,6 +931,7 @@ def _write_sad(model, fasta, vcf, out_dir, request: TrackRequest, sad: SadJob,
         raise ValueError(f"format {fmt!r}: expected h5 or tsv")
     batch_size = scoring.ensemble.batch_size
     su = _setup(model, fasta, *request, stats)
+    model._ensemble(**scoring.ensemble.options())  # a shift beyond the window: refused before job.json
     L, nb, T = model.seq_length, model.n_bins, len(su.sel)
     _check_vcf_file(vcf)
     job = _sad_job(model, fasta, vcf, su, scoring, fmt)
