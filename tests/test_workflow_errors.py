@@ -84,3 +84,21 @@ def test_far_shift_refused_before_the_job_record(small, genome, visible, tmp_pat
         rc, err = cli(capsys, command, "-m", small, "-f", genome, *inputs, "-o", out, "--shifts", "0", "-q")
         assert rc == 0, err
         assert (out / "sad.h5").is_file()
+
+
+# ----------------------------------------------------------------------------------------------
+# 3. predict-bed -b with a chrom sizes file that lacks a BED contig names the BED line (the
+#    message began with the Python list of every region)
+# ----------------------------------------------------------------------------------------------
+def test_predict_bed_chrom_sizes_missing_contig_names_the_bed_line(small, genome, visible, tmp_path, capsys):
+    sizes = tmp_path / "sizes.txt"
+    sizes.write_text("".join(line for line in (visible / "chrom.sizes").read_text().splitlines(True)
+                             if not line.startswith("chrX")))
+    bed = visible / "regions.bed"
+    line_x = next(i for i, line in enumerate(bed.read_text().splitlines(), 1) if line.startswith("chrX"))
+    out = tmp_path / "out"
+    rc, err = cli(capsys, "predict-bed", "-m", small, "-f", genome, bed, "-o", out, "-b", "0", "-g", sizes, "-q")
+    assert rc == 1
+    msg = one_line(err, f"{bed}: line {line_x} (chrX:", "no chromosome 'chrX' in", str(sizes))
+    assert "Region(" not in msg
+    assert not out.exists()
