@@ -102,3 +102,48 @@ def test_predict_bed_chrom_sizes_missing_contig_names_the_bed_line(small, genome
     msg = one_line(err, f"{bed}: line {line_x} (chrX:", "no chromosome 'chrX' in", str(sizes))
     assert "Region(" not in msg
     assert not out.exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# 4. test: constant observed coverage warns once naming the track; the summary means are over
+#    the defined tracks (it printed NumPy's "Mean of empty slice" and "mean r2 -inf")
+# ----------------------------------------------------------------------------------------------
+def test_constant_observed_coverage_warns_once_and_means_skip_it(small, genome, tmp_path, capsys):
+    import warnings
+
+    from basenji2_fast import load
+    from synthetic_coverage import chrom_sizes, tiling_regions, write_bigwig, write_targets
+
+    model = load(small, threads=1)
+    sizes = chrom_sizes(genome)
+    regions = tiling_regions(model, sizes)
+    shape = (len(regions), model.n_bins)
+    write_bigwig(tmp_path / "flat.bw", sizes, model, regions, np.full(shape, 2.0))
+    write_bigwig(tmp_path / "noise.bw", sizes, model, regions, np.random.default_rng(0).exponential(2.0, shape))
+    bed = tmp_path / "tiles.bed"
+    bed.write_text("".join(f"{c}\t{s}\t{e}\n" for c, s, e in regions))
+    write_targets(tmp_path / "both.txt", [("FLAT", "flat.bw", 1e9, 1, "mean", "flat"),
+                                          ("NOISE", "noise.bw", 1e9, 1, "mean", "noise")], index=[0, 1])
+    write_targets(tmp_path / "flat.txt", [("FLAT", "flat.bw", 1e9, 1, "mean", "flat")], index=[0])
+    def run(targets, out):
+        """(exit status, stdout, [warning messages]) of the test command, every warning recorded."""
+        capsys.readouterr()
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            rc = main([str(a) for a in ("test", "-m", small, "-f", genome, bed, "-t", targets, "-o", out, "-q")])
+        return rc, capsys.readouterr().out, [str(w.message) for w in seen]
+
+    rc, out, seen = run(tmp_path / "both.txt", tmp_path / "acc.tsv")
+    assert rc == 0
+    one_line(seen, "observed coverage is constant over the regions", "1 of 2 tracks", "FLAT",
+             "R and R^2 undefined")  # and none of NumPy's
+    rows = [line.split("\t") for line in (tmp_path / "acc.tsv").read_text().splitlines()[1:]]
+    assert rows[0][1:3] == ["nan", "nan"] and rows[0][3] == "FLAT"
+    r_noise, r2_noise = float(rows[1][1]), float(rows[1][2])
+    assert np.isfinite(r_noise) and np.isfinite(r2_noise)
+    assert f"mean pearsonr {r_noise:.4f} (over 1 of 2 tracks)" in out and "inf" not in out, out
+
+    rc, out, seen = run(tmp_path / "flat.txt", tmp_path / "acc3.tsv")  # no track defined
+    assert rc == 0
+    one_line(seen, "constant", "FLAT")
+    assert "mean pearsonr nan" in out and "inf" not in out, out
