@@ -483,6 +483,10 @@ def gather_shards(shard_dirs: Sequence[Union[str, os.PathLike]], out_dir) -> dic
         raise ValueError("no shard folders given")
     recs = []
     for d in shard_dirs:
+        if not Path(d).exists():
+            raise FileNotFoundError(f"{d}: not found")
+        if not Path(d).is_dir():
+            raise ValueError(f"{d}: not a folder (give the -o folders of the --shard I/N runs)")
         rec = read_json(Path(d) / SHARD_RECORD)
         if rec is None or rec.get("format") != SHARD_FORMAT:
             raise ValueError(f"{d}: no {SHARD_RECORD}: not a shard folder, or its shard did not finish (rerun it)")

@@ -147,3 +147,32 @@ def test_constant_observed_coverage_warns_once_and_means_skip_it(small, genome, 
     assert rc == 0
     one_line(seen, "constant", "FLAT")
     assert "mean pearsonr nan" in out and "inf" not in out, out
+
+
+# ----------------------------------------------------------------------------------------------
+# 5. merge: a shard folder that does not exist is "not found" (it was "no shard.json: not a
+#    shard folder"); rerunning a finished merge leaves no gathered task files behind
+# ----------------------------------------------------------------------------------------------
+def test_merge_of_a_missing_folder_says_not_found(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("x\n")
+    rc, err = cli(capsys, "merge", "nonexist", "afile", "-o", "m")
+    assert rc == 1
+    one_line(err, "basenji2-fast merge: error: nonexist: not found")
+    rc, err = cli(capsys, "merge", "afile", "-o", "m")
+    assert rc == 1
+    one_line(err, "basenji2-fast merge: error: afile: not a folder")
+    assert not (tmp_path / "m").exists()
+
+
+def test_rerun_merge_of_a_finished_job_leaves_no_task_files(small, genome, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for i in range(2):
+        rc, err = cli(capsys, "predict-genome", "-m", small, "-f", genome, "--chroms", "chr2", "--tracks", "0",
+                      "-o", f"sh{i}", "--shard", f"{i}/2", "-q")
+        assert rc == 0, err
+    for _ in range(2):
+        capsys.readouterr()
+        assert main(["merge", "sh0", "sh1", "-o", "m"]) == 0
+        assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["0_t0.bw", "manifest.json"]
+    assert "already holds this finished job" in capsys.readouterr().out

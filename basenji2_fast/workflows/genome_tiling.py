@@ -462,7 +462,13 @@ def predict_genome(model, fasta: PathLike, out_dir: PathLike, head: Optional[str
         raise ValueError(f"{manifest_path}: not a predict-genome manifest; write the job to another output folder")
     if old is not None and old.get("job_key") == key:
         if all((out_dir / f).is_file() for f in tr.files):
-            return {**old, "status": "up-to-date"}  # finished with the same options: nothing to do
+            # Finished with the same options: nothing to do, but tasks of this job gathered again
+            # by a rerun merge (or left by a run killed before removing them) go.
+            stale = read_json(partial / "job.json") if (partial / "job.json").exists() else None
+            if isinstance(stale, dict) and stale.get("job_key") == key:
+                with job_lock(out_dir, ".predict-genome.lock", "predict-genome"):
+                    shutil.rmtree(partial, ignore_errors=True)
+            return {**old, "status": "up-to-date"}
     old_partial = read_json(partial / "job.json") if (partial / "job.json").exists() else None
     conflict = ((old is not None and old.get("job_key") != key)
                 or (old_partial is not None and old_partial.get("job_key") != key)
