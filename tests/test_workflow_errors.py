@@ -176,3 +176,23 @@ def test_rerun_merge_of_a_finished_job_leaves_no_task_files(small, genome, tmp_p
         assert main(["merge", "sh0", "sh1", "-o", "m"]) == 0
         assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["0_t0.bw", "manifest.json"]
     assert "already holds this finished job" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------------------------
+# 6, 7. VCF headers and damaged gzip streams: a #CHROM line short of the 8 columns is named as
+#    such (it said "no header ending in a #CHROM line"); a truncated .vcf.gz names the line
+#    where decompression fails (it said line 6 for a stream that broke after ~1,000 lines)
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("chrom_line, words", [
+    ("#CHROM\tPOS\tID\tREF\tALT", "(it has CHROM POS ID REF ALT)"),
+    ("#CHROM POS ID REF ALT QUAL FILTER INFO", "(it is not tab-separated)"),
+])
+def test_vcf_chrom_line_short_of_the_required_columns(small, genome, tmp_path, capsys, chrom_line, words):
+    vcf = tmp_path / "short.vcf"
+    vcf.write_text(f"##fileformat=VCFv4.2\n{chrom_line}\nchr1\t20307\trs1\tT\tA\t.\tPASS\t.\n")
+    out = tmp_path / "out"
+    rc, err = cli(capsys, "sad", "-m", small, "-f", genome, vcf, "-o", out, "-q")
+    assert rc == 1
+    one_line(err, f"{vcf}: line 2: the #CHROM line lacks the 8 required tab-separated columns "
+                  "CHROM POS ID REF ALT QUAL FILTER INFO", words)
+    assert not out.exists()
