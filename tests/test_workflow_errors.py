@@ -196,3 +196,23 @@ def test_vcf_chrom_line_short_of_the_required_columns(small, genome, tmp_path, c
     one_line(err, f"{vcf}: line 2: the #CHROM line lacks the 8 required tab-separated columns "
                   "CHROM POS ID REF ALT QUAL FILTER INFO", words)
     assert not out.exists()
+
+
+def test_damaged_gzip_vcf_names_the_line_where_it_breaks(small, genome, tmp_path, capsys):
+    import zlib
+
+    rng = np.random.default_rng(1)
+    text = "##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n" + "".join(
+        f"chr1\t{20000 + i}\trs{rng.integers(1, 10**9)}\tT\tA\t.\tPASS\t.\n" for i in range(20000))
+    full = gzip.compress(text.encode())
+    damaged = full[:8000]
+    whole_lines = zlib.decompressobj(31).decompress(damaged).count(b"\n")
+    assert 500 < whole_lines < 5000
+    vcf = tmp_path / "t.vcf.gz"
+    vcf.write_bytes(damaged)
+    out = tmp_path / "out"
+    rc, err = cli(capsys, "sad", "-m", small, "-f", genome, vcf, "-o", out, "-q")
+    assert rc == 1
+    one_line([e for e in err if "warning: skipping" not in e],
+             f"{vcf}: line {whole_lines + 1}: the compressed file is damaged or truncated")
+    assert not out.exists()

@@ -270,7 +270,9 @@ class _VcfFeed(threading.Thread):
                     out.write(line)
                 else:
                     self.header_lines = self.lines = head
-                for block in iter(lambda: self.fh.read(1 << 20), b""):
+                # read1: what decompressed so far, so that a damaged stream's error comes with
+                # the count of the lines before it (read(n) drops a block that fails midway)
+                for block in iter(lambda: self.fh.read1(1 << 16), b""):
                     self.lines += block.count(b"\n")
                     out.write(block)
         except BrokenPipeError:  # the reader stopped early (an error on its side)
