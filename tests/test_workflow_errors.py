@@ -216,3 +216,31 @@ def test_damaged_gzip_vcf_names_the_line_where_it_breaks(small, genome, tmp_path
     one_line([e for e in err if "warning: skipping" not in e],
              f"{vcf}: line {whole_lines + 1}: the compressed file is damaged or truncated")
     assert not out.exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# 8. sat-plot: the default (all regions, all tracks) draws the first 16 panels with a warning
+#    (it failed: "24 panels: plot at most 16"); a region given twice is refused
+# ----------------------------------------------------------------------------------------------
+def test_sat_plot_default_draws_the_first_panels_that_fit(tmp_path, capsys):
+    import warnings
+
+    from basenji2_fast import plots
+
+    h5 = fixture_path("basenji-cli", "visible", "out", "sat_default", "scores.h5")  # 2 regions x 12 tracks
+
+    def run(out, *args):
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            rc = plots.main(["sat-plot", str(h5), "-o", str(out), *args])
+        assert rc == 0 and out.is_file(), capsys.readouterr().err
+        return [str(w.message) for w in seen]
+
+    one_line(run(tmp_path / "p.png"), "24 panels", "drawing the first 12", "regions 0, tracks 0-11",
+             "--regions and --tracks")
+    one_line(run(tmp_path / "q.png", "--tracks", "0,1,2,3,4,5,6,7,8"), "18 panels", "drawing the first 9",
+             "regions 0,")
+    rc, err = cli(capsys, "sat-plot", h5, "-o", tmp_path / "r.png", "--regions", "0,0", "--tracks", "0")
+    assert rc == 1
+    one_line(err, "basenji2-fast sat-plot: error: regions: region 0 given twice")
+    assert not (tmp_path / "r.png").exists()
