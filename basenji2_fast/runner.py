@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import contextvars
 import datetime as _dt
+import json
 import os
 import shutil
 import threading
@@ -201,15 +202,45 @@ def parse_shard(shard) -> Optional[Union[Tuple[int, int], str]]:
     return i, n
 
 
-class Placement(NamedTuple):
-    """Where a job's tasks run: ``scheduler`` (a Dask scheduler address ``tcp://host:8786``, a
-    scheduler file ``*.json`` or a ``distributed.Client``), ``workers`` (a local cluster of
-    that many processes) or ``shard`` (``"I/N"`` or ``(I, N)``: only shard I's tasks;
-    :data:`MERGE`: none, every task must be committed). All None: one process, no task files."""
+def check_scheduler(scheduler) -> None:
+    """A scheduler file (``*.json``) must exist and hold a Dask scheduler's ``address``: a
+    missing file would have ``distributed.Client`` wait minutes for it to appear, and another
+    JSON file fails deep inside Dask. One-line errors, before anything is written."""
+    if not isinstance(scheduler, (str, os.PathLike)) or not os.fspath(scheduler).endswith(".json"):
+        return
+    path = Path(scheduler)
+    if not path.exists():
+        raise FileNotFoundError(f"{scheduler}: scheduler file not found")
+    if path.is_dir():
+        raise ValueError(f"{scheduler}: a folder, not a Dask scheduler file")
+    try:
+        rec = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        rec = None
+    if not isinstance(rec, dict) or not isinstance(rec.get("address"), str) or not rec["address"]:
+        raise ValueError(f"{scheduler}: not a Dask scheduler file (no JSON \"address\" of a running scheduler)")
 
+
+class _PlacementFields(NamedTuple):
     scheduler: object = None
     workers: Optional[int] = None
     shard: object = None
+
+
+class Placement(_PlacementFields):
+    """Where a job's tasks run: ``scheduler`` (a Dask scheduler address ``tcp://host:8786``, a
+    scheduler file ``*.json`` or a ``distributed.Client``), ``workers`` (a local cluster of
+    that many processes) or ``shard`` (``"I/N"`` or ``(I, N)``: only shard I's tasks;
+    :data:`MERGE`: none, every task must be committed). All None: one process, no task files.
+    A scheduler file is checked when the placement is made (:func:`check_scheduler`)."""
+
+    __slots__ = ()
+
+    def __new__(cls, scheduler=None, workers: Optional[int] = None, shard=None):
+        if isinstance(scheduler, os.PathLike):
+            scheduler = os.fspath(scheduler)
+        check_scheduler(scheduler)
+        return super().__new__(cls, scheduler, workers, shard)
 
     @property
     def distributed(self) -> bool:
@@ -242,6 +273,7 @@ def dask_client(scheduler=None, workers: Optional[int] = None):
     if scheduler is not None and not isinstance(scheduler, str):
         yield scheduler  # a Client the caller owns
         return
+    check_scheduler(scheduler)
     with ExitStack() as stack:
         if scheduler is not None:
             kw = {"scheduler_file": scheduler} if scheduler.endswith(".json") else {"address": scheduler}
@@ -451,6 +483,10 @@ def gather_shards(shard_dirs: Sequence[Union[str, os.PathLike]], out_dir) -> dic
         raise ValueError("no shard folders given")
     recs = []
     for d in shard_dirs:
+        if not Path(d).exists():
+            raise FileNotFoundError(f"{d}: not found")
+        if not Path(d).is_dir():
+            raise ValueError(f"{d}: not a folder (give the -o folders of the --shard I/N runs)")
         rec = read_json(Path(d) / SHARD_RECORD)
         if rec is None or rec.get("format") != SHARD_FORMAT:
             raise ValueError(f"{d}: no {SHARD_RECORD}: not a shard folder, or its shard did not finish (rerun it)")

@@ -278,7 +278,9 @@ def test_merge_refuses_missing_duplicate_and_foreign_shards(visible, model_path,
     assert "shard 1/2 is missing" in refuse("a0")
     assert "shard 0/2 given twice" in refuse("a0", "a0", "a1")
     assert "different jobs" in refuse("a0", "b0")
-    assert "no shard.json" in refuse("a0", "nothing")
+    assert refuse("a0", "nothing").endswith("nothing: not found")
+    (tmp_path / "empty").mkdir()
+    assert "no shard.json" in refuse("a0", "empty")
     # merging into one of its own shards would consume that shard's task files
     assert main(["merge", str(tmp_path / "a0"), str(tmp_path / "a1"), "-o", str(tmp_path / "a1")]) == 1
     assert "the output folder is also an input" in capsys.readouterr().err

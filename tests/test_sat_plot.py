@@ -152,7 +152,8 @@ def test_heatmap_score_mode(tmp_path):
     (dict(regions="-1"), "region -1 out of range"),
     (dict(regions="0,x"), "regions: expected comma-separated integers"),
     (dict(tracks="12"), "track 12 out of range"),
-    (dict(), "24 panels: plot at most 16"),
+    (dict(regions="0,1", tracks="0,1,2,3,4,5,6,7,8"), "18 panels: plot at most 16"),
+    (dict(regions="0,0"), "regions: region 0 given twice"),
     (dict(tracks="^RNA:"), "matched nothing"),
 ])
 def test_errors_are_one_line(fixture_file, tmp_path, kwargs, message):
@@ -191,7 +192,7 @@ def test_cli_sat_plot(fixture_file, targets, tmp_path, capsys):
 @pytest.mark.parametrize("args, message", [
     (["--stat", "scd"], "no statistic 'scd'"),
     (["--regions", "5"], "region 5 out of range: "),
-    ([], "plot at most 16 (choose --regions and --tracks)"),
+    (["--regions", "0,1", "--tracks", "0,1,2,3,4,5,6,7,8"], "plot at most 16 (choose --regions and --tracks)"),
 ])
 def test_cli_sat_plot_errors_are_one_line(fixture_file, tmp_path, capsys, args, message):
     out = tmp_path / "x.png"

@@ -234,6 +234,9 @@ def region_rows(regions, n_regions: int, path: PathLike) -> List[int]:
     bad = [r for r in rows if not 0 <= r < n_regions]
     if bad:
         raise ValueError(f"region {bad[0]} out of range: {path} has {n_regions} regions (0..{n_regions - 1})")
+    twice = next((r for k, r in enumerate(rows) if r in rows[:k]), None)
+    if twice is not None:
+        raise ValueError(f"regions: region {twice} given twice")
     return rows
 
 
@@ -258,7 +261,8 @@ def add_picture_arguments(p: argparse.ArgumentParser, source: str, source_help: 
     ``--regions``, ``--title``, ``--dpi``. Returns a group for the command's own options."""
     p.add_argument(source, help=source_help)
     p.add_argument("-o", "--output", required=True, help="picture to write: .png, .svg or .pdf")
-    p.add_argument("--regions", default=None, help="comma-separated region indices, 0-based (default: all)")
+    p.add_argument("--regions", default=None, help="comma-separated region indices, 0-based (default: all, or the first that fit "
+                                                    f"in {MAX_LOGO_PANELS} panels)")
     p.add_argument("--title", default=None, help="figure title")
     p.add_argument("--dpi", type=positive_int, default=DPI, help=f"pixels per inch of a PNG (default {DPI})")
     return p.add_argument_group("what to draw")

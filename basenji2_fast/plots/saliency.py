@@ -4,6 +4,7 @@ heatmap of the stored score of all four bases, titled with the tracks and bins s
 from __future__ import annotations
 
 import argparse
+import warnings
 from pathlib import Path
 from typing import List, NamedTuple, Optional, Tuple
 
@@ -76,6 +77,10 @@ def read_saliency(saliency_h5: PathLike, regions=None, stretch: Optional[int] = 
                              "[regions, len, 4]")
         n_regions, length, _ = ds.shape
         rows = region_rows(regions, n_regions, path)
+        if len(rows) > MAX_LOGO_PANELS and regions is None:  # the default: the first that fit
+            warnings.warn(f"{len(rows)} regions: drawing the first {MAX_LOGO_PANELS} (0-{MAX_LOGO_PANELS - 1}); "
+                          "choose others with --regions", UserWarning, stacklevel=2)
+            rows = rows[:MAX_LOGO_PANELS]
         if len(rows) > MAX_LOGO_PANELS:
             raise ValueError(f"{len(rows)} regions: plot at most {MAX_LOGO_PANELS} (choose --regions)")
         first, n = _drawn_stretch(length, stretch, positions)

@@ -6,8 +6,9 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import warnings
 from pathlib import Path
-from typing import List, NamedTuple, Optional, Tuple
+from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -123,13 +124,34 @@ def read_sat(scores_h5: PathLike, stat: str = "sum", regions=None, tracks=None, 
         names, notes = panel_titles(cols, sel.identifiers, sel.labels)
         n_panels = len(rows) * len(cols)
         if n_panels > MAX_SAT_PANELS:
-            raise ValueError(f"{len(rows)} regions x {len(cols)} tracks = {n_panels} panels: plot at most "
-                             f"{MAX_SAT_PANELS} (choose --regions and --tracks)")
+            # A default (all regions, all tracks) draws the first panels that fit; a choice must fit.
+            if regions is None and len(cols) <= MAX_SAT_PANELS:
+                rows = rows[:MAX_SAT_PANELS // len(cols)]
+            elif tracks is None and len(rows) <= MAX_SAT_PANELS:
+                keep = MAX_SAT_PANELS // len(rows)
+                cols, names, notes = cols[:keep], names[:keep], notes[:keep]
+            elif regions is None and tracks is None:
+                m = MAX_SAT_PANELS
+                rows, cols, names, notes = rows[:1], cols[:m], names[:m], notes[:m]
+            else:
+                raise ValueError(f"{len(rows)} regions x {len(cols)} tracks = {n_panels} panels: plot at most "
+                                 f"{MAX_SAT_PANELS} (choose --regions and --tracks)")
+            warnings.warn(f"{n_panels} panels ({n_regions} regions x {len(sel.columns)} tracks): drawing the first "
+                          f"{len(rows) * len(cols)} (regions {_span(rows)}, tracks {_span(cols)}); choose others "
+                          f"with --regions and --tracks (at most {MAX_SAT_PANELS} panels)", UserWarning, stacklevel=2)
         places = region_places(h5, rows, length)
         seqs = h5["seqs"]
         scores = [np.asarray(ds[r], np.float64)[:, :, cols] for r in rows]
         return SatScores(stat, rows, scores, [np.asarray(seqs[r], bool) for r in rows], *map(list, zip(*places)),
                          cols, names, notes, stats, n_regions)
+
+
+def _span(values: Sequence[int]) -> str:
+    """``0-3`` for consecutive integers, else ``0,2,5``."""
+    values = list(values)
+    if len(values) > 1 and values == list(range(values[0], values[0] + len(values))):
+        return f"{values[0]}-{values[-1]}"
+    return ",".join(map(str, values))
 
 
 def plot_sat(scores_h5: PathLike, out_path: Optional[PathLike] = None, stat: str = "sum", regions=None,
@@ -206,7 +228,7 @@ def add_sat_plot_subcommand(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--stat", default="sum", help="statistic to draw (default sum; e.g. center, scd)")
     g.add_argument("--tracks", default=None, metavar="SELECTOR",
                    help="comma-separated track columns, identifiers, or a regular expression over the "
-                        "descriptions (default: all)")
+                        f"descriptions (default: all, or the first that fit in {MAX_SAT_PANELS} panels)")
     g.add_argument("-t", "--targets", default=None, help="basenji targets.txt (track names and selectors)")
     g.add_argument("--heatmap", choices=("effect", "score"), default="effect",
                    help="effect: alt - ref (default); score: the stored scores")

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence
@@ -186,8 +187,19 @@ def evaluate(model, fasta, regions, targets, head: Optional[str] = None, tracks=
             stats.update(p.reshape(-1, len(sel)), obs.reshape(-1, len(sel)))
             if sample is not None:
                 sample.add(p.reshape(-1, len(sel))[:, plot_pos], obs.reshape(-1, len(sel))[:, plot_pos])
+    pearsonr, r2 = stats.pearsonr(), stats.r2()
+    flat_obs = np.asarray(stats.m2y) == 0  # constant observed coverage: R^2 is 1 - x/0, R 0/0
+    r2 = np.where(flat_obs, np.nan, r2)
+    flat_pred = ~flat_obs & (np.asarray(stats.m2x) == 0)
+    for flat, what, undefined in ((flat_obs, "observed coverage", "R and R^2 undefined"),
+                                  (flat_pred, "the prediction", "R undefined")):
+        if flat.any():
+            names = [sel.identifiers[t] for t in np.flatnonzero(flat)]
+            warnings.warn(f"{what} is constant over the regions for {len(names)} of {len(sel)} tracks "
+                          f"({', '.join(names[:5])}{', ...' if len(names) > 5 else ''}): {undefined} "
+                          "(written as nan)", UserWarning, stacklevel=2)
     acc = Accuracy(index=[int(targets.index[r]) for r in sel.rows], identifiers=list(sel.identifiers),
-                   descriptions=list(sel.labels), pearsonr=stats.pearsonr(), r2=stats.r2(), n_bins=stats.n)
+                   descriptions=list(sel.labels), pearsonr=pearsonr, r2=r2, n_bins=stats.n)
     if sample is not None:
         plot_dir = Path(plot_dir)
         x, y = sample.sample()
@@ -225,6 +237,17 @@ def add_test_subcommand(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+def _defined_mean(values: np.ndarray) -> str:
+    """The mean over the tracks where the value is defined (not NaN), worded with how many
+    of them there are when some are not; "nan" when none is (without NumPy's warning)."""
+    values = np.asarray(values, np.float64)
+    ok = np.isfinite(values)
+    if not ok.any():
+        return "nan (no track has it defined)"
+    mean = f"{values[ok].mean():.4f}"
+    return mean if ok.all() else f"{mean} (over {int(ok.sum())} of {len(values)} tracks)"
+
+
 def run_test(args: argparse.Namespace) -> int:
     def work():
         if not args.targets:
@@ -243,8 +266,8 @@ def run_test(args: argparse.Namespace) -> int:
                        plot_tracks=args.plot_tracks, plot_dir=plot_dir, max_plot_points=args.plot_points,
                        progress=not args.quiet)
         acc.write_tsv(args.out)
-        print(f"{len(acc.index)} tracks over {acc.n_bins:,} bins: mean pearsonr {np.nanmean(acc.pearsonr):.4f}, "
-              f"mean r2 {np.nanmean(acc.r2):.4f}")
+        print(f"{len(acc.index)} tracks over {acc.n_bins:,} bins: mean pearsonr {_defined_mean(acc.pearsonr)}, "
+              f"mean r2 {_defined_mean(acc.r2)}")
         print(f"wrote {args.out}" + "".join(f"\nwrote {p}" for p in acc.plots))
 
     return one_line_errors("test", work)

@@ -411,7 +411,8 @@ def predict_genome(model, fasta: PathLike, out_dir: PathLike, head: Optional[str
     # Check every input before touching OUTDIR, so bad inputs leave nothing behind.
     tiling = tiling_of(model)
     head, tr = genome_tracks(model, head, tracks, track_names)
-    ensemble = Ensemble(rc, shifts, n_encoding, check_positive_int("batch_size", batch_size))
+    # model._ensemble: a shift beyond the window is refused here, before .partial/job.json
+    ensemble = model._ensemble(rc, shifts, n_encoding, check_positive_int("batch_size", batch_size))
     batch_size = ensemble.batch_size
     fa = open_fasta(fasta)
     sizes = [(name, len(fa[name])) for name in fa.keys()]
@@ -450,6 +451,7 @@ def predict_genome(model, fasta: PathLike, out_dir: PathLike, head: Optional[str
         "n_encoding": n_encoding,
     }
     key = canonical_sha(job)
+    placement = runner.Placement(scheduler, workers, shard)  # a scheduler file is checked here
 
     out_dir = check_output(out_dir, folder=True)
     manifest_path = out_dir / MANIFEST
@@ -460,7 +462,13 @@ def predict_genome(model, fasta: PathLike, out_dir: PathLike, head: Optional[str
         raise ValueError(f"{manifest_path}: not a predict-genome manifest; write the job to another output folder")
     if old is not None and old.get("job_key") == key:
         if all((out_dir / f).is_file() for f in tr.files):
-            return {**old, "status": "up-to-date"}  # finished with the same options: nothing to do
+            # Finished with the same options: nothing to do, but tasks of this job gathered again
+            # by a rerun merge (or left by a run killed before removing them) go.
+            stale = read_json(partial / "job.json") if (partial / "job.json").exists() else None
+            if isinstance(stale, dict) and stale.get("job_key") == key:
+                with job_lock(out_dir, ".predict-genome.lock", "predict-genome"):
+                    shutil.rmtree(partial, ignore_errors=True)
+            return {**old, "status": "up-to-date"}
     old_partial = read_json(partial / "job.json") if (partial / "job.json").exists() else None
     conflict = ((old is not None and old.get("job_key") != key)
                 or (old_partial is not None and old_partial.get("job_key") != key)
@@ -485,7 +493,6 @@ def predict_genome(model, fasta: PathLike, out_dir: PathLike, head: Optional[str
         state = [_chrom_state(gj, c) for c in todo]
         total = sum(tiling.n_windows(c.length) for c in todo)
         done0 = sum(st["next_window"] for st in state)
-        placement = runner.Placement(scheduler, workers, shard)
         if placement.distributed:
             # Several heads: each task runs the trunk once per window for all of them.
             shard_record = _run_tasks(model, fasta, gj, todo, state, job, placement, progress)

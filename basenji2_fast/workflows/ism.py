@@ -279,7 +279,7 @@ def sat_bed(model, fasta_path, bed_path, out_dir, mut_len: Optional[int] = None,
     fa = as_fasta(fasta_path)
     check_contigs(fa, regions, source)
     head, sel = resolve_tracks(model, head, tracks, targets)
-    ensemble = Ensemble(rc, shifts, n_encoding)
+    ensemble = model._ensemble(rc, shifts, n_encoding)  # a shift beyond the window: refused before OUTDIR
     T = len(sel)
     out_dir = check_output(out_dir, folder=True)
     out_dir.mkdir(parents=True, exist_ok=True)

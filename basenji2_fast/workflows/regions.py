@@ -92,11 +92,12 @@ def _batch_rows(model, p: np.ndarray, b0: int, batch: Sequence[Region], out: Bat
 
 
 def _prepare(model, fasta, regions, head, tracks, targets, site_length):
-    """(regions, open FASTA, {head: TrackSelection}, multi, (first, end) site bins)."""
-    regions, fa, _ = prepare_regions(fasta, regions)
+    """(regions, open FASTA, {head: TrackSelection}, multi, (first, end) site bins, where the
+    regions came from: the BED path for messages)."""
+    regions, fa, source = prepare_regions(fasta, regions)
     multi, reqs = plan_heads(model, head, tracks, targets)
     sels = dict(resolve_tracks(model, r.head, r.tracks, r.targets) for r in reqs)
-    return regions, fa, sels, multi, site_bins(model, site_length)
+    return regions, fa, sels, multi, site_bins(model, site_length), source
 
 
 def predict_regions(model, fasta, regions, head: Optional[str] = None, tracks=None, rc: bool = False,
@@ -138,7 +139,7 @@ def predict_regions(model, fasta, regions, head: Optional[str] = None, tracks=No
         A malformed BED line or targets file, a chromosome missing from the FASTA (naming
         the BED line), a bad site length or track selector.
     """
-    regions, fa, sels, multi, (s0, s1) = _prepare(model, fasta, regions, head, tracks, targets, site_length)
+    regions, fa, sels, multi, (s0, s1), _ = _prepare(model, fasta, regions, head, tracks, targets, site_length)
     outs = {h: np.empty((len(regions), len(sel)) if site_sum else (len(regions), s1 - s0, len(sel)), np.float32)
             for h, sel in sels.items()}
     ensemble = Ensemble(rc, shifts, n_encoding, batch_size)
@@ -205,10 +206,11 @@ def predict_bed(model, fasta_path, bed_path, out_dir, head: Optional[str] = None
     return value is then a dict {head: path}. Several heads run in one process only (no
     ``scheduler`` / ``workers`` / ``shard``).
     """
-    regions, fa, sels, multi, (s0, s1) = _prepare(model, fasta_path, bed_path, head, tracks, targets, site_length)
+    regions, fa, sels, multi, (s0, s1), source = _prepare(model, fasta_path, bed_path, head, tracks, targets,
+                                                          site_length)
     placement = runner.Placement(scheduler, workers, shard)
     placement.refuse_heads(multi)
-    ensemble = Ensemble(rc, shifts, n_encoding, batch_size)
+    ensemble = model._ensemble(rc, shifts, n_encoding, batch_size)  # a shift beyond the window: refused here
     out_dir = check_output(out_dir, folder=True)
     dirs = {h: out_dir / h if multi else out_dir for h in sels}
     header = None
@@ -222,7 +224,7 @@ def predict_bed(model, fasta_path, bed_path, out_dir, head: Optional[str] = None
         known = dict(header)
         for i, r in enumerate(regions):
             if r.chrom not in known:
-                raise ValueError(f"{describe(r, i, str(bed_path))}: no chromosome {r.chrom!r} in "
+                raise ValueError(f"{describe(r, i, source)}: no chromosome {r.chrom!r} in "
                                  f"{chrom_sizes or fa.filename} (bigWig header)")
     for d in dirs.values():
         d.mkdir(parents=True, exist_ok=True)

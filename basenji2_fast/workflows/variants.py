@@ -251,6 +251,7 @@ class _VcfFeed(threading.Thread):
         self.header_lines: Optional[int] = None  # set before the first record's bytes are written
         self.lines = 0  # lines written so far
         self.error: Optional[str] = None
+        self.chrom_line: Optional[Tuple[int, bytes]] = None  # (line number, text) of the #CHROM line
 
     def run(self):
         try:
@@ -263,16 +264,39 @@ class _VcfFeed(threading.Thread):
                         out.write(line)
                         break
                     head += 1
+                    if line.startswith(b"#CHROM"):
+                        self.chrom_line = (head, line.rstrip(b"\r\n"))
+                    self.lines = head
                     out.write(line)
                 else:
                     self.header_lines = self.lines = head
-                for block in iter(lambda: self.fh.read(1 << 20), b""):
+                # read1: what decompressed so far, so that a damaged stream's error comes with
+                # the count of the lines before it (read(n) drops a block that fails midway)
+                for block in iter(lambda: self.fh.read1(1 << 16), b""):
                     self.lines += block.count(b"\n")
                     out.write(block)
         except BrokenPipeError:  # the reader stopped early (an error on its side)
             pass
         except (EOFError, zlib.error, gzip.BadGzipFile, OSError) as e:
             self.error = f"{self.path}: line {self.lines + 1}: the compressed file is damaged or truncated ({e})"
+
+
+#: The columns every VCF's #CHROM line starts with.
+VCF_COLUMNS = ("CHROM", "POS", "ID", "REF", "ALT", "QUAL", "FILTER", "INFO")
+
+
+def _header_problem(path: str, chrom_line: Optional[Tuple[int, bytes]]) -> str:
+    """Why htslib refused the header: no #CHROM line, or one without the 8 required columns."""
+    if chrom_line is None:
+        return f"{path}: not a VCF file (no header ending in a #CHROM line)"
+    line, text = chrom_line
+    cols = text.lstrip(b"#").split(b"\t")
+    if [c.decode("utf-8", "replace") for c in cols[:8]] != list(VCF_COLUMNS):
+        have = (f"it has {' '.join(c.decode('utf-8', 'replace') for c in cols)}" if b"\t" in text
+                else "it is not tab-separated")
+        return (f"{path}: line {line}: the #CHROM line lacks the {len(VCF_COLUMNS)} required tab-separated columns "
+                f"{' '.join(VCF_COLUMNS)} ({have})")
+    return f"{path}: line {line}: htslib cannot read the VCF header above this #CHROM line"
 
 
 def read_vcf(vcf_path) -> Iterator[Tuple[Optional[VcfRecord], Optional[str], int]]:
@@ -303,7 +327,7 @@ def read_vcf(vcf_path) -> Iterator[Tuple[Optional[VcfRecord], Optional[str], int
         except (ValueError, OSError):
             reader.close()  # a feed blocked on a full pipe stops at the broken pipe
             feed.join()
-            raise ValueError(feed.error or f"{path}: not a VCF file (no header ending in a #CHROM line)") from None
+            raise ValueError(feed.error or _header_problem(path, feed.chrom_line)) from None
         records = iter(vcf)
         n = 0
         while True:
@@ -931,6 +955,7 @@ def _write_sad(model, fasta, vcf, out_dir, request: TrackRequest, sad: SadJob,
         raise ValueError(f"format {fmt!r}: expected h5 or tsv")
     batch_size = scoring.ensemble.batch_size
     su = _setup(model, fasta, *request, stats)
+    model._ensemble(**scoring.ensemble.options())  # a shift beyond the window: refused before job.json
     L, nb, T = model.seq_length, model.n_bins, len(su.sel)
     _check_vcf_file(vcf)
     job = _sad_job(model, fasta, vcf, su, scoring, fmt)
