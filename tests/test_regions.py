@@ -172,6 +172,12 @@ def test_rc_refuses_a_stranded_track_without_its_partner(model, visible, tmp_pat
     predict_regions(model, visible / "genome.fa", bed, targets=tmp_path / "targets_sp.txt", tracks="11,2")
     predict_regions(model, visible / "genome.fa", bed, targets=tmp_path / "targets_sp.txt", tracks="11,7,2",
                     rc=True)
+    # predict-genome refuses it too, before it makes its output folder
+    from basenji2_fast.workflows.genome_tiling import predict_genome
+    with pytest.raises(ValueError, match=r"row 11\) is stranded but its strand partner is not selected"):
+        predict_genome(model, visible / "genome.fa", tmp_path / "pg", tracks=sel, rc=True, chroms=["chrX"],
+                       progress=False)
+    assert not (tmp_path / "pg").exists()
     # a strand_pair naming no row's index is an error naming the line
     (tmp_path / "bad_sp.txt").write_text(text.replace("\t11\n", "\t12\n", 1))
     with pytest.raises(ValueError, match=r"bad_sp.txt: line 9: strand_pair 12 is no row's index"):

@@ -438,6 +438,9 @@ def predict_genome(model, fasta: PathLike, out_dir: PathLike, head: Optional[str
     if model_file is not None:
         model_info["file"] = Path(model_file).name
         model_info["file_sha256"] = file_sha256(model_file)
+    if rc:
+        for _, sel in tr.heads:
+            sel.rc_strand_pair()  # refuses a stranded track selected without its partner
     job = {
         "format": JOB_FORMAT, "format_version": JOB_FORMAT_VERSION,
         "model": {"weights_sha256": model_info["weights_sha256"], "geometry": asdict(tiling),
