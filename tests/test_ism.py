@@ -173,3 +173,40 @@ def test_missing_contig_names_the_bed_line(visible, tmp_path, capsys):
     assert _sat(visible, tmp_path / "o", ["-l", "4"], bed=bed) == 1
     err = capsys.readouterr().err.strip()
     assert "line 1" in err and "chrZ" in err
+
+
+def test_an_interrupted_sat_resumes_from_its_committed_regions(monkeypatch, tmp_path):
+    """One process, no shards: each region is committed as it finishes, so a rerun after an
+    interrupt computes only the rest, and scores.h5 is byte-identical to an uninterrupted run's."""
+    from basenji2_fast.model import load
+    from basenji2_fast.workflows import ism as ism_module
+
+    model = load(fixture_path("tf-small", "model.h5"), threads=1)
+    genome, bed = fixture_path("basenji-cli", "visible", "genome.fa"), fixture_path("basenji-cli", "visible",
+                                                                                    "sat.bed")
+    one = ism_module.sat_bed(model, genome, bed, tmp_path / "one", mut_len=2, progress=False)
+    real, calls = ism_module.region_task, []
+
+    def dies_on_the_second(model, path, *args):
+        calls.append(path.name)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed")
+        real(model, path, *args)
+
+    monkeypatch.setattr(ism_module, "region_task", dies_on_the_second)
+    out = tmp_path / "two"
+    with pytest.raises(KeyboardInterrupt):
+        ism_module.sat_bed(model, genome, bed, out, mut_len=2, progress=False)
+    assert not (out / "scores.h5").exists()
+    assert sorted(p.name for p in (out / ".sat_partial").glob("*.npz")) == ["0.npz"]
+
+    def counted(model, path, *args):
+        calls.append(path.name)
+        real(model, path, *args)
+
+    calls.clear()
+    monkeypatch.setattr(ism_module, "region_task", counted)
+    ism_module.sat_bed(model, genome, bed, out, mut_len=2, progress=False)
+    assert calls and "0.npz" not in calls  # only the regions not committed
+    assert (out / "scores.h5").read_bytes() == one.read_bytes()
+    assert not (out / ".sat_partial").exists()

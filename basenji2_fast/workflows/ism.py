@@ -43,7 +43,6 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import h5py
 import numpy as np
-from tqdm import tqdm
 
 from .. import runner
 from .._io import atomic_output, check_output, to_float16
@@ -250,8 +249,9 @@ def sat_bed(model, fasta_path, bed_path, out_dir, mut_len: Optional[int] = None,
     file; see the module docstring). Regions without a strand column are scored as ``+``.
     Written under a temporary name and renamed when complete. ``scheduler`` / ``workers`` /
     ``shard``: one task per region on a Dask cluster, or one shard's
-    (:mod:`basenji2_fast.runner`); scores.h5 is byte-identical to a single-process run's,
-    and an interrupted distributed run resumes from its committed regions. Returns the path
+    (:mod:`basenji2_fast.runner`); scores.h5 is byte-identical to a single-process run's.
+    Every run commits each region as it finishes (``out_dir/.sat_partial``), so an interrupted
+    run, in one process or distributed, resumes from its committed regions. Returns the path
     of scores.h5 (a shard: its ``shard.json``).
 
     Several heads (``head="both"``; tracks/targets per head as
@@ -284,15 +284,12 @@ def sat_bed(model, fasta_path, bed_path, out_dir, mut_len: Optional[int] = None,
     out_dir = check_output(out_dir, folder=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     N = len(regions)
-    if placement.distributed:
-        # Every region committed by the tasks first; then scores.h5 is written exactly as below.
-        results = _run_tasks(model, fasta_path, fa, regions, stretch, head, sel, ensemble, out_dir, placement,
-                             progress)
-        if isinstance(results, Path):
-            return results  # a shard: its task files and shard.json
-    else:
-        results = (_sat_region(model, fa, r, stretch, head, sel, ensemble)
-                   for r in tqdm(regions, unit="region", disable=not progress, desc="sat"))
+    # Every region committed as a task file first (in this process, on a cluster, or one
+    # shard's share), so that an interrupted run resumes from its last region; then scores.h5.
+    results = _run_tasks(model, fasta_path, fa, regions, stretch, head, sel, ensemble, out_dir, placement,
+                         progress)
+    if isinstance(results, Path):
+        return results  # a shard: its task files and shard.json
     with atomic_output(out_dir / "scores.h5") as tmp, h5py.File(tmp, "w") as h5:
         seqs = h5.create_dataset("seqs", (N, n, 4), dtype="bool")
         ds = {s: h5.create_dataset(s, (N, n, 4, T), dtype="float16") for s in stats}
@@ -306,8 +303,7 @@ def sat_bed(model, fasta_path, bed_path, out_dir, mut_len: Optional[int] = None,
             seqs[i] = row
             for s in stats:
                 ds[s][i] = scores[s]
-    if placement.distributed:
-        runner.finish(out_dir / TASKS)
+    runner.finish(out_dir / TASKS)
     return out_dir / "scores.h5"
 
 
