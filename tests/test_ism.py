@@ -1,6 +1,7 @@
 """sat (saturation mutagenesis) against basenji_sat_bed.py, incremental vs naive mutants,
 bad input and N in the mutated stretch."""
 import argparse
+import re
 
 import h5py
 import numpy as np
@@ -210,3 +211,25 @@ def test_an_interrupted_sat_resumes_from_its_committed_regions(monkeypatch, tmp_
     assert calls and "0.npz" not in calls  # only the regions not committed
     assert (out / "scores.h5").read_bytes() == one.read_bytes()
     assert not (out / ".sat_partial").exists()
+
+
+@pytest.mark.parametrize("kwargs, exc, words", [
+    (dict(mut_len=2.5), TypeError, "mut_len=2.5"),
+    (dict(mut_len="4"), TypeError, "mut_len='4'"),
+    (dict(mut_len=True), TypeError, "mut_len=True"),
+    (dict(mut_len=0), ValueError, "mut_len=0"),
+    (dict(mut_len=4, mut_start=1.5), TypeError, "mut_start=1.5"),
+])
+def test_saturation_mutagenesis_checks_its_arguments(model, kwargs, exc, words):
+    codes = np.zeros(model.seq_length, np.uint8)
+    with pytest.raises(exc, match=re.escape(words)):
+        saturation_mutagenesis(model, codes, **kwargs)
+
+
+def test_saturation_mutagenesis_interval_or_sequence(model, visible):
+    with pytest.raises(ValueError, match="a genome interval: give fasta="):
+        saturation_mutagenesis(model, "chr1:1,000-1,020", mut_len=4)
+    seq = "A" * model.seq_length
+    with pytest.raises(ValueError) as e:
+        saturation_mutagenesis(model, seq, fasta=visible / "genome.fa", mut_len=4)
+    assert "not AAAA" in str(e.value) and len(str(e.value)) < 200

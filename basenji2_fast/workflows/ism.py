@@ -52,7 +52,7 @@ from ..cli_options import (add_distributed_options, add_ensemble_options, add_fa
 from ..genome import (Region, as_fasta, as_regions, check_contigs, check_span, fasta_identity, fasta_path,
                       parse_interval, read_bed)
 from ..model import Ensemble
-from ..spec import weights_sha256
+from ..spec import check_positive_int, is_integer, weights_sha256
 from ..targets import TrackSelection
 from ..dna import onehot_mask
 from ..windows import (center_bins, centred_stretch, engine_tracks, plan_heads, resolve_tracks, stretch_span,
@@ -198,9 +198,19 @@ def saturation_mutagenesis(model, seq_or_interval, fasta=None, mut_start: Option
                                           n_encoding=n_encoding) for h, sel in sels}
     head, tracks, targets = reqs[0]
     stats = _parse_stats(stats)
+    check_positive_int("mut_len", mut_len)
+    if mut_start is not None and not is_integer(mut_start):
+        raise TypeError(f"mut_start={mut_start!r}: expected an integer (or None for the centred stretch)")
     L = model.seq_length
     out: Dict[str, object] = {}
+    is_text = isinstance(seq_or_interval, str)
+    if fasta is None and is_text and ":" in seq_or_interval:
+        raise ValueError(f"{seq_or_interval!r} is a genome interval: give fasta= to read its window")
     if fasta is not None:
+        if not is_text or len(seq_or_interval) > 200:
+            shown = seq_or_interval if is_text else type(seq_or_interval).__name__
+            raise ValueError(f"with fasta=, seq_or_interval is a genome interval 'chr:start-end', not "
+                             f"{str(shown)[:40]}{'...' if is_text and len(shown) > 40 else ''}")
         chrom, start, end = parse_interval(seq_or_interval)
         if strand not in ("+", "-"):
             raise ValueError(f"strand {strand!r}: expected '+' or '-'")
