@@ -216,6 +216,16 @@ def test_predict_genome_both(merged_path, tmp_path, capsys, monkeypatch):
     assert main(both) == 0 and "nothing to do" in capsys.readouterr().out
     assert main(base + ["-o", str(tmp_path / "both"), "--tracks", "2,0"]) == 1
     assert "other options" in capsys.readouterr().err
+    # plotting: the job as a whole is refused (the heads' columns repeat); one head's folder
+    # draws that head's tracks with the manifest's names
+    from basenji2_fast.plots.tracks import read_bigwig_region
+    with pytest.raises(ValueError, match=r"the bigWigs of 2 heads \(human, mouse\); draw one head's: --bigwigs"):
+        read_bigwig_region(tmp_path / "both", "chrX:1000-5000", tracks="0")
+    got = read_bigwig_region(tmp_path / "both" / "mouse", "chrX:1000-5000")
+    assert got.columns == [6] and got.meta["files"] == [str(tmp_path / "both" / "mouse" / "6_t6.bw")]
+    human = read_bigwig_region(tmp_path / "both" / "human", "chrX:1000-5000", tracks="0")
+    np.testing.assert_array_equal(human.values, read_bigwig_region(tmp_path / "human", "chrX:1000-5000",
+                                                                   tracks="0").values)
 
 
 # sad -----------------------------------------------------------------------------------------

@@ -424,20 +424,43 @@ def _manifest_tracks(manifest: dict, folder: Path) -> List[BigWigTrack]:
     return out
 
 
+def _read_manifest(path: Path) -> dict:
+    try:
+        manifest = json.loads(path.read_text())
+    except ValueError as e:
+        raise ValueError(f"{path}: not a predict-genome manifest (not JSON: {e})") from None
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{path}: not a predict-genome manifest")
+    return manifest
+
+
 def bigwig_tracks(source) -> Tuple[List[BigWigTrack], dict]:
     """The bigWigs to draw and the manifest (or {}).
 
-    source : a folder (with ``manifest.json`` from predict-genome; without one, every
+    source : a folder (with ``manifest.json`` from predict-genome; one head's folder
+        ``OUT/<head>`` of a job of several heads, whose manifest is OUT's; without one, every
         ``*.bw`` in it, in column order when named ``<column>_<identifier>.bw``), one bigWig
-        path, or a list of bigWig paths.
+        path, or a list of bigWig paths. A job of several heads as a whole is refused (their
+        columns repeat).
     """
     if isinstance(source, (str, os.PathLike)) and Path(source).is_dir():
         folder = Path(source)
         check_finished(folder)
         manifest_path = folder / "manifest.json"
+        head_of_job = folder.parent / "manifest.json"  # OUT/<head>/ of a job of several heads
+        if not manifest_path.is_file() and head_of_job.is_file():
+            manifest = _read_manifest(head_of_job)
+            if folder.name in (manifest.get("heads") or {}):
+                items = [t for t in _manifest_tracks(manifest, folder.parent) if t.path.parent == folder]
+                return items, manifest
         if manifest_path.is_file():
+            manifest = _read_manifest(manifest_path)
+            heads = manifest.get("heads") or {}
+            if len(heads) > 1:
+                # the heads' columns repeat (human 0, mouse 0): a selector could not tell them apart
+                raise ValueError(f"{folder}: the bigWigs of {len(heads)} heads ({', '.join(heads)}); draw one head's: "
+                                 f"--bigwigs {folder / next(iter(heads))}")
             try:
-                manifest = json.loads(manifest_path.read_text())
                 return _manifest_tracks(manifest, folder), manifest
             except (ValueError, KeyError, TypeError, AttributeError) as e:
                 raise ValueError(f"{manifest_path}: not a predict-genome manifest ({type(e).__name__}: {e})") from None
