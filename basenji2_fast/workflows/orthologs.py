@@ -31,7 +31,9 @@ intervals of ``-`` strand are written ``chr:start-end:-``.
 Each sequence gets the model window centred on its interval, as predict-bed
 (``mid = (start + end) // 2``, N beyond chromosome ends). The statistic is the sum of the
 predictions over the output bins that overlap the interval (``--center-bins N``: the N central
-bins instead, whatever the intervals); an interval reaching past the window's output region
+bins instead, whatever the intervals: ``(n_bins - N) // 2`` on, symmetric about the window's
+middle, unlike sat's and saliency's ``center``, which are basenji_sat_bed.py's bins
+``n_bins // 2`` and the next); an interval reaching past the window's output region
 is an error (use ``--center-bins``).
 
 Matched track pairs
@@ -60,7 +62,8 @@ Track numbers are head columns.
 
 ``OUT`` with ``.tsv`` replaced by ``.tracks.tsv``: every selected track's sum, one line per
 pair, sequence, head and track (``name sequence head track identifier description bins
-sum``; ``bins`` is the first and last output bin summed).
+sum``; ``bins`` is the first and last output bin summed, both included: ``46-49`` is four
+bins, where ``--bins A-B`` of saliency ends before B).
 
 ``OUT`` with ``.tsv`` replaced by ``.summary.tsv``: one line per matched track pair: the
 number of pairs, the Pearson correlation across pairs of ``human`` vs ``mouse`` and the mean
