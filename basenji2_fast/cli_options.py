@@ -87,6 +87,19 @@ def positive_float(text: str) -> float:
     return value
 
 
+def shard_spec(text: str) -> str:
+    """argparse type of ``--shard``: ``I/N`` with 0 <= I < N (checked here, so a bad value
+    exits before any output folder is made); the text as given, read by runner.parse_shard."""
+    i, _, n = text.partition("/")
+    try:
+        i, n = int(i), int(n)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected I/N, e.g. 0/4 (shards are numbered 0..N-1), got {text!r}") from None
+    if n < 1 or not 0 <= i < n:
+        raise argparse.ArgumentTypeError(f"expected I/N with 0 <= I < N (shards are numbered 0..N-1), got {text!r}")
+    return text
+
+
 def add_batch_size_option(parser: argparse.ArgumentParser, default: int, unit: str = "windows per engine call") -> None:
     """``--batch-size N``: how many windows (or variants, ...) go through the engine together."""
     parser.add_argument("--batch-size", type=positive_int, default=default, help=f"{unit} (default {default})")
@@ -187,7 +200,7 @@ def add_distributed_options(parser: argparse.ArgumentParser) -> None:
                    help="run the tasks on this Dask scheduler (tcp://host:8786, or a scheduler file *.json)")
     g.add_argument("--workers", type=positive_int, default=None, metavar="N",
                    help="run the tasks on a local Dask cluster of N worker processes (the CPUs split between them)")
-    g.add_argument("--shard", default=None, metavar="I/N",
+    g.add_argument("--shard", type=shard_spec, default=None, metavar="I/N",
                    help="run only shard I of N (0-based) into OUT_DIR; combine with 'basenji2-fast merge'")
 
 

@@ -1,0 +1,48 @@
+"""The command line's own words for a bad input: a bad option value exits 2 at parse time with
+one line naming the option (before any output folder exists); a bad input file, one line naming
+the file and its role; no Python wording (``name=value``, ``False``) or raw OS error. Driven in
+process (``basenji2_fast.cli.main``) on the demo model."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from basenji2_fast.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "weights" / "demo"
+MODEL, FASTA, BED = DEMO / "demo_random_weights.safetensors", DEMO / "demo.fa", DEMO / "demo.bed"
+
+
+def cli(capsys, *argv) -> tuple:
+    """(exit status, stderr lines) of ``basenji2-fast ARGV`` run in this process."""
+    capsys.readouterr()
+    try:
+        rc = main([str(a) for a in argv])
+    except SystemExit as e:  # argparse: a bad option
+        rc = e.code
+    return rc, capsys.readouterr().err.strip().splitlines()
+
+
+def one_line(err, *needles) -> str:
+    assert len(err) == 1, err
+    for n in needles:
+        assert n in err[0], (n, err[0])
+    return err[0]
+
+
+def predict_bed(tmp_path, *more):
+    return ("predict-bed", "-m", MODEL, "-f", FASTA, BED, "-o", tmp_path / "out", "-q", *more)
+
+
+@pytest.mark.parametrize("command", ["predict-bed", "predict-genome", "sad", "sat", "saliency"])
+@pytest.mark.parametrize("shard", ["3/3", "0/0", "a/b", "1", "-1/2"])
+def test_bad_shard_exits_2_before_any_output(tmp_path, capsys, command, shard):
+    inputs = {"predict-bed": [BED], "predict-genome": [], "sad": [tmp_path / "x.vcf"], "sat": [BED],
+              "saliency": [BED]}[command]
+    rc, err = cli(capsys, command, "-m", MODEL, "-f", FASTA, *inputs, "-o", tmp_path / "out", "-q",
+                  f"--shard={shard}")
+    one_line(err, f"basenji2-fast {command}: error: argument --shard:", repr(shard), "I/N")
+    assert rc == 2
+    assert not (tmp_path / "out").exists()
