@@ -106,11 +106,14 @@ def add_batch_size_option(parser: argparse.ArgumentParser, default: int, unit: s
 
 
 def int_list(text: str) -> List[int]:
-    """argparse type for comma-separated integers ("0,3,7", "-1,0,1")."""
+    """argparse type for comma-separated integers ("0,3,7", "-1,0,1"); at least one."""
     try:
-        return [int(t) for t in text.split(",") if t.strip()]
+        values = [int(t) for t in text.split(",") if t.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+        values = []
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+    return values
 
 
 _HEAD_KEY = re.compile(r"^([A-Za-z_][\w.-]*)=(.*)$")

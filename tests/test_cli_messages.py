@@ -46,3 +46,10 @@ def test_bad_shard_exits_2_before_any_output(tmp_path, capsys, command, shard):
     one_line(err, f"basenji2-fast {command}: error: argument --shard:", repr(shard), "I/N")
     assert rc == 2
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("value", ["", " ", ",", "a,b"])
+def test_empty_shifts_exit_2(tmp_path, capsys, value):
+    rc, err = cli(capsys, *predict_bed(tmp_path, f"--shifts={value}"))
+    one_line(err, "basenji2-fast predict-bed: error: argument --shifts: expected comma-separated integers")
+    assert rc == 2 and not (tmp_path / "out").exists()
