@@ -126,6 +126,7 @@ class _PerHead(argparse.Action):
     def __call__(self, parser, namespace, value, option_string=None):
         m = _HEAD_KEY.match(value)
         if m and not (self.dest == "targets" and os.path.exists(value)):
+            self._check(m.group(2), f"{m.group(1)}=")
             by_head = dict(getattr(namespace, self.dest + "_by_head", None) or {})
             if m.group(1) in by_head:
                 parser.error(f"{option_string} {m.group(1)}=... given twice")
@@ -134,7 +135,14 @@ class _PerHead(argparse.Action):
         elif getattr(namespace, self.dest, None) is not None:
             parser.error(f"{option_string} given twice without HEAD= (use {option_string} HEAD=VALUE per head)")
         else:
+            self._check(value)
             setattr(namespace, self.dest, value)
+
+    def _check(self, value: str, head: str = "") -> None:
+        """An empty selector (``--tracks ''``, ``--tracks HEAD=``) is a mistake, never "every track"."""
+        if self.dest == "tracks" and not value.strip():
+            raise argparse.ArgumentError(self, f"{head} is empty (drop it to select every track of {head[:-1]})"
+                                         if head else "empty (leave --tracks out to select every track)")
 
 
 def add_track_options(parser: argparse.ArgumentParser) -> None:

@@ -53,3 +53,15 @@ def test_empty_shifts_exit_2(tmp_path, capsys, value):
     rc, err = cli(capsys, *predict_bed(tmp_path, f"--shifts={value}"))
     one_line(err, "basenji2-fast predict-bed: error: argument --shifts: expected comma-separated integers")
     assert rc == 2 and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", ["predict-bed", "sat", "test"])
+@pytest.mark.parametrize("value, words", [("", "argument --tracks: empty (leave --tracks out"),
+                                          (" ", "argument --tracks: empty"),
+                                          ("human=", "argument --tracks: human= is empty")])
+def test_empty_track_selector_exits_2(tmp_path, capsys, command, value, words):
+    out = ["-o", tmp_path / "out"]
+    rc, err = cli(capsys, command, "-m", MODEL, "-f", FASTA, BED, *out, f"--tracks={value}")
+    line = one_line(err, f"basenji2-fast {command}: error: {words}")
+    assert rc == 2 and "None" not in line and "tracks=" not in line
+    assert not (tmp_path / "out").exists()
