@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import List
 
 from ._io import one_line_errors  # noqa: F401  (re-exported: the error block every subcommand uses)
+from . import cuda_backend
 from .model import TrackRequest, load
 from .spec import ALGORITHMS, GELU_VARIANTS, N_ENCODINGS, PRECISIONS
 from .targets import read_targets
@@ -24,7 +25,7 @@ def add_model_options(parser: argparse.ArgumentParser, required: bool = True, mo
     parser.add_argument("--gelu", choices=GELU_VARIANTS, default=None, help="override the model's GELU variant")
     parser.add_argument("--threads", type=positive_int, default=None,
                         help="compute threads (default: every CPU this process may use)")
-    parser.add_argument("--device", default="cpu",
+    parser.add_argument("--device", type=device_spec, default="cpu",
                         help="cpu (default), cuda, cuda:N, or auto (the GPU when one is usable, else the CPU); "
                              "CUDA computes in bf16 with fp32 accumulation")
     parser.add_argument("--precision", choices=PRECISIONS, default=None,
@@ -85,6 +86,16 @@ def positive_float(text: str) -> float:
     if value == 0:
         raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
     return value
+
+
+def device_spec(text: str) -> str:
+    """argparse type of ``--device``: cpu, cuda, cuda:N or auto (whether a GPU is usable is
+    asked when the model loads, :func:`load_model`)."""
+    try:
+        cuda_backend.parse_device(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected cpu, cuda, cuda:N or auto, got {text!r}") from None
+    return text
 
 
 def shard_spec(text: str) -> str:
@@ -198,9 +209,27 @@ def accept_negative_lists(parser: argparse.ArgumentParser) -> None:
 
 def load_model(args: argparse.Namespace):
     """The model named by :func:`add_model_options`' options."""
-    return load(args.model, threads=args.threads, params=args.params, gelu=args.gelu,
-                device=getattr(args, "device", "cpu"), precision=getattr(args, "precision", None),
-                algorithm=getattr(args, "algorithm", "auto"))
+    device, precision = getattr(args, "device", "cpu"), getattr(args, "precision", None)
+    algorithm = getattr(args, "algorithm", "auto")
+    _check_device(device, precision, algorithm)
+    return load(args.model, threads=args.threads, params=args.params, gelu=args.gelu, device=device,
+                precision=precision, algorithm=algorithm)
+
+
+def _check_device(device: str, precision, algorithm: str) -> None:
+    """load()'s device checks, worded with the options (``--device cpu``, not ``device='cpu'``),
+    before the weights are read."""
+    try:
+        kind, _ = cuda_backend.resolve_device(device, precision)
+    except RuntimeError as e:
+        why = str(e).removeprefix(f"device={device!r}: ").replace("device='cpu'", "--device cpu")
+        raise RuntimeError(f"--device {device}: {why}") from None
+    if kind == "cuda" and precision not in (None, "bf16"):
+        raise ValueError(f"--precision {precision} with --device {device}: the CUDA engine computes in bf16 "
+                         "(fp32 accumulation); use --precision bf16, or --device cpu")
+    if kind == "cuda" and algorithm == "fast":
+        raise ValueError(f"--algorithm fast with --device {device}: the CUDA engine runs direct convolution; "
+                         "use --algorithm direct or auto")
 
 
 def add_distributed_options(parser: argparse.ArgumentParser) -> None:

@@ -65,3 +65,31 @@ def test_empty_track_selector_exits_2(tmp_path, capsys, command, value, words):
     line = one_line(err, f"basenji2-fast {command}: error: {words}")
     assert rc == 2 and "None" not in line and "tracks=" not in line
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("value", ["gpu", "cuda:x", ""])
+def test_bad_device_exits_2(tmp_path, capsys, value):
+    rc, err = cli(capsys, *predict_bed(tmp_path, f"--device={value}"))
+    line = one_line(err, "basenji2-fast predict-bed: error: argument --device: expected cpu, cuda, cuda:N or auto")
+    assert rc == 2 and "device=" not in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_cuda_without_a_gpu_names_the_option(tmp_path, capsys, monkeypatch):
+    from basenji2_fast import cuda_backend
+
+    monkeypatch.setattr(cuda_backend, "usable", lambda: (False, "no usable CUDA device (no driver); use device='cpu'"))
+    rc, err = cli(capsys, *predict_bed(tmp_path, "--device", "cuda"))
+    line = one_line(err, "basenji2-fast predict-bed: error: --device cuda: no usable CUDA device", "use --device cpu")
+    assert rc == 1 and "device=" not in line
+
+
+@pytest.mark.parametrize("option, words", [(["--precision", "fp32"], "--precision fp32 with --device cuda"),
+                                           (["--algorithm", "fast"], "--algorithm fast with --device cuda")])
+def test_cuda_only_combinations_name_the_options(tmp_path, capsys, monkeypatch, option, words):
+    from basenji2_fast import cuda_backend
+
+    monkeypatch.setattr(cuda_backend, "usable", lambda: (True, ""))
+    rc, err = cli(capsys, *predict_bed(tmp_path, "--device", "cuda", *option))
+    line = one_line(err, f"basenji2-fast predict-bed: error: {words}")
+    assert rc == 1 and "device=" not in line and "'fast'" not in line
