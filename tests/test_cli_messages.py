@@ -93,3 +93,11 @@ def test_cuda_only_combinations_name_the_options(tmp_path, capsys, monkeypatch, 
     rc, err = cli(capsys, *predict_bed(tmp_path, "--device", "cuda", *option))
     line = one_line(err, f"basenji2-fast predict-bed: error: {words}")
     assert rc == 1 and "device=" not in line and "'fast'" not in line
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "inf", "nan", "-0"])
+def test_width_messages_agree(tmp_path, capsys, value):
+    rc, err = cli(capsys, "plot", "-m", MODEL, "-f", FASTA, "--region", "chrDemo1:100-200", "-o", tmp_path / "p.png",
+                  f"--width={value}")
+    one_line(err, f"basenji2-fast plot: error: argument --width: must be a finite number > 0, got {value}")
+    assert rc == 2 and not (tmp_path / "p.png").exists()
