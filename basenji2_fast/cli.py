@@ -50,12 +50,13 @@ def merge_shards(shard_dirs: Sequence[Union[str, os.PathLike]], out_dir) -> dict
     call = rec.get("call")
     if call is None:
         return rec
-    args = build_parser().parse_args(call["argv"])
-    args.out_dir = os.path.abspath(os.fspath(out_dir))
-    args.shard, args.scheduler, args.workers = runner.MERGE, None, None
+    out_dir = os.path.abspath(os.fspath(out_dir))
     old = os.getcwd()
-    os.chdir(call["cwd"])  # the shards' relative paths
+    os.chdir(call["cwd"])  # the shards' relative paths (input files are checked while parsing)
     try:
+        args = build_parser().parse_args(call["argv"])
+        args.out_dir = out_dir
+        args.shard, args.scheduler, args.workers = runner.MERGE, None, None
         status = args.func(args)
     finally:
         os.chdir(old)

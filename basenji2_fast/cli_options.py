@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 from typing import List
 
-from ._io import one_line_errors  # noqa: F401  (re-exported: the error block every subcommand uses)
+from ._io import check_input_file, one_line_errors  # noqa: F401  (one_line_errors: re-exported, the error block every subcommand uses)
 from . import cuda_backend
 from .model import TrackRequest, load
 from .spec import ALGORITHMS, GELU_VARIANTS, N_ENCODINGS, PRECISIONS
@@ -101,6 +101,22 @@ def device_spec(text: str) -> str:
     return text
 
 
+def input_file(what: str):
+    """argparse type factory: a path naming a readable file (``what``: "targets file"), else
+    one line saying which file it is and what is wrong (not found, a folder, unreadable)."""
+    def check(text: str) -> str:
+        if not text.strip():
+            raise argparse.ArgumentTypeError(f"empty; expected the path of a {what}")
+        try:
+            check_input_file(text, what)
+        except (OSError, ValueError) as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+        return text
+
+    check.__name__ = what  # argparse's "invalid <name> value" for anything else
+    return check
+
+
 def shard_spec(text: str) -> str:
     """argparse type of ``--shard``: ``I/N`` with 0 <= I < N (checked here, so a bad value
     exits before any output folder is made); the text as given, read by runner.parse_shard."""
@@ -140,7 +156,7 @@ class _PerHead(argparse.Action):
     def __call__(self, parser, namespace, value, option_string=None):
         m = _HEAD_KEY.match(value)
         if m and not (self.dest == "targets" and os.path.exists(value)):
-            self._check(m.group(2), f"{m.group(1)}=")
+            value = self._check(m.group(2), f"{m.group(1)}=")
             by_head = dict(getattr(namespace, self.dest + "_by_head", None) or {})
             if m.group(1) in by_head:
                 parser.error(f"{option_string} {m.group(1)}=... given twice")
@@ -149,14 +165,21 @@ class _PerHead(argparse.Action):
         elif getattr(namespace, self.dest, None) is not None:
             parser.error(f"{option_string} given twice without HEAD= (use {option_string} HEAD=VALUE per head)")
         else:
-            self._check(value)
-            setattr(namespace, self.dest, value)
+            setattr(namespace, self.dest, self._check(value))
 
-    def _check(self, value: str, head: str = "") -> None:
-        """An empty selector (``--tracks ''``, ``--tracks HEAD=``) is a mistake, never "every track"."""
+    def _check(self, value: str, head: str = "") -> str:
+        """``value``, when it may be one: an empty selector (``--tracks ''``, ``--tracks HEAD=``) is
+        a mistake, never "every track"; a targets file must be there (checked at once, so a wrong
+        path fails before any output folder is made, with the file's role, not the OS's words)."""
         if self.dest == "tracks" and not value.strip():
             raise argparse.ArgumentError(self, f"{head} is empty (drop it to select every track of {head[:-1]})"
                                          if head else "empty (leave --tracks out to select every track)")
+        if self.dest == "targets":
+            try:
+                input_file("targets file")(value)
+            except argparse.ArgumentTypeError as e:
+                raise argparse.ArgumentError(self, f"{head}{e}") from None
+        return value
 
 
 def add_track_options(parser: argparse.ArgumentParser) -> None:

@@ -101,3 +101,45 @@ def test_width_messages_agree(tmp_path, capsys, value):
                   f"--width={value}")
     one_line(err, f"basenji2-fast plot: error: argument --width: must be a finite number > 0, got {value}")
     assert rc == 2 and not (tmp_path / "p.png").exists()
+
+
+TARGETS_SUB = ROOT.parent / "shared" / "fixtures" / "basenji-cli" / "visible" / "targets_sub.txt"
+
+
+def _targets_argv(command, tmp_path):
+    out = tmp_path / "out"
+    return {"predict-bed": ["-m", MODEL, "-f", FASTA, BED, "-o", out],
+            "predict-genome": ["-m", MODEL, "-f", FASTA, "-o", out],
+            "test": ["-m", MODEL, "-f", FASTA, BED, "-o", out],
+            "fit-head": ["-m", MODEL, "-f", FASTA, BED, "-o", tmp_path / "out.safetensors"],
+            "plot": ["-m", MODEL, "-f", FASTA, "--region", "chrDemo1:100-200", "-o", tmp_path / "out.png"]}[command]
+
+
+@pytest.mark.parametrize("command", ["predict-bed", "predict-genome", "test", "fit-head", "plot"])
+@pytest.mark.parametrize("kind", ["missing", "folder", "per-head"])
+def test_a_targets_file_that_is_not_there(tmp_path, capsys, command, kind):
+    if kind == "per-head" and command == "fit-head":
+        pytest.skip("fit-head's -t is one file")
+    path = {"missing": tmp_path / "nonexist.txt", "folder": tmp_path,
+            "per-head": f"human={tmp_path / 'nonexist.txt'}"}[kind]
+    words = {"missing": f"{path}: targets file not found", "folder": f"{path}: a folder, not a targets file",
+             "per-head": f"{path}: targets file not found"}[kind]
+    rc, err = cli(capsys, command, *_targets_argv(command, tmp_path), "-t", path)
+    line = one_line(err, f"basenji2-fast {command}: error: argument -t/--targets: {words}")
+    assert rc == 2 and "Errno" not in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_merge_reads_relative_targets_from_the_shards_folder(tmp_path, capsys, monkeypatch):
+    """-t is checked while parsing: merge parses the shards' command line where they ran."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "t.txt").write_bytes(TARGETS_SUB.read_bytes())
+    monkeypatch.chdir(work)
+    argv = ["predict-bed", "-m", str(MODEL), "-f", str(FASTA), str(BED), "-t", "t.txt", "-q"]
+    for i in range(2):
+        assert main(argv + ["-o", str(tmp_path / f"s{i}"), "--shard", f"{i}/2"]) == 0
+    monkeypatch.chdir(tmp_path)
+    rc, err = cli(capsys, "merge", tmp_path / "s0", tmp_path / "s1", "-o", tmp_path / "merged")
+    assert rc == 0, err
+    assert (tmp_path / "merged" / "predict.h5").exists()

@@ -45,7 +45,7 @@ import numpy as np
 
 from .._io import OptionError, check_output
 from ..cli_options import (add_batch_size_option, add_fasta_option, add_model_options, add_run_options, load_model,
-                           non_negative_float, one_line_errors, positive_int)
+                           input_file, non_negative_float, one_line_errors, positive_int)
 from ..coverage import SUM_STATS, ObservedCoverage, TrackStats, coverage_tracks
 from ..genome import prepare_regions, read_bed
 from ..spec import check_positive_int
@@ -314,7 +314,7 @@ def add_fit_head_subcommand(subparsers) -> argparse.ArgumentParser:
     add_fasta_option(p)
     p.add_argument("bed", help="BED file of training regions")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("-t", "--targets", help="basenji targets file whose 'file' column names the bigWigs "
+    src.add_argument("-t", "--targets", type=input_file("targets file"), help="basenji targets file whose 'file' column names the bigWigs "
                                              "(sum_stat, clip, scale applied as basenji's data pipeline)")
     src.add_argument("--bigwigs", help="comma-separated bigWig files (pooled by --sum-stat)")
     p.add_argument("-o", "--out", required=True, help="output model (.safetensors) with every head plus the new one")
