@@ -12,6 +12,7 @@ import os
 import secrets
 import stat
 import sys
+import tempfile
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -92,6 +93,10 @@ def check_output(path, inputs: Iterable = (), folder: bool = False, parents: boo
         raise ValueError(f"{path}: {where} is not a folder")
     if not os.access(where, os.W_OK | os.X_OK):
         raise PermissionError(f"{path}: cannot write in {where} (permission denied)")
+    try:  # os.access trusts root and mode bits: /proc, a read-only mount, a full quota say no only when asked
+        os.rmdir(tempfile.mkdtemp(prefix=".basenji2-fast-check-", dir=where))
+    except OSError as e:
+        raise OSError(f"{path}: cannot write the {what} in {where} ({e.strerror or e})") from None
     return path
 
 

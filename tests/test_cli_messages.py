@@ -143,3 +143,22 @@ def test_merge_reads_relative_targets_from_the_shards_folder(tmp_path, capsys, m
     rc, err = cli(capsys, "merge", tmp_path / "s0", tmp_path / "s1", "-o", tmp_path / "merged")
     assert rc == 0, err
     assert (tmp_path / "merged" / "predict.h5").exists()
+
+
+VISIBLE = ROOT.parent / "shared" / "fixtures" / "basenji-cli" / "visible"
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs /proc")
+@pytest.mark.parametrize("out", ["/proc/nope", "/proc/nope/deeper"])
+def test_an_output_folder_that_cannot_be_made(capsys, out):
+    rc, err = cli(capsys, "sad", "-m", MODEL, "-f", VISIBLE / "genome.fa", VISIBLE / "variants.vcf", "-o", out, "-q")
+    line = one_line(err, f"basenji2-fast sad: error: {out}: cannot")
+    assert rc == 1 and "Errno" not in line
+
+
+def test_check_output_leaves_nothing(tmp_path):
+    from basenji2_fast._io import check_output
+
+    check_output(tmp_path / "a" / "b", folder=True)
+    check_output(tmp_path / "f.h5")
+    assert list(tmp_path.iterdir()) == []
