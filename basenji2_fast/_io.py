@@ -176,6 +176,8 @@ def one_line_errors(command: str, work) -> int:
     with one_line_warnings(command):
         try:
             work()
+        except BrokenPipeError:
+            raise  # stdout's reader left (| head): no error of the input; cli.main exits quietly
         except ERRORS as e:
             msg = getattr(e, "cli", None) or (e.args[0] if isinstance(e, KeyError) and e.args else e)
             print(f"basenji2-fast {command}: error: {' '.join(str(msg).split())}", file=sys.stderr)

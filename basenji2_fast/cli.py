@@ -126,6 +126,12 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     try:
         one_line_errors(args.command, work)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's last flush
+    except BrokenPipeError:
+        # stdout's reader has gone (| head, | true): stop quietly, as other Unix tools; what is
+        # still buffered goes nowhere instead of failing again at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, the status a shell gives a writer killed by it
     except KeyboardInterrupt:
         # Ctrl-C: one line, not the traceback of wherever the work was; the resumable jobs
         # (predict-genome, sad, saliency, sharded runs) keep what they committed.

@@ -162,3 +162,20 @@ def test_check_output_leaves_nothing(tmp_path):
     check_output(tmp_path / "a" / "b", folder=True)
     check_output(tmp_path / "f.h5")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("argv", [["info"], ["info", "-m", str(MODEL)], ["--help"]])
+def test_a_closed_stdout_is_not_an_error(argv):
+    """``basenji2-fast info | true``: the reader is gone before the output; no message."""
+    import os
+    import subprocess
+    import sys
+
+    r, w = os.pipe()
+    os.close(r)  # every write to w fails with EPIPE
+    try:
+        p = subprocess.run([sys.executable, "-m", "basenji2_fast.cli", *argv], stdout=w, stderr=subprocess.PIPE,
+                           cwd=ROOT, timeout=120)
+    finally:
+        os.close(w)
+    assert p.stderr.decode() == "" and p.returncode in (0, 141), (p.returncode, p.stderr.decode())
