@@ -57,6 +57,23 @@ class OneLineParser(argparse.ArgumentParser):
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
 
+    def parse_args(self, args=None, namespace=None):
+        # argparse reports a subcommand's unknown options from the top parser ("basenji2-fast:
+        # error: unrecognized arguments"); say them from the subcommand's parser instead.
+        parsed, extra = self.parse_known_args(args, namespace)
+        if extra:
+            self._command_parser(parsed).error(f"unrecognized arguments: {' '.join(extra)}")
+        return parsed
+
+    def _command_parser(self, parsed: argparse.Namespace) -> argparse.ArgumentParser:
+        """The (sub)parser of the subcommand ``parsed`` holds, else this one."""
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                sub = action.choices.get(getattr(parsed, action.dest, None) or "")
+                if isinstance(sub, OneLineParser):
+                    return sub._command_parser(parsed)
+        return self
+
 
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1 (``--batch-size``, ``--threads``, ``--workers``)."""

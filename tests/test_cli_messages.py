@@ -179,3 +179,12 @@ def test_a_closed_stdout_is_not_an_error(argv):
     finally:
         os.close(w)
     assert p.stderr.decode() == "" and p.returncode in (0, 141), (p.returncode, p.stderr.decode())
+
+
+@pytest.mark.parametrize("argv, command", [(["predict-bed", "BED", "-o", "x", "-m", "m", "-f", "g", "--bogus"],
+                                            "basenji2-fast predict-bed"),
+                                           (["info", "--bogus", "x"], "basenji2-fast info")])
+def test_unknown_options_are_reported_by_the_subcommand(capsys, argv, command):
+    rc, err = cli(capsys, *argv)
+    one_line(err, f"{command}: error: unrecognized arguments: ", f"(see {command} --help)")
+    assert rc == 2
