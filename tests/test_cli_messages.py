@@ -188,3 +188,29 @@ def test_unknown_options_are_reported_by_the_subcommand(capsys, argv, command):
     rc, err = cli(capsys, *argv)
     one_line(err, f"{command}: error: unrecognized arguments: ", f"(see {command} --help)")
     assert rc == 2
+
+
+def test_fit_head_over_an_existing_head_names_the_options(tmp_path, capsys):
+    pytest.importorskip("scipy")
+    bw = tmp_path / "a.bw"
+    bw.write_bytes(b"")  # never read: the name is refused first
+    rc, err = cli(capsys, "fit-head", "-m", MODEL, "-f", FASTA, BED, "--bigwigs", bw, "-o", tmp_path / "o.safetensors",
+                  "--name", "human", "-q")
+    line = one_line(err, "basenji2-fast fit-head: error: this model already has a head 'human'; "
+                         "choose another --name, or pass --replace to replace it")
+    assert rc == 1 and "False" not in line and "replace=True" not in line
+    assert not (tmp_path / "o.safetensors").exists()
+
+
+@pytest.mark.parametrize("name", ["human", "h{0}"])
+def test_fit_head_over_an_existing_head_in_python(name):
+    pytest.importorskip("scipy")
+    from basenji2_fast import load
+    from basenji2_fast.workflows.heads import fit_head
+
+    model = load(MODEL, threads=1)
+    if name not in model.head_names:  # a name with braces is no template field of the message
+        model.head_names.append(name)
+    with pytest.raises(ValueError, match=r"choose another name, or pass replace=True to replace it") as e:
+        fit_head(model, FASTA, [("chrDemo1", 30000, 30500)], ["x.bw"], name=name)
+    assert repr(name) in str(e.value) and f"{name!r}; choose another --name, or pass --replace" in e.value.cli

@@ -204,8 +204,9 @@ def fit_head(model, fasta, regions, targets, loss: str = "poisson", l2: float = 
     if not (isinstance(cache_mb, (int, float, np.floating, np.integer)) and cache_mb >= 0):
         raise ValueError(f"cache_mb={cache_mb!r}: must be a number >= 0")
     if attach and name in model.head_names and not replace:
-        raise OptionError(f"this model already has a head {name!r}; choose another name, or {replace} to replace it",
-                          replace=("replace=True", "--replace"))
+        head = repr(name).replace("{", "{{").replace("}", "}}")  # a literal in OptionError's template
+        raise OptionError(f"this model already has a head {head}; choose another {{name}}, or pass {{replace}} to "
+                          "replace it", name=("name", "--name"), replace=("replace=True", "--replace"))
     regions, fa, source_name = prepare_regions(fasta, regions)
     if isinstance(targets, (str, os.PathLike)) and not str(targets).lower().endswith((".bw", ".bigwig")):
         targets = read_targets(targets)
