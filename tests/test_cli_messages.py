@@ -214,3 +214,27 @@ def test_fit_head_over_an_existing_head_in_python(name):
     with pytest.raises(ValueError, match=r"choose another name, or pass replace=True to replace it") as e:
         fit_head(model, FASTA, [("chrDemo1", 30000, 30500)], ["x.bw"], name=name)
     assert repr(name) in str(e.value) and f"{name!r}; choose another --name, or pass --replace" in e.value.cli
+
+
+@pytest.mark.parametrize("precision", ["bf16", "bf16-fast"])
+def test_saliency_precision_names_the_option(tmp_path, capsys, precision):
+    rc, err = cli(capsys, "saliency", "-m", MODEL, "-f", FASTA, BED, "-o", tmp_path / "out", "-q",
+                  "--precision", precision)
+    line = one_line(err, f"basenji2-fast saliency: error: --precision {precision}: gradients are computed in "
+                         "fp32; use --precision fp32")
+    assert rc == 1 and "precision=" not in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_saliency_on_a_gpu_names_the_option(tmp_path, capsys, monkeypatch):
+    import basenji2_fast.workflows.saliency as saliency
+
+    class OnGpu:
+        device, precision = "cuda:0", "bf16"
+
+    monkeypatch.setattr(saliency, "load_model", lambda args: OnGpu())
+    rc, err = cli(capsys, "saliency", "-m", MODEL, "-f", FASTA, BED, "-o", tmp_path / "out", "-q", "--device", "auto")
+    line = one_line(err, "basenji2-fast saliency: error: --device auto: gradients run on the CPU engine; "
+                         "use --device cpu")
+    assert rc == 1 and "device=" not in line
+    assert not (tmp_path / "out").exists()
