@@ -238,3 +238,56 @@ def test_saliency_on_a_gpu_names_the_option(tmp_path, capsys, monkeypatch):
                          "use --device cpu")
     assert rc == 1 and "device=" not in line
     assert not (tmp_path / "out").exists()
+
+
+def _as_a_terminal_shows(text: str) -> list:
+    """The lines a terminal shows for ``text``: a carriage return goes back to the line's start,
+    what follows overwrites (a progress bar redraws itself, and clears itself with spaces)."""
+    shown = []
+    for line in text.split("\n"):
+        cells: list = []
+        for part in line.split("\r"):
+            cells[:len(part)] = part
+        shown.append("".join(cells).rstrip())
+    return shown
+
+
+@pytest.mark.parametrize("mode", ["missing", "cut", "bad md5"])
+def test_a_failed_fetch_is_one_line_even_with_the_progress_bar(tmp_path, capfd, monkeypatch, mode):
+    """Without -q: no "Downloading data from ..." line (pooch's log) and no bar left drawn."""
+    pytest.importorskip("pooch")
+    import http.server
+    import threading
+
+    from basenji2_fast import fetch
+
+    body = b"x" * 200_000
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            if mode == "missing":
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body if mode == "bad md5" else body[:len(body) // 10])
+            self.close_connection = True
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv(fetch.URL_ENV, f"http://127.0.0.1:{httpd.server_address[1]}")
+        capfd.readouterr()
+        rc = main(["fetch", "pth", "--cache", str(tmp_path / "cache")])
+        err = capfd.readouterr().err
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    lines = [line for line in _as_a_terminal_shows(err) if line.strip()]
+    assert rc == 1 and len(lines) == 1 and lines[0].startswith("basenji2-fast fetch: error: "), err
+    assert "Downloading" not in err
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == []
