@@ -180,6 +180,10 @@ def one_line_errors(command: str, work) -> int:
             raise  # stdout's reader left (| head): no error of the input; cli.main exits quietly
         except ERRORS as e:
             msg = getattr(e, "cli", None) or (e.args[0] if isinstance(e, KeyError) and e.args else e)
+            if isinstance(e, OSError) and e.filename is not None and e.strerror and str(e).startswith("[Errno"):
+                # A file the code did not check first: its path and the reason, not Python's wording
+                # ("[Errno 2] No such file or directory: 'x'").
+                msg = f"{e.filename}: {e.strerror[:1].lower()}{e.strerror[1:]}"
             print(f"basenji2-fast {command}: error: {' '.join(str(msg).split())}", file=sys.stderr)
             return 1
     return 0

@@ -291,3 +291,10 @@ def test_a_failed_fetch_is_one_line_even_with_the_progress_bar(tmp_path, capfd, 
     assert rc == 1 and len(lines) == 1 and lines[0].startswith("basenji2-fast fetch: error: "), err
     assert "Downloading" not in err
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == []
+
+
+def test_an_unchecked_os_error_is_not_pythons_wording(tmp_path, capsys):
+    """-g is not checked before it is read (yet): its error still gives the path and the reason."""
+    rc, err = cli(capsys, *predict_bed(tmp_path, "-b", "0", "-g", tmp_path / "nonexist.txt"))
+    line = one_line(err, f"basenji2-fast predict-bed: error: {tmp_path / 'nonexist.txt'}: no such file or directory")
+    assert rc == 1 and "Errno" not in line
