@@ -12,6 +12,7 @@ import os
 import secrets
 import stat
 import sys
+import tempfile
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -92,6 +93,10 @@ def check_output(path, inputs: Iterable = (), folder: bool = False, parents: boo
         raise ValueError(f"{path}: {where} is not a folder")
     if not os.access(where, os.W_OK | os.X_OK):
         raise PermissionError(f"{path}: cannot write in {where} (permission denied)")
+    try:  # os.access trusts root and mode bits: /proc, a read-only mount, a full quota say no only when asked
+        os.rmdir(tempfile.mkdtemp(prefix=".basenji2-fast-check-", dir=where))
+    except OSError as e:
+        raise OSError(f"{path}: cannot write the {what} in {where} ({e.strerror or e})") from None
     return path
 
 
@@ -171,8 +176,14 @@ def one_line_errors(command: str, work) -> int:
     with one_line_warnings(command):
         try:
             work()
+        except BrokenPipeError:
+            raise  # stdout's reader left (| head): no error of the input; cli.main exits quietly
         except ERRORS as e:
             msg = getattr(e, "cli", None) or (e.args[0] if isinstance(e, KeyError) and e.args else e)
+            if isinstance(e, OSError) and e.filename is not None and e.strerror and str(e).startswith("[Errno"):
+                # A file the code did not check first: its path and the reason, not Python's wording
+                # ("[Errno 2] No such file or directory: 'x'").
+                msg = f"{e.filename}: {e.strerror[:1].lower()}{e.strerror[1:]}"
             print(f"basenji2-fast {command}: error: {' '.join(str(msg).split())}", file=sys.stderr)
             return 1
     return 0

@@ -50,12 +50,13 @@ def merge_shards(shard_dirs: Sequence[Union[str, os.PathLike]], out_dir) -> dict
     call = rec.get("call")
     if call is None:
         return rec
-    args = build_parser().parse_args(call["argv"])
-    args.out_dir = os.path.abspath(os.fspath(out_dir))
-    args.shard, args.scheduler, args.workers = runner.MERGE, None, None
+    out_dir = os.path.abspath(os.fspath(out_dir))
     old = os.getcwd()
-    os.chdir(call["cwd"])  # the shards' relative paths
+    os.chdir(call["cwd"])  # the shards' relative paths (input files are checked while parsing)
     try:
+        args = build_parser().parse_args(call["argv"])
+        args.out_dir = out_dir
+        args.shard, args.scheduler, args.workers = runner.MERGE, None, None
         status = args.func(args)
     finally:
         os.chdir(old)
@@ -125,6 +126,12 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     try:
         one_line_errors(args.command, work)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's last flush
+    except BrokenPipeError:
+        # stdout's reader has gone (| head, | true): stop quietly, as other Unix tools; what is
+        # still buffered goes nowhere instead of failing again at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, the status a shell gives a writer killed by it
     except KeyboardInterrupt:
         # Ctrl-C: one line, not the traceback of wherever the work was; the resumable jobs
         # (predict-genome, sad, saliency, sharded runs) keep what they committed.

@@ -9,7 +9,8 @@ import re
 from pathlib import Path
 from typing import List
 
-from ._io import one_line_errors  # noqa: F401  (re-exported: the error block every subcommand uses)
+from ._io import check_input_file, one_line_errors  # noqa: F401  (one_line_errors: re-exported, the error block every subcommand uses)
+from . import cuda_backend
 from .model import TrackRequest, load
 from .spec import ALGORITHMS, GELU_VARIANTS, N_ENCODINGS, PRECISIONS
 from .targets import read_targets
@@ -24,7 +25,7 @@ def add_model_options(parser: argparse.ArgumentParser, required: bool = True, mo
     parser.add_argument("--gelu", choices=GELU_VARIANTS, default=None, help="override the model's GELU variant")
     parser.add_argument("--threads", type=positive_int, default=None,
                         help="compute threads (default: every CPU this process may use)")
-    parser.add_argument("--device", default="cpu",
+    parser.add_argument("--device", type=device_spec, default="cpu",
                         help="cpu (default), cuda, cuda:N, or auto (the GPU when one is usable, else the CPU); "
                              "CUDA computes in bf16 with fp32 accumulation")
     parser.add_argument("--precision", choices=PRECISIONS, default=None,
@@ -56,6 +57,23 @@ class OneLineParser(argparse.ArgumentParser):
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
 
+    def parse_args(self, args=None, namespace=None):
+        # argparse reports a subcommand's unknown options from the top parser ("basenji2-fast:
+        # error: unrecognized arguments"); say them from the subcommand's parser instead.
+        parsed, extra = self.parse_known_args(args, namespace)
+        if extra:
+            self._command_parser(parsed).error(f"unrecognized arguments: {' '.join(extra)}")
+        return parsed
+
+    def _command_parser(self, parsed: argparse.Namespace) -> argparse.ArgumentParser:
+        """The (sub)parser of the subcommand ``parsed`` holds, else this one."""
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                sub = action.choices.get(getattr(parsed, action.dest, None) or "")
+                if isinstance(sub, OneLineParser):
+                    return sub._command_parser(parsed)
+        return self
+
 
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1 (``--batch-size``, ``--threads``, ``--workers``)."""
@@ -81,10 +99,52 @@ def non_negative_float(text: str) -> float:
 
 def positive_float(text: str) -> float:
     """argparse type: a finite number > 0 (a figure's ``--width``)."""
-    value = non_negative_float(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
     return value
+
+
+def device_spec(text: str) -> str:
+    """argparse type of ``--device``: cpu, cuda, cuda:N or auto (whether a GPU is usable is
+    asked when the model loads, :func:`load_model`)."""
+    try:
+        cuda_backend.parse_device(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected cpu, cuda, cuda:N or auto, got {text!r}") from None
+    return text
+
+
+def input_file(what: str):
+    """argparse type factory: a path naming a readable file (``what``: "targets file"), else
+    one line saying which file it is and what is wrong (not found, a folder, unreadable)."""
+    def check(text: str) -> str:
+        if not text.strip():
+            raise argparse.ArgumentTypeError(f"empty; expected the path of a {what}")
+        try:
+            check_input_file(text, what)
+        except (OSError, ValueError) as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+        return text
+
+    check.__name__ = what  # argparse's "invalid <name> value" for anything else
+    return check
+
+
+def shard_spec(text: str) -> str:
+    """argparse type of ``--shard``: ``I/N`` with 0 <= I < N (checked here, so a bad value
+    exits before any output folder is made); the text as given, read by runner.parse_shard."""
+    i, _, n = text.partition("/")
+    try:
+        i, n = int(i), int(n)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected I/N, e.g. 0/4 (shards are numbered 0..N-1), got {text!r}") from None
+    if n < 1 or not 0 <= i < n:
+        raise argparse.ArgumentTypeError(f"expected I/N with 0 <= I < N (shards are numbered 0..N-1), got {text!r}")
+    return text
 
 
 def add_batch_size_option(parser: argparse.ArgumentParser, default: int, unit: str = "windows per engine call") -> None:
@@ -93,11 +153,14 @@ def add_batch_size_option(parser: argparse.ArgumentParser, default: int, unit: s
 
 
 def int_list(text: str) -> List[int]:
-    """argparse type for comma-separated integers ("0,3,7", "-1,0,1")."""
+    """argparse type for comma-separated integers ("0,3,7", "-1,0,1"); at least one."""
     try:
-        return [int(t) for t in text.split(",") if t.strip()]
+        values = [int(t) for t in text.split(",") if t.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+        values = []
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+    return values
 
 
 _HEAD_KEY = re.compile(r"^([A-Za-z_][\w.-]*)=(.*)$")
@@ -110,6 +173,7 @@ class _PerHead(argparse.Action):
     def __call__(self, parser, namespace, value, option_string=None):
         m = _HEAD_KEY.match(value)
         if m and not (self.dest == "targets" and os.path.exists(value)):
+            value = self._check(m.group(2), f"{m.group(1)}=")
             by_head = dict(getattr(namespace, self.dest + "_by_head", None) or {})
             if m.group(1) in by_head:
                 parser.error(f"{option_string} {m.group(1)}=... given twice")
@@ -118,7 +182,21 @@ class _PerHead(argparse.Action):
         elif getattr(namespace, self.dest, None) is not None:
             parser.error(f"{option_string} given twice without HEAD= (use {option_string} HEAD=VALUE per head)")
         else:
-            setattr(namespace, self.dest, value)
+            setattr(namespace, self.dest, self._check(value))
+
+    def _check(self, value: str, head: str = "") -> str:
+        """``value``, when it may be one: an empty selector (``--tracks ''``, ``--tracks HEAD=``) is
+        a mistake, never "every track"; a targets file must be there (checked at once, so a wrong
+        path fails before any output folder is made, with the file's role, not the OS's words)."""
+        if self.dest == "tracks" and not value.strip():
+            raise argparse.ArgumentError(self, f"{head} is empty (drop it to select every track of {head[:-1]})"
+                                         if head else "empty (leave --tracks out to select every track)")
+        if self.dest == "targets":
+            try:
+                input_file("targets file")(value)
+            except argparse.ArgumentTypeError as e:
+                raise argparse.ArgumentError(self, f"{head}{e}") from None
+        return value
 
 
 def add_track_options(parser: argparse.ArgumentParser) -> None:
@@ -174,9 +252,27 @@ def accept_negative_lists(parser: argparse.ArgumentParser) -> None:
 
 def load_model(args: argparse.Namespace):
     """The model named by :func:`add_model_options`' options."""
-    return load(args.model, threads=args.threads, params=args.params, gelu=args.gelu,
-                device=getattr(args, "device", "cpu"), precision=getattr(args, "precision", None),
-                algorithm=getattr(args, "algorithm", "auto"))
+    device, precision = getattr(args, "device", "cpu"), getattr(args, "precision", None)
+    algorithm = getattr(args, "algorithm", "auto")
+    _check_device(device, precision, algorithm)
+    return load(args.model, threads=args.threads, params=args.params, gelu=args.gelu, device=device,
+                precision=precision, algorithm=algorithm)
+
+
+def _check_device(device: str, precision, algorithm: str) -> None:
+    """load()'s device checks, worded with the options (``--device cpu``, not ``device='cpu'``),
+    before the weights are read."""
+    try:
+        kind, _ = cuda_backend.resolve_device(device, precision)
+    except RuntimeError as e:
+        why = str(e).removeprefix(f"device={device!r}: ").replace("device='cpu'", "--device cpu")
+        raise RuntimeError(f"--device {device}: {why}") from None
+    if kind == "cuda" and precision not in (None, "bf16"):
+        raise ValueError(f"--precision {precision} with --device {device}: the CUDA engine computes in bf16 "
+                         "(fp32 accumulation); use --precision bf16, or --device cpu")
+    if kind == "cuda" and algorithm == "fast":
+        raise ValueError(f"--algorithm fast with --device {device}: the CUDA engine runs direct convolution; "
+                         "use --algorithm direct or auto")
 
 
 def add_distributed_options(parser: argparse.ArgumentParser) -> None:
@@ -187,7 +283,7 @@ def add_distributed_options(parser: argparse.ArgumentParser) -> None:
                    help="run the tasks on this Dask scheduler (tcp://host:8786, or a scheduler file *.json)")
     g.add_argument("--workers", type=positive_int, default=None, metavar="N",
                    help="run the tasks on a local Dask cluster of N worker processes (the CPUs split between them)")
-    g.add_argument("--shard", default=None, metavar="I/N",
+    g.add_argument("--shard", type=shard_spec, default=None, metavar="I/N",
                    help="run only shard I of N (0-based) into OUT_DIR; combine with 'basenji2-fast merge'")
 
 

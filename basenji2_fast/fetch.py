@@ -133,11 +133,13 @@ def _download(f: PublishedFile, folder: Path, url: str, progress: bool) -> Path:
     name = f".{f.filename}.{os.getpid()}.part"
     logger = pooch.get_logger()
     level = logger.level
-    if not progress:
-        logger.setLevel("WARNING")  # no "Downloading data from ..." line either
+    logger.setLevel("WARNING")  # no "Downloading data from ..." line: a failure is one line, a success its path
+    # The bar is ours, not pooch's: cleared when it closes, so a failed transfer (which pooch
+    # leaves half drawn) or a failed check leaves only the error's line on stderr.
+    bar = _progress_bar(f.filename) if progress else None
     try:
         path = pooch.retrieve(url, known_hash=f"md5:{f.md5}" if f.md5 else None, fname=name, path=folder,
-                              downloader=pooch.HTTPDownloader(progressbar=progress, timeout=60))
+                              downloader=pooch.HTTPDownloader(progressbar=False if bar is None else bar, timeout=60))
     except ValueError as e:  # pooch: the md5 does not match (its temporary file is gone)
         if "hash" not in str(e).lower():
             raise
@@ -147,7 +149,18 @@ def _download(f: PublishedFile, folder: Path, url: str, progress: bool) -> Path:
         raise FetchError(f"cannot download {f.filename} from {url}: {one_line(e)}") from None
     finally:
         logger.setLevel(level)
+        if bar is not None:
+            bar.close()
     return Path(path)
+
+
+def _progress_bar(filename: str):
+    """A download bar (tqdm, as pooch's own) that leaves nothing behind when it closes. pooch
+    sets its total; it starts at 1 because a tqdm of total 0 is falsy, which pooch reads as
+    "no bar"."""
+    from tqdm import tqdm
+
+    return tqdm(total=1, desc=filename, ncols=79, unit="B", unit_scale=True, leave=False)
 
 
 def fetch(which: str, cache: Union[None, str, os.PathLike] = None, progress: bool = False) -> Path:

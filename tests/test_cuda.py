@@ -222,7 +222,7 @@ def test_cli_device_cuda_without_gpu(tmp_path, capsys):
                "-f", str(repo / "weights/demo/demo.fa"), str(bed), "-o", str(tmp_path / "out"), "--device", "cuda"])
     err = capsys.readouterr().err.strip()
     assert rc == 1 and not (tmp_path / "out" / "predict.h5").exists()
-    assert "\n" not in err and "device='cuda'" in err, err
+    assert "\n" not in err and "--device cuda: " in err and "use --device cpu" in err and "device='" not in err, err
 
 
 def _cuda_module():

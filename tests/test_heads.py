@@ -235,9 +235,11 @@ def test_scipy_missing_is_a_clear_error(monkeypatch, synth):
         fit_head(fresh_model(), synth["fasta"], synth["regions"][:2], [synth["tmp"] / "exact0.bw"])
 
 
-def test_commands_are_registered():
+def test_commands_are_registered(tmp_path, monkeypatch):
     from basenji2_fast.cli import build_parser
 
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "t.txt").write_text("identifier\n")  # a targets file is checked while parsing
     parser = build_parser()
     for argv in (["embed", "-m", "m", "-f", "g.fa", "r.bed", "-o", "e.h5"],
                  ["fit-head", "-m", "m", "-f", "g.fa", "r.bed", "--bigwigs", "a.bw", "-o", "n.safetensors"],

@@ -109,9 +109,12 @@ def test_plan_heads(merged, mouse_targets):
         plan_heads(b2.load(fixture_path("tf-small", "model.h5")), "both")
 
 
-def test_per_head_options_parse(tmp_path):
+def test_per_head_options_parse(tmp_path, monkeypatch):
     weird = tmp_path / "a=b.txt"  # an existing file whose name has '=' is a plain path
     weird.write_text(HEADER)
+    monkeypatch.chdir(tmp_path)
+    for name in ("tm.txt", "x", "y"):  # targets files are checked while parsing
+        (tmp_path / name).write_text(HEADER)
     args = build_parser().parse_args(["predict-bed", "-m", "m", "-f", "g", "r.bed", "-o", "o", "--head", "both",
                                       "-t", "mouse=tm.txt", "-t", str(weird), "--tracks", "human=0,3",
                                       "--tracks", "CAGE:.*"])

@@ -45,7 +45,7 @@ import numpy as np
 
 from .._io import OptionError, check_output
 from ..cli_options import (add_batch_size_option, add_fasta_option, add_model_options, add_run_options, load_model,
-                           non_negative_float, one_line_errors, positive_int)
+                           input_file, non_negative_float, one_line_errors, positive_int)
 from ..coverage import SUM_STATS, ObservedCoverage, TrackStats, coverage_tracks
 from ..genome import prepare_regions, read_bed
 from ..spec import check_positive_int
@@ -204,8 +204,9 @@ def fit_head(model, fasta, regions, targets, loss: str = "poisson", l2: float = 
     if not (isinstance(cache_mb, (int, float, np.floating, np.integer)) and cache_mb >= 0):
         raise ValueError(f"cache_mb={cache_mb!r}: must be a number >= 0")
     if attach and name in model.head_names and not replace:
-        raise OptionError(f"this model already has a head {name!r}; choose another name, or {replace} to replace it",
-                          replace=("replace=True", "--replace"))
+        head = repr(name).replace("{", "{{").replace("}", "}}")  # a literal in OptionError's template
+        raise OptionError(f"this model already has a head {head}; choose another {{name}}, or pass {{replace}} to "
+                          "replace it", name=("name", "--name"), replace=("replace=True", "--replace"))
     regions, fa, source_name = prepare_regions(fasta, regions)
     if isinstance(targets, (str, os.PathLike)) and not str(targets).lower().endswith((".bw", ".bigwig")):
         targets = read_targets(targets)
@@ -314,7 +315,7 @@ def add_fit_head_subcommand(subparsers) -> argparse.ArgumentParser:
     add_fasta_option(p)
     p.add_argument("bed", help="BED file of training regions")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("-t", "--targets", help="basenji targets file whose 'file' column names the bigWigs "
+    src.add_argument("-t", "--targets", type=input_file("targets file"), help="basenji targets file whose 'file' column names the bigWigs "
                                              "(sum_stat, clip, scale applied as basenji's data pipeline)")
     src.add_argument("--bigwigs", help="comma-separated bigWig files (pooled by --sum-stat)")
     p.add_argument("-o", "--out", required=True, help="output model (.safetensors) with every head plus the new one")

@@ -237,7 +237,13 @@ def run_saliency(args: argparse.Namespace) -> int:
         if not regions:
             raise ValueError(f"{args.bed}: no regions")
         head, tracks, targets = track_request(args)
-        path = saliency_bed(load_model(args), args.fasta, regions, args.out_dir, stretch=args.stretch,
+        if args.precision not in (None, "fp32"):  # before the model loads
+            raise ValueError(f"--precision {args.precision}: gradients are computed in fp32; use --precision "
+                             "fp32 (the CPU's default)")
+        model = load_model(args)
+        if model.device != "cpu":  # --device cuda, or auto with a GPU: model.require_gradients, in CLI words
+            raise ValueError(f"--device {args.device}: gradients run on the CPU engine; use --device cpu")
+        path = saliency_bed(model, args.fasta, regions, args.out_dir, stretch=args.stretch,
                             bins=args.bins, method=args.method, head=head, tracks=tracks, targets=targets,
                             rc=args.rc, shifts=args.shifts, n_encoding=args.n_encoding, batch_size=args.batch_size,
                             progress=not args.quiet, **distributed_kwargs(args))
