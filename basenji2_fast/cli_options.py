@@ -170,9 +170,14 @@ class _PerHead(argparse.Action):
     """``VALUE`` (stored in ``dest``, once) or ``HEAD=VALUE`` (repeatable; stored in
     ``<dest>_by_head``, a dict). A targets path that exists as given is never split at '='."""
 
+    one_head = False  # _OneHead: commands of one head take no HEAD=
+
     def __call__(self, parser, namespace, value, option_string=None):
         m = _HEAD_KEY.match(value)
         if m and not (self.dest == "targets" and os.path.exists(value)):
+            if self.one_head:
+                raise argparse.ArgumentError(self, f"{value}: this command takes one head: choose it with --head "
+                                                   f"and give {option_string} without HEAD=")
             value = self._check(m.group(2), f"{m.group(1)}=")
             by_head = dict(getattr(namespace, self.dest + "_by_head", None) or {})
             if m.group(1) in by_head:
@@ -199,21 +204,39 @@ class _PerHead(argparse.Action):
         return value
 
 
-def add_track_options(parser: argparse.ArgumentParser) -> None:
+class _OneHead(_PerHead):
+    one_head = True
+
+
+def _one_head_name(text: str) -> str:
+    """--head of a command that draws or evaluates one head: a name, not 'both' or a list."""
+    if text in ("both", "all") or "," in text:
+        raise argparse.ArgumentTypeError(f"{text!r}: this command takes one head; name it (e.g. --head human)")
+    return text
+
+
+def add_track_options(parser: argparse.ArgumentParser, one_head: bool = False) -> None:
     """``[-t [HEAD=]targets.txt] [--tracks [HEAD=]SELECTOR] [--head NAME|both]``, resolved by
-    multihead.plan_heads and targets.select_tracks."""
-    parser.add_argument("-t", "--targets", default=None, action=_PerHead,
+    multihead.plan_heads and targets.select_tracks. ``one_head``: for commands of one head
+    (plot, test): no HEAD= forms, no 'both', and help that offers neither."""
+    several = "" if one_head else " With several heads: -t HEAD=FILE, once per head"
+    parser.add_argument("-t", "--targets", default=None, action=_OneHead if one_head else _PerHead,
                         help="basenji targets file: track identifiers, labels and strand pairs; with fewer rows "
-                             "than the head has outputs, its index column names the head columns to compute. "
-                             "With several heads: -t HEAD=FILE, once per head")
-    parser.add_argument("--tracks", default=None, action=_PerHead,
+                             "than the head has outputs, its index column names the head columns to compute." + several)
+    parser.add_argument("--tracks", default=None, action=_OneHead if one_head else _PerHead,
                         help="which tracks: comma-separated row numbers of the targets file (head columns without "
                              "-t), comma-separated identifiers, or a regular expression searched in the "
-                             "descriptions, e.g. 'CAGE:.*K562' (default: all). Per head: --tracks HEAD=SELECTOR")
-    parser.add_argument("--head", default=None,
-                        help="head name, 'both' (every head of the model, one trunk pass) or a comma list (default: "
-                             "the model's first head, or the one head with as many outputs as the targets file "
-                             "has rows); several heads write OUT/<head>/ each")
+                             "descriptions, e.g. 'CAGE:.*K562' (default: all)."
+                             + ("" if one_head else " Per head: --tracks HEAD=SELECTOR"))
+    if one_head:
+        parser.add_argument("--head", default=None, type=_one_head_name,
+                            help="head name (default: the model's first head, or the one head with as many outputs "
+                                 "as the targets file has rows)")
+    else:
+        parser.add_argument("--head", default=None,
+                            help="head name, 'both' (every head of the model, one trunk pass) or a comma list "
+                                 "(default: the model's first head, or the one head with as many outputs as the "
+                                 "targets file has rows); several heads write OUT/<head>/ each")
     parser.set_defaults(targets_by_head=None, tracks_by_head=None)
 
 

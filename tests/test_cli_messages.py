@@ -60,6 +60,8 @@ def test_empty_shifts_exit_2(tmp_path, capsys, value):
                                           (" ", "argument --tracks: empty"),
                                           ("human=", "argument --tracks: human= is empty")])
 def test_empty_track_selector_exits_2(tmp_path, capsys, command, value, words):
+    if command == "test" and value.endswith("="):
+        words = "argument --tracks: human=: this command takes one head"  # test evaluates one head
     out = ["-o", tmp_path / "out"]
     rc, err = cli(capsys, command, "-m", MODEL, "-f", FASTA, BED, *out, f"--tracks={value}")
     line = one_line(err, f"basenji2-fast {command}: error: {words}")
@@ -123,7 +125,8 @@ def test_a_targets_file_that_is_not_there(tmp_path, capsys, command, kind):
     path = {"missing": tmp_path / "nonexist.txt", "folder": tmp_path,
             "per-head": f"human={tmp_path / 'nonexist.txt'}"}[kind]
     words = {"missing": f"{path}: targets file not found", "folder": f"{path}: a folder, not a targets file",
-             "per-head": f"{path}: targets file not found"}[kind]
+             "per-head": f"{path}: " + ("this command takes one head" if command in ("test", "plot")
+                                        else "targets file not found")}[kind]
     rc, err = cli(capsys, command, *_targets_argv(command, tmp_path), "-t", path)
     line = one_line(err, f"basenji2-fast {command}: error: argument -t/--targets: {words}")
     assert rc == 2 and "Errno" not in line
@@ -294,7 +297,46 @@ def test_a_failed_fetch_is_one_line_even_with_the_progress_bar(tmp_path, capfd, 
 
 
 def test_an_unchecked_os_error_is_not_pythons_wording(tmp_path, capsys):
-    """-g is not checked before it is read (yet): its error still gives the path and the reason."""
-    rc, err = cli(capsys, *predict_bed(tmp_path, "-b", "0", "-g", tmp_path / "nonexist.txt"))
-    line = one_line(err, f"basenji2-fast predict-bed: error: {tmp_path / 'nonexist.txt'}: no such file or directory")
-    assert rc == 1 and "Errno" not in line
+    """An OS error no check caught still gives the path and the reason, not Python's wording."""
+    import errno
+    import os
+
+    from basenji2_fast._io import one_line_errors
+
+    def work():
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(tmp_path / "nonexist.txt"))
+
+    assert one_line_errors("predict-bed", work) == 1
+    line = one_line(capsys.readouterr().err.splitlines(),
+                    f"basenji2-fast predict-bed: error: {tmp_path / 'nonexist.txt'}: no such file or directory")
+    assert "Errno" not in line
+
+
+def test_one_head_commands_offer_and_take_one_head(tmp_path, capsys):
+    """plot and test draw or evaluate one head: their help offers no HEAD= forms or 'both', and
+    those forms are refused while parsing (exit 2), naming the option."""
+    from basenji2_fast.cli import main
+
+    targets = tmp_path / "targets.txt"
+    targets.write_text("index\tidentifier\tfile\tclip\tscale\tsum_stat\tdescription\n")
+    for cmd in ("plot", "test"):
+        with pytest.raises(SystemExit):
+            main([cmd, "--help"])
+        help_text = " ".join(capsys.readouterr().out.split())
+        assert "HEAD=" not in help_text and "'both'" not in help_text, cmd
+    base = ["plot", "-m", "x.safetensors", "--region", "chr1:1-100", "-o", str(tmp_path / "p.png")]
+    for extra, words in ((["--head", "both"], "argument --head: 'both': this command takes one head"),
+                         (["--tracks", "human=0"], "argument --tracks: human=0: this command takes one head"),
+                         (["-t", f"human={targets}"], "this command takes one head")):
+        with pytest.raises(SystemExit) as e:
+            main(base + extra)
+        assert e.value.code == 2 and words in capsys.readouterr().err
+
+
+def test_chrom_sizes_file_is_named(tmp_path, capsys):
+    from basenji2_fast.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["predict-bed", "-m", "m", "-f", "f", "b.bed", "-o", str(tmp_path / "o"), "-b", "0", "-g",
+              str(tmp_path / "none.txt")])
+    assert e.value.code == 2 and "none.txt: chrom sizes file not found" in capsys.readouterr().err

@@ -624,7 +624,7 @@ def add_plot_subcommand(subparsers) -> argparse.ArgumentParser:
                      help="predict-genome output folder (manifest.json + bigWigs) or a folder of .bw files")
     add_fasta_option(p, required=False)
     p.add_argument("--region", required=True, help="chrom:start-end, 1-based inclusive (commas allowed)")
-    add_track_options(p)
+    add_track_options(p, one_head=True)
     p.add_argument("-o", "--output", required=True, help="picture to write: .png, .svg or .pdf")
     p.add_argument("--title", default=None, help="figure title (default: region and what is drawn)")
     p.add_argument("--region-only", action="store_true",

@@ -224,7 +224,7 @@ def add_test_subcommand(subparsers) -> argparse.ArgumentParser:
     add_model_options(p)
     add_fasta_option(p)
     p.add_argument("bed", help="BED file of test regions")
-    add_track_options(p)
+    add_track_options(p, one_head=True)
     add_ensemble_options(p)
     p.add_argument("-o", "--out", required=True, help="output TSV (e.g. acc.tsv)")
     p.add_argument("--plot-tracks", default=None,

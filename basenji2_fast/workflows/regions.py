@@ -37,8 +37,8 @@ import numpy as np
 from .. import runner
 from .._io import atomic_output, check_output, to_float16
 from ..cli_options import (add_batch_size_option, add_distributed_options, add_ensemble_options, add_fasta_option,
-                           add_model_options, add_run_options, add_track_options, distributed_kwargs, int_list,
-                           load_model, one_line_errors, print_written, track_request)
+                           add_model_options, add_run_options, add_track_options, distributed_kwargs, input_file,
+                           int_list, load_model, one_line_errors, print_written, track_request)
 from ..genome import Region, describe, fasta_identity, fasta_path, prepare_regions, read_bed, read_chrom_sizes
 from ..model import Ensemble
 from ..spec import weights_sha256
@@ -335,7 +335,7 @@ def add_predict_bed_subcommand(subparsers) -> argparse.ArgumentParser:
     p.add_argument("-b", "--bigwig-tracks", type=int_list, default=None,
                    help="comma-separated positions among the selected tracks to also write as bigWigs, "
                         "OUT_DIR/bigwig/s<region>_t<track>.bw")
-    p.add_argument("-g", "--chrom-sizes", default=None,
+    p.add_argument("-g", "--chrom-sizes", default=None, type=input_file("chrom sizes file"),
                    help="chromosome sizes for the bigWig headers (default: the FASTA's sequences)")
     p.add_argument("--target-names", action="store_true",
                    help="also store target_ids / target_labels (as in basenji_sad.py's sad.h5)")
