@@ -658,7 +658,12 @@ def _env(threads: int, isa: Optional[str] = None) -> dict:
 
 
 def _worker_cmd(cfg: dict) -> List[str]:
-    return [sys.executable, "-m", "basenji2_fast.bench", "--_worker", json.dumps(cfg)]
+    # -P: the working folder stays off sys.path (-m would put it first), so a folder there named
+    # like a module (a scratch "z3" shadowed the z3 that torch.export imports, and the ONNX export
+    # of every OpenVINO / ONNX Runtime peer failed) is never imported; the package comes from
+    # _env's PYTHONPATH.
+    isolate = ["-P"] if sys.version_info >= (3, 11) else []
+    return [sys.executable, *isolate, "-m", "basenji2_fast.bench", "--_worker", json.dumps(cfg)]
 
 
 def _one_shot(cfg: dict, env: dict) -> dict:

@@ -383,3 +383,21 @@ def test_state_dict_loads_into_basenji2_pytorch_strictly(tmp_path):
     model = peers.basenji2_pytorch(str(pth))  # load_state_dict(strict=True)
     bn = model.model.trunk[0].block[2]
     assert float((bn.running_var + bn.eps).max()) == 1.0 == float((bn.running_var + bn.eps).min())
+
+
+def test_workers_do_not_import_from_the_working_folder(tmp_path, monkeypatch):
+    """A folder in the working directory named like a module the workers import (a scratch
+    ``z3`` broke torch.export and with it every ONNX peer) is not on their sys.path."""
+    import subprocess
+    import sys
+
+    if sys.version_info < (3, 11):
+        pytest.skip("-P needs Python 3.11")
+    (tmp_path / "h5py").mkdir()
+    (tmp_path / "h5py" / "__init__.py").write_text("raise ImportError('the working folder was imported')\n")
+    monkeypatch.chdir(tmp_path)
+    cmd = bench._worker_cmd({})
+    interp = cmd[:cmd.index("-m")]  # the interpreter and its flags, as every worker starts
+    r = subprocess.run(interp + ["-c", "import basenji2_fast, h5py; print(h5py.__file__)"], env=bench._env(1),
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and str(tmp_path) not in r.stdout, r.stderr[-500:]
