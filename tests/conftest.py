@@ -79,3 +79,51 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("gpu"):
             item.add_marker(skip)
+
+
+def cli(capsys, *argv) -> tuple:
+    """(exit status, stderr lines) of ``basenji2-fast ARGV`` run in this process."""
+    from basenji2_fast.cli import main
+
+    capsys.readouterr()
+    try:
+        rc = main([str(a) for a in argv])
+    except SystemExit as e:  # argparse: a bad option
+        rc = e.code
+    return rc, capsys.readouterr().err.strip().splitlines()
+
+
+def one_line(err, *needles) -> str:
+    """The one line of ``err`` (stderr lines), which holds every needle."""
+    assert len(err) == 1, err
+    for n in needles:
+        assert n in err[0], (n, err[0])
+    return err[0]
+
+
+@pytest.fixture(scope="session")
+def converted_small(tmp_path_factory) -> Path:
+    """tf-small converted as a new user would (basenji2-fast convert), once per session."""
+    from basenji2_fast.cli import main
+
+    out = tmp_path_factory.mktemp("model") / "small.safetensors"
+    assert main(["convert", str(fixture_path("tf-small", "model.h5")), "-o", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def genome(visible) -> Path:
+    """The basenji CLI fixture's genome FASTA."""
+    return visible / "genome.fa"
+
+
+def recording_task(real, calls: list, die_at=None):
+    """A runner task function (``fn(model, path, *args)``) that appends each task file's name to
+    ``calls`` and runs ``real``, except that its ``die_at``-th call raises KeyboardInterrupt
+    (a run killed there)."""
+    def task(model, path, *args):
+        calls.append(path.name)
+        if die_at is not None and len(calls) == die_at:
+            raise KeyboardInterrupt("killed")
+        real(model, path, *args)
+    return task

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import fixture_path
+from conftest import cli, fixture_path, one_line
 from basenji2_fast import load
 from basenji2_fast.cli import main
 from basenji2_fast.genome import index_problem, open_fasta
@@ -25,21 +25,8 @@ GOOD_SNP = "chr1\t20307\trs1100103\tT\tA\t.\tPASS\t."
 
 
 @pytest.fixture(scope="module")
-def visible() -> Path:
-    return fixture_path("basenji-cli", "visible")
-
-
-@pytest.fixture(scope="module")
-def genome(visible) -> Path:
-    return visible / "genome.fa"
-
-
-@pytest.fixture(scope="module")
-def small(tmp_path_factory) -> Path:
-    """tf-small converted as a new user would (basenji2-fast convert)."""
-    out = tmp_path_factory.mktemp("model") / "small.safetensors"
-    assert main(["convert", str(fixture_path("tf-small", "model.h5")), "-o", str(out)]) == 0
-    return out
+def small(converted_small) -> Path:
+    return converted_small
 
 
 @pytest.fixture(scope="module")
@@ -47,21 +34,6 @@ def model(small):
     return load(small, threads=2)
 
 
-def cli(capsys, *argv) -> tuple:
-    """(exit status, stderr lines) of ``basenji2-fast ARGV`` run in this process."""
-    capsys.readouterr()
-    try:
-        rc = main([str(a) for a in argv])
-    except SystemExit as e:  # argparse: a bad option
-        rc = e.code
-    return rc, capsys.readouterr().err.strip().splitlines()
-
-
-def one_line(err, *needles) -> str:
-    assert len(err) == 1, err
-    for n in needles:
-        assert n in err[0], (n, err[0])
-    return err[0]
 
 
 def left_behind(folder: Path) -> list:

@@ -9,27 +9,13 @@ from pathlib import Path
 import pytest
 
 from basenji2_fast.cli import main
+from conftest import cli, one_line
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "weights" / "demo"
 MODEL, FASTA, BED = DEMO / "demo_random_weights.safetensors", DEMO / "demo.fa", DEMO / "demo.bed"
 
 
-def cli(capsys, *argv) -> tuple:
-    """(exit status, stderr lines) of ``basenji2-fast ARGV`` run in this process."""
-    capsys.readouterr()
-    try:
-        rc = main([str(a) for a in argv])
-    except SystemExit as e:  # argparse: a bad option
-        rc = e.code
-    return rc, capsys.readouterr().err.strip().splitlines()
-
-
-def one_line(err, *needles) -> str:
-    assert len(err) == 1, err
-    for n in needles:
-        assert n in err[0], (n, err[0])
-    return err[0]
 
 
 def predict_bed(tmp_path, *more):

@@ -10,7 +10,7 @@ import pytest
 from basenji2_fast import dna
 from basenji2_fast.genome import fetch, open_fasta
 from basenji2_fast.workflows.ism import _stat, add_sat_subcommand, mutation_range, saturation_mutagenesis
-from conftest import fixture_path
+from conftest import fixture_path, recording_task
 
 # run -> our options, as in each out/sat_*/cmd.txt (-f genome.fa ... sat.bed)
 RUNS = {
@@ -188,25 +188,15 @@ def test_an_interrupted_sat_resumes_from_its_committed_regions(monkeypatch, tmp_
     one = ism_module.sat_bed(model, genome, bed, tmp_path / "one", mut_len=2, progress=False)
     real, calls = ism_module.region_task, []
 
-    def dies_on_the_second(model, path, *args):
-        calls.append(path.name)
-        if len(calls) == 2:
-            raise KeyboardInterrupt("killed")
-        real(model, path, *args)
-
-    monkeypatch.setattr(ism_module, "region_task", dies_on_the_second)
+    monkeypatch.setattr(ism_module, "region_task", recording_task(real, calls, die_at=2))
     out = tmp_path / "two"
     with pytest.raises(KeyboardInterrupt):
         ism_module.sat_bed(model, genome, bed, out, mut_len=2, progress=False)
     assert not (out / "scores.h5").exists()
     assert sorted(p.name for p in (out / ".sat_partial").glob("*.npz")) == ["0.npz"]
 
-    def counted(model, path, *args):
-        calls.append(path.name)
-        real(model, path, *args)
-
     calls.clear()
-    monkeypatch.setattr(ism_module, "region_task", counted)
+    monkeypatch.setattr(ism_module, "region_task", recording_task(real, calls))
     ism_module.sat_bed(model, genome, bed, out, mut_len=2, progress=False)
     assert calls and "0.npz" not in calls  # only the regions not committed
     assert (out / "scores.h5").read_bytes() == one.read_bytes()

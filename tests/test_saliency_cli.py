@@ -16,7 +16,7 @@ from basenji2_fast.cli import main
 from basenji2_fast.genome import fetch, open_fasta, read_bed
 from basenji2_fast.windows import engine_tracks, parse_bins, resolve_tracks, window_codes
 from basenji2_fast.workflows import saliency as saliency_module
-from conftest import fixture_path
+from conftest import fixture_path, recording_task
 
 L, BINS, TRACKS = 16384, 96, 12  # tf-small
 
@@ -194,24 +194,14 @@ def test_an_interrupted_run_resumes_from_its_committed_batches(model_path, genom
     real = saliency_module.batch_task
     calls = []
 
-    def dies_on_the_second(model, path, *args):
-        calls.append(path.name)
-        if len(calls) == 2:
-            raise KeyboardInterrupt("killed")
-        real(model, path, *args)
-
-    monkeypatch.setattr(saliency_module, "batch_task", dies_on_the_second)
+    monkeypatch.setattr(saliency_module, "batch_task", recording_task(real, calls, die_at=2))
     out = tmp_path / "two"
     assert main(["saliency", "-m", model_path, "-f", str(genome), str(bed), "-o", str(out), "-q", *opts]) == 130
     assert not (out / "saliency.h5").exists()  # no output that looks finished
     assert sorted(p.name for p in (out / ".saliency_partial").glob("*.npz")) == ["0.npz"]
 
-    def counted(model, path, *args):
-        calls.append(path.name)
-        real(model, path, *args)
-
     calls.clear()
-    monkeypatch.setattr(saliency_module, "batch_task", counted)
+    monkeypatch.setattr(saliency_module, "batch_task", recording_task(real, calls))
     saliency(capsys, model_path, genome, bed, out, *opts)
     assert calls == ["3.npz", "6.npz"]  # only the batches not committed
     assert (out / "saliency.h5").read_bytes() == one.read_bytes()

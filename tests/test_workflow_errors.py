@@ -5,43 +5,20 @@ model converted from the tf-small fixture and the CLI fixture genome."""
 from __future__ import annotations
 
 import gzip
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import fixture_path
+from conftest import cli, fixture_path, one_line
 from basenji2_fast.cli import main
 
 
 @pytest.fixture(scope="module")
-def genome(visible) -> Path:
-    return visible / "genome.fa"
+def small(converted_small) -> Path:
+    return converted_small
 
 
-@pytest.fixture(scope="module")
-def small(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("model") / "small.safetensors"
-    assert main(["convert", str(fixture_path("tf-small", "model.h5")), "-o", str(out)]) == 0
-    return out
-
-
-def cli(capsys, *argv) -> tuple:
-    """(exit status, stderr lines) of ``basenji2-fast ARGV`` run in this process."""
-    capsys.readouterr()
-    try:
-        rc = main([str(a) for a in argv])
-    except SystemExit as e:
-        rc = e.code
-    return rc, capsys.readouterr().err.strip().splitlines()
-
-
-def one_line(err, *needles) -> str:
-    assert len(err) == 1, err
-    for n in needles:
-        assert n in err[0], (n, err[0])
-    return err[0]
 
 
 # ----------------------------------------------------------------------------------------------
