@@ -135,15 +135,14 @@ def input_file(what: str):
 
 
 def shard_spec(text: str) -> str:
-    """argparse type of ``--shard``: ``I/N`` with 0 <= I < N (checked here, so a bad value
-    exits before any output folder is made); the text as given, read by runner.parse_shard."""
-    i, _, n = text.partition("/")
+    """argparse type of ``--shard``: ``I/N`` with 0 <= I < N (runner.parse_shard, here so that a
+    bad value exits before any output folder is made); the text as given."""
+    from .runner import parse_shard  # noqa: PLC0415  (runner imports the engine's model module)
+
     try:
-        i, n = int(i), int(n)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected I/N, e.g. 0/4 (shards are numbered 0..N-1), got {text!r}") from None
-    if n < 1 or not 0 <= i < n:
-        raise argparse.ArgumentTypeError(f"expected I/N with 0 <= I < N (shards are numbered 0..N-1), got {text!r}")
+        parse_shard(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("shard ")) from None
     return text
 
 
