@@ -80,6 +80,13 @@ def test_bigwigs_match_basenji(visible, tmp_path):
             assert [iv[:2] for iv in a] == [iv[:2] for iv in b]
             # float32 predictions, not rounded to float16
             assert all(abs(x[2] - y[2]) <= 1e-4 for x, y in zip(a, b))
+    # a rerun with other -b tracks leaves only its own bigWigs (not the first run's beside them)
+    rc = run_cli(["predict", "-m", str(fixture_path("tf-small", "model.h5")), "-f", str(visible / "genome.fa"),
+                  str(visible / "regions_interior.bed"), "-o", str(tmp_path), "-q", "-b", "1",
+                  "-g", str(visible / "chrom.sizes")])
+    assert rc == 0
+    assert sorted(p.name for p in (tmp_path / "bigwig").iterdir()) == sorted(n.replace("_t0", "_t1") for n in names
+                                                                             if "_t0" in n)
 
 
 def test_predict_regions_api_matches_basenji_sums(model, visible):

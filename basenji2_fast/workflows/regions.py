@@ -228,6 +228,9 @@ def predict_bed(model, fasta_path, bed_path, out_dir, head: Optional[str] = None
                                  f"{chrom_sizes or fa.filename} (bigWig header)")
     for d in dirs.values():
         d.mkdir(parents=True, exist_ok=True)
+        # An earlier run's -b bigWigs in this folder would sit beside this run's as if one job's
+        for stale in sorted((d / "bigwig").glob("s*_t*.bw")) if (d / "bigwig").is_dir() else ():
+            stale.unlink()
         if header is not None:
             (d / "bigwig").mkdir(exist_ok=True)
     out = BatchOutput((s0, s1), bool(site_sum), tuple(int(t) for t in bigwig_tracks or ()))
