@@ -16,7 +16,7 @@ import tempfile
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator, Tuple, Union
+from typing import Iterable, Iterator, Optional, Tuple, Union
 
 import numpy as np
 
@@ -126,6 +126,25 @@ def atomic_output(path) -> Iterator[Path]:
 def to_float16(values: np.ndarray) -> np.ndarray:
     """float values -> float16 for an output file, clipped to +-:data:`FLOAT16_MAX`."""
     return np.clip(values, -FLOAT16_MAX, FLOAT16_MAX).astype(np.float16)
+
+
+#: Sentinel ``shard`` value of a merge: every task must be committed already, none is computed.
+MERGE = "merge"
+
+
+def parse_shard(shard) -> Optional[Union[Tuple[int, int], str]]:
+    """``"I/N"`` or ``(I, N)`` -> (I, N) with 0 <= I < N; None and :data:`MERGE` pass. (Here, below
+    the runner, so that the command line's ``--shard`` type checks it with the same words.)"""
+    if shard is None or shard == MERGE:
+        return shard
+    try:
+        i, n = (shard.split("/") if isinstance(shard, str) else shard)
+        i, n = int(i), int(n)
+    except (ValueError, TypeError):
+        raise ValueError(f"shard {shard!r}: expected I/N, e.g. 0/4 (shards are numbered 0..N-1)") from None
+    if n < 1 or not 0 <= i < n:
+        raise ValueError(f"shard {shard!r}: expected I/N with 0 <= I < N")
+    return i, n
 
 
 # Resumable jobs (predict-genome, sad): one run per output folder, JSON records of what was

@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 from typing import List
 
-from ._io import check_input_file, one_line_errors  # noqa: F401  (one_line_errors: re-exported, the error block every subcommand uses)
+from ._io import check_input_file, one_line_errors, parse_shard  # noqa: F401  (one_line_errors: re-exported, the error block every subcommand uses)
 from . import cuda_backend
 from .model import TrackRequest, load
 from .spec import ALGORITHMS, GELU_VARIANTS, N_ENCODINGS, PRECISIONS
@@ -135,10 +135,8 @@ def input_file(what: str):
 
 
 def shard_spec(text: str) -> str:
-    """argparse type of ``--shard``: ``I/N`` with 0 <= I < N (runner.parse_shard, here so that a
+    """argparse type of ``--shard``: ``I/N`` with 0 <= I < N (_io.parse_shard, here so that a
     bad value exits before any output folder is made); the text as given."""
-    from .runner import parse_shard  # noqa: PLC0415  (runner imports the engine's model module)
-
     try:
         parse_shard(text)
     except ValueError as e:

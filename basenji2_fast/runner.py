@@ -54,7 +54,7 @@ from typing import Callable, Dict, Iterable, Iterator, List, NamedTuple, Optiona
 import numpy as np
 from tqdm import tqdm
 
-from ._io import OptionError, atomic_output, canonical_sha, read_json, write_json
+from ._io import MERGE, OptionError, atomic_output, canonical_sha, parse_shard, read_json, write_json
 from .genome import open_fasta
 from .model import load
 from .spec import weights_sha256
@@ -63,8 +63,6 @@ from .version import __version__
 SHARD_RECORD = "shard.json"
 JOB_RECORD = "job.json"
 SHARD_FORMAT = "basenji2-fast shard"
-#: Sentinel ``shard`` value of a merge: every task must be committed already, none is computed.
-MERGE = "merge"
 
 # The command line being run, recorded in shard.json so that `merge` can rerun it (set by
 # cli.main while a command runs; None when the API is called from Python).
@@ -188,20 +186,6 @@ def save_task(path: Path, **arrays) -> None:
 # ----------------------------------------------------------------------------------------------
 # Clusters and the task runner
 # ----------------------------------------------------------------------------------------------
-def parse_shard(shard) -> Optional[Union[Tuple[int, int], str]]:
-    """``"I/N"`` or ``(I, N)`` -> (I, N) with 0 <= I < N; None and :data:`MERGE` pass."""
-    if shard is None or shard == MERGE:
-        return shard
-    try:
-        i, n = (shard.split("/") if isinstance(shard, str) else shard)
-        i, n = int(i), int(n)
-    except (ValueError, TypeError):
-        raise ValueError(f"shard {shard!r}: expected I/N, e.g. 0/4 (shards are numbered 0..N-1)") from None
-    if n < 1 or not 0 <= i < n:
-        raise ValueError(f"shard {shard!r}: expected I/N with 0 <= I < N")
-    return i, n
-
-
 def check_scheduler(scheduler) -> None:
     """A scheduler file (``*.json``) must exist and hold a Dask scheduler's ``address``: a
     missing file would have ``distributed.Client`` wait minutes for it to appear, and another
